@@ -1,0 +1,389 @@
+//! The payload moving through pipelines: a batch of one signal's telemetry.
+//!
+//! A [`Batch`] is either still encoded (the protobuf bytes a client sent, kept as a list
+//! of chunks) or decoded into the OTLP request type. Nothing decodes a batch unless a
+//! stage needs to look inside: OTLP export requests are lists at the top level, so
+//! batching appends chunks, splitting rewrites at most one resource, and fan-out to
+//! several exporters clones reference-counted bytes.
+
+pub mod wire;
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use sidekick_config::Signal as SignalKind;
+
+pub use wire::WireError;
+
+/// What differs between traces, metrics and logs.
+pub trait Signal: Send + Sync + Sized + 'static {
+    /// The OTLP export request message.
+    type Request: Message + Default + Clone + PartialEq + fmt::Debug + Send + Sync + 'static;
+    const KIND: SignalKind;
+    /// How items nest in the encoded request.
+    const SCHEMA: &'static wire::Schema;
+    /// Item noun in self-metric names: `spans`, `metric_points`, `log_records`.
+    const ITEMS: &'static str;
+    /// The gRPC method that exports this signal.
+    const GRPC_PATH: &'static str;
+    /// The OTLP/HTTP path that exports this signal.
+    const HTTP_PATH: &'static str;
+
+    fn count(request: &Self::Request) -> usize;
+    fn resources_mut(request: &mut Self::Request, f: &mut dyn FnMut(&mut Option<Resource>));
+    /// Moves the resource lists of `other` onto the end of `into`.
+    fn merge(into: &mut Self::Request, other: Self::Request);
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TracesSignal;
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsSignal;
+#[derive(Debug, Clone, Copy)]
+pub struct LogsSignal;
+
+pub type Traces = Batch<TracesSignal>;
+pub type Metrics = Batch<MetricsSignal>;
+pub type Logs = Batch<LogsSignal>;
+
+impl Signal for TracesSignal {
+    type Request = ExportTraceServiceRequest;
+    const KIND: SignalKind = SignalKind::Traces;
+    const SCHEMA: &'static wire::Schema = &wire::TRACES;
+    const ITEMS: &'static str = "spans";
+    const GRPC_PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    const HTTP_PATH: &'static str = "/v1/traces";
+
+    fn count(r: &Self::Request) -> usize {
+        r.resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum()
+    }
+
+    fn resources_mut(r: &mut Self::Request, f: &mut dyn FnMut(&mut Option<Resource>)) {
+        r.resource_spans.iter_mut().for_each(|rs| f(&mut rs.resource));
+    }
+
+    fn merge(into: &mut Self::Request, other: Self::Request) {
+        into.resource_spans.extend(other.resource_spans);
+    }
+}
+
+impl Signal for MetricsSignal {
+    type Request = ExportMetricsServiceRequest;
+    const KIND: SignalKind = SignalKind::Metrics;
+    const SCHEMA: &'static wire::Schema = &wire::METRICS;
+    const ITEMS: &'static str = "metric_points";
+    const GRPC_PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    const HTTP_PATH: &'static str = "/v1/metrics";
+
+    fn count(r: &Self::Request) -> usize {
+        r.resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .map(|m| match &m.data {
+                Some(Data::Gauge(g)) => g.data_points.len(),
+                Some(Data::Sum(s)) => s.data_points.len(),
+                Some(Data::Histogram(h)) => h.data_points.len(),
+                Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                Some(Data::Summary(s)) => s.data_points.len(),
+                None => 0,
+            })
+            .sum()
+    }
+
+    fn resources_mut(r: &mut Self::Request, f: &mut dyn FnMut(&mut Option<Resource>)) {
+        r.resource_metrics.iter_mut().for_each(|rm| f(&mut rm.resource));
+    }
+
+    fn merge(into: &mut Self::Request, other: Self::Request) {
+        into.resource_metrics.extend(other.resource_metrics);
+    }
+}
+
+impl Signal for LogsSignal {
+    type Request = ExportLogsServiceRequest;
+    const KIND: SignalKind = SignalKind::Logs;
+    const SCHEMA: &'static wire::Schema = &wire::LOGS;
+    const ITEMS: &'static str = "log_records";
+    const GRPC_PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    const HTTP_PATH: &'static str = "/v1/logs";
+
+    fn count(r: &Self::Request) -> usize {
+        r.resource_logs
+            .iter()
+            .flat_map(|rl| &rl.scope_logs)
+            .map(|sl| sl.log_records.len())
+            .sum()
+    }
+
+    fn resources_mut(r: &mut Self::Request, f: &mut dyn FnMut(&mut Option<Resource>)) {
+        r.resource_logs.iter_mut().for_each(|rl| f(&mut rl.resource));
+    }
+
+    fn merge(into: &mut Self::Request, other: Self::Request) {
+        into.resource_logs.extend(other.resource_logs);
+    }
+}
+
+/// A batch of one signal's telemetry. Cloning is cheap: bytes and decoded requests are
+/// shared, and a decoded request is copied only when a holder edits it.
+pub struct Batch<S: Signal> {
+    repr: Repr<S>,
+    items: usize,
+}
+
+enum Repr<S: Signal> {
+    /// Concatenated, these chunks are one valid encoded request.
+    Encoded(Vec<Bytes>),
+    Decoded(Arc<Decoded<S>>),
+}
+
+struct Decoded<S: Signal> {
+    request: S::Request,
+    /// The encoding, made at most once however many exporters ask.
+    encoded: OnceLock<Bytes>,
+}
+
+impl<S: Signal> Clone for Decoded<S> {
+    fn clone(&self) -> Self {
+        Decoded {
+            request: self.request.clone(),
+            encoded: OnceLock::new(),
+        }
+    }
+}
+
+impl<S: Signal> Clone for Batch<S> {
+    fn clone(&self) -> Self {
+        Batch {
+            repr: match &self.repr {
+                Repr::Encoded(chunks) => Repr::Encoded(chunks.clone()),
+                Repr::Decoded(d) => Repr::Decoded(Arc::clone(d)),
+            },
+            items: self.items,
+        }
+    }
+}
+
+impl<S: Signal> fmt::Debug for Batch<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("signal", &S::KIND)
+            .field("items", &self.items)
+            .field("encoded", &matches!(self.repr, Repr::Encoded(_)))
+            .finish()
+    }
+}
+
+/// A request that failed to decode.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("invalid protobuf: {0}")]
+    Prost(#[from] prost::DecodeError),
+}
+
+impl<S: Signal> Default for Batch<S> {
+    fn default() -> Self {
+        Batch {
+            repr: Repr::Encoded(Vec::new()),
+            items: 0,
+        }
+    }
+}
+
+impl<S: Signal> Batch<S> {
+    pub fn from_request(request: S::Request) -> Self {
+        let items = S::count(&request);
+        Batch {
+            repr: Repr::Decoded(Arc::new(Decoded {
+                request,
+                encoded: OnceLock::new(),
+            })),
+            items,
+        }
+    }
+
+    /// Wraps an encoded export request after checking its framing and counting its items.
+    pub fn from_encoded(body: Bytes) -> Result<Self, WireError> {
+        let items = S::SCHEMA.count(&body)?;
+        let chunks = if body.is_empty() { Vec::new() } else { vec![body] };
+        Ok(Batch {
+            repr: Repr::Encoded(chunks),
+            items,
+        })
+    }
+
+    /// Spans, metric data points or log records.
+    pub fn len(&self) -> usize {
+        self.items
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items == 0
+    }
+
+    /// The encoded request as chunks that concatenate to one message. Encodes a decoded
+    /// batch once and remembers it.
+    pub fn encoded_chunks(&self) -> Vec<Bytes> {
+        match &self.repr {
+            Repr::Encoded(chunks) => chunks.clone(),
+            Repr::Decoded(d) => {
+                let bytes = d
+                    .encoded
+                    .get_or_init(|| Bytes::from(d.request.encode_to_vec()))
+                    .clone();
+                if bytes.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![bytes]
+                }
+            }
+        }
+    }
+
+    /// Size of the encoded request in bytes (encodes a decoded batch, once).
+    pub fn encoded_len(&self) -> usize {
+        match &self.repr {
+            Repr::Encoded(chunks) => chunks.iter().map(Bytes::len).sum(),
+            Repr::Decoded(d) => d.request.encoded_len(),
+        }
+    }
+
+    /// The encoded request as one buffer; copies only when it is in several chunks.
+    pub fn encoded(&self) -> Bytes {
+        let mut chunks = self.encoded_chunks();
+        match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut out = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+                chunks.iter().for_each(|c| out.put_slice(c));
+                out.freeze()
+            }
+        }
+    }
+
+    /// The decoded request (decodes an encoded batch; does not change `self`).
+    pub fn to_request(&self) -> Result<S::Request, DecodeError> {
+        match &self.repr {
+            Repr::Decoded(d) => Ok(d.request.clone()),
+            Repr::Encoded(chunks) => decode_chunks::<S>(chunks),
+        }
+    }
+
+    /// Decodes in place (once) and gives the request to edit. Drops any cached encoding,
+    /// and copies the request first if another holder shares it.
+    pub fn request_mut(&mut self) -> Result<&mut S::Request, DecodeError> {
+        if let Repr::Encoded(chunks) = &self.repr {
+            let request = decode_chunks::<S>(chunks)?;
+            self.repr = Repr::Decoded(Arc::new(Decoded {
+                request,
+                encoded: OnceLock::new(),
+            }));
+        }
+        match &mut self.repr {
+            Repr::Decoded(d) => {
+                let d = Arc::make_mut(d);
+                d.encoded = OnceLock::new();
+                Ok(&mut d.request)
+            }
+            Repr::Encoded(_) => unreachable!("decoded above"),
+        }
+    }
+
+    /// Recounts items after an edit through [`Batch::request_mut`].
+    pub fn recount(&mut self) {
+        if let Repr::Decoded(d) = &self.repr {
+            self.items = S::count(&d.request);
+        }
+    }
+
+    /// Moves `other`'s telemetry to the end of this batch. Encoded batches are joined by
+    /// appending chunks; a decoded side is encoded rather than the other side decoded.
+    pub fn append(&mut self, other: Batch<S>) {
+        if other.items == 0 && other.encoded_len() == 0 {
+            return;
+        }
+        let items = self.items + other.items;
+        match (&mut self.repr, other.repr) {
+            (Repr::Decoded(mine), Repr::Decoded(theirs)) => {
+                let theirs = Arc::try_unwrap(theirs)
+                    .map(|d| d.request)
+                    .unwrap_or_else(|shared| shared.request.clone());
+                let mine = Arc::make_mut(mine);
+                mine.encoded = OnceLock::new();
+                S::merge(&mut mine.request, theirs);
+            }
+            (Repr::Encoded(mine), theirs) => {
+                let theirs = Batch { repr: theirs, items: 0 };
+                mine.extend(theirs.encoded_chunks());
+            }
+            (Repr::Decoded(_), theirs) => {
+                let mut chunks = self.encoded_chunks();
+                chunks.extend(Batch { repr: theirs, items: 0 }.encoded_chunks());
+                self.repr = Repr::Encoded(chunks);
+            }
+        }
+        self.items = items;
+    }
+
+    /// Splits off the items after the first `at`, returning them; `self` keeps the first
+    /// `at`. Whole resources are shared, not copied.
+    pub fn split_off(&mut self, at: usize) -> Batch<S> {
+        if at >= self.items {
+            return Batch::default();
+        }
+        let total = self.items;
+        let chunks = self.encoded_chunks();
+        let mut first = Vec::new();
+        let mut rest = Vec::new();
+        let mut remaining = at;
+        for chunk in chunks {
+            if remaining == 0 {
+                rest.push(chunk);
+                continue;
+            }
+            // Chunks were counted when they came in; recounting is cheap framing work.
+            let count = S::SCHEMA.count(&chunk).unwrap_or(0);
+            if count <= remaining {
+                remaining -= count;
+                first.push(chunk);
+            } else {
+                let (a, b) = S::SCHEMA.split(&chunk, remaining);
+                first.extend(a);
+                rest.extend(b);
+                remaining = 0;
+            }
+        }
+        self.repr = Repr::Encoded(first);
+        self.items = at;
+        Batch {
+            repr: Repr::Encoded(rest),
+            items: total - at,
+        }
+    }
+}
+
+fn decode_chunks<S: Signal>(chunks: &[Bytes]) -> Result<S::Request, DecodeError> {
+    let mut request = S::Request::default();
+    for chunk in chunks {
+        request.merge(chunk.as_ref())?;
+    }
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+//! Just enough protobuf wire format to count, check and split OTLP export requests
+//! without decoding them.
+//!
+//! Every OTLP export request has the same shape: a list of resource messages, each with a
+//! list of scope messages, each with a list of items (spans, log records; for metrics one
+//! level more: metric → data → data points). A [`Schema`] names the field numbers of
+//! those lists, and everything here walks them. Fields outside the lists (resource,
+//! scope, schema URLs, metric names) are copied as raw bytes.
+
+use bytes::{BufMut, Bytes};
+
+/// Field numbers, per nesting depth, of the fields that lead toward items. The last
+/// depth's fields are the items themselves.
+#[derive(Debug)]
+pub struct Schema {
+    pub levels: &'static [&'static [u32]],
+}
+
+pub const TRACES: Schema = Schema {
+    // request.resource_spans(1) → scope_spans(2) → spans(2)
+    levels: &[&[1], &[2], &[2]],
+};
+
+pub const LOGS: Schema = Schema {
+    // request.resource_logs(1) → scope_logs(2) → log_records(2)
+    levels: &[&[1], &[2], &[2]],
+};
+
+pub const METRICS: Schema = Schema {
+    // request.resource_metrics(1) → scope_metrics(2) → metrics(2)
+    // → gauge(5) | sum(7) | histogram(9) | exponential_histogram(10) | summary(11)
+    // → data_points(1)
+    levels: &[&[1], &[2], &[2], &[5, 7, 9, 10, 11], &[1]],
+};
+
+/// Malformed protobuf, with the byte offset where it went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed protobuf at byte {offset}: {reason}")]
+pub struct WireError {
+    pub offset: usize,
+    pub reason: &'static str,
+}
+
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+const FIXED32: u8 = 5;
+
+/// One field of a message: its number, wire type, the byte range of the whole field
+/// (tag included) and, for length-delimited fields, of its payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub number: u32,
+    pub wire_type: u8,
+    pub start: usize,
+    pub end: usize,
+    pub payload_start: usize,
+}
+
+/// Iterates the fields of one message, checking that each is well formed.
+pub struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    base: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// `base` is the offset of `buf` in the outermost message, for error positions.
+    pub fn new(buf: &'a [u8], base: usize) -> Self {
+        Fields { buf, pos: 0, base }
+    }
+
+    fn fail(&self, at: usize, reason: &'static str) -> WireError {
+        WireError {
+            offset: self.base + at,
+            reason,
+        }
+    }
+}
+
+fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+impl Iterator for Fields<'_> {
+    type Item = Result<Field, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        let start = self.pos;
+        let mut pos = self.pos;
+        let result = (|| {
+            let tag = read_varint(self.buf, &mut pos).ok_or(self.fail(start, "truncated tag"))?;
+            let number = u32::try_from(tag >> 3).map_err(|_| self.fail(start, "field number too large"))?;
+            if number == 0 {
+                return Err(self.fail(start, "field number 0"));
+            }
+            let wire_type = (tag & 7) as u8;
+            let payload_start;
+            match wire_type {
+                VARINT => {
+                    payload_start = pos;
+                    read_varint(self.buf, &mut pos).ok_or(self.fail(start, "truncated varint"))?;
+                }
+                FIXED64 | FIXED32 => {
+                    payload_start = pos;
+                    pos += if wire_type == FIXED64 { 8 } else { 4 };
+                    if pos > self.buf.len() {
+                        return Err(self.fail(start, "truncated fixed-width field"));
+                    }
+                }
+                LEN => {
+                    let len = read_varint(self.buf, &mut pos).ok_or(self.fail(start, "truncated length"))?;
+                    payload_start = pos;
+                    let len = usize::try_from(len).map_err(|_| self.fail(start, "length too large"))?;
+                    pos = pos
+                        .checked_add(len)
+                        .filter(|end| *end <= self.buf.len())
+                        .ok_or(self.fail(start, "length runs past the end of the message"))?;
+                }
+                _ => return Err(self.fail(start, "unsupported wire type")),
+            }
+            Ok(Field {
+                number,
+                wire_type,
+                start,
+                end: pos,
+                payload_start,
+            })
+        })();
+        match result {
+            Ok(f) => {
+                self.pos = f.end;
+                Some(Ok(f))
+            }
+            Err(e) => {
+                self.pos = self.buf.len();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl Schema {
+    /// Counts the items in an encoded request, checking the framing of every message on
+    /// the way down and the fields of each item.
+    pub fn count(&self, buf: &[u8]) -> Result<usize, WireError> {
+        self.count_at(buf, 0, 0)
+    }
+
+    fn count_at(&self, buf: &[u8], depth: usize, base: usize) -> Result<usize, WireError> {
+        let children = self.levels[depth];
+        let leaf = depth + 1 == self.levels.len();
+        let mut total = 0;
+        for field in Fields::new(buf, base) {
+            let field = field?;
+            if !children.contains(&field.number) {
+                continue;
+            }
+            if field.wire_type != LEN {
+                return Err(WireError {
+                    offset: base + field.start,
+                    reason: "nested message has the wrong wire type",
+                });
+            }
+            let payload = &buf[field.payload_start..field.end];
+            if leaf {
+                for f in Fields::new(payload, base + field.payload_start) {
+                    f?;
+                }
+                total += 1;
+            } else {
+                total += self.count_at(payload, depth + 1, base + field.payload_start)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Splits a well-formed request (checked by [`Schema::count`]) after its first `n`
+    /// items. Whole resource messages are shared with `buf`; only the one resource that
+    /// straddles the cut is rewritten, with its resource and scope fields copied to both
+    /// halves.
+    pub fn split(&self, buf: &Bytes, n: usize) -> (Vec<Bytes>, Vec<Bytes>) {
+        let mut remaining = n;
+        let mut cut = None;
+        for field in Fields::new(buf, 0).map_while(Result::ok) {
+            if remaining == 0 {
+                cut = Some((field.start, None));
+                break;
+            }
+            if !self.levels[0].contains(&field.number) {
+                continue;
+            }
+            let count = self.count_field(buf, &field, 0);
+            if count <= remaining {
+                remaining -= count;
+                continue;
+            }
+            let mut first = Vec::new();
+            let mut rest = Vec::new();
+            self.split_message(&buf[field.payload_start..field.end], 1, remaining, &mut first, &mut rest);
+            let mut a = Vec::with_capacity(first.len() + 6);
+            put_len_field(&mut a, field.number, &first);
+            let mut b = Vec::with_capacity(rest.len() + 6);
+            put_len_field(&mut b, field.number, &rest);
+            cut = Some((field.start, Some((field.end, Bytes::from(a), Bytes::from(b)))));
+            break;
+        }
+        match cut {
+            None => (vec![buf.clone()], Vec::new()),
+            Some((at, None)) => (nonempty(buf.slice(..at)), nonempty(buf.slice(at..))),
+            Some((at, Some((end, a, b)))) => {
+                let mut first = nonempty(buf.slice(..at));
+                first.push(a);
+                let mut rest = vec![b];
+                rest.extend(nonempty(buf.slice(end..)));
+                (first, rest)
+            }
+        }
+    }
+
+    fn count_field(&self, buf: &[u8], field: &Field, depth: usize) -> usize {
+        if depth + 1 == self.levels.len() {
+            1
+        } else {
+            self.count_at(&buf[field.payload_start..field.end], depth + 1, 0)
+                .unwrap_or(0)
+        }
+    }
+
+    /// Writes the message `buf` at `depth` into `first` (its first `n` items) and `rest`
+    /// (the others). Fields that are not item lists go to both.
+    fn split_message(&self, buf: &[u8], depth: usize, n: usize, first: &mut Vec<u8>, rest: &mut Vec<u8>) {
+        let mut remaining = n;
+        for field in Fields::new(buf, 0).map_while(Result::ok) {
+            let raw = &buf[field.start..field.end];
+            if !self.levels[depth].contains(&field.number) {
+                first.extend_from_slice(raw);
+                rest.extend_from_slice(raw);
+                continue;
+            }
+            let count = self.count_field(buf, &field, depth);
+            if remaining == 0 {
+                rest.extend_from_slice(raw);
+            } else if count <= remaining {
+                first.extend_from_slice(raw);
+                remaining -= count;
+            } else {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                self.split_message(&buf[field.payload_start..field.end], depth + 1, remaining, &mut a, &mut b);
+                put_len_field(first, field.number, &a);
+                put_len_field(rest, field.number, &b);
+                remaining = 0;
+            }
+        }
+    }
+}
+
+fn nonempty(b: Bytes) -> Vec<Bytes> {
+    if b.is_empty() {
+        Vec::new()
+    } else {
+        vec![b]
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.put_u8(v as u8);
+}
+
+/// Appends a length-delimited field.
+pub fn put_len_field(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
+    put_varint(out, (u64::from(number) << 3) | u64::from(LEN));
+    put_varint(out, payload.len() as u64);
+    out.extend_from_slice(payload);
+}
