@@ -10,8 +10,15 @@ use crate::error::{unknown, ConfigError};
 use crate::node::{Mark, Node, Value};
 
 /// Deserializes `node` (found at `path`) into `T`.
-pub fn from_node<'de, T: de::Deserialize<'de>>(node: &'de Node, path: &str) -> Result<T, ConfigError> {
-    T::deserialize(NodeDe { node, path: path.to_string() }).map_err(|e| ConfigError {
+pub fn from_node<'de, T: de::Deserialize<'de>>(
+    node: &'de Node,
+    path: &str,
+) -> Result<T, ConfigError> {
+    T::deserialize(NodeDe {
+        node,
+        path: path.to_string(),
+    })
+    .map_err(|e| ConfigError {
         path: e.path.unwrap_or_else(|| path.to_string()),
         mark: e.mark.or(Some(node.mark)),
         message: e.message,
@@ -91,7 +98,8 @@ impl<'de> NodeDe<'de> {
             Value::Scalar { text, .. } => format!("\"{text}\""),
             _ => self.node.kind_name().to_string(),
         };
-        <Error as de::Error>::custom(format!("expected {expected}, found {found}")).at(&self.path, self.node.mark)
+        <Error as de::Error>::custom(format!("expected {expected}, found {found}"))
+            .at(&self.path, self.node.mark)
     }
 
     fn parse<T: std::str::FromStr>(&self, expected: &str) -> Result<T, Error> {
@@ -109,7 +117,9 @@ macro_rules! number {
     ($method:ident, $visit:ident, $ty:ty, $what:literal) => {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
             let value: $ty = self.parse($what)?;
-            visitor.$visit(value).map_err(|e: Error| e.at(&self.path, self.node.mark))
+            visitor
+                .$visit(value)
+                .map_err(|e: Error| e.at(&self.path, self.node.mark))
         }
     };
 }
@@ -160,7 +170,9 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let f = parse_float(self.scalar()?).ok_or_else(|| self.invalid("a number"))?;
-        visitor.visit_f64(f).map_err(|e: Error| e.at(&self.path, self.node.mark))
+        visitor
+            .visit_f64(f)
+            .map_err(|e: Error| e.at(&self.path, self.node.mark))
     }
 
     fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -231,7 +243,11 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
             .map_err(|e: Error| e.at(&self.path, self.node.mark))
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
         self.deserialize_seq(visitor)
     }
 
@@ -328,14 +344,20 @@ struct SeqDe<'a, 'de> {
 impl<'de> de::SeqAccess<'de> for SeqDe<'_, 'de> {
     type Error = Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
         match self.items.next() {
             None => Ok(None),
             Some((i, node)) => {
                 let path = format!("{}[{i}]", self.path);
-                seed.deserialize(NodeDe { node, path: path.clone() })
-                    .map(Some)
-                    .map_err(|e: Error| e.at(&path, node.mark))
+                seed.deserialize(NodeDe {
+                    node,
+                    path: path.clone(),
+                })
+                .map(Some)
+                .map_err(|e: Error| e.at(&path, node.mark))
             }
         }
     }
@@ -350,7 +372,10 @@ struct MapDe<'a, 'de> {
 impl<'de> de::MapAccess<'de> for MapDe<'_, 'de> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         let Some(entry) = self.entries.next() else {
             return Ok(None);
         };
@@ -367,8 +392,11 @@ impl<'de> de::MapAccess<'de> for MapDe<'_, 'de> {
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
         let (key, value) = self.current.take().expect("value requested before key");
         let path = child_path(self.path, key.as_str().unwrap_or(""));
-        seed.deserialize(NodeDe { node: value, path: path.clone() })
-            .map_err(|e: Error| e.at(&path, value.mark))
+        seed.deserialize(NodeDe {
+            node: value,
+            path: path.clone(),
+        })
+        .map_err(|e: Error| e.at(&path, value.mark))
     }
 }
 
@@ -382,13 +410,25 @@ impl<'de> de::EnumAccess<'de> for EnumDe<'_, 'de> {
     type Error = Error;
     type Variant = NodeDe<'de>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDe<'de>), Error> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, NodeDe<'de>), Error> {
         let name = self.key.as_str().unwrap_or("");
         let path = child_path(self.path, name);
         let variant = seed
-            .deserialize(NodeDe { node: self.key, path: path.clone() })
+            .deserialize(NodeDe {
+                node: self.key,
+                path: path.clone(),
+            })
             .map_err(|e: Error| e.at(&path, self.key.mark))?;
-        Ok((variant, NodeDe { node: self.value, path }))
+        Ok((
+            variant,
+            NodeDe {
+                node: self.value,
+                path,
+            },
+        ))
     }
 }
 
@@ -490,6 +530,9 @@ mod tests {
             "1:8: receivers.otlp.level: unknown value \"loud\"; expected one of: basic, detailed"
         );
         let err = load::<Grpc>("tags: [a, [b]]\n").unwrap_err();
-        assert_eq!(err.to_string(), "1:11: receivers.otlp.tags[1]: expected a value, found a list");
+        assert_eq!(
+            err.to_string(),
+            "1:11: receivers.otlp.tags[1]: expected a value, found a list"
+        );
     }
 }

@@ -395,7 +395,10 @@ fn refs(node: &Node, path: &str, errors: &mut Errors) -> Vec<Ref> {
             errors.push(ConfigError::new(
                 path,
                 Some(node.mark),
-                format!("expected a list of component ids, found {}", node.kind_name()),
+                format!(
+                    "expected a list of component ids, found {}",
+                    node.kind_name()
+                ),
             ));
             return Vec::new();
         }
@@ -437,7 +440,10 @@ mod tests {
         .unwrap();
         assert_eq!(doc.receivers.len(), 2);
         assert_eq!(doc.receivers[1].id.to_string(), "otlp/2");
-        assert_eq!(doc.pipelines[0].receivers[1].path, "service.pipelines.traces.receivers[1]");
+        assert_eq!(
+            doc.pipelines[0].receivers[1].path,
+            "service.pipelines.traces.receivers[1]"
+        );
         assert_eq!(doc.telemetry.admin_address(), "127.0.0.1:9999");
         assert_eq!(doc.telemetry.logs.level, LogLevel::Debug);
     }

@@ -39,7 +39,10 @@ pub enum Value {
     /// `~`, `null` or nothing at all.
     Null,
     /// A scalar's text; `plain` is true when it was unquoted, so it may be a number or bool.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Keys in file order; duplicate keys are refused at parse time.
     Map(Vec<(Node, Node)>),
@@ -189,8 +192,7 @@ impl Builder<'_> {
                 expanded
             }
             Err(message) => {
-                self.errors
-                    .push(ConfigError::new("", Some(mark), message));
+                self.errors.push(ConfigError::new("", Some(mark), message));
                 text
             }
         };
@@ -245,8 +247,11 @@ impl MarkedEventReceiver for Builder<'_> {
                 let node = match self.anchors.get(&id) {
                     Some(n) => n.clone(),
                     None => {
-                        self.errors
-                            .push(ConfigError::new("", Some(mark), "alias to an unknown anchor"));
+                        self.errors.push(ConfigError::new(
+                            "",
+                            Some(mark),
+                            "alias to an unknown anchor",
+                        ));
                         Node {
                             value: Value::Null,
                             mark,
@@ -280,9 +285,9 @@ pub fn expand(text: &str, env: &dyn EnvLookup) -> Result<(String, Vec<String>), 
             out.push('$');
             rest = after;
         } else if let Some(after) = rest.strip_prefix("${") {
-            let end = after
-                .find('}')
-                .ok_or_else(|| format!("unterminated \"${{\" in {text:?}; write $$ for a literal $"))?;
+            let end = after.find('}').ok_or_else(|| {
+                format!("unterminated \"${{\" in {text:?}; write $$ for a literal $")
+            })?;
             let inner = &after[..end];
             let reference = inner.strip_prefix("env:").unwrap_or(inner);
             let (name, default) = match reference.split_once(":-") {
@@ -339,9 +344,15 @@ mod tests {
         assert_eq!(expand("^a$", &e).unwrap().0, "^a$");
         let (text, unset) = expand("x${env:NOPE}y", &e).unwrap();
         assert_eq!((text.as_str(), unset), ("xy", vec!["NOPE".to_string()]));
-        assert!(expand("${env:HOST", &e).unwrap_err().contains("unterminated"));
-        assert!(expand("${file:/x}", &e).unwrap_err().contains("only ${env:NAME}"));
-        assert!(expand("${env:1A}", &e).unwrap_err().contains("invalid environment"));
+        assert!(expand("${env:HOST", &e)
+            .unwrap_err()
+            .contains("unterminated"));
+        assert!(expand("${file:/x}", &e)
+            .unwrap_err()
+            .contains("only ${env:NAME}"));
+        assert!(expand("${env:1A}", &e)
+            .unwrap_err()
+            .contains("invalid environment"));
     }
 
     #[test]
@@ -355,7 +366,13 @@ mod tests {
         assert_eq!(b.mark, Mark { line: 2, column: 6 });
         match &a.get("c").unwrap().value {
             Value::Seq(items) => {
-                assert_eq!(items[1].value, Value::Scalar { text: "y".into(), plain: false })
+                assert_eq!(
+                    items[1].value,
+                    Value::Scalar {
+                        text: "y".into(),
+                        plain: false
+                    }
+                )
             }
             other => panic!("expected a list, got {other:?}"),
         }

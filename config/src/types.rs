@@ -74,7 +74,9 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_duration(&text).map(Duration).map_err(de::Error::custom)
+        parse_duration(&text)
+            .map(Duration)
+            .map_err(de::Error::custom)
     }
 }
 

@@ -70,7 +70,9 @@ impl Signal for TracesSignal {
     }
 
     fn resources_mut(r: &mut Self::Request, f: &mut dyn FnMut(&mut Option<Resource>)) {
-        r.resource_spans.iter_mut().for_each(|rs| f(&mut rs.resource));
+        r.resource_spans
+            .iter_mut()
+            .for_each(|rs| f(&mut rs.resource));
     }
 
     fn merge(into: &mut Self::Request, other: Self::Request) {
@@ -83,7 +85,8 @@ impl Signal for MetricsSignal {
     const KIND: SignalKind = SignalKind::Metrics;
     const SCHEMA: &'static wire::Schema = &wire::METRICS;
     const ITEMS: &'static str = "metric_points";
-    const GRPC_PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    const GRPC_PATH: &'static str =
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
     const HTTP_PATH: &'static str = "/v1/metrics";
 
     fn count(r: &Self::Request) -> usize {
@@ -103,7 +106,9 @@ impl Signal for MetricsSignal {
     }
 
     fn resources_mut(r: &mut Self::Request, f: &mut dyn FnMut(&mut Option<Resource>)) {
-        r.resource_metrics.iter_mut().for_each(|rm| f(&mut rm.resource));
+        r.resource_metrics
+            .iter_mut()
+            .for_each(|rm| f(&mut rm.resource));
     }
 
     fn merge(into: &mut Self::Request, other: Self::Request) {
@@ -128,7 +133,9 @@ impl Signal for LogsSignal {
     }
 
     fn resources_mut(r: &mut Self::Request, f: &mut dyn FnMut(&mut Option<Resource>)) {
-        r.resource_logs.iter_mut().for_each(|rl| f(&mut rl.resource));
+        r.resource_logs
+            .iter_mut()
+            .for_each(|rl| f(&mut rl.resource));
     }
 
     fn merge(into: &mut Self::Request, other: Self::Request) {
@@ -219,7 +226,11 @@ impl<S: Signal> Batch<S> {
     /// Wraps an encoded export request after checking its framing and counting its items.
     pub fn from_encoded(body: Bytes) -> Result<Self, WireError> {
         let items = S::SCHEMA.count(&body)?;
-        let chunks = if body.is_empty() { Vec::new() } else { vec![body] };
+        let chunks = if body.is_empty() {
+            Vec::new()
+        } else {
+            vec![body]
+        };
         Ok(Batch {
             repr: Repr::Encoded(chunks),
             items,
@@ -328,12 +339,21 @@ impl<S: Signal> Batch<S> {
                 S::merge(&mut mine.request, theirs);
             }
             (Repr::Encoded(mine), theirs) => {
-                let theirs = Batch { repr: theirs, items: 0 };
+                let theirs = Batch {
+                    repr: theirs,
+                    items: 0,
+                };
                 mine.extend(theirs.encoded_chunks());
             }
             (Repr::Decoded(_), theirs) => {
                 let mut chunks = self.encoded_chunks();
-                chunks.extend(Batch { repr: theirs, items: 0 }.encoded_chunks());
+                chunks.extend(
+                    Batch {
+                        repr: theirs,
+                        items: 0,
+                    }
+                    .encoded_chunks(),
+                );
                 self.repr = Repr::Encoded(chunks);
             }
         }

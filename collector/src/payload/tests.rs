@@ -60,14 +60,23 @@ fn traces(shape: &[&[usize]]) -> ExportTraceServiceRequest {
 fn flatten(r: &ExportTraceServiceRequest) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for rs in &r.resource_spans {
-        let svc = match &rs.resource.as_ref().unwrap().attributes[0].value.as_ref().unwrap().value {
+        let svc = match &rs.resource.as_ref().unwrap().attributes[0]
+            .value
+            .as_ref()
+            .unwrap()
+            .value
+        {
             Some(any_value::Value::StringValue(s)) => s.clone(),
             _ => unreachable!(),
         };
         for ss in &rs.scope_spans {
             assert_eq!(ss.schema_url, "https://opentelemetry.io/schemas/1.26.0");
             for span in &ss.spans {
-                out.push((svc.clone(), ss.scope.as_ref().unwrap().name.clone(), span.name.clone()));
+                out.push((
+                    svc.clone(),
+                    ss.scope.as_ref().unwrap().name.clone(),
+                    span.name.clone(),
+                ));
             }
         }
     }
@@ -121,11 +130,18 @@ fn append_concatenates_and_mixes_representations() {
 fn request_mut_copies_on_write() {
     let original = Traces::from_encoded(Bytes::from(traces(&[&[2]]).encode_to_vec())).unwrap();
     let mut edited = original.clone();
-    edited.request_mut().unwrap().resource_spans[0].scope_spans[0].spans.pop();
+    edited.request_mut().unwrap().resource_spans[0].scope_spans[0]
+        .spans
+        .pop();
     edited.recount();
     assert_eq!(edited.len(), 1);
     assert_eq!(original.len(), 2);
-    assert_eq!(original.to_request().unwrap().resource_spans[0].scope_spans[0].spans.len(), 2);
+    assert_eq!(
+        original.to_request().unwrap().resource_spans[0].scope_spans[0]
+            .spans
+            .len(),
+        2
+    );
     assert_eq!(Traces::from_encoded(edited.encoded()).unwrap().len(), 1);
 }
 
@@ -134,11 +150,16 @@ fn refuses_malformed_bytes() {
     let good = traces(&[&[3]]).encode_to_vec();
     for cut in [1, good.len() / 2, good.len() - 1] {
         let err = Traces::from_encoded(Bytes::copy_from_slice(&good[..cut])).unwrap_err();
-        assert!(err.to_string().starts_with("malformed protobuf at byte"), "{err}");
+        assert!(
+            err.to_string().starts_with("malformed protobuf at byte"),
+            "{err}"
+        );
     }
     // resource_spans written as a varint instead of a message.
     assert_eq!(
-        Traces::from_encoded(Bytes::from_static(&[0x08, 0x01])).unwrap_err().reason,
+        Traces::from_encoded(Bytes::from_static(&[0x08, 0x01]))
+            .unwrap_err()
+            .reason,
         "nested message has the wrong wire type"
     );
     // Wire type 7 does not exist.
@@ -181,7 +202,9 @@ fn metrics_count_and_split_by_data_point() {
                     },
                     Metric {
                         name: "temperature".into(),
-                        data: Some(metric::Data::Gauge(Gauge { data_points: points(2, 3) })),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: points(2, 3),
+                        })),
                         ..Default::default()
                     },
                 ],

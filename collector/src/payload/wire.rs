@@ -102,7 +102,8 @@ impl Iterator for Fields<'_> {
         let mut pos = self.pos;
         let result = (|| {
             let tag = read_varint(self.buf, &mut pos).ok_or(self.fail(start, "truncated tag"))?;
-            let number = u32::try_from(tag >> 3).map_err(|_| self.fail(start, "field number too large"))?;
+            let number =
+                u32::try_from(tag >> 3).map_err(|_| self.fail(start, "field number too large"))?;
             if number == 0 {
                 return Err(self.fail(start, "field number 0"));
             }
@@ -121,9 +122,11 @@ impl Iterator for Fields<'_> {
                     }
                 }
                 LEN => {
-                    let len = read_varint(self.buf, &mut pos).ok_or(self.fail(start, "truncated length"))?;
+                    let len = read_varint(self.buf, &mut pos)
+                        .ok_or(self.fail(start, "truncated length"))?;
                     payload_start = pos;
-                    let len = usize::try_from(len).map_err(|_| self.fail(start, "length too large"))?;
+                    let len =
+                        usize::try_from(len).map_err(|_| self.fail(start, "length too large"))?;
                     pos = pos
                         .checked_add(len)
                         .filter(|end| *end <= self.buf.len())
@@ -209,12 +212,21 @@ impl Schema {
             }
             let mut first = Vec::new();
             let mut rest = Vec::new();
-            self.split_message(&buf[field.payload_start..field.end], 1, remaining, &mut first, &mut rest);
+            self.split_message(
+                &buf[field.payload_start..field.end],
+                1,
+                remaining,
+                &mut first,
+                &mut rest,
+            );
             let mut a = Vec::with_capacity(first.len() + 6);
             put_len_field(&mut a, field.number, &first);
             let mut b = Vec::with_capacity(rest.len() + 6);
             put_len_field(&mut b, field.number, &rest);
-            cut = Some((field.start, Some((field.end, Bytes::from(a), Bytes::from(b)))));
+            cut = Some((
+                field.start,
+                Some((field.end, Bytes::from(a), Bytes::from(b))),
+            ));
             break;
         }
         match cut {
@@ -241,7 +253,14 @@ impl Schema {
 
     /// Writes the message `buf` at `depth` into `first` (its first `n` items) and `rest`
     /// (the others). Fields that are not item lists go to both.
-    fn split_message(&self, buf: &[u8], depth: usize, n: usize, first: &mut Vec<u8>, rest: &mut Vec<u8>) {
+    fn split_message(
+        &self,
+        buf: &[u8],
+        depth: usize,
+        n: usize,
+        first: &mut Vec<u8>,
+        rest: &mut Vec<u8>,
+    ) {
         let mut remaining = n;
         for field in Fields::new(buf, 0).map_while(Result::ok) {
             let raw = &buf[field.start..field.end];
@@ -259,7 +278,13 @@ impl Schema {
             } else {
                 let mut a = Vec::new();
                 let mut b = Vec::new();
-                self.split_message(&buf[field.payload_start..field.end], depth + 1, remaining, &mut a, &mut b);
+                self.split_message(
+                    &buf[field.payload_start..field.end],
+                    depth + 1,
+                    remaining,
+                    &mut a,
+                    &mut b,
+                );
                 put_len_field(first, field.number, &a);
                 put_len_field(rest, field.number, &b);
                 remaining = 0;

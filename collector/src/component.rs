@@ -1,0 +1,366 @@
+//! What a component is: its config type is its factory.
+//!
+//! A receiver, processor or exporter kind is one `#[derive(Deserialize)]` config struct
+//! implementing [`ReceiverConfig`], [`ProcessorConfig`] or [`ExporterConfig`]: the signals
+//! it supports, `validate()`, the addresses it will listen on (for conflict checks) and a
+//! synchronous, fallible `build()` that acquires resources (binds sockets, reads TLS
+//! files), so a port conflict fails before anything runs. The registry turns each into a
+//! kind name with [`Registry::receiver`] and friends.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use sidekick_config::{from_node, ComponentId, ConfigError, Node, Signal};
+
+use crate::exporter::{Export, ExportSettings};
+use crate::payload::{LogsSignal, MetricsSignal, TracesSignal};
+use crate::pipe::{Input, Output, Stop};
+use crate::telemetry::Telemetry;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A problem in one field of a component's config, relative to the component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path inside the component, e.g. `protocols.grpc.endpoint`; empty for the
+    /// component as a whole.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An address a component will listen on, for conflict checks before anything binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub field: String,
+    pub address: String,
+}
+
+/// Building failed: a socket could not be bound, a file could not be read, …
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+impl BuildError {
+    pub fn new(message: impl Into<String>) -> Self {
+        BuildError(message.into())
+    }
+}
+
+/// What a component gets when it is built.
+pub struct BuildContext<'a> {
+    pub id: &'a ComponentId,
+    pub telemetry: &'a Telemetry,
+    /// The signals of the pipelines this instance serves.
+    pub signals: &'a [Signal],
+}
+
+/// Where a receiver sends each signal; `None` when no pipeline of that signal uses it.
+#[derive(Default)]
+pub struct ReceiverOutputs {
+    pub traces: Option<Output<TracesSignal>>,
+    pub metrics: Option<Output<MetricsSignal>>,
+    pub logs: Option<Output<LogsSignal>>,
+}
+
+pub trait ReceiverConfig: DeserializeOwned + Send + 'static {
+    const SIGNALS: &'static [Signal];
+
+    fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    fn listen_addresses(&self) -> Vec<Listen> {
+        Vec::new()
+    }
+
+    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError>;
+}
+
+pub trait Receiver: Send {
+    /// Runs until `stop` fires, then returns after in-flight requests are answered.
+    /// Dropping `outputs` is what tells the pipelines downstream that no more data comes.
+    fn run(self: Box<Self>, outputs: ReceiverOutputs, stop: Stop) -> BoxFuture<'static, ()>;
+}
+
+pub trait ProcessorConfig: DeserializeOwned + Send + Sync + 'static {
+    const SIGNALS: &'static [Signal];
+
+    fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    fn build<S: crate::payload::Signal>(
+        &self,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Processor<S>>, BuildError>;
+}
+
+pub trait Processor<S: crate::payload::Signal>: Send {
+    /// Runs until `input` closes, then flushes what it holds into `output` and returns.
+    fn run(self: Box<Self>, input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()>;
+}
+
+/// An exporter instance: one sender per signal it serves (they usually share one client),
+/// driven by the exporter helper's queue and retry loop.
+#[derive(Default)]
+pub struct ExporterParts {
+    pub traces: Option<Arc<dyn Export<TracesSignal>>>,
+    pub metrics: Option<Arc<dyn Export<MetricsSignal>>>,
+    pub logs: Option<Arc<dyn Export<LogsSignal>>>,
+}
+
+impl ExporterParts {
+    /// The same sender for every signal.
+    pub fn all<E>(exporter: Arc<E>) -> Self
+    where
+        E: Export<TracesSignal> + Export<MetricsSignal> + Export<LogsSignal>,
+    {
+        ExporterParts {
+            traces: Some(exporter.clone()),
+            metrics: Some(exporter.clone()),
+            logs: Some(exporter),
+        }
+    }
+}
+
+pub trait ExporterConfig: DeserializeOwned + Send + 'static {
+    const SIGNALS: &'static [Signal];
+
+    fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    /// Queue, retry and timeout settings for the exporter helper.
+    fn export_settings(&self) -> ExportSettings;
+
+    fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError>;
+}
+
+// ---- type-erased factories, one per kind -------------------------------------------------
+
+/// A component config that parsed and validated, waiting to be built.
+pub trait LoadedReceiver: Send {
+    fn listen_addresses(&self) -> Vec<Listen>;
+    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError>;
+}
+
+impl<C: ReceiverConfig> LoadedReceiver for C {
+    fn listen_addresses(&self) -> Vec<Listen> {
+        ReceiverConfig::listen_addresses(self)
+    }
+
+    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
+        ReceiverConfig::build(*self, ctx)
+    }
+}
+
+/// A processor instance for one pipeline, typed by the pipeline's signal.
+pub enum AnyProcessor {
+    Traces(Box<dyn Processor<TracesSignal>>),
+    Metrics(Box<dyn Processor<MetricsSignal>>),
+    Logs(Box<dyn Processor<LogsSignal>>),
+}
+
+pub trait LoadedProcessor: Send + Sync {
+    fn build(&self, signal: Signal, ctx: &BuildContext) -> Result<AnyProcessor, BuildError>;
+}
+
+impl<C: ProcessorConfig> LoadedProcessor for C {
+    fn build(&self, signal: Signal, ctx: &BuildContext) -> Result<AnyProcessor, BuildError> {
+        Ok(match signal {
+            Signal::Traces => {
+                AnyProcessor::Traces(ProcessorConfig::build::<TracesSignal>(self, ctx)?)
+            }
+            Signal::Metrics => {
+                AnyProcessor::Metrics(ProcessorConfig::build::<MetricsSignal>(self, ctx)?)
+            }
+            Signal::Logs => AnyProcessor::Logs(ProcessorConfig::build::<LogsSignal>(self, ctx)?),
+        })
+    }
+}
+
+pub trait LoadedExporter: Send {
+    fn export_settings(&self) -> ExportSettings;
+    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ExporterParts, BuildError>;
+}
+
+impl<C: ExporterConfig> LoadedExporter for C {
+    fn export_settings(&self) -> ExportSettings {
+        ExporterConfig::export_settings(self)
+    }
+
+    fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+        ExporterConfig::build(*self, ctx)
+    }
+}
+
+/// Parses a component's subtree into its config type and runs its `validate()`, turning
+/// field errors into located config errors.
+fn load<C: DeserializeOwned>(
+    node: &Node,
+    path: &str,
+    validate: impl FnOnce(&C) -> Vec<FieldError>,
+) -> Result<C, Vec<ConfigError>> {
+    let config: C = from_node(node, path).map_err(|e| vec![e])?;
+    let problems = validate(&config);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    Err(problems
+        .into_iter()
+        .map(|p| {
+            let (full, at) = locate(node, path, &p.field);
+            ConfigError::new(full, Some(at.mark), p.message)
+        })
+        .collect())
+}
+
+/// The node at a dotted `field` path below `node` (or the nearest existing ancestor).
+pub(crate) fn locate<'a>(node: &'a Node, path: &str, field: &str) -> (String, &'a Node) {
+    let mut at = node;
+    if !field.is_empty() {
+        for part in field.split('.') {
+            match at.get(part) {
+                Some(child) => at = child,
+                None => break,
+            }
+        }
+    }
+    let full = match (path.is_empty(), field.is_empty()) {
+        (_, true) => path.to_string(),
+        (true, false) => field.to_string(),
+        (false, false) => format!("{path}.{field}"),
+    };
+    (full, at)
+}
+
+type LoadFn<T> = Box<dyn Fn(&Node, &str) -> Result<T, Vec<ConfigError>> + Send + Sync>;
+
+/// One component kind: the signals it supports and how to load its config.
+pub struct Kind<T> {
+    pub signals: &'static [Signal],
+    load: LoadFn<T>,
+}
+
+impl<T> Kind<T> {
+    pub fn load(&self, node: &Node, path: &str) -> Result<T, Vec<ConfigError>> {
+        (self.load)(node, path)
+    }
+}
+
+/// An extension: something that runs beside the pipelines (health endpoints, …).
+pub trait ExtensionConfig: DeserializeOwned + Send + 'static {
+    fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    fn listen_addresses(&self) -> Vec<Listen> {
+        Vec::new()
+    }
+
+    fn build(
+        self,
+        ctx: &BuildContext,
+        health: crate::admin::Health,
+    ) -> Result<Box<dyn Extension>, BuildError>;
+}
+
+pub trait Extension: Send {
+    fn run(self: Box<Self>, stop: Stop) -> BoxFuture<'static, ()>;
+}
+
+pub trait LoadedExtension: Send {
+    fn listen_addresses(&self) -> Vec<Listen>;
+    fn build(
+        self: Box<Self>,
+        ctx: &BuildContext,
+        health: crate::admin::Health,
+    ) -> Result<Box<dyn Extension>, BuildError>;
+}
+
+impl<C: ExtensionConfig> LoadedExtension for C {
+    fn listen_addresses(&self) -> Vec<Listen> {
+        ExtensionConfig::listen_addresses(self)
+    }
+
+    fn build(
+        self: Box<Self>,
+        ctx: &BuildContext,
+        health: crate::admin::Health,
+    ) -> Result<Box<dyn Extension>, BuildError> {
+        ExtensionConfig::build(*self, ctx, health)
+    }
+}
+
+/// Every component kind Sidekick knows, by name.
+#[derive(Default)]
+pub struct Registry {
+    pub receivers: BTreeMap<&'static str, Kind<Box<dyn LoadedReceiver>>>,
+    pub processors: BTreeMap<&'static str, Kind<Arc<dyn LoadedProcessor>>>,
+    pub exporters: BTreeMap<&'static str, Kind<Box<dyn LoadedExporter>>>,
+    pub extensions: BTreeMap<&'static str, Kind<Box<dyn LoadedExtension>>>,
+}
+
+impl Registry {
+    pub fn receiver<C: ReceiverConfig>(mut self, kind: &'static str) -> Self {
+        let load: LoadFn<Box<dyn LoadedReceiver>> = Box::new(|node, path| {
+            load::<C>(node, path, |c| c.validate()).map(|c| Box::new(c) as Box<dyn LoadedReceiver>)
+        });
+        self.receivers.insert(
+            kind,
+            Kind {
+                signals: C::SIGNALS,
+                load,
+            },
+        );
+        self
+    }
+
+    pub fn processor<C: ProcessorConfig>(mut self, kind: &'static str) -> Self {
+        let load: LoadFn<Arc<dyn LoadedProcessor>> = Box::new(|node, path| {
+            load::<C>(node, path, |c| c.validate()).map(|c| Arc::new(c) as Arc<dyn LoadedProcessor>)
+        });
+        self.processors.insert(
+            kind,
+            Kind {
+                signals: C::SIGNALS,
+                load,
+            },
+        );
+        self
+    }
+
+    pub fn exporter<C: ExporterConfig>(mut self, kind: &'static str) -> Self {
+        let load: LoadFn<Box<dyn LoadedExporter>> = Box::new(|node, path| {
+            load::<C>(node, path, |c| c.validate()).map(|c| Box::new(c) as Box<dyn LoadedExporter>)
+        });
+        self.exporters.insert(
+            kind,
+            Kind {
+                signals: C::SIGNALS,
+                load,
+            },
+        );
+        self
+    }
+
+    pub fn extension<C: ExtensionConfig>(mut self, kind: &'static str) -> Self {
+        let load: LoadFn<Box<dyn LoadedExtension>> = Box::new(|node, path| {
+            load::<C>(node, path, |c| c.validate()).map(|c| Box::new(c) as Box<dyn LoadedExtension>)
+        });
+        self.extensions.insert(kind, Kind { signals: &[], load });
+        self
+    }
+}

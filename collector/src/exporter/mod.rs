@@ -1,0 +1,360 @@
+//! The exporter helper: the queue, consumers, timeout and retry that every exporter gets.
+//!
+//! Each exporter instance has one bounded queue per signal (`sending_queue.queue_size`
+//! batches). Up to `num_consumers` batches are in flight at once; each attempt is bounded
+//! by `timeout`; retryable failures back off exponentially with jitter, honouring a
+//! server's `Retry-After`, until `retry_on_failure.max_elapsed_time`; permanent failures
+//! are dropped at once. Every dropped item is counted and logged.
+//!
+//! On shutdown the queue drains until its input closes; when the drain deadline fires,
+//! whatever is still queued or in flight is counted as dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use serde::Deserialize;
+use sidekick_config::Duration as ConfigDuration;
+use tokio::sync::{watch, Semaphore};
+use tracing::{error, warn};
+
+use crate::component::BoxFuture;
+use crate::payload::{Batch, Signal};
+use crate::pipe::Input;
+use crate::telemetry::{Counter, Telemetry};
+
+/// Sends one batch of one signal to a backend.
+pub trait Export<S: Signal>: Send + Sync + 'static {
+    fn export<'a>(&'a self, batch: &'a Batch<S>) -> BoxFuture<'a, Result<(), ExportError>>;
+}
+
+/// How an export attempt failed, decided by the exporter (no downcasting later).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// Worth trying again, after `retry_after` if the backend said so.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Trying again cannot help (bad request, unauthorised, …).
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl ExportError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ExportError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ExportError::Permanent {
+            message: message.into(),
+        }
+    }
+}
+
+/// `sending_queue`, as in the OpenTelemetry Collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Without a queue, each batch waits for the previous one: one consumer, capacity 1.
+    pub enabled: bool,
+    /// Batches sent concurrently. Default 10.
+    pub num_consumers: usize,
+    /// Batches waiting to be sent. Default 1000.
+    pub queue_size: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 1000,
+        }
+    }
+}
+
+/// `retry_on_failure`, as in the OpenTelemetry Collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    pub enabled: bool,
+    /// First wait after a failure. Default 5s.
+    pub initial_interval: ConfigDuration,
+    /// Longest wait between attempts. Default 30s.
+    pub max_interval: ConfigDuration,
+    /// Give up (and count the batch as dropped) after this long; 0 retries forever.
+    /// Default 300s.
+    pub max_elapsed_time: ConfigDuration,
+    /// Growth of the wait per attempt. Default 1.5.
+    pub multiplier: f64,
+    /// Random spread of each wait, ± this fraction. Default 0.5.
+    pub randomization_factor: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            enabled: true,
+            initial_interval: ConfigDuration::from_secs(5),
+            max_interval: ConfigDuration::from_secs(30),
+            max_elapsed_time: ConfigDuration::from_secs(300),
+            multiplier: 1.5,
+            randomization_factor: 0.5,
+        }
+    }
+}
+
+/// Everything the helper needs from an exporter's config.
+#[derive(Debug, Clone)]
+pub struct ExportSettings {
+    pub timeout: Duration,
+    pub queue: QueueSettings,
+    pub retry: RetrySettings,
+}
+
+impl ExportSettings {
+    pub fn validate(&self) -> Vec<crate::component::FieldError> {
+        use crate::component::FieldError;
+        let mut out = Vec::new();
+        if self.queue.enabled && self.queue.queue_size == 0 {
+            out.push(FieldError::new(
+                "sending_queue.queue_size",
+                "must be at least 1",
+            ));
+        }
+        if self.queue.enabled && self.queue.num_consumers == 0 {
+            out.push(FieldError::new(
+                "sending_queue.num_consumers",
+                "must be at least 1",
+            ));
+        }
+        if self.retry.multiplier < 1.0 {
+            out.push(FieldError::new(
+                "retry_on_failure.multiplier",
+                "must be at least 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.retry.randomization_factor) {
+            out.push(FieldError::new(
+                "retry_on_failure.randomization_factor",
+                "must be between 0 and 1",
+            ));
+        }
+        out
+    }
+
+    pub fn capacity(&self) -> usize {
+        if self.queue.enabled {
+            self.queue.queue_size
+        } else {
+            1
+        }
+    }
+
+    fn consumers(&self) -> usize {
+        if self.queue.enabled {
+            self.queue.num_consumers
+        } else {
+            1
+        }
+    }
+}
+
+/// Fires when the shutdown deadline has passed: stop retrying, count what is left.
+#[derive(Clone)]
+pub struct Deadline(watch::Receiver<bool>);
+
+pub struct DeadlineTrigger(watch::Sender<bool>);
+
+pub fn deadline_pair() -> (DeadlineTrigger, Deadline) {
+    let (tx, rx) = watch::channel(false);
+    (DeadlineTrigger(tx), Deadline(rx))
+}
+
+impl DeadlineTrigger {
+    pub fn fire(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Deadline {
+    pub async fn passed(&mut self) {
+        let _ = self.0.wait_for(|d| *d).await;
+    }
+}
+
+/// Self-metrics of one exporter for one signal.
+#[derive(Clone)]
+pub struct ExporterMetrics {
+    pub sent: Counter,
+    pub send_failed: Counter,
+    telemetry: Telemetry,
+}
+
+impl ExporterMetrics {
+    pub fn new<S: Signal>(telemetry: &Telemetry, exporter: &str) -> Self {
+        let labels = [("exporter", exporter)];
+        let sent_name = format!("otelcol_exporter_sent_{}", S::ITEMS);
+        let failed_name = format!("otelcol_exporter_send_failed_{}", S::ITEMS);
+        ExporterMetrics {
+            sent: telemetry.counter(
+                &sent_name,
+                "Items successfully sent to the destination.",
+                &labels,
+            ),
+            send_failed: telemetry.counter(
+                &failed_name,
+                "Items that could not be sent and were dropped.",
+                &labels,
+            ),
+            telemetry: telemetry.clone(),
+        }
+    }
+
+    fn dropped(&self, n: usize) {
+        self.send_failed.add(n as u64);
+        self.telemetry.record_dropped(n as u64);
+    }
+}
+
+/// Runs one exporter's queue for one signal until the input closes and everything is
+/// sent, or the deadline passes.
+pub async fn run_queue<S: Signal>(
+    exporter: Arc<dyn Export<S>>,
+    mut input: Input<S>,
+    settings: ExportSettings,
+    metrics: ExporterMetrics,
+    name: String,
+    mut deadline: Deadline,
+) {
+    let consumers = Arc::new(Semaphore::new(settings.consumers()));
+    let settings = Arc::new(settings);
+    let mut in_flight = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&consumers).acquire_owned() => p.expect("semaphore is never closed"),
+            _ = deadline.passed() => break,
+        };
+        let batch = tokio::select! {
+            b = input.recv() => b,
+            _ = deadline.passed() => break,
+        };
+        let Some(batch) = batch else { break };
+        let exporter = Arc::clone(&exporter);
+        let settings = Arc::clone(&settings);
+        let metrics = metrics.clone();
+        let name = name.clone();
+        let deadline = deadline.clone();
+        in_flight.spawn(async move {
+            send_with_retry(&*exporter, &batch, &settings, &metrics, &name, deadline).await;
+            drop(permit);
+        });
+        // Reap finished sends so the set does not grow.
+        while in_flight.try_join_next().is_some() {}
+    }
+    while in_flight.join_next().await.is_some() {}
+    // Past the deadline: nothing more will be sent; count what is still arriving.
+    let mut left = 0;
+    while let Some(batch) = input.recv().await {
+        left += batch.len();
+    }
+    if left > 0 {
+        metrics.dropped(left);
+        error!(exporter = %name, dropped_items = left, "shutdown deadline passed; dropped queued data");
+    }
+}
+
+async fn send_with_retry<S: Signal>(
+    exporter: &dyn Export<S>,
+    batch: &Batch<S>,
+    settings: &ExportSettings,
+    metrics: &ExporterMetrics,
+    name: &str,
+    mut deadline: Deadline,
+) {
+    let started = Instant::now();
+    let retry = &settings.retry;
+    let mut interval = retry.initial_interval.get();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let attempt = tokio::time::timeout(settings.timeout, exporter.export(batch));
+        let result = tokio::select! {
+            r = attempt => r.unwrap_or_else(|_| Err(ExportError::retryable(format!(
+                "no answer within the {:?} timeout", settings.timeout
+            )))),
+            _ = deadline.passed() => {
+                metrics.dropped(batch.len());
+                error!(exporter = %name, dropped_items = batch.len(), "shutdown deadline passed during export; dropped data");
+                return;
+            }
+        };
+        let (message, retry_after) = match result {
+            Ok(()) => {
+                metrics.sent.add(batch.len() as u64);
+                return;
+            }
+            Err(ExportError::Permanent { message }) => {
+                metrics.dropped(batch.len());
+                error!(exporter = %name, error = %message, dropped_items = batch.len(), "export failed permanently; dropped data");
+                return;
+            }
+            Err(ExportError::Retryable {
+                message,
+                retry_after,
+            }) => (message, retry_after),
+        };
+        let max_elapsed = retry.max_elapsed_time.get();
+        let wait = retry_after.unwrap_or_else(|| jitter(interval, retry.randomization_factor));
+        let out_of_time = !max_elapsed.is_zero() && started.elapsed() + wait > max_elapsed;
+        if !retry.enabled || out_of_time {
+            metrics.dropped(batch.len());
+            error!(exporter = %name, error = %message, attempts, dropped_items = batch.len(), "export failed, no more retries; dropped data");
+            return;
+        }
+        warn!(exporter = %name, error = %message, retry_in = ?wait, "export failed, will retry");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = deadline.passed() => {
+                metrics.dropped(batch.len());
+                error!(exporter = %name, dropped_items = batch.len(), "shutdown deadline passed while retrying; dropped data");
+                return;
+            }
+        }
+        interval = interval
+            .mul_f64(retry.multiplier)
+            .min(retry.max_interval.get());
+    }
+}
+
+/// `base` spread by ± `factor`, from a cheap per-thread generator (no crypto needed).
+fn jitter(base: Duration, factor: f64) -> Duration {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(0x9e37_79b9_7f4a_7c15),
+        );
+    }
+    let r = STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    });
+    base.mul_f64((1.0 - factor + 2.0 * factor * r).max(0.0))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::*;
+use crate::payload::{Traces, TracesSignal};
+use crate::pipe::{channel, Output};
+use crate::telemetry::Gauge;
+
+/// Answers each attempt from a script, then succeeds.
+struct Scripted {
+    script: Mutex<Vec<Result<(), ExportError>>>,
+    attempts: Mutex<Vec<tokio::time::Instant>>,
+}
+
+impl Scripted {
+    fn new(script: Vec<Result<(), ExportError>>) -> Arc<Self> {
+        Arc::new(Scripted {
+            script: Mutex::new(script.into_iter().rev().collect()),
+            attempts: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl Export<TracesSignal> for Scripted {
+    fn export<'a>(&'a self, _batch: &'a Traces) -> BoxFuture<'a, Result<(), ExportError>> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
+        let next = self.script.lock().unwrap().pop().unwrap_or(Ok(()));
+        Box::pin(async move { next })
+    }
+}
+
+/// Never answers.
+struct Hangs;
+
+impl Export<TracesSignal> for Hangs {
+    fn export<'a>(&'a self, _batch: &'a Traces) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+fn spans(n: usize) -> Traces {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span::default(); n],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Traces::from_encoded(Bytes::from(req.encode_to_vec())).unwrap()
+}
+
+fn settings() -> ExportSettings {
+    ExportSettings {
+        timeout: Duration::from_secs(5),
+        queue: QueueSettings::default(),
+        retry: RetrySettings {
+            randomization_factor: 0.0,
+            ..RetrySettings::default()
+        },
+    }
+}
+
+struct Harness {
+    telemetry: Telemetry,
+    metrics: ExporterMetrics,
+    deadline: DeadlineTrigger,
+    task: tokio::task::JoinHandle<()>,
+    output: Option<Output<TracesSignal>>,
+}
+
+fn start(exporter: Arc<dyn Export<TracesSignal>>, settings: ExportSettings) -> Harness {
+    let telemetry = Telemetry::new();
+    let metrics = ExporterMetrics::new::<TracesSignal>(&telemetry, "test");
+    let (tx, rx) = channel::<TracesSignal>(settings.capacity(), Gauge::default());
+    let (trigger, deadline) = deadline_pair();
+    let task = tokio::spawn(run_queue(
+        exporter,
+        rx,
+        settings,
+        metrics.clone(),
+        "test".into(),
+        deadline,
+    ));
+    Harness {
+        telemetry,
+        metrics,
+        deadline: trigger,
+        task,
+        output: Some(Output::new(vec![tx])),
+    }
+}
+
+impl Harness {
+    async fn send(&self, batch: Traces) {
+        self.output.as_ref().unwrap().send(batch).await.unwrap();
+    }
+
+    async fn finish(mut self) -> Self {
+        self.output = None;
+        (&mut self.task).await.unwrap();
+        self
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_with_backoff_then_delivers() {
+    let exporter = Scripted::new(vec![
+        Err(ExportError::retryable("503")),
+        Err(ExportError::retryable("503")),
+    ]);
+    let h = start(exporter.clone(), settings());
+    h.send(spans(3)).await;
+    let h = h.finish().await;
+    assert_eq!(h.metrics.sent.get(), 3);
+    assert_eq!(h.metrics.send_failed.get(), 0);
+    let attempts = exporter.attempts.lock().unwrap().clone();
+    assert_eq!(attempts.len(), 3);
+    // 5s, then 5s × 1.5.
+    assert_eq!(attempts[1] - attempts[0], Duration::from_secs(5));
+    assert_eq!(attempts[2] - attempts[1], Duration::from_millis(7500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn honours_retry_after() {
+    let exporter = Scripted::new(vec![Err(ExportError::Retryable {
+        message: "429".into(),
+        retry_after: Some(Duration::from_secs(42)),
+    })]);
+    let h = start(exporter.clone(), settings());
+    h.send(spans(1)).await;
+    let h = h.finish().await;
+    let attempts = exporter.attempts.lock().unwrap().clone();
+    assert_eq!(attempts[1] - attempts[0], Duration::from_secs(42));
+    assert_eq!(h.metrics.sent.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_drop_once_and_count() {
+    let exporter = Scripted::new(vec![Err(ExportError::permanent("400 bad request"))]);
+    let h = start(exporter.clone(), settings());
+    h.send(spans(4)).await;
+    h.send(spans(2)).await;
+    let h = h.finish().await;
+    assert_eq!(exporter.attempts.lock().unwrap().len(), 2);
+    assert_eq!(h.metrics.send_failed.get(), 4);
+    assert_eq!(h.metrics.sent.get(), 2);
+    assert_eq!(h.telemetry.dropped(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gives_up_after_max_elapsed_time() {
+    let exporter = Scripted::new(vec![Err(ExportError::retryable("down")); 100]);
+    let mut s = settings();
+    s.retry.max_elapsed_time = ConfigDuration::from_secs(20);
+    let h = start(exporter.clone(), s);
+    h.send(spans(5)).await;
+    let h = h.finish().await;
+    assert_eq!(h.metrics.send_failed.get(), 5);
+    // Waits 5s, 7.5s; the next wait (11.25s) would pass 20s.
+    assert_eq!(exporter.attempts.lock().unwrap().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_counts_in_flight_and_queued_as_dropped() {
+    let mut s = settings();
+    s.queue.num_consumers = 1;
+    let h = start(Arc::new(Hangs), s);
+    h.send(spans(2)).await;
+    h.send(spans(3)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.deadline.fire();
+    let h = h.finish().await;
+    assert_eq!(h.metrics.send_failed.get(), 5);
+    assert_eq!(h.telemetry.dropped(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_is_a_retryable_failure() {
+    let mut s = settings();
+    s.timeout = Duration::from_secs(1);
+    s.retry.max_elapsed_time = ConfigDuration::from_secs(3);
+    let h = start(Arc::new(Hangs), s);
+    h.send(spans(1)).await;
+    let h = h.finish().await;
+    assert_eq!(h.metrics.send_failed.get(), 1);
+}

@@ -1,0 +1,113 @@
+//! Serving HTTP/1 and HTTP/2 (including gRPC) on a bound listener until told to stop,
+//! then letting in-flight requests finish.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tracing::debug;
+
+use crate::component::BuildError;
+use crate::pipe::Stop;
+
+/// How long open connections get to finish their requests after stop.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Binds a TCP listener now (at build time), so a taken port is a startup error.
+pub fn bind(address: &str, what: &str) -> Result<TcpListener, BuildError> {
+    let addr = resolve(address).map_err(|e| BuildError::new(format!("{what}: {e}")))?;
+    let std_listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| BuildError::new(format!("{what}: cannot listen on {addr}: {e}")))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| BuildError::new(format!("{what}: {e}")))?;
+    TcpListener::from_std(std_listener).map_err(|e| BuildError::new(format!("{what}: {e}")))
+}
+
+/// `host:port` → a socket address; `localhost` means the IPv4 loopback.
+pub fn resolve(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = address.parse() {
+        return Ok(a);
+    }
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| {
+        format!("invalid address \"{address}\": write host:port, e.g. 127.0.0.1:4317")
+    })?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid port in \"{address}\""))?;
+    let ip = match host {
+        "localhost" | "" => [127, 0, 0, 1].into(),
+        h => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| {
+                format!(
+                    "invalid address \"{address}\": the host must be an IP address or localhost"
+                )
+            })?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A simple response with a body.
+pub fn response(
+    status: http::StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Serves connections from `listener` with `service` until `stop` fires.
+pub async fn serve<S, B>(listener: TcpListener, service: S, mut stop: Stop)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Usually out of file descriptors; back off instead of spinning.
+                debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(GRACE, graceful.shutdown()).await;
+}

@@ -1,0 +1,756 @@
+//! From a config document to running tasks, in three phases:
+//!
+//! 1. [`Plan::new`] checks the document against the registry and reports every problem
+//!    at once: unknown kinds, bad component settings, undefined references, pipelines
+//!    without receivers or exporters, unsupported signals, two listeners on one address.
+//! 2. [`Plan::build`] builds every used component (binding sockets) and wires the
+//!    bounded queues: receiver → pipelines (fan-out) → processors in order → exporters
+//!    (fan-out). A receiver or exporter used by several pipelines is one instance;
+//!    processors are per pipeline.
+//! 3. [`Service::run`] runs until the shutdown signal, then drains in order: receivers
+//!    stop, processors flush as their inputs close, exporters drain their queues until
+//!    the deadline, and whatever is left is counted as dropped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sidekick_config::document::{ComponentEntry, Ref};
+use sidekick_config::error::unknown;
+use sidekick_config::{
+    ComponentId, ConfigError, Document, Errors, PipelineId, Signal as SignalKind,
+    Telemetry as TelemetryConfig,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::admin::{self, Health};
+use crate::component::{
+    AnyProcessor, BuildContext, BuildError, ExporterParts, Extension, Kind, Listen, LoadedExporter,
+    LoadedExtension, LoadedProcessor, LoadedReceiver, Processor, Receiver, ReceiverOutputs,
+    Registry,
+};
+use crate::exporter::{self, Deadline, Export, ExportSettings, ExporterMetrics};
+use crate::payload::{LogsSignal, MetricsSignal, Signal, TracesSignal};
+use crate::pipe::{self, Output, Sender, StopTrigger};
+use crate::telemetry::Telemetry;
+
+/// Batches waiting in front of each processor.
+const PROCESSOR_QUEUE: usize = 64;
+
+struct PlannedReceiver {
+    id: ComponentId,
+    loaded: Box<dyn LoadedReceiver>,
+    signals: BTreeSet<SignalKind>,
+}
+
+struct PlannedExporter {
+    id: ComponentId,
+    loaded: Box<dyn LoadedExporter>,
+    settings: ExportSettings,
+    signals: BTreeSet<SignalKind>,
+}
+
+struct PlannedPipeline {
+    id: PipelineId,
+    receivers: Vec<usize>,
+    processors: Vec<(ComponentId, Arc<dyn LoadedProcessor>)>,
+    exporters: Vec<usize>,
+}
+
+struct PlannedExtension {
+    id: ComponentId,
+    loaded: Box<dyn LoadedExtension>,
+}
+
+/// A checked config, ready to build.
+pub struct Plan {
+    receivers: Vec<PlannedReceiver>,
+    exporters: Vec<PlannedExporter>,
+    pipelines: Vec<PlannedPipeline>,
+    extensions: Vec<PlannedExtension>,
+    pub telemetry: TelemetryConfig,
+    pub shutdown_timeout: Duration,
+    /// Accepted but worth logging (unset environment variables, unused components).
+    pub warnings: Vec<String>,
+}
+
+/// Loads every entry of one section with its kind's factory.
+fn load_section<T>(
+    section: &str,
+    entries: &[ComponentEntry],
+    kinds: &BTreeMap<&'static str, Kind<T>>,
+    errors: &mut Errors,
+) -> BTreeMap<ComponentId, (T, &'static [SignalKind], usize)> {
+    let mut out = BTreeMap::new();
+    let valid: Vec<&str> = kinds.keys().copied().collect();
+    for (index, entry) in entries.iter().enumerate() {
+        let Some(kind) = kinds.get(entry.id.kind()) else {
+            let what = format!("{} kind", section.trim_end_matches('s'));
+            errors.push(ConfigError::new(
+                entry.path.clone(),
+                Some(entry.mark),
+                unknown(&what, entry.id.kind(), &valid),
+            ));
+            continue;
+        };
+        match kind.load(&entry.node, &entry.path) {
+            Ok(loaded) => {
+                out.insert(entry.id.clone(), (loaded, kind.signals, index));
+            }
+            Err(problems) => problems.into_iter().for_each(|e| errors.push(e)),
+        }
+    }
+    out
+}
+
+fn signals_of<T>(
+    m: &BTreeMap<ComponentId, (T, &'static [SignalKind], usize)>,
+) -> BTreeMap<ComponentId, &'static [SignalKind]> {
+    m.iter().map(|(id, (_, s, _))| (id.clone(), *s)).collect()
+}
+
+/// Checks that each reference names a defined component that supports `signal`.
+fn check_refs(
+    refs: &[Ref],
+    section: &str,
+    defined: &BTreeMap<ComponentId, &'static [SignalKind]>,
+    entries: &[ComponentEntry],
+    signal: Option<SignalKind>,
+    errors: &mut Errors,
+) -> Vec<ComponentId> {
+    let mut seen = BTreeSet::new();
+    let mut ok = Vec::new();
+    let noun = section.trim_end_matches('s');
+    for r in refs {
+        if !seen.insert(r.id.clone()) {
+            errors.push(ConfigError::new(
+                r.path.clone(),
+                Some(r.mark),
+                format!("{noun} \"{}\" is listed twice", r.id),
+            ));
+            continue;
+        }
+        let declared = entries.iter().any(|e| e.id == r.id);
+        match defined.get(&r.id) {
+            None if declared => {} // its own errors were reported where it is defined
+            None => {
+                let names: Vec<String> = entries.iter().map(|e| e.id.to_string()).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let hint =
+                    match sidekick_config::error::nearest(&r.id.to_string(), names.iter().copied())
+                    {
+                        Some(n) => format!("; did you mean \"{n}\"?"),
+                        None => format!("; define it under {section}"),
+                    };
+                errors.push(ConfigError::new(
+                    r.path.clone(),
+                    Some(r.mark),
+                    format!("{noun} \"{}\" is not defined{hint}", r.id),
+                ));
+            }
+            Some(signals) => match signal {
+                Some(s) if !signals.contains(&s) => errors.push(ConfigError::new(
+                    r.path.clone(),
+                    Some(r.mark),
+                    format!(
+                        "{noun} \"{}\" does not support {s}; it supports {}",
+                        r.id,
+                        signals
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )),
+                _ => ok.push(r.id.clone()),
+            },
+        }
+    }
+    ok
+}
+
+impl Plan {
+    pub fn new(doc: &Document, registry: &Registry) -> Result<Plan, Errors> {
+        let mut errors = Errors::default();
+        let mut receivers = load_section(
+            "receivers",
+            &doc.receivers,
+            &registry.receivers,
+            &mut errors,
+        );
+        let processors = load_section(
+            "processors",
+            &doc.processors,
+            &registry.processors,
+            &mut errors,
+        );
+        let mut exporters = load_section(
+            "exporters",
+            &doc.exporters,
+            &registry.exporters,
+            &mut errors,
+        );
+        let mut extensions = load_section(
+            "extensions",
+            &doc.extensions,
+            &registry.extensions,
+            &mut errors,
+        );
+
+        let receiver_signals = signals_of(&receivers);
+        let processor_signals = signals_of(&processors);
+        let exporter_signals = signals_of(&exporters);
+        let extension_signals = signals_of(&extensions);
+
+        let mut plan = Plan {
+            receivers: Vec::new(),
+            exporters: Vec::new(),
+            pipelines: Vec::new(),
+            extensions: Vec::new(),
+            telemetry: doc.telemetry.clone(),
+            shutdown_timeout: doc.shutdown_timeout,
+            warnings: doc.warnings.iter().map(ToString::to_string).collect(),
+        };
+        let mut receiver_index: BTreeMap<ComponentId, usize> = BTreeMap::new();
+        let mut exporter_index: BTreeMap<ComponentId, usize> = BTreeMap::new();
+
+        for spec in &doc.pipelines {
+            let signal = spec.id.signal;
+            if spec.receivers.is_empty() {
+                errors.push(ConfigError::new(
+                    spec.path.clone(),
+                    Some(spec.mark),
+                    "pipeline has no receivers: add receivers: [...]",
+                ));
+            }
+            if spec.exporters.is_empty() {
+                errors.push(ConfigError::new(
+                    spec.path.clone(),
+                    Some(spec.mark),
+                    "pipeline has no exporters: add exporters: [...]",
+                ));
+            }
+            let r = check_refs(
+                &spec.receivers,
+                "receivers",
+                &receiver_signals,
+                &doc.receivers,
+                Some(signal),
+                &mut errors,
+            );
+            let p = check_refs(
+                &spec.processors,
+                "processors",
+                &processor_signals,
+                &doc.processors,
+                Some(signal),
+                &mut errors,
+            );
+            let e = check_refs(
+                &spec.exporters,
+                "exporters",
+                &exporter_signals,
+                &doc.exporters,
+                Some(signal),
+                &mut errors,
+            );
+            let mut pipeline = PlannedPipeline {
+                id: spec.id.clone(),
+                receivers: Vec::new(),
+                processors: Vec::new(),
+                exporters: Vec::new(),
+            };
+            for id in r {
+                let i = *receiver_index.entry(id.clone()).or_insert_with(|| {
+                    let (loaded, _, _) = receivers.remove(&id).expect("checked above");
+                    plan.receivers.push(PlannedReceiver {
+                        id: id.clone(),
+                        loaded,
+                        signals: BTreeSet::new(),
+                    });
+                    plan.receivers.len() - 1
+                });
+                plan.receivers[i].signals.insert(signal);
+                pipeline.receivers.push(i);
+            }
+            for id in p {
+                let (loaded, _, _) = &processors[&id];
+                pipeline.processors.push((id.clone(), Arc::clone(loaded)));
+            }
+            for id in e {
+                let i = *exporter_index.entry(id.clone()).or_insert_with(|| {
+                    let (loaded, _, _) = exporters.remove(&id).expect("checked above");
+                    let settings = loaded.export_settings();
+                    plan.exporters.push(PlannedExporter {
+                        id: id.clone(),
+                        loaded,
+                        settings,
+                        signals: BTreeSet::new(),
+                    });
+                    plan.exporters.len() - 1
+                });
+                plan.exporters[i].signals.insert(signal);
+                pipeline.exporters.push(i);
+            }
+            plan.pipelines.push(pipeline);
+        }
+        for id in check_refs(
+            &doc.service_extensions,
+            "extensions",
+            &extension_signals,
+            &doc.extensions,
+            None,
+            &mut errors,
+        ) {
+            let (loaded, _, _) = extensions.remove(&id).expect("checked above");
+            plan.extensions.push(PlannedExtension { id, loaded });
+        }
+        for (section, unused) in [
+            ("receivers", receivers.keys().collect::<Vec<_>>()),
+            ("exporters", exporters.keys().collect()),
+            ("extensions", extensions.keys().collect()),
+        ] {
+            for id in unused {
+                plan.warnings.push(format!(
+                    "{section}.{id} is defined but not used by any pipeline"
+                ));
+            }
+        }
+        plan.check_addresses(doc, &mut errors);
+        errors.into_result(plan)
+    }
+
+    /// Two listeners on one address (or one on a wildcard and one on the same port) would
+    /// fail at bind time with a less helpful message; catch them here with both paths.
+    fn check_addresses(&self, doc: &Document, errors: &mut Errors) {
+        let mut listens: Vec<(String, Option<sidekick_config::Mark>, String)> = Vec::new();
+        let mut add = |section: &[ComponentEntry], id: &ComponentId, list: Vec<Listen>| {
+            if let Some(entry) = section.iter().find(|e| &e.id == id) {
+                for l in list {
+                    let node = crate::component::locate(&entry.node, &entry.path, &l.field);
+                    listens.push((node.0, Some(node.1.mark), l.address));
+                }
+            }
+        };
+        for r in &self.receivers {
+            add(&doc.receivers, &r.id, r.loaded.listen_addresses());
+        }
+        for x in &self.extensions {
+            add(&doc.extensions, &x.id, x.loaded.listen_addresses());
+        }
+        listens.push((
+            "service.telemetry.metrics".into(),
+            None,
+            self.telemetry.admin_address(),
+        ));
+        let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
+        for (path, mark, address) in &listens {
+            let addr = match crate::http::resolve(address) {
+                Ok(a) => a,
+                Err(message) => {
+                    errors.push(ConfigError::new(path.clone(), *mark, message));
+                    continue;
+                }
+            };
+            if addr.port() == 0 {
+                continue;
+            }
+            let clash = seen.iter().find(|(other, _)| {
+                other.port() == addr.port()
+                    && (other.ip() == addr.ip()
+                        || other.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            });
+            match clash {
+                Some((other, other_path)) => errors.push(ConfigError::new(
+                    path.clone(),
+                    *mark,
+                    format!("address {addr} is already used by {other_path} ({other}); give each listener its own port"),
+                )),
+                None => seen.push((addr, path)),
+            }
+        }
+    }
+
+    /// Builds every component and wires the queues. Fails on the first component that
+    /// cannot be built (port taken, unreadable file), before anything runs.
+    pub fn build(self, telemetry: Telemetry) -> Result<Service, BuildError> {
+        let (stop_receivers, _) = pipe::stop_pair();
+        let (stop_admin, _) = pipe::stop_pair();
+        let (deadline_trigger, deadline) = exporter::deadline_pair();
+        let health = Health::default();
+        let mut svc = Service {
+            receivers: Vec::new(),
+            processors: Vec::new(),
+            exporters: Vec::new(),
+            extensions: Vec::new(),
+            admin: None,
+            stop_receivers,
+            stop_admin,
+            deadline_trigger,
+            health: health.clone(),
+            telemetry: telemetry.clone(),
+            shutdown_timeout: self.shutdown_timeout,
+        };
+
+        // Exporters first: pipelines need their queues.
+        let mut exporter_senders: Vec<Senders> = Vec::new();
+        for e in self.exporters {
+            let signals: Vec<SignalKind> = e.signals.iter().copied().collect();
+            let ctx = BuildContext {
+                id: &e.id,
+                telemetry: &telemetry,
+                signals: &signals,
+            };
+            let parts = e
+                .loaded
+                .build(&ctx)
+                .map_err(|err| BuildError::new(format!("exporters.{}: {err}", e.id)))?;
+            let mut senders = Senders::default();
+            let name = e.id.to_string();
+            for s in &signals {
+                match s {
+                    SignalKind::Traces => {
+                        senders.traces = start_exporter::<TracesSignal>(
+                            &mut svc,
+                            &parts,
+                            &e.settings,
+                            &name,
+                            &deadline,
+                        )
+                    }
+                    SignalKind::Metrics => {
+                        senders.metrics = start_exporter::<MetricsSignal>(
+                            &mut svc,
+                            &parts,
+                            &e.settings,
+                            &name,
+                            &deadline,
+                        )
+                    }
+                    SignalKind::Logs => {
+                        senders.logs = start_exporter::<LogsSignal>(
+                            &mut svc,
+                            &parts,
+                            &e.settings,
+                            &name,
+                            &deadline,
+                        )
+                    }
+                }
+            }
+            exporter_senders.push(senders);
+        }
+
+        // Pipelines, back to front: each stage's output is the next stage's queue.
+        let mut entries: Vec<Senders> = Vec::new();
+        for p in &self.pipelines {
+            let mut entry = Senders::default();
+            match p.id.signal {
+                SignalKind::Traces => {
+                    entry.traces =
+                        wire_pipeline::<TracesSignal>(&mut svc, p, &exporter_senders, &telemetry)?
+                }
+                SignalKind::Metrics => {
+                    entry.metrics =
+                        wire_pipeline::<MetricsSignal>(&mut svc, p, &exporter_senders, &telemetry)?
+                }
+                SignalKind::Logs => {
+                    entry.logs =
+                        wire_pipeline::<LogsSignal>(&mut svc, p, &exporter_senders, &telemetry)?
+                }
+            }
+            entries.push(entry);
+        }
+
+        for (i, r) in self.receivers.into_iter().enumerate() {
+            let signals: Vec<SignalKind> = r.signals.iter().copied().collect();
+            let ctx = BuildContext {
+                id: &r.id,
+                telemetry: &telemetry,
+                signals: &signals,
+            };
+            let receiver = r
+                .loaded
+                .build(&ctx)
+                .map_err(|err| BuildError::new(format!("receivers.{}: {err}", r.id)))?;
+            let mut outputs = Senders::default();
+            for (p, entry) in self.pipelines.iter().zip(&entries) {
+                if p.receivers.contains(&i) {
+                    outputs.extend(entry);
+                }
+            }
+            svc.receivers.push((receiver, outputs.into_outputs()));
+        }
+
+        for x in self.extensions {
+            let ctx = BuildContext {
+                id: &x.id,
+                telemetry: &telemetry,
+                signals: &[],
+            };
+            let ext = x
+                .loaded
+                .build(&ctx, health.clone())
+                .map_err(|err| BuildError::new(format!("extensions.{}: {err}", x.id)))?;
+            svc.extensions.push(ext);
+        }
+
+        let address = self.telemetry.admin_address();
+        let listener = crate::http::bind(&address, "service.telemetry.metrics")?;
+        let metrics = self.telemetry.metrics_enabled().then(|| telemetry.clone());
+        svc.admin = Some((listener, metrics));
+        Ok(svc)
+    }
+}
+
+/// The queues feeding one stage, per signal (a stage may have several targets).
+#[derive(Default)]
+struct Senders {
+    traces: Vec<Sender<TracesSignal>>,
+    metrics: Vec<Sender<MetricsSignal>>,
+    logs: Vec<Sender<LogsSignal>>,
+}
+
+impl Senders {
+    fn extend(&mut self, other: &Senders) {
+        self.traces.extend(other.traces.iter().cloned());
+        self.metrics.extend(other.metrics.iter().cloned());
+        self.logs.extend(other.logs.iter().cloned());
+    }
+
+    fn into_outputs(self) -> ReceiverOutputs {
+        fn out<S: Signal>(v: Vec<Sender<S>>) -> Option<Output<S>> {
+            (!v.is_empty()).then(|| Output::new(v))
+        }
+        ReceiverOutputs {
+            traces: out(self.traces),
+            metrics: out(self.metrics),
+            logs: out(self.logs),
+        }
+    }
+}
+
+/// Per-signal access to the type-erased parts, so wiring is written once.
+trait Route: Signal {
+    fn export(parts: &ExporterParts) -> Option<Arc<dyn Export<Self>>>;
+    fn senders(s: &Senders) -> &Vec<Sender<Self>>;
+    fn processor(p: AnyProcessor) -> Option<Box<dyn Processor<Self>>>;
+}
+
+macro_rules! route {
+    ($signal:ty, $field:ident, $variant:ident) => {
+        impl Route for $signal {
+            fn export(parts: &ExporterParts) -> Option<Arc<dyn Export<Self>>> {
+                parts.$field.clone()
+            }
+            fn senders(s: &Senders) -> &Vec<Sender<Self>> {
+                &s.$field
+            }
+            fn processor(p: AnyProcessor) -> Option<Box<dyn Processor<Self>>> {
+                match p {
+                    AnyProcessor::$variant(p) => Some(p),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+route!(TracesSignal, traces, Traces);
+route!(MetricsSignal, metrics, Metrics);
+route!(LogsSignal, logs, Logs);
+
+type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+fn start_exporter<S: Route>(
+    svc: &mut Service,
+    parts: &ExporterParts,
+    settings: &ExportSettings,
+    name: &str,
+    deadline: &Deadline,
+) -> Vec<Sender<S>> {
+    let Some(export) = S::export(parts) else {
+        // The plan only routes signals the kind declares; a kind that declares a signal
+        // but builds no sender for it is a programming error worth a loud log.
+        warn!(exporter = %name, signal = %S::KIND, "exporter has no sender for this signal");
+        return Vec::new();
+    };
+    let t = &svc.telemetry;
+    let labels = [("exporter", name), ("data_type", S::KIND.as_str())];
+    let queued = t.gauge(
+        "otelcol_exporter_queue_size",
+        "Current size of the retry queue (in batches).",
+        &labels,
+    );
+    let capacity = settings.capacity();
+    t.gauge(
+        "otelcol_exporter_queue_capacity",
+        "Fixed capacity of the retry queue (in batches).",
+        &labels,
+    )
+    .set(capacity as i64);
+    let (tx, rx) = pipe::channel::<S>(capacity, queued);
+    let metrics = ExporterMetrics::new::<S>(t, name);
+    let task: Task = Box::pin(exporter::run_queue(
+        export,
+        rx,
+        settings.clone(),
+        metrics,
+        name.to_string(),
+        deadline.clone(),
+    ));
+    svc.exporters.push(task);
+    vec![tx]
+}
+
+fn wire_pipeline<S: Route>(
+    svc: &mut Service,
+    p: &PlannedPipeline,
+    exporters: &[Senders],
+    telemetry: &Telemetry,
+) -> Result<Vec<Sender<S>>, BuildError> {
+    let mut next: Vec<Sender<S>> = p
+        .exporters
+        .iter()
+        .flat_map(|&i| S::senders(&exporters[i]).iter().cloned())
+        .collect();
+    for (id, loaded) in p.processors.iter().rev() {
+        let ctx = BuildContext {
+            id,
+            telemetry,
+            signals: &[S::KIND],
+        };
+        let built = loaded.build(S::KIND, &ctx).map_err(|err| {
+            BuildError::new(format!("processors.{id} in pipeline {}: {err}", p.id))
+        })?;
+        let processor = S::processor(built).ok_or_else(|| {
+            BuildError::new(format!("processors.{id}: built for the wrong signal"))
+        })?;
+        let labels = [
+            ("processor", id.to_string()),
+            ("pipeline", p.id.to_string()),
+        ];
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let queued = telemetry.gauge(
+            "sidekick_processor_queue_size",
+            "Batches waiting in front of a processor.",
+            &labels,
+        );
+        let (tx, rx) = pipe::channel::<S>(PROCESSOR_QUEUE, queued);
+        svc.processors.push(processor.run(rx, Output::new(next)));
+        next = vec![tx];
+    }
+    Ok(next)
+}
+
+/// A built topology, ready to run.
+pub struct Service {
+    receivers: Vec<(Box<dyn Receiver>, ReceiverOutputs)>,
+    processors: Vec<Task>,
+    exporters: Vec<Task>,
+    extensions: Vec<Box<dyn Extension>>,
+    admin: Option<(TcpListener, Option<Telemetry>)>,
+    stop_receivers: StopTrigger,
+    stop_admin: StopTrigger,
+    deadline_trigger: exporter::DeadlineTrigger,
+    health: Health,
+    telemetry: Telemetry,
+    shutdown_timeout: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Items accepted but never delivered, over the whole run.
+    pub dropped: u64,
+}
+
+impl Service {
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then drains within the shutdown timeout.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Outcome {
+        let Service {
+            receivers,
+            processors,
+            exporters,
+            extensions,
+            admin,
+            stop_receivers,
+            stop_admin,
+            deadline_trigger,
+            health,
+            telemetry,
+            shutdown_timeout,
+        } = self;
+        let mut admin_tasks = JoinSet::new();
+        if let Some((listener, metrics)) = admin {
+            admin_tasks.spawn(admin::run(
+                listener,
+                metrics,
+                health.clone(),
+                stop_admin.stop(),
+            ));
+        }
+        for x in extensions {
+            admin_tasks.spawn(x.run(stop_admin.stop()));
+        }
+        let mut exporter_tasks = JoinSet::new();
+        exporters.into_iter().for_each(|t| {
+            exporter_tasks.spawn(t);
+        });
+        let mut processor_tasks = JoinSet::new();
+        processors.into_iter().for_each(|t| {
+            processor_tasks.spawn(t);
+        });
+        let mut receiver_tasks = JoinSet::new();
+        for (r, outputs) in receivers {
+            receiver_tasks.spawn(r.run(outputs, stop_receivers.stop()));
+        }
+        health.set_ready(true);
+        info!("everything is ready; begin running and processing data");
+
+        shutdown.await;
+        info!(timeout = ?shutdown_timeout, "shutting down: stopping receivers, flushing batches, draining exporters");
+        health.set_ready(false);
+        stop_receivers.fire();
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
+        let drain = async {
+            while receiver_tasks.join_next().await.is_some() {}
+            while processor_tasks.join_next().await.is_some() {}
+            while exporter_tasks.join_next().await.is_some() {}
+        };
+        tokio::pin!(drain);
+        if tokio::time::timeout_at(deadline, &mut drain).await.is_err() {
+            warn!("shutdown deadline passed; dropping what is still queued");
+            deadline_trigger.fire();
+            // Exporters now count what is left and return; receivers and processors
+            // finish as soon as their outputs stop blocking.
+            if tokio::time::timeout(Duration::from_secs(5), &mut drain)
+                .await
+                .is_err()
+            {
+                warn!("components did not stop within 5s after the deadline; exiting anyway");
+            }
+        }
+        stop_admin.fire();
+        while admin_tasks.join_next().await.is_some() {}
+        let dropped = telemetry.dropped();
+        if dropped > 0 {
+            tracing::error!(
+                dropped_items = dropped,
+                "stopped; some accepted data was dropped"
+            );
+        } else {
+            info!("stopped; all accepted data was delivered");
+        }
+        Outcome { dropped }
+    }
+}
