@@ -10,12 +10,14 @@
 //! - [`topology`]: config document → checked plan → built service → run and drain.
 //! - [`telemetry`]: self-metrics under the OpenTelemetry Collector's names.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`grpc`]: a gRPC codec for protobuf bytes that stay encoded.
 //! - [`http`]: binding and serving HTTP/1 and HTTP/2 with graceful stop.
 //! - [`logging`]: `tracing` output, text or JSON.
 
 pub mod admin;
 pub mod component;
 pub mod exporter;
+pub mod grpc;
 pub mod http;
 pub mod logging;
 pub mod payload;

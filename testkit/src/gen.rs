@@ -1,0 +1,190 @@
+//! Deterministic OTLP data. Item `n` (counting from `first`) is named `span-n`,
+//! `metric-n` or `log-n` and has ids derived from `n`, so tests can check that every item
+//! arrived once and in order.
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use sidekick_collector::payload::{Logs, Metrics, Traces};
+
+pub fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource(r: usize) -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![
+            string_kv("service.name", &format!("service-{r}")),
+            string_kv("host.name", "node-1"),
+        ],
+        ..Default::default()
+    })
+}
+
+fn scope() -> Option<InstrumentationScope> {
+    Some(InstrumentationScope {
+        name: "sidekick.testkit".into(),
+        version: "1.0.0".into(),
+        ..Default::default()
+    })
+}
+
+/// A realistic span: 16-byte trace id, 8-byte span id, a few attributes.
+pub fn span(n: u64) -> Span {
+    let mut trace_id = [0u8; 16];
+    trace_id[..8].copy_from_slice(&n.to_be_bytes());
+    trace_id[8..].copy_from_slice(&(!n).to_be_bytes());
+    Span {
+        trace_id: trace_id.to_vec(),
+        span_id: (n + 1).to_be_bytes().to_vec(),
+        parent_span_id: Vec::new(),
+        name: format!("span-{n}"),
+        kind: span::SpanKind::Server as i32,
+        start_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000,
+        end_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + 500,
+        attributes: vec![
+            string_kv("http.request.method", "GET"),
+            string_kv("url.path", "/api/v1/items"),
+            KeyValue {
+                key: "http.response.status_code".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(200)),
+                }),
+                ..Default::default()
+            },
+        ],
+        status: Some(Status {
+            code: 1,
+            message: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `resources` resources of one scope each, `per_resource` spans each, numbered from `first`.
+pub fn traces_request(first: u64, resources: usize, per_resource: usize) -> ExportTraceServiceRequest {
+    let mut n = first;
+    ExportTraceServiceRequest {
+        resource_spans: (0..resources)
+            .map(|r| ResourceSpans {
+                resource: resource(r),
+                scope_spans: vec![ScopeSpans {
+                    scope: scope(),
+                    spans: (0..per_resource)
+                        .map(|_| {
+                            n += 1;
+                            span(n - 1)
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    }
+}
+
+/// An encoded traces batch, as a receiver would make it.
+pub fn traces(first: u64, resources: usize, per_resource: usize) -> Traces {
+    let bytes = traces_request(first, resources, per_resource).encode_to_vec();
+    Traces::from_encoded(Bytes::from(bytes)).expect("generated data is valid")
+}
+
+pub fn metrics_request(first: u64, resources: usize, per_resource: usize) -> ExportMetricsServiceRequest {
+    let mut n = first;
+    ExportMetricsServiceRequest {
+        resource_metrics: (0..resources)
+            .map(|r| ResourceMetrics {
+                resource: resource(r),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: scope(),
+                    metrics: (0..per_resource)
+                        .map(|_| {
+                            n += 1;
+                            Metric {
+                                name: format!("metric-{}", n - 1),
+                                unit: "1".into(),
+                                data: Some(metric::Data::Gauge(Gauge {
+                                    data_points: vec![NumberDataPoint {
+                                        time_unix_nano: 1_700_000_000_000_000_000,
+                                        value: Some(number_data_point::Value::AsInt((n - 1) as i64)),
+                                        ..Default::default()
+                                    }],
+                                })),
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    }
+}
+
+pub fn metrics(first: u64, resources: usize, per_resource: usize) -> Metrics {
+    let bytes = metrics_request(first, resources, per_resource).encode_to_vec();
+    Metrics::from_encoded(Bytes::from(bytes)).expect("generated data is valid")
+}
+
+pub fn logs_request(first: u64, resources: usize, per_resource: usize) -> ExportLogsServiceRequest {
+    let mut n = first;
+    ExportLogsServiceRequest {
+        resource_logs: (0..resources)
+            .map(|r| ResourceLogs {
+                resource: resource(r),
+                scope_logs: vec![ScopeLogs {
+                    scope: scope(),
+                    log_records: (0..per_resource)
+                        .map(|_| {
+                            n += 1;
+                            LogRecord {
+                                time_unix_nano: 1_700_000_000_000_000_000,
+                                severity_number: 9,
+                                severity_text: "INFO".into(),
+                                body: Some(AnyValue {
+                                    value: Some(any_value::Value::StringValue(format!("log-{}", n - 1))),
+                                }),
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    }
+}
+
+pub fn logs(first: u64, resources: usize, per_resource: usize) -> Logs {
+    let bytes = logs_request(first, resources, per_resource).encode_to_vec();
+    Logs::from_encoded(Bytes::from(bytes)).expect("generated data is valid")
+}
+
+/// Span names in order.
+pub fn span_names(request: &ExportTraceServiceRequest) -> Vec<String> {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| s.name.clone())
+        .collect()
+}

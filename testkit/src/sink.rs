@@ -1,0 +1,236 @@
+//! A fake OTLP backend: accepts OTLP over gRPC and over HTTP (protobuf, gzip or zstd) on
+//! one port, records every request decoded, and fails on demand.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use sidekick_collector::grpc::RawCodec;
+use sidekick_collector::payload::{LogsSignal, MetricsSignal, Signal, TracesSignal};
+use sidekick_collector::pipe::{stop_pair, StopTrigger};
+use tokio::sync::Notify;
+use tonic::codec::CompressionEncoding;
+
+/// How the sink answers the next request instead of accepting it.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// A gRPC request gets this status.
+    Grpc(tonic::Code),
+    /// An HTTP request gets this status, with `Retry-After` seconds when given.
+    Http(u16, Option<u64>),
+}
+
+#[derive(Default)]
+struct State {
+    traces: Mutex<Vec<ExportTraceServiceRequest>>,
+    metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
+    logs: Mutex<Vec<ExportLogsServiceRequest>>,
+    /// Request headers seen, in order: (content-encoding or grpc-encoding, all headers).
+    headers: Mutex<Vec<http::HeaderMap>>,
+    failures: Mutex<VecDeque<Failure>>,
+    rejected: Mutex<usize>,
+    changed: Notify,
+}
+
+pub struct OtlpSink {
+    pub address: SocketAddr,
+    state: Arc<State>,
+    _stop: StopTrigger,
+}
+
+impl OtlpSink {
+    /// Starts a sink on a free loopback port.
+    pub async fn start() -> OtlpSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        let address = listener.local_addr().expect("sink address");
+        let state = Arc::new(State::default());
+        let (trigger, stop) = stop_pair();
+        let s = Arc::clone(&state);
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let s = Arc::clone(&s);
+            async move { Ok::<_, Infallible>(handle(s, req).await) }
+        });
+        tokio::spawn(sidekick_collector::http::serve(listener, service, stop));
+        OtlpSink {
+            address,
+            state,
+            _stop: trigger,
+        }
+    }
+
+    /// `http://127.0.0.1:port`, for exporter endpoints.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Answers the next `n` requests with `failure`.
+    pub fn fail_next(&self, n: usize, failure: Failure) {
+        let mut f = self.state.failures.lock().unwrap();
+        f.extend(std::iter::repeat_n(failure, n));
+    }
+
+    pub fn traces(&self) -> Vec<ExportTraceServiceRequest> {
+        self.state.traces.lock().unwrap().clone()
+    }
+
+    pub fn metrics(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.state.metrics.lock().unwrap().clone()
+    }
+
+    pub fn logs(&self) -> Vec<ExportLogsServiceRequest> {
+        self.state.logs.lock().unwrap().clone()
+    }
+
+    pub fn headers(&self) -> Vec<http::HeaderMap> {
+        self.state.headers.lock().unwrap().clone()
+    }
+
+    /// Requests answered with a scripted failure.
+    pub fn rejected(&self) -> usize {
+        *self.state.rejected.lock().unwrap()
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.traces().iter().map(TracesSignal::count).sum()
+    }
+
+    pub fn metric_point_count(&self) -> usize {
+        self.metrics().iter().map(MetricsSignal::count).sum()
+    }
+
+    pub fn log_count(&self) -> usize {
+        self.logs().iter().map(LogsSignal::count).sum()
+    }
+
+    /// Waits until `done` holds for this sink, or `limit` passes; returns whether it held.
+    pub async fn wait_until(&self, limit: Duration, done: impl Fn(&OtlpSink) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.state.changed.notified();
+            if done(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return done(self);
+            }
+        }
+    }
+}
+
+fn record(state: &State, path: &str, body: &[u8]) -> Result<(), String> {
+    let err = |e: prost::DecodeError| e.to_string();
+    if path.ends_with(TracesSignal::HTTP_PATH) || path == TracesSignal::GRPC_PATH {
+        state.traces.lock().unwrap().push(ExportTraceServiceRequest::decode(body).map_err(err)?);
+    } else if path.ends_with(MetricsSignal::HTTP_PATH) || path == MetricsSignal::GRPC_PATH {
+        state.metrics.lock().unwrap().push(ExportMetricsServiceRequest::decode(body).map_err(err)?);
+    } else if path.ends_with(LogsSignal::HTTP_PATH) || path == LogsSignal::GRPC_PATH {
+        state.logs.lock().unwrap().push(ExportLogsServiceRequest::decode(body).map_err(err)?);
+    } else {
+        return Err(format!("unknown path {path}"));
+    }
+    state.changed.notify_waiters();
+    Ok(())
+}
+
+fn next_failure(state: &State) -> Option<Failure> {
+    let f = state.failures.lock().unwrap().pop_front();
+    if f.is_some() {
+        *state.rejected.lock().unwrap() += 1;
+        state.changed.notify_waiters();
+    }
+    f
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<tonic::body::Body> {
+    state.headers.lock().unwrap().push(req.headers().clone());
+    let is_grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if is_grpc {
+        return handle_grpc(state, req).await;
+    }
+    let (status, body) = handle_http(&state, req).await;
+    let mut r = Response::new(tonic::body::Body::new(Full::new(body)));
+    *r.status_mut() = status.0;
+    if let Some(secs) = status.1 {
+        r.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
+    }
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-protobuf"),
+    );
+    r
+}
+
+async fn handle_http(state: &State, req: Request<Incoming>) -> ((StatusCode, Option<u64>), Bytes) {
+    if let Some(Failure::Http(code, retry_after)) = next_failure(state) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return ((status, retry_after), Bytes::new());
+    }
+    let path = req.uri().path().to_string();
+    let encoding = req
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return ((StatusCode::BAD_REQUEST, None), Bytes::new()),
+    };
+    let mut plain = Vec::new();
+    let decoded = match encoding.as_str() {
+        "gzip" => flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut plain).map(|_| &plain[..]),
+        "zstd" => zstd::stream::read::Decoder::new(&body[..])
+            .and_then(|mut d| d.read_to_end(&mut plain))
+            .map(|_| &plain[..]),
+        _ => Ok(&body[..]),
+    };
+    match decoded.map_err(|e| e.to_string()).and_then(|b| record(state, &path, b)) {
+        Ok(()) => ((StatusCode::OK, None), Bytes::new()),
+        Err(_) => ((StatusCode::BAD_REQUEST, None), Bytes::new()),
+    }
+}
+
+#[derive(Clone)]
+struct GrpcExport {
+    state: Arc<State>,
+    path: String,
+}
+
+impl tonic::server::UnaryService<Bytes> for GrpcExport {
+    type Response = Vec<Bytes>;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<tonic::Response<Vec<Bytes>>, tonic::Status>> + Send>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if let Some(Failure::Grpc(code)) = next_failure(&this.state) {
+                return Err(tonic::Status::new(code, "scripted failure"));
+            }
+            record(&this.state, &this.path, request.get_ref()).map_err(tonic::Status::invalid_argument)?;
+            Ok(tonic::Response::new(Vec::new()))
+        })
+    }
+}
+
+async fn handle_grpc(state: Arc<State>, req: Request<Incoming>) -> Response<tonic::body::Body> {
+    let path = req.uri().path().to_string();
+    let mut grpc = tonic::server::Grpc::new(RawCodec)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(64 << 20);
+    grpc.unary(GrpcExport { state, path }, req).await
+}
