@@ -77,7 +77,11 @@ pub fn span(n: u64) -> Span {
 }
 
 /// `resources` resources of one scope each, `per_resource` spans each, numbered from `first`.
-pub fn traces_request(first: u64, resources: usize, per_resource: usize) -> ExportTraceServiceRequest {
+pub fn traces_request(
+    first: u64,
+    resources: usize,
+    per_resource: usize,
+) -> ExportTraceServiceRequest {
     let mut n = first;
     ExportTraceServiceRequest {
         resource_spans: (0..resources)
@@ -105,7 +109,11 @@ pub fn traces(first: u64, resources: usize, per_resource: usize) -> Traces {
     Traces::from_encoded(Bytes::from(bytes)).expect("generated data is valid")
 }
 
-pub fn metrics_request(first: u64, resources: usize, per_resource: usize) -> ExportMetricsServiceRequest {
+pub fn metrics_request(
+    first: u64,
+    resources: usize,
+    per_resource: usize,
+) -> ExportMetricsServiceRequest {
     let mut n = first;
     ExportMetricsServiceRequest {
         resource_metrics: (0..resources)
@@ -122,7 +130,9 @@ pub fn metrics_request(first: u64, resources: usize, per_resource: usize) -> Exp
                                 data: Some(metric::Data::Gauge(Gauge {
                                     data_points: vec![NumberDataPoint {
                                         time_unix_nano: 1_700_000_000_000_000_000,
-                                        value: Some(number_data_point::Value::AsInt((n - 1) as i64)),
+                                        value: Some(number_data_point::Value::AsInt(
+                                            (n - 1) as i64,
+                                        )),
                                         ..Default::default()
                                     }],
                                 })),
@@ -159,7 +169,10 @@ pub fn logs_request(first: u64, resources: usize, per_resource: usize) -> Export
                                 severity_number: 9,
                                 severity_text: "INFO".into(),
                                 body: Some(AnyValue {
-                                    value: Some(any_value::Value::StringValue(format!("log-{}", n - 1))),
+                                    value: Some(any_value::Value::StringValue(format!(
+                                        "log-{}",
+                                        n - 1
+                                    ))),
                                 }),
                                 ..Default::default()
                             }

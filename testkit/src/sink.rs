@@ -52,7 +52,9 @@ pub struct OtlpSink {
 impl OtlpSink {
     /// Starts a sink on a free loopback port.
     pub async fn start() -> OtlpSink {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sink");
         let address = listener.local_addr().expect("sink address");
         let state = Arc::new(State::default());
         let (trigger, stop) = stop_pair();
@@ -131,11 +133,23 @@ impl OtlpSink {
 fn record(state: &State, path: &str, body: &[u8]) -> Result<(), String> {
     let err = |e: prost::DecodeError| e.to_string();
     if path.ends_with(TracesSignal::HTTP_PATH) || path == TracesSignal::GRPC_PATH {
-        state.traces.lock().unwrap().push(ExportTraceServiceRequest::decode(body).map_err(err)?);
+        state
+            .traces
+            .lock()
+            .unwrap()
+            .push(ExportTraceServiceRequest::decode(body).map_err(err)?);
     } else if path.ends_with(MetricsSignal::HTTP_PATH) || path == MetricsSignal::GRPC_PATH {
-        state.metrics.lock().unwrap().push(ExportMetricsServiceRequest::decode(body).map_err(err)?);
+        state
+            .metrics
+            .lock()
+            .unwrap()
+            .push(ExportMetricsServiceRequest::decode(body).map_err(err)?);
     } else if path.ends_with(LogsSignal::HTTP_PATH) || path == LogsSignal::GRPC_PATH {
-        state.logs.lock().unwrap().push(ExportLogsServiceRequest::decode(body).map_err(err)?);
+        state
+            .logs
+            .lock()
+            .unwrap()
+            .push(ExportLogsServiceRequest::decode(body).map_err(err)?);
     } else {
         return Err(format!("unknown path {path}"));
     }
@@ -165,7 +179,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<tonic::bo
     let mut r = Response::new(tonic::body::Body::new(Full::new(body)));
     *r.status_mut() = status.0;
     if let Some(secs) = status.1 {
-        r.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, secs.into());
     }
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -192,13 +207,18 @@ async fn handle_http(state: &State, req: Request<Incoming>) -> ((StatusCode, Opt
     };
     let mut plain = Vec::new();
     let decoded = match encoding.as_str() {
-        "gzip" => flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut plain).map(|_| &plain[..]),
+        "gzip" => flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut plain)
+            .map(|_| &plain[..]),
         "zstd" => zstd::stream::read::Decoder::new(&body[..])
             .and_then(|mut d| d.read_to_end(&mut plain))
             .map(|_| &plain[..]),
         _ => Ok(&body[..]),
     };
-    match decoded.map_err(|e| e.to_string()).and_then(|b| record(state, &path, b)) {
+    match decoded
+        .map_err(|e| e.to_string())
+        .and_then(|b| record(state, &path, b))
+    {
         Ok(()) => ((StatusCode::OK, None), Bytes::new()),
         Err(_) => ((StatusCode::BAD_REQUEST, None), Bytes::new()),
     }
@@ -212,7 +232,12 @@ struct GrpcExport {
 
 impl tonic::server::UnaryService<Bytes> for GrpcExport {
     type Response = Vec<Bytes>;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<tonic::Response<Vec<Bytes>>, tonic::Status>> + Send>>;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<tonic::Response<Vec<Bytes>>, tonic::Status>>
+                + Send,
+        >,
+    >;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let this = self.clone();
@@ -220,7 +245,8 @@ impl tonic::server::UnaryService<Bytes> for GrpcExport {
             if let Some(Failure::Grpc(code)) = next_failure(&this.state) {
                 return Err(tonic::Status::new(code, "scripted failure"));
             }
-            record(&this.state, &this.path, request.get_ref()).map_err(tonic::Status::invalid_argument)?;
+            record(&this.state, &this.path, request.get_ref())
+                .map_err(tonic::Status::invalid_argument)?;
             Ok(tonic::Response::new(Vec::new()))
         })
     }

@@ -15,7 +15,9 @@
 //! resource message, so no span is decoded here.
 
 use serde::Deserialize;
-use sidekick_collector::component::{BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig};
+use sidekick_collector::component::{
+    BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig,
+};
 use sidekick_collector::config::{Duration, Signal as SignalKind};
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::pipe::{Input, Output};
@@ -76,7 +78,11 @@ impl ProcessorConfig for Config {
     }
 
     fn build<S: Signal>(&self, ctx: &BuildContext) -> Result<Box<dyn Processor<S>>, BuildError> {
-        Ok(Box::new(BatchProcessor::new(self, ctx.id.to_string(), ctx.telemetry)))
+        Ok(Box::new(BatchProcessor::new(
+            self,
+            ctx.id.to_string(),
+            ctx.telemetry,
+        )))
     }
 }
 

@@ -1,0 +1,341 @@
+//! The `otlp` receiver: OTLP over gRPC and over HTTP for traces, metrics and logs.
+//!
+//! ```yaml
+//! receivers:
+//!   otlp:
+//!     protocols:
+//!       grpc:
+//!         endpoint: 127.0.0.1:4317
+//!       http:
+//!         endpoint: 127.0.0.1:4318
+//! ```
+//!
+//! Protobuf bodies are checked (framing down to each item) and counted, then passed on
+//! still encoded; OTLP/JSON bodies are decoded. When the pipeline stays full, requests
+//! are refused retryably (gRPC `UNAVAILABLE`, HTTP 503 with `Retry-After`) so the SDK
+//! backs off and nothing is accepted that cannot be delivered.
+
+mod grpc;
+mod http;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use sidekick_collector::component::{
+    BoxFuture, BuildContext, BuildError, FieldError, Listen, Receiver, ReceiverConfig,
+    ReceiverOutputs,
+};
+use sidekick_collector::config::Signal as SignalKind;
+use sidekick_collector::payload::{Batch, Signal};
+use sidekick_collector::pipe::{Output, SendError, Stop};
+use sidekick_collector::telemetry::{Counter, Telemetry};
+use tokio::net::TcpListener;
+use tracing::info;
+
+/// How long a request waits for room in a full pipeline before it is refused.
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which protocols to serve. Absent: both with defaults. Listing one serves only it.
+    #[serde(default = "Protocols::both")]
+    pub protocols: Protocols,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            protocols: Protocols::both(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocols {
+    /// `grpc:` with nothing under it enables gRPC with defaults.
+    #[serde(default, deserialize_with = "present")]
+    pub grpc: Option<GrpcConfig>,
+    #[serde(default, deserialize_with = "present")]
+    pub http: Option<HttpConfig>,
+}
+
+impl Protocols {
+    fn both() -> Self {
+        Protocols {
+            grpc: Some(GrpcConfig::default()),
+            http: Some(HttpConfig::default()),
+        }
+    }
+}
+
+/// A present key is enabled, even when its value is empty.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Listen address. Default `127.0.0.1:4317` (the app shares the Pod's network).
+    pub endpoint: String,
+    /// Only `tcp` is supported.
+    pub transport: String,
+    /// Largest accepted message after decompression, in MiB. Default 4.
+    pub max_recv_msg_size_mib: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            endpoint: "127.0.0.1:4317".into(),
+            transport: "tcp".into(),
+            max_recv_msg_size_mib: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address. Default `127.0.0.1:4318`.
+    pub endpoint: String,
+    /// Largest accepted body in bytes, both as sent and after decompression.
+    /// Default 20 MiB.
+    pub max_request_body_size: usize,
+    /// Default `/v1/traces`.
+    pub traces_url_path: String,
+    /// Default `/v1/metrics`.
+    pub metrics_url_path: String,
+    /// Default `/v1/logs`.
+    pub logs_url_path: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            endpoint: "127.0.0.1:4318".into(),
+            max_request_body_size: 20 << 20,
+            traces_url_path: "/v1/traces".into(),
+            metrics_url_path: "/v1/metrics".into(),
+            logs_url_path: "/v1/logs".into(),
+        }
+    }
+}
+
+impl ReceiverConfig for Config {
+    const SIGNALS: &'static [SignalKind] = &SignalKind::ALL;
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut out = Vec::new();
+        if self.protocols.grpc.is_none() && self.protocols.http.is_none() {
+            out.push(FieldError::new(
+                "protocols",
+                "enable at least one protocol: grpc or http",
+            ));
+        }
+        if let Some(g) = &self.protocols.grpc {
+            if g.transport != "tcp" {
+                out.push(FieldError::new(
+                    "protocols.grpc.transport",
+                    "only \"tcp\" is supported",
+                ));
+            }
+            if g.max_recv_msg_size_mib == 0 {
+                out.push(FieldError::new(
+                    "protocols.grpc.max_recv_msg_size_mib",
+                    "must be at least 1",
+                ));
+            }
+        }
+        if let Some(h) = &self.protocols.http {
+            if h.max_request_body_size == 0 {
+                out.push(FieldError::new(
+                    "protocols.http.max_request_body_size",
+                    "must be at least 1",
+                ));
+            }
+            for (field, path) in [
+                ("traces_url_path", &h.traces_url_path),
+                ("metrics_url_path", &h.metrics_url_path),
+                ("logs_url_path", &h.logs_url_path),
+            ] {
+                if !path.starts_with('/') {
+                    out.push(FieldError::new(
+                        format!("protocols.http.{field}"),
+                        "must start with /",
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn listen_addresses(&self) -> Vec<Listen> {
+        let mut out = Vec::new();
+        if let Some(g) = &self.protocols.grpc {
+            out.push(Listen {
+                field: "protocols.grpc.endpoint".into(),
+                address: g.endpoint.clone(),
+            });
+        }
+        if let Some(h) = &self.protocols.http {
+            out.push(Listen {
+                field: "protocols.http.endpoint".into(),
+                address: h.endpoint.clone(),
+            });
+        }
+        out
+    }
+
+    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
+        Ok(Box::new(self.build_otlp(ctx)?))
+    }
+}
+
+impl Config {
+    fn build_otlp(self, ctx: &BuildContext) -> Result<OtlpReceiver, BuildError> {
+        let name = ctx.id.to_string();
+        let grpc = match &self.protocols.grpc {
+            Some(g) => Some((
+                sidekick_collector::http::bind(&g.endpoint, "protocols.grpc.endpoint")?,
+                g.clone(),
+            )),
+            None => None,
+        };
+        let http = match &self.protocols.http {
+            Some(h) => Some((
+                sidekick_collector::http::bind(&h.endpoint, "protocols.http.endpoint")?,
+                h.clone(),
+            )),
+            None => None,
+        };
+        Ok(OtlpReceiver {
+            name,
+            telemetry: ctx.telemetry.clone(),
+            grpc,
+            http,
+        })
+    }
+}
+
+pub struct OtlpReceiver {
+    name: String,
+    telemetry: Telemetry,
+    grpc: Option<(TcpListener, GrpcConfig)>,
+    http: Option<(TcpListener, HttpConfig)>,
+}
+
+/// One signal's way into the pipelines, with its accepted/refused counters.
+pub(crate) struct Entry<S: Signal> {
+    output: Output<S>,
+    accepted: Counter,
+    refused: Counter,
+}
+
+impl<S: Signal> Clone for Entry<S> {
+    fn clone(&self) -> Self {
+        Entry {
+            output: self.output.clone(),
+            accepted: self.accepted.clone(),
+            refused: self.refused.clone(),
+        }
+    }
+}
+
+impl<S: Signal> Entry<S> {
+    fn new(output: Output<S>, telemetry: &Telemetry, receiver: &str, transport: &str) -> Self {
+        let labels = [("receiver", receiver), ("transport", transport)];
+        Entry {
+            output,
+            accepted: telemetry.counter(
+                &format!("otelcol_receiver_accepted_{}", S::ITEMS),
+                "Items successfully pushed into the pipeline.",
+                &labels,
+            ),
+            refused: telemetry.counter(
+                &format!("otelcol_receiver_refused_{}", S::ITEMS),
+                "Items that could not be pushed into the pipeline.",
+                &labels,
+            ),
+        }
+    }
+
+    /// Hands a batch to the pipelines, or says why not.
+    pub(crate) async fn accept(&self, batch: Batch<S>) -> Result<(), SendError> {
+        let n = batch.len() as u64;
+        match self.output.offer(batch, BACKPRESSURE_WAIT).await {
+            Ok(()) => {
+                self.accepted.add(n);
+                Ok(())
+            }
+            Err(e) => {
+                self.refused.add(n);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Per-signal entries for one transport.
+pub(crate) struct Entries {
+    pub traces: Option<Entry<sidekick_collector::payload::TracesSignal>>,
+    pub metrics: Option<Entry<sidekick_collector::payload::MetricsSignal>>,
+    pub logs: Option<Entry<sidekick_collector::payload::LogsSignal>>,
+}
+
+impl Entries {
+    fn new(
+        outputs: &ReceiverOutputs,
+        telemetry: &Telemetry,
+        receiver: &str,
+        transport: &str,
+    ) -> Self {
+        Entries {
+            traces: outputs
+                .traces
+                .clone()
+                .map(|o| Entry::new(o, telemetry, receiver, transport)),
+            metrics: outputs
+                .metrics
+                .clone()
+                .map(|o| Entry::new(o, telemetry, receiver, transport)),
+            logs: outputs
+                .logs
+                .clone()
+                .map(|o| Entry::new(o, telemetry, receiver, transport)),
+        }
+    }
+}
+
+impl Receiver for OtlpReceiver {
+    fn run(self: Box<Self>, outputs: ReceiverOutputs, stop: Stop) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            if let Some((listener, config)) = self.grpc {
+                let entries = Entries::new(&outputs, &self.telemetry, &self.name, "grpc");
+                log_listening(&self.name, "grpc", &listener);
+                tasks.spawn(grpc::serve(listener, config, entries, stop.clone()));
+            }
+            if let Some((listener, config)) = self.http {
+                let entries = Entries::new(&outputs, &self.telemetry, &self.name, "http");
+                log_listening(&self.name, "http", &listener);
+                tasks.spawn(http::serve(listener, config, entries, stop.clone()));
+            }
+            // The transports hold clones of the outputs; ours go now so that once both
+            // transports stop, the pipelines see their inputs close.
+            drop(outputs);
+            while tasks.join_next().await.is_some() {}
+        })
+    }
+}
+
+fn log_listening(name: &str, transport: &str, listener: &TcpListener) {
+    if let Ok(address) = listener.local_addr() {
+        info!(receiver = %name, transport, address = %address, "listening");
+    }
+}
+
+#[cfg(test)]
+mod tests;

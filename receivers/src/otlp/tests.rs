@@ -1,0 +1,421 @@
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use sidekick_collector::component::{BuildContext, Receiver, ReceiverOutputs};
+use sidekick_collector::config::{from_node, node, ComponentId};
+use sidekick_collector::grpc::RawCodec;
+use sidekick_collector::payload::{Signal, TracesSignal};
+use sidekick_collector::pipe::{channel, stop_pair, Input, Output, StopTrigger};
+use sidekick_collector::telemetry::{Gauge, Telemetry};
+use sidekick_testkit::gen::{span_names, traces_request};
+
+use super::*;
+
+struct Running {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    traces: Input<TracesSignal>,
+    telemetry: Telemetry,
+    _stop: StopTrigger,
+}
+
+/// Starts a receiver on free ports whose traces go to a queue of `capacity` batches.
+fn start(capacity: usize, http_limit: usize) -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = Config {
+        protocols: Protocols {
+            grpc: Some(GrpcConfig {
+                endpoint: "127.0.0.1:0".into(),
+                ..GrpcConfig::default()
+            }),
+            http: Some(HttpConfig {
+                endpoint: "127.0.0.1:0".into(),
+                max_request_body_size: http_limit,
+                ..HttpConfig::default()
+            }),
+        },
+    };
+    let telemetry = Telemetry::new();
+    let id: ComponentId = "otlp".parse().unwrap();
+    let ctx = BuildContext {
+        id: &id,
+        telemetry: &telemetry,
+        signals: &[SignalKind::Traces],
+    };
+    let receiver = config.build_otlp(&ctx).unwrap();
+    let grpc = receiver.grpc.as_ref().unwrap().0.local_addr().unwrap();
+    let http = receiver.http.as_ref().unwrap().0.local_addr().unwrap();
+    let (tx, traces) = channel::<TracesSignal>(capacity, Gauge::default());
+    let outputs = ReceiverOutputs {
+        traces: Some(Output::new(vec![tx])),
+        ..ReceiverOutputs::default()
+    };
+    let (trigger, stop) = stop_pair();
+    tokio::spawn(Box::new(receiver).run(outputs, stop));
+    Running {
+        grpc,
+        http,
+        traces,
+        telemetry,
+        _stop: trigger,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+async fn post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = client()
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    req.send().await.unwrap()
+}
+
+async fn grpc_export(addr: SocketAddr, body: Vec<u8>) -> Result<(), tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let path = ::http::uri::PathAndQuery::from_static(TracesSignal::GRPC_PATH);
+    client
+        .unary(tonic::Request::new(vec![Bytes::from(body)]), path, RawCodec)
+        .await
+        .map(|_| ())
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn config_example_and_protocol_selection() {
+    let env = HashMap::new();
+    let (root, _) = node::parse("protocols:\n  grpc:\n", &env).unwrap();
+    let c: Config = from_node(&root, "receivers.otlp").unwrap();
+    assert!(c.protocols.grpc.is_some() && c.protocols.http.is_none());
+    let (root, _) = node::parse("", &env).unwrap();
+    let c: Config = from_node(&root, "receivers.otlp").unwrap();
+    assert!(c.protocols.grpc.is_some() && c.protocols.http.is_some());
+    let (root, _) = node::parse("protocols: {}\n", &env).unwrap();
+    let c: Config = from_node(&root, "receivers.otlp").unwrap();
+    assert_eq!(
+        c.validate()[0].message,
+        "enable at least one protocol: grpc or http"
+    );
+    let (root, _) = node::parse("protocols:\n  grpc:\n    endpoint: 0.0.0.0:4317\n    max_recv_msg_size_mib: 16\n  http:\n    endpoint: 0.0.0.0:4318\n", &env).unwrap();
+    let c: Config = from_node(&root, "receivers.otlp").unwrap();
+    assert_eq!(c.protocols.grpc.unwrap().max_recv_msg_size_mib, 16);
+}
+
+#[tokio::test]
+async fn grpc_passes_bytes_through_unchanged() {
+    let mut r = start(16, 1 << 20);
+    let request = traces_request(0, 2, 3);
+    let encoded = request.encode_to_vec();
+    grpc_export(r.grpc, encoded.clone()).await.unwrap();
+    let batch = r.traces.recv().await.unwrap();
+    assert_eq!(batch.len(), 6);
+    assert_eq!(batch.encoded(), Bytes::from(encoded));
+    assert!(r
+        .telemetry
+        .render()
+        .contains("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 6"));
+}
+
+#[tokio::test]
+async fn grpc_refuses_malformed_data_and_keeps_serving() {
+    let mut r = start(16, 1 << 20);
+    let encoded = traces_request(0, 1, 3).encode_to_vec();
+    let err = grpc_export(r.grpc, encoded[..encoded.len() - 3].to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    grpc_export(r.grpc, encoded).await.unwrap();
+    assert_eq!(r.traces.recv().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn http_protobuf_gzip_and_zstd() {
+    let mut r = start(16, 1 << 20);
+    let encoded = traces_request(0, 1, 4).encode_to_vec();
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        encoded.clone(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
+    assert!(resp.bytes().await.unwrap().is_empty());
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("gzip"),
+        gzip(&encoded),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let zstd_body = zstd::encode_all(&encoded[..], 3).unwrap();
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("zstd"),
+        zstd_body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    for _ in 0..3 {
+        assert_eq!(
+            r.traces.recv().await.unwrap().encoded(),
+            Bytes::from(encoded.clone())
+        );
+    }
+}
+
+/// The OTLP/JSON encoding: lowerCamelCase keys, hex ids, enums as integers, 64-bit
+/// integers as strings.
+#[tokio::test]
+async fn http_json() {
+    let mut r = start(16, 1 << 20);
+    let json = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
+      "scopeSpans":[{"scope":{"name":"my.lib","version":"1.0"},"spans":[{
+        "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","parentSpanId":"eee19b7ec3c1b173",
+        "name":"GET /cart","kind":2,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000",
+        "attributes":[{"key":"http.response.status_code","value":{"intValue":"200"}},{"key":"ok","value":{"boolValue":true}}],
+        "status":{"code":1}}]}]}]}"#;
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/json",
+        None,
+        json.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.text().await.unwrap(), "{}");
+    let batch = r.traces.recv().await.unwrap();
+    let req: ExportTraceServiceRequest = batch.to_request().unwrap();
+    let span = &req.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(span.trace_id, hex("5b8efff798038103d269b633813fc60c"));
+    assert_eq!(span.span_id, hex("eee19b7ec3c1b174"));
+    assert_eq!(span.parent_span_id, hex("eee19b7ec3c1b173"));
+    assert_eq!(span.kind, 2);
+    assert_eq!(span.start_time_unix_nano, 1544712660000000000);
+    assert_eq!(span.name, "GET /cart");
+    assert_eq!(span.status.as_ref().unwrap().code, 1);
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    assert_eq!(
+        span.attributes[0].value.as_ref().unwrap().value,
+        Some(Value::IntValue(200))
+    );
+    assert_eq!(
+        span.attributes[1].value.as_ref().unwrap().value,
+        Some(Value::BoolValue(true))
+    );
+    assert_eq!(
+        req.resource_spans[0].scope_spans[0]
+            .scope
+            .as_ref()
+            .unwrap()
+            .name,
+        "my.lib"
+    );
+    assert_eq!(span_names(&req), vec!["GET /cart"]);
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn http_bad_input_gets_the_right_status_and_server_keeps_serving() {
+    let mut r = start(16, 64 * 1024);
+    let good = traces_request(0, 1, 2).encode_to_vec();
+    // Truncated protobuf: 400 with a google.rpc.Status body.
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        good[..good.len() - 2].to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let status = RpcStatusProbe::decode(resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(status.code, 3);
+    assert!(
+        status.message.starts_with("malformed protobuf"),
+        "{}",
+        status.message
+    );
+    // Wrong content type.
+    let resp = post(r.http, "/v1/traces", "text/plain", None, good.clone()).await;
+    assert_eq!(resp.status(), 415);
+    // Unknown compression.
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("br"),
+        good.clone(),
+    )
+    .await;
+    assert_eq!(resp.status(), 415);
+    // A gzip bomb: 16 MiB of zeros compress to ~16 KiB, under the 64 KiB body limit, so
+    // only the inflated size can trip it.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&vec![0u8; 16 << 20]).unwrap();
+    let bomb = e.finish().unwrap();
+    assert!(bomb.len() < 64 * 1024, "bomb is {} bytes", bomb.len());
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("gzip"),
+        bomb,
+    )
+    .await;
+    assert_eq!(resp.status(), 413);
+    // An oversize body.
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        vec![0u8; 65 * 1024],
+    )
+    .await;
+    assert_eq!(resp.status(), 413);
+    // Invalid JSON: 400 with a JSON status body.
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/json",
+        None,
+        b"{\"resourceSpans\": [".to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["code"], 3);
+    // Unknown path and a signal with no pipeline.
+    assert_eq!(
+        post(
+            r.http,
+            "/v1/nope",
+            "application/x-protobuf",
+            None,
+            good.clone()
+        )
+        .await
+        .status(),
+        404
+    );
+    assert_eq!(
+        post(
+            r.http,
+            "/v1/logs",
+            "application/x-protobuf",
+            None,
+            Vec::new()
+        )
+        .await
+        .status(),
+        404
+    );
+    // Wrong method.
+    let resp = client()
+        .get(format!("http://{}/v1/traces", r.http))
+        .header("content-type", "application/x-protobuf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    // The next good request still succeeds, and only it reached the pipeline.
+    let resp = post(r.http, "/v1/traces", "application/x-protobuf", None, good).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(r.traces.recv().await.unwrap().len(), 2);
+    assert!(r.traces.try_recv().is_none());
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatusProbe {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+#[tokio::test]
+async fn full_pipeline_is_refused_retryably() {
+    let mut r = start(1, 1 << 20);
+    let good = traces_request(0, 1, 2).encode_to_vec();
+    assert_eq!(
+        post(
+            r.http,
+            "/v1/traces",
+            "application/x-protobuf",
+            None,
+            good.clone()
+        )
+        .await
+        .status(),
+        200
+    );
+    // The queue holds one batch and nobody drains it.
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        good.clone(),
+    )
+    .await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let err = grpc_export(r.grpc, good.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    let text = r.telemetry.render();
+    assert!(
+        text.contains("otelcol_receiver_refused_spans{receiver=\"otlp\",transport=\"http\"} 2"),
+        "{text}"
+    );
+    // Once there is room again, data is accepted.
+    r.traces.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        post(r.http, "/v1/traces", "application/x-protobuf", None, good)
+            .await
+            .status(),
+        200
+    );
+}
