@@ -1,1 +1,14 @@
-//! placeholder
+//! Exporters: where telemetry leaves Sidekick.
+//!
+//! Layout:
+//! - [`otlp`]: OTLP over gRPC (`otlp`, also `otlp_grpc`).
+//! - [`otlp_http`]: OTLP over HTTP with protobuf bodies (`otlphttp`, also `otlp_http`).
+//! - [`debug`]: prints what passes, for people trying Sidekick out.
+//! - [`tls`], [`compression`], [`partial`]: what the OTLP exporters share.
+
+pub mod compression;
+pub mod debug;
+pub mod otlp;
+pub mod otlp_http;
+pub mod partial;
+pub mod tls;

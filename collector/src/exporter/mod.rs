@@ -26,7 +26,15 @@ use crate::telemetry::{Counter, Telemetry};
 
 /// Sends one batch of one signal to a backend.
 pub trait Export<S: Signal>: Send + Sync + 'static {
-    fn export<'a>(&'a self, batch: &'a Batch<S>) -> BoxFuture<'a, Result<(), ExportError>>;
+    fn export<'a>(&'a self, batch: &'a Batch<S>) -> BoxFuture<'a, Result<Delivered, ExportError>>;
+}
+
+/// The backend took the batch. It may still have rejected some items (OTLP partial
+/// success); those are counted as dropped, with the backend's reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    pub rejected: usize,
+    pub reason: String,
 }
 
 /// How an export attempt failed, decided by the exporter (no downcasting later).
@@ -297,8 +305,13 @@ async fn send_with_retry<S: Signal>(
             }
         };
         let (message, retry_after) = match result {
-            Ok(()) => {
-                metrics.sent.add(batch.len() as u64);
+            Ok(delivered) => {
+                let rejected = delivered.rejected.min(batch.len());
+                metrics.sent.add((batch.len() - rejected) as u64);
+                if rejected > 0 {
+                    metrics.dropped(rejected);
+                    warn!(exporter = %name, rejected_items = rejected, reason = %delivered.reason, "backend rejected part of a batch");
+                }
                 return;
             }
             Err(ExportError::Permanent { message }) => {

@@ -10,12 +10,12 @@ use crate::telemetry::Gauge;
 
 /// Answers each attempt from a script, then succeeds.
 struct Scripted {
-    script: Mutex<Vec<Result<(), ExportError>>>,
+    script: Mutex<Vec<Result<Delivered, ExportError>>>,
     attempts: Mutex<Vec<tokio::time::Instant>>,
 }
 
 impl Scripted {
-    fn new(script: Vec<Result<(), ExportError>>) -> Arc<Self> {
+    fn new(script: Vec<Result<Delivered, ExportError>>) -> Arc<Self> {
         Arc::new(Scripted {
             script: Mutex::new(script.into_iter().rev().collect()),
             attempts: Mutex::new(Vec::new()),
@@ -24,12 +24,12 @@ impl Scripted {
 }
 
 impl Export<TracesSignal> for Scripted {
-    fn export<'a>(&'a self, _batch: &'a Traces) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn export<'a>(&'a self, _batch: &'a Traces) -> BoxFuture<'a, Result<Delivered, ExportError>> {
         self.attempts
             .lock()
             .unwrap()
             .push(tokio::time::Instant::now());
-        let next = self.script.lock().unwrap().pop().unwrap_or(Ok(()));
+        let next = self.script.lock().unwrap().pop().unwrap_or(Ok(Delivered::default()));
         Box::pin(async move { next })
     }
 }
@@ -38,7 +38,7 @@ impl Export<TracesSignal> for Scripted {
 struct Hangs;
 
 impl Export<TracesSignal> for Hangs {
-    fn export<'a>(&'a self, _batch: &'a Traces) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn export<'a>(&'a self, _batch: &'a Traces) -> BoxFuture<'a, Result<Delivered, ExportError>> {
         Box::pin(std::future::pending())
     }
 }
@@ -192,4 +192,18 @@ async fn timeout_is_a_retryable_failure() {
     h.send(spans(1)).await;
     let h = h.finish().await;
     assert_eq!(h.metrics.send_failed.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_success_counts_rejected_items() {
+    let exporter = Scripted::new(vec![Ok(Delivered {
+        rejected: 2,
+        reason: "too old".into(),
+    })]);
+    let h = start(exporter, settings());
+    h.send(spans(5)).await;
+    let h = h.finish().await;
+    assert_eq!(h.metrics.sent.get(), 3);
+    assert_eq!(h.metrics.send_failed.get(), 2);
+    assert_eq!(h.telemetry.dropped(), 2);
 }

@@ -1,0 +1,71 @@
+//! Request compression for the exporters: `gzip` (the default, as in the OpenTelemetry
+//! Collector), `zstd` or `none`.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+    /// The Collector spells "no compression" as an empty string too.
+    #[serde(rename = "")]
+    Empty,
+}
+
+impl Compression {
+    /// The `Content-Encoding` / `grpc-encoding` value, if any.
+    pub fn encoding(self) -> Option<&'static str> {
+        match self {
+            Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
+            Compression::None | Compression::Empty => None,
+        }
+    }
+
+    /// Compresses the concatenation of `chunks`; without compression, joins them (no
+    /// copy when there is one chunk).
+    pub fn apply(self, chunks: &[Bytes]) -> std::io::Result<Bytes> {
+        match self {
+            Compression::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                chunks.iter().try_for_each(|c| e.write_all(c))?;
+                Ok(Bytes::from(e.finish()?))
+            }
+            Compression::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1)?;
+                chunks.iter().try_for_each(|c| e.write_all(c))?;
+                Ok(Bytes::from(e.finish()?))
+            }
+            Compression::None | Compression::Empty => Ok(match chunks {
+                [] => Bytes::new(),
+                [one] => one.clone(),
+                many => Bytes::from(many.concat()),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let chunks = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
+        let gz = Compression::Gzip.apply(&chunks).unwrap();
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hello world");
+        let z = Compression::Zstd.apply(&chunks).unwrap();
+        assert_eq!(zstd::decode_all(&z[..]).unwrap(), b"hello world");
+        assert_eq!(Compression::None.apply(&chunks).unwrap(), Bytes::from_static(b"hello world"));
+    }
+}

@@ -1,0 +1,228 @@
+//! The `otlp` exporter (also `otlp_grpc`): OTLP over gRPC to a backend.
+//!
+//! ```yaml
+//! exporters:
+//!   otlp:
+//!     endpoint: otel-gateway.observability:4317
+//!     tls:
+//!       insecure: true
+//!     compression: gzip
+//!     headers:
+//!       x-tenant: team-a
+//!     timeout: 5s
+//! ```
+//!
+//! Batches that arrived encoded are sent as they are: the request body is the received
+//! bytes (appended, when batched), never decoded and re-encoded.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sidekick_collector::component::{BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError};
+use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as SignalKind};
+use sidekick_collector::exporter::{Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings};
+use sidekick_collector::grpc::RawCodec;
+use sidekick_collector::payload::{Batch, Signal};
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Code;
+
+use crate::compression::Compression;
+use crate::partial;
+use crate::tls::TlsSettings;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `host:port` (TLS unless `tls.insecure`), or `http://host:port` / `https://host:port`.
+    pub endpoint: String,
+    pub tls: TlsSettings,
+    /// Extra request metadata, e.g. an API key. Values are kept out of logs.
+    pub headers: BTreeMap<String, Secret>,
+    /// `gzip` (default), `zstd` or `none`.
+    pub compression: Compression,
+    /// Per attempt. Default 5s.
+    pub timeout: ConfigDuration,
+    pub sending_queue: QueueSettings,
+    pub retry_on_failure: RetrySettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoint: String::new(),
+            tls: TlsSettings::default(),
+            headers: BTreeMap::new(),
+            compression: Compression::Gzip,
+            timeout: ConfigDuration::from_secs(5),
+            sending_queue: QueueSettings::default(),
+            retry_on_failure: RetrySettings::default(),
+        }
+    }
+}
+
+/// Largest response accepted from a backend.
+const MAX_RESPONSE: usize = 4 << 20;
+
+impl Config {
+    /// The URI to connect to and whether it uses TLS.
+    fn target(&self) -> Result<(String, bool), String> {
+        let e = self.endpoint.trim();
+        if e.is_empty() {
+            return Err("endpoint is required, e.g. backend:4317".into());
+        }
+        if let Some(rest) = e.strip_prefix("https://") {
+            Ok((format!("https://{rest}"), true))
+        } else if let Some(rest) = e.strip_prefix("http://") {
+            Ok((format!("http://{rest}"), false))
+        } else if e.contains("://") {
+            Err(format!("unsupported scheme in \"{e}\": use host:port, http:// or https://"))
+        } else if self.tls.insecure {
+            Ok((format!("http://{e}"), false))
+        } else {
+            Ok((format!("https://{e}"), true))
+        }
+    }
+}
+
+impl ExporterConfig for Config {
+    const SIGNALS: &'static [SignalKind] = &SignalKind::ALL;
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut out = self.tls.validate();
+        match self.target() {
+            Err(message) => out.push(FieldError::new("endpoint", message)),
+            Ok((uri, _)) => {
+                if Endpoint::from_shared(uri).is_err() {
+                    out.push(FieldError::new("endpoint", format!("invalid endpoint \"{}\"", self.endpoint)));
+                }
+            }
+        }
+        for name in self.headers.keys() {
+            if MetadataKey::<tonic::metadata::Ascii>::from_str(&name.to_ascii_lowercase()).is_err() {
+                out.push(FieldError::new(format!("headers.{name}"), "invalid header name"));
+            }
+        }
+        out.extend(self.export_settings().validate());
+        out
+    }
+
+    fn export_settings(&self) -> ExportSettings {
+        ExportSettings {
+            timeout: self.timeout.get(),
+            queue: self.sending_queue.clone(),
+            retry: self.retry_on_failure.clone(),
+        }
+    }
+
+    fn build(self, _ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+        let (uri, tls) = self.target().map_err(BuildError::new)?;
+        let mut endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| BuildError::new(format!("endpoint: {e}")))?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .user_agent(concat!("Sidekick/", env!("CARGO_PKG_VERSION")))
+            .map_err(|e| BuildError::new(e.to_string()))?;
+        if tls {
+            let mut t = ClientTlsConfig::new();
+            if self.tls.use_system_roots() {
+                t = t.with_native_roots();
+            }
+            if let Some(pem) = self.tls.ca_pem()? {
+                t = t.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = self.tls.identity_pem()? {
+                t = t.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(name) = &self.tls.server_name_override {
+                t = t.domain_name(name.clone());
+            }
+            endpoint = endpoint
+                .tls_config(t)
+                .map_err(|e| BuildError::new(format!("tls: {e}")))?;
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &self.headers {
+            let key = MetadataKey::from_str(&name.to_ascii_lowercase())
+                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header name")))?;
+            let value = MetadataValue::try_from(value.expose())
+                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header value")))?;
+            headers.push((key, value));
+        }
+        let exporter = std::sync::Arc::new(OtlpGrpcExporter {
+            channel: endpoint.connect_lazy(),
+            headers,
+            compression: match self.compression {
+                Compression::Gzip => Some(CompressionEncoding::Gzip),
+                Compression::Zstd => Some(CompressionEncoding::Zstd),
+                Compression::None | Compression::Empty => None,
+            },
+            endpoint: uri,
+        });
+        Ok(ExporterParts::all(exporter))
+    }
+}
+
+pub struct OtlpGrpcExporter {
+    channel: Channel,
+    headers: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
+    compression: Option<CompressionEncoding>,
+    endpoint: String,
+}
+
+impl OtlpGrpcExporter {
+    async fn send<S: Signal>(&self, batch: &Batch<S>) -> Result<Delivered, ExportError> {
+        let mut client = tonic::client::Grpc::new(self.channel.clone())
+            .max_decoding_message_size(MAX_RESPONSE)
+            .max_encoding_message_size(usize::MAX);
+        if let Some(c) = self.compression {
+            client = client.send_compressed(c).accept_compressed(c);
+        }
+        client
+            .ready()
+            .await
+            .map_err(|e| ExportError::retryable(format!("cannot connect to {}: {e}", self.endpoint)))?;
+        let mut request = tonic::Request::new(batch.encoded_chunks());
+        for (k, v) in &self.headers {
+            request.metadata_mut().insert(k.clone(), v.clone());
+        }
+        let path = http::uri::PathAndQuery::from_static(S::GRPC_PATH);
+        match client.unary(request, path, RawCodec).await {
+            Ok(response) => Ok(partial::delivered(response.get_ref())),
+            Err(status) => Err(classify(&status)),
+        }
+    }
+}
+
+/// Retryable codes per the OTLP spec; `RESOURCE_EXHAUSTED` only when the server says
+/// when to retry.
+fn classify(status: &tonic::Status) -> ExportError {
+    let delay = partial::retry_delay(status.details());
+    let message = format!("{:?}: {}", status.code(), status.message());
+    let retryable = match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::DataLoss | Code::Cancelled => true,
+        Code::ResourceExhausted => delay.is_some(),
+        _ => false,
+    };
+    if retryable {
+        ExportError::Retryable {
+            message,
+            retry_after: delay,
+        }
+    } else {
+        ExportError::Permanent { message }
+    }
+}
+
+impl<S: Signal> Export<S> for OtlpGrpcExporter {
+    fn export<'a>(&'a self, batch: &'a Batch<S>) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(self.send(batch))
+    }
+}
+
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+use std::collections::HashMap;
+
+use sidekick_collector::config::{from_node, node, ComponentId};
+use sidekick_collector::telemetry::Telemetry;
+use sidekick_testkit::gen::{metrics, span_names, traces};
+use sidekick_testkit::sink::{Failure, OtlpSink};
+
+use super::*;
+
+fn build(config: Config) -> ExporterParts {
+    let id: ComponentId = "otlp".parse().unwrap();
+    let telemetry = Telemetry::new();
+    let ctx = BuildContext {
+        id: &id,
+        telemetry: &telemetry,
+        signals: &SignalKind::ALL,
+    };
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    config.build(&ctx).unwrap()
+}
+
+fn config_for(sink: &OtlpSink, compression: Compression) -> Config {
+    Config {
+        endpoint: sink.address.to_string(),
+        tls: TlsSettings {
+            insecure: true,
+            ..TlsSettings::default()
+        },
+        headers: [("x-tenant".to_string(), Secret("team-a".into()))].into(),
+        compression,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn config_example_parses() {
+    let text = "endpoint: otel-gateway.observability:4317\ntls:\n  insecure: true\ncompression: gzip\nheaders:\n  x-tenant: team-a\ntimeout: 5s\n";
+    let (root, _) = node::parse(text, &HashMap::new()).unwrap();
+    let c: Config = from_node(&root, "exporters.otlp").unwrap();
+    assert!(c.validate().is_empty());
+    assert_eq!(c.target().unwrap(), ("http://otel-gateway.observability:4317".into(), false));
+    let c = Config {
+        endpoint: "backend:4317".into(),
+        ..Config::default()
+    };
+    assert_eq!(c.target().unwrap(), ("https://backend:4317".into(), true));
+    let c = Config::default();
+    assert_eq!(c.validate()[0].message, "endpoint is required, e.g. backend:4317");
+}
+
+#[tokio::test]
+async fn sends_to_a_grpc_backend_with_each_compression() {
+    let sink = OtlpSink::start().await;
+    for (i, compression) in [Compression::Gzip, Compression::Zstd, Compression::None].into_iter().enumerate() {
+        let parts = build(config_for(&sink, compression));
+        let batch = traces(i as u64 * 10, 2, 5);
+        let delivered = parts.traces.as_ref().unwrap().export(&batch).await.unwrap();
+        assert_eq!(delivered, Delivered::default());
+        let headers = sink.headers();
+        let last = headers.last().unwrap();
+        assert_eq!(last["x-tenant"], "team-a");
+        match compression.encoding() {
+            Some(enc) => assert_eq!(last["grpc-encoding"], enc),
+            None => assert!(!last.contains_key("grpc-encoding")),
+        }
+    }
+    assert_eq!(sink.span_count(), 30);
+    let first = &sink.traces()[0];
+    assert_eq!(span_names(first)[0], "span-0");
+    assert_eq!(first, &traces(0, 2, 5).to_request().unwrap());
+    let parts = build(config_for(&sink, Compression::Gzip));
+    parts.metrics.as_ref().unwrap().export(&metrics(0, 1, 3)).await.unwrap();
+    assert_eq!(sink.metric_point_count(), 3);
+}
+
+#[tokio::test]
+async fn classifies_grpc_failures() {
+    let sink = OtlpSink::start().await;
+    let parts = build(config_for(&sink, Compression::None));
+    let exporter = parts.traces.unwrap();
+    sink.fail_next(1, Failure::Grpc(tonic::Code::Unavailable));
+    assert!(matches!(exporter.export(&traces(0, 1, 1)).await, Err(ExportError::Retryable { .. })));
+    sink.fail_next(1, Failure::Grpc(tonic::Code::InvalidArgument));
+    assert!(matches!(exporter.export(&traces(0, 1, 1)).await, Err(ExportError::Permanent { .. })));
+    sink.fail_next(1, Failure::Grpc(tonic::Code::ResourceExhausted));
+    assert!(matches!(exporter.export(&traces(0, 1, 1)).await, Err(ExportError::Permanent { .. })));
+    exporter.export(&traces(0, 1, 1)).await.unwrap();
+    assert_eq!(sink.rejected(), 3);
+}
+
+#[tokio::test]
+async fn unreachable_backend_is_retryable() {
+    // Bind and drop to find a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let parts = build(Config {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        ..Config::default()
+    });
+    let result = parts.traces.unwrap().export(&traces(0, 1, 1)).await;
+    assert!(matches!(result, Err(ExportError::Retryable { .. })), "{result:?}");
+}

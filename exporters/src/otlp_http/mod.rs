@@ -1,0 +1,252 @@
+//! The `otlphttp` exporter (also `otlp_http`): OTLP over HTTP with protobuf bodies.
+//!
+//! ```yaml
+//! exporters:
+//!   otlphttp:
+//!     endpoint: https://otlp.example.com    # /v1/traces etc. are appended
+//!     compression: gzip
+//!     headers:
+//!       authorization: Bearer ${env:OTLP_TOKEN}
+//! ```
+//!
+//! Retries follow the OTLP/HTTP spec: 429, 502, 503 and 504 (and network failures) are
+//! retried, honouring `Retry-After`; other statuses drop the batch and count it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sidekick_collector::component::{BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError};
+use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as SignalKind};
+use sidekick_collector::exporter::{Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings};
+use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
+
+use crate::compression::Compression;
+use crate::partial;
+use crate::tls::TlsSettings;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Base URL; `/v1/traces`, `/v1/metrics` and `/v1/logs` are appended.
+    pub endpoint: String,
+    /// Full URL for traces, overriding `endpoint`.
+    pub traces_endpoint: Option<String>,
+    pub metrics_endpoint: Option<String>,
+    pub logs_endpoint: Option<String>,
+    pub tls: TlsSettings,
+    /// Extra request headers, e.g. `authorization`. Values are kept out of logs.
+    pub headers: BTreeMap<String, Secret>,
+    /// `gzip` (default), `zstd` or `none`.
+    pub compression: Compression,
+    /// Only `proto` is supported.
+    pub encoding: String,
+    /// Per attempt. Default 30s.
+    pub timeout: ConfigDuration,
+    pub sending_queue: QueueSettings,
+    pub retry_on_failure: RetrySettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoint: String::new(),
+            traces_endpoint: None,
+            metrics_endpoint: None,
+            logs_endpoint: None,
+            tls: TlsSettings::default(),
+            headers: BTreeMap::new(),
+            compression: Compression::Gzip,
+            encoding: "proto".into(),
+            timeout: ConfigDuration::from_secs(30),
+            sending_queue: QueueSettings::default(),
+            retry_on_failure: RetrySettings::default(),
+        }
+    }
+}
+
+impl Config {
+    fn url(&self, explicit: &Option<String>, path: &str) -> Option<String> {
+        match explicit {
+            Some(u) => Some(u.clone()),
+            None if self.endpoint.is_empty() => None,
+            None => Some(format!("{}{path}", self.endpoint.trim_end_matches('/'))),
+        }
+    }
+
+    fn urls(&self) -> [(&'static str, Option<String>); 3] {
+        [
+            ("traces_endpoint", self.url(&self.traces_endpoint, TracesSignal::HTTP_PATH)),
+            ("metrics_endpoint", self.url(&self.metrics_endpoint, MetricsSignal::HTTP_PATH)),
+            ("logs_endpoint", self.url(&self.logs_endpoint, LogsSignal::HTTP_PATH)),
+        ]
+    }
+}
+
+impl ExporterConfig for Config {
+    const SIGNALS: &'static [SignalKind] = &SignalKind::ALL;
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut out = self.tls.validate();
+        if self.encoding != "proto" {
+            out.push(FieldError::new("encoding", "only \"proto\" is supported"));
+        }
+        for (field, url) in self.urls() {
+            let field = if url.is_some() && self.endpoint.is_empty() { field } else { "endpoint" };
+            match url {
+                None => out.push(FieldError::new(
+                    "endpoint",
+                    "endpoint is required (or traces_endpoint, metrics_endpoint and logs_endpoint)",
+                )),
+                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) || reqwest::Url::parse(&u).is_err() => {
+                    out.push(FieldError::new(field, format!("invalid URL \"{u}\": write http://host:port or https://host:port")))
+                }
+                Some(_) => {}
+            }
+        }
+        out.dedup();
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                out.push(FieldError::new(format!("headers.{name}"), "invalid header name"));
+            } else if http::HeaderValue::from_str(value.expose()).is_err() {
+                out.push(FieldError::new(format!("headers.{name}"), "invalid header value"));
+            }
+        }
+        out.extend(self.export_settings().validate());
+        out
+    }
+
+    fn export_settings(&self) -> ExportSettings {
+        ExportSettings {
+            timeout: self.timeout.get(),
+            queue: self.sending_queue.clone(),
+            retry: self.retry_on_failure.clone(),
+        }
+    }
+
+    fn build(self, _ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+        let tls = self.tls.rustls_config()?;
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &self.headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header name")))?;
+            let mut value = http::HeaderValue::from_str(value.expose())
+                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header value")))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .user_agent(concat!("Sidekick/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| BuildError::new(format!("http client: {e}")))?;
+        let [(_, traces), (_, metrics), (_, logs)] = self.urls();
+        let exporter = std::sync::Arc::new(OtlpHttpExporter {
+            client,
+            headers,
+            compression: self.compression,
+            traces: traces.unwrap_or_default(),
+            metrics: metrics.unwrap_or_default(),
+            logs: logs.unwrap_or_default(),
+        });
+        Ok(ExporterParts::all(exporter))
+    }
+}
+
+pub struct OtlpHttpExporter {
+    client: reqwest::Client,
+    headers: http::HeaderMap,
+    compression: Compression,
+    traces: String,
+    metrics: String,
+    logs: String,
+}
+
+impl OtlpHttpExporter {
+    fn url<S: Signal>(&self) -> &str {
+        match S::KIND {
+            SignalKind::Traces => &self.traces,
+            SignalKind::Metrics => &self.metrics,
+            SignalKind::Logs => &self.logs,
+        }
+    }
+
+    async fn send<S: Signal>(&self, batch: &Batch<S>) -> Result<Delivered, ExportError> {
+        let body = self
+            .compression
+            .apply(&batch.encoded_chunks())
+            .map_err(|e| ExportError::permanent(format!("cannot compress: {e}")))?;
+        let mut request = self
+            .client
+            .post(self.url::<S>())
+            .headers(self.headers.clone())
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(body);
+        if let Some(enc) = self.compression.encoding() {
+            request = request.header(http::header::CONTENT_ENCODING, enc);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ExportError::retryable(format!("POST {}: {}", self.url::<S>(), error_chain(&e))))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok(partial::delivered(&body));
+        }
+        let message = format!("POST {}: HTTP {status}: {}", self.url::<S>(), status_message(&body));
+        if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
+            Err(ExportError::Retryable { message, retry_after })
+        } else {
+            Err(ExportError::Permanent { message })
+        }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from OTLP backends and falls back
+/// to the exporter's own backoff).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The message of a `google.rpc.Status` error body, or the body's start as text.
+fn status_message(body: &[u8]) -> String {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+    match <RpcStatus as prost::Message>::decode(body) {
+        Ok(s) if !s.message.is_empty() => s.message,
+        _ => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl<S: Signal> Export<S> for OtlpHttpExporter {
+    fn export<'a>(&'a self, batch: &'a Batch<S>) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(self.send(batch))
+    }
+}
+
+#[cfg(test)]
+mod tests;
