@@ -63,3 +63,104 @@ fn handle(
         ),
     }
 }
+
+/// The `health_check` extension, for configs written for the OpenTelemetry Collector:
+/// `GET <path>` on its own port answers 200 while Sidekick is ready, 503 otherwise.
+/// Sidekick's admin port also serves `/healthz` and `/readyz`.
+///
+/// ```yaml
+/// extensions:
+///   health_check:
+///     endpoint: 0.0.0.0:13133
+/// service:
+///   extensions: [health_check]
+/// ```
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Default `127.0.0.1:13133`.
+    pub endpoint: String,
+    /// Default `/`.
+    pub path: String,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            endpoint: "127.0.0.1:13133".into(),
+            path: "/".into(),
+        }
+    }
+}
+
+impl crate::component::ExtensionConfig for HealthCheckConfig {
+    fn validate(&self) -> Vec<crate::component::FieldError> {
+        if self.path.starts_with('/') {
+            Vec::new()
+        } else {
+            vec![crate::component::FieldError::new(
+                "path",
+                "must start with /",
+            )]
+        }
+    }
+
+    fn listen_addresses(&self) -> Vec<crate::component::Listen> {
+        vec![crate::component::Listen {
+            field: "endpoint".into(),
+            address: self.endpoint.clone(),
+        }]
+    }
+
+    fn build(
+        self,
+        _ctx: &crate::component::BuildContext,
+        health: Health,
+    ) -> Result<Box<dyn crate::component::Extension>, crate::component::BuildError> {
+        let listener = crate::http::bind(&self.endpoint, "endpoint")?;
+        Ok(Box::new(HealthCheck {
+            listener,
+            path: self.path,
+            health,
+        }))
+    }
+}
+
+struct HealthCheck {
+    listener: TcpListener,
+    path: String,
+    health: Health,
+}
+
+impl crate::component::Extension for HealthCheck {
+    fn run(self: Box<Self>, stop: Stop) -> crate::component::BoxFuture<'static, ()> {
+        let HealthCheck {
+            listener,
+            path,
+            health,
+        } = *self;
+        let started = std::time::SystemTime::now();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let reply = if req.uri().path() != path {
+                response(StatusCode::NOT_FOUND, "text/plain", "not found\n")
+            } else {
+                let up_since = started
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let uptime = started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+                let (status, text) = if health.is_ready() {
+                    (StatusCode::OK, "Server available")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "Server not available")
+                };
+                let body = format!(
+                    "{{\"status\":\"{text}\",\"upSince\":{up_since},\"uptime\":\"{uptime:.3}s\"}}"
+                );
+                response(status, "application/json", body)
+            };
+            async move { Ok::<_, Infallible>(reply) }
+        });
+        Box::pin(serve(listener, service, stop))
+    }
+}

@@ -175,7 +175,7 @@ fn check_refs(
 
 impl Plan {
     pub fn new(doc: &Document, registry: &Registry) -> Result<Plan, Errors> {
-        let mut errors = Errors::default();
+        let mut errors = doc.errors.clone();
         let mut receivers = load_section(
             "receivers",
             &doc.receivers,
@@ -692,6 +692,9 @@ impl Service {
         } = self;
         let mut admin_tasks = JoinSet::new();
         if let Some((listener, metrics)) = admin {
+            if let Ok(address) = listener.local_addr() {
+                info!(address = %address, "admin endpoint listening (/metrics, /healthz, /readyz)");
+            }
             admin_tasks.spawn(admin::run(
                 listener,
                 metrics,

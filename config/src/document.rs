@@ -67,6 +67,9 @@ pub struct Document {
     pub shutdown_timeout: std::time::Duration,
     /// Accepted but worth telling the user about (unset environment variables).
     pub warnings: Vec<ConfigError>,
+    /// Problems in the outline. The rest of the document is still read so that checks
+    /// further on can report their problems too, all at once.
+    pub errors: Errors,
 }
 
 /// `service.telemetry`: Sidekick's own logs and metrics.
@@ -210,7 +213,8 @@ const PIPELINE_KEYS: &[&str] = &["receivers", "processors", "exporters"];
 pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Document {
-    /// Parses and checks the outline. Every problem is reported, not just the first.
+    /// Parses and checks the outline. Fails only when the text is not YAML; problems in
+    /// the outline are collected in [`Document::errors`].
     pub fn parse(text: &str, env: &dyn EnvLookup) -> Result<Document, Errors> {
         let (root, warnings) = node::parse(text, env)?;
         let mut errors = Errors::default();
@@ -224,6 +228,7 @@ impl Document {
             telemetry: Telemetry::default(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             warnings: warnings.0,
+            errors: Errors::default(),
         };
         let Some(entries) = map_entries(&root, "", &mut errors) else {
             return Err(errors);
@@ -261,11 +266,12 @@ impl Document {
         if !saw_service {
             errors.push(ConfigError::new(
                 "service",
-                Some(root.mark),
+                None,
                 "missing \"service\" section: add service.pipelines",
             ));
         }
-        errors.into_result(doc)
+        doc.errors = errors;
+        Ok(doc)
     }
 
     fn parse_service(&mut self, service: &Node, errors: &mut Errors) {
@@ -450,8 +456,8 @@ mod tests {
 
     #[test]
     fn reports_every_outline_error() {
-        let err = parse("recievers: {}\nconnectors:\n  forward:\nservice:\n  pipelines:\n    trace:\n      receivers: [otlp]\n    logs:\n      exporter: [debug]\n").unwrap_err();
-        let text = err.to_string();
+        let doc = parse("recievers: {}\nconnectors:\n  forward:\nservice:\n  pipelines:\n    trace:\n      receivers: [otlp]\n    logs:\n      exporter: [debug]\n").unwrap();
+        let text = doc.errors.into_result(()).unwrap_err().to_string();
         assert_eq!(
             text,
             "1:1: recievers: unknown top-level key \"recievers\"; did you mean \"receivers\"?\n\

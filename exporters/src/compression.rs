@@ -6,16 +6,27 @@ use std::io::Write;
 use bytes::Bytes;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     #[default]
     Gzip,
     Zstd,
+    /// Also written as an empty string, as the Collector allows.
     None,
-    /// The Collector spells "no compression" as an empty string too.
-    #[serde(rename = "")]
-    Empty,
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "none" | "" => Ok(Compression::None),
+            other => Err(serde::de::Error::custom(format!(
+                "unsupported compression \"{other}\": use gzip, zstd or none"
+            ))),
+        }
+    }
 }
 
 impl Compression {
@@ -24,7 +35,7 @@ impl Compression {
         match self {
             Compression::Gzip => Some("gzip"),
             Compression::Zstd => Some("zstd"),
-            Compression::None | Compression::Empty => None,
+            Compression::None => None,
         }
     }
 
@@ -42,7 +53,7 @@ impl Compression {
                 chunks.iter().try_for_each(|c| e.write_all(c))?;
                 Ok(Bytes::from(e.finish()?))
             }
-            Compression::None | Compression::Empty => Ok(match chunks {
+            Compression::None => Ok(match chunks {
                 [] => Bytes::new(),
                 [one] => one.clone(),
                 many => Bytes::from(many.concat()),
@@ -62,10 +73,15 @@ mod tests {
         let chunks = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
         let gz = Compression::Gzip.apply(&chunks).unwrap();
         let mut out = String::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "hello world");
         let z = Compression::Zstd.apply(&chunks).unwrap();
         assert_eq!(zstd::decode_all(&z[..]).unwrap(), b"hello world");
-        assert_eq!(Compression::None.apply(&chunks).unwrap(), Bytes::from_static(b"hello world"));
+        assert_eq!(
+            Compression::None.apply(&chunks).unwrap(),
+            Bytes::from_static(b"hello world")
+        );
     }
 }

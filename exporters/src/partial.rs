@@ -76,7 +76,10 @@ pub fn retry_delay(status_details: &[u8]) -> Option<Duration> {
         .iter()
         .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))?;
     let d = RetryInfo::decode(&info.value[..]).ok()?.retry_delay?;
-    Some(Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+    Some(Duration::new(
+        d.seconds.max(0) as u64,
+        d.nanos.max(0) as u32,
+    ))
 }
 
 #[cfg(test)]
@@ -92,7 +95,13 @@ mod tests {
             }),
         }
         .encode_to_vec();
-        assert_eq!(delivered(&body), Delivered { rejected: 3, reason: "too old".into() });
+        assert_eq!(
+            delivered(&body),
+            Delivered {
+                rejected: 3,
+                reason: "too old".into()
+            }
+        );
         assert_eq!(delivered(&[]), Delivered::default());
         let details = RpcStatus {
             code: 8,
@@ -100,7 +109,10 @@ mod tests {
             details: vec![Any {
                 type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
                 value: RetryInfo {
-                    retry_delay: Some(ProtoDuration { seconds: 2, nanos: 500_000_000 }),
+                    retry_delay: Some(ProtoDuration {
+                        seconds: 2,
+                        nanos: 500_000_000,
+                    }),
                 }
                 .encode_to_vec(),
             }],

@@ -35,25 +35,38 @@ pub struct TlsSettings {
 impl TlsSettings {
     pub fn validate(&self) -> Vec<FieldError> {
         match (&self.cert_file, &self.key_file) {
-            (Some(_), None) => vec![FieldError::new("tls.key_file", "cert_file needs key_file too")],
-            (None, Some(_)) => vec![FieldError::new("tls.cert_file", "key_file needs cert_file too")],
+            (Some(_), None) => vec![FieldError::new(
+                "tls.key_file",
+                "cert_file needs key_file too",
+            )],
+            (None, Some(_)) => vec![FieldError::new(
+                "tls.cert_file",
+                "key_file needs cert_file too",
+            )],
             _ => Vec::new(),
         }
     }
 
     fn read(path: &str, what: &str) -> Result<Vec<u8>, BuildError> {
-        std::fs::read(path).map_err(|e| BuildError::new(format!("tls.{what}: cannot read {path}: {e}")))
+        std::fs::read(path)
+            .map_err(|e| BuildError::new(format!("tls.{what}: cannot read {path}: {e}")))
     }
 
     /// CA certificates from `ca_file`, in PEM.
     pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, BuildError> {
-        self.ca_file.as_deref().map(|p| Self::read(p, "ca_file")).transpose()
+        self.ca_file
+            .as_deref()
+            .map(|p| Self::read(p, "ca_file"))
+            .transpose()
     }
 
     /// Client certificate and key, in PEM.
     pub fn identity_pem(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, BuildError> {
         match (&self.cert_file, &self.key_file) {
-            (Some(c), Some(k)) => Ok(Some((Self::read(c, "cert_file")?, Self::read(k, "key_file")?))),
+            (Some(c), Some(k)) => Ok(Some((
+                Self::read(c, "cert_file")?,
+                Self::read(k, "key_file")?,
+            ))),
             _ => Ok(None),
         }
     }
@@ -78,9 +91,9 @@ impl TlsSettings {
                 return Err(BuildError::new("tls.ca_file: no PEM certificates found"));
             }
             for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| BuildError::new(format!("tls.ca_file: invalid certificate: {e}")))?;
+                roots.add(cert).map_err(|e| {
+                    BuildError::new(format!("tls.ca_file: invalid certificate: {e}"))
+                })?;
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -29,7 +29,12 @@ impl Export<TracesSignal> for Scripted {
             .lock()
             .unwrap()
             .push(tokio::time::Instant::now());
-        let next = self.script.lock().unwrap().pop().unwrap_or(Ok(Delivered::default()));
+        let next = self
+            .script
+            .lock()
+            .unwrap()
+            .pop()
+            .unwrap_or(Ok(Delivered::default()));
         Box::pin(async move { next })
     }
 }

@@ -8,9 +8,13 @@
 //! ```
 
 use serde::Deserialize;
-use sidekick_collector::component::{BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts};
+use sidekick_collector::component::{
+    BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts,
+};
 use sidekick_collector::config::Signal as SignalKind;
-use sidekick_collector::exporter::{Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings};
+use sidekick_collector::exporter::{
+    Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
+};
 use sidekick_collector::payload::{Batch, Signal};
 use tracing::info;
 

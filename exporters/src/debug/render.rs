@@ -16,10 +16,12 @@ pub trait Render {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 pub fn value(v: &Option<AnyValue>) -> String {
@@ -100,17 +102,27 @@ impl Render for ExportMetricsServiceRequest {
         for rm in &self.resource_metrics {
             resource_line(&mut out, &rm.resource);
             for sm in &rm.scope_metrics {
-                let _ = writeln!(out, "  Scope {}", sm.scope.as_ref().map(|s| s.name.as_str()).unwrap_or(""));
+                let _ = writeln!(
+                    out,
+                    "  Scope {}",
+                    sm.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("")
+                );
                 for m in &sm.metrics {
                     let (kind, points) = match &m.data {
                         Some(Data::Gauge(g)) => ("gauge", g.data_points.len()),
                         Some(Data::Sum(s)) => ("sum", s.data_points.len()),
                         Some(Data::Histogram(h)) => ("histogram", h.data_points.len()),
-                        Some(Data::ExponentialHistogram(h)) => ("exponential_histogram", h.data_points.len()),
+                        Some(Data::ExponentialHistogram(h)) => {
+                            ("exponential_histogram", h.data_points.len())
+                        }
                         Some(Data::Summary(s)) => ("summary", s.data_points.len()),
                         None => ("empty", 0),
                     };
-                    let _ = writeln!(out, "    {} ({kind}, unit {:?}): {points} points", m.name, m.unit);
+                    let _ = writeln!(
+                        out,
+                        "    {} ({kind}, unit {:?}): {points} points",
+                        m.name, m.unit
+                    );
                     if !detailed {
                         continue;
                     }
@@ -125,7 +137,12 @@ impl Render for ExportMetricsServiceRequest {
                             Some(number_data_point::Value::AsDouble(d)) => d.to_string(),
                             None => "<none>".into(),
                         };
-                        let _ = writeln!(out, "      {{{}}} {v} @ {}", attrs(&p.attributes), p.time_unix_nano);
+                        let _ = writeln!(
+                            out,
+                            "      {{{}}} {v} @ {}",
+                            attrs(&p.attributes),
+                            p.time_unix_nano
+                        );
                     }
                 }
             }
@@ -140,7 +157,11 @@ impl Render for ExportLogsServiceRequest {
         for rl in &self.resource_logs {
             resource_line(&mut out, &rl.resource);
             for sl in &rl.scope_logs {
-                let _ = writeln!(out, "  Scope {}", sl.scope.as_ref().map(|s| s.name.as_str()).unwrap_or(""));
+                let _ = writeln!(
+                    out,
+                    "  Scope {}",
+                    sl.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("")
+                );
                 for l in &sl.log_records {
                     let _ = write!(out, "    [{}] {}", l.severity_text, value(&l.body));
                     if detailed {

@@ -20,9 +20,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sidekick_collector::component::{BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError};
+use sidekick_collector::component::{
+    BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError,
+};
 use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as SignalKind};
-use sidekick_collector::exporter::{Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings};
+use sidekick_collector::exporter::{
+    Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
+};
 use sidekick_collector::grpc::RawCodec;
 use sidekick_collector::payload::{Batch, Signal};
 use tonic::codec::CompressionEncoding;
@@ -79,7 +83,9 @@ impl Config {
         } else if let Some(rest) = e.strip_prefix("http://") {
             Ok((format!("http://{rest}"), false))
         } else if e.contains("://") {
-            Err(format!("unsupported scheme in \"{e}\": use host:port, http:// or https://"))
+            Err(format!(
+                "unsupported scheme in \"{e}\": use host:port, http:// or https://"
+            ))
         } else if self.tls.insecure {
             Ok((format!("http://{e}"), false))
         } else {
@@ -97,13 +103,20 @@ impl ExporterConfig for Config {
             Err(message) => out.push(FieldError::new("endpoint", message)),
             Ok((uri, _)) => {
                 if Endpoint::from_shared(uri).is_err() {
-                    out.push(FieldError::new("endpoint", format!("invalid endpoint \"{}\"", self.endpoint)));
+                    out.push(FieldError::new(
+                        "endpoint",
+                        format!("invalid endpoint \"{}\"", self.endpoint),
+                    ));
                 }
             }
         }
         for name in self.headers.keys() {
-            if MetadataKey::<tonic::metadata::Ascii>::from_str(&name.to_ascii_lowercase()).is_err() {
-                out.push(FieldError::new(format!("headers.{name}"), "invalid header name"));
+            if MetadataKey::<tonic::metadata::Ascii>::from_str(&name.to_ascii_lowercase()).is_err()
+            {
+                out.push(FieldError::new(
+                    format!("headers.{name}"),
+                    "invalid header name",
+                ));
             }
         }
         out.extend(self.export_settings().validate());
@@ -158,7 +171,7 @@ impl ExporterConfig for Config {
             compression: match self.compression {
                 Compression::Gzip => Some(CompressionEncoding::Gzip),
                 Compression::Zstd => Some(CompressionEncoding::Zstd),
-                Compression::None | Compression::Empty => None,
+                Compression::None => None,
             },
             endpoint: uri,
         });
@@ -168,7 +181,10 @@ impl ExporterConfig for Config {
 
 pub struct OtlpGrpcExporter {
     channel: Channel,
-    headers: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
+    headers: Vec<(
+        MetadataKey<tonic::metadata::Ascii>,
+        MetadataValue<tonic::metadata::Ascii>,
+    )>,
     compression: Option<CompressionEncoding>,
     endpoint: String,
 }
@@ -181,10 +197,9 @@ impl OtlpGrpcExporter {
         if let Some(c) = self.compression {
             client = client.send_compressed(c).accept_compressed(c);
         }
-        client
-            .ready()
-            .await
-            .map_err(|e| ExportError::retryable(format!("cannot connect to {}: {e}", self.endpoint)))?;
+        client.ready().await.map_err(|e| {
+            ExportError::retryable(format!("cannot connect to {}: {e}", self.endpoint))
+        })?;
         let mut request = tonic::Request::new(batch.encoded_chunks());
         for (k, v) in &self.headers {
             request.metadata_mut().insert(k.clone(), v.clone());
@@ -203,7 +218,12 @@ fn classify(status: &tonic::Status) -> ExportError {
     let delay = partial::retry_delay(status.details());
     let message = format!("{:?}: {}", status.code(), status.message());
     let retryable = match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::DataLoss | Code::Cancelled => true,
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::DataLoss
+        | Code::Cancelled => true,
         Code::ResourceExhausted => delay.is_some(),
         _ => false,
     };
@@ -222,7 +242,6 @@ impl<S: Signal> Export<S> for OtlpGrpcExporter {
         Box::pin(self.send(batch))
     }
 }
-
 
 #[cfg(test)]
 mod tests;

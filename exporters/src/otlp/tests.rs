@@ -38,20 +38,29 @@ fn config_example_parses() {
     let (root, _) = node::parse(text, &HashMap::new()).unwrap();
     let c: Config = from_node(&root, "exporters.otlp").unwrap();
     assert!(c.validate().is_empty());
-    assert_eq!(c.target().unwrap(), ("http://otel-gateway.observability:4317".into(), false));
+    assert_eq!(
+        c.target().unwrap(),
+        ("http://otel-gateway.observability:4317".into(), false)
+    );
     let c = Config {
         endpoint: "backend:4317".into(),
         ..Config::default()
     };
     assert_eq!(c.target().unwrap(), ("https://backend:4317".into(), true));
     let c = Config::default();
-    assert_eq!(c.validate()[0].message, "endpoint is required, e.g. backend:4317");
+    assert_eq!(
+        c.validate()[0].message,
+        "endpoint is required, e.g. backend:4317"
+    );
 }
 
 #[tokio::test]
 async fn sends_to_a_grpc_backend_with_each_compression() {
     let sink = OtlpSink::start().await;
-    for (i, compression) in [Compression::Gzip, Compression::Zstd, Compression::None].into_iter().enumerate() {
+    for (i, compression) in [Compression::Gzip, Compression::Zstd, Compression::None]
+        .into_iter()
+        .enumerate()
+    {
         let parts = build(config_for(&sink, compression));
         let batch = traces(i as u64 * 10, 2, 5);
         let delivered = parts.traces.as_ref().unwrap().export(&batch).await.unwrap();
@@ -69,7 +78,13 @@ async fn sends_to_a_grpc_backend_with_each_compression() {
     assert_eq!(span_names(first)[0], "span-0");
     assert_eq!(first, &traces(0, 2, 5).to_request().unwrap());
     let parts = build(config_for(&sink, Compression::Gzip));
-    parts.metrics.as_ref().unwrap().export(&metrics(0, 1, 3)).await.unwrap();
+    parts
+        .metrics
+        .as_ref()
+        .unwrap()
+        .export(&metrics(0, 1, 3))
+        .await
+        .unwrap();
     assert_eq!(sink.metric_point_count(), 3);
 }
 
@@ -79,11 +94,20 @@ async fn classifies_grpc_failures() {
     let parts = build(config_for(&sink, Compression::None));
     let exporter = parts.traces.unwrap();
     sink.fail_next(1, Failure::Grpc(tonic::Code::Unavailable));
-    assert!(matches!(exporter.export(&traces(0, 1, 1)).await, Err(ExportError::Retryable { .. })));
+    assert!(matches!(
+        exporter.export(&traces(0, 1, 1)).await,
+        Err(ExportError::Retryable { .. })
+    ));
     sink.fail_next(1, Failure::Grpc(tonic::Code::InvalidArgument));
-    assert!(matches!(exporter.export(&traces(0, 1, 1)).await, Err(ExportError::Permanent { .. })));
+    assert!(matches!(
+        exporter.export(&traces(0, 1, 1)).await,
+        Err(ExportError::Permanent { .. })
+    ));
     sink.fail_next(1, Failure::Grpc(tonic::Code::ResourceExhausted));
-    assert!(matches!(exporter.export(&traces(0, 1, 1)).await, Err(ExportError::Permanent { .. })));
+    assert!(matches!(
+        exporter.export(&traces(0, 1, 1)).await,
+        Err(ExportError::Permanent { .. })
+    ));
     exporter.export(&traces(0, 1, 1)).await.unwrap();
     assert_eq!(sink.rejected(), 3);
 }
@@ -91,11 +115,18 @@ async fn classifies_grpc_failures() {
 #[tokio::test]
 async fn unreachable_backend_is_retryable() {
     // Bind and drop to find a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let parts = build(Config {
         endpoint: format!("http://127.0.0.1:{port}"),
         ..Config::default()
     });
     let result = parts.traces.unwrap().export(&traces(0, 1, 1)).await;
-    assert!(matches!(result, Err(ExportError::Retryable { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(ExportError::Retryable { .. })),
+        "{result:?}"
+    );
 }

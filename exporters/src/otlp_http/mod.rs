@@ -16,9 +16,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sidekick_collector::component::{BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError};
+use sidekick_collector::component::{
+    BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError,
+};
 use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as SignalKind};
-use sidekick_collector::exporter::{Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings};
+use sidekick_collector::exporter::{
+    Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
+};
 use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
 
 use crate::compression::Compression;
@@ -76,9 +80,18 @@ impl Config {
 
     fn urls(&self) -> [(&'static str, Option<String>); 3] {
         [
-            ("traces_endpoint", self.url(&self.traces_endpoint, TracesSignal::HTTP_PATH)),
-            ("metrics_endpoint", self.url(&self.metrics_endpoint, MetricsSignal::HTTP_PATH)),
-            ("logs_endpoint", self.url(&self.logs_endpoint, LogsSignal::HTTP_PATH)),
+            (
+                "traces_endpoint",
+                self.url(&self.traces_endpoint, TracesSignal::HTTP_PATH),
+            ),
+            (
+                "metrics_endpoint",
+                self.url(&self.metrics_endpoint, MetricsSignal::HTTP_PATH),
+            ),
+            (
+                "logs_endpoint",
+                self.url(&self.logs_endpoint, LogsSignal::HTTP_PATH),
+            ),
         ]
     }
 }
@@ -91,25 +104,51 @@ impl ExporterConfig for Config {
         if self.encoding != "proto" {
             out.push(FieldError::new("encoding", "only \"proto\" is supported"));
         }
-        for (field, url) in self.urls() {
-            let field = if url.is_some() && self.endpoint.is_empty() { field } else { "endpoint" };
+        let valid = |u: &str| {
+            (u.starts_with("http://") || u.starts_with("https://"))
+                && reqwest::Url::parse(u).is_ok()
+        };
+        let explicit = [
+            ("traces_endpoint", &self.traces_endpoint),
+            ("metrics_endpoint", &self.metrics_endpoint),
+            ("logs_endpoint", &self.logs_endpoint),
+        ];
+        if !self.endpoint.is_empty() && !valid(&self.endpoint) {
+            out.push(FieldError::new(
+                "endpoint",
+                format!(
+                    "invalid URL \"{}\": write http://host:port or https://host:port",
+                    self.endpoint
+                ),
+            ));
+        }
+        for (field, url) in explicit {
             match url {
-                None => out.push(FieldError::new(
-                    "endpoint",
-                    "endpoint is required (or traces_endpoint, metrics_endpoint and logs_endpoint)",
+                Some(u) if !valid(u) => out.push(FieldError::new(
+                    field,
+                    format!("invalid URL \"{u}\": write http://host:port/v1/... or https://..."),
                 )),
-                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) || reqwest::Url::parse(&u).is_err() => {
-                    out.push(FieldError::new(field, format!("invalid URL \"{u}\": write http://host:port or https://host:port")))
+                None if self.endpoint.is_empty() => {
+                    out.push(FieldError::new(
+                        "endpoint",
+                        "endpoint is required (or traces_endpoint, metrics_endpoint and logs_endpoint)",
+                    ));
+                    break;
                 }
-                Some(_) => {}
+                _ => {}
             }
         }
-        out.dedup();
         for (name, value) in &self.headers {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                out.push(FieldError::new(format!("headers.{name}"), "invalid header name"));
+                out.push(FieldError::new(
+                    format!("headers.{name}"),
+                    "invalid header name",
+                ));
             } else if http::HeaderValue::from_str(value.expose()).is_err() {
-                out.push(FieldError::new(format!("headers.{name}"), "invalid header value"));
+                out.push(FieldError::new(
+                    format!("headers.{name}"),
+                    "invalid header value",
+                ));
             }
         }
         out.extend(self.export_settings().validate());
@@ -187,10 +226,9 @@ impl OtlpHttpExporter {
         if let Some(enc) = self.compression.encoding() {
             request = request.header(http::header::CONTENT_ENCODING, enc);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ExportError::retryable(format!("POST {}: {}", self.url::<S>(), error_chain(&e))))?;
+        let response = request.send().await.map_err(|e| {
+            ExportError::retryable(format!("POST {}: {}", self.url::<S>(), error_chain(&e)))
+        })?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -201,9 +239,16 @@ impl OtlpHttpExporter {
         if status.is_success() {
             return Ok(partial::delivered(&body));
         }
-        let message = format!("POST {}: HTTP {status}: {}", self.url::<S>(), status_message(&body));
+        let message = format!(
+            "POST {}: HTTP {status}: {}",
+            self.url::<S>(),
+            status_message(&body)
+        );
         if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
-            Err(ExportError::Retryable { message, retry_after })
+            Err(ExportError::Retryable {
+                message,
+                retry_after,
+            })
         } else {
             Err(ExportError::Permanent { message })
         }

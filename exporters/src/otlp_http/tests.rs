@@ -35,14 +35,17 @@ fn config_example_parses_and_checks_urls() {
     let (root, _) = node::parse(text, &HashMap::new()).unwrap();
     let c: Config = from_node(&root, "exporters.otlphttp").unwrap();
     assert!(c.validate().is_empty());
-    assert_eq!(c.urls()[0].1.as_deref(), Some("https://otlp.example.com/v1/traces"));
+    assert_eq!(
+        c.urls()[0].1.as_deref(),
+        Some("https://otlp.example.com/v1/traces")
+    );
     let c = Config {
         endpoint: "otlp.example.com:4318".into(),
         ..Config::default()
     };
     assert_eq!(
         c.validate()[0].message,
-        "invalid URL \"otlp.example.com:4318/v1/traces\": write http://host:port or https://host:port"
+        "invalid URL \"otlp.example.com:4318\": write http://host:port or https://host:port"
     );
     let c = Config {
         encoding: "json".into(),
@@ -57,12 +60,21 @@ async fn sends_protobuf_with_each_compression() {
     let sink = OtlpSink::start().await;
     for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
         let parts = build(config_for(&sink, compression));
-        parts.traces.as_ref().unwrap().export(&traces(0, 1, 4)).await.unwrap();
+        parts
+            .traces
+            .as_ref()
+            .unwrap()
+            .export(&traces(0, 1, 4))
+            .await
+            .unwrap();
         let headers = sink.headers();
         let last = headers.last().unwrap();
         assert_eq!(last["authorization"], "Bearer t0ken");
         assert_eq!(last["content-type"], "application/x-protobuf");
-        assert!(last["user-agent"].to_str().unwrap().starts_with("Sidekick/"));
+        assert!(last["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("Sidekick/"));
         match compression.encoding() {
             Some(enc) => assert_eq!(last["content-encoding"], enc),
             None => assert!(!last.contains_key("content-encoding")),
@@ -70,7 +82,13 @@ async fn sends_protobuf_with_each_compression() {
     }
     assert_eq!(sink.span_count(), 12);
     let parts = build(config_for(&sink, Compression::Gzip));
-    parts.logs.as_ref().unwrap().export(&logs(0, 2, 2)).await.unwrap();
+    parts
+        .logs
+        .as_ref()
+        .unwrap()
+        .export(&logs(0, 2, 2))
+        .await
+        .unwrap();
     assert_eq!(sink.logs()[0], logs(0, 2, 2).to_request().unwrap());
 }
 
@@ -80,16 +98,30 @@ async fn retries_only_what_the_spec_allows() {
     let exporter = build(config_for(&sink, Compression::None)).traces.unwrap();
     sink.fail_next(1, Failure::Http(503, Some(7)));
     match exporter.export(&traces(0, 1, 1)).await {
-        Err(ExportError::Retryable { retry_after, .. }) => assert_eq!(retry_after, Some(Duration::from_secs(7))),
+        Err(ExportError::Retryable { retry_after, .. }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(7)))
+        }
         other => panic!("expected retryable, got {other:?}"),
     }
     for code in [429, 502, 504] {
         sink.fail_next(1, Failure::Http(code, None));
-        assert!(matches!(exporter.export(&traces(0, 1, 1)).await, Err(ExportError::Retryable { .. })), "{code}");
+        assert!(
+            matches!(
+                exporter.export(&traces(0, 1, 1)).await,
+                Err(ExportError::Retryable { .. })
+            ),
+            "{code}"
+        );
     }
     for code in [400, 401, 403, 404, 500] {
         sink.fail_next(1, Failure::Http(code, None));
-        assert!(matches!(exporter.export(&traces(0, 1, 1)).await, Err(ExportError::Permanent { .. })), "{code}");
+        assert!(
+            matches!(
+                exporter.export(&traces(0, 1, 1)).await,
+                Err(ExportError::Permanent { .. })
+            ),
+            "{code}"
+        );
     }
     exporter.export(&traces(0, 1, 1)).await.unwrap();
     assert_eq!(sink.span_count(), 1);

@@ -1,0 +1,21 @@
+//! Every component kind Sidekick has, one line each. Adding a component means adding its
+//! folder in its crate and one line here.
+
+use sidekick_collector::admin::HealthCheckConfig;
+use sidekick_collector::component::Registry;
+use sidekick_exporters::{debug, otlp, otlp_http};
+use sidekick_processors::batch;
+use sidekick_receivers::otlp as otlp_receiver;
+
+pub fn registry() -> Registry {
+    Registry::default()
+        .receiver::<otlp_receiver::Config>("otlp")
+        .processor::<batch::Config>("batch")
+        .exporter::<otlp::Config>("otlp")
+        // The OpenTelemetry Collector's newer names for the same exporters.
+        .exporter::<otlp::Config>("otlp_grpc")
+        .exporter::<otlp_http::Config>("otlphttp")
+        .exporter::<otlp_http::Config>("otlp_http")
+        .exporter::<debug::Config>("debug")
+        .extension::<HealthCheckConfig>("health_check")
+}

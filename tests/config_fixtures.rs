@@ -1,0 +1,156 @@
+//! Config fixtures: every invalid one must produce exactly its `.expected` text from
+//! `sidekick validate`; every valid one must validate and build.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/config")
+        .join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", root.display());
+    files
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn validate(path: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sidekick"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["validate", "--config", &relative(path)])
+        .env_remove("VENDOR_API_KEY")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn invalid_fixtures_report_exactly_their_expected_errors() {
+    for path in fixtures("invalid") {
+        let expected = std::fs::read_to_string(path.with_extension("expected"))
+            .unwrap_or_else(|_| panic!("{} has no .expected file", path.display()));
+        let out = validate(&path);
+        assert_eq!(out.status.code(), Some(1), "{}", path.display());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            expected,
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn valid_fixtures_validate_and_build() {
+    let registry = sidekick::registry();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for path in fixtures("valid") {
+        let out = validate(&path);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).ends_with("config is valid\n"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let env = |_: &str| None;
+        let plan = sidekick::plan(&text, &relative(&path), &registry, &env).unwrap();
+        let _guard = runtime.enter();
+        let built = plan.build(sidekick_collector::telemetry::Telemetry::new());
+        assert!(built.is_ok(), "{}: {:?}", path.display(), built.err());
+    }
+}
+
+#[test]
+fn built_in_config_builds() {
+    let registry = sidekick::registry();
+    let env = |name: &str| match name {
+        "SIDEKICK_OTLP_GRPC_ENDPOINT"
+        | "SIDEKICK_OTLP_HTTP_ENDPOINT"
+        | "SIDEKICK_ADMIN_ENDPOINT" => Some("127.0.0.1:0".to_string()),
+        _ => None,
+    };
+    let plan = sidekick::plan(sidekick::DEFAULT_CONFIG, "default", &registry, &env).unwrap();
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    plan.build(sidekick_collector::telemetry::Telemetry::new())
+        .unwrap();
+}
+
+#[test]
+fn a_taken_port_fails_at_start_with_the_component_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("sidekick-port-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("taken.yaml");
+    std::fs::write(
+        &file,
+        format!("receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{port}\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [debug]}}\n  telemetry:\n    metrics: {{address: 127.0.0.1:0}}\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sidekick"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "receivers.otlp: protocols.grpc.endpoint: cannot listen on 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cli_answers_help_version_and_bad_arguments() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sidekick"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let help = run(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("sidekick validate"));
+    let version = run(&["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("sidekick {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let bad = run(&["--confgi", "x.yaml"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .starts_with("sidekick: unexpected argument \"--confgi\""));
+    let missing = run(&["validate", "--config", "/nonexistent/sidekick.yaml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("cannot read config file /nonexistent/sidekick.yaml"));
+    let components = run(&["components"]);
+    assert!(String::from_utf8_lossy(&components.stdout).contains("receivers: otlp"));
+    let default = run(&["default-config"]);
+    assert_eq!(
+        String::from_utf8_lossy(&default.stdout),
+        sidekick::DEFAULT_CONFIG
+    );
+}
