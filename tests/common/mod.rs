@@ -1,0 +1,205 @@
+//! Running the real `sidekick` binary in tests: start it with a YAML config, learn the
+//! addresses it bound (from its JSON log lines), stop it with SIGTERM.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Sidekick {
+    child: Child,
+    pub grpc: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+    _config: TempFile,
+}
+
+/// A file removed when dropped.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, contents: &str) -> TempFile {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sidekick-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Telemetry settings every test config appends: JSON logs (parsed here) and an admin
+/// endpoint on a free port.
+pub const TEST_TELEMETRY: &str =
+    "  telemetry:\n    logs:\n      encoding: json\n    metrics:\n      address: 127.0.0.1:0\n";
+
+impl Sidekick {
+    /// Starts `sidekick --config <yaml>` and waits until it has said where it listens.
+    /// `yaml` should end inside `service:` so [`TEST_TELEMETRY`] can follow.
+    pub fn start(yaml: &str) -> Sidekick {
+        let config = TempFile::new("sidekick.yaml", &format!("{yaml}{TEST_TELEMETRY}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sidekick"))
+            .arg("--config")
+            .arg(&config.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sidekick");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let started = Instant::now();
+        let mut sk = Sidekick {
+            child,
+            grpc: None,
+            http: None,
+            admin: "0.0.0.0:0".parse().unwrap(),
+            lines,
+            _config: config,
+        };
+        loop {
+            let ready = sk.lines().iter().any(|l| l.contains("everything is ready"));
+            if ready {
+                for line in sk.lines() {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                        continue;
+                    };
+                    let address = v["address"].as_str().and_then(|a| a.parse().ok());
+                    match (v["message"].as_str(), v["transport"].as_str()) {
+                        (Some("listening"), Some("grpc")) => sk.grpc = address,
+                        (Some("listening"), Some("http")) => sk.http = address,
+                        (Some(m), _) if m.starts_with("admin endpoint listening") => {
+                            sk.admin = address.unwrap()
+                        }
+                        _ => {}
+                    }
+                }
+                if sk.admin.port() != 0 {
+                    return sk;
+                }
+            }
+            if let Ok(Some(status)) = sk.child.try_wait() {
+                panic!(
+                    "sidekick exited with {status} during start:\n{}",
+                    sk.lines().join("\n")
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "sidekick did not start:\n{}",
+                sk.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "sidekick did not stop:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The admin endpoint's `/metrics` page.
+    pub fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").1
+    }
+}
+
+impl Drop for Sidekick {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare HTTP/1.1 GET, so tests need no client runtime: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one series on a Prometheus text page.
+pub fn metric_value(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A multi-threaded runtime for test-side async work (the sink, raw clients).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,478 @@
+//! End to end: the real `sidekick` binary between the OpenTelemetry Rust SDK (over gRPC
+//! and over HTTP) and a fake OTLP backend.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{http_get, metric_value, runtime, Sidekick};
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{LogExporter, MetricExporter, SpanExporter, WithExportConfig};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue as ProtoKeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use prost::Message;
+use sidekick_testkit::gen::traces_request;
+use sidekick_testkit::sink::OtlpSink;
+
+const SPANS: usize = 300;
+const LOGS: usize = 120;
+
+fn pipeline_config(sink: &OtlpSink) -> String {
+    format!(
+        "receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+      http:
+        endpoint: 127.0.0.1:0
+processors:
+  batch:
+    send_batch_size: 100
+    timeout: 100ms
+exporters:
+  otlp:
+    endpoint: {url}
+    compression: gzip
+  otlphttp:
+    endpoint: {url}
+    compression: zstd
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [otlp]
+    metrics:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [otlphttp]
+    logs:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [otlp]
+",
+        url = sink.url()
+    )
+}
+
+fn resource() -> Resource {
+    Resource::builder()
+        .with_service_name("e2e-app")
+        .with_attribute(KeyValue::new("deployment.environment.name", "test"))
+        .build()
+}
+
+fn attr<'a>(attrs: &'a [ProtoKeyValue], key: &str) -> Option<&'a Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()
+}
+
+fn string(s: &str) -> Value {
+    Value::StringValue(s.to_string())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Grpc,
+    Http,
+}
+
+/// Sends traces, metrics and logs through Sidekick with the SDK and checks that the sink
+/// got every item with names, attributes, ids and resources intact.
+fn sdk_round_trip(transport: Transport) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let mut sk = Sidekick::start(&pipeline_config(&sink));
+    let (endpoint, path) = match transport {
+        Transport::Grpc => (format!("http://{}", sk.grpc.unwrap()), None),
+        Transport::Http => (format!("http://{}", sk.http.unwrap()), Some(())),
+    };
+    let url = |signal: &str| match path {
+        Some(()) => format!("{endpoint}/v1/{signal}"),
+        None => endpoint.clone(),
+    };
+
+    // The tonic exporters need a Tokio runtime when built; the HTTP (blocking) ones must
+    // be built outside one.
+    let span_exporter = match transport {
+        Transport::Grpc => rt.block_on(async {
+            SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(url("traces"))
+                .build()
+        }),
+        Transport::Http => SpanExporter::builder()
+            .with_http()
+            .with_endpoint(url("traces"))
+            .build(),
+    }
+    .unwrap();
+    let metric_exporter = match transport {
+        Transport::Grpc => rt.block_on(async {
+            MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(url("metrics"))
+                .build()
+        }),
+        Transport::Http => MetricExporter::builder()
+            .with_http()
+            .with_endpoint(url("metrics"))
+            .build(),
+    }
+    .unwrap();
+    let log_exporter = match transport {
+        Transport::Grpc => rt.block_on(async {
+            LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(url("logs"))
+                .build()
+        }),
+        Transport::Http => LogExporter::builder()
+            .with_http()
+            .with_endpoint(url("logs"))
+            .build(),
+    }
+    .unwrap();
+
+    // Traces.
+    let tracer_provider = SdkTracerProvider::builder()
+        .with_batch_exporter(span_exporter)
+        .with_resource(resource())
+        .build();
+    let tracer = tracer_provider.tracer("e2e-tracer");
+    let mut sent = Vec::new();
+    for i in 0..SPANS {
+        let mut span = tracer.start(format!("op-{i}"));
+        span.set_attribute(KeyValue::new("item", i as i64));
+        span.set_attribute(KeyValue::new("http.route", "/api/items"));
+        let cx = span.span_context().clone();
+        sent.push((
+            cx.trace_id().to_bytes().to_vec(),
+            cx.span_id().to_bytes().to_vec(),
+        ));
+        span.end();
+    }
+    tracer_provider.force_flush().unwrap();
+    tracer_provider.shutdown().unwrap();
+
+    // Metrics: a counter and a histogram.
+    let meter_provider = SdkMeterProvider::builder()
+        .with_periodic_exporter(metric_exporter)
+        .with_resource(resource())
+        .build();
+    let meter = meter_provider.meter("e2e-meter");
+    let counter = meter.u64_counter("requests").with_unit("{request}").build();
+    counter.add(5, &[KeyValue::new("route", "/a")]);
+    counter.add(3, &[KeyValue::new("route", "/b")]);
+    let histogram = meter.f64_histogram("latency").with_unit("s").build();
+    histogram.record(0.25, &[]);
+    meter_provider.force_flush().unwrap();
+    meter_provider.shutdown().unwrap();
+
+    // Logs.
+    let logger_provider = SdkLoggerProvider::builder()
+        .with_batch_exporter(log_exporter)
+        .with_resource(resource())
+        .build();
+    let logger = logger_provider.logger("e2e-logger");
+    for i in 0..LOGS {
+        let mut record = logger.create_log_record();
+        record.set_body(AnyValue::from(format!("log-{i}")));
+        record.set_severity_number(Severity::Warn);
+        record.set_severity_text("WARN");
+        record.add_attribute("item", i as i64);
+        logger.emit(record);
+    }
+    logger_provider.force_flush().unwrap();
+    logger_provider.shutdown().unwrap();
+
+    let arrived = rt.block_on(sink.wait_until(Duration::from_secs(20), |s| {
+        s.span_count() >= SPANS && s.log_count() >= LOGS && s.metric_point_count() >= 3
+    }));
+    assert!(
+        arrived,
+        "spans {}, logs {}, points {}",
+        sink.span_count(),
+        sink.log_count(),
+        sink.metric_point_count()
+    );
+
+    // Every span once, with ids, name, attributes, scope and resource intact.
+    let mut seen = HashSet::new();
+    for req in sink.traces() {
+        for rs in &req.resource_spans {
+            let res = rs.resource.as_ref().unwrap();
+            assert_eq!(
+                attr(&res.attributes, "service.name"),
+                Some(&string("e2e-app"))
+            );
+            assert_eq!(
+                attr(&res.attributes, "deployment.environment.name"),
+                Some(&string("test"))
+            );
+            for ss in &rs.scope_spans {
+                assert_eq!(ss.scope.as_ref().unwrap().name, "e2e-tracer");
+                for span in &ss.spans {
+                    let i: usize = span.name.strip_prefix("op-").unwrap().parse().unwrap();
+                    assert_eq!(
+                        attr(&span.attributes, "item"),
+                        Some(&Value::IntValue(i as i64))
+                    );
+                    assert_eq!(
+                        attr(&span.attributes, "http.route"),
+                        Some(&string("/api/items"))
+                    );
+                    assert_eq!((span.trace_id.clone(), span.span_id.clone()), sent[i]);
+                    assert!(seen.insert(i), "span {i} arrived twice");
+                }
+            }
+        }
+    }
+    assert_eq!(seen.len(), SPANS);
+
+    // Logs: bodies, severity, attributes, resource.
+    let mut logs_seen = HashSet::new();
+    for req in sink.logs() {
+        for rl in &req.resource_logs {
+            assert_eq!(
+                attr(&rl.resource.as_ref().unwrap().attributes, "service.name"),
+                Some(&string("e2e-app"))
+            );
+            for sl in &rl.scope_logs {
+                assert_eq!(sl.scope.as_ref().unwrap().name, "e2e-logger");
+                for l in &sl.log_records {
+                    let Some(Value::StringValue(body)) =
+                        l.body.as_ref().and_then(|b| b.value.clone())
+                    else {
+                        panic!("log without a string body")
+                    };
+                    let i: usize = body.strip_prefix("log-").unwrap().parse().unwrap();
+                    assert_eq!(l.severity_number, Severity::Warn as i32);
+                    assert_eq!(l.severity_text, "WARN");
+                    assert_eq!(
+                        attr(&l.attributes, "item"),
+                        Some(&Value::IntValue(i as i64))
+                    );
+                    assert!(logs_seen.insert(i), "log {i} arrived twice");
+                }
+            }
+        }
+    }
+    assert_eq!(logs_seen.len(), LOGS);
+
+    // Metrics: the counter's sums per route and the histogram, with units.
+    let mut sums = Vec::new();
+    let mut histogram_count = 0;
+    for req in sink.metrics() {
+        for rm in &req.resource_metrics {
+            assert_eq!(
+                attr(&rm.resource.as_ref().unwrap().attributes, "service.name"),
+                Some(&string("e2e-app"))
+            );
+            for m in rm.scope_metrics.iter().flat_map(|sm| &sm.metrics) {
+                match (&m.name[..], &m.data) {
+                    ("requests", Some(metric::Data::Sum(s))) => {
+                        assert_eq!(m.unit, "{request}");
+                        assert!(s.is_monotonic);
+                        for p in &s.data_points {
+                            let Some(Value::StringValue(route)) =
+                                attr(&p.attributes, "route").cloned()
+                            else {
+                                panic!()
+                            };
+                            let Some(number_data_point::Value::AsInt(v)) = p.value else {
+                                panic!()
+                            };
+                            sums.push((route, v));
+                        }
+                    }
+                    ("latency", Some(metric::Data::Histogram(h))) => {
+                        assert_eq!(m.unit, "s");
+                        histogram_count += h.data_points.iter().map(|p| p.count).max().unwrap_or(0);
+                        assert_eq!(h.data_points[0].sum, Some(0.25));
+                    }
+                    (name, _) => panic!("unexpected metric {name}"),
+                }
+            }
+        }
+    }
+    assert!(
+        sums.contains(&("/a".to_string(), 5)) && sums.contains(&("/b".to_string(), 3)),
+        "{sums:?}"
+    );
+    assert!(histogram_count >= 1);
+
+    // Self-metrics count what went through, under the Collector's names.
+    let label = match transport {
+        Transport::Grpc => "grpc",
+        Transport::Http => "http",
+    };
+    let page = sk.metrics();
+    assert_eq!(
+        metric_value(
+            &page,
+            &format!("otelcol_receiver_accepted_spans{{receiver=\"otlp\",transport=\"{label}\"}}")
+        ),
+        Some(SPANS as f64),
+        "{page}"
+    );
+    assert_eq!(
+        metric_value(&page, "otelcol_exporter_sent_spans{exporter=\"otlp\"}"),
+        Some(SPANS as f64)
+    );
+    assert_eq!(
+        metric_value(
+            &page,
+            "otelcol_exporter_sent_log_records{exporter=\"otlp\"}"
+        ),
+        Some(LOGS as f64)
+    );
+    assert!(metric_value(&page, "otelcol_process_memory_rss").unwrap() > 0.0);
+    assert_eq!(http_get(sk.admin, "/readyz").0, 200);
+    assert_eq!(http_get(sk.admin, "/healthz").0, 200);
+
+    assert!(sk.terminate().success());
+}
+
+#[test]
+fn sdk_over_grpc_reaches_the_backend_intact() {
+    sdk_round_trip(Transport::Grpc);
+}
+
+#[test]
+fn sdk_over_http_reaches_the_backend_intact() {
+    sdk_round_trip(Transport::Http);
+}
+
+/// POSTs an encoded traces request to the OTLP/HTTP receiver.
+async fn post_traces(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    first: u64,
+    spans: usize,
+) -> u16 {
+    let body = traces_request(first, 1, spans).encode_to_vec();
+    client
+        .post(format!("http://{addr}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn data_sent_just_before_sigterm_reaches_the_backend() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    // A batch processor that would hold data for a minute: only the shutdown flush can
+    // deliver it in time.
+    let mut sk = Sidekick::start(&format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:0\nprocessors:\n  batch:\n    send_batch_size: 100000\n    timeout: 60s\nexporters:\n  otlp:\n    endpoint: {}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [otlp]\n",
+        sink.url()
+    ));
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        assert_eq!(
+            rt.block_on(post_traces(&client, sk.http.unwrap(), i * 10, 10)),
+            200
+        );
+    }
+    assert_eq!(
+        sink.span_count(),
+        0,
+        "the batch processor should still hold the data"
+    );
+    let status = sk.terminate();
+    assert!(status.success(), "exit {status}");
+    assert_eq!(sink.span_count(), 50);
+    assert!(sk
+        .lines()
+        .iter()
+        .any(|l| l.contains("all accepted data was delivered")));
+}
+
+#[test]
+fn exit_code_says_when_data_was_dropped() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sk = Sidekick::start(&format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:0\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{dead_port}\n    retry_on_failure:\n      initial_interval: 100ms\nservice:\n  shutdown_timeout: 1s\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [otlp]\n"
+    ));
+    let client = reqwest::Client::new();
+    assert_eq!(
+        rt.block_on(post_traces(&client, sk.http.unwrap(), 0, 7)),
+        200
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let page = sk.metrics();
+    assert_eq!(
+        metric_value(&page, "otelcol_exporter_sent_spans{exporter=\"otlp\"}"),
+        Some(0.0)
+    );
+    let status = sk.terminate();
+    assert_eq!(status.code(), Some(3), "{}", sk.lines().join("\n"));
+    let lines = sk.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("dropped") && l.contains("\"dropped_items\":7")),
+        "{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn one_receiver_feeds_two_pipelines_and_each_exporter_gets_a_copy() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let mut sk = Sidekick::start(&format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:0\nprocessors:\n  batch:\n    timeout: 50ms\nexporters:\n  otlp/a:\n    endpoint: {url}\n  otlphttp/b:\n    endpoint: {url}\n  otlp/c:\n    endpoint: {url}\n    compression: none\nservice:\n  pipelines:\n    traces/one:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [otlp/a, otlphttp/b]\n    traces/two:\n      receivers: [otlp]\n      exporters: [otlp/c]\n",
+        url = sink.url()
+    ));
+    let client = reqwest::Client::new();
+    assert_eq!(
+        rt.block_on(post_traces(&client, sk.http.unwrap(), 0, 10)),
+        200
+    );
+    assert!(rt.block_on(sink.wait_until(Duration::from_secs(10), |s| s.span_count() >= 30)));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(sink.span_count(), 30);
+    let page = sk.metrics();
+    for exporter in ["otlp/a", "otlphttp/b", "otlp/c"] {
+        assert_eq!(
+            metric_value(
+                &page,
+                &format!("otelcol_exporter_sent_spans{{exporter=\"{exporter}\"}}")
+            ),
+            Some(10.0),
+            "{page}"
+        );
+    }
+    assert!(sk.terminate().success());
+}
