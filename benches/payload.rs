@@ -1,1 +1,90 @@
-fn main() {}
+//! Micro-benchmarks of the data path's building blocks: what a receiver does per request
+//! (check and count the encoded bytes, versus a full protobuf decode), what re-encoding
+//! would cost, and what the batch processor does (append, split).
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use sidekick_collector::payload::Traces;
+use sidekick_testkit::gen::traces_request;
+
+/// 8192 spans in 16 resources: one full default-size batch.
+const SPANS: usize = 8192;
+const RESOURCES: usize = 16;
+
+fn encoded() -> Bytes {
+    Bytes::from(traces_request(0, RESOURCES, SPANS / RESOURCES).encode_to_vec())
+}
+
+fn otlp(c: &mut Criterion) {
+    let bytes = encoded();
+    let request = ExportTraceServiceRequest::decode(bytes.clone()).unwrap();
+    let mut g = c.benchmark_group("otlp");
+    g.throughput(Throughput::Elements(SPANS as u64));
+    g.bench_function(BenchmarkId::new("check_and_count", SPANS), |b| {
+        b.iter(|| {
+            Traces::from_encoded(black_box(bytes.clone()))
+                .unwrap()
+                .len()
+        })
+    });
+    g.bench_function(BenchmarkId::new("decode", SPANS), |b| {
+        b.iter(|| ExportTraceServiceRequest::decode(black_box(&bytes[..])).unwrap())
+    });
+    g.bench_function(BenchmarkId::new("encode", SPANS), |b| {
+        b.iter(|| black_box(&request).encode_to_vec())
+    });
+    let json = serde_json::to_vec(&request).unwrap();
+    g.throughput(Throughput::Elements(SPANS as u64));
+    g.bench_function(BenchmarkId::new("decode_json", SPANS), |b| {
+        b.iter(|| serde_json::from_slice::<ExportTraceServiceRequest>(black_box(&json)).unwrap())
+    });
+    g.finish();
+}
+
+fn batching(c: &mut Criterion) {
+    // What a batch processor sees: requests of 512 spans (the SDK's default batch).
+    let parts: Vec<Traces> = (0..SPANS / 512)
+        .map(|i| {
+            let b = Bytes::from(traces_request(i as u64 * 512, 1, 512).encode_to_vec());
+            Traces::from_encoded(b).unwrap()
+        })
+        .collect();
+    let whole = Traces::from_encoded(encoded()).unwrap();
+    let mut g = c.benchmark_group("batch");
+    g.throughput(Throughput::Elements(SPANS as u64));
+    g.bench_function(BenchmarkId::new("append", SPANS), |b| {
+        b.iter(|| {
+            let mut batch = Traces::default();
+            for p in &parts {
+                batch.append(p.clone());
+            }
+            batch.len()
+        })
+    });
+    // Splitting 8192 spans into pieces of 1000: every cut lands inside a resource.
+    g.bench_function(BenchmarkId::new("split_1000", SPANS), |b| {
+        b.iter(|| {
+            let mut rest = whole.clone();
+            let mut pieces = 0;
+            while !rest.is_empty() {
+                let tail = rest.split_off(1000);
+                pieces += black_box(&rest).len();
+                rest = tail;
+            }
+            pieces
+        })
+    });
+    g.bench_function(BenchmarkId::new("encoded_chunks", SPANS), |b| {
+        let mut batch = Traces::default();
+        parts.iter().for_each(|p| batch.append(p.clone()));
+        b.iter(|| black_box(&batch).encoded_chunks().len())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, otlp, batching);
+criterion_main!(benches);

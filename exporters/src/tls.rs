@@ -15,6 +15,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use sidekick_collector::component::{BuildError, FieldError};
 
+/// A client certificate (chain) and its private key, in PEM.
+pub struct IdentityPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
@@ -61,12 +67,12 @@ impl TlsSettings {
     }
 
     /// Client certificate and key, in PEM.
-    pub fn identity_pem(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, BuildError> {
+    pub fn identity_pem(&self) -> Result<Option<IdentityPem>, BuildError> {
         match (&self.cert_file, &self.key_file) {
-            (Some(c), Some(k)) => Ok(Some((
-                Self::read(c, "cert_file")?,
-                Self::read(k, "key_file")?,
-            ))),
+            (Some(c), Some(k)) => Ok(Some(IdentityPem {
+                cert: Self::read(c, "cert_file")?,
+                key: Self::read(k, "key_file")?,
+            })),
             _ => Ok(None),
         }
     }
@@ -102,7 +108,7 @@ impl TlsSettings {
             .map_err(|e| BuildError::new(format!("tls: {e}")))?
             .with_root_certificates(roots);
         let mut config = match self.identity_pem()? {
-            Some((cert, key)) => {
+            Some(IdentityPem { cert, key }) => {
                 let chain = parse_certs(&cert, "cert_file")?;
                 let key = parse_key(&key)?;
                 builder

@@ -151,8 +151,8 @@ pub struct Batch<S: Signal> {
 }
 
 enum Repr<S: Signal> {
-    /// Concatenated, these chunks are one valid encoded request.
-    Encoded(Vec<Bytes>),
+    /// Concatenated, these chunks are one valid encoded request; each with its item count.
+    Encoded(Vec<(Bytes, usize)>),
     Decoded(Arc<Decoded<S>>),
 }
 
@@ -202,6 +202,12 @@ pub enum DecodeError {
     Prost(#[from] prost::DecodeError),
 }
 
+impl<S: Signal> Default for Repr<S> {
+    fn default() -> Self {
+        Repr::Encoded(Vec::new())
+    }
+}
+
 impl<S: Signal> Default for Batch<S> {
     fn default() -> Self {
         Batch {
@@ -229,7 +235,7 @@ impl<S: Signal> Batch<S> {
         let chunks = if body.is_empty() {
             Vec::new()
         } else {
-            vec![body]
+            vec![(body, items)]
         };
         Ok(Batch {
             repr: Repr::Encoded(chunks),
@@ -250,7 +256,7 @@ impl<S: Signal> Batch<S> {
     /// batch once and remembers it.
     pub fn encoded_chunks(&self) -> Vec<Bytes> {
         match &self.repr {
-            Repr::Encoded(chunks) => chunks.clone(),
+            Repr::Encoded(chunks) => chunks.iter().map(|(b, _)| b.clone()).collect(),
             Repr::Decoded(d) => {
                 let bytes = d
                     .encoded
@@ -268,7 +274,7 @@ impl<S: Signal> Batch<S> {
     /// Size of the encoded request in bytes (encodes a decoded batch, once).
     pub fn encoded_len(&self) -> usize {
         match &self.repr {
-            Repr::Encoded(chunks) => chunks.iter().map(Bytes::len).sum(),
+            Repr::Encoded(chunks) => chunks.iter().map(|(b, _)| b.len()).sum(),
             Repr::Decoded(d) => d.request.encoded_len(),
         }
     }
@@ -338,22 +344,10 @@ impl<S: Signal> Batch<S> {
                 mine.encoded = OnceLock::new();
                 S::merge(&mut mine.request, theirs);
             }
-            (Repr::Encoded(mine), theirs) => {
-                let theirs = Batch {
-                    repr: theirs,
-                    items: 0,
-                };
-                mine.extend(theirs.encoded_chunks());
-            }
+            (Repr::Encoded(mine), theirs) => mine.extend(counted_chunks(theirs, other.items)),
             (Repr::Decoded(_), theirs) => {
-                let mut chunks = self.encoded_chunks();
-                chunks.extend(
-                    Batch {
-                        repr: theirs,
-                        items: 0,
-                    }
-                    .encoded_chunks(),
-                );
+                let mut chunks = counted_chunks(std::mem::take(&mut self.repr), self.items);
+                chunks.extend(counted_chunks(theirs, other.items));
                 self.repr = Repr::Encoded(chunks);
             }
         }
@@ -367,22 +361,18 @@ impl<S: Signal> Batch<S> {
             return Batch::default();
         }
         let total = self.items;
-        let chunks = self.encoded_chunks();
+        let chunks = counted_chunks(std::mem::take(&mut self.repr), total);
         let mut first = Vec::new();
         let mut rest = Vec::new();
         let mut remaining = at;
-        for chunk in chunks {
+        for (chunk, count) in chunks {
             if remaining == 0 {
-                rest.push(chunk);
-                continue;
-            }
-            // Chunks were counted when they came in; recounting is cheap framing work.
-            let count = S::SCHEMA.count(&chunk).unwrap_or(0);
-            if count <= remaining {
+                rest.push((chunk, count));
+            } else if count <= remaining {
                 remaining -= count;
-                first.push(chunk);
+                first.push((chunk, count));
             } else {
-                let (a, b) = S::SCHEMA.split(&chunk, remaining);
+                let (a, b) = S::SCHEMA.split(&chunk, remaining, count);
                 first.extend(a);
                 rest.extend(b);
                 remaining = 0;
@@ -397,12 +387,28 @@ impl<S: Signal> Batch<S> {
     }
 }
 
-fn decode_chunks<S: Signal>(chunks: &[Bytes]) -> Result<S::Request, DecodeError> {
+fn decode_chunks<S: Signal>(chunks: &[(Bytes, usize)]) -> Result<S::Request, DecodeError> {
     let mut request = S::Request::default();
-    for chunk in chunks {
+    for (chunk, _) in chunks {
         request.merge(chunk.as_ref())?;
     }
     Ok(request)
+}
+
+/// A representation as counted chunks; a decoded request is encoded (once) as one chunk
+/// of `items`.
+fn counted_chunks<S: Signal>(repr: Repr<S>, items: usize) -> Vec<(Bytes, usize)> {
+    match repr {
+        Repr::Encoded(chunks) => chunks,
+        decoded => Batch {
+            repr: decoded,
+            items,
+        }
+        .encoded_chunks()
+        .into_iter()
+        .map(|b| (b, items))
+        .collect(),
+    }
 }
 
 #[cfg(test)]

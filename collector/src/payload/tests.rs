@@ -107,6 +107,18 @@ fn split_at_every_point_keeps_order_and_context() {
         let mut joined = flatten(&first.to_request().unwrap());
         joined.extend(flatten(&rest.to_request().unwrap()));
         assert_eq!(joined, all, "split at {at}");
+        // The halves' recorded chunk counts must be right too: split each again.
+        for (mut half, n) in [(first, at), (rest, all.len() - at)] {
+            for cut in 0..=n {
+                let mut a = half.clone();
+                let b = a.split_off(cut);
+                assert_eq!(TracesSignal::count(&a.to_request().unwrap()), cut);
+                assert_eq!(TracesSignal::count(&b.to_request().unwrap()), n - cut);
+                assert_eq!((a.len(), b.len()), (cut, n - cut));
+            }
+            half.append(Traces::default());
+            assert_eq!(half.len(), n);
+        }
     }
 }
 

@@ -159,10 +159,18 @@ impl Schema {
     /// Counts the items in an encoded request, checking the framing of every message on
     /// the way down and the fields of each item.
     pub fn count(&self, buf: &[u8]) -> Result<usize, WireError> {
-        self.count_at(buf, 0, 0)
+        self.count_at(buf, 0, 0, true)
     }
 
-    fn count_at(&self, buf: &[u8], depth: usize, base: usize) -> Result<usize, WireError> {
+    /// `check` also walks each item's own fields; without it only the lists leading to
+    /// items are read (for bytes already checked once).
+    fn count_at(
+        &self,
+        buf: &[u8],
+        depth: usize,
+        base: usize,
+        check: bool,
+    ) -> Result<usize, WireError> {
         let children = self.levels[depth];
         let leaf = depth + 1 == self.levels.len();
         let mut total = 0;
@@ -179,74 +187,72 @@ impl Schema {
             }
             let payload = &buf[field.payload_start..field.end];
             if leaf {
-                for f in Fields::new(payload, base + field.payload_start) {
-                    f?;
+                if check {
+                    for f in Fields::new(payload, base + field.payload_start) {
+                        f?;
+                    }
                 }
                 total += 1;
             } else {
-                total += self.count_at(payload, depth + 1, base + field.payload_start)?;
+                total += self.count_at(payload, depth + 1, base + field.payload_start, check)?;
             }
         }
         Ok(total)
     }
 
-    /// Splits a well-formed request (checked by [`Schema::count`]) after its first `n`
-    /// items. Whole resource messages are shared with `buf`; only the one resource that
-    /// straddles the cut is rewritten, with its resource and scope fields copied to both
-    /// halves.
-    pub fn split(&self, buf: &Bytes, n: usize) -> (Vec<Bytes>, Vec<Bytes>) {
-        let mut remaining = n;
-        let mut cut = None;
-        for field in Fields::new(buf, 0).map_while(Result::ok) {
-            if remaining == 0 {
-                cut = Some((field.start, None));
-                break;
-            }
+    /// Splits a request that [`Schema::count`] accepted after its first `n` items, giving
+    /// each side as pieces with their item counts. Whole resource messages are shared
+    /// with `buf`; only the one resource that straddles the cut is rewritten, with its
+    /// resource and scope fields copied to both halves.
+    /// `total` is the request's item count, as [`Schema::count`] gave it.
+    pub fn split(
+        &self,
+        buf: &Bytes,
+        n: usize,
+        total: usize,
+    ) -> (Vec<(Bytes, usize)>, Vec<(Bytes, usize)>) {
+        let mut before = 0;
+        let mut first = Vec::new();
+        let mut rest = Vec::new();
+        let mut fields = Fields::new(buf, 0).map_while(Result::ok);
+        for field in fields.by_ref() {
             if !self.levels[0].contains(&field.number) {
                 continue;
             }
             let count = self.count_field(buf, &field, 0);
-            if count <= remaining {
-                remaining -= count;
+            if before + count <= n {
+                before += count;
+                if before == n {
+                    push_piece(&mut first, buf.slice(..field.end), n);
+                    push_piece(&mut rest, buf.slice(field.end..), total - n);
+                    return (first, rest);
+                }
                 continue;
             }
-            let mut first = Vec::new();
-            let mut rest = Vec::new();
+            let take = n - before;
+            let mut a = Vec::new();
+            let mut b = Vec::new();
             self.split_message(
                 &buf[field.payload_start..field.end],
                 1,
-                remaining,
-                &mut first,
-                &mut rest,
+                take,
+                &mut a,
+                &mut b,
             );
-            let mut a = Vec::with_capacity(first.len() + 6);
-            put_len_field(&mut a, field.number, &first);
-            let mut b = Vec::with_capacity(rest.len() + 6);
-            put_len_field(&mut b, field.number, &rest);
-            cut = Some((
-                field.start,
-                Some((field.end, Bytes::from(a), Bytes::from(b))),
-            ));
-            break;
+            push_piece(&mut first, buf.slice(..field.start), before);
+            first.push((len_field(field.number, &a), take));
+            rest.push((len_field(field.number, &b), count - take));
+            push_piece(&mut rest, buf.slice(field.end..), total - before - count);
+            return (first, rest);
         }
-        match cut {
-            None => (vec![buf.clone()], Vec::new()),
-            Some((at, None)) => (nonempty(buf.slice(..at)), nonempty(buf.slice(at..))),
-            Some((at, Some((end, a, b)))) => {
-                let mut first = nonempty(buf.slice(..at));
-                first.push(a);
-                let mut rest = vec![b];
-                rest.extend(nonempty(buf.slice(end..)));
-                (first, rest)
-            }
-        }
+        (vec![(buf.clone(), before)], Vec::new())
     }
 
     fn count_field(&self, buf: &[u8], field: &Field, depth: usize) -> usize {
         if depth + 1 == self.levels.len() {
             1
         } else {
-            self.count_at(&buf[field.payload_start..field.end], depth + 1, 0)
+            self.count_at(&buf[field.payload_start..field.end], depth + 1, 0, false)
                 .unwrap_or(0)
         }
     }
@@ -269,10 +275,12 @@ impl Schema {
                 rest.extend_from_slice(raw);
                 continue;
             }
-            let count = self.count_field(buf, &field, depth);
             if remaining == 0 {
                 rest.extend_from_slice(raw);
-            } else if count <= remaining {
+                continue;
+            }
+            let count = self.count_field(buf, &field, depth);
+            if count <= remaining {
                 first.extend_from_slice(raw);
                 remaining -= count;
             } else {
@@ -293,12 +301,17 @@ impl Schema {
     }
 }
 
-fn nonempty(b: Bytes) -> Vec<Bytes> {
-    if b.is_empty() {
-        Vec::new()
-    } else {
-        vec![b]
+/// Adds a piece unless it has no bytes.
+fn push_piece(pieces: &mut Vec<(Bytes, usize)>, bytes: Bytes, count: usize) {
+    if !bytes.is_empty() {
+        pieces.push((bytes, count));
     }
+}
+
+fn len_field(number: u32, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 6);
+    put_len_field(&mut out, number, payload);
+    Bytes::from(out)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -147,8 +147,8 @@ impl ExporterConfig for Config {
             if let Some(pem) = self.tls.ca_pem()? {
                 t = t.ca_certificate(Certificate::from_pem(pem));
             }
-            if let Some((cert, key)) = self.tls.identity_pem()? {
-                t = t.identity(Identity::from_pem(cert, key));
+            if let Some(id) = self.tls.identity_pem()? {
+                t = t.identity(Identity::from_pem(id.cert, id.key));
             }
             if let Some(name) = &self.tls.server_name_override {
                 t = t.domain_name(name.clone());
