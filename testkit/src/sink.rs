@@ -33,6 +33,9 @@ pub enum Failure {
 
 #[derive(Default)]
 struct State {
+    /// Count items without decoding or keeping them (for load tests).
+    count_only: bool,
+    counted: std::sync::atomic::AtomicUsize,
     traces: Mutex<Vec<ExportTraceServiceRequest>>,
     metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
     logs: Mutex<Vec<ExportLogsServiceRequest>>,
@@ -52,11 +55,32 @@ pub struct OtlpSink {
 impl OtlpSink {
     /// Starts a sink on a free loopback port.
     pub async fn start() -> OtlpSink {
+        Self::start_with(State::default()).await
+    }
+
+    /// A sink that only counts items (checking their framing), for load tests where
+    /// keeping every request would dominate.
+    pub async fn start_counting() -> OtlpSink {
+        Self::start_with(State {
+            count_only: true,
+            ..State::default()
+        })
+        .await
+    }
+
+    /// Items received by a counting sink.
+    pub fn counted(&self) -> usize {
+        self.state
+            .counted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn start_with(state: State) -> OtlpSink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind sink");
         let address = listener.local_addr().expect("sink address");
-        let state = Arc::new(State::default());
+        let state = Arc::new(state);
         let (trigger, stop) = stop_pair();
         let s = Arc::clone(&state);
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -131,6 +155,21 @@ impl OtlpSink {
 }
 
 fn record(state: &State, path: &str, body: &[u8]) -> Result<(), String> {
+    if state.count_only {
+        let schema = if path.ends_with(TracesSignal::HTTP_PATH) || path == TracesSignal::GRPC_PATH {
+            TracesSignal::SCHEMA
+        } else if path.ends_with(MetricsSignal::HTTP_PATH) || path == MetricsSignal::GRPC_PATH {
+            MetricsSignal::SCHEMA
+        } else {
+            LogsSignal::SCHEMA
+        };
+        let n = schema.count(body).map_err(|e| e.to_string())?;
+        state
+            .counted
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        state.changed.notify_waiters();
+        return Ok(());
+    }
     let err = |e: prost::DecodeError| e.to_string();
     if path.ends_with(TracesSignal::HTTP_PATH) || path == TracesSignal::GRPC_PATH {
         state
@@ -167,7 +206,9 @@ fn next_failure(state: &State) -> Option<Failure> {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<tonic::body::Body> {
-    state.headers.lock().unwrap().push(req.headers().clone());
+    if !state.count_only {
+        state.headers.lock().unwrap().push(req.headers().clone());
+    }
     let is_grpc = req
         .headers()
         .get(http::header::CONTENT_TYPE)
