@@ -210,7 +210,7 @@ impl Schema {
         buf: &Bytes,
         n: usize,
         total: usize,
-    ) -> (Vec<(Bytes, usize)>, Vec<(Bytes, usize)>) {
+    ) -> (Vec<Piece>, Vec<Piece>) {
         let mut before = 0;
         let mut first = Vec::new();
         let mut rest = Vec::new();
@@ -301,8 +301,11 @@ impl Schema {
     }
 }
 
+/// Encoded bytes and how many items they hold.
+pub type Piece = (Bytes, usize);
+
 /// Adds a piece unless it has no bytes.
-fn push_piece(pieces: &mut Vec<(Bytes, usize)>, bytes: Bytes, count: usize) {
+fn push_piece(pieces: &mut Vec<Piece>, bytes: Bytes, count: usize) {
     if !bytes.is_empty() {
         pieces.push((bytes, count));
     }
