@@ -205,12 +205,7 @@ impl Schema {
     /// with `buf`; only the one resource that straddles the cut is rewritten, with its
     /// resource and scope fields copied to both halves.
     /// `total` is the request's item count, as [`Schema::count`] gave it.
-    pub fn split(
-        &self,
-        buf: &Bytes,
-        n: usize,
-        total: usize,
-    ) -> (Vec<Piece>, Vec<Piece>) {
+    pub fn split(&self, buf: &Bytes, n: usize, total: usize) -> (Vec<Piece>, Vec<Piece>) {
         let mut before = 0;
         let mut first = Vec::new();
         let mut rest = Vec::new();
