@@ -75,6 +75,50 @@ impl OtlpSink {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A sink that speaks TLS with `config` (which decides whether clients must present
+    /// a certificate). Offer `h2` and `http/1.1` in its ALPN protocols.
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> OtlpSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sink");
+        let address = listener.local_addr().expect("sink address");
+        let state = Arc::new(State::default());
+        let (trigger, mut stop) = stop_pair();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let s = Arc::clone(&state);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                    _ = stop.wait() => return,
+                };
+                let acceptor = acceptor.clone();
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    // A failed handshake (a client without a certificate) just ends here.
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let s = Arc::clone(&s);
+                        async move { Ok::<_, Infallible>(handle(s, req).await) }
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        OtlpSink {
+            address,
+            state,
+            _stop: trigger,
+        }
+    }
+
     async fn start_with(state: State) -> OtlpSink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

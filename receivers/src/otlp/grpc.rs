@@ -61,7 +61,16 @@ async fn export<S: Signal>(
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(max);
-    grpc.unary(Export { entry }, req).await
+    let mut response = grpc.unary(Export { entry }, req).await;
+    // The framing layer answers OUT_OF_RANGE for a message over the limit; the OTLP spec
+    // asks for RESOURCE_EXHAUSTED (which clients do not retry without a retry hint).
+    let status = response.headers().get("grpc-status");
+    if status.is_some_and(|s| s.as_bytes() == b"11") {
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 struct Export<S: Signal> {

@@ -419,3 +419,41 @@ async fn full_pipeline_is_refused_retryably() {
         200
     );
 }
+
+#[tokio::test]
+async fn grpc_refuses_oversize_and_compression_bombs() {
+    let mut r = start(16, 1 << 20);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", r.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let path = || ::http::uri::PathAndQuery::from_static(TracesSignal::GRPC_PATH);
+    // 16 MiB of zeros, gzip-compressed to a few KiB: the 4 MiB limit applies after
+    // decompression.
+    let mut client = tonic::client::Grpc::new(channel.clone())
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .max_encoding_message_size(usize::MAX);
+    client.ready().await.unwrap();
+    let bomb = vec![Bytes::from(vec![0u8; 16 << 20])];
+    let err = client
+        .unary(tonic::Request::new(bomb), path(), RawCodec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    // 5 MiB uncompressed: over the limit before any decoding.
+    let mut plain = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    plain.ready().await.unwrap();
+    let big = vec![Bytes::from(vec![0u8; 5 << 20])];
+    let err = plain
+        .unary(tonic::Request::new(big), path(), RawCodec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    // Still serving.
+    grpc_export(r.grpc, traces_request(0, 1, 1).encode_to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.traces.recv().await.unwrap().len(), 1);
+    assert!(r.traces.try_recv().is_none());
+}

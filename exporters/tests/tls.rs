@@ -1,0 +1,190 @@
+//! The OTLP exporters against a backend that requires TLS and a client certificate,
+//! with certificates made for the test by a throwaway CA.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sidekick_collector::component::{BuildContext, ExporterConfig, ExporterParts};
+use sidekick_collector::config::{ComponentId, Signal};
+use sidekick_collector::telemetry::Telemetry;
+use sidekick_exporters::tls::TlsSettings;
+use sidekick_exporters::{otlp, otlp_http};
+use sidekick_testkit::gen::traces;
+use sidekick_testkit::sink::OtlpSink;
+
+struct Pki {
+    dir: PathBuf,
+    ca_pem: String,
+    server: (CertificateDer<'static>, PrivateKeyDer<'static>),
+    ca_der: CertificateDer<'static>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Sidekick test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server_cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let client_cert = CertificateParams::new(vec!["sidekick-client".to_string()])
+            .unwrap()
+            .signed_by(&client_key, &ca)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "sidekick-tls-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("client.pem"), client_cert.pem()).unwrap();
+        std::fs::write(dir.join("client-key.pem"), client_key.serialize_pem()).unwrap();
+        Pki {
+            dir,
+            ca_pem: ca.pem(),
+            server: (
+                server_cert.der().clone(),
+                PrivatePkcs8KeyDer::from(server_key.serialize_der()).into(),
+            ),
+            ca_der: ca.der().clone(),
+        }
+    }
+
+    fn path(&self, name: &str) -> Option<String> {
+        Some(self.dir.join(name).display().to_string())
+    }
+
+    /// A server config that requires a client certificate from our CA.
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.server.0.clone()], self.server.1.clone_key())
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    fn tls(&self, with_client_cert: bool, with_ca: bool) -> TlsSettings {
+        TlsSettings {
+            ca_file: if with_ca { self.path("ca.pem") } else { None },
+            cert_file: if with_client_cert {
+                self.path("client.pem")
+            } else {
+                None
+            },
+            key_file: if with_client_cert {
+                self.path("client-key.pem")
+            } else {
+                None
+            },
+            ..TlsSettings::default()
+        }
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn build<C: ExporterConfig>(config: C) -> ExporterParts {
+    let id: ComponentId = "otlp".parse().unwrap();
+    let telemetry = Telemetry::new();
+    let ctx = BuildContext {
+        id: &id,
+        telemetry: &telemetry,
+        signals: &Signal::ALL,
+    };
+    assert!(config.validate().is_empty());
+    config.build(&ctx).unwrap()
+}
+
+fn http_exporter(sink: &OtlpSink, tls: TlsSettings) -> ExporterParts {
+    build(otlp_http::Config {
+        endpoint: format!("https://localhost:{}", sink.address.port()),
+        tls,
+        ..otlp_http::Config::default()
+    })
+}
+
+fn grpc_exporter(sink: &OtlpSink, tls: TlsSettings) -> ExporterParts {
+    // No scheme and no `insecure`: TLS, as in the Collector.
+    build(otlp::Config {
+        endpoint: format!("localhost:{}", sink.address.port()),
+        tls,
+        ..otlp::Config::default()
+    })
+}
+
+#[tokio::test]
+async fn mutual_tls_with_a_private_ca() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = Pki::new();
+    assert!(pki.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let sink = OtlpSink::start_tls(pki.server_config()).await;
+
+    let http = http_exporter(&sink, pki.tls(true, true));
+    http.traces.unwrap().export(&traces(0, 1, 3)).await.unwrap();
+    let grpc = grpc_exporter(&sink, pki.tls(true, true));
+    grpc.traces.unwrap().export(&traces(3, 1, 4)).await.unwrap();
+    assert_eq!(sink.span_count(), 7);
+
+    // Without a client certificate the backend refuses the handshake.
+    let http = http_exporter(&sink, pki.tls(false, true));
+    assert!(http.traces.unwrap().export(&traces(0, 1, 1)).await.is_err());
+    let grpc = grpc_exporter(&sink, pki.tls(false, true));
+    assert!(grpc.traces.unwrap().export(&traces(0, 1, 1)).await.is_err());
+
+    // Without our CA the exporters do not trust the backend.
+    let http = http_exporter(&sink, pki.tls(true, false));
+    assert!(http.traces.unwrap().export(&traces(0, 1, 1)).await.is_err());
+    let grpc = grpc_exporter(&sink, pki.tls(true, false));
+    assert!(grpc.traces.unwrap().export(&traces(0, 1, 1)).await.is_err());
+    assert_eq!(sink.span_count(), 7);
+}
+
+#[test]
+fn unreadable_tls_files_fail_the_build_with_the_field_named() {
+    let config = otlp_http::Config {
+        endpoint: "https://localhost:1".into(),
+        tls: TlsSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsSettings::default()
+        },
+        ..otlp_http::Config::default()
+    };
+    let id: ComponentId = "otlphttp".parse().unwrap();
+    let telemetry = Telemetry::new();
+    let ctx = BuildContext {
+        id: &id,
+        telemetry: &telemetry,
+        signals: &Signal::ALL,
+    };
+    let err = config.build(&ctx).err().unwrap();
+    assert!(
+        err.to_string()
+            .starts_with("tls.ca_file: cannot read /nonexistent/ca.pem"),
+        "{err}"
+    );
+}
