@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use prost::Message;
 use sidekick_collector::exporter::Delivered;
+use sidekick_collector::grpc::RpcStatus;
 
 /// `Export*ServiceResponse`: all three signals put `partial_success` in field 1 and its
 /// rejected count and message in fields 1 and 2.
@@ -34,24 +35,6 @@ pub fn delivered(body: &[u8]) -> Delivered {
         },
         _ => Delivered::default(),
     }
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<Any>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Any {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -85,6 +68,7 @@ pub fn retry_delay(status_details: &[u8]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sidekick_collector::grpc::Any;
 
     #[test]
     fn reads_partial_success_and_retry_info() {

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sidekick_collector::component::{BuildContext, ExporterConfig, ExporterParts};
-use sidekick_collector::config::{ComponentId, Signal};
-use sidekick_collector::telemetry::Telemetry;
+use sidekick_collector::component::{ExporterConfig, ExporterParts};
 use sidekick_exporters::tls::TlsSettings;
 use sidekick_exporters::{otlp, otlp_http};
 use sidekick_testkit::gen::traces;
+use sidekick_testkit::harness::build_exporter;
 use sidekick_testkit::sink::OtlpSink;
 
 struct Pki {
@@ -109,15 +108,7 @@ impl Drop for Pki {
 }
 
 fn build<C: ExporterConfig>(config: C) -> ExporterParts {
-    let id: ComponentId = "otlp".parse().unwrap();
-    let telemetry = Telemetry::new();
-    let ctx = BuildContext {
-        id: &id,
-        telemetry: &telemetry,
-        signals: &Signal::ALL,
-    };
-    assert!(config.validate().is_empty());
-    config.build(&ctx).unwrap()
+    build_exporter("otlp", config).unwrap()
 }
 
 fn http_exporter(sink: &OtlpSink, tls: TlsSettings) -> ExporterParts {
@@ -174,14 +165,7 @@ fn unreadable_tls_files_fail_the_build_with_the_field_named() {
         },
         ..otlp_http::Config::default()
     };
-    let id: ComponentId = "otlphttp".parse().unwrap();
-    let telemetry = Telemetry::new();
-    let ctx = BuildContext {
-        id: &id,
-        telemetry: &telemetry,
-        signals: &Signal::ALL,
-    };
-    let err = config.build(&ctx).err().unwrap();
+    let err = build_exporter("otlphttp", config).err().unwrap();
     assert!(
         err.to_string()
             .starts_with("tls.ca_file: cannot read /nonexistent/ca.pem"),

@@ -46,3 +46,21 @@ impl<S: Signal> ProcessorHarness<S> {
         std::iter::from_fn(|| self.output.try_recv()).collect()
     }
 }
+
+/// Validates and builds an exporter the way the runtime would, for component tests.
+pub fn build_exporter<C: sidekick_collector::component::ExporterConfig>(
+    id: &str,
+    config: C,
+) -> Result<sidekick_collector::component::ExporterParts, sidekick_collector::component::BuildError>
+{
+    let problems = config.validate();
+    assert!(problems.is_empty(), "{id}: {problems:?}");
+    let id: sidekick_collector::config::ComponentId = id.parse().expect("component id");
+    let telemetry = sidekick_collector::telemetry::Telemetry::new();
+    let ctx = sidekick_collector::component::BuildContext {
+        id: &id,
+        telemetry: &telemetry,
+        signals: &sidekick_collector::config::Signal::ALL,
+    };
+    config.build(&ctx)
+}

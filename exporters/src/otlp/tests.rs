@@ -1,22 +1,14 @@
 use std::collections::HashMap;
 
-use sidekick_collector::config::{from_node, node, ComponentId};
-use sidekick_collector::telemetry::Telemetry;
+use sidekick_collector::config::{from_node, node};
 use sidekick_testkit::gen::{metrics, span_names, traces};
+use sidekick_testkit::harness::build_exporter;
 use sidekick_testkit::sink::{Failure, OtlpSink};
 
 use super::*;
 
 fn build(config: Config) -> ExporterParts {
-    let id: ComponentId = "otlp".parse().unwrap();
-    let telemetry = Telemetry::new();
-    let ctx = BuildContext {
-        id: &id,
-        telemetry: &telemetry,
-        signals: &SignalKind::ALL,
-    };
-    assert!(config.validate().is_empty(), "{:?}", config.validate());
-    config.build(&ctx).unwrap()
+    build_exporter("otlp", config).unwrap()
 }
 
 fn config_for(sink: &OtlpSink, compression: Compression) -> Config {

@@ -23,6 +23,7 @@ use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as S
 use sidekick_collector::exporter::{
     Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
 };
+use sidekick_collector::grpc::RpcStatus;
 use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
 
 use crate::compression::Compression;
@@ -263,13 +264,6 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 
 /// The message of a `google.rpc.Status` error body, or the body's start as text.
 fn status_message(body: &[u8]) -> String {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-    }
     match <RpcStatus as prost::Message>::decode(body) {
         Ok(s) if !s.message.is_empty() => s.message,
         _ => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),

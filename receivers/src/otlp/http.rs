@@ -12,6 +12,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
+use sidekick_collector::grpc::RpcStatus;
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::pipe::{SendError, Stop};
 use tokio::net::TcpListener;
@@ -35,15 +36,6 @@ impl Encoding {
             Encoding::Json => "application/json",
         }
     }
-}
-
-/// `google.rpc.Status`, the OTLP/HTTP error body.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
 }
 
 struct Failure {
@@ -254,6 +246,7 @@ fn reply(encoding: Encoding, result: Result<(), Failure>) -> Response<Full<Bytes
                 Encoding::Protobuf => Bytes::from(prost::Message::encode_to_vec(&RpcStatus {
                     code: f.code,
                     message: f.message.clone(),
+                    details: Vec::new(),
                 })),
                 Encoding::Json => Bytes::from(
                     serde_json::json!({"code": f.code, "message": f.message}).to_string(),

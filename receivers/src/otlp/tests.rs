@@ -270,7 +270,7 @@ async fn http_bad_input_gets_the_right_status_and_server_keeps_serving() {
     )
     .await;
     assert_eq!(resp.status(), 400);
-    let status = RpcStatusProbe::decode(resp.bytes().await.unwrap()).unwrap();
+    let status = sidekick_collector::grpc::RpcStatus::decode(resp.bytes().await.unwrap()).unwrap();
     assert_eq!(status.code, 3);
     assert!(
         status.message.starts_with("malformed protobuf"),
@@ -365,14 +365,6 @@ async fn http_bad_input_gets_the_right_status_and_server_keeps_serving() {
     assert_eq!(resp.status(), 200);
     assert_eq!(r.traces.recv().await.unwrap().len(), 2);
     assert!(r.traces.try_recv().is_none());
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatusProbe {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
 }
 
 #[tokio::test]
