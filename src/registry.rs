@@ -6,10 +6,12 @@ use sidekick_collector::component::Registry;
 use sidekick_exporters::{debug, otlp, otlp_http};
 use sidekick_processors::batch;
 use sidekick_receivers::otlp as otlp_receiver;
+use sidekick_receivers::prometheus;
 
 pub fn registry() -> Registry {
     Registry::default()
         .receiver::<otlp_receiver::Config>("otlp")
+        .receiver::<prometheus::Config>("prometheus")
         .processor::<batch::Config>("batch")
         .exporter::<otlp::Config>("otlp")
         // The OpenTelemetry Collector's newer names for the same exporters.

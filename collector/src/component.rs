@@ -228,13 +228,27 @@ fn load<C: DeserializeOwned>(
 }
 
 /// The node at a dotted `field` path below `node` (or the nearest existing ancestor).
+/// Segments may index lists: `scrape_configs[0].relabel_configs[2].regex`.
 pub(crate) fn locate<'a>(node: &'a Node, path: &str, field: &str) -> (String, &'a Node) {
     let mut at = node;
     if !field.is_empty() {
-        for part in field.split('.') {
-            match at.get(part) {
+        'walk: for part in field.split('.') {
+            let (key, indexes) = match part.find('[') {
+                Some(i) => (&part[..i], &part[i..]),
+                None => (part, ""),
+            };
+            match at.get(key) {
                 Some(child) => at = child,
                 None => break,
+            }
+            for index in indexes.split(']').filter(|s| !s.is_empty()) {
+                let Ok(i) = index.trim_start_matches('[').parse::<usize>() else {
+                    break 'walk;
+                };
+                match &at.value {
+                    sidekick_config::Value::Seq(items) if i < items.len() => at = &items[i],
+                    _ => break 'walk,
+                }
             }
         }
     }

@@ -12,6 +12,7 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`grpc`]: a gRPC codec for protobuf bytes that stay encoded.
 //! - [`http`]: binding and serving HTTP/1 and HTTP/2 with graceful stop.
+//! - [`tls`]: client TLS from PEM files (rustls, ring).
 //! - [`logging`]: `tracing` output, text or JSON.
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod logging;
 pub mod payload;
 pub mod pipe;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 
 pub use sidekick_config as config;

@@ -9,17 +9,9 @@
 //!   key_file: /etc/ssl/client-key.pem
 //! ```
 
-use std::sync::Arc;
-
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use sidekick_collector::component::{BuildError, FieldError};
-
-/// A client certificate (chain) and its private key, in PEM.
-pub struct IdentityPem {
-    pub cert: Vec<u8>,
-    pub key: Vec<u8>,
-}
+use sidekick_collector::tls::{ClientTls, IdentityPem};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,83 +45,33 @@ impl TlsSettings {
         }
     }
 
-    fn read(path: &str, what: &str) -> Result<Vec<u8>, BuildError> {
-        std::fs::read(path)
-            .map_err(|e| BuildError::new(format!("tls.{what}: cannot read {path}: {e}")))
+    fn client(&self) -> ClientTls<'_> {
+        ClientTls {
+            ca_file: self.ca_file.as_deref(),
+            include_system_roots: self.include_system_ca_certs_pool,
+            cert_file: self.cert_file.as_deref(),
+            key_file: self.key_file.as_deref(),
+            field: "tls",
+        }
     }
 
     /// CA certificates from `ca_file`, in PEM.
     pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, BuildError> {
-        self.ca_file
-            .as_deref()
-            .map(|p| Self::read(p, "ca_file"))
-            .transpose()
+        self.client().ca_pem()
     }
 
     /// Client certificate and key, in PEM.
     pub fn identity_pem(&self) -> Result<Option<IdentityPem>, BuildError> {
-        match (&self.cert_file, &self.key_file) {
-            (Some(c), Some(k)) => Ok(Some(IdentityPem {
-                cert: Self::read(c, "cert_file")?,
-                key: Self::read(k, "key_file")?,
-            })),
-            _ => Ok(None),
-        }
+        self.client().identity_pem()
     }
 
     /// Whether the system's root certificates are trusted.
     pub fn use_system_roots(&self) -> bool {
-        self.ca_file.is_none() || self.include_system_ca_certs_pool
+        self.client().use_system_roots()
     }
 
     /// A rustls client config (ring provider) with these settings.
     pub fn rustls_config(&self) -> Result<rustls::ClientConfig, BuildError> {
-        let mut roots = rustls::RootCertStore::empty();
-        if self.use_system_roots() {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-        }
-        if let Some(pem) = self.ca_pem()? {
-            let certs = parse_certs(&pem, "ca_file")?;
-            if certs.is_empty() {
-                return Err(BuildError::new("tls.ca_file: no PEM certificates found"));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    BuildError::new(format!("tls.ca_file: invalid certificate: {e}"))
-                })?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| BuildError::new(format!("tls: {e}")))?
-            .with_root_certificates(roots);
-        let mut config = match self.identity_pem()? {
-            Some(IdentityPem { cert, key }) => {
-                let chain = parse_certs(&cert, "cert_file")?;
-                let key = parse_key(&key)?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| BuildError::new(format!("tls.cert_file: {e}")))?
-            }
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(config)
+        self.client().client_config()
     }
-}
-
-fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, BuildError> {
-    rustls_pemfile::certs(&mut &pem[..])
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BuildError::new(format!("tls.{what}: invalid PEM: {e}")))
-}
-
-fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, BuildError> {
-    rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(|e| BuildError::new(format!("tls.key_file: invalid PEM: {e}")))?
-        .ok_or_else(|| BuildError::new("tls.key_file: no private key found"))
 }

@@ -2,5 +2,7 @@
 //!
 //! Layout:
 //! - [`otlp`]: OTLP over gRPC (:4317) and HTTP (:4318), protobuf and JSON, gzip/zstd.
+//! - [`prometheus`]: scrapes Prometheus endpoints into OTLP metrics.
 
 pub mod otlp;
+pub mod prometheus;

@@ -293,6 +293,14 @@ impl<S: Signal> Batch<S> {
         }
     }
 
+    /// The request, if this batch is held decoded (no work is done here).
+    pub fn decoded(&self) -> Option<&S::Request> {
+        match &self.repr {
+            Repr::Decoded(d) => Some(&d.request),
+            Repr::Encoded(_) => None,
+        }
+    }
+
     /// The decoded request (decodes an encoded batch; does not change `self`).
     pub fn to_request(&self) -> Result<S::Request, DecodeError> {
         match &self.repr {

@@ -1,0 +1,523 @@
+//! Fetching pages and running each target on its own schedule.
+//!
+//! Every target is one task with a fixed offset inside the interval (derived from its
+//! URL, like Prometheus's jitter), so targets never scrape in lockstep and a slow or dead
+//! target delays nobody else. A scrape that overruns `scrape_timeout` is cancelled and
+//! reported as down.
+
+use std::borrow::Cow;
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::header;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint,
+};
+use sidekick_collector::component::BuildError;
+use sidekick_collector::payload::{Metrics, MetricsSignal};
+use sidekick_collector::pipe::{Output, Stop};
+use sidekick_collector::telemetry::{Counter, Gauge as GaugeMetric, Telemetry};
+use tracing::{info, warn};
+
+use super::parse::Format;
+use super::relabel::{self, LabelSet, Rule};
+use super::series::{Tracker, ENTRY_BYTES};
+use super::translate::{self, string_kv, Options, Target};
+use super::{parse_size, timing, Global, ScrapeConfig, MAX_BODY};
+
+/// What Prometheus asks for: OpenMetrics first, then the text format.
+const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// Series tracked per target at most (start times); beyond, new series are not tracked.
+const MAX_TRACKED_SERIES: usize = 500_000;
+
+/// How often a failing target's error is logged again.
+const LOG_EVERY: Duration = Duration::from_secs(300);
+
+/// Receiver-wide counters.
+pub struct Counters {
+    accepted: Counter,
+    refused: Counter,
+    telemetry: Telemetry,
+    receiver: String,
+}
+
+impl Counters {
+    pub fn new(telemetry: &Telemetry, receiver: &str) -> Self {
+        let labels = [("receiver", receiver), ("transport", "http")];
+        Counters {
+            accepted: telemetry.counter(
+                "otelcol_receiver_accepted_metric_points",
+                "Items successfully pushed into the pipeline.",
+                &labels,
+            ),
+            refused: telemetry.counter(
+                "otelcol_receiver_refused_metric_points",
+                "Items that could not be pushed into the pipeline.",
+                &labels,
+            ),
+            telemetry: telemetry.clone(),
+            receiver: receiver.to_string(),
+        }
+    }
+}
+
+/// Credentials sent with each scrape.
+#[derive(Clone)]
+enum Auth {
+    None,
+    Basic { user: String, password: String },
+    Header(String),
+}
+
+pub struct ScrapeTarget {
+    target: Target,
+    url: String,
+    client: reqwest::Client,
+    auth: Auth,
+    interval: Duration,
+    timeout: Duration,
+    body_limit: usize,
+    honor_labels: bool,
+    honor_timestamps: bool,
+    sample_limit: usize,
+    metric_relabel: Arc<Vec<Rule>>,
+}
+
+fn read_secret_file(path: &str, field: &str) -> Result<String, BuildError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| BuildError::new(format!("{field}: cannot read {path}: {e}")))
+}
+
+/// Applies `relabel_configs` to each static target and builds the ones that remain.
+pub fn targets_for(
+    global: &Global,
+    sc: &ScrapeConfig,
+    receiver: &str,
+    telemetry: &Telemetry,
+) -> Result<Vec<ScrapeTarget>, BuildError> {
+    let (interval, timeout) = timing(global, sc);
+    let compile = |rules: &[super::RuleConfig]| -> Result<Vec<Rule>, BuildError> {
+        rules
+            .iter()
+            .map(|r| r.compile().map_err(|(_, m)| BuildError::new(m)))
+            .collect()
+    };
+    let relabel_rules = compile(&sc.relabel_configs)?;
+    let metric_relabel = Arc::new(compile(&sc.metric_relabel_configs)?);
+    let body_limit = match &sc.body_size_limit {
+        Some(s) => match parse_size(s).map_err(BuildError::new)? {
+            0 => MAX_BODY,
+            n => n.min(MAX_BODY),
+        },
+        None => MAX_BODY,
+    };
+    let auth = if let Some(b) = &sc.basic_auth {
+        let password = match (&b.password, &b.password_file) {
+            (Some(p), _) => p.expose().to_string(),
+            (None, Some(f)) => read_secret_file(f, "basic_auth.password_file")?,
+            (None, None) => String::new(),
+        };
+        Auth::Basic {
+            user: b.username.clone(),
+            password,
+        }
+    } else if let Some(a) = &sc.authorization {
+        let credentials = match (&a.credentials, &a.credentials_file) {
+            (Some(c), _) => c.expose().to_string(),
+            (None, Some(f)) => read_secret_file(f, "authorization.credentials_file")?,
+            (None, None) => String::new(),
+        };
+        Auth::Header(format!("{} {credentials}", a.kind))
+    } else if let Some(t) = &sc.bearer_token {
+        Auth::Header(format!("Bearer {}", t.expose()))
+    } else if let Some(f) = &sc.bearer_token_file {
+        Auth::Header(format!(
+            "Bearer {}",
+            read_secret_file(f, "bearer_token_file")?
+        ))
+    } else {
+        Auth::None
+    };
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("Sidekick/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeout)
+        .pool_max_idle_per_host(1);
+    let tls = sc.tls_config.clone().unwrap_or_default();
+    let client_tls = sidekick_collector::tls::ClientTls {
+        ca_file: tls.ca_file.as_deref(),
+        include_system_roots: false,
+        cert_file: tls.cert_file.as_deref(),
+        key_file: tls.key_file.as_deref(),
+        field: "tls_config",
+    };
+    if sc.scheme == "https" {
+        builder = builder.tls_backend_preconfigured(client_tls.client_config()?);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| BuildError::new(format!("http client: {e}")))?;
+
+    let mut out = Vec::new();
+    for sc_static in &sc.static_configs {
+        for address in &sc_static.targets {
+            let mut labels: LabelSet<'_> = vec![
+                (
+                    Cow::Borrowed("__address__"),
+                    Cow::Borrowed(address.as_str()),
+                ),
+                (
+                    Cow::Borrowed("__scheme__"),
+                    Cow::Borrowed(sc.scheme.as_str()),
+                ),
+                (
+                    Cow::Borrowed("__metrics_path__"),
+                    Cow::Borrowed(sc.metrics_path.as_str()),
+                ),
+                (
+                    Cow::Borrowed("__scrape_interval__"),
+                    Cow::Owned(format_duration(interval)),
+                ),
+                (
+                    Cow::Borrowed("__scrape_timeout__"),
+                    Cow::Owned(format_duration(timeout)),
+                ),
+                (Cow::Borrowed("job"), Cow::Borrowed(sc.job_name.as_str())),
+            ];
+            for (k, vs) in &sc.params {
+                if let Some(v) = vs.first() {
+                    labels.push((
+                        Cow::Owned(format!("__param_{k}")),
+                        Cow::Borrowed(v.as_str()),
+                    ));
+                }
+            }
+            for (k, v) in &sc_static.labels {
+                labels.push((Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())));
+            }
+            if !relabel::apply(&relabel_rules, &mut labels) {
+                continue;
+            }
+            let get = |n: &str| {
+                labels
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.to_string())
+            };
+            let Some(address) = get("__address__") else {
+                continue;
+            };
+            let scheme = get("__scheme__").unwrap_or_else(|| sc.scheme.clone());
+            let path = get("__metrics_path__").unwrap_or_else(|| sc.metrics_path.clone());
+            let query: Vec<String> = labels
+                .iter()
+                .filter_map(|(k, v)| Some(format!("{}={}", k.strip_prefix("__param_")?, v)))
+                .collect();
+            let mut url = format!("{scheme}://{address}{path}");
+            if !query.is_empty() {
+                url = format!("{url}?{}", query.join("&"));
+            }
+            let instance = get("instance").unwrap_or_else(|| address.clone());
+            let mut final_labels: Vec<(String, String)> = labels
+                .iter()
+                .filter(|(k, _)| !k.starts_with("__") && k != "instance")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            final_labels.push(("instance".into(), instance.clone()));
+            final_labels.sort();
+            let job = get("job").unwrap_or_default();
+            let target = ScrapeTarget {
+                target: Target {
+                    job,
+                    instance,
+                    scheme,
+                    labels: final_labels,
+                },
+                url,
+                client: client.clone(),
+                auth: auth.clone(),
+                interval,
+                timeout,
+                body_limit,
+                honor_labels: sc.honor_labels,
+                honor_timestamps: sc.honor_timestamps,
+                sample_limit: sc.sample_limit,
+                metric_relabel: Arc::clone(&metric_relabel),
+            };
+            let _ = (receiver, telemetry);
+            out.push(target);
+        }
+    }
+    Ok(out)
+}
+
+fn format_duration(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a scrape failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("no answer within the {0:?} scrape_timeout")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Http(String),
+    #[error("server returned HTTP {0}")]
+    Status(u16),
+    #[error("page is larger than body_size_limit ({0} bytes)")]
+    TooLarge(usize),
+    #[error("page is not UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    Page(#[from] translate::PageError),
+}
+
+impl ScrapeTarget {
+    async fn fetch(&self) -> Result<(String, Format), ScrapeError> {
+        let mut req = self
+            .client
+            .get(&self.url)
+            .header(header::ACCEPT, ACCEPT)
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", self.timeout.as_secs_f64()),
+            );
+        match &self.auth {
+            Auth::None => {}
+            Auth::Basic { user, password } => req = req.basic_auth(user, Some(password)),
+            Auth::Header(h) => req = req.header(header::AUTHORIZATION, h),
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| ScrapeError::Http(error_chain(&e)))?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(ScrapeError::Status(resp.status().as_u16()));
+        }
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let gzip = resp
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes() == b"gzip");
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ScrapeError::Http(error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > self.body_limit {
+                return Err(ScrapeError::TooLarge(self.body_limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if gzip {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .take(self.body_limit as u64 + 1)
+                .read_to_end(&mut plain)
+                .map_err(|e| ScrapeError::Http(format!("cannot decompress gzip page: {e}")))?;
+            if plain.len() > self.body_limit {
+                return Err(ScrapeError::TooLarge(self.body_limit));
+            }
+            body = plain;
+        }
+        let text = String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)?;
+        Ok((text, Format::from_content_type(&content_type)))
+    }
+
+    /// Where in the interval this target scrapes: a fixed offset from its URL.
+    fn offset(&self) -> Duration {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.url.hash(&mut h);
+        self.target.job.hash(&mut h);
+        let ms = self.interval.as_millis().max(1) as u64;
+        Duration::from_millis(h.finish() % ms)
+    }
+
+    /// Scrapes until `stop` fires.
+    pub async fn run(self, output: Output<MetricsSignal>, counters: Arc<Counters>, mut stop: Stop) {
+        let mut tracker = Tracker::new(MAX_TRACKED_SERIES);
+        let tracked = counters.telemetry.gauge(
+            "sidekick_scrape_tracked_series",
+            "Series whose start time a scrape target remembers.",
+            &[
+                ("receiver", &counters.receiver),
+                ("job", &self.target.job),
+                ("instance", &self.target.instance),
+            ],
+        );
+        let mut failing_since_log: Option<Instant> = None;
+        let start = tokio::time::Instant::now() + self.offset();
+        let mut ticks = tokio::time::interval_at(start, self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.wait() => return,
+            }
+            let batch = self
+                .scrape_once(&mut tracker, &mut failing_since_log, &tracked)
+                .await;
+            let n = batch.len() as u64;
+            let wait = self.interval / 2;
+            match output.offer(batch, wait).await {
+                Ok(()) => counters.accepted.add(n),
+                Err(e) => {
+                    counters.refused.add(n);
+                    counters.telemetry.record_dropped(n);
+                    warn!(target = %self.url, points = n, error = %e, "pipeline did not take a scrape; its points are dropped");
+                }
+            }
+        }
+    }
+
+    /// One scrape, as the batch to send: the page's metrics (or staleness markers when
+    /// the target is down) and the `up` / `scrape_*` metrics.
+    async fn scrape_once(
+        &self,
+        tracker: &mut Tracker,
+        failing: &mut Option<Instant>,
+        tracked: &GaugeMetric,
+    ) -> Metrics {
+        let started = Instant::now();
+        let time_ms = now_ms();
+        let result = match tokio::time::timeout(self.timeout, self.fetch()).await {
+            Err(_) => Err(ScrapeError::Timeout(self.timeout)),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((text, format))) => {
+                let opts = Options {
+                    honor_labels: self.honor_labels,
+                    honor_timestamps: self.honor_timestamps,
+                    metric_relabel: &self.metric_relabel,
+                    sample_limit: self.sample_limit,
+                };
+                translate::translate(&text, format, time_ms, &self.target, &opts, tracker)
+                    .map_err(ScrapeError::from)
+            }
+        };
+        let duration = started.elapsed().as_secs_f64();
+        let (mut request, up, scraped, post, added) = match result {
+            Ok(t) => {
+                if let Some(since) = failing.take() {
+                    info!(target = %self.url, down_for = ?since.elapsed(), "target is back up");
+                }
+                (
+                    t.request,
+                    1.0,
+                    t.samples_scraped,
+                    t.samples_post_relabel,
+                    t.series_added,
+                )
+            }
+            Err(e) => {
+                let log = match failing {
+                    None => true,
+                    Some(last) => last.elapsed() >= LOG_EVERY,
+                };
+                if log {
+                    warn!(target = %self.url, job = %self.target.job, error = %e, "scrape failed; target is down");
+                    *failing = Some(Instant::now());
+                }
+                let mut request = translate::empty_request(&self.target);
+                let stale = tracker.all_stale(time_ms);
+                request.resource_metrics[0].scope_metrics.extend(stale);
+                (request, 0.0, 0, 0, 0)
+            }
+        };
+        let synthetic = [
+            (
+                "up",
+                "1 if the target was scraped, 0 if the scrape failed.",
+                up,
+            ),
+            (
+                "scrape_duration_seconds",
+                "Duration of the scrape.",
+                duration,
+            ),
+            (
+                "scrape_samples_scraped",
+                "Samples the target exposed.",
+                scraped as f64,
+            ),
+            (
+                "scrape_samples_post_metric_relabeling",
+                "Samples left after metric relabeling.",
+                post as f64,
+            ),
+            (
+                "scrape_series_added",
+                "Series not in the previous scrape.",
+                added as f64,
+            ),
+        ];
+        let attrs: Vec<_> = self
+            .target
+            .labels
+            .iter()
+            .filter(|(k, _)| k != "job" && k != "instance")
+            .map(|(k, v)| string_kv(k, v))
+            .collect();
+        let time = (time_ms.max(0) as u64) * 1_000_000;
+        let rm = &mut request.resource_metrics[0];
+        if rm.scope_metrics.is_empty() {
+            rm.scope_metrics.push(translate::default_scope_metrics());
+        }
+        for (name, help, value) in synthetic {
+            rm.scope_metrics[0].metrics.push(Metric {
+                name: name.into(),
+                description: help.into(),
+                unit: if name == "scrape_duration_seconds" {
+                    "s".into()
+                } else {
+                    String::new()
+                },
+                data: Some(metric::Data::Gauge(Gauge {
+                    data_points: vec![NumberDataPoint {
+                        attributes: attrs.clone(),
+                        time_unix_nano: time,
+                        value: Some(number_data_point::Value::AsDouble(value)),
+                        ..Default::default()
+                    }],
+                })),
+                ..Default::default()
+            });
+        }
+        tracked.set((tracker.tracked()) as i64);
+        let _ = ENTRY_BYTES;
+        let batch = Metrics::from_request(request);
+        tracker.remember_output(batch.clone());
+        batch
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,262 @@
+//! What a target's scrapes remember: per-series start times (so an app restart shows as a
+//! reset, not a negative rate) and the previous scrape's series (so a series that
+//! disappears gets one staleness marker).
+//!
+//! Memory is bounded: a tracked series costs one hash-map entry of [`ENTRY_BYTES`];
+//! series unseen for [`FORGET_AFTER_MS`] are forgotten, and at most `max_series` are
+//! tracked per target (beyond that, new series are reported with start = time, as on
+//! first sight).
+
+use std::collections::{HashMap, HashSet};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Metric, ScopeMetrics};
+use sidekick_collector::payload::Metrics;
+
+use super::translate::series_hash;
+
+/// OTLP `DataPointFlags.FLAG_NO_RECORDED_VALUE`: the Prometheus staleness marker.
+pub const NO_RECORDED_VALUE: u32 = 1;
+
+/// Series unseen this long are forgotten (Prometheus keeps staleness state 5 minutes).
+pub const FORGET_AFTER_MS: i64 = 5 * 60 * 1000;
+
+/// Approximate bytes per tracked series: key, state and hash-map overhead.
+pub const ENTRY_BYTES: usize = std::mem::size_of::<(u64, State)>() + 8;
+
+#[derive(Debug, Clone, Copy)]
+pub struct State {
+    start_ms: i64,
+    last_ms: i64,
+    last_value: f64,
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    series: HashMap<u64, State>,
+    max_series: usize,
+    /// Series hashes of the last successful scrape and what was sent for them.
+    previous: HashSet<u64>,
+    previous_output: Option<Metrics>,
+    /// Resets seen since start.
+    pub resets: u64,
+}
+
+impl Tracker {
+    pub fn new(max_series: usize) -> Self {
+        Tracker {
+            max_series,
+            ..Tracker::default()
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.series.len()
+    }
+
+    /// The start time for a cumulative point. `_created` wins when the page has it;
+    /// otherwise the first sight of a series starts it (start = time, the OTLP way to say
+    /// "unknown start"), and a value lower than the last one is a reset that starts a new
+    /// stream just after the previous point.
+    pub fn start_time(
+        &mut self,
+        hash: u64,
+        time_ms: i64,
+        value: f64,
+        created_ms: Option<i64>,
+    ) -> i64 {
+        let full = self.series.len() >= self.max_series;
+        let entry = match self.series.get_mut(&hash) {
+            Some(s) => s,
+            None if full => return created_ms.unwrap_or(time_ms),
+            None => {
+                self.series.insert(
+                    hash,
+                    State {
+                        start_ms: created_ms.unwrap_or(time_ms),
+                        last_ms: time_ms,
+                        last_value: value,
+                    },
+                );
+                return created_ms.unwrap_or(time_ms);
+            }
+        };
+        if let Some(c) = created_ms {
+            if c != entry.start_ms && entry.last_ms != time_ms {
+                self.resets += u64::from(c > entry.start_ms);
+            }
+            entry.start_ms = c;
+        } else if value < entry.last_value {
+            self.resets += 1;
+            entry.start_ms = entry.last_ms + 1;
+        }
+        entry.last_ms = time_ms;
+        entry.last_value = value;
+        entry.start_ms
+    }
+
+    /// Series in `current` that the previous scrape did not have.
+    pub fn count_new(&self, current: &HashSet<u64>) -> usize {
+        current
+            .iter()
+            .filter(|h| !self.previous.contains(h))
+            .count()
+    }
+
+    /// Adds a staleness marker (once) for each series of the previous scrape that is not
+    /// in `current`.
+    pub fn add_stale_markers(
+        &self,
+        request: &mut ExportMetricsServiceRequest,
+        current: &HashSet<u64>,
+        time_ms: i64,
+    ) {
+        let gone: HashSet<u64> = self.previous.difference(current).copied().collect();
+        if gone.is_empty() {
+            return;
+        }
+        if let Some(markers) = self.stale_copy(&gone, time_ms) {
+            let rm = &mut request.resource_metrics[0];
+            rm.scope_metrics.extend(markers);
+        }
+    }
+
+    /// After a failed scrape: a marker for every series of the last good one, once.
+    pub fn all_stale(&mut self, time_ms: i64) -> Vec<ScopeMetrics> {
+        let gone = std::mem::take(&mut self.previous);
+        let markers = self.stale_copy(&gone, time_ms).unwrap_or_default();
+        self.previous_output = None;
+        markers
+    }
+
+    /// Copies of the previous output's metrics holding only the `gone` series, flagged
+    /// as having no recorded value.
+    fn stale_copy(&self, gone: &HashSet<u64>, time_ms: i64) -> Option<Vec<ScopeMetrics>> {
+        let previous = self.previous_output.as_ref()?.decoded()?;
+        let time = (time_ms.max(0) as u64) * 1_000_000;
+        let mut out = Vec::new();
+        for rm in &previous.resource_metrics {
+            for sm in &rm.scope_metrics {
+                let Some(scope) = &sm.scope else { continue };
+                let mut metrics = Vec::new();
+                for m in &sm.metrics {
+                    let is_gone = |attrs: &[_]| gone.contains(&series_hash(scope, &m.name, attrs));
+                    let data = match &m.data {
+                        Some(metric::Data::Gauge(g)) => {
+                            let mut g = g.clone();
+                            g.data_points.retain(|p| is_gone(&p.attributes));
+                            g.data_points.iter_mut().for_each(|p| {
+                                p.time_unix_nano = time;
+                                p.flags = NO_RECORDED_VALUE;
+                                p.value = Some(number_data_point::Value::AsDouble(f64::NAN));
+                                p.exemplars.clear();
+                            });
+                            (!g.data_points.is_empty()).then_some(metric::Data::Gauge(g))
+                        }
+                        Some(metric::Data::Sum(s)) => {
+                            let mut s = s.clone();
+                            s.data_points.retain(|p| is_gone(&p.attributes));
+                            s.data_points.iter_mut().for_each(|p| {
+                                p.time_unix_nano = time;
+                                p.flags = NO_RECORDED_VALUE;
+                                p.value = Some(number_data_point::Value::AsDouble(f64::NAN));
+                                p.exemplars.clear();
+                            });
+                            (!s.data_points.is_empty()).then_some(metric::Data::Sum(s))
+                        }
+                        Some(metric::Data::Histogram(h)) => {
+                            let mut h = h.clone();
+                            h.data_points.retain(|p| is_gone(&p.attributes));
+                            h.data_points.iter_mut().for_each(|p| {
+                                p.time_unix_nano = time;
+                                p.flags = NO_RECORDED_VALUE;
+                                p.exemplars.clear();
+                            });
+                            (!h.data_points.is_empty()).then_some(metric::Data::Histogram(h))
+                        }
+                        Some(metric::Data::Summary(s)) => {
+                            let mut s = s.clone();
+                            s.data_points.retain(|p| is_gone(&p.attributes));
+                            s.data_points.iter_mut().for_each(|p| {
+                                p.time_unix_nano = time;
+                                p.flags = NO_RECORDED_VALUE;
+                            });
+                            (!s.data_points.is_empty()).then_some(metric::Data::Summary(s))
+                        }
+                        _ => None,
+                    };
+                    if let Some(data) = data {
+                        metrics.push(Metric {
+                            data: Some(data),
+                            ..metric_header(m)
+                        });
+                    }
+                }
+                if !metrics.is_empty() {
+                    out.push(ScopeMetrics {
+                        scope: Some(scope.clone()),
+                        metrics,
+                        schema_url: sm.schema_url.clone(),
+                    });
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Ends a successful scrape: remembers its series and forgets long-gone ones.
+    pub fn finish_scrape(&mut self, current: HashSet<u64>, time_ms: i64) {
+        self.previous = current;
+        self.series
+            .retain(|_, s| time_ms - s.last_ms <= FORGET_AFTER_MS);
+    }
+
+    /// Keeps what was sent for the last scrape, to copy staleness markers from (shared,
+    /// not copied).
+    pub fn remember_output(&mut self, output: Metrics) {
+        self.previous_output = Some(output);
+    }
+}
+
+fn metric_header(m: &Metric) -> Metric {
+    Metric {
+        name: m.name.clone(),
+        description: m.description.clone(),
+        unit: m.unit.clone(),
+        metadata: m.metadata.clone(),
+        data: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_times_follow_first_sight_and_resets() {
+        let mut t = Tracker::new(10);
+        assert_eq!(
+            t.start_time(1, 1000, 5.0, None),
+            1000,
+            "first sight: start = time"
+        );
+        assert_eq!(t.start_time(1, 2000, 7.0, None), 1000);
+        // The app restarted: the value fell.
+        assert_eq!(t.start_time(1, 3000, 2.0, None), 2001);
+        assert_eq!(t.start_time(1, 4000, 3.0, None), 2001);
+        assert_eq!(t.resets, 1);
+        // `_created` wins.
+        assert_eq!(t.start_time(2, 5000, 1.0, Some(4500)), 4500);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut t = Tracker::new(2);
+        t.start_time(1, 0, 1.0, None);
+        t.start_time(2, 0, 1.0, None);
+        assert_eq!(t.start_time(3, 7, 1.0, None), 7);
+        assert_eq!(t.tracked(), 2);
+        t.finish_scrape(HashSet::new(), FORGET_AFTER_MS + 1);
+        assert_eq!(t.tracked(), 0, "forgotten after five minutes unseen");
+    }
+}

@@ -1,0 +1,531 @@
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, number_data_point, Metric, NumberDataPoint,
+};
+use sidekick_collector::component::ReceiverConfig;
+use sidekick_collector::config::{from_node, node};
+
+use super::parse::Format;
+use super::relabel::RuleConfig;
+use super::series::{Tracker, NO_RECORDED_VALUE};
+use super::translate::{translate, Options, PageError, Target, Translated};
+use super::*;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/testdata/prometheus/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn target() -> Target {
+    Target {
+        job: "app".into(),
+        instance: "10.1.2.3:8080".into(),
+        scheme: "http".into(),
+        labels: vec![
+            ("instance".into(), "10.1.2.3:8080".into()),
+            ("job".into(), "app".into()),
+            ("team".into(), "checkout".into()),
+        ],
+    }
+}
+
+fn opts() -> Options<'static> {
+    Options {
+        honor_labels: false,
+        honor_timestamps: true,
+        metric_relabel: &[],
+        sample_limit: 0,
+    }
+}
+
+fn run(text: &str, format: Format, time: i64, tracker: &mut Tracker) -> Translated {
+    translate(text, format, time, &target(), &opts(), tracker).unwrap()
+}
+
+fn metrics(r: &ExportMetricsServiceRequest) -> Vec<&Metric> {
+    r.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .collect()
+}
+
+fn find<'a>(r: &'a ExportMetricsServiceRequest, name: &str) -> &'a Metric {
+    metrics(r)
+        .into_iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            AnyValueKind::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+fn number_points(m: &Metric) -> &[NumberDataPoint] {
+    match &m.data {
+        Some(Data::Gauge(g)) => &g.data_points,
+        Some(Data::Sum(s)) => &s.data_points,
+        other => panic!("{} is not a number metric: {other:?}", m.name),
+    }
+}
+
+fn value(p: &NumberDataPoint) -> f64 {
+    match p.value {
+        Some(number_data_point::Value::AsDouble(v)) => v,
+        Some(number_data_point::Value::AsInt(v)) => v as f64,
+        None => f64::NAN,
+    }
+}
+
+#[test]
+fn node_exporter_page_translates() {
+    let mut tracker = Tracker::new(100_000);
+    let out = run(
+        &fixture("node_exporter.prom"),
+        Format::Prometheus,
+        T0,
+        &mut tracker,
+    );
+    let r = &out.request;
+    let res = r.resource_metrics[0].resource.as_ref().unwrap();
+    assert_eq!(attr(&res.attributes, "service.name"), Some("app"));
+    assert_eq!(
+        attr(&res.attributes, "service.instance.id"),
+        Some("10.1.2.3:8080")
+    );
+    assert_eq!(attr(&res.attributes, "server.address"), Some("10.1.2.3"));
+    assert_eq!(attr(&res.attributes, "server.port"), Some("8080"));
+    assert_eq!(attr(&res.attributes, "url.scheme"), Some("http"));
+
+    // A counter: monotonic cumulative sum, name kept, start = time on first sight.
+    let cpu = find(r, "node_cpu_seconds_total");
+    let Some(Data::Sum(sum)) = &cpu.data else {
+        panic!("counter is not a sum")
+    };
+    assert!(sum.is_monotonic);
+    assert_eq!(sum.aggregation_temporality, 2);
+    assert_eq!(cpu.unit, "s");
+    let p = &sum.data_points[0];
+    assert_eq!(attr(&p.attributes, "cpu"), Some("0"));
+    assert_eq!(attr(&p.attributes, "team"), Some("checkout"));
+    assert_eq!(
+        attr(&p.attributes, "job"),
+        None,
+        "job lives on the resource"
+    );
+    assert_eq!(p.start_time_unix_nano, p.time_unix_nano);
+    assert_eq!(p.time_unix_nano, T0 as u64 * 1_000_000);
+    assert_eq!(attr(&cpu.metadata, "prometheus.type"), Some("counter"));
+
+    // A gauge with a unit suffix.
+    let mem = find(r, "node_memory_MemTotal_bytes");
+    assert!(matches!(mem.data, Some(Data::Gauge(_))));
+    assert_eq!(mem.unit, "By");
+    assert!(value(&number_points(mem)[0]) > 0.0);
+
+    // A summary with its quantiles, count and sum.
+    let gc = find(r, "go_gc_duration_seconds");
+    let Some(Data::Summary(s)) = &gc.data else {
+        panic!("not a summary")
+    };
+    let p = &s.data_points[0];
+    assert_eq!(
+        p.quantile_values
+            .iter()
+            .map(|q| q.quantile)
+            .collect::<Vec<_>>(),
+        vec![0.0, 0.25, 0.5, 0.75, 1.0]
+    );
+    assert_eq!(p.count, 0, "as on the page");
+    assert_eq!(
+        gc.description,
+        "A summary of the pause duration of garbage collection cycles."
+    );
+
+    // Every sample went somewhere.
+    assert_eq!(out.samples_scraped, out.samples_post_relabel);
+    assert_eq!(out.series_added, tracker_points(r));
+}
+
+fn tracker_points(r: &ExportMetricsServiceRequest) -> usize {
+    metrics(r)
+        .iter()
+        .map(|m| match &m.data {
+            Some(Data::Gauge(g)) => g.data_points.len(),
+            Some(Data::Sum(s)) => s.data_points.len(),
+            Some(Data::Histogram(h)) => h.data_points.len(),
+            Some(Data::Summary(s)) => s.data_points.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn prometheus_server_page_histogram() {
+    let mut tracker = Tracker::new(100_000);
+    let out = run(
+        &fixture("prometheus.prom"),
+        Format::Prometheus,
+        T0,
+        &mut tracker,
+    );
+    let h = find(&out.request, "prometheus_http_request_duration_seconds");
+    let Some(Data::Histogram(h)) = &h.data else {
+        panic!("not a histogram")
+    };
+    let p = h
+        .data_points
+        .iter()
+        .find(|p| attr(&p.attributes, "handler") == Some("/metrics"))
+        .expect("a /metrics handler series");
+    // Buckets de-cumulated, +Inf dropped from the bounds, counts sum to the count.
+    assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1);
+    assert!(!p.explicit_bounds.iter().any(|b| b.is_infinite()));
+    assert!(p.explicit_bounds.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(p.bucket_counts.iter().sum::<u64>(), p.count);
+    assert!(p.count >= 1);
+    assert!(p.sum.is_some());
+    assert_eq!(attr(&p.attributes, "le"), None);
+}
+
+#[test]
+fn openmetrics_page_translates() {
+    let mut tracker = Tracker::new(100);
+    let out = run(
+        &fixture("openmetrics.txt"),
+        Format::OpenMetrics,
+        T0,
+        &mut tracker,
+    );
+    let r = &out.request;
+
+    // Counter: named by its series, start from _created, exemplar with ids.
+    let c = find(r, "http_requests_total");
+    let Some(Data::Sum(sum)) = &c.data else {
+        panic!()
+    };
+    assert_eq!(c.description, "Requests served.");
+    let get = sum
+        .data_points
+        .iter()
+        .find(|p| attr(&p.attributes, "method") == Some("GET"))
+        .unwrap();
+    assert_eq!(value(get), 1027.0);
+    assert_eq!(get.start_time_unix_nano, 1_699_999_000_250_000_000);
+    let e = &get.exemplars[0];
+    assert_eq!(e.trace_id, hex("5b8efff798038103d269b633813fc60c"));
+    assert_eq!(e.span_id, hex("eee19b7ec3c1b174"));
+    assert_eq!(e.time_unix_nano, 1_700_000_000_500_000_000);
+    assert_eq!(attr(&e.filtered_attributes, "user"), Some("a\"b"));
+    let post = sum
+        .data_points
+        .iter()
+        .find(|p| attr(&p.attributes, "method") == Some("POST"))
+        .unwrap();
+    assert_eq!(
+        post.start_time_unix_nano, post.time_unix_nano,
+        "no _created: first sight"
+    );
+
+    // Histogram with UNIT, exemplar on a bucket, start from _created.
+    let h = find(r, "request_duration_seconds");
+    assert_eq!(h.unit, "s");
+    let Some(Data::Histogram(hist)) = &h.data else {
+        panic!()
+    };
+    let p = &hist.data_points[0];
+    assert_eq!(p.explicit_bounds, vec![0.1, 0.5]);
+    assert_eq!(p.bucket_counts, vec![5, 3, 2]);
+    assert_eq!((p.count, p.sum), (10, Some(4.5)));
+    assert_eq!(p.start_time_unix_nano, 1_699_999_000_000_000_000);
+    assert_eq!(p.exemplars[0].span_id, hex("b7ad6b7169203331"));
+
+    // Summary with NaN quantile.
+    let s = find(r, "rpc_latency_seconds");
+    let Some(Data::Summary(sm)) = &s.data else {
+        panic!()
+    };
+    assert_eq!(sm.data_points[0].count, 250);
+    assert!(sm.data_points[0].quantile_values[1].value.is_nan());
+
+    // Gauge with an escaped label, -Inf and its own timestamp; custom UNIT kept.
+    let g = find(r, "queue_depth");
+    assert_eq!(g.unit, "items");
+    let gp = &number_points(g)[0];
+    assert_eq!(attr(&gp.attributes, "queue"), Some("a\\b\nc"));
+    assert_eq!(value(gp), f64::NEG_INFINITY);
+    assert_eq!(gp.time_unix_nano, 1_700_000_000_123_000_000);
+
+    // Info and stateset: non-monotonic sums; unknown: gauge; gauge histogram dropped.
+    for name in ["build_info", "feature"] {
+        let Some(Data::Sum(s)) = &find(r, name).data else {
+            panic!("{name}")
+        };
+        assert!(!s.is_monotonic, "{name}");
+    }
+    assert!(matches!(find(r, "mystery").data, Some(Data::Gauge(_))));
+    assert!(metrics(r).iter().all(|m| !m.name.starts_with("pending")));
+
+    // target_info → resource; otel_scope_* → scope.
+    let res = r.resource_metrics[0].resource.as_ref().unwrap();
+    assert_eq!(attr(&res.attributes, "env"), Some("prod"));
+    assert_eq!(attr(&res.attributes, "region"), Some("eu-west-1"));
+    assert!(metrics(r).iter().all(|m| m.name != "target_info"));
+    let scoped = r.resource_metrics[0]
+        .scope_metrics
+        .iter()
+        .find(|s| s.scope.as_ref().unwrap().name == "my.lib")
+        .expect("my.lib scope");
+    let scope = scoped.scope.as_ref().unwrap();
+    assert_eq!(scope.version, "2.0");
+    assert_eq!(attr(&scope.attributes, "team"), Some("core"));
+    let sp = number_points(&scoped.metrics[0]);
+    assert_eq!(attr(&sp[0].attributes, "path"), Some("/x"));
+    assert!(attr(&sp[0].attributes, "otel_scope_name").is_none());
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn resets_start_new_streams_and_vanished_series_get_one_stale_marker() {
+    let mut tracker = Tracker::new(100);
+    let page = |a: f64, with_b: bool| {
+        let mut p = format!("# TYPE req_total counter\nreq_total{{path=\"/a\"}} {a}\n");
+        if with_b {
+            p.push_str("req_total{path=\"/b\"} 1\n");
+        }
+        p
+    };
+    let scrape = |tracker: &mut Tracker, text: String, t: i64| {
+        let out = run(&text, Format::Prometheus, t, tracker);
+        tracker.remember_output(sidekick_collector::payload::Metrics::from_request(
+            out.request.clone(),
+        ));
+        out
+    };
+    let first = scrape(&mut tracker, page(10.0, true), T0);
+    assert_eq!(first.series_added, 2);
+    let second = scrape(&mut tracker, page(15.0, true), T0 + 15_000);
+    assert_eq!(second.series_added, 0);
+    let a = |out: &Translated| {
+        metrics(&out.request)
+            .iter()
+            .flat_map(|m| number_points(m).to_vec())
+            .find(|p| attr(&p.attributes, "path") == Some("/a") && p.flags == 0)
+            .unwrap()
+    };
+    assert_eq!(a(&second).start_time_unix_nano, T0 as u64 * 1_000_000);
+    // The app restarted: /a fell to 2, and /b is gone.
+    let third = scrape(&mut tracker, page(2.0, false), T0 + 30_000);
+    assert_eq!(
+        a(&third).start_time_unix_nano,
+        (T0 + 15_001) as u64 * 1_000_000
+    );
+    let stale: Vec<_> = metrics(&third.request)
+        .iter()
+        .flat_map(|m| number_points(m).to_vec())
+        .filter(|p| p.flags & NO_RECORDED_VALUE != 0)
+        .collect();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(attr(&stale[0].attributes, "path"), Some("/b"));
+    assert_eq!(stale[0].time_unix_nano, (T0 + 30_000) as u64 * 1_000_000);
+    // Once only.
+    let fourth = scrape(&mut tracker, page(3.0, false), T0 + 45_000);
+    assert!(metrics(&fourth.request)
+        .iter()
+        .flat_map(|m| number_points(m).to_vec())
+        .all(|p| p.flags == 0));
+    // Target down: everything goes stale once.
+    let markers = tracker.all_stale(T0 + 60_000);
+    assert_eq!(markers.iter().map(|s| s.metrics.len()).sum::<usize>(), 1);
+    assert!(tracker.all_stale(T0 + 75_000).is_empty());
+}
+
+#[test]
+fn bad_pages_are_refused() {
+    let mut tracker = Tracker::new(100);
+    let dup = "a{x=\"1\"} 1\nb 2\na{x=\"1\"} 3\n";
+    match translate(
+        dup,
+        Format::Prometheus,
+        T0,
+        &target(),
+        &opts(),
+        &mut tracker,
+    ) {
+        Err(PageError::Duplicate { line, series }) => {
+            assert_eq!(line, 3);
+            assert!(series.starts_with("a{"), "{series}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let two_types = "# TYPE a gauge\n# TYPE a counter\na 1\n";
+    assert!(matches!(
+        translate(
+            two_types,
+            Format::Prometheus,
+            T0,
+            &target(),
+            &opts(),
+            &mut tracker
+        ),
+        Err(PageError::DuplicateType { line: 2, .. })
+    ));
+    let limited = Options {
+        sample_limit: 1,
+        ..opts()
+    };
+    assert!(matches!(
+        translate(
+            "a 1\nb 2\n",
+            Format::Prometheus,
+            T0,
+            &target(),
+            &limited,
+            &mut tracker
+        ),
+        Err(PageError::SampleLimit {
+            samples: 2,
+            limit: 1
+        })
+    ));
+}
+
+#[test]
+fn honor_labels_and_metric_relabeling() {
+    let mut tracker = Tracker::new(100);
+    let page = "x{job=\"inner\",team=\"other\"} 1\ngo_gc_x 2\n";
+    let out = run(page, Format::Prometheus, T0, &mut tracker);
+    let p = &number_points(find(&out.request, "x"))[0];
+    assert_eq!(attr(&p.attributes, "exported_job"), Some("inner"));
+    assert_eq!(attr(&p.attributes, "exported_team"), Some("other"));
+    assert_eq!(attr(&p.attributes, "team"), Some("checkout"));
+    let honored = Options {
+        honor_labels: true,
+        ..opts()
+    };
+    let out = translate(
+        page,
+        Format::Prometheus,
+        T0,
+        &target(),
+        &honored,
+        &mut Tracker::new(10),
+    )
+    .unwrap();
+    let p = &number_points(find(&out.request, "x"))[0];
+    assert_eq!(attr(&p.attributes, "team"), Some("other"));
+    assert_eq!(attr(&p.attributes, "exported_team"), None);
+
+    let rules = vec![
+        RuleConfig {
+            source_labels: vec!["__name__".into()],
+            regex: "go_gc_.*".into(),
+            action: relabel::Action::Drop,
+            ..RuleConfig::default()
+        }
+        .compile()
+        .unwrap(),
+        RuleConfig {
+            source_labels: vec!["__name__".into()],
+            regex: "x".into(),
+            target_label: Some("__name__".into()),
+            replacement: "renamed".into(),
+            ..RuleConfig::default()
+        }
+        .compile()
+        .unwrap(),
+    ];
+    let relabeled = Options {
+        metric_relabel: &rules,
+        ..opts()
+    };
+    let out = translate(
+        page,
+        Format::Prometheus,
+        T0,
+        &target(),
+        &relabeled,
+        &mut Tracker::new(10),
+    )
+    .unwrap();
+    assert_eq!(out.samples_scraped, 2);
+    assert_eq!(out.samples_post_relabel, 1);
+    assert_eq!(
+        metrics(&out.request)
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["renamed"]
+    );
+}
+
+fn load(yaml: &str) -> Result<Config, String> {
+    let (root, _) = node::parse(yaml, &HashMap::new()).map_err(|e| e.to_string())?;
+    let c: Config = from_node(&root, "receivers.prometheus").map_err(|e| e.to_string())?;
+    let problems = c.validate();
+    if problems.is_empty() {
+        Ok(c)
+    } else {
+        Err(problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+}
+
+#[test]
+fn config_example_parses() {
+    let c = load(
+        "config:\n  global:\n    scrape_interval: 15s\n  scrape_configs:\n    - job_name: app\n      static_configs:\n        - targets: [\"localhost:8080\"]\n          labels:\n            team: checkout\n      metric_relabel_configs:\n        - source_labels: [__name__]\n          regex: \"go_gc_.*\"\n          action: drop\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.config.global.scrape_interval.0,
+        std::time::Duration::from_secs(15)
+    );
+    assert_eq!(
+        c.config.scrape_configs[0].static_configs[0].labels["team"],
+        "checkout"
+    );
+}
+
+#[test]
+fn unsupported_keys_are_named() {
+    let err = load(
+        "config:\n  scrape_configs:\n    - job_name: k8s\n      kubernetes_sd_configs:\n        - role: pod\n      scrape_interval: 10s\n      scrape_timeout: 20s\n      relabel_configs:\n        - regex: \"(\"\n          target_label: x\n      static_configs:\n        - targets: [\"http://app:8080/metrics\"]\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "config.scrape_configs[0].kubernetes_sd_configs: kubernetes_sd_configs is not supported by Sidekick's prometheus receiver; use static_configs\n\
+         config.scrape_configs[0].scrape_timeout: scrape_timeout (20s) must not exceed scrape_interval (10s)\n\
+         config.scrape_configs[0].relabel_configs[0].regex: invalid regex \"(\": unclosed group\n\
+         config.scrape_configs[0].static_configs[0].targets[0]: target \"http://app:8080/metrics\" must be host:port (set scheme and metrics_path separately)"
+    );
+    let err = load("config:\n  scrape_configs:\n    - job_name: a\n      scrape_intervall: 5s\n")
+        .unwrap_err();
+    assert!(
+        err.contains("unknown field \"scrape_intervall\"; did you mean \"scrape_interval\"?"),
+        "{err}"
+    );
+    assert!(parse_prom_duration("1h30m").is_ok());
+    assert_eq!(parse_size("10MB"), Ok(10 << 20));
+}

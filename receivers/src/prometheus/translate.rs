@@ -1,0 +1,708 @@
+//! One scraped page → one OTLP metrics request, per the OpenTelemetry "Prometheus and
+//! OpenMetrics Compatibility" rules:
+//!
+//! - counters → monotonic cumulative Sums; gauges and untyped → Gauges; info and
+//!   stateset → non-monotonic Sums; histograms → Histograms (buckets de-cumulated, `+Inf`
+//!   dropped, `_count` required); summaries → Summaries (`_count` required); gauge
+//!   histograms are dropped;
+//! - `target_info` → resource attributes; `otel_scope_*` labels → the scope;
+//!   `job`/`instance` → `service.name`/`service.instance.id` (+ `server.address`,
+//!   `server.port`, `url.scheme`);
+//! - units from `# UNIT` or the name's unit suffix, in UCUM; `HELP` → description; the
+//!   Prometheus type in `metadata["prometheus.type"]`;
+//! - exemplars → OTLP exemplars (`trace_id`/`span_id` labels become ids).
+//!
+//! Start times and staleness need memory of earlier scrapes; that lives in
+//! [`super::series::Tracker`].
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    exemplar, metric, number_data_point, summary_data_point::ValueAtQuantile,
+    AggregationTemporality, Exemplar, Gauge, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use super::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
+use super::relabel::{self, LabelSet, Rule};
+use super::series::Tracker;
+
+/// The scope of metrics that carry no `otel_scope_name`.
+pub const SCOPE_NAME: &str = "sidekick/prometheus";
+
+/// Who was scraped, fixed for the target's lifetime.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub job: String,
+    pub instance: String,
+    pub scheme: String,
+    /// Target labels after relabeling (no `__` labels), including `job` and `instance`.
+    pub labels: Vec<(String, String)>,
+}
+
+impl Target {
+    /// `service.name`, `service.instance.id`, `server.address`, `server.port`,
+    /// `url.scheme`.
+    pub fn resource_attributes(&self) -> Vec<KeyValue> {
+        let mut attrs = vec![
+            string_kv("service.name", &self.job),
+            string_kv("service.instance.id", &self.instance),
+        ];
+        let (host, port) = match self.instance.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => {
+                (h.trim_start_matches('[').trim_end_matches(']'), Some(p))
+            }
+            _ => (self.instance.as_str(), None),
+        };
+        attrs.push(string_kv("server.address", host));
+        if let Some(p) = port {
+            attrs.push(string_kv("server.port", p));
+        }
+        attrs.push(string_kv("url.scheme", &self.scheme));
+        attrs
+    }
+}
+
+/// Per-scrape-config settings that shape translation.
+pub struct Options<'a> {
+    pub honor_labels: bool,
+    pub honor_timestamps: bool,
+    pub metric_relabel: &'a [Rule],
+    /// 0: no limit.
+    pub sample_limit: usize,
+}
+
+/// Why a scrape's page was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PageError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("line {line}: duplicate series {series}")]
+    Duplicate { line: usize, series: String },
+    #[error("line {line}: second TYPE line for {name}")]
+    DuplicateType { line: usize, name: String },
+    #[error("sample_limit exceeded: {samples} samples after relabeling, limit {limit}")]
+    SampleLimit { samples: usize, limit: usize },
+}
+
+/// The result of one scrape.
+#[derive(Debug, Default)]
+pub struct Translated {
+    pub request: ExportMetricsServiceRequest,
+    pub samples_scraped: usize,
+    pub samples_post_relabel: usize,
+    pub series_added: usize,
+}
+
+/// The scope of metrics without `otel_scope_name`, with no metrics yet.
+pub fn default_scope_metrics() -> ScopeMetrics {
+    ScopeMetrics {
+        scope: Some(InstrumentationScope {
+            name: SCOPE_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A request with the target's resource and nothing else (a failed scrape).
+pub fn empty_request(target: &Target) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: target.resource_attributes(),
+                ..Default::default()
+            }),
+            scope_metrics: Vec::new(),
+            schema_url: String::new(),
+        }],
+    }
+}
+
+pub fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn ms_to_ns(ms: i64) -> u64 {
+    (ms.max(0) as u64).saturating_mul(1_000_000)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    Value,
+    Bucket,
+    Sum,
+    Count,
+    Created,
+}
+
+#[derive(Default)]
+struct Meta<'a> {
+    kind: Option<Kind>,
+    help: Option<Cow<'a, str>>,
+    unit: Option<&'a str>,
+}
+
+/// Finds the family a series name belongs to and the part it plays in it. Counters and
+/// info metrics are named by their series (`x_total`, `x_info`) so the name a Prometheus
+/// user queries survives the trip; histograms and summaries by their family.
+fn family<'m, 'a>(
+    name: &str,
+    meta: &'m HashMap<&'a str, Meta<'a>>,
+) -> (String, Kind, Role, Option<&'m Meta<'a>>) {
+    let typed = |n: &str| meta.get(n).and_then(|m| Some((m.kind?, m)));
+    if let Some((kind, m)) = typed(name) {
+        return (name.to_string(), kind, Role::Value, Some(m));
+    }
+    const SUFFIXES: [(&str, Role); 8] = [
+        ("_bucket", Role::Bucket),
+        ("_count", Role::Count),
+        ("_sum", Role::Sum),
+        ("_gcount", Role::Count),
+        ("_gsum", Role::Sum),
+        ("_created", Role::Created),
+        ("_total", Role::Value),
+        ("_info", Role::Value),
+    ];
+    for (suffix, role) in SUFFIXES {
+        let Some(base) = name.strip_suffix(suffix) else {
+            continue;
+        };
+        let found = match (suffix, typed(base)) {
+            ("_bucket", Some((k @ (Kind::Histogram | Kind::GaugeHistogram), m))) => {
+                Some((base.to_string(), k, m))
+            }
+            ("_count" | "_sum", Some((k @ (Kind::Histogram | Kind::Summary), m))) => {
+                Some((base.to_string(), k, m))
+            }
+            ("_gcount" | "_gsum", Some((k @ Kind::GaugeHistogram, m))) => {
+                Some((base.to_string(), k, m))
+            }
+            ("_created", Some((k @ (Kind::Histogram | Kind::Summary), m))) => {
+                Some((base.to_string(), k, m))
+            }
+            ("_created", Some((Kind::Counter, m))) => {
+                Some((format!("{base}_total"), Kind::Counter, m))
+            }
+            ("_created", None) => {
+                let total = format!("{base}_total");
+                typed(&total)
+                    .filter(|(k, _)| *k == Kind::Counter)
+                    .map(|(k, m)| (total.clone(), k, m))
+            }
+            ("_total", Some((Kind::Counter, m))) => Some((name.to_string(), Kind::Counter, m)),
+            ("_info", Some((Kind::Info, m))) => Some((name.to_string(), Kind::Info, m)),
+            _ => None,
+        };
+        if let Some((family, kind, m)) = found {
+            return (family, kind, role, Some(m));
+        }
+    }
+    (name.to_string(), Kind::Unknown, Role::Value, None)
+}
+
+/// UCUM unit for a Prometheus unit word.
+pub fn ucum(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "seconds" => "s",
+        "milliseconds" => "ms",
+        "microseconds" => "us",
+        "nanoseconds" => "ns",
+        "minutes" => "min",
+        "hours" => "h",
+        "days" => "d",
+        "bytes" => "By",
+        "kibibytes" => "KiBy",
+        "mebibytes" => "MiBy",
+        "gibibytes" => "GiBy",
+        "tebibytes" => "TiBy",
+        "kilobytes" => "kBy",
+        "megabytes" => "MBy",
+        "gigabytes" => "GBy",
+        "terabytes" => "TBy",
+        "meters" => "m",
+        "celsius" => "Cel",
+        "percent" => "%",
+        "ratio" => "1",
+        "volts" => "V",
+        "amperes" => "A",
+        "joules" => "J",
+        "watts" => "W",
+        "grams" => "g",
+        "hertz" => "Hz",
+        _ => return None,
+    })
+}
+
+/// The unit from `# UNIT` (mapped to UCUM when it is a known word) or else from the
+/// name's last word (`_seconds`, `_bytes`, …).
+fn unit_for(family: &str, declared: Option<&str>) -> String {
+    if let Some(u) = declared.filter(|u| !u.is_empty()) {
+        return ucum(u).map(str::to_string).unwrap_or_else(|| u.to_string());
+    }
+    let base = family.strip_suffix("_total").unwrap_or(family);
+    base.rsplit_once('_')
+        .and_then(|(_, word)| ucum(word))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A data point being assembled from one or more samples.
+struct Point {
+    attrs: Vec<KeyValue>,
+    hash: u64,
+    time_ms: i64,
+    value: f64,
+    created_ms: Option<i64>,
+    buckets: Vec<(f64, f64)>,
+    sum: Option<f64>,
+    count: Option<f64>,
+    quantiles: Vec<(f64, f64)>,
+    exemplars: Vec<Exemplar>,
+}
+
+struct Family {
+    name: String,
+    kind: Kind,
+    help: String,
+    unit: String,
+    scope: usize,
+    points: Vec<Point>,
+    index: HashMap<u64, usize>,
+}
+
+/// The hash that identifies a series across scrapes: scope, metric and attributes.
+pub fn series_hash(scope: &InstrumentationScope, metric: &str, attrs: &[KeyValue]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    scope.name.hash(&mut h);
+    scope.version.hash(&mut h);
+    metric.hash(&mut h);
+    for kv in attrs {
+        kv.key.hash(&mut h);
+        if let Some(any_value::Value::StringValue(v)) =
+            kv.value.as_ref().and_then(|v| v.value.as_ref())
+        {
+            v.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+fn exemplar_from(sample: &Sample<'_>, time_ms: i64) -> Option<Exemplar> {
+    let e = sample.exemplar.as_ref()?;
+    let mut out = Exemplar {
+        time_unix_nano: e
+            .timestamp
+            .map(|s| (s * 1e9).max(0.0) as u64)
+            .unwrap_or_else(|| ms_to_ns(time_ms)),
+        value: Some(exemplar::Value::AsDouble(e.value)),
+        ..Default::default()
+    };
+    for (k, v) in e.labels.iter() {
+        match (k, hex(&v)) {
+            ("trace_id", Some(id)) if id.len() == 16 => out.trace_id = id,
+            ("span_id", Some(id)) if id.len() == 8 => out.span_id = id,
+            _ => out.filtered_attributes.push(string_kv(k, &v)),
+        }
+    }
+    Some(out)
+}
+
+fn hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Translates one page. `tracker` supplies start times, counts resets and adds the
+/// staleness markers for series that were in the previous scrape but not in this one.
+pub fn translate(
+    text: &str,
+    format: Format,
+    time_ms: i64,
+    target: &Target,
+    opts: &Options<'_>,
+    tracker: &mut Tracker,
+) -> Result<Translated, PageError> {
+    // Pass 1: metadata and samples.
+    let mut meta: HashMap<&str, Meta<'_>> = HashMap::new();
+    let mut samples: Vec<(usize, Sample<'_>)> = Vec::new();
+    let mut parser = Parser::new(text, format);
+    while let Some(entry) = parser.next() {
+        match entry? {
+            Entry::Type { name, kind } => {
+                let m = meta.entry(name).or_default();
+                if m.kind.is_some() {
+                    return Err(PageError::DuplicateType {
+                        line: parser.line(),
+                        name: name.to_string(),
+                    });
+                }
+                m.kind = Some(kind);
+            }
+            Entry::Help { name, text } => meta.entry(name).or_default().help = Some(text),
+            Entry::Unit { name, unit } => meta.entry(name).or_default().unit = Some(unit),
+            Entry::Sample(s) => samples.push((parser.line(), s)),
+        }
+    }
+
+    // Pass 2: labels, relabeling, grouping into families and points.
+    let mut scopes: Vec<InstrumentationScope> =
+        vec![default_scope_metrics().scope.unwrap_or_default()];
+    let mut families: Vec<Family> = Vec::new();
+    let mut family_index: HashMap<(usize, String), usize> = HashMap::new();
+    let mut seen: HashSet<u64> = HashSet::with_capacity(samples.len());
+    let mut resource_extra: Vec<KeyValue> = Vec::new();
+    let mut post_relabel = 0;
+    let mut labels: LabelSet<'_> = Vec::new();
+    for (line, sample) in &samples {
+        labels.clear();
+        labels.extend(
+            sample
+                .labels
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (Cow::Borrowed(k), v)),
+        );
+        merge_target_labels(&mut labels, target, opts.honor_labels);
+        let mut name: Cow<'_, str> = Cow::Borrowed(sample.name);
+        if !opts.metric_relabel.is_empty() {
+            labels.push((Cow::Borrowed("__name__"), name.clone()));
+            if !relabel::apply(opts.metric_relabel, &mut labels) {
+                continue;
+            }
+            let pos = labels.iter().position(|(k, _)| k == "__name__");
+            match pos {
+                Some(p) => name = labels.swap_remove(p).1,
+                None => continue,
+            }
+        }
+        post_relabel += 1;
+        labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // A page may not hold the same series twice.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        labels.hash(&mut h);
+        if !seen.insert(h.finish()) {
+            return Err(PageError::Duplicate {
+                line: *line,
+                series: render_series(&name, &labels),
+            });
+        }
+
+        let (family_name, kind, role, m) = family(&name, &meta);
+        if family_name == "target_info" {
+            if resource_extra.is_empty() {
+                resource_extra = labels
+                    .iter()
+                    .filter(|(k, _)| k != "job" && k != "instance")
+                    .map(|(k, v)| string_kv(k, v))
+                    .collect();
+            }
+            continue;
+        }
+        // Scope from otel_scope_* labels; job and instance live on the resource.
+        let mut scope_name = None;
+        let mut scope_version = "";
+        let mut scope_attrs = Vec::new();
+        let mut attrs = Vec::with_capacity(labels.len());
+        let mut le = None;
+        let mut quantile = None;
+        for (k, v) in &labels {
+            match k.as_ref() {
+                "job" | "instance" => {}
+                "otel_scope_name" => scope_name = Some(v.as_ref()),
+                "otel_scope_version" => scope_version = v,
+                "otel_scope_schema_url" => {}
+                "le" if role == Role::Bucket => le = Some(v.as_ref()),
+                "quantile" if kind == Kind::Summary && role == Role::Value => {
+                    quantile = Some(v.as_ref())
+                }
+                other => match other.strip_prefix("otel_scope_") {
+                    Some(attr) => scope_attrs.push(string_kv(attr, v)),
+                    None => attrs.push(string_kv(other, v)),
+                },
+            }
+        }
+        let scope = match scope_name {
+            None => 0,
+            Some(n) => match scopes
+                .iter()
+                .position(|s| s.name == n && s.version == scope_version)
+            {
+                Some(i) => i,
+                None => {
+                    scopes.push(InstrumentationScope {
+                        name: n.to_string(),
+                        version: scope_version.to_string(),
+                        attributes: std::mem::take(&mut scope_attrs),
+                        ..Default::default()
+                    });
+                    scopes.len() - 1
+                }
+            },
+        };
+        let fi = *family_index
+            .entry((scope, family_name.clone()))
+            .or_insert_with(|| {
+                families.push(Family {
+                    unit: unit_for(&family_name, m.and_then(|m| m.unit)),
+                    help: m.and_then(|m| m.help.as_deref()).unwrap_or("").to_string(),
+                    name: family_name.clone(),
+                    kind,
+                    scope,
+                    points: Vec::new(),
+                    index: HashMap::new(),
+                });
+                families.len() - 1
+            });
+        let fam = &mut families[fi];
+        let hash = series_hash(&scopes[scope], &fam.name, &attrs);
+        let time = match (opts.honor_timestamps, sample.timestamp_ms) {
+            (true, Some(t)) => t,
+            _ => time_ms,
+        };
+        let pi = *fam.index.entry(hash).or_insert_with(|| {
+            fam.points.push(Point {
+                attrs,
+                hash,
+                time_ms: time,
+                value: f64::NAN,
+                created_ms: None,
+                buckets: Vec::new(),
+                sum: None,
+                count: None,
+                quantiles: Vec::new(),
+                exemplars: Vec::new(),
+            });
+            fam.points.len() - 1
+        });
+        let p = &mut fam.points[pi];
+        match role {
+            Role::Value if kind == Kind::Summary => {
+                if let Some(q) = quantile.and_then(super::parse::parse_value) {
+                    p.quantiles.push((q, sample.value));
+                }
+            }
+            Role::Value => p.value = sample.value,
+            Role::Bucket => {
+                if let Some(le) = le.and_then(super::parse::parse_value) {
+                    p.buckets.push((le, sample.value));
+                }
+            }
+            Role::Sum => p.sum = Some(sample.value),
+            Role::Count => p.count = Some(sample.value),
+            Role::Created => {
+                // `_created` is in seconds.
+                p.created_ms = Some((sample.value * 1000.0) as i64);
+            }
+        }
+        if let Some(e) = exemplar_from(sample, time_ms) {
+            p.exemplars.push(e);
+        }
+    }
+    if opts.sample_limit > 0 && post_relabel > opts.sample_limit {
+        return Err(PageError::SampleLimit {
+            samples: post_relabel,
+            limit: opts.sample_limit,
+        });
+    }
+
+    // Pass 3: OTLP, with start times from the tracker.
+    let mut scope_metrics: Vec<ScopeMetrics> = scopes
+        .iter()
+        .map(|s| ScopeMetrics {
+            scope: Some(s.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let mut current = HashSet::with_capacity(families.iter().map(|f| f.points.len()).sum());
+    for f in families {
+        if let Some(metric) = build_metric(f, tracker, &mut current) {
+            let scope = metric.1;
+            scope_metrics[scope].metrics.push(metric.0);
+        }
+    }
+    let series_added = tracker.count_new(&current);
+    let mut resource_attrs = target.resource_attributes();
+    resource_attrs.extend(resource_extra);
+    let mut request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: resource_attrs,
+                ..Default::default()
+            }),
+            scope_metrics,
+            schema_url: String::new(),
+        }],
+    };
+    tracker.add_stale_markers(&mut request, &current, time_ms);
+    request.resource_metrics[0]
+        .scope_metrics
+        .retain(|s| !s.metrics.is_empty());
+    tracker.finish_scrape(current, time_ms);
+    Ok(Translated {
+        request,
+        samples_scraped: samples.len(),
+        samples_post_relabel: post_relabel,
+        series_added,
+    })
+}
+
+fn render_series(name: &str, labels: &LabelSet<'_>) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{name}{{{}}}", inner.join(","))
+}
+
+/// Adds the target's labels to a sample's. Without `honor_labels` the target wins and a
+/// clashing scraped label is kept as `exported_<name>`; with it the page wins.
+fn merge_target_labels<'a>(labels: &mut LabelSet<'a>, target: &'a Target, honor_labels: bool) {
+    for (k, v) in &target.labels {
+        match labels.iter().position(|(lk, _)| lk == k) {
+            None => labels.push((Cow::Borrowed(k), Cow::Borrowed(v))),
+            Some(_) if honor_labels => {}
+            Some(i) => {
+                let exported = format!("exported_{k}");
+                labels[i].0 = Cow::Owned(exported);
+                labels.push((Cow::Borrowed(k), Cow::Borrowed(v)));
+            }
+        }
+    }
+}
+
+fn metadata(kind: Kind) -> Vec<KeyValue> {
+    vec![string_kv("prometheus.type", kind.as_str())]
+}
+
+fn build_metric(
+    f: Family,
+    tracker: &mut Tracker,
+    current: &mut HashSet<u64>,
+) -> Option<(Metric, usize)> {
+    let mut m = Metric {
+        name: f.name.clone(),
+        description: f.help,
+        unit: f.unit,
+        metadata: metadata(f.kind),
+        ..Default::default()
+    };
+    let data = match f.kind {
+        Kind::Counter | Kind::Gauge | Kind::Unknown | Kind::Info | Kind::StateSet => {
+            let cumulative = matches!(f.kind, Kind::Counter | Kind::Info | Kind::StateSet);
+            let mut points = Vec::with_capacity(f.points.len());
+            for p in f.points {
+                if p.value.is_nan() && p.created_ms.is_some() && f.kind == Kind::Counter {
+                    // Only a `_created` line, no value: nothing to report.
+                    continue;
+                }
+                current.insert(p.hash);
+                let start = if f.kind == Kind::Counter {
+                    tracker.start_time(p.hash, p.time_ms, p.value, p.created_ms)
+                } else {
+                    p.time_ms
+                };
+                points.push(NumberDataPoint {
+                    attributes: p.attrs,
+                    start_time_unix_nano: if cumulative { ms_to_ns(start) } else { 0 },
+                    time_unix_nano: ms_to_ns(p.time_ms),
+                    exemplars: p.exemplars,
+                    value: Some(number_data_point::Value::AsDouble(p.value)),
+                    ..Default::default()
+                });
+            }
+            if cumulative {
+                metric::Data::Sum(Sum {
+                    data_points: points,
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    is_monotonic: f.kind == Kind::Counter,
+                })
+            } else {
+                metric::Data::Gauge(Gauge {
+                    data_points: points,
+                })
+            }
+        }
+        Kind::Histogram => {
+            let mut points = Vec::with_capacity(f.points.len());
+            for mut p in f.points {
+                // `_count` is required; without it the point is dropped.
+                let Some(count) = p.count else { continue };
+                current.insert(p.hash);
+                p.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let mut bounds = Vec::with_capacity(p.buckets.len());
+                let mut counts = Vec::with_capacity(p.buckets.len() + 1);
+                let mut below = 0.0;
+                for (le, cumulative) in &p.buckets {
+                    if le.is_infinite() {
+                        continue;
+                    }
+                    bounds.push(*le);
+                    counts.push((cumulative - below).max(0.0) as u64);
+                    below = *cumulative;
+                }
+                counts.push((count - below).max(0.0) as u64);
+                let start = tracker.start_time(p.hash, p.time_ms, count, p.created_ms);
+                points.push(HistogramDataPoint {
+                    attributes: p.attrs,
+                    start_time_unix_nano: ms_to_ns(start),
+                    time_unix_nano: ms_to_ns(p.time_ms),
+                    count: count.max(0.0) as u64,
+                    sum: p.sum,
+                    bucket_counts: counts,
+                    explicit_bounds: bounds,
+                    exemplars: p.exemplars,
+                    ..Default::default()
+                });
+            }
+            metric::Data::Histogram(Histogram {
+                data_points: points,
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            })
+        }
+        Kind::Summary => {
+            let mut points = Vec::with_capacity(f.points.len());
+            for mut p in f.points {
+                let Some(count) = p.count else { continue };
+                current.insert(p.hash);
+                p.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let start = tracker.start_time(p.hash, p.time_ms, count, p.created_ms);
+                points.push(SummaryDataPoint {
+                    attributes: p.attrs,
+                    start_time_unix_nano: ms_to_ns(start),
+                    time_unix_nano: ms_to_ns(p.time_ms),
+                    count: count.max(0.0) as u64,
+                    sum: p.sum.unwrap_or(0.0),
+                    quantile_values: p
+                        .quantiles
+                        .iter()
+                        .map(|&(quantile, value)| ValueAtQuantile { quantile, value })
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+            metric::Data::Summary(Summary {
+                data_points: points,
+            })
+        }
+        // The spec: gauge histograms MUST be dropped.
+        Kind::GaugeHistogram => return None,
+    };
+    m.data = Some(data);
+    Some((m, f.scope))
+}
