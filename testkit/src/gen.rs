@@ -201,3 +201,68 @@ pub fn span_names(request: &ExportTraceServiceRequest) -> Vec<String> {
         .map(|s| s.name.clone())
         .collect()
 }
+
+/// A Prometheus text page of exactly `samples` samples (a multiple of 10,000 works
+/// best): 30% counters, 30% gauges, 27.5% histogram lines (11 per series), 12.5% summary
+/// lines (5 per series), each family with HELP and TYPE and three or four labels.
+pub fn prometheus_page(samples: usize) -> String {
+    use std::fmt::Write as _;
+    let counters = samples * 3 / 10;
+    let gauges = samples * 3 / 10;
+    let histograms = samples * 275 / 1000 / 11;
+    let summaries = (samples - counters - gauges - histograms * 11) / 5;
+    let mut p = String::with_capacity(samples * 90);
+    p.push_str("# HELP http_requests_total Requests served.\n# TYPE http_requests_total counter\n");
+    for i in 0..counters {
+        let _ = writeln!(
+            p,
+            "http_requests_total{{method=\"GET\",route=\"/api/v1/items/{}\",code=\"{}\"}} {}",
+            i / 3,
+            [200, 404, 500][i % 3],
+            i * 7
+        );
+    }
+    p.push_str("# HELP queue_depth Items waiting.\n# TYPE queue_depth gauge\n");
+    for i in 0..gauges {
+        let _ = writeln!(
+            p,
+            "queue_depth{{queue=\"q{i}\",shard=\"{}\",zone=\"eu-west-1a\"}} {}.5",
+            i % 16,
+            i % 100
+        );
+    }
+    p.push_str(
+        "# HELP request_duration_seconds Latency.\n# TYPE request_duration_seconds histogram\n",
+    );
+    for i in 0..histograms {
+        let mut cumulative = 0;
+        for le in [
+            "0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "10", "+Inf",
+        ] {
+            cumulative += i % 7 + 1;
+            let _ = writeln!(p, "request_duration_seconds_bucket{{route=\"/r{i}\",method=\"GET\",le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            p,
+            "request_duration_seconds_sum{{route=\"/r{i}\",method=\"GET\"}} {}.25",
+            i
+        );
+        let _ = writeln!(
+            p,
+            "request_duration_seconds_count{{route=\"/r{i}\",method=\"GET\"}} {cumulative}"
+        );
+    }
+    p.push_str("# HELP rpc_seconds RPC latency.\n# TYPE rpc_seconds summary\n");
+    for i in 0..summaries {
+        for q in ["0.5", "0.9", "0.99"] {
+            let _ = writeln!(
+                p,
+                "rpc_seconds{{service=\"s{i}\",quantile=\"{q}\"}} 0.{}",
+                i % 10
+            );
+        }
+        let _ = writeln!(p, "rpc_seconds_sum{{service=\"s{i}\"}} {i}.5");
+        let _ = writeln!(p, "rpc_seconds_count{{service=\"s{i}\"}} {}", i + 10);
+    }
+    p
+}

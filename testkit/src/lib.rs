@@ -5,8 +5,10 @@
 //! - [`gen`]: OTLP traces, metrics and logs with predictable names and ids.
 //! - [`sink`]: an OTLP backend over gRPC and HTTP that records what it receives and can
 //!   be told to fail.
+//! - [`target`]: a scrape target serving a page the test controls.
 //! - [`harness`]: run a processor between two queues and collect its output.
 
 pub mod gen;
 pub mod harness;
 pub mod sink;
+pub mod target;

@@ -321,7 +321,7 @@ fn exemplar_from(sample: &Sample<'_>, time_ms: i64) -> Option<Exemplar> {
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

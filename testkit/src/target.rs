@@ -1,0 +1,100 @@
+//! A fake scrape target: serves whatever page the test sets at `/metrics`, in the
+//! Prometheus text format or OpenMetrics, and counts the scrapes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use sidekick_collector::pipe::{stop_pair, StopTrigger};
+
+#[derive(Clone)]
+struct Page {
+    status: u16,
+    content_type: String,
+    body: String,
+    delay: Duration,
+}
+
+pub struct ScrapeTarget {
+    pub address: SocketAddr,
+    page: Arc<Mutex<Page>>,
+    scrapes: Arc<AtomicUsize>,
+    _stop: StopTrigger,
+}
+
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl ScrapeTarget {
+    pub async fn start() -> ScrapeTarget {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind target");
+        let address = listener.local_addr().expect("target address");
+        let page = Arc::new(Mutex::new(Page {
+            status: 200,
+            content_type: PROMETHEUS_TEXT.into(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }));
+        let scrapes = Arc::new(AtomicUsize::new(0));
+        let (trigger, stop) = stop_pair();
+        let (p, n) = (Arc::clone(&page), Arc::clone(&scrapes));
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let page = p.lock().unwrap().clone();
+            let n = Arc::clone(&n);
+            async move {
+                if !page.delay.is_zero() {
+                    tokio::time::sleep(page.delay).await;
+                }
+                n.fetch_add(1, Ordering::SeqCst);
+                let mut r = Response::new(Full::new(Bytes::from(page.body)));
+                *r.status_mut() = StatusCode::from_u16(page.status).unwrap_or(StatusCode::OK);
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    page.content_type.parse().unwrap(),
+                );
+                let _ = req;
+                Ok::<_, Infallible>(r)
+            }
+        });
+        tokio::spawn(sidekick_collector::http::serve(listener, service, stop));
+        ScrapeTarget {
+            address,
+            page,
+            scrapes,
+            _stop: trigger,
+        }
+    }
+
+    /// Serves `body` with `content_type` from now on.
+    pub fn set_page(&self, content_type: &str, body: &str) {
+        let mut p = self.page.lock().unwrap();
+        p.status = 200;
+        p.content_type = content_type.into();
+        p.body = body.into();
+    }
+
+    /// Answers with `status` (and an HTML body) from now on.
+    pub fn set_status(&self, status: u16) {
+        let mut p = self.page.lock().unwrap();
+        p.status = status;
+        p.content_type = "text/html".into();
+        p.body = "<html><body>Internal Server Error</body></html>".into();
+    }
+
+    /// Waits this long before answering, from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.page.lock().unwrap().delay = delay;
+    }
+
+    pub fn scrapes(&self) -> usize {
+        self.scrapes.load(Ordering::SeqCst)
+    }
+}
