@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::parse::Format;
 use super::relabel::{self, LabelSet, Rule};
-use super::series::{Tracker, ENTRY_BYTES};
+use super::series::Tracker;
 use super::translate::{self, string_kv, Options, Target};
 use super::{parse_size, timing, Global, ScrapeConfig, MAX_BODY};
 
@@ -286,6 +286,23 @@ pub enum ScrapeError {
     Page(#[from] translate::PageError),
 }
 
+impl ScrapeError {
+    /// A short label for the failure counter.
+    fn reason(&self) -> &'static str {
+        match self {
+            ScrapeError::Timeout(_) => "timeout",
+            ScrapeError::Http(_) => "connection",
+            ScrapeError::Status(_) => "http_status",
+            ScrapeError::TooLarge(_) => "body_size_limit",
+            ScrapeError::NotUtf8 | ScrapeError::Page(translate::PageError::Parse(_)) => {
+                "malformed_page"
+            }
+            ScrapeError::Page(translate::PageError::SampleLimit { .. }) => "sample_limit",
+            ScrapeError::Page(_) => "invalid_series",
+        }
+    }
+}
+
 impl ScrapeTarget {
     async fn fetch(&self) -> Result<(String, Format), ScrapeError> {
         let mut req = self
@@ -376,7 +393,7 @@ impl ScrapeTarget {
                 _ = stop.wait() => return,
             }
             let batch = self
-                .scrape_once(&mut tracker, &mut failing_since_log, &tracked)
+                .scrape_once(&mut tracker, &mut failing_since_log, &tracked, &counters)
                 .await;
             let n = batch.len() as u64;
             let wait = self.interval / 2;
@@ -398,6 +415,7 @@ impl ScrapeTarget {
         tracker: &mut Tracker,
         failing: &mut Option<Instant>,
         tracked: &GaugeMetric,
+        counters: &Counters,
     ) -> Metrics {
         let started = Instant::now();
         let time_ms = now_ms();
@@ -430,6 +448,19 @@ impl ScrapeTarget {
                 )
             }
             Err(e) => {
+                counters
+                    .telemetry
+                    .counter(
+                        "sidekick_scrape_failures",
+                        "Scrapes that failed (the target counted as down), by reason.",
+                        &[
+                            ("receiver", &counters.receiver),
+                            ("job", &self.target.job),
+                            ("instance", &self.target.instance),
+                            ("reason", e.reason()),
+                        ],
+                    )
+                    .add(1);
                 let log = match failing {
                     None => true,
                     Some(last) => last.elapsed() >= LOG_EVERY,
@@ -503,8 +534,7 @@ impl ScrapeTarget {
                 ..Default::default()
             });
         }
-        tracked.set((tracker.tracked()) as i64);
-        let _ = ENTRY_BYTES;
+        tracked.set(tracker.tracked() as i64);
         let batch = Metrics::from_request(request);
         tracker.remember_output(batch.clone());
         batch
