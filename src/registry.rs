@@ -3,7 +3,9 @@
 
 use sidekick_collector::admin::HealthCheckConfig;
 use sidekick_collector::component::Registry;
-use sidekick_exporters::{debug, otlp, otlp_http};
+use sidekick_exporters::{
+    debug, otlp, otlp_http, prometheus as prometheus_exporter, prometheus_remote_write,
+};
 use sidekick_processors::batch;
 use sidekick_receivers::otlp as otlp_receiver;
 use sidekick_receivers::prometheus;
@@ -19,5 +21,7 @@ pub fn registry() -> Registry {
         .exporter::<otlp_http::Config>("otlphttp")
         .exporter::<otlp_http::Config>("otlp_http")
         .exporter::<debug::Config>("debug")
+        .exporter::<prometheus_exporter::Config>("prometheus")
+        .exporter::<prometheus_remote_write::Config>("prometheusremotewrite")
         .extension::<HealthCheckConfig>("health_check")
 }

@@ -113,12 +113,14 @@ pub trait Processor<S: crate::payload::Signal>: Send {
 }
 
 /// An exporter instance: one sender per signal it serves (they usually share one client),
-/// driven by the exporter helper's queue and retry loop.
+/// driven by the exporter helper's queue and retry loop, and optionally a server that
+/// runs beside it until the very end of shutdown (the `prometheus` scrape endpoint).
 #[derive(Default)]
 pub struct ExporterParts {
     pub traces: Option<Arc<dyn Export<TracesSignal>>>,
     pub metrics: Option<Arc<dyn Export<MetricsSignal>>>,
     pub logs: Option<Arc<dyn Export<LogsSignal>>>,
+    pub server: Option<Box<dyn Extension>>,
 }
 
 impl ExporterParts {
@@ -131,6 +133,7 @@ impl ExporterParts {
             traces: Some(exporter.clone()),
             metrics: Some(exporter.clone()),
             logs: Some(exporter),
+            server: None,
         }
     }
 }
@@ -144,6 +147,11 @@ pub trait ExporterConfig: DeserializeOwned + Send + 'static {
 
     /// Queue, retry and timeout settings for the exporter helper.
     fn export_settings(&self) -> ExportSettings;
+
+    /// Addresses a server of this exporter will listen on.
+    fn listen_addresses(&self) -> Vec<Listen> {
+        Vec::new()
+    }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError>;
 }
@@ -193,12 +201,17 @@ impl<C: ProcessorConfig> LoadedProcessor for C {
 
 pub trait LoadedExporter: Send {
     fn export_settings(&self) -> ExportSettings;
+    fn listen_addresses(&self) -> Vec<Listen>;
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ExporterParts, BuildError>;
 }
 
 impl<C: ExporterConfig> LoadedExporter for C {
     fn export_settings(&self) -> ExportSettings {
         ExporterConfig::export_settings(self)
+    }
+
+    fn listen_addresses(&self) -> Vec<Listen> {
+        ExporterConfig::listen_addresses(self)
     }
 
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {

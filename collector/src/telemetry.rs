@@ -24,7 +24,17 @@ enum Source {
 
 struct Series {
     labels: String,
+    pairs: Vec<(String, String)>,
     source: Source,
+}
+
+/// One self-metric family's current values, for exporters that render them themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilySnapshot {
+    pub name: String,
+    pub help: &'static str,
+    pub counter: bool,
+    pub series: Vec<(Vec<(String, String)>, f64)>,
 }
 
 struct Family {
@@ -129,6 +139,10 @@ impl Telemetry {
             .unwrap_or_else(|p| p.into_inner());
         let series = Series {
             labels: render_labels(labels),
+            pairs: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             source,
         };
         match families.iter_mut().find(|f| f.name == name) {
@@ -221,6 +235,28 @@ impl Telemetry {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
+    /// Every family's current values.
+    pub fn snapshot(&self) -> Vec<FamilySnapshot> {
+        let families = self
+            .inner
+            .families
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        families
+            .iter()
+            .map(|f| FamilySnapshot {
+                name: f.name.clone(),
+                help: f.help,
+                counter: f.kind == Kind::Counter,
+                series: f
+                    .series
+                    .iter()
+                    .map(|s| (s.pairs.clone(), read(&s.source)))
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let families = self
@@ -237,11 +273,7 @@ impl Telemetry {
             let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
             let _ = writeln!(out, "# TYPE {} {kind}", f.name);
             for s in &f.series {
-                let value = match &s.source {
-                    Source::Count(c) => c.load(Ordering::Relaxed) as f64,
-                    Source::Level(g) => g.load(Ordering::Relaxed) as f64,
-                    Source::Func(func) => func(),
-                };
+                let value = read(&s.source);
                 if s.labels.is_empty() {
                     let _ = writeln!(out, "{} {}", f.name, value);
                 } else {
@@ -272,6 +304,14 @@ impl Telemetry {
             &[],
             || process_cpu_seconds().unwrap_or(0.0),
         );
+    }
+}
+
+fn read(source: &Source) -> f64 {
+    match source {
+        Source::Count(c) => c.load(Ordering::Relaxed) as f64,
+        Source::Level(g) => g.load(Ordering::Relaxed) as f64,
+        Source::Func(func) => func(),
     }
 }
 

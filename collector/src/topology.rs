@@ -342,6 +342,9 @@ impl Plan {
         for x in &self.extensions {
             add(&doc.extensions, &x.id, x.loaded.listen_addresses());
         }
+        for e in &self.exporters {
+            add(&doc.exporters, &e.id, e.loaded.listen_addresses());
+        }
         listens.push((
             "service.telemetry.metrics".into(),
             None,
@@ -406,10 +409,13 @@ impl Plan {
                 telemetry: &telemetry,
                 signals: &signals,
             };
-            let parts = e
+            let mut parts = e
                 .loaded
                 .build(&ctx)
                 .map_err(|err| BuildError::new(format!("exporters.{}: {err}", e.id)))?;
+            if let Some(server) = parts.server.take() {
+                svc.extensions.push(server);
+            }
             let mut senders = Senders::default();
             let name = e.id.to_string();
             for s in &signals {

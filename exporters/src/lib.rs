@@ -11,4 +11,7 @@ pub mod debug;
 pub mod otlp;
 pub mod otlp_http;
 pub mod partial;
+pub mod prom;
+pub mod prometheus;
+pub mod prometheus_remote_write;
 pub mod tls;

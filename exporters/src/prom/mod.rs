@@ -1,0 +1,655 @@
+//! OTLP metrics → Prometheus series: the one translation both the `prometheusremotewrite`
+//! exporter and the `prometheus` scrape endpoint use, so the two never disagree.
+//!
+//! Per the OpenTelemetry "Prometheus and OpenMetrics Compatibility" rules: names and label
+//! keys sanitised to `[a-zA-Z_:][a-zA-Z0-9_:]*`; the unit as a word suffix (`s` →
+//! `_seconds`) and `_total` for monotonic cumulative sums (unless
+//! `translation_strategy: UnderscoreEscapingWithoutSuffixes`); non-monotonic sums as
+//! gauges; histograms as cumulative `_bucket{le}` (with `+Inf`), `_sum`, `_count`;
+//! summaries with `quantile`; `job` from `service.namespace/service.name` and `instance`
+//! from `service.instance.id`; the other resource attributes on one `target_info` per
+//! job/instance; `otel_scope_name`/`otel_scope_version` labels; `NoRecordedValue` → the
+//! Prometheus stale NaN. Delta sums and histograms are accumulated into cumulative ones
+//! (see [`Accumulator`]); exponential histograms are not translated (counted as dropped).
+
+mod names;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Metric,
+};
+use serde::Deserialize;
+
+pub use names::{label_name, metric_name, unit_word};
+
+/// The bit pattern Prometheus uses to mark a series stale.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN)
+}
+
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN
+}
+
+/// `translation_strategy`, as the OpenTelemetry Collector's exporters name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum TranslationStrategy {
+    /// `foo.bar` in seconds, a counter → `foo_bar_seconds_total`.
+    #[default]
+    UnderscoreEscapingWithSuffixes,
+    /// → `foo_bar`.
+    UnderscoreEscapingWithoutSuffixes,
+}
+
+/// `resource_to_telemetry_conversion`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceToTelemetry {
+    /// Copy every resource attribute onto every series as a label.
+    pub enabled: bool,
+}
+
+/// How to name and label series.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub strategy: TranslationStrategy,
+    /// Prefix for every metric name (`<namespace>_<name>`).
+    pub namespace: String,
+    pub resource_to_telemetry: bool,
+    /// Added to every series unless it already has the label.
+    pub extra_labels: Vec<(String, String)>,
+    /// Emit `target_info` (default true).
+    pub target_info: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
+        }
+    }
+}
+
+/// A metric family: what a `# TYPE` / `# HELP` / `# UNIT` block describes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    /// The family name; for counters it ends in `_total`, like the series.
+    pub name: String,
+    pub kind: Kind,
+    pub help: String,
+    /// The unit word (`seconds`), empty if none.
+    pub unit: String,
+}
+
+/// An exemplar as Prometheus carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    pub timestamp_ms: i64,
+}
+
+/// One sample of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Index into [`Translation::families`].
+    pub family: usize,
+    /// The series name (family name plus `_bucket`, `_sum`, `_count` where it applies).
+    pub name: String,
+    /// Labels without `__name__`, sorted by name.
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    pub timestamp_ms: i64,
+    pub exemplar: Option<Exemplar>,
+}
+
+impl Series {
+    /// A stable identity for the series (name and labels).
+    pub fn key(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.name.hash(&mut h);
+        self.labels.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// The result of translating one request.
+#[derive(Debug, Default)]
+pub struct Translation {
+    pub families: Vec<Family>,
+    pub series: Vec<Series>,
+    /// OTLP data points that could not be translated, with the reason.
+    pub dropped: Vec<(usize, &'static str)>,
+}
+
+impl Translation {
+    fn family(&mut self, index: &mut HashMap<(String, Kind), usize>, f: Family) -> usize {
+        *index.entry((f.name.clone(), f.kind)).or_insert_with(|| {
+            self.families.push(f);
+            self.families.len() - 1
+        })
+    }
+
+    pub fn dropped_points(&self) -> usize {
+        self.dropped.iter().map(|(n, _)| n).sum()
+    }
+}
+
+fn string_value(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a KeyValue> {
+    attrs.iter().find(|kv| kv.key == key)
+}
+
+/// Sanitised labels from attributes; keys that collide after sanitising get their values
+/// joined with `;` in the order of the original keys.
+fn labels_from(attrs: &[KeyValue], out: &mut Vec<(String, String)>) {
+    let mut sorted: Vec<&KeyValue> = attrs.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    for kv in sorted {
+        let name = label_name(&kv.key);
+        let value = string_value(&kv.value);
+        match out.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => {
+                v.push(';');
+                v.push_str(&value);
+            }
+            None => out.push((name, value)),
+        }
+    }
+}
+
+/// `job` and `instance` for a resource.
+pub fn job_instance(resource: &[KeyValue]) -> (Option<String>, Option<String>) {
+    let name = attr(resource, "service.name").map(|kv| string_value(&kv.value));
+    let ns = attr(resource, "service.namespace").map(|kv| string_value(&kv.value));
+    let job = match (ns, name) {
+        (Some(ns), Some(n)) if !ns.is_empty() => Some(format!("{ns}/{n}")),
+        (_, n) => n,
+    };
+    let instance = attr(resource, "service.instance.id").map(|kv| string_value(&kv.value));
+    (job, instance)
+}
+
+fn ms(nanos: u64) -> i64 {
+    (nanos / 1_000_000) as i64
+}
+
+fn format_bound(b: f64) -> String {
+    if b.is_infinite() {
+        if b > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{b}")
+    }
+}
+
+/// Delta sums and histograms turned into cumulative ones: each delta is added to the
+/// series' running total. The state lives as long as the exporter; series not updated
+/// for an hour are forgotten.
+#[derive(Default)]
+pub struct Accumulator {
+    sums: HashMap<u64, (f64, i64)>,
+    histograms: HashMap<u64, (Vec<u64>, f64, u64, i64)>,
+}
+
+const ACCUMULATOR_TTL_MS: i64 = 3_600_000;
+
+impl Accumulator {
+    fn key(name: &str, attrs: &[KeyValue], resource: &[KeyValue]) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        for kv in resource.iter().chain(attrs) {
+            kv.key.hash(&mut h);
+            string_value(&kv.value).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn add_sum(&mut self, key: u64, delta: f64, now_ms: i64) -> f64 {
+        let e = self.sums.entry(key).or_insert((0.0, now_ms));
+        e.0 += delta;
+        e.1 = now_ms;
+        e.0
+    }
+
+    fn add_histogram(
+        &mut self,
+        key: u64,
+        counts: &[u64],
+        sum: f64,
+        count: u64,
+        now_ms: i64,
+    ) -> (Vec<u64>, f64, u64) {
+        let e = self
+            .histograms
+            .entry(key)
+            .or_insert_with(|| (vec![0; counts.len()], 0.0, 0, now_ms));
+        if e.0.len() != counts.len() {
+            // The buckets changed: start over.
+            *e = (vec![0; counts.len()], 0.0, 0, now_ms);
+        }
+        e.0.iter_mut().zip(counts).for_each(|(a, b)| *a += b);
+        e.1 += sum;
+        e.2 += count;
+        e.3 = now_ms;
+        (e.0.clone(), e.1, e.2)
+    }
+
+    fn expire(&mut self, now_ms: i64) {
+        self.sums
+            .retain(|_, (_, t)| now_ms - *t < ACCUMULATOR_TTL_MS);
+        self.histograms
+            .retain(|_, e| now_ms - e.3 < ACCUMULATOR_TTL_MS);
+    }
+
+    pub fn len(&self) -> usize {
+        self.sums.len() + self.histograms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct Ctx<'a> {
+    settings: &'a Settings,
+    base_labels: Vec<(String, String)>,
+    resource: &'a [KeyValue],
+}
+
+impl Ctx<'_> {
+    /// A series' labels: its attributes, then job/instance/scope, then the extra labels
+    /// (which never override).
+    fn labels(&self, attrs: &[KeyValue], extra: Option<(&str, String)>) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(attrs.len() + self.base_labels.len() + 1);
+        labels_from(attrs, &mut out);
+        for (k, v) in &self.base_labels {
+            if !out.iter().any(|(ok, _)| ok == k) {
+                out.push((k.clone(), v.clone()));
+            }
+        }
+        if let Some((k, v)) = extra {
+            out.retain(|(ok, _)| ok != k);
+            out.push((k.to_string(), v));
+        }
+        for (k, v) in &self.settings.extra_labels {
+            if !out.iter().any(|(ok, _)| ok == k) {
+                out.push((k.clone(), v.clone()));
+            }
+        }
+        out.retain(|(_, v)| !v.is_empty());
+        out.sort();
+        out
+    }
+}
+
+/// Translates a request into series. `now_ms` stamps points without a time and drives
+/// the accumulator's expiry.
+pub fn translate(
+    request: &ExportMetricsServiceRequest,
+    settings: &Settings,
+    acc: &mut Accumulator,
+    now_ms: i64,
+) -> Translation {
+    let mut t = Translation::default();
+    let mut index = HashMap::new();
+    let mut target_infos: Vec<(Option<String>, Option<String>)> = Vec::new();
+    for rm in &request.resource_metrics {
+        let resource: &[KeyValue] = rm
+            .resource
+            .as_ref()
+            .map(|r| &r.attributes[..])
+            .unwrap_or(&[]);
+        let (job, instance) = job_instance(resource);
+        let mut base = Vec::new();
+        if settings.resource_to_telemetry {
+            labels_from(resource, &mut base);
+        }
+        base.retain(|(k, _)| k != "job" && k != "instance");
+        if let Some(j) = &job {
+            base.push(("job".into(), j.clone()));
+        }
+        if let Some(i) = &instance {
+            base.push(("instance".into(), i.clone()));
+        }
+        // One target_info per job/instance, with the resource's other attributes.
+        let info_attrs: Vec<KeyValue> = resource
+            .iter()
+            .filter(|kv| {
+                !matches!(
+                    kv.key.as_str(),
+                    "service.name" | "service.namespace" | "service.instance.id"
+                )
+            })
+            .cloned()
+            .collect();
+        let mut latest_ms = 0;
+        for sm in &rm.scope_metrics {
+            let mut ctx = Ctx {
+                settings,
+                base_labels: base.clone(),
+                resource,
+            };
+            if let Some(scope) = sm.scope.as_ref().filter(|s| !s.name.is_empty()) {
+                ctx.base_labels
+                    .push(("otel_scope_name".into(), scope.name.clone()));
+                if !scope.version.is_empty() {
+                    ctx.base_labels
+                        .push(("otel_scope_version".into(), scope.version.clone()));
+                }
+            }
+            for m in &sm.metrics {
+                latest_ms =
+                    latest_ms.max(translate_metric(m, &ctx, &mut t, &mut index, acc, now_ms));
+            }
+        }
+        let key = (job.clone(), instance.clone());
+        if settings.target_info
+            && !info_attrs.is_empty()
+            && (job.is_some() || instance.is_some())
+            && !target_infos.contains(&key)
+        {
+            target_infos.push(key);
+            let family = t.family(
+                &mut index,
+                Family {
+                    name: metric_name(
+                        "target_info",
+                        "",
+                        Kind::Gauge,
+                        &Settings {
+                            namespace: String::new(),
+                            ..settings.clone()
+                        },
+                    ),
+                    kind: Kind::Gauge,
+                    help: "Target metadata".into(),
+                    unit: String::new(),
+                },
+            );
+            let ctx = Ctx {
+                settings,
+                base_labels: base
+                    .iter()
+                    .filter(|(k, _)| k == "job" || k == "instance")
+                    .cloned()
+                    .collect(),
+                resource,
+            };
+            t.series.push(Series {
+                family,
+                name: t.families[family].name.clone(),
+                labels: ctx.labels(&info_attrs, None),
+                value: 1.0,
+                timestamp_ms: if latest_ms > 0 { latest_ms } else { now_ms },
+                exemplar: None,
+            });
+        }
+    }
+    acc.expire(now_ms);
+    t
+}
+
+fn exemplar(e: &opentelemetry_proto::tonic::metrics::v1::Exemplar) -> Exemplar {
+    let mut labels = Vec::new();
+    if e.trace_id.len() == 16 {
+        labels.push((
+            "trace_id".into(),
+            e.trace_id.iter().map(|b| format!("{b:02x}")).collect(),
+        ));
+    }
+    if e.span_id.len() == 8 {
+        labels.push((
+            "span_id".into(),
+            e.span_id.iter().map(|b| format!("{b:02x}")).collect(),
+        ));
+    }
+    labels_from(&e.filtered_attributes, &mut labels);
+    let value = match e.value {
+        Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(d)) => d,
+        Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsInt(i)) => i as f64,
+        None => 0.0,
+    };
+    Exemplar {
+        labels,
+        value,
+        timestamp_ms: ms(e.time_unix_nano),
+    }
+}
+
+/// Translates one metric; returns the latest point time seen (ms).
+fn translate_metric(
+    m: &Metric,
+    ctx: &Ctx<'_>,
+    t: &mut Translation,
+    index: &mut HashMap<(String, Kind), usize>,
+    acc: &mut Accumulator,
+    now_ms: i64,
+) -> i64 {
+    let settings = ctx.settings;
+    let mut latest = 0;
+    let time = |nanos: u64| if nanos == 0 { now_ms } else { ms(nanos) };
+    let stale = |flags: u32| flags & 1 != 0;
+    match &m.data {
+        Some(metric::Data::Gauge(_)) | Some(metric::Data::Sum(_)) => {
+            let (points, kind, delta) = match &m.data {
+                Some(metric::Data::Gauge(g)) => (&g.data_points, Kind::Gauge, false),
+                Some(metric::Data::Sum(s)) => {
+                    let delta = s.aggregation_temporality == AggregationTemporality::Delta as i32;
+                    if s.is_monotonic {
+                        (&s.data_points, Kind::Counter, delta)
+                    } else {
+                        (&s.data_points, Kind::Gauge, delta)
+                    }
+                }
+                _ => unreachable!("matched above"),
+            };
+            let name = metric_name(&m.name, &m.unit, kind, settings);
+            let family = t.family(
+                index,
+                Family {
+                    name: name.clone(),
+                    kind,
+                    help: m.description.clone(),
+                    unit: unit_suffix_for(&m.unit, kind, settings),
+                },
+            );
+            for p in points {
+                let mut value = match p.value {
+                    Some(number_data_point::Value::AsDouble(d)) => d,
+                    Some(number_data_point::Value::AsInt(i)) => i as f64,
+                    None => f64::NAN,
+                };
+                let ts = time(p.time_unix_nano);
+                latest = latest.max(ts);
+                if stale(p.flags) {
+                    value = stale_nan();
+                } else if delta {
+                    value = acc.add_sum(
+                        Accumulator::key(&name, &p.attributes, ctx.resource),
+                        value,
+                        now_ms,
+                    );
+                }
+                t.series.push(Series {
+                    family,
+                    name: name.clone(),
+                    labels: ctx.labels(&p.attributes, None),
+                    value,
+                    timestamp_ms: ts,
+                    exemplar: p.exemplars.last().map(exemplar),
+                });
+            }
+        }
+        Some(metric::Data::Histogram(h)) => {
+            let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
+            let name = metric_name(&m.name, &m.unit, Kind::Histogram, settings);
+            let family = t.family(
+                index,
+                Family {
+                    name: name.clone(),
+                    kind: Kind::Histogram,
+                    help: m.description.clone(),
+                    unit: unit_suffix_for(&m.unit, Kind::Histogram, settings),
+                },
+            );
+            for p in &h.data_points {
+                let ts = time(p.time_unix_nano);
+                latest = latest.max(ts);
+                let is_stale = stale(p.flags);
+                let (counts, sum, count) = if delta && !is_stale {
+                    acc.add_histogram(
+                        Accumulator::key(&name, &p.attributes, ctx.resource),
+                        &p.bucket_counts,
+                        p.sum.unwrap_or(0.0),
+                        p.count,
+                        now_ms,
+                    )
+                } else {
+                    (p.bucket_counts.clone(), p.sum.unwrap_or(0.0), p.count)
+                };
+                let v = |x: f64| if is_stale { stale_nan() } else { x };
+                let mut cumulative = 0u64;
+                for (i, bound) in p.explicit_bounds.iter().enumerate() {
+                    cumulative += counts.get(i).copied().unwrap_or(0);
+                    let ex = p
+                        .exemplars
+                        .iter()
+                        .filter(|e| {
+                            let ev = exemplar(e).value;
+                            ev <= *bound && (i == 0 || ev > p.explicit_bounds[i - 1])
+                        })
+                        .last()
+                        .map(exemplar);
+                    t.series.push(Series {
+                        family,
+                        name: format!("{name}_bucket"),
+                        labels: ctx.labels(&p.attributes, Some(("le", format_bound(*bound)))),
+                        value: v(cumulative as f64),
+                        timestamp_ms: ts,
+                        exemplar: ex,
+                    });
+                }
+                t.series.push(Series {
+                    family,
+                    name: format!("{name}_bucket"),
+                    labels: ctx.labels(&p.attributes, Some(("le", "+Inf".into()))),
+                    value: v(count as f64),
+                    timestamp_ms: ts,
+                    exemplar: None,
+                });
+                if p.sum.is_some() || delta {
+                    t.series.push(Series {
+                        family,
+                        name: format!("{name}_sum"),
+                        labels: ctx.labels(&p.attributes, None),
+                        value: v(sum),
+                        timestamp_ms: ts,
+                        exemplar: None,
+                    });
+                }
+                t.series.push(Series {
+                    family,
+                    name: format!("{name}_count"),
+                    labels: ctx.labels(&p.attributes, None),
+                    value: v(count as f64),
+                    timestamp_ms: ts,
+                    exemplar: None,
+                });
+            }
+        }
+        Some(metric::Data::Summary(s)) => {
+            let name = metric_name(&m.name, &m.unit, Kind::Summary, settings);
+            let family = t.family(
+                index,
+                Family {
+                    name: name.clone(),
+                    kind: Kind::Summary,
+                    help: m.description.clone(),
+                    unit: unit_suffix_for(&m.unit, Kind::Summary, settings),
+                },
+            );
+            for p in &s.data_points {
+                let ts = time(p.time_unix_nano);
+                latest = latest.max(ts);
+                let v = |x: f64| if stale(p.flags) { stale_nan() } else { x };
+                for q in &p.quantile_values {
+                    t.series.push(Series {
+                        family,
+                        name: name.clone(),
+                        labels: ctx
+                            .labels(&p.attributes, Some(("quantile", format_bound(q.quantile)))),
+                        value: v(q.value),
+                        timestamp_ms: ts,
+                        exemplar: None,
+                    });
+                }
+                t.series.push(Series {
+                    family,
+                    name: format!("{name}_sum"),
+                    labels: ctx.labels(&p.attributes, None),
+                    value: v(p.sum),
+                    timestamp_ms: ts,
+                    exemplar: None,
+                });
+                t.series.push(Series {
+                    family,
+                    name: format!("{name}_count"),
+                    labels: ctx.labels(&p.attributes, None),
+                    value: v(p.count as f64),
+                    timestamp_ms: ts,
+                    exemplar: None,
+                });
+            }
+        }
+        Some(metric::Data::ExponentialHistogram(h)) => {
+            t.dropped.push((
+                h.data_points.len(),
+                "exponential histograms are not translated",
+            ));
+        }
+        None => {}
+    }
+    latest
+}
+
+fn unit_suffix_for(unit: &str, kind: Kind, settings: &Settings) -> String {
+    match settings.strategy {
+        TranslationStrategy::UnderscoreEscapingWithSuffixes => unit_word(unit, kind),
+        TranslationStrategy::UnderscoreEscapingWithoutSuffixes => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

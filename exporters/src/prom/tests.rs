@@ -1,0 +1,379 @@
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, number_data_point, summary_data_point::ValueAtQuantile, Exemplar as OtlpExemplar,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use super::*;
+
+const T: u64 = 1_700_000_000_000_000_000;
+const T_MS: i64 = 1_700_000_000_000;
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn number(v: f64, attrs: Vec<KeyValue>) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: attrs,
+        time_unix_nano: T,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    }
+}
+
+fn request(metrics: Vec<Metric>, resource: Vec<KeyValue>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "my.lib".into(),
+                    version: "1.2".into(),
+                    ..Default::default()
+                }),
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn service() -> Vec<KeyValue> {
+    vec![
+        kv("service.name", "checkout"),
+        kv("service.namespace", "shop"),
+        kv("service.instance.id", "pod-1"),
+        kv("k8s.pod.name", "checkout-7d9f-abc"),
+    ]
+}
+
+fn settings() -> Settings {
+    Settings {
+        target_info: true,
+        ..Settings::default()
+    }
+}
+
+fn run(req: &ExportMetricsServiceRequest, s: &Settings) -> Translation {
+    translate(req, s, &mut Accumulator::default(), T_MS + 5)
+}
+
+/// `name{labels} value` lines, sorted, for compact assertions.
+fn lines(t: &Translation) -> Vec<String> {
+    let mut out: Vec<String> = t
+        .series
+        .iter()
+        .map(|s| {
+            let labels: Vec<String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            let v = if is_stale_nan(s.value) {
+                "StaleNaN".to_string()
+            } else {
+                format!("{}", s.value)
+            };
+            format!("{}{{{}}} {v}", s.name, labels.join(","))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+const BASE: &str = "instance=\"pod-1\",job=\"shop/checkout\",otel_scope_name=\"my.lib\",otel_scope_version=\"1.2\"";
+
+#[test]
+fn gauges_and_sums() {
+    let req = request(
+        vec![
+            Metric {
+                name: "http.server.active_requests".into(),
+                unit: "{request}".into(),
+                description: "In flight.".into(),
+                data: Some(Data::Gauge(Gauge {
+                    data_points: vec![number(3.0, vec![kv("http.method", "GET")])],
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "http.server.requests".into(),
+                data: Some(Data::Sum(Sum {
+                    data_points: vec![number(7.0, vec![])],
+                    aggregation_temporality: 2,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "queue.size".into(),
+                unit: "By".into(),
+                data: Some(Data::Sum(Sum {
+                    data_points: vec![number(-2.0, vec![])],
+                    aggregation_temporality: 2,
+                    is_monotonic: false,
+                })),
+                ..Default::default()
+            },
+        ],
+        service(),
+    );
+    let t = run(&req, &settings());
+    assert_eq!(
+        lines(&t),
+        vec![
+            format!("http_server_active_requests{{http_method=\"GET\",{BASE}}} 3"),
+            format!("http_server_requests_total{{{BASE}}} 7"),
+            format!("queue_size_bytes{{{BASE}}} -2"),
+            "target_info{instance=\"pod-1\",job=\"shop/checkout\",k8s_pod_name=\"checkout-7d9f-abc\"} 1".to_string(),
+        ]
+    );
+    let kinds: Vec<(String, Kind, String)> = t
+        .families
+        .iter()
+        .map(|f| (f.name.clone(), f.kind, f.unit.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (
+                "http_server_active_requests".into(),
+                Kind::Gauge,
+                String::new()
+            ),
+            (
+                "http_server_requests_total".into(),
+                Kind::Counter,
+                String::new()
+            ),
+            ("queue_size_bytes".into(), Kind::Gauge, "bytes".into()),
+            ("target_info".into(), Kind::Gauge, String::new()),
+        ]
+    );
+    assert_eq!(t.families[0].help, "In flight.");
+    assert!(t.series.iter().all(|s| s.timestamp_ms == T_MS));
+}
+
+#[test]
+fn histograms_are_cumulative_with_inf() {
+    let req = request(
+        vec![Metric {
+            name: "rpc.duration".into(),
+            unit: "ms".into(),
+            data: Some(Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    time_unix_nano: T,
+                    count: 10,
+                    sum: Some(55.5),
+                    bucket_counts: vec![2, 3, 5],
+                    explicit_bounds: vec![1.0, 2.5],
+                    exemplars: vec![OtlpExemplar {
+                        value: Some(
+                            opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(2.0),
+                        ),
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        time_unix_nano: T,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                aggregation_temporality: 2,
+            })),
+            ..Default::default()
+        }],
+        vec![kv("service.name", "svc")],
+    );
+    let t = run(&req, &settings());
+    let base = "job=\"svc\",otel_scope_name=\"my.lib\",otel_scope_version=\"1.2\"";
+    let scope = "otel_scope_name=\"my.lib\",otel_scope_version=\"1.2\"";
+    assert_eq!(
+        lines(&t),
+        vec![
+            format!("rpc_duration_milliseconds_bucket{{job=\"svc\",le=\"+Inf\",{scope}}} 10"),
+            format!("rpc_duration_milliseconds_bucket{{job=\"svc\",le=\"1\",{scope}}} 2"),
+            format!("rpc_duration_milliseconds_bucket{{job=\"svc\",le=\"2.5\",{scope}}} 5"),
+            format!("rpc_duration_milliseconds_count{{{base}}} 10"),
+            format!("rpc_duration_milliseconds_sum{{{base}}} 55.5"),
+        ]
+    );
+    let bucket = t
+        .series
+        .iter()
+        .find(|s| s.labels.iter().any(|(k, v)| k == "le" && v == "2.5"))
+        .unwrap();
+    let e = bucket
+        .exemplar
+        .as_ref()
+        .expect("exemplar on the bucket it falls in");
+    assert_eq!(e.labels[0], ("trace_id".into(), "01".repeat(16)));
+    assert!(
+        t.families.iter().all(|f| f.name != "target_info"),
+        "no other resource attributes, no target_info"
+    );
+}
+
+#[test]
+fn summaries_staleness_and_exponential() {
+    let req = request(
+        vec![
+            Metric {
+                name: "latency".into(),
+                unit: "s".into(),
+                data: Some(Data::Summary(Summary {
+                    data_points: vec![SummaryDataPoint {
+                        time_unix_nano: T,
+                        count: 4,
+                        sum: 2.0,
+                        quantile_values: vec![ValueAtQuantile {
+                            quantile: 0.99,
+                            value: 0.9,
+                        }],
+                        ..Default::default()
+                    }],
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "gone".into(),
+                data: Some(Data::Gauge(Gauge {
+                    data_points: vec![NumberDataPoint {
+                        flags: 1,
+                        ..number(1.0, vec![])
+                    }],
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "exp".into(),
+                data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: vec![ExponentialHistogramDataPoint::default(); 2],
+                    aggregation_temporality: 2,
+                })),
+                ..Default::default()
+            },
+        ],
+        vec![],
+    );
+    let t = run(&req, &settings());
+    let base = "otel_scope_name=\"my.lib\",otel_scope_version=\"1.2\"";
+    assert_eq!(
+        lines(&t),
+        vec![
+            format!("gone{{{base}}} StaleNaN"),
+            format!("latency_seconds_count{{{base}}} 4"),
+            format!("latency_seconds_sum{{{base}}} 2"),
+            format!("latency_seconds{{{base},quantile=\"0.99\"}} 0.9"),
+        ]
+    );
+    assert_eq!(t.dropped_points(), 2);
+}
+
+#[test]
+fn options_change_names_and_labels() {
+    let req = request(
+        vec![Metric {
+            name: "db.calls".into(),
+            unit: "{call}".into(),
+            data: Some(Data::Sum(Sum {
+                data_points: vec![number(
+                    1.0,
+                    vec![
+                        kv("db.system", "pg"),
+                        kv("db-system", "x"),
+                        kv("cluster", "mine"),
+                    ],
+                )],
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        }],
+        service(),
+    );
+    let s = Settings {
+        strategy: TranslationStrategy::UnderscoreEscapingWithoutSuffixes,
+        namespace: "app".into(),
+        resource_to_telemetry: true,
+        extra_labels: vec![
+            ("cluster".into(), "prod".into()),
+            ("region".into(), "eu".into()),
+        ],
+        target_info: false,
+    };
+    let t = run(&req, &s);
+    assert_eq!(
+        lines(&t),
+        vec![format!(
+            "app_db_calls{{cluster=\"mine\",db_system=\"x;pg\",instance=\"pod-1\",job=\"shop/checkout\",k8s_pod_name=\"checkout-7d9f-abc\",otel_scope_name=\"my.lib\",otel_scope_version=\"1.2\",region=\"eu\",service_instance_id=\"pod-1\",service_name=\"checkout\",service_namespace=\"shop\"}} 1"
+        )]
+    );
+}
+
+#[test]
+fn delta_sums_and_histograms_accumulate() {
+    let delta_sum = |v: f64| {
+        request(
+            vec![Metric {
+                name: "events".into(),
+                data: Some(Data::Sum(Sum {
+                    data_points: vec![number(v, vec![])],
+                    aggregation_temporality: 1,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            }],
+            vec![kv("service.name", "a")],
+        )
+    };
+    let mut acc = Accumulator::default();
+    let s = settings();
+    translate(&delta_sum(3.0), &s, &mut acc, T_MS);
+    let t = translate(&delta_sum(4.0), &s, &mut acc, T_MS);
+    assert_eq!(t.series[0].value, 7.0);
+    let delta_hist = || {
+        request(
+            vec![Metric {
+                name: "size".into(),
+                data: Some(Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        time_unix_nano: T,
+                        count: 3,
+                        sum: Some(6.0),
+                        bucket_counts: vec![1, 2],
+                        explicit_bounds: vec![5.0],
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 1,
+                })),
+                ..Default::default()
+            }],
+            vec![kv("service.name", "a")],
+        )
+    };
+    translate(&delta_hist(), &s, &mut acc, T_MS);
+    let t = translate(&delta_hist(), &s, &mut acc, T_MS);
+    let count = t.series.iter().find(|s| s.name == "size_count").unwrap();
+    assert_eq!(count.value, 6.0);
+    let le5 = t
+        .series
+        .iter()
+        .find(|s| s.labels.iter().any(|(k, v)| k == "le" && v == "5"))
+        .unwrap();
+    assert_eq!(le5.value, 2.0);
+    assert_eq!(acc.len(), 2);
+}

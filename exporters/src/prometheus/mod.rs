@@ -1,0 +1,278 @@
+//! The `prometheus` exporter: Sidekick as a scrape target. Serves the metrics that reached
+//! it at `/metrics` (default `0.0.0.0:8889`, which Prometheus reaches by Pod IP) in the
+//! Prometheus text format, or in OpenMetrics (with exemplars) when the scraper asks for
+//! it and `enable_open_metrics` is on.
+//!
+//! ```yaml
+//! exporters:
+//!   prometheus:
+//!     endpoint: 0.0.0.0:8889
+//!     metric_expiration: 5m
+//!     enable_open_metrics: true
+//!     include_self_metrics: true   # Sidekick's own metrics on the same page
+//! ```
+//!
+//! Incoming batches update a store of the latest sample per series (translated by
+//! [`crate::prom`]); a scrape renders the store. Series not updated for
+//! `metric_expiration` are dropped from the page. Each series keeps its rendered name
+//! and labels, so a render is string concatenation and ingestion waits at most that
+//! long for the lock.
+
+mod store;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use http::{header, Request, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use sidekick_collector::component::{
+    BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, Extension, FieldError,
+    Listen,
+};
+use sidekick_collector::config::{Duration as ConfigDuration, Signal as SignalKind};
+use sidekick_collector::exporter::{
+    Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
+};
+use sidekick_collector::payload::{Metrics, MetricsSignal};
+use sidekick_collector::pipe::Stop;
+use sidekick_collector::telemetry::Telemetry;
+use tokio::net::TcpListener;
+
+use crate::prom::{self, Accumulator, ResourceToTelemetry, Settings, TranslationStrategy};
+pub use store::{Format, Store};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address. Default `0.0.0.0:8889`.
+    pub endpoint: String,
+    /// Prefix for every metric name.
+    pub namespace: String,
+    /// Labels added to every series.
+    pub const_labels: BTreeMap<String, String>,
+    /// Put the samples' own timestamps on the page. Default false (Prometheus stamps them).
+    pub send_timestamps: bool,
+    /// Series not updated this long leave the page. Default 5m.
+    pub metric_expiration: ConfigDuration,
+    /// Answer in OpenMetrics (with exemplars) when the scraper asks for it. Default false.
+    pub enable_open_metrics: bool,
+    pub translation_strategy: TranslationStrategy,
+    /// Deprecated Collector switch; `false` means `UnderscoreEscapingWithoutSuffixes`.
+    pub add_metric_suffixes: Option<bool>,
+    pub resource_to_telemetry_conversion: ResourceToTelemetry,
+    /// Also serve Sidekick's own metrics on this page, so one Pod port has everything.
+    pub include_self_metrics: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoint: "0.0.0.0:8889".into(),
+            namespace: String::new(),
+            const_labels: BTreeMap::new(),
+            send_timestamps: false,
+            metric_expiration: ConfigDuration::from_secs(300),
+            enable_open_metrics: false,
+            translation_strategy: TranslationStrategy::default(),
+            add_metric_suffixes: None,
+            resource_to_telemetry_conversion: ResourceToTelemetry::default(),
+            include_self_metrics: false,
+        }
+    }
+}
+
+impl ExporterConfig for Config {
+    const SIGNALS: &'static [SignalKind] = &[SignalKind::Metrics];
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut out = Vec::new();
+        if let Err(e) = sidekick_collector::http::resolve(&self.endpoint) {
+            out.push(FieldError::new("endpoint", e));
+        }
+        for k in self.const_labels.keys() {
+            if prom::label_name(k) != *k {
+                out.push(FieldError::new(
+                    format!("const_labels.{k}"),
+                    "not a valid Prometheus label name",
+                ));
+            }
+        }
+        if self.metric_expiration.is_zero() {
+            out.push(FieldError::new("metric_expiration", "must be more than 0"));
+        }
+        out
+    }
+
+    fn export_settings(&self) -> ExportSettings {
+        ExportSettings {
+            timeout: std::time::Duration::from_secs(5),
+            queue: QueueSettings {
+                enabled: true,
+                num_consumers: 1,
+                queue_size: 100,
+            },
+            retry: RetrySettings {
+                enabled: false,
+                ..RetrySettings::default()
+            },
+        }
+    }
+
+    fn listen_addresses(&self) -> Vec<Listen> {
+        vec![Listen {
+            field: "endpoint".into(),
+            address: self.endpoint.clone(),
+        }]
+    }
+
+    fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+        let listener = sidekick_collector::http::bind(&self.endpoint, "endpoint")?;
+        let strategy = match self.add_metric_suffixes {
+            Some(false) => TranslationStrategy::UnderscoreEscapingWithoutSuffixes,
+            _ => self.translation_strategy,
+        };
+        let settings = Settings {
+            strategy,
+            namespace: self.namespace.clone(),
+            resource_to_telemetry: self.resource_to_telemetry_conversion.enabled,
+            extra_labels: self
+                .const_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            target_info: true,
+        };
+        let store = Arc::new(Mutex::new(Store::new(
+            self.metric_expiration.get(),
+            self.send_timestamps,
+        )));
+        let exporter = Arc::new(ScrapeExporter {
+            store: Arc::clone(&store),
+            settings: settings.clone(),
+            accumulator: Mutex::new(Accumulator::default()),
+        });
+        let server = ScrapeServer {
+            listener,
+            store,
+            open_metrics: self.enable_open_metrics,
+            self_metrics: self
+                .include_self_metrics
+                .then(|| (ctx.telemetry.clone(), settings)),
+        };
+        Ok(ExporterParts {
+            metrics: Some(exporter),
+            server: Some(Box::new(server)),
+            ..ExporterParts::default()
+        })
+    }
+}
+
+pub struct ScrapeExporter {
+    store: Arc<Mutex<Store>>,
+    settings: Settings,
+    accumulator: Mutex<Accumulator>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl ScrapeExporter {
+    fn ingest(&self, batch: &Metrics) -> Result<Delivered, ExportError> {
+        let decoded;
+        let request = match batch.decoded() {
+            Some(r) => r,
+            None => {
+                decoded = batch
+                    .to_request()
+                    .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
+                &decoded
+            }
+        };
+        // Translate outside the store's lock; only the update holds it.
+        let translation = {
+            let mut acc = self.accumulator.lock().unwrap_or_else(|p| p.into_inner());
+            prom::translate(request, &self.settings, &mut acc, now_ms())
+        };
+        let rejected = translation.dropped_points();
+        let reason = translation
+            .dropped
+            .first()
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default();
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(translation);
+        Ok(Delivered { rejected, reason })
+    }
+}
+
+impl Export<MetricsSignal> for ScrapeExporter {
+    fn export<'a>(&'a self, batch: &'a Metrics) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        let result = self.ingest(batch);
+        Box::pin(async move { result })
+    }
+}
+
+struct ScrapeServer {
+    listener: TcpListener,
+    store: Arc<Mutex<Store>>,
+    open_metrics: bool,
+    self_metrics: Option<(Telemetry, Settings)>,
+}
+
+impl Extension for ScrapeServer {
+    fn run(self: Box<Self>, stop: Stop) -> BoxFuture<'static, ()> {
+        let ScrapeServer {
+            listener,
+            store,
+            open_metrics,
+            self_metrics,
+        } = *self;
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(address = %address, "prometheus exporter listening (/metrics)");
+        }
+        let self_metrics = Arc::new(self_metrics);
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let format = if open_metrics && accept.contains("application/openmetrics-text") {
+                Format::OpenMetrics
+            } else {
+                Format::Text
+            };
+            let reply = if req.uri().path() != "/metrics" {
+                sidekick_collector::http::response(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "not found: try /metrics\n",
+                )
+            } else {
+                let extra = match self_metrics.as_ref() {
+                    Some((telemetry, settings)) => store::self_metrics(telemetry, settings),
+                    None => prom::Translation::default(),
+                };
+                let body = store
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .render(format, extra);
+                sidekick_collector::http::response(StatusCode::OK, format.content_type(), body)
+            };
+            async move { Ok::<_, Infallible>(reply) }
+        });
+        Box::pin(sidekick_collector::http::serve(listener, service, stop))
+    }
+}
+
+#[cfg(test)]
+mod tests;

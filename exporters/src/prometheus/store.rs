@@ -1,0 +1,316 @@
+//! The latest sample of every series that reached the `prometheus` exporter, and its
+//! rendering as a Prometheus text or OpenMetrics page.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use sidekick_collector::telemetry::Telemetry;
+
+use crate::prom::{self, is_stale_nan, Family, Kind, Settings, Translation};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`.
+    Text,
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+struct Entry {
+    value: f64,
+    timestamp_ms: i64,
+    updated: Instant,
+    /// ` # {labels} value timestamp`, for OpenMetrics.
+    exemplar: Option<String>,
+}
+
+struct FamilyEntry {
+    family: Family,
+    /// Keyed by the rendered `name{labels}`, so the page comes out sorted.
+    series: BTreeMap<String, Entry>,
+}
+
+pub struct Store {
+    families: BTreeMap<String, FamilyEntry>,
+    expiration: Duration,
+    send_timestamps: bool,
+}
+
+fn escape_label(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(v: &str, open_metrics: bool) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if open_metrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `name{a="1",b="2"}`.
+fn series_text(name: &str, labels: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(name.len() + labels.len() * 24);
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label(v, &mut out);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out
+}
+
+fn push_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn exemplar_text(e: &prom::Exemplar) -> Option<String> {
+    let mut labels = String::new();
+    let mut chars = 0;
+    for (i, (k, v)) in e.labels.iter().enumerate() {
+        if i > 0 {
+            labels.push(',');
+        }
+        chars += k.chars().count() + v.chars().count();
+        labels.push_str(k);
+        labels.push_str("=\"");
+        escape_label(v, &mut labels);
+        labels.push('"');
+    }
+    // OpenMetrics caps an exemplar's label set at 128 characters.
+    if chars > 128 {
+        return None;
+    }
+    let mut out = format!(" # {{{labels}}} ");
+    push_value(&mut out, e.value);
+    let _ = write!(out, " {}", e.timestamp_ms as f64 / 1000.0);
+    Some(out)
+}
+
+impl Store {
+    pub fn new(expiration: Duration, send_timestamps: bool) -> Self {
+        Store {
+            families: BTreeMap::new(),
+            expiration,
+            send_timestamps,
+        }
+    }
+
+    pub fn series(&self) -> usize {
+        self.families.values().map(|f| f.series.len()).sum()
+    }
+
+    /// Takes the latest samples; a stale marker removes its series from the page.
+    pub fn update(&mut self, t: Translation) {
+        let now = Instant::now();
+        let Translation {
+            families, series, ..
+        } = t;
+        let mut by_index: HashMap<usize, String> = HashMap::new();
+        for (i, f) in families.into_iter().enumerate() {
+            by_index.insert(i, f.name.clone());
+            match self.families.get_mut(&f.name) {
+                Some(entry) if entry.family.kind == f.kind => {
+                    if !f.help.is_empty() {
+                        entry.family.help = f.help;
+                    }
+                }
+                _ => {
+                    // New, or its type changed: a family has one type.
+                    self.families.insert(
+                        f.name.clone(),
+                        FamilyEntry {
+                            family: f,
+                            series: BTreeMap::new(),
+                        },
+                    );
+                }
+            }
+        }
+        for s in series {
+            let Some(entry) = by_index
+                .get(&s.family)
+                .and_then(|n| self.families.get_mut(n))
+            else {
+                continue;
+            };
+            let key = series_text(&s.name, &s.labels);
+            if is_stale_nan(s.value) {
+                entry.series.remove(&key);
+                continue;
+            }
+            let exemplar = s.exemplar.as_ref().and_then(exemplar_text);
+            let e = entry.series.entry(key).or_insert(Entry {
+                value: s.value,
+                timestamp_ms: s.timestamp_ms,
+                updated: now,
+                exemplar: None,
+            });
+            // Samples older than what the page shows do not move it back.
+            if s.timestamp_ms >= e.timestamp_ms {
+                e.value = s.value;
+                e.timestamp_ms = s.timestamp_ms;
+                e.updated = now;
+                if exemplar.is_some() {
+                    e.exemplar = exemplar;
+                }
+            }
+        }
+    }
+
+    /// Drops series not updated within the expiration.
+    fn expire(&mut self) {
+        let limit = self.expiration;
+        for f in self.families.values_mut() {
+            f.series.retain(|_, e| e.updated.elapsed() < limit);
+        }
+        self.families.retain(|_, f| !f.series.is_empty());
+    }
+
+    /// The page, with `extra` (e.g. Sidekick's own metrics) after the stored families.
+    pub fn render(&mut self, format: Format, extra: Translation) -> String {
+        self.expire();
+        let om = format == Format::OpenMetrics;
+        let mut out = String::with_capacity(self.series() * 80 + 1024);
+        for f in self.families.values() {
+            header(&mut out, &f.family, om);
+            for (key, e) in &f.series {
+                out.push_str(key);
+                out.push(' ');
+                push_value(&mut out, e.value);
+                if self.send_timestamps {
+                    if om {
+                        let _ = write!(out, " {}", e.timestamp_ms as f64 / 1000.0);
+                    } else {
+                        let _ = write!(out, " {}", e.timestamp_ms);
+                    }
+                }
+                if om {
+                    let exemplar_ok = f.family.kind == Kind::Counter || key.contains("_bucket{");
+                    if let Some(x) = e.exemplar.as_ref().filter(|_| exemplar_ok) {
+                        out.push_str(x);
+                    }
+                }
+                out.push('\n');
+            }
+        }
+        let mut grouped: BTreeMap<usize, Vec<&prom::Series>> = BTreeMap::new();
+        for s in &extra.series {
+            grouped.entry(s.family).or_default().push(s);
+        }
+        for (i, series) in grouped {
+            let f = &extra.families[i];
+            if self.families.contains_key(&f.name) {
+                continue;
+            }
+            header(&mut out, f, om);
+            for s in series {
+                out.push_str(&series_text(&s.name, &s.labels));
+                out.push(' ');
+                push_value(&mut out, s.value);
+                out.push('\n');
+            }
+        }
+        if om {
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, f: &Family, om: bool) {
+    let name = if om && f.kind == Kind::Counter {
+        f.name.strip_suffix("_total").unwrap_or(&f.name)
+    } else {
+        f.name.as_str()
+    };
+    if !f.help.is_empty() {
+        let _ = writeln!(out, "# HELP {name} {}", escape_help(&f.help, om));
+    }
+    let _ = writeln!(out, "# TYPE {name} {}", f.kind.as_str());
+    if om && !f.unit.is_empty() && name.ends_with(&format!("_{}", f.unit)) {
+        let _ = writeln!(out, "# UNIT {name} {}", f.unit);
+    }
+}
+
+/// Sidekick's own metrics as series, named like any other counter or gauge would be
+/// (counters get `_total`).
+pub fn self_metrics(telemetry: &Telemetry, settings: &Settings) -> Translation {
+    let mut t = Translation::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let plain = Settings {
+        namespace: String::new(),
+        extra_labels: Vec::new(),
+        ..settings.clone()
+    };
+    for f in telemetry.snapshot() {
+        let kind = if f.counter {
+            Kind::Counter
+        } else {
+            Kind::Gauge
+        };
+        let name = prom::metric_name(&f.name, "", kind, &plain);
+        t.families.push(Family {
+            name: name.clone(),
+            kind,
+            help: f.help.to_string(),
+            unit: String::new(),
+        });
+        let family = t.families.len() - 1;
+        for (labels, value) in f.series {
+            let mut labels: Vec<(String, String)> = labels
+                .into_iter()
+                .map(|(k, v)| (prom::label_name(&k), v))
+                .collect();
+            labels.sort();
+            t.series.push(prom::Series {
+                family,
+                name: name.clone(),
+                labels,
+                value,
+                timestamp_ms: now,
+                exemplar: None,
+            });
+        }
+    }
+    t
+}

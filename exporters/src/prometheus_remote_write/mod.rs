@@ -1,0 +1,659 @@
+//! The `prometheusremotewrite` exporter: metrics to anything that speaks Prometheus
+//! remote-write 1.0 (Prometheus with `--web.enable-remote-write-receiver`, Mimir, Thanos,
+//! VictoriaMetrics, …).
+//!
+//! ```yaml
+//! exporters:
+//!   prometheusremotewrite:
+//!     endpoint: http://prometheus:9090/api/v1/write
+//!     external_labels:
+//!       cluster: prod-eu
+//! ```
+//!
+//! Each batch is translated once ([`crate::prom`]), split into requests of at most
+//! `max_batch_size_bytes`, snappy-compressed and sent with the protocol's headers.
+//! Failures follow the spec: 5xx and 429 are retried (honouring `Retry-After`) within
+//! `retry_on_failure`; other 4xx are never retried, and their samples are logged and
+//! counted as dropped. Series are sharded by their labels over `remote_write_queue.
+//! num_consumers` concurrent senders and batches go out one after another, so the
+//! samples of one series are always sent in order. Delta sums and histograms are
+//! accumulated into cumulative series rather than dropped.
+
+pub mod proto;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use serde::Deserialize;
+use sidekick_collector::component::{
+    BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError,
+};
+use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as SignalKind};
+use sidekick_collector::exporter::{
+    Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
+};
+use sidekick_collector::payload::{Metrics, MetricsSignal};
+use tracing::{error, warn};
+
+use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
+use crate::tls::TlsSettings;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The remote-write URL, e.g. `http://prometheus:9090/api/v1/write`.
+    pub endpoint: String,
+    pub tls: TlsSettings,
+    /// Extra request headers. The protocol's own headers cannot be overridden.
+    pub headers: BTreeMap<String, Secret>,
+    pub basic_auth: Option<BasicAuth>,
+    /// `Authorization: Bearer <token>`.
+    pub bearer_token: Option<Secret>,
+    /// Read the bearer token from this file (e.g. a mounted Secret).
+    pub bearer_token_file: Option<String>,
+    /// Per request. Default 5s.
+    pub timeout: ConfigDuration,
+    /// Labels added to every series that does not have them.
+    pub external_labels: BTreeMap<String, String>,
+    /// Prefix for every metric name.
+    pub namespace: String,
+    pub translation_strategy: TranslationStrategy,
+    pub resource_to_telemetry_conversion: ResourceToTelemetry,
+    pub target_info: TargetInfo,
+    /// Send type, help and unit as remote-write metadata. Default true.
+    pub send_metadata: bool,
+    /// Largest request body before compression. Default 3,000,000.
+    pub max_batch_size_bytes: usize,
+    /// Only `snappy`, which the protocol requires.
+    pub compression: String,
+    pub remote_write_queue: RemoteWriteQueue,
+    /// Default: start at 50ms, at most 200ms apart, give up after 1m.
+    pub retry_on_failure: RetrySettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Option<Secret>,
+    pub password_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetInfo {
+    pub enabled: bool,
+}
+
+impl Default for TargetInfo {
+    fn default() -> Self {
+        TargetInfo { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteWriteQueue {
+    pub enabled: bool,
+    /// Batches waiting to be sent. Default 10000.
+    pub queue_size: usize,
+    /// Concurrent senders, each with its own share of the series. Default 5.
+    pub num_consumers: usize,
+}
+
+impl Default for RemoteWriteQueue {
+    fn default() -> Self {
+        RemoteWriteQueue {
+            enabled: true,
+            queue_size: 10_000,
+            num_consumers: 5,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoint: String::new(),
+            tls: TlsSettings::default(),
+            headers: BTreeMap::new(),
+            basic_auth: None,
+            bearer_token: None,
+            bearer_token_file: None,
+            timeout: ConfigDuration::from_secs(5),
+            external_labels: BTreeMap::new(),
+            namespace: String::new(),
+            translation_strategy: TranslationStrategy::default(),
+            resource_to_telemetry_conversion: ResourceToTelemetry::default(),
+            target_info: TargetInfo::default(),
+            send_metadata: true,
+            max_batch_size_bytes: 3_000_000,
+            compression: "snappy".into(),
+            remote_write_queue: RemoteWriteQueue::default(),
+            retry_on_failure: RetrySettings {
+                enabled: true,
+                initial_interval: ConfigDuration::from_millis(50),
+                max_interval: ConfigDuration::from_millis(200),
+                max_elapsed_time: ConfigDuration::from_secs(60),
+                multiplier: 1.5,
+                randomization_factor: 0.5,
+            },
+        }
+    }
+}
+
+/// Headers the protocol fixes.
+const RESERVED_HEADERS: [&str; 4] = [
+    "content-encoding",
+    "content-type",
+    "x-prometheus-remote-write-version",
+    "user-agent",
+];
+
+impl ExporterConfig for Config {
+    const SIGNALS: &'static [SignalKind] = &[SignalKind::Metrics];
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut out = self.tls.validate();
+        if self.endpoint.is_empty() {
+            out.push(FieldError::new(
+                "endpoint",
+                "endpoint is required, e.g. http://prometheus:9090/api/v1/write",
+            ));
+        } else if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://"))
+            || reqwest::Url::parse(&self.endpoint).is_err()
+        {
+            out.push(FieldError::new(
+                "endpoint",
+                format!("invalid URL \"{}\"", self.endpoint),
+            ));
+        }
+        if self.compression != "snappy" {
+            out.push(FieldError::new(
+                "compression",
+                "remote-write requires snappy",
+            ));
+        }
+        if self.max_batch_size_bytes < 1024 {
+            out.push(FieldError::new(
+                "max_batch_size_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.remote_write_queue.num_consumers == 0 {
+            out.push(FieldError::new(
+                "remote_write_queue.num_consumers",
+                "must be at least 1",
+            ));
+        }
+        for name in self.headers.keys() {
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                out.push(FieldError::new(
+                    format!("headers.{name}"),
+                    "this header is set by the protocol and cannot be changed",
+                ));
+            } else if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                out.push(FieldError::new(
+                    format!("headers.{name}"),
+                    "invalid header name",
+                ));
+            }
+        }
+        let auths = [
+            self.basic_auth.is_some(),
+            self.bearer_token.is_some(),
+            self.bearer_token_file.is_some(),
+        ];
+        if auths.iter().filter(|a| **a).count() > 1 {
+            out.push(FieldError::new(
+                "bearer_token",
+                "use only one of basic_auth, bearer_token and bearer_token_file",
+            ));
+        }
+        for k in self.external_labels.keys() {
+            if prom::label_name(k) != *k {
+                out.push(FieldError::new(
+                    format!("external_labels.{k}"),
+                    "not a valid Prometheus label name",
+                ));
+            }
+        }
+        out.extend(self.export_settings().validate());
+        out
+    }
+
+    fn export_settings(&self) -> ExportSettings {
+        ExportSettings {
+            // Requests are retried inside the exporter (per shard, in order); the helper
+            // gives each batch the whole retry budget plus a margin.
+            timeout: self.retry_on_failure.max_elapsed_time.get()
+                + self.timeout.get() * 2
+                + Duration::from_secs(1),
+            queue: QueueSettings {
+                enabled: true,
+                num_consumers: 1,
+                queue_size: if self.remote_write_queue.enabled {
+                    self.remote_write_queue.queue_size
+                } else {
+                    1
+                },
+            },
+            retry: RetrySettings {
+                enabled: false,
+                ..self.retry_on_failure.clone()
+            },
+        }
+    }
+
+    fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &self.headers {
+            let n = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header name")))?;
+            let mut v = http::HeaderValue::from_str(value.expose())
+                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header value")))?;
+            v.set_sensitive(true);
+            headers.insert(n, v);
+        }
+        let read = |path: &str, field: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| BuildError::new(format!("{field}: cannot read {path}: {e}")))
+        };
+        let auth = if let Some(b) = &self.basic_auth {
+            let password = match (&b.password, &b.password_file) {
+                (Some(p), _) => p.expose().to_string(),
+                (None, Some(f)) => read(f, "basic_auth.password_file")?,
+                (None, None) => String::new(),
+            };
+            Some(format!(
+                "Basic {}",
+                base64(&format!("{}:{password}", b.username))
+            ))
+        } else if let Some(t) = &self.bearer_token {
+            Some(format!("Bearer {}", t.expose()))
+        } else if let Some(f) = &self.bearer_token_file {
+            Some(format!("Bearer {}", read(f, "bearer_token_file")?))
+        } else {
+            None
+        };
+        if let Some(a) = auth {
+            let mut v = http::HeaderValue::from_str(&a)
+                .map_err(|_| BuildError::new("invalid credentials"))?;
+            v.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(self.tls.rustls_config()?)
+            .user_agent(concat!("Sidekick/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| BuildError::new(format!("http client: {e}")))?;
+        let settings = Settings {
+            strategy: self.translation_strategy,
+            namespace: self.namespace.clone(),
+            resource_to_telemetry: self.resource_to_telemetry_conversion.enabled,
+            extra_labels: self
+                .external_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            target_info: self.target_info.enabled,
+        };
+        let exporter = Arc::new(RemoteWriteExporter {
+            name: ctx.id.to_string(),
+            client,
+            endpoint: self.endpoint.clone(),
+            headers,
+            timeout: self.timeout.get(),
+            settings,
+            send_metadata: self.send_metadata,
+            max_bytes: self.max_batch_size_bytes,
+            shards: self.remote_write_queue.num_consumers.max(1),
+            retry: self.retry_on_failure.clone(),
+            accumulator: Mutex::new(Accumulator::default()),
+        });
+        Ok(ExporterParts {
+            metrics: Some(exporter),
+            ..ExporterParts::default()
+        })
+    }
+}
+
+fn base64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub struct RemoteWriteExporter {
+    name: String,
+    client: reqwest::Client,
+    endpoint: String,
+    headers: http::HeaderMap,
+    timeout: Duration,
+    settings: Settings,
+    send_metadata: bool,
+    max_bytes: usize,
+    shards: usize,
+    retry: RetrySettings,
+    accumulator: Mutex<Accumulator>,
+}
+
+/// One request ready to send: its compressed body and how many series it carries.
+pub struct Request {
+    pub body: Bytes,
+    pub series: usize,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn metadata_type(kind: Kind) -> i32 {
+    match kind {
+        Kind::Counter => 1,
+        Kind::Gauge => 2,
+        Kind::Histogram => 3,
+        Kind::Summary => 5,
+    }
+}
+
+/// Translates a batch and cuts it into snappy-compressed requests: one list per shard
+/// (series spread by their labels), each request under `max_bytes` before compression.
+pub fn build_requests(
+    translation: &prom::Translation,
+    send_metadata: bool,
+    shards: usize,
+    max_bytes: usize,
+) -> Vec<Vec<Request>> {
+    // Group samples by series, keeping their order.
+    let mut series: Vec<proto::TimeSeries> = Vec::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut keys: Vec<u64> = Vec::new();
+    for s in &translation.series {
+        let key = s.key();
+        let i = *index.entry(key).or_insert_with(|| {
+            let mut labels: Vec<proto::Label> = Vec::with_capacity(s.labels.len() + 1);
+            labels.push(proto::Label {
+                name: "__name__".into(),
+                value: s.name.clone(),
+            });
+            labels.extend(s.labels.iter().map(|(k, v)| proto::Label {
+                name: k.clone(),
+                value: v.clone(),
+            }));
+            labels.sort_by(|a, b| a.name.cmp(&b.name));
+            series.push(proto::TimeSeries {
+                labels,
+                ..Default::default()
+            });
+            keys.push(key);
+            series.len() - 1
+        });
+        series[i].samples.push(proto::Sample {
+            value: s.value,
+            timestamp: s.timestamp_ms,
+        });
+        if let Some(e) = &s.exemplar {
+            series[i].exemplars.push(proto::Exemplar {
+                labels: e
+                    .labels
+                    .iter()
+                    .map(|(k, v)| proto::Label {
+                        name: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                value: e.value,
+                timestamp: e.timestamp_ms,
+            });
+        }
+    }
+    for ts in &mut series {
+        ts.samples.sort_by_key(|s| s.timestamp);
+    }
+    let mut per_shard: Vec<Vec<proto::TimeSeries>> = (0..shards).map(|_| Vec::new()).collect();
+    for (ts, key) in series.into_iter().zip(keys) {
+        per_shard[(key % shards as u64) as usize].push(ts);
+    }
+    let metadata: Vec<proto::MetricMetadata> = if send_metadata {
+        translation
+            .families
+            .iter()
+            .map(|f| proto::MetricMetadata {
+                r#type: metadata_type(f.kind),
+                metric_family_name: f.name.clone(),
+                help: f.help.clone(),
+                unit: f.unit.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::with_capacity(shards);
+    let mut metadata = Some(metadata);
+    for shard in per_shard {
+        let mut requests = Vec::new();
+        let mut current = proto::WriteRequest {
+            metadata: metadata.take().unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut size = current.encoded_len();
+        for ts in shard {
+            let len = ts.encoded_len() + 5;
+            if size + len > max_bytes && !current.timeseries.is_empty() {
+                requests.push(finish(std::mem::take(&mut current)));
+                size = 0;
+            }
+            size += len;
+            current.timeseries.push(ts);
+        }
+        if !current.timeseries.is_empty() || !current.metadata.is_empty() {
+            requests.push(finish(current));
+        }
+        out.push(requests);
+    }
+    out
+}
+
+fn finish(request: proto::WriteRequest) -> Request {
+    let series = request.timeseries.len();
+    let raw = request.encode_to_vec();
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .unwrap_or_default();
+    Request {
+        body: Bytes::from(body),
+        series,
+    }
+}
+
+/// The outcome of sending one request with retries.
+enum Sent {
+    Ok,
+    Dropped(String),
+}
+
+impl RemoteWriteExporter {
+    async fn post(&self, body: &Bytes) -> Result<(), ExportError> {
+        let resp = self
+            .client
+            .post(&self.endpoint)
+            .headers(self.headers.clone())
+            .header(http::header::CONTENT_ENCODING, "snappy")
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .timeout(self.timeout)
+            .body(body.clone())
+            .send()
+            .await
+            .map_err(|e| ExportError::retryable(format!("POST {}: {e}", self.endpoint)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp.text().await.unwrap_or_default();
+        let message = format!(
+            "POST {}: HTTP {status}: {}",
+            self.endpoint,
+            text.trim().chars().take(300).collect::<String>()
+        );
+        if status.is_server_error() || status.as_u16() == 429 {
+            Err(ExportError::Retryable {
+                message,
+                retry_after,
+            })
+        } else {
+            Err(ExportError::Permanent { message })
+        }
+    }
+
+    /// Sends one request, retrying per the spec within `retry_on_failure`.
+    async fn send_with_retry(&self, body: &Bytes) -> Sent {
+        let started = tokio::time::Instant::now();
+        let mut interval = self.retry.initial_interval.get();
+        loop {
+            let (message, retry_after) = match self.post(body).await {
+                Ok(()) => return Sent::Ok,
+                Err(ExportError::Permanent { message }) => return Sent::Dropped(message),
+                Err(ExportError::Retryable {
+                    message,
+                    retry_after,
+                }) => (message, retry_after),
+            };
+            let wait = retry_after.unwrap_or(interval);
+            let max = self.retry.max_elapsed_time.get();
+            if !self.retry.enabled || (!max.is_zero() && started.elapsed() + wait > max) {
+                return Sent::Dropped(format!("{message} (no more retries)"));
+            }
+            warn!(exporter = %self.name, error = %message, retry_in = ?wait, "remote write failed, will retry");
+            tokio::time::sleep(wait).await;
+            interval = interval
+                .mul_f64(self.retry.multiplier)
+                .min(self.retry.max_interval.get());
+        }
+    }
+
+    async fn export_batch(&self, batch: &Metrics) -> Result<Delivered, ExportError> {
+        let decoded;
+        let request = match batch.decoded() {
+            Some(r) => r,
+            None => {
+                decoded = batch
+                    .to_request()
+                    .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
+                &decoded
+            }
+        };
+        let translation = {
+            let mut acc = self.accumulator.lock().unwrap_or_else(|p| p.into_inner());
+            prom::translate(request, &self.settings, &mut acc, now_ms())
+        };
+        let mut rejected = translation.dropped_points();
+        let mut reasons: Vec<String> = translation
+            .dropped
+            .iter()
+            .map(|(_, r)| r.to_string())
+            .collect();
+        let total_series = translation.series.len().max(1);
+        let shards = build_requests(
+            &translation,
+            self.send_metadata,
+            self.shards,
+            self.max_bytes,
+        );
+        let results = futures_join(shards.iter().map(|requests| async move {
+            let mut dropped_series = 0;
+            let mut why = Vec::new();
+            for r in requests {
+                if let Sent::Dropped(message) = self.send_with_retry(&r.body).await {
+                    dropped_series += r.series;
+                    why.push(message);
+                }
+            }
+            (dropped_series, why)
+        }))
+        .await;
+        let mut dropped_series = 0;
+        for (n, why) in results {
+            dropped_series += n;
+            reasons.extend(why);
+        }
+        if dropped_series > 0 {
+            // Points map to series unevenly (a histogram point is many series); count
+            // the batch's points in proportion.
+            let points = (batch.len() * dropped_series).div_ceil(total_series);
+            rejected += points;
+            error!(exporter = %self.name, dropped_series, dropped_points = points, error = %reasons.join("; "), "remote write rejected data; dropped");
+        }
+        Ok(Delivered {
+            rejected: rejected.min(batch.len()),
+            reason: reasons.join("; "),
+        })
+    }
+}
+
+/// Runs futures concurrently on this task and collects their results in order.
+async fn futures_join<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, r) in pinned.iter_mut().zip(results.iter_mut()) {
+            if r.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *r = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .map(|r| r.expect("every future finished"))
+        .collect()
+}
+
+impl Export<MetricsSignal> for RemoteWriteExporter {
+    fn export<'a>(&'a self, batch: &'a Metrics) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(self.export_batch(batch))
+    }
+}
+
+#[cfg(test)]
+mod tests;
