@@ -1,1 +1,190 @@
+use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    exemplar, metric::Data, number_data_point, Exemplar, Gauge, Histogram, HistogramDataPoint,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use super::*;
+use crate::prom::Translation;
+
+const T: u64 = 1_700_000_000_000_000_000;
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn request(flags: u32) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "checkout")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    Metric {
+                        name: "http.requests".into(),
+                        description: "Requests \"served\".\nAll of them.".into(),
+                        data: Some(Data::Sum(Sum {
+                            data_points: vec![NumberDataPoint {
+                                attributes: vec![kv("path", "/a\"b\\c")],
+                                time_unix_nano: T,
+                                flags,
+                                value: Some(number_data_point::Value::AsInt(5)),
+                                exemplars: vec![Exemplar {
+                                    trace_id: vec![0xab; 16],
+                                    span_id: vec![0xcd; 8],
+                                    time_unix_nano: T,
+                                    value: Some(exemplar::Value::AsDouble(1.0)),
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "latency".into(),
+                        unit: "s".into(),
+                        data: Some(Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint {
+                                time_unix_nano: T,
+                                count: 3,
+                                sum: Some(1.5),
+                                bucket_counts: vec![1, 2],
+                                explicit_bounds: vec![0.5],
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 2,
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "temperature".into(),
+                        unit: "Cel".into(),
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint {
+                                time_unix_nano: T,
+                                value: Some(number_data_point::Value::AsDouble(f64::NAN)),
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn store_with(req: &ExportMetricsServiceRequest, expiration: Duration) -> Store {
+    let mut store = Store::new(expiration, false);
+    let t = prom::translate(
+        req,
+        &Settings {
+            target_info: true,
+            ..Settings::default()
+        },
+        &mut Accumulator::default(),
+        0,
+    );
+    store.update(t);
+    store
+}
+
+#[test]
+fn renders_the_text_format() {
+    let mut store = store_with(&request(0), Duration::from_secs(300));
+    let page = store.render(Format::Text, Translation::default());
+    assert_eq!(
+        page,
+        "# HELP http_requests_total Requests \"served\".\\nAll of them.\n\
+         # TYPE http_requests_total counter\n\
+         http_requests_total{job=\"checkout\",path=\"/a\\\"b\\\\c\"} 5\n\
+         # TYPE latency_seconds histogram\n\
+         latency_seconds_bucket{job=\"checkout\",le=\"+Inf\"} 3\n\
+         latency_seconds_bucket{job=\"checkout\",le=\"0.5\"} 1\n\
+         latency_seconds_count{job=\"checkout\"} 3\n\
+         latency_seconds_sum{job=\"checkout\"} 1.5\n\
+         # TYPE temperature_celsius gauge\n\
+         temperature_celsius{job=\"checkout\"} NaN\n"
+    );
+}
+
+#[test]
+fn renders_openmetrics_with_exemplars_and_eof() {
+    let mut store = store_with(&request(0), Duration::from_secs(300));
+    let page = store.render(Format::OpenMetrics, Translation::default());
+    assert!(page.contains("# TYPE http_requests counter\n"), "{page}");
+    assert!(
+        page.contains("# HELP http_requests Requests \\\"served\\\".\\nAll of them.\n"),
+        "{page}"
+    );
+    assert!(page.contains(
+        "http_requests_total{job=\"checkout\",path=\"/a\\\"b\\\\c\"} 5 # {trace_id=\"abababababababababababababababab\",span_id=\"cdcdcdcdcdcdcdcd\"} 1 1700000000\n"
+    ), "{page}");
+    assert!(page.contains("# UNIT latency_seconds seconds\n"), "{page}");
+    assert!(
+        page.contains("# UNIT temperature_celsius celsius\n"),
+        "{page}"
+    );
+    assert!(page.ends_with("# EOF\n"));
+}
+
+#[test]
+fn stale_markers_and_expiry_remove_series() {
+    let mut store = store_with(&request(0), Duration::from_secs(300));
+    let stale = prom::translate(
+        &request(1),
+        &Settings::default(),
+        &mut Accumulator::default(),
+        0,
+    );
+    store.update(stale);
+    let page = store.render(Format::Text, Translation::default());
+    assert!(!page.contains("http_requests_total{"), "{page}");
+    assert!(page.contains("latency_seconds_count"));
+    let mut expiring = store_with(&request(0), Duration::ZERO);
+    assert_eq!(expiring.render(Format::Text, Translation::default()), "");
+}
+
+#[test]
+fn self_metrics_get_prometheus_names() {
+    let telemetry = Telemetry::new();
+    telemetry
+        .counter(
+            "otelcol_exporter_sent_spans",
+            "Spans sent.",
+            &[("exporter", "otlp")],
+        )
+        .add(3);
+    let extra = store::self_metrics(&telemetry, &Settings::default());
+    let mut store = Store::new(Duration::from_secs(1), false);
+    let page = store.render(Format::Text, extra);
+    assert!(
+        page.contains("# TYPE otelcol_exporter_sent_spans_total counter\n"),
+        "{page}"
+    );
+    assert!(
+        page.contains("otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 3\n"),
+        "{page}"
+    );
+    assert!(
+        page.contains("# TYPE otelcol_process_memory_rss gauge\n"),
+        "{page}"
+    );
+}

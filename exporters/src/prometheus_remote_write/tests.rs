@@ -1,1 +1,192 @@
+use std::time::Instant;
 
+use sidekick_collector::exporter::{deadline_pair, run_queue, ExporterMetrics};
+use sidekick_collector::payload::Metrics;
+use sidekick_collector::pipe::{channel, Output, SendError};
+use sidekick_collector::telemetry::{Gauge, Telemetry};
+use sidekick_testkit::gen::metrics;
+use sidekick_testkit::harness::build_exporter;
+use sidekick_testkit::remote_write::RemoteWriteSink;
+
+use super::*;
+
+fn config(sink: &RemoteWriteSink) -> Config {
+    Config {
+        endpoint: sink.url(),
+        external_labels: [("cluster".to_string(), "test".to_string())].into(),
+        ..Config::default()
+    }
+}
+
+fn exporter(config: Config) -> Arc<dyn Export<MetricsSignal>> {
+    build_exporter("prometheusremotewrite", config)
+        .unwrap()
+        .metrics
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sends_what_the_protocol_requires() {
+    let sink = RemoteWriteSink::start().await;
+    let e = exporter(config(&sink));
+    let delivered = e.export(&metrics(0, 2, 3)).await.unwrap();
+    assert_eq!(delivered, Delivered::default());
+    let h = &sink.headers()[0];
+    assert_eq!(h["content-encoding"], "snappy");
+    assert_eq!(h["content-type"], "application/x-protobuf");
+    assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
+    assert!(h["user-agent"].to_str().unwrap().starts_with("Sidekick/"));
+    let series = sink.series();
+    // Six gauges (unit "1": `_ratio`) plus one target_info per resource (host.name).
+    assert_eq!(series.len(), 8);
+    for s in &series {
+        let names: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "labels must be sorted");
+        assert_eq!(s.label("cluster"), Some("test"));
+    }
+    let m0 = series
+        .iter()
+        .find(|s| s.label("__name__") == Some("metric_0_ratio"))
+        .unwrap();
+    assert_eq!(m0.label("job"), Some("service-0"));
+    assert_eq!(m0.samples, vec![(0.0, 1_700_000_000_000)]);
+    let info = series
+        .iter()
+        .find(|s| s.label("__name__") == Some("target_info"))
+        .unwrap();
+    assert_eq!(info.label("host_name"), Some("node-1"));
+    let meta = sink.metadata();
+    assert!(
+        meta.contains(&(2, "metric_0_ratio".into(), String::new(), "ratio".into())),
+        "{meta:?}"
+    );
+}
+
+#[tokio::test]
+async fn splits_requests_at_max_batch_size_bytes() {
+    let sink = RemoteWriteSink::start().await;
+    let e = exporter(Config {
+        max_batch_size_bytes: 2048,
+        remote_write_queue: RemoteWriteQueue {
+            num_consumers: 1,
+            ..RemoteWriteQueue::default()
+        },
+        ..config(&sink)
+    });
+    e.export(&metrics(0, 1, 200)).await.unwrap();
+    assert!(sink.requests() > 5, "{} requests", sink.requests());
+    assert_eq!(sink.series().len(), 201);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_delivered() {
+    let sink = RemoteWriteSink::start().await;
+    sink.fail_next(3, 500, None);
+    let e = exporter(Config {
+        remote_write_queue: RemoteWriteQueue {
+            num_consumers: 1,
+            ..RemoteWriteQueue::default()
+        },
+        ..config(&sink)
+    });
+    let delivered = e.export(&metrics(0, 1, 2)).await.unwrap();
+    assert_eq!(delivered.rejected, 0);
+    assert_eq!(sink.requests(), 4);
+    assert_eq!(sink.series().len(), 3);
+}
+
+#[tokio::test]
+async fn too_many_requests_waits_for_retry_after() {
+    let sink = RemoteWriteSink::start().await;
+    sink.fail_next(1, 429, Some(1));
+    let e = exporter(Config {
+        remote_write_queue: RemoteWriteQueue {
+            num_consumers: 1,
+            ..RemoteWriteQueue::default()
+        },
+        ..config(&sink)
+    });
+    let started = Instant::now();
+    e.export(&metrics(0, 1, 1)).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(sink.requests(), 2);
+}
+
+#[tokio::test]
+async fn bad_requests_are_dropped_and_counted_once() {
+    let sink = RemoteWriteSink::start().await;
+    sink.fail_next(1, 400, None);
+    let e = exporter(Config {
+        remote_write_queue: RemoteWriteQueue {
+            num_consumers: 1,
+            ..RemoteWriteQueue::default()
+        },
+        ..config(&sink)
+    });
+    let batch = metrics(0, 1, 4);
+    let delivered = e.export(&batch).await.unwrap();
+    assert_eq!(delivered.rejected, batch.len());
+    assert!(delivered.reason.contains("400"), "{}", delivered.reason);
+    assert_eq!(sink.requests(), 1, "a 400 is never retried");
+}
+
+#[tokio::test]
+async fn a_down_receiver_fills_a_bounded_queue_then_refuses() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = Config {
+        endpoint: format!("http://127.0.0.1:{port}/api/v1/write"),
+        remote_write_queue: RemoteWriteQueue {
+            enabled: true,
+            queue_size: 2,
+            num_consumers: 1,
+        },
+        ..Config::default()
+    };
+    let settings = config.export_settings();
+    let e = exporter(config);
+    let telemetry = Telemetry::new();
+    let (tx, rx) = channel::<MetricsSignal>(settings.capacity(), Gauge::default());
+    let (trigger, deadline) = deadline_pair();
+    let task = tokio::spawn(run_queue(
+        e,
+        rx,
+        settings,
+        ExporterMetrics::new::<MetricsSignal>(&telemetry, "prw"),
+        "prw".into(),
+        deadline,
+    ));
+    let out = Output::new(vec![tx]);
+    let offer = |b: Metrics| {
+        let out = out.clone();
+        async move { out.offer(b, Duration::from_millis(100)).await }
+    };
+    // One in flight (retrying), two queued; the next is refused.
+    let mut accepted = 0;
+    let mut refused = false;
+    for i in 0..10 {
+        match offer(metrics(i, 1, 1)).await {
+            Ok(()) => accepted += 1,
+            Err(SendError::Full) => {
+                refused = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused);
+    assert!(accepted <= 3, "accepted {accepted}");
+    trigger.fire();
+    drop(out);
+    task.await.unwrap();
+    assert_eq!(telemetry.dropped(), accepted as u64);
+}

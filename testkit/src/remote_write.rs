@@ -1,0 +1,212 @@
+//! A fake Prometheus remote-write receiver: decodes snappy `WriteRequest`s, records every
+//! series and request header, and fails on demand.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use prost::Message;
+use sidekick_collector::pipe::{stop_pair, StopTrigger};
+use tokio::sync::Notify;
+
+#[derive(Clone, PartialEq, Message)]
+struct WriteRequest {
+    #[prost(message, repeated, tag = "1")]
+    timeseries: Vec<TimeSeries>,
+    #[prost(message, repeated, tag = "3")]
+    metadata: Vec<Metadata>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TimeSeries {
+    #[prost(message, repeated, tag = "1")]
+    labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    samples: Vec<Sample>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Label {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Sample {
+    #[prost(double, tag = "1")]
+    value: f64,
+    #[prost(int64, tag = "2")]
+    timestamp: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Metadata {
+    #[prost(int32, tag = "1")]
+    r#type: i32,
+    #[prost(string, tag = "2")]
+    metric_family_name: String,
+    #[prost(string, tag = "4")]
+    help: String,
+    #[prost(string, tag = "5")]
+    unit: String,
+}
+
+/// One received series: labels in the order sent, and its samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedSeries {
+    pub labels: Vec<(String, String)>,
+    pub samples: Vec<(f64, i64)>,
+}
+
+impl ReceivedSeries {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    series: Mutex<Vec<ReceivedSeries>>,
+    /// (type, family, help, unit)
+    metadata: Mutex<Vec<(i32, String, String, String)>>,
+    headers: Mutex<Vec<http::HeaderMap>>,
+    requests: Mutex<usize>,
+    failures: Mutex<VecDeque<(u16, Option<u64>)>>,
+    changed: Notify,
+}
+
+pub struct RemoteWriteSink {
+    pub address: SocketAddr,
+    state: Arc<State>,
+    _stop: StopTrigger,
+}
+
+impl RemoteWriteSink {
+    pub async fn start() -> RemoteWriteSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sink");
+        let address = listener.local_addr().expect("sink address");
+        let state = Arc::new(State::default());
+        let (trigger, stop) = stop_pair();
+        let s = Arc::clone(&state);
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let s = Arc::clone(&s);
+            async move { Ok::<_, Infallible>(handle(&s, req).await) }
+        });
+        tokio::spawn(sidekick_collector::http::serve(listener, service, stop));
+        RemoteWriteSink {
+            address,
+            state,
+            _stop: trigger,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/api/v1/write", self.address)
+    }
+
+    /// Answers the next `n` requests with `status` (and `Retry-After` seconds).
+    pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
+        self.state
+            .failures
+            .lock()
+            .unwrap()
+            .extend(std::iter::repeat_n((status, retry_after), n));
+    }
+
+    pub fn series(&self) -> Vec<ReceivedSeries> {
+        self.state.series.lock().unwrap().clone()
+    }
+
+    pub fn metadata(&self) -> Vec<(i32, String, String, String)> {
+        self.state.metadata.lock().unwrap().clone()
+    }
+
+    pub fn headers(&self) -> Vec<http::HeaderMap> {
+        self.state.headers.lock().unwrap().clone()
+    }
+
+    /// Requests answered so far, failed ones included.
+    pub fn requests(&self) -> usize {
+        *self.state.requests.lock().unwrap()
+    }
+
+    pub async fn wait_until(
+        &self,
+        limit: Duration,
+        done: impl Fn(&RemoteWriteSink) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.state.changed.notified();
+            if done(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return done(self);
+            }
+        }
+    }
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    state.headers.lock().unwrap().push(req.headers().clone());
+    *state.requests.lock().unwrap() += 1;
+    let failure = state.failures.lock().unwrap().pop_front();
+    let reply = |status: StatusCode, retry: Option<u64>| {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = status;
+        if let Some(s) = retry {
+            r.headers_mut().insert(http::header::RETRY_AFTER, s.into());
+        }
+        state.changed.notify_waiters();
+        r
+    };
+    if let Some((code, retry)) = failure {
+        return reply(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            retry,
+        );
+    }
+    let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+        return reply(StatusCode::BAD_REQUEST, None);
+    };
+    let Ok(raw) = snap::raw::Decoder::new().decompress_vec(&body) else {
+        return reply(StatusCode::BAD_REQUEST, None);
+    };
+    let Ok(wr) = WriteRequest::decode(&raw[..]) else {
+        return reply(StatusCode::BAD_REQUEST, None);
+    };
+    state
+        .series
+        .lock()
+        .unwrap()
+        .extend(wr.timeseries.into_iter().map(|ts| {
+            ReceivedSeries {
+                labels: ts.labels.into_iter().map(|l| (l.name, l.value)).collect(),
+                samples: ts
+                    .samples
+                    .into_iter()
+                    .map(|s| (s.value, s.timestamp))
+                    .collect(),
+            }
+        }));
+    state.metadata.lock().unwrap().extend(
+        wr.metadata
+            .into_iter()
+            .map(|m| (m.r#type, m.metric_family_name, m.help, m.unit)),
+    );
+    reply(StatusCode::NO_CONTENT, None)
+}
