@@ -546,11 +546,10 @@ fn translate_metric(
                     let ex = p
                         .exemplars
                         .iter()
-                        .filter(|e| {
+                        .rfind(|e| {
                             let ev = exemplar(e).value;
                             ev <= *bound && (i == 0 || ev > p.explicit_bounds[i - 1])
                         })
-                        .last()
                         .map(exemplar);
                     t.series.push(Series {
                         family,

@@ -41,7 +41,7 @@ use sidekick_collector::telemetry::Telemetry;
 use tokio::net::TcpListener;
 
 use crate::prom::{self, Accumulator, ResourceToTelemetry, Settings, TranslationStrategy};
-pub use store::{Format, Store};
+pub use store::{Format, Snapshot, Store};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

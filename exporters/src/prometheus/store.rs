@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sidekick_collector::telemetry::Telemetry;
@@ -27,17 +28,29 @@ impl Format {
 }
 
 struct Entry {
+    /// The rendered `name{labels}`, made once when the series first arrives.
+    text: Arc<str>,
     value: f64,
     timestamp_ms: i64,
     updated: Instant,
     /// ` # {labels} value timestamp`, for OpenMetrics.
-    exemplar: Option<String>,
+    exemplar: Option<Arc<str>>,
 }
 
 struct FamilyEntry {
     family: Family,
-    /// Keyed by the rendered `name{labels}`, so the page comes out sorted.
-    series: BTreeMap<String, Entry>,
+    /// Keyed by [`prom::Series::key`]: updates hash, they do not render.
+    series: HashMap<u64, Entry>,
+}
+
+/// One series' rendered name and labels, value, timestamp and exemplar.
+type SnapshotSeries = (Arc<str>, f64, i64, Option<Arc<str>>);
+
+/// What a render needs, copied out under the lock (reference-counted text, no
+/// formatting), so rendering itself does not hold up ingestion.
+pub struct Snapshot {
+    families: Vec<(Family, Vec<SnapshotSeries>)>,
+    send_timestamps: bool,
 }
 
 pub struct Store {
@@ -147,7 +160,7 @@ impl Store {
             by_index.insert(i, f.name.clone());
             match self.families.get_mut(&f.name) {
                 Some(entry) if entry.family.kind == f.kind => {
-                    if !f.help.is_empty() {
+                    if !f.help.is_empty() && entry.family.help != f.help {
                         entry.family.help = f.help;
                     }
                 }
@@ -157,7 +170,7 @@ impl Store {
                         f.name.clone(),
                         FamilyEntry {
                             family: f,
-                            series: BTreeMap::new(),
+                            series: HashMap::new(),
                         },
                     );
                 }
@@ -170,13 +183,14 @@ impl Store {
             else {
                 continue;
             };
-            let key = series_text(&s.name, &s.labels);
+            let key = s.key();
             if is_stale_nan(s.value) {
                 entry.series.remove(&key);
                 continue;
             }
-            let exemplar = s.exemplar.as_ref().and_then(exemplar_text);
-            let e = entry.series.entry(key).or_insert(Entry {
+            let exemplar = s.exemplar.as_ref().and_then(exemplar_text).map(Arc::from);
+            let e = entry.series.entry(key).or_insert_with(|| Entry {
+                text: Arc::from(series_text(&s.name, &s.labels)),
                 value: s.value,
                 timestamp_ms: s.timestamp_ms,
                 updated: now,
@@ -194,36 +208,75 @@ impl Store {
         }
     }
 
-    /// Drops series not updated within the expiration.
+    /// Drops series not updated within the expiration. Reads the clock once: on some
+    /// virtual machines each read is a system call.
     fn expire(&mut self) {
-        let limit = self.expiration;
+        let Some(cutoff) = Instant::now().checked_sub(self.expiration) else {
+            return;
+        };
         for f in self.families.values_mut() {
-            f.series.retain(|_, e| e.updated.elapsed() < limit);
+            f.series.retain(|_, e| e.updated > cutoff);
         }
         self.families.retain(|_, f| !f.series.is_empty());
     }
 
+    /// Copies out what a render needs (and drops expired series).
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.expire();
+        Snapshot {
+            families: self
+                .families
+                .values()
+                .map(|f| {
+                    let series = f
+                        .series
+                        .values()
+                        .map(|e| {
+                            (
+                                Arc::clone(&e.text),
+                                e.value,
+                                e.timestamp_ms,
+                                e.exemplar.clone(),
+                            )
+                        })
+                        .collect();
+                    (f.family.clone(), series)
+                })
+                .collect(),
+            send_timestamps: self.send_timestamps,
+        }
+    }
+
     /// The page, with `extra` (e.g. Sidekick's own metrics) after the stored families.
     pub fn render(&mut self, format: Format, extra: Translation) -> String {
-        self.expire();
+        self.snapshot().render(format, extra)
+    }
+}
+
+impl Snapshot {
+    /// The page, with `extra` (e.g. Sidekick's own metrics) after the stored families.
+    pub fn render(mut self, format: Format, extra: Translation) -> String {
         let om = format == Format::OpenMetrics;
-        let mut out = String::with_capacity(self.series() * 80 + 1024);
-        for f in self.families.values() {
-            header(&mut out, &f.family, om);
-            for (key, e) in &f.series {
-                out.push_str(key);
+        let total: usize = self.families.iter().map(|(_, s)| s.len()).sum();
+        let mut out = String::with_capacity(total * 80 + 1024);
+        let names: Vec<String> = self.families.iter().map(|(f, _)| f.name.clone()).collect();
+        for (family, series) in &mut self.families {
+            series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            header(&mut out, family, om);
+            for (text, value, timestamp_ms, exemplar) in series.iter() {
+                out.push_str(text);
                 out.push(' ');
-                push_value(&mut out, e.value);
+                push_value(&mut out, *value);
                 if self.send_timestamps {
                     if om {
-                        let _ = write!(out, " {}", e.timestamp_ms as f64 / 1000.0);
+                        let _ = write!(out, " {}", *timestamp_ms as f64 / 1000.0);
                     } else {
-                        let _ = write!(out, " {}", e.timestamp_ms);
+                        let _ = write!(out, " {timestamp_ms}");
                     }
                 }
                 if om {
-                    let exemplar_ok = f.family.kind == Kind::Counter || key.contains("_bucket{");
-                    if let Some(x) = e.exemplar.as_ref().filter(|_| exemplar_ok) {
+                    let exemplar_ok = family.kind == Kind::Counter || text.contains("_bucket{");
+                    if let Some(x) = exemplar.as_ref().filter(|_| exemplar_ok) {
                         out.push_str(x);
                     }
                 }
@@ -236,7 +289,7 @@ impl Store {
         }
         for (i, series) in grouped {
             let f = &extra.families[i];
-            if self.families.contains_key(&f.name) {
+            if names.contains(&f.name) {
                 continue;
             }
             header(&mut out, f, om);
@@ -260,9 +313,14 @@ fn header(out: &mut String, f: &Family, om: bool) {
     } else {
         f.name.as_str()
     };
-    if !f.help.is_empty() {
-        let _ = writeln!(out, "# HELP {name} {}", escape_help(&f.help, om));
-    }
+    // Linters (promtool) want help on every family; a metric without a description
+    // gets its own name.
+    let help = if f.help.is_empty() {
+        name
+    } else {
+        f.help.as_str()
+    };
+    let _ = writeln!(out, "# HELP {name} {}", escape_help(help, om));
     let _ = writeln!(out, "# TYPE {name} {}", f.kind.as_str());
     if om && !f.unit.is_empty() && name.ends_with(&format!("_{}", f.unit)) {
         let _ = writeln!(out, "# UNIT {name} {}", f.unit);

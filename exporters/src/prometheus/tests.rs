@@ -115,11 +115,13 @@ fn renders_the_text_format() {
         "# HELP http_requests_total Requests \"served\".\\nAll of them.\n\
          # TYPE http_requests_total counter\n\
          http_requests_total{job=\"checkout\",path=\"/a\\\"b\\\\c\"} 5\n\
+         # HELP latency_seconds latency_seconds\n\
          # TYPE latency_seconds histogram\n\
          latency_seconds_bucket{job=\"checkout\",le=\"+Inf\"} 3\n\
          latency_seconds_bucket{job=\"checkout\",le=\"0.5\"} 1\n\
          latency_seconds_count{job=\"checkout\"} 3\n\
          latency_seconds_sum{job=\"checkout\"} 1.5\n\
+         # HELP temperature_celsius temperature_celsius\n\
          # TYPE temperature_celsius gauge\n\
          temperature_celsius{job=\"checkout\"} NaN\n"
     );

@@ -1,0 +1,66 @@
+//! The Prometheus exporters' work: translating, encoding and snappy-compressing 10,000
+//! series for remote-write, and rendering a scrape page of 100,000 series.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sidekick_exporters::prom::{self, Accumulator, Settings, Translation};
+use sidekick_exporters::prometheus::{Format, Store};
+use sidekick_exporters::prometheus_remote_write::build_requests;
+use sidekick_testkit::gen::metrics_request;
+
+fn settings() -> Settings {
+    Settings {
+        target_info: true,
+        ..Settings::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    // 10,000 gauge series over 10 resources.
+    let request = metrics_request(0, 10, 1_000);
+    let mut g = c.benchmark_group("prometheus");
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function(
+        BenchmarkId::new("remote_write_translate_encode_compress", 10_000),
+        |b| {
+            let mut acc = Accumulator::default();
+            b.iter(|| {
+                let t = prom::translate(black_box(&request), &settings(), &mut acc, 0);
+                build_requests(&t, true, 5, 3_000_000)
+                    .iter()
+                    .map(|r| r.len())
+                    .sum::<usize>()
+            })
+        },
+    );
+    // A page of 100,000 series.
+    let big = metrics_request(0, 100, 1_000);
+    let mut store = Store::new(Duration::from_secs(3600), false);
+    store.update(prom::translate(
+        &big,
+        &settings(),
+        &mut Accumulator::default(),
+        0,
+    ));
+    g.throughput(Throughput::Elements(100_000));
+    // What holds the store's lock during a scrape, and the whole render.
+    g.bench_function(BenchmarkId::new("snapshot", 100_000), |b| {
+        b.iter(|| store.snapshot())
+    });
+    g.bench_function(BenchmarkId::new("render_text", 100_000), |b| {
+        b.iter(|| store.render(Format::Text, Translation::default()).len())
+    });
+    g.bench_function(BenchmarkId::new("ingest", 100_000), |b| {
+        let mut acc = Accumulator::default();
+        b.iter(|| {
+            let t = prom::translate(black_box(&big), &settings(), &mut acc, 0);
+            store.update(t);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

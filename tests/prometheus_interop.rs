@@ -1,0 +1,423 @@
+//! Interop with the real Prometheus server (Debian package `prometheus`): Sidekick
+//! remote-writes into it, Prometheus scrapes Sidekick's `prometheus` exporter, and
+//! `promtool check metrics` accepts the exporter's page. Without the binaries these tests
+//! fail under CI and say so loudly elsewhere.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{http_get, Sidekick, TempFile};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+/// The path of an external binary, or `None` (outside CI) after saying it is missing.
+fn binary(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or(None);
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is required in CI: apt-get install -y prometheus"
+        );
+        eprintln!("SKIPPING: {name} is not installed (apt-get install -y prometheus)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn gauge(name: &str, unit: &str, value: f64, attrs: Vec<KeyValue>, flags: u32, t: u64) -> Metric {
+    Metric {
+        name: name.into(),
+        unit: unit.into(),
+        data: Some(Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint {
+                attributes: attrs,
+                time_unix_nano: t,
+                flags,
+                value: Some(number_data_point::Value::AsDouble(value)),
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    }
+}
+
+fn request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "interop"),
+                    kv("service.instance.id", "i-1"),
+                    kv("host.name", "h"),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn post_otlp(addr: SocketAddr, req: &ExportMetricsServiceRequest) {
+    let body = req.encode_to_vec();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/metrics HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+struct Prometheus {
+    child: Child,
+    address: SocketAddr,
+    _config: TempFile,
+    data: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+impl Prometheus {
+    fn start(bin: &PathBuf, scrape: SocketAddr) -> Prometheus {
+        let port = free_port();
+        let config = TempFile::new(
+            "prometheus.yml",
+            &format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sidekick\n    static_configs:\n      - targets: [\"{scrape}\"]\n"),
+        );
+        let data = config.0.parent().unwrap().join("data");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.0.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(address).is_err()
+            || http_get(address, "/-/ready").0 != 200
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "prometheus did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Prometheus {
+            child,
+            address,
+            _config: config,
+            data,
+        }
+    }
+
+    /// The instant vector for `query`: (labels, value) pairs.
+    fn query(&self, query: &str) -> Vec<(serde_json::Value, f64)> {
+        let (status, body) = http_get(
+            self.address,
+            &format!("/api/v1/query?query={}", encode(query)),
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["metric"].clone(),
+                    r["value"][1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until `query` returns something.
+    fn wait(&self, query: &str) -> Vec<(serde_json::Value, f64)> {
+        let started = Instant::now();
+        loop {
+            let r = self.query(query);
+            if !r.is_empty() {
+                return r;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "nothing for {query}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn remote_write_and_scrape_reach_a_real_prometheus() {
+    let Some(bin) = binary("prometheus") else {
+        return;
+    };
+    let Some(promtool) = binary("promtool") else {
+        return;
+    };
+    let exporter_port = free_port();
+    // Prometheus must exist before Sidekick writes to it; start it with the exporter's
+    // address fixed in advance.
+    let exporter: SocketAddr = format!("127.0.0.1:{exporter_port}").parse().unwrap();
+    let prometheus = Prometheus::start(&bin, exporter);
+    let mut sk = Sidekick::start(&format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+exporters:
+  prometheusremotewrite:
+    endpoint: http://{}/api/v1/write
+    external_labels:
+      cluster: ci
+  prometheus:
+    endpoint: {exporter}
+    enable_open_metrics: true
+    include_self_metrics: true
+service:
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [prometheusremotewrite, prometheus]
+",
+        prometheus.address
+    ));
+    let t = now_nanos();
+    let histogram = Metric {
+        name: "job.duration".into(),
+        unit: "s".into(),
+        description: "How long jobs take.".into(),
+        data: Some(Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                time_unix_nano: t,
+                start_time_unix_nano: t - 60_000_000_000,
+                count: 6,
+                sum: Some(4.2),
+                bucket_counts: vec![1, 2, 3],
+                explicit_bounds: vec![0.1, 1.0],
+                ..Default::default()
+            }],
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    };
+    let counter = Metric {
+        name: "jobs.done".into(),
+        description: "Jobs finished.".into(),
+        data: Some(Data::Sum(Sum {
+            data_points: vec![NumberDataPoint {
+                time_unix_nano: t,
+                start_time_unix_nano: t - 60_000_000_000,
+                value: Some(number_data_point::Value::AsInt(42)),
+                ..Default::default()
+            }],
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    };
+    post_otlp(
+        sk.http.unwrap(),
+        &request(vec![
+            gauge(
+                "room.temperature",
+                "Cel",
+                21.5,
+                vec![kv("room", "kitchen")],
+                0,
+                t,
+            ),
+            counter,
+            histogram,
+            gauge("to.vanish", "", 1.0, vec![], 0, t),
+        ]),
+    );
+
+    // (1) Remote write: exact series, labels and values.
+    let temp = prometheus.wait("room_temperature_celsius{job=\"interop\"}");
+    assert_eq!(temp.len(), 1);
+    assert_eq!(temp[0].1, 21.5);
+    let labels = &temp[0].0;
+    assert_eq!(labels["instance"], "i-1");
+    assert_eq!(labels["room"], "kitchen");
+    assert_eq!(labels["cluster"], "ci");
+    assert_eq!(
+        prometheus.query("jobs_done_total{job=\"interop\"}")[0].1,
+        42.0
+    );
+    assert_eq!(
+        prometheus.query("job_duration_seconds_bucket{job=\"interop\",le=\"0.1\"}")[0].1,
+        1.0
+    );
+    assert_eq!(
+        prometheus.query("job_duration_seconds_bucket{job=\"interop\",le=\"1\"}")[0].1,
+        3.0
+    );
+    assert_eq!(
+        prometheus.query("job_duration_seconds_bucket{job=\"interop\",le=\"+Inf\"}")[0].1,
+        6.0
+    );
+    assert_eq!(
+        prometheus.query("job_duration_seconds_count{job=\"interop\"}")[0].1,
+        6.0
+    );
+    assert_eq!(
+        prometheus.query("job_duration_seconds_sum{job=\"interop\"}")[0].1,
+        4.2
+    );
+    let q =
+        prometheus.query("histogram_quantile(0.5, job_duration_seconds_bucket{job=\"interop\"})");
+    assert!(q[0].1 > 0.1 && q[0].1 <= 1.0, "{q:?}");
+    let info = prometheus.query("target_info{job=\"interop\"}");
+    assert_eq!(info[0].0["host_name"], "h");
+    assert_eq!(prometheus.query("to_vanish{job=\"interop\"}").len(), 1);
+
+    // A stale marker ends the series at once instead of after five minutes.
+    post_otlp(
+        sk.http.unwrap(),
+        &request(vec![gauge("to.vanish", "", 0.0, vec![], 1, now_nanos())]),
+    );
+    let started = Instant::now();
+    while !prometheus.query("to_vanish{job=\"interop\"}").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the stale marker did not end the series"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        prometheus.query("count_over_time(to_vanish{job=\"interop\"}[10m])")[0].1,
+        1.0
+    );
+
+    // (2) Prometheus scrapes the exporter: the series are there, with the right types.
+    let scraped = prometheus.wait("room_temperature_celsius{job=\"sidekick\"}");
+    assert_eq!(scraped[0].0["exported_job"], "interop");
+    assert_eq!(scraped[0].1, 21.5);
+    prometheus.wait("job_duration_seconds_bucket{job=\"sidekick\",le=\"1\"}");
+    prometheus.wait("otelcol_exporter_sent_metric_points_total{job=\"sidekick\"}");
+    let started = Instant::now();
+    let types = loop {
+        let (_, body) = http_get(prometheus.address, "/api/v1/metadata");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let ty = |m: &str| v["data"][m][0]["type"].as_str().map(str::to_string);
+        let found = (
+            ty("jobs_done"),
+            ty("job_duration_seconds"),
+            ty("room_temperature_celsius"),
+        );
+        if found.0.is_some() && found.1.is_some() && found.2.is_some() {
+            break found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "metadata incomplete: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        types,
+        (
+            Some("counter".into()),
+            Some("histogram".into()),
+            Some("gauge".into())
+        )
+    );
+
+    // (3) promtool accepts the exporter's page.
+    let (_, page) = http_get(exporter, "/metrics");
+    assert!(page.contains("jobs_done_total"), "{page}");
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{page}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sk.terminate().success());
+}
