@@ -112,6 +112,30 @@ pub trait Processor<S: crate::payload::Signal>: Send {
     fn run(self: Box<Self>, input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()>;
 }
 
+/// A processor that edits each batch on its own (no state across batches, no timers):
+/// the per-batch shape of processor, run by [`MapProcessor`].
+pub trait Edit<S: crate::payload::Signal>: Send + 'static {
+    fn edit(&mut self, batch: &mut crate::payload::Batch<S>);
+}
+
+/// Runs an [`Edit`] on every batch between its input and output.
+pub struct MapProcessor<E>(pub E);
+
+impl<S: crate::payload::Signal, E: Edit<S>> Processor<S> for MapProcessor<E> {
+    fn run(self: Box<Self>, mut input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
+        let mut edit = self.0;
+        Box::pin(async move {
+            while let Some(mut batch) = input.recv().await {
+                edit.edit(&mut batch);
+                let n = batch.len();
+                if output.send(batch).await.is_err() {
+                    tracing::error!(dropped_items = n, "next stage has shut down; dropped data");
+                }
+            }
+        })
+    }
+}
+
 /// An exporter instance: one sender per signal it serves (they usually share one client),
 /// driven by the exporter helper's queue and retry loop, and optionally a server that
 /// runs beside it until the very end of shutdown (the `prometheus` scrape endpoint).

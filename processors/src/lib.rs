@@ -3,5 +3,11 @@
 //! Layout:
 //! - [`batch`]: groups data into batches by size and time (`send_batch_size`,
 //!   `send_batch_max_size`, `timeout`).
+//! - [`attributes`]: edits span / data point / log record attributes (Collector actions).
+//! - [`resource`]: edits resource attributes, keeping encoded batches encoded.
+//! - [`k8s_attributes`]: adds the Pod's identity from the downward API.
 
+pub mod attributes;
 pub mod batch;
+pub mod k8s_attributes;
+pub mod resource;

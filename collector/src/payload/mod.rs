@@ -15,6 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -38,6 +39,8 @@ pub trait Signal: Send + Sync + Sized + 'static {
 
     fn count(request: &Self::Request) -> usize;
     fn resources_mut(request: &mut Self::Request, f: &mut dyn FnMut(&mut Option<Resource>));
+    /// Calls `f` with the attributes of every span, data point or log record.
+    fn item_attributes_mut(request: &mut Self::Request, f: &mut dyn FnMut(&mut Vec<KeyValue>));
     /// Moves the resource lists of `other` onto the end of `into`.
     fn merge(into: &mut Self::Request, other: Self::Request);
 }
@@ -78,6 +81,17 @@ impl Signal for TracesSignal {
     fn merge(into: &mut Self::Request, other: Self::Request) {
         into.resource_spans.extend(other.resource_spans);
     }
+
+    fn item_attributes_mut(r: &mut Self::Request, f: &mut dyn FnMut(&mut Vec<KeyValue>)) {
+        for span in r
+            .resource_spans
+            .iter_mut()
+            .flat_map(|rs| &mut rs.scope_spans)
+            .flat_map(|ss| &mut ss.spans)
+        {
+            f(&mut span.attributes);
+        }
+    }
 }
 
 impl Signal for MetricsSignal {
@@ -114,6 +128,30 @@ impl Signal for MetricsSignal {
     fn merge(into: &mut Self::Request, other: Self::Request) {
         into.resource_metrics.extend(other.resource_metrics);
     }
+
+    fn item_attributes_mut(r: &mut Self::Request, f: &mut dyn FnMut(&mut Vec<KeyValue>)) {
+        let metrics = r
+            .resource_metrics
+            .iter_mut()
+            .flat_map(|rm| &mut rm.scope_metrics)
+            .flat_map(|sm| &mut sm.metrics);
+        for m in metrics {
+            match &mut m.data {
+                Some(Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| f(&mut p.attributes)),
+                Some(Data::Sum(s)) => s.data_points.iter_mut().for_each(|p| f(&mut p.attributes)),
+                Some(Data::Histogram(h)) => {
+                    h.data_points.iter_mut().for_each(|p| f(&mut p.attributes))
+                }
+                Some(Data::ExponentialHistogram(h)) => {
+                    h.data_points.iter_mut().for_each(|p| f(&mut p.attributes))
+                }
+                Some(Data::Summary(s)) => {
+                    s.data_points.iter_mut().for_each(|p| f(&mut p.attributes))
+                }
+                None => {}
+            }
+        }
+    }
 }
 
 impl Signal for LogsSignal {
@@ -140,6 +178,17 @@ impl Signal for LogsSignal {
 
     fn merge(into: &mut Self::Request, other: Self::Request) {
         into.resource_logs.extend(other.resource_logs);
+    }
+
+    fn item_attributes_mut(r: &mut Self::Request, f: &mut dyn FnMut(&mut Vec<KeyValue>)) {
+        for l in r
+            .resource_logs
+            .iter_mut()
+            .flat_map(|rl| &mut rl.scope_logs)
+            .flat_map(|sl| &mut sl.log_records)
+        {
+            f(&mut l.attributes);
+        }
     }
 }
 
@@ -329,6 +378,26 @@ impl<S: Signal> Batch<S> {
         }
     }
 
+    /// Edits every resource in place. An encoded batch stays encoded: only each resource
+    /// message is decoded and re-encoded; the spans, points or records beside it are
+    /// copied as bytes, never decoded. A missing resource is created empty first.
+    pub fn resources_mut(&mut self, mut f: impl FnMut(&mut Resource)) {
+        match &mut self.repr {
+            Repr::Decoded(d) => {
+                let d = Arc::make_mut(d);
+                d.encoded = OnceLock::new();
+                S::resources_mut(&mut d.request, &mut |r| {
+                    f(r.get_or_insert_with(Resource::default))
+                });
+            }
+            Repr::Encoded(chunks) => {
+                for (chunk, _) in chunks.iter_mut() {
+                    *chunk = rewrite_resources(chunk, &mut f);
+                }
+            }
+        }
+    }
+
     /// Recounts items after an edit through [`Batch::request_mut`].
     pub fn recount(&mut self) {
         if let Repr::Decoded(d) = &self.repr {
@@ -393,6 +462,35 @@ impl<S: Signal> Batch<S> {
             items: total - at,
         }
     }
+}
+
+/// Re-encodes the `resource` (field 1) of each top-level resource message (field 1) of
+/// an export request, copying every other field as it is.
+fn rewrite_resources(buf: &Bytes, f: &mut dyn FnMut(&mut Resource)) -> Bytes {
+    let mut out = Vec::with_capacity(buf.len() + 64);
+    for field in wire::Fields::new(buf, 0).map_while(Result::ok) {
+        if field.number != 1 || field.wire_type != 2 {
+            out.extend_from_slice(&buf[field.start..field.end]);
+            continue;
+        }
+        let inner = &buf[field.payload_start..field.end];
+        let mut resource = Resource::default();
+        let mut rest = Vec::with_capacity(inner.len());
+        for g in wire::Fields::new(inner, 0).map_while(Result::ok) {
+            if g.number == 1 && g.wire_type == 2 {
+                // A malformed resource is replaced rather than passed on half-edited.
+                let _ = resource.merge(&inner[g.payload_start..g.end]);
+            } else {
+                rest.extend_from_slice(&inner[g.start..g.end]);
+            }
+        }
+        f(&mut resource);
+        let mut message = Vec::with_capacity(rest.len() + resource.encoded_len() + 8);
+        wire::put_len_field(&mut message, 1, &resource.encode_to_vec());
+        message.extend_from_slice(&rest);
+        wire::put_len_field(&mut out, 1, &message);
+    }
+    Bytes::from(out)
 }
 
 fn decode_chunks<S: Signal>(chunks: &[(Bytes, usize)]) -> Result<S::Request, DecodeError> {

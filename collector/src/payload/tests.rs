@@ -246,3 +246,37 @@ fn metrics_count_and_split_by_data_point() {
     }
     assert_eq!(b_metrics[1].name, "temperature");
 }
+
+#[test]
+fn resources_mut_edits_encoded_batches_without_touching_spans() {
+    let req = traces(&[&[2], &[1, 1]]);
+    let mut batch = Traces::from_encoded(Bytes::from(req.encode_to_vec())).unwrap();
+    batch.append(Traces::from_encoded(Bytes::from(traces(&[&[3]]).encode_to_vec())).unwrap());
+    batch.resources_mut(|r| r.attributes.push(kv("k8s.pod.name", "pod-1")));
+    assert!(batch.decoded().is_none(), "still encoded");
+    assert_eq!(batch.len(), 7);
+    let out = batch.to_request().unwrap();
+    assert_eq!(out.resource_spans.len(), 3);
+    for rs in &out.resource_spans {
+        let attrs = &rs.resource.as_ref().unwrap().attributes;
+        assert_eq!(attrs.last().unwrap().key, "k8s.pod.name");
+        assert_eq!(attrs.len(), 2);
+    }
+    let mut names = flatten(&req);
+    names.extend(flatten(&traces(&[&[3]])));
+    assert_eq!(flatten(&out), names);
+    // Decoded batches too, and a missing resource is created.
+    let mut bare = ExportTraceServiceRequest::default();
+    bare.resource_spans.push(ResourceSpans::default());
+    let mut d = Traces::from_request(bare);
+    d.resources_mut(|r| r.attributes.push(kv("a", "b")));
+    assert_eq!(
+        d.to_request().unwrap().resource_spans[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .len(),
+        1
+    );
+}
