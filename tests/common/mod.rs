@@ -55,10 +55,16 @@ impl Sidekick {
     /// Starts `sidekick --config <yaml>` and waits until it has said where it listens.
     /// `yaml` should end inside `service:` so [`TEST_TELEMETRY`] can follow.
     pub fn start(yaml: &str) -> Sidekick {
+        Self::start_with_env(yaml, &[])
+    }
+
+    /// [`Sidekick::start`] with extra environment variables for the process.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Sidekick {
         let config = TempFile::new("sidekick.yaml", &format!("{yaml}{TEST_TELEMETRY}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_sidekick"))
             .arg("--config")
             .arg(&config.0)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
