@@ -86,5 +86,45 @@ fn batching(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, otlp, batching);
+/// Pod enrichment of a full batch: resources rewritten, spans copied as bytes.
+fn enrichment(c: &mut Criterion) {
+    use sidekick_collector::component::Edit;
+    use sidekick_collector::payload::TracesSignal;
+    use sidekick_processors::k8s_attributes::{Config, PodAttributes};
+
+    let env = |name: &str| -> Option<String> {
+        Some(
+            match name {
+                "K8S_POD_NAME" => "checkout-7d9f8b6c5-x2k9q",
+                "K8S_NAMESPACE" => "shop",
+                "K8S_POD_UID" => "0d1c2b3a-1111-2222-3333-444455556666",
+                "K8S_NODE_NAME" => "ip-10-0-1-23.eu-west-1.compute.internal",
+                "K8S_POD_IP" => "10.0.1.57",
+                _ => return None,
+            }
+            .to_string(),
+        )
+    };
+    let mut pod = PodAttributes::new(
+        Config {
+            labels_file: "/nonexistent".into(),
+            reload_interval: sidekick_collector::config::Duration::from_secs(3600),
+            ..Config::default()
+        },
+        &env,
+    );
+    let batch = Traces::from_encoded(encoded()).unwrap();
+    let mut g = c.benchmark_group("enrich");
+    g.throughput(Throughput::Elements(SPANS as u64));
+    g.bench_function(BenchmarkId::new("k8s_attributes", SPANS), |b| {
+        b.iter(|| {
+            let mut copy = batch.clone();
+            Edit::<TracesSignal>::edit(&mut pod, &mut copy);
+            copy.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, otlp, batching, enrichment);
 criterion_main!(benches);

@@ -21,9 +21,11 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use sidekick_testkit::sink::OtlpSink;
 
 fn attr(r: &Resource, key: &str) -> Option<String> {
-    r.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-        Value::StringValue(s) => Some(s.clone()),
-        _ => None,
+    r.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
     })
 }
 
@@ -32,7 +34,10 @@ fn pod_identity_on_every_signal() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = runtime();
     let sink = rt.block_on(OtlpSink::start());
-    let labels = TempFile::new("labels", "app=\"checkout\"\npod-template-hash=\"7d9f8b6c5\"\nversion=\"1.0\"\n");
+    let labels = TempFile::new(
+        "labels",
+        "app=\"checkout\"\npod-template-hash=\"7d9f8b6c5\"\nversion=\"1.0\"\n",
+    );
     let annotations = TempFile::new("annotations", "team=\"payments\"\n");
     let mut sk = Sidekick::start_with_env(
         &format!(
@@ -78,17 +83,51 @@ service:
         .with_attribute(KeyValue::new("k8s.namespace.name", "set-by-app"))
         .build();
     let send = |version: &str| {
-        let spans = rt.block_on(async { SpanExporter::builder().with_tonic().with_endpoint(&endpoint).build() }).unwrap();
-        let tracer_provider = SdkTracerProvider::builder().with_simple_exporter(spans).with_resource(resource.clone()).build();
+        let spans = rt
+            .block_on(async {
+                SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(&endpoint)
+                    .build()
+            })
+            .unwrap();
+        let tracer_provider = SdkTracerProvider::builder()
+            .with_simple_exporter(spans)
+            .with_resource(resource.clone())
+            .build();
         let mut span = tracer_provider.tracer("t").start(format!("op-{version}"));
         span.end();
         tracer_provider.shutdown().unwrap();
-        let metrics = rt.block_on(async { MetricExporter::builder().with_tonic().with_endpoint(&endpoint).build() }).unwrap();
-        let meter_provider = SdkMeterProvider::builder().with_periodic_exporter(metrics).with_resource(resource.clone()).build();
-        meter_provider.meter("m").u64_counter("hits").build().add(1, &[]);
+        let metrics = rt
+            .block_on(async {
+                MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(&endpoint)
+                    .build()
+            })
+            .unwrap();
+        let meter_provider = SdkMeterProvider::builder()
+            .with_periodic_exporter(metrics)
+            .with_resource(resource.clone())
+            .build();
+        meter_provider
+            .meter("m")
+            .u64_counter("hits")
+            .build()
+            .add(1, &[]);
         meter_provider.shutdown().unwrap();
-        let logs = rt.block_on(async { LogExporter::builder().with_tonic().with_endpoint(&endpoint).build() }).unwrap();
-        let logger_provider = SdkLoggerProvider::builder().with_simple_exporter(logs).with_resource(resource.clone()).build();
+        let logs = rt
+            .block_on(async {
+                LogExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(&endpoint)
+                    .build()
+            })
+            .unwrap();
+        let logger_provider = SdkLoggerProvider::builder()
+            .with_simple_exporter(logs)
+            .with_resource(resource.clone())
+            .build();
         let logger = logger_provider.logger("l");
         let mut record = logger.create_log_record();
         record.set_body(AnyValue::from(format!("log-{version}")));
@@ -102,33 +141,70 @@ service:
     let resources: Vec<Resource> = sink
         .traces()
         .iter()
-        .flat_map(|r| r.resource_spans.iter().map(|rs| rs.resource.clone().unwrap()))
-        .chain(sink.metrics().iter().flat_map(|r| r.resource_metrics.iter().map(|rm| rm.resource.clone().unwrap())))
-        .chain(sink.logs().iter().flat_map(|r| r.resource_logs.iter().map(|rl| rl.resource.clone().unwrap())))
+        .flat_map(|r| {
+            r.resource_spans
+                .iter()
+                .map(|rs| rs.resource.clone().unwrap())
+        })
+        .chain(sink.metrics().iter().flat_map(|r| {
+            r.resource_metrics
+                .iter()
+                .map(|rm| rm.resource.clone().unwrap())
+        }))
+        .chain(sink.logs().iter().flat_map(|r| {
+            r.resource_logs
+                .iter()
+                .map(|rl| rl.resource.clone().unwrap())
+        }))
         .collect();
     assert!(resources.len() >= 3);
     for r in &resources {
-        assert_eq!(attr(r, "k8s.pod.name").as_deref(), Some("checkout-7d9f8b6c5-x2k9q"));
+        assert_eq!(
+            attr(r, "k8s.pod.name").as_deref(),
+            Some("checkout-7d9f8b6c5-x2k9q")
+        );
         assert_eq!(attr(r, "k8s.pod.uid").as_deref(), Some("0d1c2b3a"));
         assert_eq!(attr(r, "k8s.node.name").as_deref(), Some("node-a"));
         assert_eq!(attr(r, "k8s.pod.ip").as_deref(), Some("10.1.2.3"));
         assert_eq!(attr(r, "k8s.deployment.name").as_deref(), Some("checkout"));
-        assert_eq!(attr(r, "k8s.replicaset.name").as_deref(), Some("checkout-7d9f8b6c5"));
+        assert_eq!(
+            attr(r, "k8s.replicaset.name").as_deref(),
+            Some("checkout-7d9f8b6c5")
+        );
         assert_eq!(attr(r, "k8s.pod.label.version").as_deref(), Some("1.0"));
-        assert_eq!(attr(r, "k8s.pod.annotation.team").as_deref(), Some("payments"));
-        assert_eq!(attr(r, "k8s.namespace.name").as_deref(), Some("set-by-app"), "the app's value wins");
+        assert_eq!(
+            attr(r, "k8s.pod.annotation.team").as_deref(),
+            Some("payments")
+        );
+        assert_eq!(
+            attr(r, "k8s.namespace.name").as_deref(),
+            Some("set-by-app"),
+            "the app's value wins"
+        );
         assert_eq!(attr(r, "service.name").as_deref(), Some("checkout"));
     }
 
     // The labels change while the Pod runs.
-    std::fs::write(&labels.0, "app=\"checkout\"\npod-template-hash=\"7d9f8b6c5\"\nversion=\"2.0\"\n").unwrap();
+    std::fs::write(
+        &labels.0,
+        "app=\"checkout\"\npod-template-hash=\"7d9f8b6c5\"\nversion=\"2.0\"\n",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     send("2");
     assert!(rt.block_on(sink.wait_until(Duration::from_secs(15), |s| {
-        s.traces().iter().flat_map(|r| r.resource_spans.clone()).any(|rs| {
-            attr(rs.resource.as_ref().unwrap(), "k8s.pod.label.version").as_deref() == Some("2.0")
-                && rs.scope_spans.iter().flat_map(|ss| &ss.spans).any(|s| s.name == "op-2")
-        })
+        s.traces()
+            .iter()
+            .flat_map(|r| r.resource_spans.clone())
+            .any(|rs| {
+                attr(rs.resource.as_ref().unwrap(), "k8s.pod.label.version").as_deref()
+                    == Some("2.0")
+                    && rs
+                        .scope_spans
+                        .iter()
+                        .flat_map(|ss| &ss.spans)
+                        .any(|s| s.name == "op-2")
+            })
     })));
     assert!(sk.terminate().success());
 }

@@ -6,6 +6,7 @@
 //!   until a stage needs to look inside; [`payload::wire`] walks the protobuf framing.
 //! - [`component`]: the config-is-factory traits and the [`Registry`](component::Registry).
 //! - [`pipe`]: bounded queues ([`Input`](pipe::Input), [`Output`](pipe::Output)) and [`Stop`](pipe::Stop).
+//! - [`downward`]: the Kubernetes downward-API volume file format.
 //! - [`exporter`]: queue, consumers, timeout and retry shared by every exporter.
 //! - [`topology`]: config document → checked plan → built service → run and drain.
 //! - [`telemetry`]: self-metrics under the OpenTelemetry Collector's names.
@@ -17,6 +18,7 @@
 
 pub mod admin;
 pub mod component;
+pub mod downward;
 pub mod exporter;
 pub mod grpc;
 pub mod http;

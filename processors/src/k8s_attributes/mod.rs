@@ -21,8 +21,9 @@
 //! every `reload_interval` (labels can change while the Pod runs). Only resources are
 //! edited: encoded batches stay encoded.
 
-pub mod downward;
 pub mod workload;
+
+use sidekick_collector::downward;
 
 use std::time::Instant;
 

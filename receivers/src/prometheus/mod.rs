@@ -46,10 +46,59 @@ use relabel::RuleConfig;
 use scrape::ScrapeTarget;
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// A Prometheus configuration: `global` and `scrape_configs`.
     pub config: PromConfig,
+    /// Also scrape this Pod's app as its `prometheus.io/*` annotations say (read from the
+    /// downward-API annotations file at start): `prometheus.io/scrape: "true"`,
+    /// `prometheus.io/port`, `prometheus.io/path` (default `/metrics`),
+    /// `prometheus.io/scheme` (default `http`). The target is `127.0.0.1:<port>`.
+    pub pod_annotations: bool,
+    /// Default `/etc/podinfo/annotations`.
+    pub pod_annotations_file: Option<String>,
+    /// `job` for the annotated target. Default `app`.
+    pub pod_annotations_job: Option<String>,
+}
+
+/// The scrape config Pod annotations ask for, if they ask for one.
+pub fn from_annotations(text: &str, job: &str) -> Result<Option<ScrapeConfig>, String> {
+    let (pairs, _) = sidekick_collector::downward::parse(text);
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    if get("prometheus.io/scrape") != Some("true") {
+        return Ok(None);
+    }
+    let port = get("prometheus.io/port")
+        .ok_or("prometheus.io/scrape is true but prometheus.io/port is missing")?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("prometheus.io/port \"{port}\" is not a port number"))?;
+    let scheme = get("prometheus.io/scheme").unwrap_or("http");
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!(
+            "prometheus.io/scheme \"{scheme}\" must be http or https"
+        ));
+    }
+    let path = get("prometheus.io/path").unwrap_or("/metrics");
+    Ok(Some(ScrapeConfig {
+        job_name: job.to_string(),
+        metrics_path: if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        },
+        scheme: scheme.to_string(),
+        static_configs: vec![StaticConfig {
+            targets: vec![format!("127.0.0.1:{port}")],
+            labels: BTreeMap::new(),
+        }],
+        ..ScrapeConfig::default()
+    }))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -388,10 +437,10 @@ impl ReceiverConfig for Config {
                 ));
             }
         }
-        if c.scrape_configs.is_empty() {
+        if c.scrape_configs.is_empty() && !self.pod_annotations {
             out.push(FieldError::new(
                 "config.scrape_configs",
-                "add at least one scrape config",
+                "add at least one scrape config (or pod_annotations: true)",
             ));
         }
         let mut jobs = std::collections::BTreeSet::new();
@@ -507,7 +556,32 @@ impl ReceiverConfig for Config {
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
         let name = ctx.id.to_string();
         let mut targets = Vec::new();
-        for sc in &self.config.scrape_configs {
+        let mut scrape_configs = self.config.scrape_configs.clone();
+        if self.pod_annotations {
+            let file = self
+                .pod_annotations_file
+                .as_deref()
+                .unwrap_or("/etc/podinfo/annotations");
+            let job = self.pod_annotations_job.as_deref().unwrap_or("app");
+            match std::fs::read_to_string(file) {
+                Err(e) => {
+                    tracing::warn!(receiver = %name, file, error = %e, "cannot read the Pod's annotations; not scraping by annotation")
+                }
+                Ok(text) => match from_annotations(&text, job) {
+                    Ok(Some(sc)) => {
+                        tracing::info!(receiver = %name, target = %sc.static_configs[0].targets[0], path = %sc.metrics_path, "scraping the app as its Pod annotations ask");
+                        scrape_configs.push(sc);
+                    }
+                    Ok(None) => {
+                        tracing::info!(receiver = %name, "Pod annotations do not ask for scraping (prometheus.io/scrape is not \"true\")")
+                    }
+                    Err(e) => {
+                        return Err(BuildError::new(format!("pod annotations in {file}: {e}")))
+                    }
+                },
+            }
+        }
+        for sc in &scrape_configs {
             targets.extend(scrape::targets_for(
                 &self.config.global,
                 sc,

@@ -529,3 +529,33 @@ fn unsupported_keys_are_named() {
     assert!(parse_prom_duration("1h30m").is_ok());
     assert_eq!(parse_size("10MB"), Ok(10 << 20));
 }
+
+#[test]
+fn pod_annotations_become_a_scrape_config() {
+    let text = "prometheus.io/scrape=\"true\"\nprometheus.io/port=\"9102\"\nprometheus.io/path=\"/custom\"\nother=\"x\"\n";
+    let sc = from_annotations(text, "app").unwrap().unwrap();
+    assert_eq!(sc.static_configs[0].targets, vec!["127.0.0.1:9102"]);
+    assert_eq!(
+        (
+            sc.metrics_path.as_str(),
+            sc.scheme.as_str(),
+            sc.job_name.as_str()
+        ),
+        ("/custom", "http", "app")
+    );
+    assert!(from_annotations("prometheus.io/scrape=\"false\"\n", "app")
+        .unwrap()
+        .is_none());
+    assert!(from_annotations("", "app").unwrap().is_none());
+    assert_eq!(
+        from_annotations("prometheus.io/scrape=\"true\"\n", "app").unwrap_err(),
+        "prometheus.io/scrape is true but prometheus.io/port is missing"
+    );
+    assert!(from_annotations(
+        "prometheus.io/scrape=\"true\"\nprometheus.io/port=\"http\"\n",
+        "app"
+    )
+    .is_err());
+    let c = load("pod_annotations: true\n").unwrap();
+    assert!(c.pod_annotations);
+}
