@@ -109,10 +109,10 @@ impl ActionConfig {
             return Err(err("key", "key is required"));
         }
         match self.action {
-            ActionKind::Insert | ActionKind::Update | ActionKind::Upsert => {
-                if self.value.is_some() == self.from_attribute.is_some() {
-                    return Err(err("value", "give exactly one of value and from_attribute"));
-                }
+            ActionKind::Insert | ActionKind::Update | ActionKind::Upsert
+                if self.value.is_some() == self.from_attribute.is_some() =>
+            {
+                return Err(err("value", "give exactly one of value and from_attribute"));
             }
             ActionKind::Extract => match &pattern {
                 None => return Err(err("pattern", "extract needs a pattern with named groups")),

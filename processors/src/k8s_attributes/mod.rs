@@ -304,8 +304,8 @@ impl PodAttributes {
     /// Adds the attributes to one resource's, per the policy.
     pub fn apply(&self, resource: &mut Vec<KeyValue>) {
         for kv in &self.attributes {
-            let wins = self.config.policy == Policy::Override
-                || self.config.overrides.iter().any(|k| *k == kv.key);
+            let wins =
+                self.config.policy == Policy::Override || self.config.overrides.contains(&kv.key);
             match resource.iter_mut().find(|r| r.key == kv.key) {
                 Some(existing) if wins => existing.value = kv.value.clone(),
                 Some(_) => {}

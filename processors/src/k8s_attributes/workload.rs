@@ -17,7 +17,7 @@ fn is_suffix_char(c: char) -> bool {
     "bcdfghjklmnpqrstvwxz2456789".contains(c)
 }
 
-fn strip_suffix<'a>(name: &'a str, ok: impl Fn(&str) -> bool) -> Option<&'a str> {
+fn strip_suffix(name: &str, ok: impl Fn(&str) -> bool) -> Option<&str> {
     let (base, suffix) = name.rsplit_once('-')?;
     (!base.is_empty() && ok(suffix)).then_some(base)
 }

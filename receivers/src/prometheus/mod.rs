@@ -59,32 +59,41 @@ pub struct Config {
     pub pod_annotations_file: Option<String>,
     /// `job` for the annotated target. Default `app`.
     pub pod_annotations_job: Option<String>,
+    /// Annotation prefix to read. Default `prometheus.io`; use another (e.g.
+    /// `sidekick.io`) when the Pod's `prometheus.io/*` annotations point Prometheus at
+    /// Sidekick itself.
+    pub pod_annotations_prefix: Option<String>,
 }
 
 /// The scrape config Pod annotations ask for, if they ask for one.
-pub fn from_annotations(text: &str, job: &str) -> Result<Option<ScrapeConfig>, String> {
+pub fn from_annotations(
+    text: &str,
+    job: &str,
+    prefix: &str,
+) -> Result<Option<ScrapeConfig>, String> {
     let (pairs, _) = sidekick_collector::downward::parse(text);
     let get = |k: &str| {
+        let key = format!("{prefix}/{k}");
         pairs
             .iter()
-            .find(|(key, _)| key == k)
+            .find(|(k, _)| *k == key)
             .map(|(_, v)| v.as_str())
     };
-    if get("prometheus.io/scrape") != Some("true") {
+    if get("scrape") != Some("true") {
         return Ok(None);
     }
-    let port = get("prometheus.io/port")
-        .ok_or("prometheus.io/scrape is true but prometheus.io/port is missing")?;
+    let port = get("port")
+        .ok_or_else(|| format!("{prefix}/scrape is true but {prefix}/port is missing"))?;
     let port: u16 = port
         .parse()
-        .map_err(|_| format!("prometheus.io/port \"{port}\" is not a port number"))?;
-    let scheme = get("prometheus.io/scheme").unwrap_or("http");
+        .map_err(|_| format!("{prefix}/port \"{port}\" is not a port number"))?;
+    let scheme = get("scheme").unwrap_or("http");
     if !matches!(scheme, "http" | "https") {
         return Err(format!(
-            "prometheus.io/scheme \"{scheme}\" must be http or https"
+            "{prefix}/scheme \"{scheme}\" must be http or https"
         ));
     }
-    let path = get("prometheus.io/path").unwrap_or("/metrics");
+    let path = get("path").unwrap_or("/metrics");
     Ok(Some(ScrapeConfig {
         job_name: job.to_string(),
         metrics_path: if path.starts_with('/') {
@@ -563,17 +572,21 @@ impl ReceiverConfig for Config {
                 .as_deref()
                 .unwrap_or("/etc/podinfo/annotations");
             let job = self.pod_annotations_job.as_deref().unwrap_or("app");
+            let prefix = self
+                .pod_annotations_prefix
+                .as_deref()
+                .unwrap_or("prometheus.io");
             match std::fs::read_to_string(file) {
                 Err(e) => {
                     tracing::warn!(receiver = %name, file, error = %e, "cannot read the Pod's annotations; not scraping by annotation")
                 }
-                Ok(text) => match from_annotations(&text, job) {
+                Ok(text) => match from_annotations(&text, job, prefix) {
                     Ok(Some(sc)) => {
                         tracing::info!(receiver = %name, target = %sc.static_configs[0].targets[0], path = %sc.metrics_path, "scraping the app as its Pod annotations ask");
                         scrape_configs.push(sc);
                     }
                     Ok(None) => {
-                        tracing::info!(receiver = %name, "Pod annotations do not ask for scraping (prometheus.io/scrape is not \"true\")")
+                        tracing::info!(receiver = %name, prefix, "Pod annotations do not ask for scraping (<prefix>/scrape is not \"true\")")
                     }
                     Err(e) => {
                         return Err(BuildError::new(format!("pod annotations in {file}: {e}")))

@@ -533,7 +533,9 @@ fn unsupported_keys_are_named() {
 #[test]
 fn pod_annotations_become_a_scrape_config() {
     let text = "prometheus.io/scrape=\"true\"\nprometheus.io/port=\"9102\"\nprometheus.io/path=\"/custom\"\nother=\"x\"\n";
-    let sc = from_annotations(text, "app").unwrap().unwrap();
+    let sc = from_annotations(text, "app", "prometheus.io")
+        .unwrap()
+        .unwrap();
     assert_eq!(sc.static_configs[0].targets, vec!["127.0.0.1:9102"]);
     assert_eq!(
         (
@@ -543,19 +545,30 @@ fn pod_annotations_become_a_scrape_config() {
         ),
         ("/custom", "http", "app")
     );
-    assert!(from_annotations("prometheus.io/scrape=\"false\"\n", "app")
+    assert!(
+        from_annotations("prometheus.io/scrape=\"false\"\n", "app", "prometheus.io")
+            .unwrap()
+            .is_none()
+    );
+    assert!(from_annotations("", "app", "prometheus.io")
         .unwrap()
         .is_none());
-    assert!(from_annotations("", "app").unwrap().is_none());
     assert_eq!(
-        from_annotations("prometheus.io/scrape=\"true\"\n", "app").unwrap_err(),
+        from_annotations("prometheus.io/scrape=\"true\"\n", "app", "prometheus.io").unwrap_err(),
         "prometheus.io/scrape is true but prometheus.io/port is missing"
     );
     assert!(from_annotations(
         "prometheus.io/scrape=\"true\"\nprometheus.io/port=\"http\"\n",
-        "app"
+        "app",
+        "prometheus.io"
     )
     .is_err());
+    let other =
+        "sidekick.io/scrape=\"true\"\nsidekick.io/port=\"8080\"\nprometheus.io/port=\"8889\"\n";
+    let sc = from_annotations(other, "app", "sidekick.io")
+        .unwrap()
+        .unwrap();
+    assert_eq!(sc.static_configs[0].targets, vec!["127.0.0.1:8080"]);
     let c = load("pod_annotations: true\n").unwrap();
     assert!(c.pod_annotations);
 }
