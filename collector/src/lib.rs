@@ -14,6 +14,7 @@
 //! - [`grpc`]: a gRPC codec for protobuf bytes that stay encoded.
 //! - [`http`]: binding and serving HTTP/1 and HTTP/2 with graceful stop.
 //! - [`tls`]: client TLS from PEM files (rustls, ring).
+//! - [`util`]: clock and error-formatting helpers.
 //! - [`logging`]: `tracing` output, text or JSON.
 
 pub mod admin;
@@ -28,5 +29,6 @@ pub mod pipe;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;
+pub mod util;
 
 pub use sidekick_config as config;

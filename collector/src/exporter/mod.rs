@@ -128,6 +128,23 @@ pub struct ExportSettings {
 }
 
 impl ExportSettings {
+    /// For exporters that do not leave the process (`debug`, the scrape endpoint): one
+    /// consumer, a short queue, nothing to retry.
+    pub fn in_process() -> Self {
+        ExportSettings {
+            timeout: Duration::from_secs(5),
+            queue: QueueSettings {
+                enabled: true,
+                num_consumers: 1,
+                queue_size: 100,
+            },
+            retry: RetrySettings {
+                enabled: false,
+                ..RetrySettings::default()
+            },
+        }
+    }
+
     pub fn validate(&self) -> Vec<crate::component::FieldError> {
         use crate::component::FieldError;
         let mut out = Vec::new();

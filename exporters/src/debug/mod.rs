@@ -12,9 +12,7 @@ use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts,
 };
 use sidekick_collector::config::Signal as SignalKind;
-use sidekick_collector::exporter::{
-    Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
-};
+use sidekick_collector::exporter::{Delivered, Export, ExportError, ExportSettings};
 use sidekick_collector::payload::{Batch, Signal};
 use tracing::info;
 
@@ -45,18 +43,7 @@ impl ExporterConfig for Config {
     const SIGNALS: &'static [SignalKind] = &SignalKind::ALL;
 
     fn export_settings(&self) -> ExportSettings {
-        ExportSettings {
-            timeout: std::time::Duration::from_secs(5),
-            queue: QueueSettings {
-                enabled: true,
-                num_consumers: 1,
-                queue_size: 100,
-            },
-            retry: RetrySettings {
-                enabled: false,
-                ..RetrySettings::default()
-            },
-        }
+        ExportSettings::in_process()
     }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {

@@ -25,6 +25,7 @@ use sidekick_collector::exporter::{
 };
 use sidekick_collector::grpc::RpcStatus;
 use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
+use sidekick_collector::util::error_chain;
 
 use crate::compression::Compression;
 use crate::partial;
@@ -268,17 +269,6 @@ fn status_message(body: &[u8]) -> String {
         Ok(s) if !s.message.is_empty() => s.message,
         _ => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 impl<S: Signal> Export<S> for OtlpHttpExporter {

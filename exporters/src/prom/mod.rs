@@ -314,6 +314,34 @@ impl Ctx<'_> {
     }
 }
 
+/// Translates a batch (decoding it if it arrived encoded) with the exporter's shared
+/// delta accumulator.
+pub fn translate_batch(
+    batch: &sidekick_collector::payload::Metrics,
+    settings: &Settings,
+    acc: &std::sync::Mutex<Accumulator>,
+) -> Result<Translation, sidekick_collector::exporter::ExportError> {
+    let decoded;
+    let request = match batch.decoded() {
+        Some(r) => r,
+        None => {
+            decoded = batch.to_request().map_err(|e| {
+                sidekick_collector::exporter::ExportError::permanent(format!(
+                    "cannot decode batch: {e}"
+                ))
+            })?;
+            &decoded
+        }
+    };
+    let mut acc = acc.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(translate(
+        request,
+        settings,
+        &mut acc,
+        sidekick_collector::util::now_ms(),
+    ))
+}
+
 /// Translates a request into series. `now_ms` stamps points without a time and drives
 /// the accumulator's expiry.
 pub fn translate(

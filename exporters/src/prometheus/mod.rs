@@ -32,9 +32,7 @@ use sidekick_collector::component::{
     Listen,
 };
 use sidekick_collector::config::{Duration as ConfigDuration, Signal as SignalKind};
-use sidekick_collector::exporter::{
-    Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
-};
+use sidekick_collector::exporter::{Delivered, Export, ExportError, ExportSettings};
 use sidekick_collector::payload::{Metrics, MetricsSignal};
 use sidekick_collector::pipe::Stop;
 use sidekick_collector::telemetry::Telemetry;
@@ -106,18 +104,7 @@ impl ExporterConfig for Config {
     }
 
     fn export_settings(&self) -> ExportSettings {
-        ExportSettings {
-            timeout: std::time::Duration::from_secs(5),
-            queue: QueueSettings {
-                enabled: true,
-                num_consumers: 1,
-                queue_size: 100,
-            },
-            retry: RetrySettings {
-                enabled: false,
-                ..RetrySettings::default()
-            },
-        }
+        ExportSettings::in_process()
     }
 
     fn listen_addresses(&self) -> Vec<Listen> {
@@ -175,30 +162,10 @@ pub struct ScrapeExporter {
     accumulator: Mutex<Accumulator>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl ScrapeExporter {
     fn ingest(&self, batch: &Metrics) -> Result<Delivered, ExportError> {
-        let decoded;
-        let request = match batch.decoded() {
-            Some(r) => r,
-            None => {
-                decoded = batch
-                    .to_request()
-                    .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
-                &decoded
-            }
-        };
         // Translate outside the store's lock; only the update holds it.
-        let translation = {
-            let mut acc = self.accumulator.lock().unwrap_or_else(|p| p.into_inner());
-            prom::translate(request, &self.settings, &mut acc, now_ms())
-        };
+        let translation = prom::translate_batch(batch, &self.settings, &self.accumulator)?;
         let rejected = translation.dropped_points();
         let reason = translation
             .dropped

@@ -363,13 +363,6 @@ pub struct Request {
     pub series: usize,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn metadata_type(kind: Kind) -> i32 {
     match kind {
         Kind::Counter => 1,
@@ -562,20 +555,7 @@ impl RemoteWriteExporter {
     }
 
     async fn export_batch(&self, batch: &Metrics) -> Result<Delivered, ExportError> {
-        let decoded;
-        let request = match batch.decoded() {
-            Some(r) => r,
-            None => {
-                decoded = batch
-                    .to_request()
-                    .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
-                &decoded
-            }
-        };
-        let translation = {
-            let mut acc = self.accumulator.lock().unwrap_or_else(|p| p.into_inner());
-            prom::translate(request, &self.settings, &mut acc, now_ms())
-        };
+        let translation = prom::translate_batch(batch, &self.settings, &self.accumulator)?;
         let mut rejected = translation.dropped_points();
         let mut reasons: Vec<String> = translation
             .dropped

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::header;
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -19,6 +19,7 @@ use sidekick_collector::component::BuildError;
 use sidekick_collector::payload::{Metrics, MetricsSignal};
 use sidekick_collector::pipe::{Output, Stop};
 use sidekick_collector::telemetry::{Counter, Gauge as GaugeMetric, Telemetry};
+use sidekick_collector::util::{error_chain, now_ms};
 use tracing::{info, warn};
 
 use super::parse::Format;
@@ -260,13 +261,6 @@ fn format_duration(d: Duration) -> String {
     } else {
         format!("{}ms", d.as_millis())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Why a scrape failed.
@@ -539,15 +533,4 @@ impl ScrapeTarget {
         tracker.remember_output(batch.clone());
         batch
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
