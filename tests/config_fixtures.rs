@@ -154,3 +154,32 @@ fn cli_answers_help_version_and_bad_arguments() {
         sidekick::DEFAULT_CONFIG
     );
 }
+
+#[test]
+fn example_configs_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        n += 1;
+        let out = Command::new(env!("CARGO_BIN_EXE_sidekick"))
+            .args(["validate", "--config"])
+            .arg(&path)
+            .env(
+                "SIDEKICK_REMOTE_WRITE_URL",
+                "http://prometheus:9090/api/v1/write",
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(n > 0);
+}
