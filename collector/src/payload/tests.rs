@@ -280,3 +280,41 @@ fn resources_mut_edits_encoded_batches_without_touching_spans() {
         1
     );
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever a client sends, checking it either counts items or says where the
+        /// bytes go wrong; it never panics.
+        #[test]
+        fn on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let b = Bytes::from(bytes);
+            let _ = Traces::from_encoded(b.clone());
+            let _ = Metrics::from_encoded(b.clone());
+            if let Ok(mut logs) = Logs::from_encoded(b) {
+                let n = logs.len();
+                let rest = logs.split_off(n / 2);
+                prop_assert_eq!(logs.len() + rest.len(), n);
+            }
+        }
+
+        /// Corrupting one byte of a valid request never panics either.
+        #[test]
+        fn on_corrupted_requests(at in 0usize..400, value in any::<u8>()) {
+            let mut bytes = traces(&[&[2, 3], &[1]]).encode_to_vec();
+            let i = at % bytes.len();
+            bytes[i] = value;
+            if let Ok(mut batch) = Traces::from_encoded(Bytes::from(bytes)) {
+                let n = batch.len();
+                let rest = batch.split_off(n / 2);
+                prop_assert_eq!(batch.len() + rest.len(), n);
+                batch.resources_mut(|r| r.dropped_attributes_count = 1);
+            }
+        }
+    }
+}

@@ -572,3 +572,36 @@ fn pod_annotations_become_a_scrape_config() {
     let c = load("pod_annotations: true\n").unwrap();
     assert!(c.pod_annotations);
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Translation of any page that parses never panics, whatever the types and
+        /// suffixes claim; repeated scrapes exercise resets and staleness too.
+        #[test]
+        fn translating_odd_pages(lines in prop::collection::vec(
+            prop_oneof![
+                Just("# TYPE h histogram".to_string()),
+                Just("# TYPE s summary".to_string()),
+                Just("# TYPE c counter".to_string()),
+                Just("# TYPE g gaugehistogram".to_string()),
+                Just("# UNIT h seconds".to_string()),
+                "(h_bucket|h_count|h_sum|h_created|s|s_sum|s_count|c_total|c_created|g_bucket|target_info|x)(\\{(le|quantile|otel_scope_name|job|instance|a)=\"[-+a-zA-Z0-9.]{0,4}\"\\})? (NaN|\\+Inf|-Inf|-?[0-9]{1,4}(\\.[0-9])?)",
+            ],
+            0..16,
+        ), times in prop::collection::vec(0i64..100_000, 1..3)) {
+            let page = lines.join("\n") + "\n";
+            let mut tracker = Tracker::new(50);
+            for t in times {
+                if let Ok(out) = translate(&page, Format::Prometheus, T0 + t, &target(), &opts(), &mut tracker) {
+                    tracker.remember_output(sidekick_collector::payload::Metrics::from_request(out.request));
+                }
+            }
+        }
+    }
+}

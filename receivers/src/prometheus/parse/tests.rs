@@ -206,3 +206,44 @@ fn content_type_picks_the_format() {
     );
     assert_eq!(Format::from_content_type("text/html"), Format::Prometheus);
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever a target serves, parsing ends in entries or an error, never a panic.
+        #[test]
+        fn on_arbitrary_pages(page in "[ -~\\n\\t{}\"#=,\\\\]{0,300}") {
+            for format in [Format::Prometheus, Format::OpenMetrics] {
+                for e in Parser::new(&page, format) {
+                    if let Ok(Entry::Sample(s)) = e {
+                        let _ = s.labels.iter().count();
+                    }
+                }
+            }
+        }
+
+        /// Pages made of plausible lines with random corruption.
+        #[test]
+        fn on_mangled_lines(lines in prop::collection::vec(
+            prop_oneof![
+                Just("# TYPE a counter".to_string()),
+                Just("# HELP a Help \\\\ text".to_string()),
+                Just("a_total{x=\"1\",y=\"a\\\"b\"} 1 1700000000".to_string()),
+                Just("a_bucket{le=\"+Inf\"} 3 # {trace_id=\"ab\"} 1 1.5".to_string()),
+                "[a-z_]{1,8}(\\{[a-z]{1,3}=\"[^\"\\\\]{0,4}\"\\})? [0-9.eE+-]{1,6}",
+                "[ -~]{0,40}",
+            ],
+            0..12,
+        )) {
+            let page = lines.join("\n");
+            for format in [Format::Prometheus, Format::OpenMetrics] {
+                let _ = Parser::new(&page, format).count();
+            }
+        }
+    }
+}
