@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use sidekick_exporters::prom::{self, Accumulator, Settings, Translation};
 use sidekick_exporters::prometheus::{Format, Store};
 use sidekick_exporters::prometheus_remote_write::build_requests;
-use sidekick_testkit::gen::metrics_request;
+use sidekick_testkit::gen::{metrics_families, metrics_request};
 
 fn settings() -> Settings {
     Settings {
@@ -35,8 +35,8 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
-    // A page of 100,000 series.
-    let big = metrics_request(0, 100, 1_000);
+    // A page of 100,000 series: 100 families of 1,000 series.
+    let big = metrics_families(100, 1_000);
     let mut store = Store::new(Duration::from_secs(3600), false);
     store.update(prom::translate(
         &big,

@@ -266,3 +266,39 @@ pub fn prometheus_page(samples: usize) -> String {
     }
     p
 }
+
+/// `families` gauges with `series` data points each (distinct `series` attribute), in one
+/// resource: the shape of a real scrape page.
+pub fn metrics_families(families: usize, series: usize) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(0),
+            scope_metrics: vec![ScopeMetrics {
+                scope: scope(),
+                metrics: (0..families)
+                    .map(|f| Metric {
+                        name: format!("family_{f}"),
+                        unit: "By".into(),
+                        description: "Generated.".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: (0..series)
+                                .map(|s| NumberDataPoint {
+                                    attributes: vec![
+                                        string_kv("series", &s.to_string()),
+                                        string_kv("zone", "eu-west-1a"),
+                                    ],
+                                    time_unix_nano: 1_700_000_000_000_000_000,
+                                    value: Some(number_data_point::Value::AsDouble(s as f64)),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })),
+                        ..Default::default()
+                    })
+                    .collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}

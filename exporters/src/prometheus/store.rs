@@ -38,7 +38,7 @@ struct Entry {
 }
 
 struct FamilyEntry {
-    family: Family,
+    family: Arc<Family>,
     /// Keyed by [`prom::Series::key`]: updates hash, they do not render.
     series: HashMap<u64, Entry>,
 }
@@ -49,7 +49,7 @@ type SnapshotSeries = (Arc<str>, f64, i64, Option<Arc<str>>);
 /// What a render needs, copied out under the lock (reference-counted text, no
 /// formatting), so rendering itself does not hold up ingestion.
 pub struct Snapshot {
-    families: Vec<(Family, Vec<SnapshotSeries>)>,
+    families: Vec<(Arc<Family>, Vec<SnapshotSeries>)>,
     send_timestamps: bool,
 }
 
@@ -161,7 +161,7 @@ impl Store {
             match self.families.get_mut(&f.name) {
                 Some(entry) if entry.family.kind == f.kind => {
                     if !f.help.is_empty() && entry.family.help != f.help {
-                        entry.family.help = f.help;
+                        Arc::make_mut(&mut entry.family).help = f.help;
                     }
                 }
                 _ => {
@@ -169,7 +169,7 @@ impl Store {
                     self.families.insert(
                         f.name.clone(),
                         FamilyEntry {
-                            family: f,
+                            family: Arc::new(f),
                             series: HashMap::new(),
                         },
                     );
@@ -240,7 +240,7 @@ impl Store {
                             )
                         })
                         .collect();
-                    (f.family.clone(), series)
+                    (Arc::clone(&f.family), series)
                 })
                 .collect(),
             send_timestamps: self.send_timestamps,
