@@ -9,7 +9,7 @@ use prost::Message;
 use sidekick_collector::component::{BuildContext, Receiver, ReceiverOutputs};
 use sidekick_collector::config::{from_node, node, ComponentId};
 use sidekick_collector::grpc::RawCodec;
-use sidekick_collector::payload::{Signal, TracesSignal};
+use sidekick_collector::payload::{MetricsSignal, Signal, TracesSignal};
 use sidekick_collector::pipe::{channel, stop_pair, Input, Output, StopTrigger};
 use sidekick_collector::telemetry::{Gauge, Telemetry};
 use sidekick_testkit::gen::{span_names, traces_request};
@@ -20,6 +20,7 @@ struct Running {
     grpc: SocketAddr,
     http: SocketAddr,
     traces: Input<TracesSignal>,
+    metrics: Input<MetricsSignal>,
     telemetry: Telemetry,
     _stop: StopTrigger,
 }
@@ -51,8 +52,10 @@ fn start(capacity: usize, http_limit: usize) -> Running {
     let grpc = receiver.grpc.as_ref().unwrap().0.local_addr().unwrap();
     let http = receiver.http.as_ref().unwrap().0.local_addr().unwrap();
     let (tx, traces) = channel::<TracesSignal>(capacity, Gauge::default());
+    let (mtx, metrics) = channel::<MetricsSignal>(capacity, Gauge::default());
     let outputs = ReceiverOutputs {
         traces: Some(Output::new(vec![tx])),
+        metrics: Some(Output::new(vec![mtx])),
         ..ReceiverOutputs::default()
     };
     let (trigger, stop) = stop_pair();
@@ -61,6 +64,7 @@ fn start(capacity: usize, http_limit: usize) -> Running {
         grpc,
         http,
         traces,
+        metrics,
         telemetry,
         _stop: trigger,
     }
@@ -448,4 +452,52 @@ async fn grpc_refuses_oversize_and_compression_bombs() {
         .unwrap();
     assert_eq!(r.traces.recv().await.unwrap().len(), 1);
     assert!(r.traces.try_recv().is_none());
+}
+
+/// OTLP/JSON metrics: a gauge with `asDouble`, a sum with `asInt` as a string, a
+/// histogram with string counts.
+#[tokio::test]
+async fn http_json_metrics() {
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value as Num};
+    let mut r = start(16, 1 << 20);
+    let json = r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},
+      "scopeMetrics":[{"scope":{"name":"m"},"metrics":[
+        {"name":"temp","unit":"Cel","gauge":{"dataPoints":[{"asDouble":21.5,"timeUnixNano":"1700000000000000000"}]}},
+        {"name":"hits","sum":{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[{"asInt":"42","startTimeUnixNano":"1690000000000000000","timeUnixNano":"1700000000000000000","attributes":[{"key":"path","value":{"stringValue":"/a"}}]}]}},
+        {"name":"lat","histogram":{"aggregationTemporality":2,"dataPoints":[{"count":"3","sum":1.5,"bucketCounts":["1","2"],"explicitBounds":[0.5],"timeUnixNano":"1700000000000000000"}]}}
+      ]}]}]}"#;
+    let resp = post(
+        r.http,
+        "/v1/metrics",
+        "application/json",
+        None,
+        json.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let batch = r.metrics.recv().await.unwrap();
+    assert_eq!(batch.len(), 3);
+    let req = batch.to_request().unwrap();
+    let metrics = &req.resource_metrics[0].scope_metrics[0].metrics;
+    match &metrics[0].data {
+        Some(Data::Gauge(g)) => assert_eq!(g.data_points[0].value, Some(Num::AsDouble(21.5))),
+        other => panic!("{other:?}"),
+    }
+    match &metrics[1].data {
+        Some(Data::Sum(s)) => {
+            assert!(s.is_monotonic);
+            assert_eq!(s.aggregation_temporality, 2);
+            assert_eq!(s.data_points[0].value, Some(Num::AsInt(42)));
+            assert_eq!(s.data_points[0].start_time_unix_nano, 1690000000000000000);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &metrics[2].data {
+        Some(Data::Histogram(h)) => {
+            assert_eq!(h.data_points[0].count, 3);
+            assert_eq!(h.data_points[0].bucket_counts, vec![1, 2]);
+            assert_eq!(h.data_points[0].explicit_bounds, vec![0.5]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
