@@ -183,3 +183,97 @@ fn example_configs_validate() {
     }
     assert!(n > 0);
 }
+
+/// Every component module's doc shows a YAML example; each must load with the kind's own
+/// config type (so the docs cannot drift from the code).
+#[test]
+fn documented_examples_load() {
+    use sidekick_collector::config::{node, ComponentId, Value};
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    let mut stack: Vec<PathBuf> = [
+        "receivers/src",
+        "processors/src",
+        "exporters/src",
+        "collector/src",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    let registry = sidekick::registry();
+    let env = |_: &str| Some("example".to_string());
+    let mut checked = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut block: Option<String> = None;
+        for line in text.lines() {
+            let doc = line
+                .trim_start()
+                .strip_prefix("//!")
+                .or_else(|| line.trim_start().strip_prefix("///"));
+            let Some(doc) = doc else { continue };
+            let doc = doc.strip_prefix(' ').unwrap_or(doc);
+            match (&mut block, doc.trim()) {
+                (None, "```yaml") => block = Some(String::new()),
+                (Some(b), "```") => {
+                    let yaml = std::mem::take(b);
+                    block = None;
+                    let (tree, _) = node::parse(&yaml, &env)
+                        .unwrap_or_else(|e| panic!("{}: {e}\n{yaml}", file.display()));
+                    let Value::Map(sections) = &tree.value else {
+                        continue;
+                    };
+                    for (section, entries) in sections {
+                        let section = section.as_str().unwrap();
+                        let Value::Map(entries) = &entries.value else {
+                            continue;
+                        };
+                        for (id, config) in entries {
+                            let id: ComponentId = id.as_str().unwrap().parse().unwrap();
+                            let path = format!("{section}.{id}");
+                            let result = match section {
+                                "receivers" => registry.receivers[id.kind()]
+                                    .load(config, &path)
+                                    .map(|_| ()),
+                                "processors" => registry.processors[id.kind()]
+                                    .load(config, &path)
+                                    .map(|_| ()),
+                                "exporters" => registry.exporters[id.kind()]
+                                    .load(config, &path)
+                                    .map(|_| ()),
+                                "extensions" => registry.extensions[id.kind()]
+                                    .load(config, &path)
+                                    .map(|_| ()),
+                                _ => Ok(()),
+                            };
+                            if let Err(e) = result {
+                                panic!(
+                                    "{}: example for {path} does not load: {e:?}",
+                                    file.display()
+                                );
+                            }
+                            checked += 1;
+                        }
+                    }
+                }
+                (Some(b), _) => {
+                    b.push_str(doc);
+                    b.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+    }
+    assert!(checked >= 12, "only {checked} documented examples found");
+}
