@@ -6,7 +6,7 @@ use sidekick_collector::component::Registry;
 use sidekick_exporters::{
     debug, otlp, otlp_http, prometheus as prometheus_exporter, prometheus_remote_write,
 };
-use sidekick_processors::{attributes, batch, k8s_attributes, resource};
+use sidekick_processors::{attributes, batch, k8s_attributes, memory_limiter, resource};
 use sidekick_receivers::otlp as otlp_receiver;
 use sidekick_receivers::prometheus;
 
@@ -18,6 +18,7 @@ pub fn registry() -> Registry {
         .processor::<attributes::Config>("attributes")
         .processor::<resource::Config>("resource")
         .processor::<k8s_attributes::Config>("k8s_attributes")
+        .processor::<memory_limiter::Config>("memory_limiter")
         .exporter::<otlp::Config>("otlp")
         // The OpenTelemetry Collector's newer names for the same exporters.
         .exporter::<otlp::Config>("otlp_grpc")

@@ -5,9 +5,11 @@
 //!   `send_batch_max_size`, `timeout`).
 //! - [`attributes`]: edits span / data point / log record attributes (Collector actions).
 //! - [`resource`]: edits resource attributes, keeping encoded batches encoded.
+//! - [`memory_limiter`]: stops taking data above a memory limit (receivers refuse).
 //! - [`k8s_attributes`]: adds the Pod's identity from the downward API.
 
 pub mod attributes;
 pub mod batch;
 pub mod k8s_attributes;
+pub mod memory_limiter;
 pub mod resource;
