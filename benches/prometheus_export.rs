@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use sidekick_exporters::prom::{self, Accumulator, Settings, Translation};
 use sidekick_exporters::prometheus::{Format, Store};
 use sidekick_exporters::prometheus_remote_write::build_requests;
-use sidekick_testkit::gen::{metrics_families, metrics_request};
+use sidekick_testkit::gen::metrics_families;
 
 fn settings() -> Settings {
     Settings {
@@ -18,10 +18,18 @@ fn settings() -> Settings {
 }
 
 fn bench(c: &mut Criterion) {
-    // 10,000 gauge series over 10 resources.
-    let request = metrics_request(0, 10, 1_000);
+    // 10,000 series: 10 families of 1,000.
+    let request = metrics_families(10, 1_000);
     let mut g = c.benchmark_group("prometheus");
     g.throughput(Throughput::Elements(10_000));
+    g.bench_function(BenchmarkId::new("translate", 10_000), |b| {
+        let mut acc = Accumulator::default();
+        b.iter(|| {
+            prom::translate(black_box(&request), &settings(), &mut acc, 0)
+                .series
+                .len()
+        })
+    });
     g.bench_function(
         BenchmarkId::new("remote_write_translate_encode_compress", 10_000),
         |b| {
