@@ -22,7 +22,7 @@ use tracing::{error, warn};
 use crate::component::BoxFuture;
 use crate::payload::{Batch, Signal};
 use crate::pipe::Input;
-use crate::telemetry::{Counter, Telemetry};
+use crate::telemetry::{Counter, LogBurst, Telemetry};
 
 /// Sends one batch of one signal to a backend.
 pub trait Export<S: Signal>: Send + Sync + 'static {
@@ -215,13 +215,18 @@ impl Deadline {
     }
 }
 
-/// Self-metrics of one exporter for one signal.
+/// Self-metrics of one exporter for one signal, and the limits on its log lines.
 #[derive(Clone)]
 pub struct ExporterMetrics {
     pub sent: Counter,
     pub send_failed: Counter,
     telemetry: Telemetry,
+    drop_log: Arc<LogBurst>,
+    retry_log: Arc<LogBurst>,
 }
+
+/// A failing backend is logged at most this often per exporter and kind of line.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl ExporterMetrics {
     pub fn new<S: Signal>(telemetry: &Telemetry, exporter: &str) -> Self {
@@ -240,6 +245,8 @@ impl ExporterMetrics {
                 &labels,
             ),
             telemetry: telemetry.clone(),
+            drop_log: Arc::new(LogBurst::new(LOG_EVERY)),
+            retry_log: Arc::new(LogBurst::new(LOG_EVERY)),
         }
     }
 
@@ -327,13 +334,17 @@ async fn send_with_retry<S: Signal>(
                 metrics.sent.add((batch.len() - rejected) as u64);
                 if rejected > 0 {
                     metrics.dropped(rejected);
-                    warn!(exporter = %name, rejected_items = rejected, reason = %delivered.reason, "backend rejected part of a batch");
+                    if let Some(held_back) = metrics.drop_log.check() {
+                        warn!(exporter = %name, rejected_items = rejected, reason = %delivered.reason, similar_lines_held_back = held_back, "backend rejected part of a batch");
+                    }
                 }
                 return;
             }
             Err(ExportError::Permanent { message }) => {
                 metrics.dropped(batch.len());
-                error!(exporter = %name, error = %message, dropped_items = batch.len(), "export failed permanently; dropped data");
+                if let Some(held_back) = metrics.drop_log.check() {
+                    error!(exporter = %name, error = %message, dropped_items = batch.len(), similar_lines_held_back = held_back, "export failed permanently; dropped data");
+                }
                 return;
             }
             Err(ExportError::Retryable {
@@ -346,10 +357,14 @@ async fn send_with_retry<S: Signal>(
         let out_of_time = !max_elapsed.is_zero() && started.elapsed() + wait > max_elapsed;
         if !retry.enabled || out_of_time {
             metrics.dropped(batch.len());
-            error!(exporter = %name, error = %message, attempts, dropped_items = batch.len(), "export failed, no more retries; dropped data");
+            if let Some(held_back) = metrics.drop_log.check() {
+                error!(exporter = %name, error = %message, attempts, dropped_items = batch.len(), similar_lines_held_back = held_back, "export failed, no more retries; dropped data");
+            }
             return;
         }
-        warn!(exporter = %name, error = %message, retry_in = ?wait, "export failed, will retry");
+        if let Some(held_back) = metrics.retry_log.check() {
+            warn!(exporter = %name, error = %message, retry_in = ?wait, similar_lines_held_back = held_back, "export failed, will retry");
+        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = deadline.passed() => {
