@@ -36,7 +36,8 @@ use sidekick_collector::exporter::{
     Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
 };
 use sidekick_collector::payload::{Metrics, MetricsSignal};
-use tracing::{error, warn};
+use sidekick_collector::telemetry::LogBurst;
+use tracing::warn;
 
 use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
 use crate::tls::TlsSettings;
@@ -315,6 +316,7 @@ impl ExporterConfig for Config {
             shards: self.remote_write_queue.num_consumers.max(1),
             retry: self.retry_on_failure.clone(),
             accumulator: Mutex::new(Accumulator::default()),
+            retry_log: LogBurst::new(Duration::from_secs(10)),
         });
         Ok(ExporterParts {
             metrics: Some(exporter),
@@ -355,6 +357,7 @@ pub struct RemoteWriteExporter {
     shards: usize,
     retry: RetrySettings,
     accumulator: Mutex<Accumulator>,
+    retry_log: LogBurst,
 }
 
 /// One request ready to send: its compressed body and how many series it carries.
@@ -546,7 +549,9 @@ impl RemoteWriteExporter {
             if !self.retry.enabled || (!max.is_zero() && started.elapsed() + wait > max) {
                 return Sent::Dropped(format!("{message} (no more retries)"));
             }
-            warn!(exporter = %self.name, error = %message, retry_in = ?wait, "remote write failed, will retry");
+            if let Some(held_back) = self.retry_log.check() {
+                warn!(exporter = %self.name, error = %message, retry_in = ?wait, similar_lines_held_back = held_back, "remote write failed, will retry");
+            }
             tokio::time::sleep(wait).await;
             interval = interval
                 .mul_f64(self.retry.multiplier)
@@ -591,7 +596,7 @@ impl RemoteWriteExporter {
             // the batch's points in proportion.
             let points = (batch.len() * dropped_series).div_ceil(total_series);
             rejected += points;
-            error!(exporter = %self.name, dropped_series, dropped_points = points, error = %reasons.join("; "), "remote write rejected data; dropped");
+            // The exporter helper counts these and logs them, once per burst.
         }
         Ok(Delivered {
             rejected: rejected.min(batch.len()),
