@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
             let mut acc = Accumulator::default();
             b.iter(|| {
                 let t = prom::translate(black_box(&request), &settings(), &mut acc, 0);
-                build_requests(&t, true, 5, 3_000_000)
+                build_requests(t, true, 5, 3_000_000)
                     .iter()
                     .map(|r| r.len())
                     .sum::<usize>()

@@ -378,48 +378,59 @@ fn metadata_type(kind: Kind) -> i32 {
 /// Translates a batch and cuts it into snappy-compressed requests: one list per shard
 /// (series spread by their labels), each request under `max_bytes` before compression.
 pub fn build_requests(
-    translation: &prom::Translation,
+    translation: prom::Translation,
     send_metadata: bool,
     shards: usize,
     max_bytes: usize,
 ) -> Vec<Vec<Request>> {
-    // Group samples by series, keeping their order.
-    let mut series: Vec<proto::TimeSeries> = Vec::new();
-    let mut index: HashMap<u64, usize> = HashMap::new();
-    let mut keys: Vec<u64> = Vec::new();
-    for s in &translation.series {
+    // Group samples by series, keeping their order. Labels move, they are not copied.
+    let mut series: Vec<proto::TimeSeries> = Vec::with_capacity(translation.series.len());
+    let mut index: HashMap<u64, usize> = HashMap::with_capacity(translation.series.len());
+    let mut keys: Vec<u64> = Vec::with_capacity(translation.series.len());
+    let families = translation.families;
+    for s in translation.series {
         let key = s.key();
-        let i = *index.entry(key).or_insert_with(|| {
-            let mut labels: Vec<proto::Label> = Vec::with_capacity(s.labels.len() + 1);
-            labels.push(proto::Label {
-                name: "__name__".into(),
-                value: s.name.clone(),
-            });
-            labels.extend(s.labels.iter().map(|(k, v)| proto::Label {
-                name: k.clone(),
-                value: v.clone(),
-            }));
-            labels.sort_by(|a, b| a.name.cmp(&b.name));
-            series.push(proto::TimeSeries {
-                labels,
-                ..Default::default()
-            });
-            keys.push(key);
-            series.len() - 1
-        });
+        let i = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                // The translation sorts labels; `__name__` goes where it sorts.
+                let mut labels: Vec<proto::Label> = Vec::with_capacity(s.labels.len() + 1);
+                let mut named = false;
+                for (k, v) in s.labels {
+                    if !named && k.as_str() > "__name__" {
+                        labels.push(proto::Label {
+                            name: "__name__".into(),
+                            value: s.name.clone(),
+                        });
+                        named = true;
+                    }
+                    labels.push(proto::Label { name: k, value: v });
+                }
+                if !named {
+                    labels.push(proto::Label {
+                        name: "__name__".into(),
+                        value: s.name,
+                    });
+                }
+                series.push(proto::TimeSeries {
+                    labels,
+                    ..Default::default()
+                });
+                keys.push(key);
+                index.insert(key, series.len() - 1);
+                series.len() - 1
+            }
+        };
         series[i].samples.push(proto::Sample {
             value: s.value,
             timestamp: s.timestamp_ms,
         });
-        if let Some(e) = &s.exemplar {
+        if let Some(e) = s.exemplar {
             series[i].exemplars.push(proto::Exemplar {
                 labels: e
                     .labels
-                    .iter()
-                    .map(|(k, v)| proto::Label {
-                        name: k.clone(),
-                        value: v.clone(),
-                    })
+                    .into_iter()
+                    .map(|(name, value)| proto::Label { name, value })
                     .collect(),
                 value: e.value,
                 timestamp: e.timestamp_ms,
@@ -434,8 +445,7 @@ pub fn build_requests(
         per_shard[(key % shards as u64) as usize].push(ts);
     }
     let metadata: Vec<proto::MetricMetadata> = if send_metadata {
-        translation
-            .families
+        families
             .iter()
             .map(|f| proto::MetricMetadata {
                 r#type: metadata_type(f.kind),
@@ -568,12 +578,7 @@ impl RemoteWriteExporter {
             .map(|(_, r)| r.to_string())
             .collect();
         let total_series = translation.series.len().max(1);
-        let shards = build_requests(
-            &translation,
-            self.send_metadata,
-            self.shards,
-            self.max_bytes,
-        );
+        let shards = build_requests(translation, self.send_metadata, self.shards, self.max_bytes);
         let results = futures_join(shards.iter().map(|requests| async move {
             let mut dropped_series = 0;
             let mut why = Vec::new();
