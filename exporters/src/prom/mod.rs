@@ -121,30 +121,12 @@ pub struct Series {
 }
 
 impl Series {
-    /// A stable identity for the series (name and labels). FNV-1a: series keys are not
-    /// attacker-chosen in a way that matters here, and it is several times cheaper than
-    /// SipHash on these short strings.
+    /// A stable identity for the series (name and labels).
     pub fn key(&self) -> u64 {
-        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
         self.name.hash(&mut h);
         self.labels.hash(&mut h);
         h.finish()
-    }
-}
-
-/// FNV-1a, 64-bit.
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
