@@ -503,16 +503,7 @@ fn translate_metric(
                 }
                 _ => unreachable!("matched above"),
             };
-            let name = metric_name(&m.name, &m.unit, kind, settings);
-            let family = t.family(
-                index,
-                Family {
-                    name: name.clone(),
-                    kind,
-                    help: m.description.clone(),
-                    unit: unit_suffix_for(&m.unit, kind, settings),
-                },
-            );
+            let (name, family) = family_of(m, kind, settings, t, index);
             for p in points {
                 let mut value = match p.value {
                     Some(number_data_point::Value::AsDouble(d)) => d,
@@ -542,16 +533,7 @@ fn translate_metric(
         }
         Some(metric::Data::Histogram(h)) => {
             let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
-            let name = metric_name(&m.name, &m.unit, Kind::Histogram, settings);
-            let family = t.family(
-                index,
-                Family {
-                    name: name.clone(),
-                    kind: Kind::Histogram,
-                    help: m.description.clone(),
-                    unit: unit_suffix_for(&m.unit, Kind::Histogram, settings),
-                },
-            );
+            let (name, family) = family_of(m, Kind::Histogram, settings, t, index);
             for p in &h.data_points {
                 let ts = time(p.time_unix_nano);
                 latest = latest.max(ts);
@@ -617,16 +599,7 @@ fn translate_metric(
             }
         }
         Some(metric::Data::Summary(s)) => {
-            let name = metric_name(&m.name, &m.unit, Kind::Summary, settings);
-            let family = t.family(
-                index,
-                Family {
-                    name: name.clone(),
-                    kind: Kind::Summary,
-                    help: m.description.clone(),
-                    unit: unit_suffix_for(&m.unit, Kind::Summary, settings),
-                },
-            );
+            let (name, family) = family_of(m, Kind::Summary, settings, t, index);
             for p in &s.data_points {
                 let ts = time(p.time_unix_nano);
                 latest = latest.max(ts);
@@ -669,6 +642,27 @@ fn translate_metric(
         None => {}
     }
     latest
+}
+
+/// The Prometheus name of a metric and its family's index, registering the family.
+fn family_of(
+    m: &Metric,
+    kind: Kind,
+    settings: &Settings,
+    t: &mut Translation,
+    index: &mut HashMap<(String, Kind), usize>,
+) -> (String, usize) {
+    let name = metric_name(&m.name, &m.unit, kind, settings);
+    let family = t.family(
+        index,
+        Family {
+            name: name.clone(),
+            kind,
+            help: m.description.clone(),
+            unit: unit_suffix_for(&m.unit, kind, settings),
+        },
+    );
+    (name, family)
 }
 
 fn unit_suffix_for(unit: &str, kind: Kind, settings: &Settings) -> String {
