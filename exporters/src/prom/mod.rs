@@ -147,6 +147,25 @@ impl Translation {
         })
     }
 
+    /// Adds a sample without an exemplar.
+    fn push(
+        &mut self,
+        family: usize,
+        name: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+        timestamp_ms: i64,
+    ) {
+        self.series.push(Series {
+            family,
+            name,
+            labels,
+            value,
+            timestamp_ms,
+            exemplar: None,
+        });
+    }
+
     pub fn dropped_points(&self) -> usize {
         self.dropped.iter().map(|(n, _)| n).sum()
     }
@@ -435,14 +454,13 @@ pub fn translate(
                     .collect(),
                 resource,
             };
-            t.series.push(Series {
+            t.push(
                 family,
-                name: t.families[family].name.clone(),
-                labels: ctx.labels(&info_attrs, None),
-                value: 1.0,
-                timestamp_ms: if latest_ms > 0 { latest_ms } else { now_ms },
-                exemplar: None,
-            });
+                t.families[family].name.clone(),
+                ctx.labels(&info_attrs, None),
+                1.0,
+                if latest_ms > 0 { latest_ms } else { now_ms },
+            );
         }
     }
     acc.expire(now_ms);
@@ -570,32 +588,29 @@ fn translate_metric(
                         exemplar: ex,
                     });
                 }
-                t.series.push(Series {
+                t.push(
                     family,
-                    name: format!("{name}_bucket"),
-                    labels: ctx.labels(&p.attributes, Some(("le", "+Inf".into()))),
-                    value: v(count as f64),
-                    timestamp_ms: ts,
-                    exemplar: None,
-                });
+                    format!("{name}_bucket"),
+                    ctx.labels(&p.attributes, Some(("le", "+Inf".into()))),
+                    v(count as f64),
+                    ts,
+                );
                 if p.sum.is_some() || delta {
-                    t.series.push(Series {
+                    t.push(
                         family,
-                        name: format!("{name}_sum"),
-                        labels: ctx.labels(&p.attributes, None),
-                        value: v(sum),
-                        timestamp_ms: ts,
-                        exemplar: None,
-                    });
+                        format!("{name}_sum"),
+                        ctx.labels(&p.attributes, None),
+                        v(sum),
+                        ts,
+                    );
                 }
-                t.series.push(Series {
+                t.push(
                     family,
-                    name: format!("{name}_count"),
-                    labels: ctx.labels(&p.attributes, None),
-                    value: v(count as f64),
-                    timestamp_ms: ts,
-                    exemplar: None,
-                });
+                    format!("{name}_count"),
+                    ctx.labels(&p.attributes, None),
+                    v(count as f64),
+                    ts,
+                );
             }
         }
         Some(metric::Data::Summary(s)) => {
@@ -605,32 +620,28 @@ fn translate_metric(
                 latest = latest.max(ts);
                 let v = |x: f64| if stale(p.flags) { stale_nan() } else { x };
                 for q in &p.quantile_values {
-                    t.series.push(Series {
+                    t.push(
                         family,
-                        name: name.clone(),
-                        labels: ctx
-                            .labels(&p.attributes, Some(("quantile", format_bound(q.quantile)))),
-                        value: v(q.value),
-                        timestamp_ms: ts,
-                        exemplar: None,
-                    });
+                        name.clone(),
+                        ctx.labels(&p.attributes, Some(("quantile", format_bound(q.quantile)))),
+                        v(q.value),
+                        ts,
+                    );
                 }
-                t.series.push(Series {
+                t.push(
                     family,
-                    name: format!("{name}_sum"),
-                    labels: ctx.labels(&p.attributes, None),
-                    value: v(p.sum),
-                    timestamp_ms: ts,
-                    exemplar: None,
-                });
-                t.series.push(Series {
+                    format!("{name}_sum"),
+                    ctx.labels(&p.attributes, None),
+                    v(p.sum),
+                    ts,
+                );
+                t.push(
                     family,
-                    name: format!("{name}_count"),
-                    labels: ctx.labels(&p.attributes, None),
-                    value: v(p.count as f64),
-                    timestamp_ms: ts,
-                    exemplar: None,
-                });
+                    format!("{name}_count"),
+                    ctx.labels(&p.attributes, None),
+                    v(p.count as f64),
+                    ts,
+                );
             }
         }
         Some(metric::Data::ExponentialHistogram(h)) => {
