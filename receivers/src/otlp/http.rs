@@ -72,7 +72,8 @@ async fn route(
     let path = req.uri().path();
     let encoding = match content_type(&req) {
         Ok(e) => e,
-        Err(f) => return reply(Encoding::Protobuf, Err(f)),
+        // The client's encoding is unknown, so answer in the one a person can read.
+        Err(f) => return reply(Encoding::Json, Err(f)),
     };
     let result = if path == config.traces_url_path {
         handle(entries.traces.as_ref(), config, req, encoding).await
