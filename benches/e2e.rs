@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
-use sidekick_collector::grpc::RawCodec;
 use sidekick_collector::payload::{Signal, TracesSignal};
+use sidekick_collector::transport::grpc::RawCodec;
 use sidekick_testkit::gen::traces_request;
 use sidekick_testkit::sink::OtlpSink;
 

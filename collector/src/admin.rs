@@ -2,17 +2,15 @@
 //! Prometheus text format), `/healthz` (the process is alive) and `/readyz` (pipelines
 //! started and not shutting down).
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use axum::routing::get;
+use axum::Router;
+use http::StatusCode;
+use sidekick_transport::server::{response, serve};
 use tokio::net::TcpListener;
 
-use crate::http::{response, serve};
 use crate::pipe::Stop;
 use crate::telemetry::Telemetry;
 
@@ -36,32 +34,39 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves the admin endpoints until `stop` fires.
 pub async fn run(listener: TcpListener, telemetry: Option<Telemetry>, health: Health, stop: Stop) {
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let reply = handle(&req, telemetry.as_ref(), &health);
-        async move { Ok::<_, Infallible>(reply) }
-    });
-    serve(listener, service, stop).await;
+    serve(listener, router(telemetry, health), stop.fired()).await;
 }
 
-fn handle(
-    req: &Request<Incoming>,
-    telemetry: Option<&Telemetry>,
-    health: &Health,
-) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n");
+/// `/metrics` (when self-metrics are on), `/healthz` and `/readyz`; GET or HEAD.
+pub fn router(telemetry: Option<Telemetry>, health: Health) -> Router {
+    let mut router = Router::new()
+        .route(
+            "/healthz",
+            get(|| async { response(StatusCode::OK, "text/plain", "ok\n") }),
+        )
+        .route(
+            "/readyz",
+            get(move || async move {
+                if health.is_ready() {
+                    response(StatusCode::OK, "text/plain", "ready\n")
+                } else {
+                    response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+                }
+            }),
+        );
+    if let Some(t) = telemetry {
+        router = router.route(
+            "/metrics",
+            get(move || async move { response(StatusCode::OK, TEXT_FORMAT, t.render()) }),
+        );
     }
-    match (req.uri().path(), telemetry) {
-        ("/metrics", Some(t)) => response(StatusCode::OK, TEXT_FORMAT, t.render()),
-        ("/healthz", _) => response(StatusCode::OK, "text/plain", "ok\n"),
-        ("/readyz", _) if health.is_ready() => response(StatusCode::OK, "text/plain", "ready\n"),
-        ("/readyz", _) => response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
-        _ => response(
+    router.fallback(|| async {
+        response(
             StatusCode::NOT_FOUND,
             "text/plain",
             "not found: try /metrics, /healthz or /readyz\n",
-        ),
-    }
+        )
+    })
 }
 
 /// The `health_check` extension, for configs written for the OpenTelemetry Collector:
@@ -117,7 +122,7 @@ impl crate::component::ExtensionConfig for HealthCheckConfig {
         _ctx: &crate::component::BuildContext,
         health: Health,
     ) -> Result<Box<dyn crate::component::Extension>, crate::component::BuildError> {
-        let listener = crate::http::bind(&self.endpoint, "endpoint")?;
+        let listener = sidekick_transport::server::bind(&self.endpoint, "endpoint")?;
         Ok(Box::new(HealthCheck {
             listener,
             path: self.path,
@@ -140,27 +145,23 @@ impl crate::component::Extension for HealthCheck {
             health,
         } = *self;
         let started = std::time::SystemTime::now();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let reply = if req.uri().path() != path {
-                response(StatusCode::NOT_FOUND, "text/plain", "not found\n")
+        let check = move || async move {
+            let up_since = started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let uptime = started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            let (status, text) = if health.is_ready() {
+                (StatusCode::OK, "Server available")
             } else {
-                let up_since = started
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let uptime = started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
-                let (status, text) = if health.is_ready() {
-                    (StatusCode::OK, "Server available")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "Server not available")
-                };
-                let body = format!(
-                    "{{\"status\":\"{text}\",\"upSince\":{up_since},\"uptime\":\"{uptime:.3}s\"}}"
-                );
-                response(status, "application/json", body)
+                (StatusCode::SERVICE_UNAVAILABLE, "Server not available")
             };
-            async move { Ok::<_, Infallible>(reply) }
-        });
-        Box::pin(serve(listener, service, stop))
+            let body = format!(
+                "{{\"status\":\"{text}\",\"upSince\":{up_since},\"uptime\":\"{uptime:.3}s\"}}"
+            );
+            response(status, "application/json", body)
+        };
+        let router = Router::new().route(&path, get(check));
+        Box::pin(serve(listener, router, stop.fired()))
     }
 }

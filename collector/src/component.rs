@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use sidekick_config::{from_node, ComponentId, ConfigError, Node, Signal};
+pub use sidekick_config::{BuildError, FieldError};
 
 use crate::exporter::{Export, ExportSettings};
 use crate::payload::{LogsSignal, MetricsSignal, TracesSignal};
@@ -22,40 +23,11 @@ use crate::telemetry::Telemetry;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A problem in one field of a component's config, relative to the component.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// Dotted path inside the component, e.g. `protocols.grpc.endpoint`; empty for the
-    /// component as a whole.
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
 /// An address a component will listen on, for conflict checks before anything binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     pub field: String,
     pub address: String,
-}
-
-/// Building failed: a socket could not be bound, a file could not be read, …
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(pub String);
-
-impl BuildError {
-    pub fn new(message: impl Into<String>) -> Self {
-        BuildError(message.into())
-    }
 }
 
 /// What a component gets when it is built.

@@ -182,6 +182,11 @@ impl Stop {
         let _ = self.0.wait_for(|s| *s).await;
     }
 
+    /// A future that resolves once stop has been fired, for servers that take one.
+    pub async fn fired(mut self) {
+        self.wait().await
+    }
+
     pub fn is_stopped(&self) -> bool {
         *self.0.borrow()
     }

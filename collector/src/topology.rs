@@ -352,7 +352,7 @@ impl Plan {
         ));
         let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
         for (path, mark, address) in &listens {
-            let addr = match crate::http::resolve(address) {
+            let addr = match sidekick_transport::server::resolve(address) {
                 Ok(a) => a,
                 Err(message) => {
                     errors.push(ConfigError::new(path.clone(), *mark, message));
@@ -507,7 +507,7 @@ impl Plan {
         }
 
         let address = self.telemetry.admin_address();
-        let listener = crate::http::bind(&address, "service.telemetry.metrics")?;
+        let listener = sidekick_transport::server::bind(&address, "service.telemetry.metrics")?;
         let metrics = self.telemetry.metrics_enabled().then(|| telemetry.clone());
         svc.admin = Some((listener, metrics));
         Ok(svc)

@@ -146,3 +146,32 @@ mod tests {
         );
     }
 }
+
+/// A problem in one field of a component's config, relative to the component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path inside the component, e.g. `protocols.grpc.endpoint`; empty for the
+    /// component as a whole.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Building failed: a socket could not be bound, a file could not be read, …
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+impl BuildError {
+    pub fn new(message: impl Into<String>) -> Self {
+        BuildError(message.into())
+    }
+}

@@ -23,7 +23,7 @@ pub mod types;
 
 pub use de::from_node;
 pub use document::{Document, PipelineSpec, Telemetry};
-pub use error::{ConfigError, Errors};
+pub use error::{BuildError, ConfigError, Errors, FieldError};
 pub use id::{ComponentId, PipelineId, Signal};
 pub use node::{EnvLookup, Mark, Node, Value};
 pub use types::{Duration, Secret};

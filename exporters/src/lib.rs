@@ -4,7 +4,8 @@
 //! - [`otlp`]: OTLP over gRPC (`otlp`, also `otlp_grpc`).
 //! - [`otlp_http`]: OTLP over HTTP with protobuf bodies (`otlphttp`, also `otlp_http`).
 //! - [`debug`]: prints what passes, for people trying Sidekick out.
-//! - [`tls`], [`compression`], [`partial`]: what the OTLP exporters share.
+//! - [`compression`], [`partial`]: what the OTLP exporters share (TLS, headers and
+//!   clients come from `sidekick-transport`).
 
 pub mod compression;
 pub mod debug;
@@ -14,4 +15,3 @@ pub mod partial;
 pub mod prom;
 pub mod prometheus;
 pub mod prometheus_remote_write;
-pub mod tls;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use prost::Message;
 use sidekick_collector::exporter::Delivered;
-use sidekick_collector::grpc::RpcStatus;
+use sidekick_transport::grpc::RpcStatus;
 
 /// `Export*ServiceResponse`: all three signals put `partial_success` in field 1 and its
 /// rejected count and message in fields 1 and 2.
@@ -68,7 +68,7 @@ pub fn retry_delay(status_details: &[u8]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sidekick_collector::grpc::Any;
+    use sidekick_transport::grpc::Any;
 
     #[test]
     fn reads_partial_success_and_retry_info() {

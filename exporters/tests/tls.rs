@@ -7,11 +7,11 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sidekick_collector::component::{ExporterConfig, ExporterParts};
-use sidekick_exporters::tls::TlsSettings;
 use sidekick_exporters::{otlp, otlp_http};
 use sidekick_testkit::gen::traces;
 use sidekick_testkit::harness::build_exporter;
 use sidekick_testkit::sink::OtlpSink;
+use sidekick_transport::tls::TlsSettings;
 
 struct Pki {
     dir: PathBuf,
@@ -156,7 +156,7 @@ async fn mutual_tls_with_a_private_ca() {
 }
 
 #[test]
-fn unreadable_tls_files_fail_the_build_with_the_field_named() {
+fn unreadable_tls_files_fail_validation_with_the_field_named() {
     let config = otlp_http::Config {
         endpoint: "https://localhost:1".into(),
         tls: TlsSettings {
@@ -165,10 +165,13 @@ fn unreadable_tls_files_fail_the_build_with_the_field_named() {
         },
         ..otlp_http::Config::default()
     };
-    let err = build_exporter("otlphttp", config).err().unwrap();
+    let problems = sidekick_collector::component::ExporterConfig::validate(&config);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].field, "tls.ca_file");
     assert!(
-        err.to_string()
-            .starts_with("tls.ca_file: cannot read /nonexistent/ca.pem"),
-        "{err}"
+        problems[0]
+            .message
+            .starts_with("cannot read /nonexistent/ca.pem"),
+        "{problems:?}"
     );
 }

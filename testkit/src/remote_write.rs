@@ -105,7 +105,11 @@ impl RemoteWriteSink {
             let s = Arc::clone(&s);
             async move { Ok::<_, Infallible>(handle(&s, req).await) }
         });
-        tokio::spawn(sidekick_collector::http::serve(listener, service, stop));
+        tokio::spawn(sidekick_transport::server::serve_service(
+            listener,
+            service,
+            stop.fired(),
+        ));
         RemoteWriteSink {
             address,
             state,

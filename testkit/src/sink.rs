@@ -16,9 +16,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use sidekick_collector::grpc::RawCodec;
 use sidekick_collector::payload::{LogsSignal, MetricsSignal, Signal, TracesSignal};
 use sidekick_collector::pipe::{stop_pair, StopTrigger};
+use sidekick_transport::grpc::RawCodec;
 use tokio::sync::Notify;
 use tonic::codec::CompressionEncoding;
 
@@ -131,7 +131,11 @@ impl OtlpSink {
             let s = Arc::clone(&s);
             async move { Ok::<_, Infallible>(handle(s, req).await) }
         });
-        tokio::spawn(sidekick_collector::http::serve(listener, service, stop));
+        tokio::spawn(sidekick_transport::server::serve_service(
+            listener,
+            service,
+            stop.fired(),
+        ));
         OtlpSink {
             address,
             state,

@@ -64,7 +64,11 @@ impl ScrapeTarget {
                 Ok::<_, Infallible>(r)
             }
         });
-        tokio::spawn(sidekick_collector::http::serve(listener, service, stop));
+        tokio::spawn(sidekick_transport::server::serve_service(
+            listener,
+            service,
+            stop.fired(),
+        ));
         ScrapeTarget {
             address,
             page,

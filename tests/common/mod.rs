@@ -94,10 +94,11 @@ impl Sidekick {
                         continue;
                     };
                     let address = v["address"].as_str().and_then(|a| a.parse().ok());
-                    match (v["message"].as_str(), v["transport"].as_str()) {
-                        (Some("listening"), Some("grpc")) => sk.grpc = address,
-                        (Some("listening"), Some("http")) => sk.http = address,
-                        (Some(m), _) if m.starts_with("admin endpoint listening") => {
+                    let message = v["message"].as_str().unwrap_or("");
+                    match (message, v["endpoint"].as_str()) {
+                        (m, Some("grpc")) if m.starts_with("listening") => sk.grpc = address,
+                        (m, Some("http")) if m.starts_with("listening") => sk.http = address,
+                        (m, _) if m.starts_with("admin endpoint listening") => {
                             sk.admin = address.unwrap()
                         }
                         _ => {}

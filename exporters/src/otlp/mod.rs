@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde::Deserialize;
 use sidekick_collector::component::{
@@ -27,16 +26,17 @@ use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as S
 use sidekick_collector::exporter::{
     Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
 };
-use sidekick_collector::grpc::RawCodec;
 use sidekick_collector::payload::{Batch, Signal};
+use sidekick_transport::client::grpc_channel;
+use sidekick_transport::grpc::RawCodec;
+use sidekick_transport::tls::TlsSettings;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::compression::Compression;
 use crate::partial;
-use crate::tls::TlsSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -98,10 +98,13 @@ impl ExporterConfig for Config {
     const SIGNALS: &'static [SignalKind] = &SignalKind::ALL;
 
     fn validate(&self) -> Vec<FieldError> {
-        let mut out = self.tls.validate();
+        let mut out = Vec::new();
         match self.target() {
             Err(message) => out.push(FieldError::new("endpoint", message)),
-            Ok((uri, _)) => {
+            Ok((uri, tls)) => {
+                if tls {
+                    out.extend(self.tls.validate());
+                }
                 if Endpoint::from_shared(uri).is_err() {
                     out.push(FieldError::new(
                         "endpoint",
@@ -133,30 +136,12 @@ impl ExporterConfig for Config {
 
     fn build(self, _ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
         let (uri, tls) = self.target().map_err(BuildError::new)?;
-        let mut endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| BuildError::new(format!("endpoint: {e}")))?
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .user_agent(concat!("Sidekick/", env!("CARGO_PKG_VERSION")))
-            .map_err(|e| BuildError::new(e.to_string()))?;
-        if tls {
-            let mut t = ClientTlsConfig::new();
-            if self.tls.use_system_roots() {
-                t = t.with_native_roots();
-            }
-            if let Some(pem) = self.tls.ca_pem()? {
-                t = t.ca_certificate(Certificate::from_pem(pem));
-            }
-            if let Some(id) = self.tls.identity_pem()? {
-                t = t.identity(Identity::from_pem(id.cert, id.key));
-            }
-            if let Some(name) = &self.tls.server_name_override {
-                t = t.domain_name(name.clone());
-            }
-            endpoint = endpoint
-                .tls_config(t)
-                .map_err(|e| BuildError::new(format!("tls: {e}")))?;
-        }
+        let tls = if tls {
+            Some(self.tls.rustls_config()?)
+        } else {
+            None
+        };
+        let channel = grpc_channel(&uri, tls, self.tls.server_name_override.as_deref())?;
         let mut headers = Vec::new();
         for (name, value) in &self.headers {
             let key = MetadataKey::from_str(&name.to_ascii_lowercase())
@@ -166,7 +151,7 @@ impl ExporterConfig for Config {
             headers.push((key, value));
         }
         let exporter = std::sync::Arc::new(OtlpGrpcExporter {
-            channel: endpoint.connect_lazy(),
+            channel,
             headers,
             compression: match self.compression {
                 Compression::Gzip => Some(CompressionEncoding::Gzip),

@@ -23,13 +23,14 @@ use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as S
 use sidekick_collector::exporter::{
     Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
 };
-use sidekick_collector::grpc::RpcStatus;
 use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
 use sidekick_collector::util::error_chain;
+use sidekick_transport::grpc::RpcStatus;
 
 use crate::compression::Compression;
 use crate::partial;
-use crate::tls::TlsSettings;
+use sidekick_transport::client::{check_headers, check_proxy_url, header_map, http_client};
+use sidekick_transport::tls::TlsSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,6 +44,9 @@ pub struct Config {
     pub tls: TlsSettings,
     /// Extra request headers, e.g. `authorization`. Values are kept out of logs.
     pub headers: BTreeMap<String, Secret>,
+    /// Send every request through this HTTP proxy (`http://host:port`). Default: the
+    /// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` environment variables.
+    pub proxy_url: Option<String>,
     /// `gzip` (default), `zstd` or `none`.
     pub compression: Compression,
     /// Only `proto` is supported.
@@ -62,6 +66,7 @@ impl Default for Config {
             logs_endpoint: None,
             tls: TlsSettings::default(),
             headers: BTreeMap::new(),
+            proxy_url: None,
             compression: Compression::Gzip,
             encoding: "proto".into(),
             timeout: ConfigDuration::from_secs(30),
@@ -102,7 +107,7 @@ impl ExporterConfig for Config {
     const SIGNALS: &'static [SignalKind] = &SignalKind::ALL;
 
     fn validate(&self) -> Vec<FieldError> {
-        let mut out = self.tls.validate();
+        let mut out = Vec::new();
         if self.encoding != "proto" {
             out.push(FieldError::new("encoding", "only \"proto\" is supported"));
         }
@@ -140,18 +145,19 @@ impl ExporterConfig for Config {
                 _ => {}
             }
         }
-        for (name, value) in &self.headers {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                out.push(FieldError::new(
-                    format!("headers.{name}"),
-                    "invalid header name",
-                ));
-            } else if http::HeaderValue::from_str(value.expose()).is_err() {
-                out.push(FieldError::new(
-                    format!("headers.{name}"),
-                    "invalid header value",
-                ));
-            }
+        out.extend(check_headers(
+            &self.headers,
+            &["content-type", "content-encoding"],
+        ));
+        if let Some(p) = &self.proxy_url {
+            out.extend(check_proxy_url(p));
+        }
+        let uses_tls = std::iter::once(Some(&self.endpoint))
+            .chain(explicit.iter().map(|(_, u)| u.as_ref()))
+            .flatten()
+            .any(|u| u.starts_with("https://"));
+        if uses_tls {
+            out.extend(self.tls.validate());
         }
         out.extend(self.export_settings().validate());
         out
@@ -166,23 +172,8 @@ impl ExporterConfig for Config {
     }
 
     fn build(self, _ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
-        let tls = self.tls.rustls_config()?;
-        let mut headers = http::HeaderMap::new();
-        for (name, value) in &self.headers {
-            let name = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header name")))?;
-            let mut value = http::HeaderValue::from_str(value.expose())
-                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header value")))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .user_agent(concat!("Sidekick/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| BuildError::new(format!("http client: {e}")))?;
+        let client = http_client(self.tls.rustls_config()?, self.proxy_url.as_deref())?;
+        let headers = header_map(&self.headers, None)?;
         let [(_, traces), (_, metrics), (_, logs)] = self.urls();
         let exporter = std::sync::Arc::new(OtlpHttpExporter {
             client,

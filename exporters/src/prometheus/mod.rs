@@ -21,11 +21,11 @@
 mod store;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use http::{header, Request, StatusCode};
-use hyper::body::Incoming;
+use axum::routing::get;
+use axum::Router;
+use http::{header, HeaderMap, StatusCode};
 use serde::Deserialize;
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, Extension, FieldError,
@@ -36,6 +36,7 @@ use sidekick_collector::exporter::{Delivered, Export, ExportError, ExportSetting
 use sidekick_collector::payload::{Metrics, MetricsSignal};
 use sidekick_collector::pipe::Stop;
 use sidekick_collector::telemetry::Telemetry;
+use sidekick_transport::server::{response, serve};
 use tokio::net::TcpListener;
 
 use crate::prom::{self, Accumulator, ResourceToTelemetry, Settings, TranslationStrategy};
@@ -86,7 +87,7 @@ impl ExporterConfig for Config {
 
     fn validate(&self) -> Vec<FieldError> {
         let mut out = Vec::new();
-        if let Err(e) = sidekick_collector::http::resolve(&self.endpoint) {
+        if let Err(e) = sidekick_transport::server::resolve(&self.endpoint) {
             out.push(FieldError::new("endpoint", e));
         }
         for k in self.const_labels.keys() {
@@ -115,7 +116,7 @@ impl ExporterConfig for Config {
     }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
-        let listener = sidekick_collector::http::bind(&self.endpoint, "endpoint")?;
+        let listener = sidekick_transport::server::bind(&self.endpoint, "endpoint")?;
         let strategy = match self.add_metric_suffixes {
             Some(false) => TranslationStrategy::UnderscoreEscapingWithoutSuffixes,
             _ => self.translation_strategy,
@@ -206,38 +207,36 @@ impl Extension for ScrapeServer {
             tracing::info!(address = %address, "prometheus exporter listening (/metrics)");
         }
         let self_metrics = Arc::new(self_metrics);
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let accept = req
-                .headers()
+        let page = move |headers: HeaderMap| async move {
+            let accept = headers
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+                .unwrap_or("");
             let format = if open_metrics && accept.contains("application/openmetrics-text") {
                 Format::OpenMetrics
             } else {
                 Format::Text
             };
-            let reply = if req.uri().path() != "/metrics" {
-                sidekick_collector::http::response(
+            let extra = match self_metrics.as_ref() {
+                Some((telemetry, settings)) => store::self_metrics(telemetry, settings),
+                None => prom::Translation::default(),
+            };
+            let body = store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .render(format, extra);
+            response(StatusCode::OK, format.content_type(), body)
+        };
+        let router = Router::new()
+            .route("/metrics", get(page))
+            .fallback(|| async {
+                response(
                     StatusCode::NOT_FOUND,
                     "text/plain",
                     "not found: try /metrics\n",
                 )
-            } else {
-                let extra = match self_metrics.as_ref() {
-                    Some((telemetry, settings)) => store::self_metrics(telemetry, settings),
-                    None => prom::Translation::default(),
-                };
-                let body = store
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .render(format, extra);
-                sidekick_collector::http::response(StatusCode::OK, format.content_type(), body)
-            };
-            async move { Ok::<_, Infallible>(reply) }
-        });
-        Box::pin(sidekick_collector::http::serve(listener, service, stop))
+            });
+        Box::pin(serve(listener, router, stop.fired()))
     }
 }
 

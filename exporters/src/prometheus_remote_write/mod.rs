@@ -40,7 +40,10 @@ use sidekick_collector::telemetry::LogBurst;
 use tracing::warn;
 
 use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
-use crate::tls::TlsSettings;
+use sidekick_transport::client::{
+    check_headers, check_proxy_url, header_map, http_client, BasicAuth, Credentials,
+};
+use sidekick_transport::tls::TlsSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,6 +53,8 @@ pub struct Config {
     pub tls: TlsSettings,
     /// Extra request headers. The protocol's own headers cannot be overridden.
     pub headers: BTreeMap<String, Secret>,
+    /// Send every request through this HTTP proxy (`http://host:port`).
+    pub proxy_url: Option<String>,
     pub basic_auth: Option<BasicAuth>,
     /// `Authorization: Bearer <token>`.
     pub bearer_token: Option<Secret>,
@@ -73,14 +78,6 @@ pub struct Config {
     pub remote_write_queue: RemoteWriteQueue,
     /// Default: start at 50ms, at most 200ms apart, give up after 1m.
     pub retry_on_failure: RetrySettings,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BasicAuth {
-    pub username: String,
-    pub password: Option<Secret>,
-    pub password_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +118,7 @@ impl Default for Config {
             endpoint: String::new(),
             tls: TlsSettings::default(),
             headers: BTreeMap::new(),
+            proxy_url: None,
             basic_auth: None,
             bearer_token: None,
             bearer_token_file: None,
@@ -158,7 +156,7 @@ impl ExporterConfig for Config {
     const SIGNALS: &'static [SignalKind] = &[SignalKind::Metrics];
 
     fn validate(&self) -> Vec<FieldError> {
-        let mut out = self.tls.validate();
+        let mut out = Vec::new();
         if self.endpoint.is_empty() {
             out.push(FieldError::new(
                 "endpoint",
@@ -190,18 +188,12 @@ impl ExporterConfig for Config {
                 "must be at least 1",
             ));
         }
-        for name in self.headers.keys() {
-            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                out.push(FieldError::new(
-                    format!("headers.{name}"),
-                    "this header is set by the protocol and cannot be changed",
-                ));
-            } else if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                out.push(FieldError::new(
-                    format!("headers.{name}"),
-                    "invalid header name",
-                ));
-            }
+        out.extend(check_headers(&self.headers, &RESERVED_HEADERS));
+        if let Some(p) = &self.proxy_url {
+            out.extend(check_proxy_url(p));
+        }
+        if self.endpoint.starts_with("https://") {
+            out.extend(self.tls.validate());
         }
         let auths = [
             self.basic_auth.is_some(),
@@ -250,49 +242,18 @@ impl ExporterConfig for Config {
     }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
-        let mut headers = http::HeaderMap::new();
-        for (name, value) in &self.headers {
-            let n = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header name")))?;
-            let mut v = http::HeaderValue::from_str(value.expose())
-                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header value")))?;
-            v.set_sensitive(true);
-            headers.insert(n, v);
-        }
-        let read = |path: &str, field: &str| {
-            std::fs::read_to_string(path)
-                .map(|s| s.trim().to_string())
-                .map_err(|e| BuildError::new(format!("{field}: cannot read {path}: {e}")))
+        let credentials = match (
+            &self.basic_auth,
+            &self.bearer_token,
+            &self.bearer_token_file,
+        ) {
+            (Some(b), _, _) => Some(Credentials::Basic(b)),
+            (None, Some(t), _) => Some(Credentials::Bearer(t)),
+            (None, None, Some(f)) => Some(Credentials::BearerFile(f)),
+            (None, None, None) => None,
         };
-        let auth = if let Some(b) = &self.basic_auth {
-            let password = match (&b.password, &b.password_file) {
-                (Some(p), _) => p.expose().to_string(),
-                (None, Some(f)) => read(f, "basic_auth.password_file")?,
-                (None, None) => String::new(),
-            };
-            Some(format!(
-                "Basic {}",
-                base64(&format!("{}:{password}", b.username))
-            ))
-        } else if let Some(t) = &self.bearer_token {
-            Some(format!("Bearer {}", t.expose()))
-        } else if let Some(f) = &self.bearer_token_file {
-            Some(format!("Bearer {}", read(f, "bearer_token_file")?))
-        } else {
-            None
-        };
-        if let Some(a) = auth {
-            let mut v = http::HeaderValue::from_str(&a)
-                .map_err(|_| BuildError::new("invalid credentials"))?;
-            v.set_sensitive(true);
-            headers.insert(http::header::AUTHORIZATION, v);
-        }
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(self.tls.rustls_config()?)
-            .user_agent(concat!("Sidekick/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| BuildError::new(format!("http client: {e}")))?;
+        let headers = header_map(&self.headers, credentials)?;
+        let client = http_client(self.tls.rustls_config()?, self.proxy_url.as_deref())?;
         let settings = Settings {
             strategy: self.translation_strategy,
             namespace: self.namespace.clone(),
@@ -323,26 +284,6 @@ impl ExporterConfig for Config {
             ..ExporterParts::default()
         })
     }
-}
-
-fn base64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-    for chunk in b.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 pub struct RemoteWriteExporter {

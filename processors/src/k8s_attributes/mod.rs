@@ -23,7 +23,7 @@
 
 pub mod workload;
 
-use sidekick_collector::downward;
+use sidekick_transport::downward;
 
 use std::time::Instant;
 

@@ -1,62 +1,20 @@
 //! OTLP over gRPC: the three `Export` methods, served with a codec that keeps the
 //! request bytes as they came.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-
+use axum::extract::Request;
+use axum::response::Response;
 use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use sidekick_collector::grpc::RawCodec;
-use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
-use sidekick_collector::pipe::{SendError, Stop};
-use tokio::net::TcpListener;
+use sidekick_collector::payload::{Batch, Signal};
+use sidekick_collector::pipe::SendError;
+use sidekick_transport::grpc::RawCodec;
 use tonic::codec::CompressionEncoding;
 use tonic::{Code, Status};
 use tracing::debug;
 
-use super::{Entries, Entry, GrpcConfig};
+use super::Entry;
 
-pub(super) async fn serve(listener: TcpListener, config: GrpcConfig, entries: Entries, stop: Stop) {
-    let entries = Arc::new(entries);
-    let max = config.max_recv_msg_size_mib << 20;
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let entries = Arc::clone(&entries);
-        async move { Ok::<_, Infallible>(route(&entries, req, max).await) }
-    });
-    sidekick_collector::http::serve(listener, service, stop).await;
-}
-
-async fn route(
-    entries: &Entries,
-    req: Request<Incoming>,
-    max: usize,
-) -> Response<tonic::body::Body> {
-    let path = req.uri().path();
-    if path == TracesSignal::GRPC_PATH {
-        if let Some(e) = &entries.traces {
-            return export(e.clone(), req, max).await;
-        }
-    } else if path == MetricsSignal::GRPC_PATH {
-        if let Some(e) = &entries.metrics {
-            return export(e.clone(), req, max).await;
-        }
-    } else if path == LogsSignal::GRPC_PATH {
-        if let Some(e) = &entries.logs {
-            return export(e.clone(), req, max).await;
-        }
-    }
-    Status::unimplemented(format!(
-        "{path} is not served here: no pipeline takes this signal from this receiver"
-    ))
-    .into_http()
-}
-
-async fn export<S: Signal>(
-    entry: Entry<S>,
-    req: Request<Incoming>,
-    max: usize,
-) -> Response<tonic::body::Body> {
+/// Serves one unary `Export` call into `entry`.
+pub(super) async fn export<S: Signal>(entry: Entry<S>, req: Request, max: usize) -> Response {
     let mut grpc = tonic::server::Grpc::new(RawCodec)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -70,7 +28,18 @@ async fn export<S: Signal>(
             .headers_mut()
             .insert("grpc-status", http::HeaderValue::from_static("8"));
     }
-    response
+    response.map(axum::body::Body::new)
+}
+
+/// A gRPC `UNIMPLEMENTED` answer.
+pub(super) fn unimplemented(message: &str) -> Response {
+    Status::unimplemented(message.to_string()).into_http::<axum::body::Body>()
+}
+
+/// The `grpc-status` of an answer whose status is in its headers (a refusal).
+pub(super) fn status_code(response: &Response) -> Option<Code> {
+    let value = response.headers().get("grpc-status")?.to_str().ok()?;
+    Some(Code::from_i32(value.parse().ok()?))
 }
 
 struct Export<S: Signal> {

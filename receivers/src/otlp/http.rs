@@ -3,22 +3,21 @@
 //! `google.rpc.Status` body in the request's encoding, 400 for bad data, 413 for too
 //! large, 415 for an unknown content type or encoding, 503 with `Retry-After` when full.
 
-use std::convert::Infallible;
 use std::io::Read;
-use std::sync::Arc;
 
+use axum::extract::Request;
+use axum::response::Response;
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
-use sidekick_collector::grpc::RpcStatus;
 use sidekick_collector::payload::{Batch, Signal};
-use sidekick_collector::pipe::{SendError, Stop};
-use tokio::net::TcpListener;
+use sidekick_collector::pipe::SendError;
+use sidekick_transport::grpc::RpcStatus;
 use tracing::debug;
 
-use super::{Entries, Entry, HttpConfig};
+use super::router::Reason;
+use super::Entry;
 
 /// Seconds a client should wait before retrying a refused request.
 const RETRY_AFTER_SECONDS: u32 = 1;
@@ -39,6 +38,8 @@ impl Encoding {
 }
 
 struct Failure {
+    /// Set when the request is refused before its items could be counted.
+    reason: Option<Reason>,
     status: StatusCode,
     /// gRPC code for the body: 3 invalid argument, 8 resource exhausted, 14 unavailable.
     code: i32,
@@ -48,6 +49,13 @@ struct Failure {
 impl Failure {
     fn new(status: StatusCode, code: i32, message: impl Into<String>) -> Self {
         Failure {
+            reason: match status {
+                StatusCode::NOT_FOUND => Some(Reason::NoPipeline),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => Some(Reason::UnsupportedMediaType),
+                StatusCode::PAYLOAD_TOO_LARGE => Some(Reason::TooLarge),
+                StatusCode::BAD_REQUEST => Some(Reason::Malformed),
+                _ => None,
+            },
             status,
             code,
             message: message.into(),
@@ -55,45 +63,45 @@ impl Failure {
     }
 }
 
-pub(super) async fn serve(listener: TcpListener, config: HttpConfig, entries: Entries, stop: Stop) {
-    let state = Arc::new((config, entries));
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(route(&state.0, &state.1, req).await) }
-    });
-    sidekick_collector::http::serve(listener, service, stop).await;
-}
-
-async fn route(
-    config: &HttpConfig,
-    entries: &Entries,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    let encoding = match content_type(&req) {
-        Ok(e) => e,
+/// Serves one OTLP/HTTP export into `entry`. A refusal comes back with its reason
+/// (when its items could not be counted) and message, for the caller to count and log.
+pub(super) async fn export<S: Signal>(
+    entry: Option<&Entry<S>>,
+    limit: usize,
+    req: Request,
+) -> Result<Response, (Reason, String, Response)>
+where
+    S::Request: DeserializeOwned,
+{
+    let (encoding, result) = match content_type(req.headers()) {
+        Ok(e) => (e, handle(entry, limit, req, e).await),
         // The client's encoding is unknown, so answer in the one a person can read.
-        Err(f) => return reply(Encoding::Json, Err(f)),
+        Err(f) => (Encoding::Json, Err(f)),
     };
-    let result = if path == config.traces_url_path {
-        handle(entries.traces.as_ref(), config, req, encoding).await
-    } else if path == config.metrics_url_path {
-        handle(entries.metrics.as_ref(), config, req, encoding).await
-    } else if path == config.logs_url_path {
-        handle(entries.logs.as_ref(), config, req, encoding).await
-    } else {
-        Err(Failure::new(
-            StatusCode::NOT_FOUND,
-            5,
-            format!("unknown path {path}"),
-        ))
-    };
-    reply(encoding, result)
+    match result {
+        Ok(()) => Ok(reply(encoding, Ok(()))),
+        Err(f) => match f.reason {
+            Some(reason) => {
+                let message = f.message.clone();
+                Err((reason, message, reply(encoding, Err(f))))
+            }
+            None => Ok(reply(encoding, Err(f))),
+        },
+    }
 }
 
-fn content_type(req: &Request<Incoming>) -> Result<Encoding, Failure> {
-    let value = req
-        .headers()
+/// An error answer in the request's encoding (JSON unless it sent protobuf).
+pub(super) fn refuse(req: &Request, status: StatusCode, message: String) -> Response {
+    let encoding = content_type(req.headers()).unwrap_or(Encoding::Json);
+    let code = match status {
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => 12,
+        _ => 3,
+    };
+    reply(encoding, Err(Failure::new(status, code, message)))
+}
+
+fn content_type(headers: &http::HeaderMap) -> Result<Encoding, Failure> {
+    let value = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
@@ -116,8 +124,8 @@ fn content_type(req: &Request<Incoming>) -> Result<Encoding, Failure> {
 
 async fn handle<S: Signal>(
     entry: Option<&Entry<S>>,
-    config: &HttpConfig,
-    req: Request<Incoming>,
+    limit: usize,
+    req: Request,
     encoding: Encoding,
 ) -> Result<(), Failure>
 where
@@ -130,10 +138,6 @@ where
             format!("no pipeline takes {} from this receiver", S::KIND),
         ));
     };
-    if req.method() != Method::POST {
-        return Err(Failure::new(StatusCode::METHOD_NOT_ALLOWED, 3, "use POST"));
-    }
-    let limit = config.max_request_body_size;
     let compression = req
         .headers()
         .get(header::CONTENT_ENCODING)
@@ -231,7 +235,7 @@ fn decompress(encoding: &str, body: Bytes, limit: usize) -> Result<Bytes, Decomp
     }
 }
 
-fn reply(encoding: Encoding, result: Result<(), Failure>) -> Response<Full<Bytes>> {
+fn reply(encoding: Encoding, result: Result<(), Failure>) -> Response {
     let (status, body, retry) = match result {
         // An empty Export*ServiceResponse: no bytes in protobuf, `{}` in JSON.
         Ok(()) => (
@@ -256,7 +260,7 @@ fn reply(encoding: Encoding, result: Result<(), Failure>) -> Response<Full<Bytes
             (f.status, body, f.status == StatusCode::SERVICE_UNAVAILABLE)
         }
     };
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(axum::body::Body::from(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

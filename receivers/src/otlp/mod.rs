@@ -10,6 +10,13 @@
 //!         endpoint: 127.0.0.1:4318
 //! ```
 //!
+//! Each listener serves both protocols: a request whose content type is
+//! `application/grpc` is gRPC, anything else is OTLP/HTTP, so an SDK pointed at the
+//! "wrong" port (OTLP/HTTP to 4317, the default of several SDKs) still delivers. A request
+//! that cannot be served (unknown path, wrong method, unknown content type, a signal no
+//! pipeline takes) gets an error status, is counted in
+//! `sidekick_receiver_refused_requests{reason}` and logged (at most every 10 s).
+//!
 //! Protobuf bodies are checked (framing down to each item) and counted, then passed on
 //! still encoded; OTLP/JSON bodies are decoded. When the pipeline stays full, requests
 //! are refused retryably (gRPC `UNAVAILABLE`, HTTP 503 with `Retry-After`) so the SDK
@@ -17,6 +24,7 @@
 
 mod grpc;
 mod http;
+mod router;
 
 use std::time::Duration;
 
@@ -29,6 +37,7 @@ use sidekick_collector::config::Signal as SignalKind;
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::pipe::{Output, SendError, Stop};
 use sidekick_collector::telemetry::{Counter, Telemetry};
+use sidekick_transport::server::serve;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -156,15 +165,24 @@ impl ReceiverConfig for Config {
                     "must be at least 1",
                 ));
             }
-            for (field, path) in [
+            let paths = [
                 ("traces_url_path", &h.traces_url_path),
                 ("metrics_url_path", &h.metrics_url_path),
                 ("logs_url_path", &h.logs_url_path),
-            ] {
+            ];
+            for (i, (field, path)) in paths.iter().enumerate() {
+                let field = format!("protocols.http.{field}");
                 if !path.starts_with('/') {
+                    out.push(FieldError::new(field, "must start with /"));
+                } else if path.contains(['{', '}', '*', ':']) {
                     out.push(FieldError::new(
-                        format!("protocols.http.{field}"),
-                        "must start with /",
+                        field,
+                        "a URL path here cannot contain {, }, * or :",
+                    ));
+                } else if paths[..i].iter().any(|(_, p)| p == path) {
+                    out.push(FieldError::new(
+                        field,
+                        "is the same path as another signal's",
                     ));
                 }
             }
@@ -199,14 +217,14 @@ impl Config {
         let name = ctx.id.to_string();
         let grpc = match &self.protocols.grpc {
             Some(g) => Some((
-                sidekick_collector::http::bind(&g.endpoint, "protocols.grpc.endpoint")?,
+                sidekick_transport::server::bind(&g.endpoint, "protocols.grpc.endpoint")?,
                 g.clone(),
             )),
             None => None,
         };
         let http = match &self.protocols.http {
             Some(h) => Some((
-                sidekick_collector::http::bind(&h.endpoint, "protocols.http.endpoint")?,
+                sidekick_transport::server::bind(&h.endpoint, "protocols.http.endpoint")?,
                 h.clone(),
             )),
             None => None,
@@ -312,28 +330,54 @@ impl Entries {
 impl Receiver for OtlpReceiver {
     fn run(self: Box<Self>, outputs: ReceiverOutputs, stop: Stop) -> BoxFuture<'static, ()> {
         Box::pin(async move {
+            let limits = router::Limits {
+                grpc_message: self
+                    .grpc
+                    .as_ref()
+                    .map(|(_, g)| g.max_recv_msg_size_mib)
+                    .unwrap_or(GrpcConfig::default().max_recv_msg_size_mib)
+                    << 20,
+                http_body: self
+                    .http
+                    .as_ref()
+                    .map(|(_, h)| h.max_request_body_size)
+                    .unwrap_or(HttpConfig::default().max_request_body_size),
+            };
+            let paths = self
+                .http
+                .as_ref()
+                .map(|(_, h)| h.clone())
+                .unwrap_or_default();
+            let router = router::router(router::State {
+                grpc: Entries::new(&outputs, &self.telemetry, &self.name, "grpc"),
+                http: Entries::new(&outputs, &self.telemetry, &self.name, "http"),
+                refused: router::Refusals::new(&self.telemetry, &self.name),
+                limits,
+                paths,
+            });
             let mut tasks = tokio::task::JoinSet::new();
-            if let Some((listener, config)) = self.grpc {
-                let entries = Entries::new(&outputs, &self.telemetry, &self.name, "grpc");
-                log_listening(&self.name, "grpc", &listener);
-                tasks.spawn(grpc::serve(listener, config, entries, stop.clone()));
+            for (listener, what) in [
+                (self.grpc.map(|(l, _)| l), "grpc"),
+                (self.http.map(|(l, _)| l), "http"),
+            ] {
+                if let Some(listener) = listener {
+                    log_listening(&self.name, what, &listener);
+                    let stop = stop.clone().fired();
+                    tasks.spawn(serve(listener, router.clone(), stop));
+                }
             }
-            if let Some((listener, config)) = self.http {
-                let entries = Entries::new(&outputs, &self.telemetry, &self.name, "http");
-                log_listening(&self.name, "http", &listener);
-                tasks.spawn(http::serve(listener, config, entries, stop.clone()));
-            }
-            // The transports hold clones of the outputs; ours go now so that once both
-            // transports stop, the pipelines see their inputs close.
+            // The router holds clones of the outputs; ours go now, and the router's when
+            // both listeners stop, so that the pipelines see their inputs close.
             drop(outputs);
+            drop(router);
             while tasks.join_next().await.is_some() {}
         })
     }
 }
 
-fn log_listening(name: &str, transport: &str, listener: &TcpListener) {
+fn log_listening(name: &str, endpoint: &str, listener: &TcpListener) {
     if let Ok(address) = listener.local_addr() {
-        info!(receiver = %name, transport, address = %address, "listening");
+        info!(receiver = %name, endpoint, address = %address, "listening (OTLP/gRPC and OTLP/HTTP)");
     }
 }
 

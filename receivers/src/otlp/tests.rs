@@ -8,11 +8,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use sidekick_collector::component::{BuildContext, Receiver, ReceiverOutputs};
 use sidekick_collector::config::{from_node, node, ComponentId};
-use sidekick_collector::grpc::RawCodec;
 use sidekick_collector::payload::{MetricsSignal, Signal, TracesSignal};
 use sidekick_collector::pipe::{channel, stop_pair, Input, Output, StopTrigger};
 use sidekick_collector::telemetry::{Gauge, Telemetry};
 use sidekick_testkit::gen::{span_names, traces_request};
+use sidekick_transport::grpc::RawCodec;
 
 use super::*;
 
@@ -274,7 +274,7 @@ async fn http_bad_input_gets_the_right_status_and_server_keeps_serving() {
     )
     .await;
     assert_eq!(resp.status(), 400);
-    let status = sidekick_collector::grpc::RpcStatus::decode(resp.bytes().await.unwrap()).unwrap();
+    let status = sidekick_transport::grpc::RpcStatus::decode(resp.bytes().await.unwrap()).unwrap();
     assert_eq!(status.code, 3);
     assert!(
         status.message.starts_with("malformed protobuf"),

@@ -71,7 +71,7 @@ pub fn from_annotations(
     job: &str,
     prefix: &str,
 ) -> Result<Option<ScrapeConfig>, String> {
-    let (pairs, _) = sidekick_collector::downward::parse(text);
+    let (pairs, _) = sidekick_transport::downward::parse(text);
     let get = |k: &str| {
         let key = format!("{prefix}/{k}");
         pairs
@@ -240,7 +240,7 @@ pub struct TlsConfig {
     pub ca_file: Option<String>,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
-    /// Checking certificates can not be turned off; accepted only so the error says so.
+    /// Accept any certificate from the target (no chain or name check).
     pub insecure_skip_verify: Option<bool>,
     server_name: Option<IgnoredAny>,
     min_version: Option<IgnoredAny>,
@@ -516,12 +516,6 @@ impl ReceiverConfig for Config {
                 }
             }
             if let Some(tls) = &sc.tls_config {
-                if tls.insecure_skip_verify == Some(true) {
-                    out.push(FieldError::new(
-                        at("tls_config.insecure_skip_verify"),
-                        "skipping certificate checks is not supported; give the CA in tls_config.ca_file",
-                    ));
-                }
                 if tls.cert_file.is_some() != tls.key_file.is_some() {
                     out.push(FieldError::new(
                         at("tls_config"),

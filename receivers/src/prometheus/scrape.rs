@@ -144,15 +144,18 @@ pub fn targets_for(
         Auth::None
     };
     let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("Sidekick/", env!("CARGO_PKG_VERSION")))
+        .user_agent(sidekick_transport::client::USER_AGENT)
         .connect_timeout(timeout)
         .pool_max_idle_per_host(1);
     let tls = sc.tls_config.clone().unwrap_or_default();
-    let client_tls = sidekick_collector::tls::ClientTls {
+    let client_tls = sidekick_transport::tls::ClientTls {
         ca_file: tls.ca_file.as_deref(),
         include_system_roots: false,
         cert_file: tls.cert_file.as_deref(),
         key_file: tls.key_file.as_deref(),
+        insecure_skip_verify: tls.insecure_skip_verify == Some(true),
+        min_version: None,
+        max_version: None,
         field: "tls_config",
     };
     if sc.scheme == "https" {

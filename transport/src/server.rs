@@ -1,21 +1,21 @@
 //! Serving HTTP/1 and HTTP/2 (including gRPC) on a bound listener until told to stop,
-//! then letting in-flight requests finish.
+//! then letting in-flight requests finish. Every surface is an axum [`Router`], so
+//! unknown paths answer 404 and wrong methods 405 with `Allow` by construction.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::response::{IntoResponse, Response};
+use axum::Router;
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use sidekick_config::BuildError;
 use tokio::net::TcpListener;
 use tracing::debug;
-
-use crate::component::BuildError;
-use crate::pipe::Stop;
 
 /// How long open connections get to finish their requests after stop.
 const GRACE: Duration = Duration::from_secs(5);
@@ -58,23 +58,27 @@ pub fn resolve(address: &str) -> Result<SocketAddr, String> {
 }
 
 /// A simple response with a body.
-pub fn response(
-    status: http::StatusCode,
-    content_type: &str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
+pub fn response(status: http::StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response {
+    let mut r = (status, body.into()).into_response();
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     r
 }
 
-/// Serves connections from `listener` with `service` until `stop` fires.
-pub async fn serve<S, B>(listener: TcpListener, service: S, mut stop: Stop)
+/// Serves connections from `listener` with `router` until `stop` resolves, then gives
+/// open connections [`GRACE`] to finish their requests.
+pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
+    serve_service(listener, TowerToHyperService::new(router), stop).await
+}
+
+/// [`serve`] for a plain hyper service (test fakes that answer every path alike).
+pub async fn serve_service<S, B>(listener: TcpListener, service: S, stop: impl Future<Output = ()>)
 where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: http_body::Body + Send + 'static,
@@ -83,10 +87,11 @@ where
 {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.wait() => break,
+            _ = &mut stop => break,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,

@@ -1,0 +1,276 @@
+//! Outgoing connections, built one way for every exporter: request headers (kept
+//! out of logs), credentials, an HTTP client (reqwest) and a gRPC channel (tonic), both
+//! on the same rustls config from [`crate::tls`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde::Deserialize;
+use sidekick_config::{BuildError, FieldError, Secret};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// Sent as `User-Agent` by every exporter.
+pub const USER_AGENT: &str = concat!("Sidekick/", env!("CARGO_PKG_VERSION"));
+
+/// How long a TCP (and TLS) connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `basic_auth:` on an exporter.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Option<Secret>,
+    /// Read the password from this file (e.g. a mounted Secret).
+    pub password_file: Option<String>,
+}
+
+/// Where an `Authorization` header comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    Basic(&'a BasicAuth),
+    Bearer(&'a Secret),
+    /// Path of a file holding the token.
+    BearerFile(&'a str),
+}
+
+impl Credentials<'_> {
+    /// The header value, files read now.
+    pub fn header(&self) -> Result<HeaderValue, BuildError> {
+        let read = |path: &str, field: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| BuildError::new(format!("{field}: cannot read {path}: {e}")))
+        };
+        let text = match self {
+            Credentials::Basic(b) => {
+                let password = match (&b.password, &b.password_file) {
+                    (Some(p), _) => p.expose().to_string(),
+                    (None, Some(f)) => read(f, "basic_auth.password_file")?,
+                    (None, None) => String::new(),
+                };
+                let pair = format!("{}:{password}", b.username);
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }
+            Credentials::Bearer(t) => format!("Bearer {}", t.expose()),
+            Credentials::BearerFile(f) => format!("Bearer {}", read(f, "bearer_token_file")?),
+        };
+        let mut value = HeaderValue::from_str(&text)
+            .map_err(|_| BuildError::new("credentials contain characters a header cannot"))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// Problems with configured `headers:`; `reserved` names headers the protocol sets
+/// itself (lower case).
+pub fn check_headers(headers: &BTreeMap<String, Secret>, reserved: &[&str]) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        let field = format!("headers.{name}");
+        if reserved.contains(&name.to_ascii_lowercase().as_str()) {
+            out.push(FieldError::new(
+                field,
+                "this header is set by the protocol and cannot be changed",
+            ));
+        } else if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            out.push(FieldError::new(field, "invalid header name"));
+        } else if HeaderValue::from_str(value.expose()).is_err() {
+            // The value is a secret: say what is wrong, never what it is.
+            out.push(FieldError::new(
+                field,
+                "invalid header value (control characters or non-ASCII)",
+            ));
+        }
+    }
+    out
+}
+
+/// The configured headers plus `Authorization` from `credentials`, every value marked
+/// sensitive so it never shows in debug output.
+pub fn header_map(
+    headers: &BTreeMap<String, Secret>,
+    credentials: Option<Credentials<'_>>,
+) -> Result<HeaderMap, BuildError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| BuildError::new(format!("headers.{name}: invalid header name")))?;
+        let mut v = HeaderValue::from_str(value.expose())
+            .map_err(|_| BuildError::new(format!("headers.{name}: invalid header value")))?;
+        v.set_sensitive(true);
+        map.insert(n, v);
+    }
+    if let Some(c) = credentials {
+        map.insert(http::header::AUTHORIZATION, c.header()?);
+    }
+    Ok(map)
+}
+
+/// `proxy_url` is an `http://` or `https://` URL.
+pub fn check_proxy_url(proxy_url: &str) -> Vec<FieldError> {
+    let ok = (proxy_url.starts_with("http://") || proxy_url.starts_with("https://"))
+        && reqwest::Url::parse(proxy_url).is_ok();
+    if ok {
+        Vec::new()
+    } else {
+        vec![FieldError::new(
+            "proxy_url",
+            format!("invalid proxy URL \"{proxy_url}\": write http://host:port"),
+        )]
+    }
+}
+
+/// An HTTP client for one exporter: TLS from `tls`, all requests through `proxy_url`
+/// when set (otherwise the standard proxy environment variables apply).
+pub fn http_client(
+    tls: rustls::ClientConfig,
+    proxy_url: Option<&str>,
+) -> Result<reqwest::Client, BuildError> {
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .user_agent(USER_AGENT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(90));
+    if let Some(url) = proxy_url.filter(|u| !u.is_empty()) {
+        let proxy =
+            reqwest::Proxy::all(url).map_err(|e| BuildError::new(format!("proxy_url: {e}")))?;
+        builder = builder.proxy(proxy);
+    }
+    builder
+        .build()
+        .map_err(|e| BuildError::new(format!("http client: {e}")))
+}
+
+/// A lazily connecting gRPC channel to `uri`; over TLS with `tls` (HTTP/2 only is
+/// offered), verifying the certificate against `server_name` or the URI's host.
+pub fn grpc_channel(
+    uri: &str,
+    tls: Option<rustls::ClientConfig>,
+    server_name: Option<&str>,
+) -> Result<Channel, BuildError> {
+    let endpoint = Endpoint::from_shared(uri.to_string())
+        .map_err(|e| BuildError::new(format!("endpoint: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .user_agent(USER_AGENT)
+        .map_err(|e| BuildError::new(e.to_string()))?;
+    let Some(mut tls) = tls else {
+        return Ok(endpoint.connect_lazy());
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let server_name = match server_name.filter(|s| !s.is_empty()) {
+        Some(name) => Some(
+            ServerName::try_from(name.to_string())
+                .map_err(|e| BuildError::new(format!("tls.server_name_override: {e}")))?,
+        ),
+        None => None,
+    };
+    // tonic refuses an `https` URI without its own TLS; ours runs in the connector, so
+    // the channel connects to the `http` form while requests keep the `https` origin.
+    let origin: Uri = uri
+        .parse()
+        .map_err(|e| BuildError::new(format!("endpoint: {e}")))?;
+    let plain = match uri.strip_prefix("https://") {
+        Some(rest) => format!("http://{rest}"),
+        None => uri.to_string(),
+    };
+    let endpoint = Endpoint::from_shared(plain)
+        .map_err(|e| BuildError::new(format!("endpoint: {e}")))?
+        .origin(origin)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .user_agent(USER_AGENT)
+        .map_err(|e| BuildError::new(e.to_string()))?;
+    Ok(endpoint.connect_with_connector_lazy(TlsConnector {
+        config: Arc::new(tls),
+        server_name,
+    }))
+}
+
+/// Opens TCP, then TLS with our rustls config, for tonic.
+#[derive(Clone)]
+struct TlsConnector {
+    config: Arc<rustls::ClientConfig>,
+    server_name: Option<ServerName<'static>>,
+}
+
+type Connecting =
+    Pin<Box<dyn Future<Output = Result<TokioIo<TlsStream<TcpStream>>, std::io::Error>> + Send>>;
+
+impl tower_service::Service<Uri> for TlsConnector {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let config = Arc::clone(&self.config);
+        let name = self.server_name.clone();
+        Box::pin(async move {
+            let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid(format!("no host in {uri}")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let name = match name {
+                Some(n) => n,
+                None => ServerName::try_from(host.clone())
+                    .map_err(|e| invalid(format!("{host}: {e}")))?,
+            };
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_is_base64_of_user_and_password() {
+        let auth = BasicAuth {
+            username: "Aladdin".into(),
+            password: Some(Secret("open sesame".into())),
+            password_file: None,
+        };
+        let v = Credentials::Basic(&auth).header().unwrap();
+        assert_eq!(v.to_str().unwrap(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert!(v.is_sensitive());
+    }
+
+    #[test]
+    fn header_problems_never_echo_the_value() {
+        let mut headers = BTreeMap::new();
+        headers.insert("x-key".to_string(), Secret("sec\nret".into()));
+        headers.insert("content-type".to_string(), Secret("a".into()));
+        headers.insert("bad name".to_string(), Secret("a".into()));
+        let problems = check_headers(&headers, &["content-type"]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().all(|p| !p.message.contains("sec")));
+    }
+}

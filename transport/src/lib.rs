@@ -1,0 +1,20 @@
+//! How Sidekick talks to the network, kept apart from the runtime's own nouns: the
+//! pieces every receiver, exporter and the admin endpoint share.
+//!
+//! Layout:
+//! - [`server`]: binding listeners at build time and serving HTTP/1, HTTP/2 and gRPC
+//!   (axum routers) on them until stop, then letting requests finish.
+//! - [`tls`]: client TLS from PEM files (rustls, ring) and the Collector-shaped `tls:`
+//!   settings of exporters; one rustls config for HTTP and gRPC clients alike.
+//! - [`client`]: outgoing HTTP (reqwest) and gRPC (tonic) clients: headers, auth,
+//!   proxy, TLS, timeouts — built one way for every exporter.
+//! - [`grpc`]: a gRPC codec for protobuf bytes that stay encoded, and `google.rpc.Status`.
+//! - [`downward`]: the Kubernetes downward-API volume file format.
+
+pub mod client;
+pub mod downward;
+pub mod grpc;
+pub mod server;
+pub mod tls;
+
+pub use sidekick_config::{BuildError, FieldError};

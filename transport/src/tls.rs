@@ -1,0 +1,375 @@
+//! Client TLS from PEM files, shared by everything that connects out (exporters, the
+//! scrape receiver): which CAs to trust, an optional client certificate for mutual TLS,
+//! protocol versions and the server name. One rustls config (ring provider) serves the
+//! HTTP clients and the gRPC channel alike, so both read files and report mistakes the
+//! same way.
+//!
+//! Exporters take it in the OpenTelemetry Collector's shape:
+//!
+//! ```yaml
+//! tls:
+//!   insecure: false          # plaintext (gRPC exporter without a scheme in endpoint)
+//!   ca_file: /etc/ssl/backend-ca.pem
+//!   include_system_ca_certs_pool: false
+//!   cert_file: /etc/ssl/client.pem   # client certificate for mTLS
+//!   key_file: /etc/ssl/client-key.pem
+//!   min_version: "1.2"
+//! ```
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::Deserialize;
+use sidekick_config::{BuildError, FieldError};
+
+/// A TLS setting that cannot be used, with the field it is about (`tls.ca_file`).
+#[derive(Debug, Clone)]
+pub struct TlsError {
+    pub field: String,
+    pub message: String,
+}
+
+impl From<TlsError> for BuildError {
+    fn from(e: TlsError) -> Self {
+        BuildError::new(format!("{}: {}", e.field, e.message))
+    }
+}
+
+impl From<TlsError> for FieldError {
+    fn from(e: TlsError) -> Self {
+        FieldError::new(e.field, e.message)
+    }
+}
+
+/// Where the trust roots and client identity come from, borrowed from a config.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls<'a> {
+    /// PEM CA certificates to trust.
+    pub ca_file: Option<&'a str>,
+    /// Trust the system's roots too (always, when there is no `ca_file`).
+    pub include_system_roots: bool,
+    /// PEM client certificate chain and its key, for mutual TLS.
+    pub cert_file: Option<&'a str>,
+    pub key_file: Option<&'a str>,
+    /// Accept any server certificate. Only for tests against self-signed backends.
+    pub insecure_skip_verify: bool,
+    /// Lowest and highest protocol version, `"1.2"` or `"1.3"`.
+    pub min_version: Option<&'a str>,
+    pub max_version: Option<&'a str>,
+    /// Prefix for error messages, e.g. `tls` or `tls_config`.
+    pub field: &'a str,
+}
+
+impl ClientTls<'_> {
+    fn error(&self, what: &str, message: impl Into<String>) -> TlsError {
+        TlsError {
+            field: if what.is_empty() {
+                self.field.to_string()
+            } else {
+                format!("{}.{what}", self.field)
+            },
+            message: message.into(),
+        }
+    }
+
+    fn read(&self, path: &str, what: &str) -> Result<Vec<u8>, TlsError> {
+        std::fs::read(path).map_err(|e| self.error(what, format!("cannot read {path}: {e}")))
+    }
+
+    fn use_system_roots(&self) -> bool {
+        self.ca_file.is_none() || self.include_system_roots
+    }
+
+    fn versions(&self) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsError> {
+        let parse = |v: Option<&str>, what: &str, default: u8| match v.map(str::trim) {
+            None | Some("") => Ok(default),
+            Some("1.2") => Ok(2),
+            Some("1.3") => Ok(3),
+            Some(v @ ("1.0" | "1.1")) => Err(self.error(
+                what,
+                format!("TLS {v} is not supported (it is insecure): write \"1.2\" or \"1.3\""),
+            )),
+            Some(v) => Err(self.error(
+                what,
+                format!("unknown TLS version \"{v}\": write \"1.2\" or \"1.3\""),
+            )),
+        };
+        let min = parse(self.min_version, "min_version", 2)?;
+        let max = parse(self.max_version, "max_version", 3)?;
+        if min > max {
+            return Err(self.error("min_version", "is higher than max_version"));
+        }
+        Ok([(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|(v, _)| (min..=max).contains(v))
+            .map(|(_, p)| p)
+            .collect())
+    }
+
+    /// Reads and parses every file now, without building anything: what `validate`
+    /// reports.
+    pub fn check(&self) -> Vec<FieldError> {
+        match self.config() {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![e.into()],
+        }
+    }
+
+    /// A rustls client config offering HTTP/2 and HTTP/1.1.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, BuildError> {
+        Ok(self.config()?)
+    }
+
+    fn config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if self.use_system_roots() {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+        if let Some(path) = self.ca_file {
+            let pem = self.read(path, "ca_file")?;
+            for cert in certificates(&pem, path).map_err(|m| self.error("ca_file", m))? {
+                roots.add(cert).map_err(|e| {
+                    self.error("ca_file", format!("invalid certificate in {path}: {e}"))
+                })?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&self.versions()?)
+            .map_err(|e| self.error("", e.to_string()))?
+            .with_root_certificates(roots);
+        let mut config = match (self.cert_file, self.key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = certificates(&self.read(cert, "cert_file")?, cert)
+                    .map_err(|m| self.error("cert_file", m))?;
+                let key_der = private_key(&self.read(key, "key_file")?, key)
+                    .map_err(|m| self.error("key_file", m))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| self.error("cert_file", format!("{e} (with {key})")))?
+            }
+            (Some(_), None) => return Err(self.error("key_file", "cert_file needs key_file too")),
+            (None, Some(_)) => return Err(self.error("cert_file", "key_file needs cert_file too")),
+            (None, None) => builder.with_no_client_auth(),
+        };
+        if self.insecure_skip_verify {
+            config
+                .dangerous()
+                .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
+        }
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+/// The certificates of a PEM file, or what is wrong with it in words an operator can
+/// act on.
+fn certificates(pem: &[u8], path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{path} is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(not_pem(pem, path, "CERTIFICATE"));
+    }
+    Ok(certs)
+}
+
+fn private_key(pem: &[u8], path: &str) -> Result<PrivateKeyDer<'static>, String> {
+    match PrivateKeyDer::from_pem_slice(pem) {
+        Ok(key) => Ok(key),
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => Err(not_pem(pem, path, "PRIVATE KEY")),
+        Err(e) => Err(format!("{path} is not a valid PEM private key: {e}")),
+    }
+}
+
+fn not_pem(bytes: &[u8], path: &str, block: &str) -> String {
+    if bytes.first() == Some(&0x30) {
+        format!(
+            "{path} looks like DER (binary); convert it to PEM, e.g. `openssl x509 -inform der -in {path} -out {path}.pem`"
+        )
+    } else if bytes.is_empty() {
+        format!("{path} is empty")
+    } else {
+        format!("{path} has no PEM \"-----BEGIN {block}-----\" block")
+    }
+}
+
+/// `insecure_skip_verify`: signatures are still checked, the chain and name are not.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// An exporter's `tls:` block.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Send in plaintext. Only meaningful when the endpoint has no `http://`/`https://`.
+    pub insecure: bool,
+    /// Accept any server certificate (no chain or name check). Logged loudly at start.
+    pub insecure_skip_verify: bool,
+    /// PEM file with the CA certificates that sign the backend's certificate. Replaces
+    /// the system roots unless `include_system_ca_certs_pool` is true.
+    pub ca_file: Option<String>,
+    pub include_system_ca_certs_pool: bool,
+    /// PEM client certificate (chain) for mutual TLS; needs `key_file`.
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<String>,
+    /// Lowest TLS version, `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
+    /// Highest TLS version, `"1.3"` (default) or `"1.2"`.
+    pub max_version: Option<String>,
+    /// Name to verify the backend's certificate against instead of the endpoint's host.
+    pub server_name_override: Option<String>,
+}
+
+impl TlsSettings {
+    pub fn client(&self) -> ClientTls<'_> {
+        ClientTls {
+            ca_file: self.ca_file.as_deref(),
+            include_system_roots: self.include_system_ca_certs_pool,
+            cert_file: self.cert_file.as_deref(),
+            key_file: self.key_file.as_deref(),
+            insecure_skip_verify: self.insecure_skip_verify,
+            min_version: self.min_version.as_deref(),
+            max_version: self.max_version.as_deref(),
+            field: "tls",
+        }
+    }
+
+    /// Every problem with these settings, files read and parsed.
+    pub fn validate(&self) -> Vec<FieldError> {
+        self.client().check()
+    }
+
+    /// A rustls client config (ring provider) with these settings.
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, BuildError> {
+        self.client().client_config()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    fn errors(settings: &TlsSettings) -> String {
+        settings
+            .validate()
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn ca_files_that_are_not_pem_say_what_they_are() {
+        let dir = std::env::temp_dir().join(format!("sidekick-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let der = write(&dir, "ca.der", cert.cert.der());
+        let text = write(&dir, "ca.txt", b"hello\n");
+        let good = write(&dir, "ca.pem", cert.cert.pem().as_bytes());
+        let key = write(&dir, "key.pem", cert.signing_key.serialize_pem().as_bytes());
+
+        let with_ca = |ca: &str| TlsSettings {
+            ca_file: Some(ca.into()),
+            ..TlsSettings::default()
+        };
+        assert!(
+            errors(&with_ca(&der)).contains("looks like DER"),
+            "{}",
+            errors(&with_ca(&der))
+        );
+        assert!(errors(&with_ca(&text)).contains("no PEM \"-----BEGIN CERTIFICATE-----\" block"));
+        assert!(errors(&with_ca("/nonexistent/ca.pem")).starts_with("tls.ca_file: cannot read"));
+        assert_eq!(errors(&with_ca(&good)), "");
+
+        let mtls = TlsSettings {
+            cert_file: Some(good.clone()),
+            key_file: Some(key),
+            ..TlsSettings::default()
+        };
+        assert_eq!(errors(&mtls), "");
+        let swapped = TlsSettings {
+            cert_file: Some(good.clone()),
+            key_file: Some(good),
+            ..TlsSettings::default()
+        };
+        assert!(
+            errors(&swapped).starts_with("tls.key_file:"),
+            "{}",
+            errors(&swapped)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn versions_are_checked() {
+        let v = |min: &str, max: &str| TlsSettings {
+            min_version: Some(min.into()),
+            max_version: Some(max.into()),
+            ..TlsSettings::default()
+        };
+        assert_eq!(errors(&v("1.2", "1.3")), "");
+        assert_eq!(errors(&v("1.3", "1.3")), "");
+        assert!(errors(&v("1.1", "1.3")).contains("not supported"));
+        assert!(errors(&v("1.3", "1.2")).contains("higher than max_version"));
+        assert!(errors(&v("2", "")).contains("unknown TLS version"));
+    }
+}
