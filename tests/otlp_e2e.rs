@@ -94,14 +94,22 @@ enum Transport {
 
 /// Sends traces, metrics and logs through Sidekick with the SDK and checks that the sink
 /// got every item with names, attributes, ids and resources intact.
-fn sdk_round_trip(transport: Transport) {
+/// Which of the receiver's two listeners the SDK is pointed at: each serves both
+/// protocols, so an SDK set to the other protocol's port still delivers.
+#[derive(Clone, Copy)]
+enum Port {
+    Grpc,
+    Http,
+}
+
+fn sdk_round_trip(transport: Transport, port: Port) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = runtime();
     let sink = rt.block_on(OtlpSink::start());
     let mut sk = Sidekick::start(&pipeline_config(&sink));
     let (endpoint, path) = match transport {
-        Transport::Grpc => (format!("http://{}", sk.grpc.unwrap()), None),
-        Transport::Http => (format!("http://{}", sk.http.unwrap()), Some(())),
+        Transport::Grpc => (format!("http://{}", listener(&sk, port)), None),
+        Transport::Http => (format!("http://{}", listener(&sk, port)), Some(())),
     };
     let url = |signal: &str| match path {
         Some(()) => format!("{endpoint}/v1/{signal}"),
@@ -350,14 +358,31 @@ fn sdk_round_trip(transport: Transport) {
     assert!(sk.terminate().success());
 }
 
+fn listener(sk: &Sidekick, port: Port) -> std::net::SocketAddr {
+    match port {
+        Port::Grpc => sk.grpc.unwrap(),
+        Port::Http => sk.http.unwrap(),
+    }
+}
+
 #[test]
 fn sdk_over_grpc_reaches_the_backend_intact() {
-    sdk_round_trip(Transport::Grpc);
+    sdk_round_trip(Transport::Grpc, Port::Grpc);
+}
+
+#[test]
+fn sdk_over_http_to_the_grpc_port_reaches_the_backend() {
+    sdk_round_trip(Transport::Http, Port::Grpc);
+}
+
+#[test]
+fn sdk_over_grpc_to_the_http_port_reaches_the_backend() {
+    sdk_round_trip(Transport::Grpc, Port::Http);
 }
 
 #[test]
 fn sdk_over_http_reaches_the_backend_intact() {
-    sdk_round_trip(Transport::Http);
+    sdk_round_trip(Transport::Http, Port::Http);
 }
 
 /// POSTs an encoded traces request to the OTLP/HTTP receiver.

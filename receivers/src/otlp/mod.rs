@@ -229,6 +229,15 @@ impl Config {
             )),
             None => None,
         };
+        let listeners = [
+            (grpc.as_ref().map(|(l, _)| l), "grpc"),
+            (http.as_ref().map(|(l, _)| l), "http"),
+        ];
+        for (listener, what) in listeners {
+            if let Some(l) = listener {
+                log_listening(&name, what, l);
+            }
+        }
         Ok(OtlpReceiver {
             name,
             telemetry: ctx.telemetry.clone(),
@@ -356,12 +365,8 @@ impl Receiver for OtlpReceiver {
                 paths,
             });
             let mut tasks = tokio::task::JoinSet::new();
-            for (listener, what) in [
-                (self.grpc.map(|(l, _)| l), "grpc"),
-                (self.http.map(|(l, _)| l), "http"),
-            ] {
+            for listener in [self.grpc.map(|(l, _)| l), self.http.map(|(l, _)| l)] {
                 if let Some(listener) = listener {
-                    log_listening(&self.name, what, &listener);
                     let stop = stop.clone().fired();
                     tasks.spawn(serve(listener, router.clone(), stop));
                 }

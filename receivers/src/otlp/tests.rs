@@ -501,3 +501,68 @@ async fn http_json_metrics() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn both_protocols_are_served_on_both_listeners() {
+    let mut r = start(16, 1 << 20);
+    for (i, addr) in [r.grpc, r.http].into_iter().enumerate() {
+        let spans = i as u64 * 10;
+        grpc_export(addr, traces_request(spans, 1, 2).encode_to_vec())
+            .await
+            .unwrap();
+        assert_eq!(r.traces.recv().await.unwrap().len(), 2);
+        let body = traces_request(spans + 5, 1, 3).encode_to_vec();
+        let resp = post(addr, "/v1/traces", "application/x-protobuf", None, body).await;
+        assert_eq!(resp.status(), 200, "OTLP/HTTP on listener {i}");
+        assert_eq!(r.traces.recv().await.unwrap().len(), 3);
+    }
+    let page = r.telemetry.render();
+    assert!(
+        page.contains("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 4")
+    );
+    assert!(
+        page.contains("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"http\"} 6")
+    );
+}
+
+#[tokio::test]
+async fn unservable_requests_get_an_error_status_and_are_counted() {
+    let r = start(16, 1 << 20);
+    let body = || traces_request(0, 1, 1).encode_to_vec();
+    // Plain HTTP to a gRPC method path, on the gRPC port: not a silent 200.
+    let resp = post(
+        r.grpc,
+        TracesSignal::GRPC_PATH,
+        "application/x-protobuf",
+        None,
+        body(),
+    )
+    .await;
+    assert_eq!(resp.status(), 415);
+    // Unknown path, wrong method, a signal no pipeline takes (logs).
+    let resp = post(r.grpc, "/v1/trace", "application/x-protobuf", None, body()).await;
+    assert_eq!(resp.status(), 404);
+    let resp = client()
+        .get(format!("http://{}/v1/traces", r.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let resp = post(r.http, "/v1/logs", "application/json", None, b"{}".to_vec()).await;
+    assert_eq!(resp.status(), 404);
+    let resp = post(r.http, "/v1/traces", "text/plain", None, body()).await;
+    assert_eq!(resp.status(), 415);
+    let page = r.telemetry.render();
+    for (reason, n) in [
+        ("unsupported_media_type", 2),
+        ("unknown_path", 1),
+        ("method_not_allowed", 1),
+        ("no_pipeline", 1),
+    ] {
+        let series = format!(
+            "sidekick_receiver_refused_requests{{receiver=\"otlp\",reason=\"{reason}\"}} {n}\n"
+        );
+        assert!(page.contains(&series), "{series} in\n{page}");
+    }
+}
