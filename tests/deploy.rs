@@ -1,15 +1,19 @@
 //! The Kubernetes material in `deploy/` must agree with the code: ports, probe paths,
-//! downward-API variable names and file paths, annotations, and a config that validates.
+//! downward-API variable names and file paths, annotations, and a config that validates;
+//! and with itself: the OTLP protocol against the port, the Pods' user against the image's.
 
 use std::collections::HashMap;
 
 use sidekick_collector::config::node::{self, Node, Value};
 use sidekick_processors::k8s_attributes::{Config as K8sConfig, EnvNames};
 
+fn read(file: &str) -> String {
+    std::fs::read_to_string(format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
 fn docs(file: &str) -> Vec<Node> {
-    let text =
-        std::fs::read_to_string(format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    text.split("\n---\n")
+    read(file)
+        .split("\n---\n")
         .map(|d| node::parse(d, &HashMap::<String, String>::new()).unwrap().0)
         .collect()
 }
@@ -33,12 +37,104 @@ fn s<'a>(n: &'a Node, path: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{path} is not a value"))
 }
 
+/// A number or boolean, which Kubernetes wants unquoted.
+fn plain<'a>(n: &'a Node, path: &str) -> &'a str {
+    match &at(n, path).value {
+        Value::Scalar { text, plain: true } => text,
+        other => panic!("{path} is not an unquoted value: {other:?}"),
+    }
+}
+
 /// A map entry whose key contains dots (annotations, `config.yaml`).
 fn key<'a>(n: &'a Node, map: &str, k: &str) -> &'a str {
     at(n, map)
         .get(k)
         .and_then(Node::as_str)
         .unwrap_or_else(|| panic!("no {k} in {map}"))
+}
+
+/// The init containers and containers of a Pod spec.
+fn containers(spec: &Node) -> impl Iterator<Item = &Node> {
+    ["initContainers", "containers"]
+        .into_iter()
+        .filter_map(|k| spec.get(k))
+        .flat_map(items)
+}
+
+/// The user and group of the final `USER uid:gid` in deploy/Dockerfile: numbers (the
+/// kubelet cannot check `runAsNonRoot` against a name) and not root.
+fn image_user() -> (String, String) {
+    let text = read("Dockerfile");
+    let user = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .last()
+        .expect("no USER in deploy/Dockerfile")
+        .trim();
+    let (uid, gid) = user
+        .split_once(':')
+        .unwrap_or_else(|| panic!("USER {user} is not uid:gid"));
+    for id in [uid, gid] {
+        assert!(
+            id.parse::<u32>().is_ok_and(|id| id > 0),
+            "USER {user}: {id} is not a numeric, non-root id"
+        );
+    }
+    (uid.to_string(), gid.to_string())
+}
+
+/// Pod Security Standard "restricted" with the image's user. The Pod and Sidekick's
+/// container each state `runAsNonRoot`, the image's `runAsUser`/`runAsGroup` and the
+/// `RuntimeDefault` seccomp profile, and Sidekick's root filesystem is read-only. Every
+/// container forbids privilege escalation, drops all capabilities, and (by its own
+/// setting or the Pod's) runs non-root, not as uid 0, under `RuntimeDefault`.
+fn check_security(file: &str, spec: &Node, sidecar: &Node) {
+    let (uid, gid) = image_user();
+    let pod = at(spec, "securityContext");
+    let sidekick = at(sidecar, "securityContext");
+    for ctx in [pod, sidekick] {
+        assert_eq!(plain(ctx, "runAsNonRoot"), "true", "{file}");
+        assert_eq!(
+            plain(ctx, "runAsUser"),
+            uid,
+            "{file}: not the Dockerfile's USER"
+        );
+        assert_eq!(
+            plain(ctx, "runAsGroup"),
+            gid,
+            "{file}: not the Dockerfile's USER"
+        );
+        assert_eq!(s(ctx, "seccompProfile.type"), "RuntimeDefault", "{file}");
+    }
+    assert_eq!(plain(sidekick, "readOnlyRootFilesystem"), "true", "{file}");
+    for c in containers(spec) {
+        let name = s(c, "name");
+        let ctx = at(c, "securityContext");
+        assert_eq!(
+            plain(ctx, "allowPrivilegeEscalation"),
+            "false",
+            "{file}: {name}"
+        );
+        let dropped: Vec<&str> = items(at(ctx, "capabilities.drop"))
+            .iter()
+            .filter_map(Node::as_str)
+            .collect();
+        assert_eq!(dropped, ["ALL"], "{file}: {name}");
+        // The container's own setting, else the Pod's.
+        let own_or_pod = |k: &str| if ctx.get(k).is_some() { ctx } else { pod };
+        assert_eq!(
+            plain(own_or_pod("runAsNonRoot"), "runAsNonRoot"),
+            "true",
+            "{file}: {name}"
+        );
+        assert_ne!(
+            plain(own_or_pod("runAsUser"), "runAsUser"),
+            "0",
+            "{file}: {name}"
+        );
+        let seccomp = s(own_or_pod("seccompProfile"), "seccompProfile.type");
+        assert_eq!(seccomp, "RuntimeDefault", "{file}: {name}");
+    }
 }
 
 fn check(file: &str, pod_spec_path: &str, pod_meta_path: &str) {
@@ -81,6 +177,17 @@ fn check(file: &str, pod_spec_path: &str, pod_meta_path: &str) {
             "{file}: {var} missing from the sidecar's env"
         );
     }
+    // But not the start time: the downward API has no field for it.
+    for c in containers(spec) {
+        for e in c.get("env").map(items).unwrap_or_default() {
+            assert_ne!(
+                s(e, "name"),
+                names.pod_start_time,
+                "{file}: {}",
+                s(c, "name")
+            );
+        }
+    }
     // And the volume files are where it looks for them.
     let defaults = K8sConfig::default();
     let mount = items(at(sidecar, "volumeMounts"))
@@ -99,16 +206,30 @@ fn check(file: &str, pod_spec_path: &str, pod_meta_path: &str) {
         );
     }
 
-    // The app sends OTLP to the sidecar.
+    // The app sends OTLP to the sidecar, with the protocol its port serves.
     let app = items(at(spec, "containers"))
         .iter()
         .find(|c| s(c, "name") == "app")
         .unwrap();
-    let otlp = items(at(app, "env"))
-        .iter()
-        .find(|e| s(e, "name") == "OTEL_EXPORTER_OTLP_ENDPOINT")
-        .unwrap();
-    assert_eq!(s(otlp, "value"), "http://localhost:4317");
+    let app_env = |name: &str| {
+        items(at(app, "env"))
+            .iter()
+            .find(|e| s(e, "name") == name)
+            .map(|e| s(e, "value"))
+            .unwrap_or_else(|| panic!("{file}: no {name} in the app's env"))
+    };
+    let endpoint = app_env("OTEL_EXPORTER_OTLP_ENDPOINT");
+    assert_eq!(endpoint, "http://localhost:4317");
+    let port = endpoint.rsplit(':').next().unwrap().trim_end_matches('/');
+    let protocol = app_env("OTEL_EXPORTER_OTLP_PROTOCOL");
+    let protocol_port = match protocol {
+        "grpc" => "4317",
+        "http/protobuf" | "http/json" => "4318",
+        other => panic!("{file}: unknown OTEL_EXPORTER_OTLP_PROTOCOL {other}"),
+    };
+    assert_eq!(port, protocol_port, "{file}: {protocol} to {endpoint}");
+
+    check_security(file, spec, sidecar);
 
     // Prometheus is pointed at Sidekick's scrape port; Sidekick at the app's.
     assert_eq!(key(meta, "annotations", "prometheus.io/port"), "8889");
@@ -152,9 +273,8 @@ fn deployment_manifest_agrees_with_the_code() {
 
 #[test]
 fn dockerfile_runs_as_non_root_with_the_known_ports() {
-    let text = std::fs::read_to_string(format!("{}/deploy/Dockerfile", env!("CARGO_MANIFEST_DIR")))
-        .unwrap();
-    assert!(text.contains("USER nonroot"));
+    let text = read("Dockerfile");
+    image_user(); // panics unless USER is a numeric, non-root uid:gid
     assert!(text.contains("EXPOSE 4317 4318 8888 8889"));
     assert!(text.contains("cargo build --release"));
 }
