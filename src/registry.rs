@@ -18,6 +18,8 @@ pub fn registry() -> Registry {
         .processor::<attributes::Config>("attributes")
         .processor::<resource::Config>("resource")
         .processor::<k8s_attributes::Config>("k8s_attributes")
+        // The OpenTelemetry Collector's name for it.
+        .processor::<k8s_attributes::Config>("k8sattributes")
         .processor::<memory_limiter::Config>("memory_limiter")
         .exporter::<otlp::Config>("otlp")
         // The OpenTelemetry Collector's newer names for the same exporters.
@@ -27,5 +29,6 @@ pub fn registry() -> Registry {
         .exporter::<debug::Config>("debug")
         .exporter::<prometheus_exporter::Config>("prometheus")
         .exporter::<prometheus_remote_write::Config>("prometheusremotewrite")
+        .exporter::<prometheus_remote_write::Config>("prometheus_remote_write")
         .extension::<HealthCheckConfig>("health_check")
 }

@@ -68,7 +68,7 @@ fn image_user() -> (String, String) {
     let user = text
         .lines()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("no USER in deploy/Dockerfile")
         .trim();
     let (uid, gid) = user

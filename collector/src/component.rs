@@ -13,7 +13,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use sidekick_config::{from_node, ComponentId, ConfigError, Node, Signal};
+use sidekick_config::de::{from_node_partial, sort_by_position};
+use sidekick_config::{ComponentId, ConfigError, Node, Signal};
 pub use sidekick_config::{BuildError, FieldError};
 
 use crate::exporter::{Export, ExportSettings};
@@ -216,24 +217,51 @@ impl<C: ExporterConfig> LoadedExporter for C {
 }
 
 /// Parses a component's subtree into its config type and runs its `validate()`, turning
-/// field errors into located config errors.
+/// field errors into located config errors. Warnings come back beside the config.
 fn load<C: DeserializeOwned>(
     node: &Node,
     path: &str,
     validate: impl FnOnce(&C) -> Vec<FieldError>,
-) -> Result<C, Vec<ConfigError>> {
-    let config: C = from_node(node, path).map_err(|e| vec![e])?;
-    let problems = validate(&config);
-    if problems.is_empty() {
-        return Ok(config);
+) -> Result<Loaded<C>, Vec<ConfigError>> {
+    let (config, mut errors) = from_node_partial::<C>(node, path);
+    let Some(config) = config else {
+        return Err(errors);
+    };
+    let (warnings, problems): (Vec<_>, Vec<_>) =
+        validate(&config).into_iter().partition(|p| p.warning);
+    let locate_all = |problems: Vec<FieldError>| {
+        problems
+            .into_iter()
+            .map(|p| {
+                let (full, at) = locate(node, path, &p.field);
+                ConfigError::new(full, Some(at.mark), p.message)
+            })
+            .collect::<Vec<_>>()
+    };
+    errors.extend(locate_all(problems));
+    if !errors.is_empty() {
+        sort_by_position(&mut errors);
+        return Err(errors);
     }
-    Err(problems
-        .into_iter()
-        .map(|p| {
-            let (full, at) = locate(node, path, &p.field);
-            ConfigError::new(full, Some(at.mark), p.message)
-        })
-        .collect())
+    Ok(Loaded {
+        config,
+        warnings: locate_all(warnings),
+    })
+}
+
+/// A component config that loaded, and what is worth telling about it.
+pub struct Loaded<T> {
+    pub config: T,
+    pub warnings: Vec<ConfigError>,
+}
+
+impl<T> Loaded<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Loaded<U> {
+        Loaded {
+            config: f(self.config),
+            warnings: self.warnings,
+        }
+    }
 }
 
 /// The node at a dotted `field` path below `node` (or the nearest existing ancestor).
@@ -269,7 +297,7 @@ pub(crate) fn locate<'a>(node: &'a Node, path: &str, field: &str) -> (String, &'
     (full, at)
 }
 
-type LoadFn<T> = Box<dyn Fn(&Node, &str) -> Result<T, Vec<ConfigError>> + Send + Sync>;
+type LoadFn<T> = Box<dyn Fn(&Node, &str) -> Result<Loaded<T>, Vec<ConfigError>> + Send + Sync>;
 
 /// One component kind: the signals it supports and how to load its config.
 pub struct Kind<T> {
@@ -278,7 +306,7 @@ pub struct Kind<T> {
 }
 
 impl<T> Kind<T> {
-    pub fn load(&self, node: &Node, path: &str) -> Result<T, Vec<ConfigError>> {
+    pub fn load(&self, node: &Node, path: &str) -> Result<Loaded<T>, Vec<ConfigError>> {
         (self.load)(node, path)
     }
 }
@@ -339,7 +367,7 @@ pub struct Registry {
 impl Registry {
     pub fn receiver<C: ReceiverConfig>(mut self, kind: &'static str) -> Self {
         let load: LoadFn<Box<dyn LoadedReceiver>> = Box::new(|node, path| {
-            load::<C>(node, path, |c| c.validate()).map(|c| Box::new(c) as Box<dyn LoadedReceiver>)
+            load::<C>(node, path, |c| c.validate()).map(|l| l.map(|c| Box::new(c) as Box<dyn LoadedReceiver>))
         });
         self.receivers.insert(
             kind,
@@ -353,7 +381,7 @@ impl Registry {
 
     pub fn processor<C: ProcessorConfig>(mut self, kind: &'static str) -> Self {
         let load: LoadFn<Arc<dyn LoadedProcessor>> = Box::new(|node, path| {
-            load::<C>(node, path, |c| c.validate()).map(|c| Arc::new(c) as Arc<dyn LoadedProcessor>)
+            load::<C>(node, path, |c| c.validate()).map(|l| l.map(|c| Arc::new(c) as Arc<dyn LoadedProcessor>))
         });
         self.processors.insert(
             kind,
@@ -367,7 +395,7 @@ impl Registry {
 
     pub fn exporter<C: ExporterConfig>(mut self, kind: &'static str) -> Self {
         let load: LoadFn<Box<dyn LoadedExporter>> = Box::new(|node, path| {
-            load::<C>(node, path, |c| c.validate()).map(|c| Box::new(c) as Box<dyn LoadedExporter>)
+            load::<C>(node, path, |c| c.validate()).map(|l| l.map(|c| Box::new(c) as Box<dyn LoadedExporter>))
         });
         self.exporters.insert(
             kind,
@@ -381,7 +409,7 @@ impl Registry {
 
     pub fn extension<C: ExtensionConfig>(mut self, kind: &'static str) -> Self {
         let load: LoadFn<Box<dyn LoadedExtension>> = Box::new(|node, path| {
-            load::<C>(node, path, |c| c.validate()).map(|c| Box::new(c) as Box<dyn LoadedExtension>)
+            load::<C>(node, path, |c| c.validate()).map(|l| l.map(|c| Box::new(c) as Box<dyn LoadedExtension>))
         });
         self.extensions.insert(kind, Kind { signals: &[], load });
         self

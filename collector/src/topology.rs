@@ -84,6 +84,7 @@ fn load_section<T>(
     entries: &[ComponentEntry],
     kinds: &BTreeMap<&'static str, Kind<T>>,
     errors: &mut Errors,
+    warnings: &mut Vec<String>,
 ) -> BTreeMap<ComponentId, (T, &'static [SignalKind], usize)> {
     let mut out = BTreeMap::new();
     let valid: Vec<&str> = kinds.keys().copied().collect();
@@ -99,7 +100,8 @@ fn load_section<T>(
         };
         match kind.load(&entry.node, &entry.path) {
             Ok(loaded) => {
-                out.insert(entry.id.clone(), (loaded, kind.signals, index));
+                warnings.extend(loaded.warnings.iter().map(ToString::to_string));
+                out.insert(entry.id.clone(), (loaded.config, kind.signals, index));
             }
             Err(problems) => problems.into_iter().for_each(|e| errors.push(e)),
         }
@@ -176,29 +178,34 @@ fn check_refs(
 impl Plan {
     pub fn new(doc: &Document, registry: &Registry) -> Result<Plan, Errors> {
         let mut errors = doc.errors.clone();
+        let mut warnings: Vec<String> = doc.warnings.iter().map(ToString::to_string).collect();
         let mut receivers = load_section(
             "receivers",
             &doc.receivers,
             &registry.receivers,
             &mut errors,
+            &mut warnings,
         );
         let processors = load_section(
             "processors",
             &doc.processors,
             &registry.processors,
             &mut errors,
+            &mut warnings,
         );
         let mut exporters = load_section(
             "exporters",
             &doc.exporters,
             &registry.exporters,
             &mut errors,
+            &mut warnings,
         );
         let mut extensions = load_section(
             "extensions",
             &doc.extensions,
             &registry.extensions,
             &mut errors,
+            &mut warnings,
         );
 
         let receiver_signals = signals_of(&receivers);
@@ -213,7 +220,7 @@ impl Plan {
             extensions: Vec::new(),
             telemetry: doc.telemetry.clone(),
             shutdown_timeout: doc.shutdown_timeout,
-            warnings: doc.warnings.iter().map(ToString::to_string).collect(),
+            warnings,
         };
         let mut receiver_index: BTreeMap<ComponentId, usize> = BTreeMap::new();
         let mut exporter_index: BTreeMap<ComponentId, usize> = BTreeMap::new();
@@ -321,6 +328,7 @@ impl Plan {
             }
         }
         plan.check_addresses(doc, &mut errors);
+        sidekick_config::node::name_unset_variables(&mut errors, &doc.warnings);
         errors.into_result(plan)
     }
 

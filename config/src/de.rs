@@ -9,20 +9,67 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use crate::error::{unknown, ConfigError};
 use crate::node::{Mark, Node, Value};
 
-/// Deserializes `node` (found at `path`) into `T`.
+/// Deserializes `node` (found at `path`) into `T`; the first problem on failure.
 pub fn from_node<'de, T: de::Deserialize<'de>>(
     node: &'de Node,
     path: &str,
 ) -> Result<T, ConfigError> {
-    T::deserialize(NodeDe {
+    from_node_all(node, path).map_err(|mut all| all.remove(0))
+}
+
+std::thread_local! {
+    /// Unknown keys met while deserializing, reported together with the first other
+    /// error so that one run lists every misspelt key, not only the first.
+    static UNKNOWN_KEYS: std::cell::RefCell<Vec<Error>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Deserializes `node` (found at `path`) into `T`, reporting every unknown key (they
+/// are skipped so the rest can still be read) and the first other problem.
+pub fn from_node_all<'de, T: de::Deserialize<'de>>(
+    node: &'de Node,
+    path: &str,
+) -> Result<T, Vec<ConfigError>> {
+    match from_node_partial(node, path) {
+        (Some(value), errors) if errors.is_empty() => Ok(value),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Like [`from_node_all`], but also hands back the value when only unknown keys were
+/// wrong, so that its own checks can run and report their problems in the same pass.
+pub fn from_node_partial<'de, T: de::Deserialize<'de>>(
+    node: &'de Node,
+    path: &str,
+) -> (Option<T>, Vec<ConfigError>) {
+    let outer = UNKNOWN_KEYS.with(|u| std::mem::take(&mut *u.borrow_mut()));
+    let result = T::deserialize(NodeDe {
         node,
         path: path.to_string(),
-    })
-    .map_err(|e| ConfigError {
+    });
+    let unknown = UNKNOWN_KEYS.with(|u| std::mem::replace(&mut *u.borrow_mut(), outer));
+    let located = |e: Error| ConfigError {
         path: e.path.unwrap_or_else(|| path.to_string()),
         mark: e.mark.or(Some(node.mark)),
         message: e.message,
-    })
+    };
+    let mut errors: Vec<ConfigError> = unknown.into_iter().map(located).collect();
+    let value = match result {
+        Ok(value) => Some(value),
+        Err(e) => {
+            let e = located(e);
+            if !errors.contains(&e) {
+                errors.push(e);
+            }
+            None
+        }
+    };
+    sort_by_position(&mut errors);
+    (value, errors)
+}
+
+/// Orders errors as they appear in the file.
+pub fn sort_by_position(errors: &mut [ConfigError]) {
+    errors.sort_by_key(|e| e.mark.map(|m| (m.line, m.column)));
 }
 
 #[derive(Debug)]
@@ -100,6 +147,28 @@ impl<'de> NodeDe<'de> {
         };
         <Error as de::Error>::custom(format!("expected {expected}, found {found}"))
             .at(&self.path, self.node.mark)
+    }
+
+    fn visit_entries<V: Visitor<'de>>(
+        self,
+        visitor: V,
+        fields: Option<&'static [&'static str]>,
+    ) -> Result<V::Value, Error> {
+        static EMPTY: Vec<(Node, Node)> = Vec::new();
+        let entries = match &self.node.value {
+            Value::Map(entries) => entries,
+            // `otlp:` with nothing under it means "all defaults", as in the Collector.
+            Value::Null => &EMPTY,
+            _ => return Err(self.invalid("a map")),
+        };
+        visitor
+            .visit_map(MapDe {
+                entries: entries.iter(),
+                current: None,
+                path: &self.path,
+                fields,
+            })
+            .map_err(|e: Error| e.at(&self.path, self.node.mark))
     }
 
     fn parse<T: std::str::FromStr>(&self, expected: &str) -> Result<T, Error> {
@@ -261,29 +330,16 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        static EMPTY: Vec<(Node, Node)> = Vec::new();
-        let entries = match &self.node.value {
-            Value::Map(entries) => entries,
-            // `otlp:` with nothing under it means "all defaults", as in the Collector.
-            Value::Null => &EMPTY,
-            _ => return Err(self.invalid("a map")),
-        };
-        visitor
-            .visit_map(MapDe {
-                entries: entries.iter(),
-                current: None,
-                path: &self.path,
-            })
-            .map_err(|e: Error| e.at(&self.path, self.node.mark))
+        self.visit_entries(visitor, None)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
-        _fields: &'static [&'static str],
+        fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        self.deserialize_map(visitor)
+        self.visit_entries(visitor, Some(fields))
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -367,6 +423,8 @@ struct MapDe<'a, 'de> {
     entries: std::slice::Iter<'de, (Node, Node)>,
     current: Option<&'de (Node, Node)>,
     path: &'a str,
+    /// A struct's fields: other keys are recorded as unknown and skipped.
+    fields: Option<&'static [&'static str]>,
 }
 
 impl<'de> de::MapAccess<'de> for MapDe<'_, 'de> {
@@ -376,8 +434,19 @@ impl<'de> de::MapAccess<'de> for MapDe<'_, 'de> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Error> {
-        let Some(entry) = self.entries.next() else {
-            return Ok(None);
+        let entry = loop {
+            let Some(entry) = self.entries.next() else {
+                return Ok(None);
+            };
+            let key_text = entry.0.as_str().unwrap_or("");
+            match self.fields {
+                Some(fields) if !fields.contains(&key_text) => {
+                    let e = <Error as de::Error>::unknown_field(key_text, fields)
+                        .at(&child_path(self.path, key_text), entry.0.mark);
+                    UNKNOWN_KEYS.with(|u| u.borrow_mut().push(e));
+                }
+                _ => break entry,
+            }
         };
         self.current = Some(entry);
         let key = &entry.0;

@@ -78,8 +78,12 @@ pub struct Document {
 pub struct Telemetry {
     pub logs: LogsTelemetry,
     pub metrics: MetricsTelemetry,
-    /// Accepted for compatibility; Sidekick labels its metrics by component instead.
-    pub resource: Option<std::collections::BTreeMap<String, Option<String>>>,
+    /// Attributes of Sidekick itself, put as labels on every self-metric (e.g.
+    /// `service.name: sidekick` → `service_name="sidekick"`). A key with no value is
+    /// left out.
+    pub resource: std::collections::BTreeMap<String, Option<String>>,
+    /// Collector tracing of its own pipeline; Sidekick does not trace itself.
+    pub traces: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +93,17 @@ pub struct LogsTelemetry {
     pub level: LogLevel,
     /// `console` (default, human-readable) or `json`.
     pub encoding: LogEncoding,
+    /// The Collector's zap development mode (stack traces on warnings); no effect here.
+    pub development: Option<bool>,
+    /// The Collector's log sampling; Sidekick already logs a repeated line once per
+    /// burst with the count held back, so this has no effect.
+    pub sampling: Option<serde::de::IgnoredAny>,
+    /// Collector logger options with no counterpart here (Sidekick logs to stderr).
+    pub disable_caller: Option<bool>,
+    pub disable_stacktrace: Option<bool>,
+    pub output_paths: Option<Vec<String>>,
+    pub error_output_paths: Option<Vec<String>>,
+    pub initial_fields: Option<serde::de::IgnoredAny>,
 }
 
 impl Default for LogsTelemetry {
@@ -96,17 +111,75 @@ impl Default for LogsTelemetry {
         LogsTelemetry {
             level: LogLevel::Info,
             encoding: LogEncoding::Console,
+            development: None,
+            sampling: None,
+            disable_caller: None,
+            disable_stacktrace: None,
+            output_paths: None,
+            error_output_paths: None,
+            initial_fields: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+impl Telemetry {
+    /// Options accepted for Collector configs that do nothing here, as (field, why).
+    pub fn no_effect(&self) -> Vec<(&'static str, &'static str)> {
+        let l = &self.logs;
+        let mut out = Vec::new();
+        if l.development.is_some() {
+            out.push(("logs.development", "there is no development logging mode"));
+        }
+        if l.sampling.is_some() {
+            out.push((
+                "logs.sampling",
+                "repeated log lines are already held back and counted, once per burst",
+            ));
+        }
+        if l.disable_caller.is_some() || l.disable_stacktrace.is_some() {
+            out.push((
+                "logs.disable_caller",
+                "log lines carry the module, never a caller or stack trace",
+            ));
+        }
+        if l.output_paths.is_some() || l.error_output_paths.is_some() || l.initial_fields.is_some()
+        {
+            out.push((
+                "logs.output_paths",
+                "logs always go to stderr, where Kubernetes collects them",
+            ));
+        }
+        if self.traces.is_some() {
+            out.push(("traces", "Sidekick does not trace its own pipeline"));
+        }
+        out
+    }
+}
+
+/// `debug`, `info`, `warn` or `error`, in any case (`DEBUG` as in Collector configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
     Debug,
     Info,
     Warn,
     Error,
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.to_ascii_lowercase().as_str() {
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "error" => Ok(LogLevel::Error),
+            _ => Err(serde::de::Error::custom(crate::error::unknown(
+                "value",
+                &text,
+                &["debug", "info", "warn", "error"],
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -288,8 +361,24 @@ impl Document {
                     saw_pipelines = true;
                     self.parse_pipelines(value, errors);
                 }
-                "telemetry" => match from_node(value, &path) {
-                    Ok(t) => self.telemetry = t,
+                "telemetry" => match from_node::<Telemetry>(value, &path) {
+                    Ok(t) => {
+                        for (field, why) in t.no_effect() {
+                            let mut at = value;
+                            for part in field.split('.') {
+                                match at.get(part) {
+                                    Some(n) => at = n,
+                                    None => break,
+                                }
+                            }
+                            self.warnings.push(ConfigError::new(
+                                format!("{path}.{field}"),
+                                Some(at.mark),
+                                format!("has no effect in Sidekick: {why}"),
+                            ));
+                        }
+                        self.telemetry = t;
+                    }
                     Err(e) => errors.push(e),
                 },
                 "shutdown_timeout" => match from_node::<Duration>(value, &path) {

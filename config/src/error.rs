@@ -154,6 +154,9 @@ pub struct FieldError {
     /// component as a whole.
     pub field: String,
     pub message: String,
+    /// Accepted, but worth telling the operator (an option with no effect here): a
+    /// warning does not fail the config.
+    pub warning: bool,
 }
 
 impl FieldError {
@@ -161,7 +164,22 @@ impl FieldError {
         FieldError {
             field: field.into(),
             message: message.into(),
+            warning: false,
         }
+    }
+
+    /// A warning about `field`: the config still loads.
+    pub fn warning(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            warning: true,
+            ..FieldError::new(field, message)
+        }
+    }
+
+    /// A warning for an option the OpenTelemetry Collector has that means nothing for a
+    /// sidecar: `why` says what Sidekick does instead.
+    pub fn no_effect(field: impl Into<String>, why: &str) -> Self {
+        FieldError::warning(field, format!("has no effect in Sidekick: {why}"))
     }
 }
 

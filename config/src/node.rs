@@ -186,7 +186,7 @@ impl Builder<'_> {
                     self.warnings.0.push(ConfigError::new(
                         "",
                         Some(mark),
-                        format!("environment variable {name} is not set; using an empty value"),
+                        format!("{UNSET_PREFIX}{name}{UNSET_SUFFIX}"),
                     ));
                 }
                 expanded
@@ -391,5 +391,26 @@ mod tests {
     fn anchors_and_aliases_copy_nodes() {
         let (root, _) = parse("x: &v {k: 1}\ny: *v\n", &env()).unwrap();
         assert_eq!(root.get("y").unwrap().get("k").unwrap().as_str(), Some("1"));
+    }
+}
+
+const UNSET_PREFIX: &str = "environment variable ";
+const UNSET_SUFFIX: &str = " is not set; using an empty value";
+
+/// Adds to each error whose value came from an unset `${env:VAR}` which variable it
+/// was, since the error alone ("endpoint is required") would not say why it is empty.
+pub fn name_unset_variables(errors: &mut crate::Errors, warnings: &[ConfigError]) {
+    for w in warnings {
+        let Some(name) = w
+            .message
+            .strip_prefix(UNSET_PREFIX)
+            .and_then(|m| m.strip_suffix(UNSET_SUFFIX))
+        else {
+            continue;
+        };
+        for e in errors.0.iter_mut().filter(|e| e.mark.is_some() && e.mark == w.mark) {
+            e.message
+                .push_str(&format!(" (the value comes from ${{env:{name}}}, which is not set)"));
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`compression`], [`partial`]: what the OTLP exporters share (TLS, headers and
 //!   clients come from `sidekick-transport`).
 
+pub mod collector_options;
 pub mod compression;
 pub mod debug;
 pub mod otlp;

@@ -155,12 +155,36 @@ pub fn http_client(
         .map_err(|e| BuildError::new(format!("http client: {e}")))
 }
 
+/// HTTP/2 keepalive of a gRPC channel (the Collector's `keepalive:` on gRPC clients).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keepalive {
+    /// Ping after this long without activity.
+    pub time: Option<Duration>,
+    /// Close the connection when a ping is not answered within this.
+    pub timeout: Option<Duration>,
+    /// Ping even when no request is in flight.
+    pub permit_without_stream: bool,
+}
+
+impl Keepalive {
+    fn apply(&self, mut endpoint: Endpoint) -> Endpoint {
+        if let Some(t) = self.time {
+            endpoint = endpoint.http2_keep_alive_interval(t);
+        }
+        if let Some(t) = self.timeout {
+            endpoint = endpoint.keep_alive_timeout(t);
+        }
+        endpoint.keep_alive_while_idle(self.permit_without_stream)
+    }
+}
+
 /// A lazily connecting gRPC channel to `uri`; over TLS with `tls` (HTTP/2 only is
 /// offered), verifying the certificate against `server_name` or the URI's host.
 pub fn grpc_channel(
     uri: &str,
     tls: Option<rustls::ClientConfig>,
     server_name: Option<&str>,
+    keepalive: Keepalive,
 ) -> Result<Channel, BuildError> {
     let endpoint = Endpoint::from_shared(uri.to_string())
         .map_err(|e| BuildError::new(format!("endpoint: {e}")))?
@@ -169,7 +193,7 @@ pub fn grpc_channel(
         .user_agent(USER_AGENT)
         .map_err(|e| BuildError::new(e.to_string()))?;
     let Some(mut tls) = tls else {
-        return Ok(endpoint.connect_lazy());
+        return Ok(keepalive.apply(endpoint).connect_lazy());
     };
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let server_name = match server_name.filter(|s| !s.is_empty()) {
@@ -195,7 +219,7 @@ pub fn grpc_channel(
         .tcp_nodelay(true)
         .user_agent(USER_AGENT)
         .map_err(|e| BuildError::new(e.to_string()))?;
-    Ok(endpoint.connect_with_connector_lazy(TlsConnector {
+    Ok(keepalive.apply(endpoint).connect_with_connector_lazy(TlsConnector {
         config: Arc::new(tls),
         server_name,
     }))

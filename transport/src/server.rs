@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -66,10 +66,48 @@ pub fn response(status: http::StatusCode, content_type: &str, body: impl Into<By
     r
 }
 
+/// How a listener treats its connections.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Send an HTTP/2 ping after this long without frames, to find dead peers.
+    pub keepalive_interval: Option<Duration>,
+    /// Close the connection when a ping is not answered within this. Default 20s.
+    pub keepalive_timeout: Option<Duration>,
+    /// Concurrent HTTP/2 streams per connection. Default: hyper's (200).
+    pub max_concurrent_streams: Option<u32>,
+}
+
 /// Serves connections from `listener` with `router` until `stop` resolves, then gives
 /// open connections [`GRACE`] to finish their requests.
 pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
-    serve_service(listener, TowerToHyperService::new(router), stop).await
+    serve_with(listener, router, &ServerOptions::default(), stop).await
+}
+
+/// [`serve`] with connection options.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    options: &ServerOptions,
+    stop: impl Future<Output = ()>,
+) {
+    let builder = builder(options);
+    run(listener, TowerToHyperService::new(router), builder, stop).await
+}
+
+fn builder(options: &ServerOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut h2 = builder.http2();
+    h2.timer(TokioTimer::new());
+    if let Some(i) = options.keepalive_interval {
+        h2.keep_alive_interval(i);
+    }
+    if let Some(t) = options.keepalive_timeout {
+        h2.keep_alive_timeout(t);
+    }
+    if let Some(n) = options.max_concurrent_streams {
+        h2.max_concurrent_streams(n);
+    }
+    builder
 }
 
 /// [`serve`] for a plain hyper service (test fakes that answer every path alike).
@@ -85,8 +123,26 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    run(listener, service, builder(&ServerOptions::default()), stop).await
+}
+
+async fn run<S, B>(
+    listener: TcpListener,
+    service: S,
+    builder: auto::Builder<TokioExecutor>,
+    stop: impl Future<Output = ()>,
+) where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {

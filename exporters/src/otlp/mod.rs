@@ -27,7 +27,8 @@ use sidekick_collector::exporter::{
     Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
 };
 use sidekick_collector::payload::{Batch, Signal};
-use sidekick_transport::client::grpc_channel;
+use serde::de::IgnoredAny;
+use sidekick_transport::client::{grpc_channel, Keepalive};
 use sidekick_transport::grpc::RawCodec;
 use sidekick_transport::tls::TlsSettings;
 use tonic::codec::CompressionEncoding;
@@ -35,6 +36,7 @@ use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::collector_options;
 use crate::compression::Compression;
 use crate::partial;
 
@@ -52,6 +54,26 @@ pub struct Config {
     pub timeout: ConfigDuration,
     pub sending_queue: QueueSettings,
     pub retry_on_failure: RetrySettings,
+    /// HTTP/2 pings on the connection to the backend.
+    pub keepalive: Option<KeepaliveConfig>,
+    /// The Collector's gRPC load-balancing policy; see [`crate::collector_options`].
+    pub balancer_name: Option<String>,
+    pub read_buffer_size: Option<usize>,
+    pub write_buffer_size: Option<usize>,
+    pub batcher: Option<IgnoredAny>,
+    pub auth: Option<IgnoredAny>,
+}
+
+/// `keepalive:` of a gRPC client, as in the Collector.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveConfig {
+    /// Ping after this long without activity, e.g. `30s`.
+    pub time: Option<ConfigDuration>,
+    /// Close the connection when a ping is unanswered for this long.
+    pub timeout: Option<ConfigDuration>,
+    /// Ping even when no request is in flight.
+    pub permit_without_stream: bool,
 }
 
 impl Default for Config {
@@ -64,6 +86,12 @@ impl Default for Config {
             timeout: ConfigDuration::from_secs(5),
             sending_queue: QueueSettings::default(),
             retry_on_failure: RetrySettings::default(),
+            keepalive: None,
+            balancer_name: None,
+            read_buffer_size: None,
+            write_buffer_size: None,
+            batcher: None,
+            auth: None,
         }
     }
 }
@@ -123,6 +151,18 @@ impl ExporterConfig for Config {
             }
         }
         out.extend(self.export_settings().validate());
+        if self.balancer_name.is_some() {
+            out.push(FieldError::no_effect(
+                "balancer_name",
+                "the exporter keeps one HTTP/2 connection to the endpoint's address",
+            ));
+        }
+        out.extend(collector_options::buffer_sizes(
+            self.read_buffer_size,
+            self.write_buffer_size,
+        ));
+        out.extend(collector_options::batcher(&self.batcher));
+        out.extend(collector_options::auth(&self.auth));
         out
     }
 
@@ -141,7 +181,18 @@ impl ExporterConfig for Config {
         } else {
             None
         };
-        let channel = grpc_channel(&uri, tls, self.tls.server_name_override.as_deref())?;
+        let keepalive = self.keepalive.clone().unwrap_or_default();
+        let keepalive = Keepalive {
+            time: keepalive.time.map(|d| d.get()),
+            timeout: keepalive.timeout.map(|d| d.get()),
+            permit_without_stream: keepalive.permit_without_stream,
+        };
+        let channel = grpc_channel(
+            &uri,
+            tls,
+            self.tls.server_name_override.as_deref(),
+            keepalive,
+        )?;
         let mut headers = Vec::new();
         for (name, value) in &self.headers {
             let key = MetadataKey::from_str(&name.to_ascii_lowercase())

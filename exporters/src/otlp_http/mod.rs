@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError,
@@ -27,6 +28,7 @@ use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, Trac
 use sidekick_collector::util::error_chain;
 use sidekick_transport::grpc::RpcStatus;
 
+use crate::collector_options;
 use crate::compression::Compression;
 use crate::partial;
 use sidekick_transport::client::{check_headers, check_proxy_url, header_map, http_client};
@@ -55,6 +57,12 @@ pub struct Config {
     pub timeout: ConfigDuration,
     pub sending_queue: QueueSettings,
     pub retry_on_failure: RetrySettings,
+    pub read_buffer_size: Option<usize>,
+    pub write_buffer_size: Option<usize>,
+    /// The Collector's development profiles signal, which Sidekick does not carry.
+    pub profiles_endpoint: Option<String>,
+    pub batcher: Option<IgnoredAny>,
+    pub auth: Option<IgnoredAny>,
 }
 
 impl Default for Config {
@@ -72,6 +80,11 @@ impl Default for Config {
             timeout: ConfigDuration::from_secs(30),
             sending_queue: QueueSettings::default(),
             retry_on_failure: RetrySettings::default(),
+            read_buffer_size: None,
+            write_buffer_size: None,
+            profiles_endpoint: None,
+            batcher: None,
+            auth: None,
         }
     }
 }
@@ -159,6 +172,18 @@ impl ExporterConfig for Config {
         if uses_tls {
             out.extend(self.tls.validate());
         }
+        if self.profiles_endpoint.is_some() {
+            out.push(FieldError::no_effect(
+                "profiles_endpoint",
+                "Sidekick carries traces, metrics and logs, not profiles",
+            ));
+        }
+        out.extend(collector_options::buffer_sizes(
+            self.read_buffer_size,
+            self.write_buffer_size,
+        ));
+        out.extend(collector_options::batcher(&self.batcher));
+        out.extend(collector_options::auth(&self.auth));
         out.extend(self.export_settings().validate());
         out
     }

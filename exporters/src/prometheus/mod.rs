@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderMap, StatusCode};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, Extension, FieldError,
@@ -63,6 +64,8 @@ pub struct Config {
     pub resource_to_telemetry_conversion: ResourceToTelemetry,
     /// Also serve Sidekick's own metrics on this page, so one Pod port has everything.
     pub include_self_metrics: bool,
+    /// HTTPS for the page: not supported yet.
+    pub tls: Option<IgnoredAny>,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             add_metric_suffixes: None,
             resource_to_telemetry_conversion: ResourceToTelemetry::default(),
             include_self_metrics: false,
+            tls: None,
         }
     }
 }
@@ -87,6 +91,12 @@ impl ExporterConfig for Config {
 
     fn validate(&self) -> Vec<FieldError> {
         let mut out = Vec::new();
+        if self.tls.is_some() {
+            out.push(FieldError::new(
+                "tls",
+                "TLS on the scrape endpoint is not supported yet: serve it plain inside the cluster, or put a TLS-terminating proxy in front",
+            ));
+        }
         if let Err(e) = sidekick_transport::server::resolve(&self.endpoint) {
             out.push(FieldError::new("endpoint", e));
         }

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError,
@@ -39,6 +40,7 @@ use sidekick_collector::payload::{Metrics, MetricsSignal};
 use sidekick_collector::telemetry::LogBurst;
 use tracing::warn;
 
+use crate::collector_options;
 use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
 use sidekick_transport::client::{
     check_headers, check_proxy_url, header_map, http_client, BasicAuth, Credentials,
@@ -78,6 +80,15 @@ pub struct Config {
     pub remote_write_queue: RemoteWriteQueue,
     /// Default: start at 50ms, at most 200ms apart, give up after 1m.
     pub retry_on_failure: RetrySettings,
+    /// Deprecated Collector switch; `false` means `UnderscoreEscapingWithoutSuffixes`.
+    pub add_metric_suffixes: Option<bool>,
+    /// `prometheus.WriteRequest` (remote-write 1.0, the only one Sidekick writes).
+    pub protobuf_message: Option<String>,
+    pub write_buffer_size: Option<usize>,
+    pub max_batch_request_parallelism: Option<usize>,
+    /// The Collector's write-ahead log; Sidekick has no such option yet.
+    pub wal: Option<IgnoredAny>,
+    pub auth: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +111,9 @@ pub struct RemoteWriteQueue {
     pub queue_size: usize,
     /// Concurrent senders, each with its own share of the series. Default 5.
     pub num_consumers: usize,
+    /// Request metadata keys that split the queue in the Collector (multi-tenant
+    /// gateways); Sidekick's requests carry no client metadata.
+    pub include_metadata_keys: Option<Vec<String>>,
 }
 
 impl Default for RemoteWriteQueue {
@@ -108,6 +122,7 @@ impl Default for RemoteWriteQueue {
             enabled: true,
             queue_size: 10_000,
             num_consumers: 5,
+            include_metadata_keys: None,
         }
     }
 }
@@ -132,6 +147,12 @@ impl Default for Config {
             max_batch_size_bytes: 3_000_000,
             compression: "snappy".into(),
             remote_write_queue: RemoteWriteQueue::default(),
+            add_metric_suffixes: None,
+            protobuf_message: None,
+            write_buffer_size: None,
+            max_batch_request_parallelism: None,
+            wal: None,
+            auth: None,
             retry_on_failure: RetrySettings {
                 enabled: true,
                 initial_interval: ConfigDuration::from_millis(50),
@@ -195,6 +216,37 @@ impl ExporterConfig for Config {
         if self.endpoint.starts_with("https://") {
             out.extend(self.tls.validate());
         }
+        match self.protobuf_message.as_deref() {
+            None | Some("prometheus.WriteRequest") => {}
+            Some("io.prometheus.write.v2.Request") => out.push(FieldError::new(
+                "protobuf_message",
+                "remote-write 2.0 is not supported yet: write prometheus.WriteRequest (1.0), which every remote-write receiver accepts",
+            )),
+            Some(other) => out.push(FieldError::new(
+                "protobuf_message",
+                format!("unknown message \"{other}\": write prometheus.WriteRequest"),
+            )),
+        }
+        if self.max_batch_request_parallelism.is_some() {
+            out.push(FieldError::no_effect(
+                "max_batch_request_parallelism",
+                "requests go out per series shard, one at a time each, to keep per-series order; set remote_write_queue.num_consumers for more shards",
+            ));
+        }
+        if self.remote_write_queue.include_metadata_keys.is_some() {
+            out.push(FieldError::no_effect(
+                "remote_write_queue.include_metadata_keys",
+                "requests carry no client metadata in Sidekick",
+            ));
+        }
+        if self.wal.is_some() {
+            out.push(FieldError::new(
+                "wal",
+                "the remote-write WAL is not supported: Sidekick keeps its queue in memory (bounded, with retries)",
+            ));
+        }
+        out.extend(collector_options::buffer_sizes(None, self.write_buffer_size));
+        out.extend(collector_options::auth(&self.auth));
         let auths = [
             self.basic_auth.is_some(),
             self.bearer_token.is_some(),
@@ -255,7 +307,10 @@ impl ExporterConfig for Config {
         let headers = header_map(&self.headers, credentials)?;
         let client = http_client(self.tls.rustls_config()?, self.proxy_url.as_deref())?;
         let settings = Settings {
-            strategy: self.translation_strategy,
+            strategy: match self.add_metric_suffixes {
+                Some(false) => TranslationStrategy::UnderscoreEscapingWithoutSuffixes,
+                _ => self.translation_strategy,
+            },
             namespace: self.namespace.clone(),
             resource_to_telemetry: self.resource_to_telemetry_conversion.enabled,
             extra_labels: self

@@ -21,6 +21,7 @@
 //! every `reload_interval` (labels can change while the Pod runs). Only resources are
 //! edited: encoded batches stay encoded.
 
+pub mod extract;
 pub mod workload;
 
 use sidekick_transport::downward;
@@ -28,6 +29,7 @@ use sidekick_transport::downward;
 use std::time::Instant;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sidekick_collector::component::{
     BuildContext, BuildError, Edit, FieldError, MapProcessor, Processor, ProcessorConfig,
@@ -93,6 +95,16 @@ pub struct Config {
     pub overrides: Vec<String>,
     /// How often the labels and annotations files are re-read. Default 10s.
     pub reload_interval: Duration,
+    /// The Collector's `extract` block (see [`extract`]).
+    pub extract: extract::Extract,
+    /// Collector options for the API-server watch; no effect here.
+    pub auth_type: Option<IgnoredAny>,
+    pub filter: Option<IgnoredAny>,
+    pub pod_association: Option<IgnoredAny>,
+    pub wait_for_metadata: Option<IgnoredAny>,
+    pub wait_for_metadata_timeout: Option<IgnoredAny>,
+    /// Refused: see [`extract::validate_collector_options`].
+    pub passthrough: bool,
 }
 
 impl Default for Config {
@@ -107,6 +119,13 @@ impl Default for Config {
             policy: Policy::Insert,
             overrides: Vec::new(),
             reload_interval: Duration::from_secs(10),
+            extract: extract::Extract::default(),
+            auth_type: None,
+            filter: None,
+            pod_association: None,
+            wait_for_metadata: None,
+            wait_for_metadata_timeout: None,
+            passthrough: false,
         }
     }
 }
@@ -119,18 +138,28 @@ impl ProcessorConfig for Config {
         if self.reload_interval.is_zero() {
             out.push(FieldError::new("reload_interval", "must be more than 0"));
         }
+        self.extract.validate(&mut out);
+        extract::validate_collector_options(self, &mut out);
         out
     }
 
     fn build<S: Signal>(&self, ctx: &BuildContext) -> Result<Box<dyn Processor<S>>, BuildError> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let mut p = PodAttributes::new(self.clone(), &env);
-        // Missing sources are worth one line at start, not one per batch.
-        let missing = p.missing.join(", ");
-        if !missing.is_empty() {
-            warn!(processor = %ctx.id, missing = %missing, "some Pod metadata sources are missing; their attributes are left out");
+        // Missing sources are worth one line at start, not one per batch, nor one per
+        // pipeline the processor is in (it is built once for each).
+        static REPORTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let id = ctx.id.to_string();
+        let mut reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+        if !reported.contains(&id) {
+            reported.push(id);
+            let missing = p.missing.join(", ");
+            if !missing.is_empty() {
+                warn!(processor = %ctx.id, missing = %missing, "some Pod metadata sources are missing; their attributes are left out");
+            }
+            info!(processor = %ctx.id, attributes = p.attributes.len(), "Pod metadata loaded");
         }
-        info!(processor = %ctx.id, attributes = p.attributes.len(), "Pod metadata loaded");
+        drop(reported);
         p.missing.clear();
         Ok(Box::new(MapProcessor(p)))
     }
@@ -257,7 +286,9 @@ impl PodAttributes {
             if labels.is_none() {
                 self.missing.push(self.config.labels_file.clone());
             }
-            if annotations.is_none() && !self.config.annotations.is_empty() {
+            let wants_annotations =
+                !self.config.annotations.is_empty() || !self.config.extract.annotations.is_empty();
+            if annotations.is_none() && wants_annotations {
                 self.missing.push(self.config.annotations_file.clone());
             }
         }
@@ -297,6 +328,24 @@ impl PodAttributes {
         }
         for (k, v) in workload::derive(&self.pod_name, &labels) {
             attrs.push(string_kv(k, &v));
+        }
+        let x = &self.config.extract;
+        attrs.retain(|kv| !extract::AVAILABLE.contains(&kv.key.as_str()) || x.wants(&kv.key));
+        for (rules, pairs, prefix) in [
+            (&x.labels, &labels, "k8s.pod.labels"),
+            (&x.annotations, &annotations, "k8s.pod.annotations"),
+        ] {
+            if rules.is_empty() {
+                continue;
+            }
+            let rules = extract::Rules::new(rules, prefix);
+            for (k, v) in pairs {
+                for name in rules.names(k) {
+                    if !attrs.iter().any(|a| a.key == name) {
+                        attrs.push(string_kv(&name, v));
+                    }
+                }
+            }
         }
         self.attributes = attrs;
     }

@@ -37,7 +37,9 @@ use sidekick_collector::config::Signal as SignalKind;
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::pipe::{Output, SendError, Stop};
 use sidekick_collector::telemetry::{Counter, Telemetry};
-use sidekick_transport::server::serve;
+use serde::de::IgnoredAny;
+use sidekick_collector::config::Duration as ConfigDuration;
+use sidekick_transport::server::{serve, serve_with, ServerOptions};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -93,6 +95,15 @@ pub struct GrpcConfig {
     pub transport: String,
     /// Largest accepted message after decompression, in MiB. Default 4.
     pub max_recv_msg_size_mib: usize,
+    /// Concurrent HTTP/2 streams per connection. Default 200.
+    pub max_concurrent_streams: Option<u32>,
+    pub keepalive: Option<ServerKeepalive>,
+    /// Collector options with no effect here (see `validate`).
+    pub include_metadata: Option<bool>,
+    pub read_buffer_size: Option<usize>,
+    pub write_buffer_size: Option<usize>,
+    pub tls: Option<IgnoredAny>,
+    pub auth: Option<IgnoredAny>,
 }
 
 impl Default for GrpcConfig {
@@ -101,8 +112,49 @@ impl Default for GrpcConfig {
             endpoint: "127.0.0.1:4317".into(),
             transport: "tcp".into(),
             max_recv_msg_size_mib: 4,
+            max_concurrent_streams: None,
+            keepalive: None,
+            include_metadata: None,
+            read_buffer_size: None,
+            write_buffer_size: None,
+            tls: None,
+            auth: None,
         }
     }
+}
+
+/// `keepalive:` of the gRPC server, as in the Collector.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerKeepalive {
+    pub server_parameters: Option<ServerParameters>,
+    /// How often clients may ping; hyper answers pings without policing them.
+    pub enforcement_policy: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerParameters {
+    /// Ping a client after this long without activity, e.g. `30s`.
+    pub time: Option<ConfigDuration>,
+    /// Close the connection when the ping is unanswered for this long. Default 20s.
+    pub timeout: Option<ConfigDuration>,
+    /// Connection lifetime limits for load balancing across servers; a sidecar has one.
+    pub max_connection_idle: Option<IgnoredAny>,
+    pub max_connection_age: Option<IgnoredAny>,
+    pub max_connection_age_grace: Option<IgnoredAny>,
+}
+
+/// `cors:` on the HTTP listener, for browser SDKs posting from another origin.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed to post, e.g. `https://*.example.com`; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Request headers allowed besides the CORS-safelisted ones.
+    pub allowed_headers: Vec<String>,
+    /// Seconds a browser may cache the preflight answer.
+    pub max_age: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +171,11 @@ pub struct HttpConfig {
     pub metrics_url_path: String,
     /// Default `/v1/logs`.
     pub logs_url_path: String,
+    pub cors: Option<CorsConfig>,
+    /// Collector options with no effect here (see `validate`).
+    pub include_metadata: Option<bool>,
+    pub tls: Option<IgnoredAny>,
+    pub auth: Option<IgnoredAny>,
 }
 
 impl Default for HttpConfig {
@@ -129,8 +186,87 @@ impl Default for HttpConfig {
             traces_url_path: "/v1/traces".into(),
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
+            cors: None,
+            include_metadata: None,
+            tls: None,
+            auth: None,
         }
     }
+}
+
+/// A configured URL path as served: the Collector adds the leading `/` when missing.
+fn url_path(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    }
+}
+
+/// Receiver-side Collector options that Sidekick accepts without acting on, or refuses.
+fn collector_options(protocols: &Protocols) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let unsupported = |field: &str, what: &str| {
+        FieldError::new(
+            field,
+            format!("{what} on OTLP listeners is not supported yet; inside the Pod the app reaches Sidekick over localhost"),
+        )
+    };
+    if let Some(g) = &protocols.grpc {
+        let p = "protocols.grpc";
+        if g.include_metadata.is_some() {
+            out.push(FieldError::no_effect(
+                format!("{p}.include_metadata"),
+                "request metadata is not passed to exporters",
+            ));
+        }
+        if g.read_buffer_size.is_some() || g.write_buffer_size.is_some() {
+            out.push(FieldError::no_effect(
+                format!("{p}.read_buffer_size"),
+                "socket buffers are sized by the runtime",
+            ));
+        }
+        if let Some(k) = &g.keepalive {
+            if k.enforcement_policy.is_some() {
+                out.push(FieldError::no_effect(
+                    format!("{p}.keepalive.enforcement_policy"),
+                    "client pings are answered, not policed",
+                ));
+            }
+            let sp = k.server_parameters.clone().unwrap_or_default();
+            if sp.max_connection_idle.is_some()
+                || sp.max_connection_age.is_some()
+                || sp.max_connection_age_grace.is_some()
+            {
+                out.push(FieldError::no_effect(
+                    format!("{p}.keepalive.server_parameters.max_connection_age"),
+                    "connection ages spread clients over servers behind a load balancer; a sidecar has one client",
+                ));
+            }
+        }
+        if g.tls.is_some() {
+            out.push(unsupported(&format!("{p}.tls"), "TLS"));
+        }
+        if g.auth.is_some() {
+            out.push(unsupported(&format!("{p}.auth"), "authentication"));
+        }
+    }
+    if let Some(h) = &protocols.http {
+        let p = "protocols.http";
+        if h.include_metadata.is_some() {
+            out.push(FieldError::no_effect(
+                format!("{p}.include_metadata"),
+                "request metadata is not passed to exporters",
+            ));
+        }
+        if h.tls.is_some() {
+            out.push(unsupported(&format!("{p}.tls"), "TLS"));
+        }
+        if h.auth.is_some() {
+            out.push(unsupported(&format!("{p}.auth"), "authentication"));
+        }
+    }
+    out
 }
 
 impl ReceiverConfig for Config {
@@ -172,14 +308,12 @@ impl ReceiverConfig for Config {
             ];
             for (i, (field, path)) in paths.iter().enumerate() {
                 let field = format!("protocols.http.{field}");
-                if !path.starts_with('/') {
-                    out.push(FieldError::new(field, "must start with /"));
-                } else if path.contains(['{', '}', '*', ':']) {
+                if path.contains(['{', '}', '*', ':']) {
                     out.push(FieldError::new(
                         field,
                         "a URL path here cannot contain {, }, * or :",
                     ));
-                } else if paths[..i].iter().any(|(_, p)| p == path) {
+                } else if paths[..i].iter().any(|(_, p)| url_path(p) == url_path(path)) {
                     out.push(FieldError::new(
                         field,
                         "is the same path as another signal's",
@@ -187,6 +321,7 @@ impl ReceiverConfig for Config {
                 }
             }
         }
+        out.extend(collector_options(&self.protocols));
         out
     }
 
@@ -352,11 +487,19 @@ impl Receiver for OtlpReceiver {
                     .map(|(_, h)| h.max_request_body_size)
                     .unwrap_or(HttpConfig::default().max_request_body_size),
             };
-            let paths = self
+            let mut paths = self
                 .http
                 .as_ref()
                 .map(|(_, h)| h.clone())
                 .unwrap_or_default();
+            for p in [
+                &mut paths.traces_url_path,
+                &mut paths.metrics_url_path,
+                &mut paths.logs_url_path,
+            ] {
+                *p = url_path(p);
+            }
+            let cors = paths.cors.clone();
             let router = router::router(router::State {
                 grpc: Entries::new(&outputs, &self.telemetry, &self.name, "grpc"),
                 http: Entries::new(&outputs, &self.telemetry, &self.name, "http"),
@@ -364,12 +507,26 @@ impl Receiver for OtlpReceiver {
                 limits,
                 paths,
             });
+            let router = match cors {
+                Some(c) => router.layer(router::cors(&c)),
+                None => router,
+            };
             let mut tasks = tokio::task::JoinSet::new();
-            for listener in [self.grpc.map(|(l, _)| l), self.http.map(|(l, _)| l)] {
-                if let Some(listener) = listener {
-                    let stop = stop.clone().fired();
-                    tasks.spawn(serve(listener, router.clone(), stop));
-                }
+            if let Some((listener, g)) = self.grpc {
+                let keepalive = g
+                    .keepalive
+                    .and_then(|k| k.server_parameters)
+                    .unwrap_or_default();
+                let options = ServerOptions {
+                    keepalive_interval: keepalive.time.map(|d| d.get()),
+                    keepalive_timeout: keepalive.timeout.map(|d| d.get()),
+                    max_concurrent_streams: g.max_concurrent_streams,
+                };
+                let (router, stop) = (router.clone(), stop.clone().fired());
+                tasks.spawn(async move { serve_with(listener, router, &options, stop).await });
+            }
+            if let Some((listener, _)) = self.http {
+                tasks.spawn(serve(listener, router.clone(), stop.clone().fired()));
             }
             // The router holds clones of the outputs; ours go now, and the router's when
             // both listeners stop, so that the pipelines see their inputs close.

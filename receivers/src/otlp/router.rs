@@ -14,7 +14,7 @@ use sidekick_collector::payload::{LogsSignal, MetricsSignal, Signal, TracesSigna
 use sidekick_collector::telemetry::{Counter, LogBurst, Telemetry};
 use tracing::warn;
 
-use super::{grpc, http, Entries, Entry, HttpConfig};
+use super::{grpc, http, CorsConfig, Entries, Entry, HttpConfig};
 
 /// Size limits of each protocol, whichever listener a request arrives on.
 #[derive(Clone, Copy)]
@@ -274,4 +274,50 @@ async fn unknown(Extract(state): Extract<Shared>, req: Request) -> Response {
         return grpc::unimplemented(&message);
     }
     http::refuse(&req, StatusCode::NOT_FOUND, message)
+}
+
+/// CORS for browser SDKs: preflight answers and `Access-Control-Allow-Origin` on posts
+/// from the allowed origins (`*` for any; `https://*.example.com` for subdomains).
+pub(super) fn cors(config: &CorsConfig) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    let patterns = config.allowed_origins.clone();
+    let origin = if patterns.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            let origin = origin.to_str().unwrap_or("");
+            patterns.iter().any(|p| origin_matches(p, origin))
+        })
+    };
+    let headers = if config.allowed_headers.iter().any(|h| h == "*") {
+        AllowHeaders::mirror_request()
+    } else {
+        let mut names: Vec<header::HeaderName> = config
+            .allowed_headers
+            .iter()
+            .filter_map(|h| header::HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
+        names.extend([header::CONTENT_TYPE, header::CONTENT_ENCODING]);
+        AllowHeaders::list(names)
+    };
+    let mut layer = CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([::http::Method::POST])
+        .allow_headers(headers);
+    if let Some(age) = config.max_age {
+        layer = layer.max_age(Duration::from_secs(age));
+    }
+    layer
+}
+
+/// `https://*.example.com` matches `https://a.example.com`; other patterns match exactly.
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    match pattern.split_once('*') {
+        Some((prefix, suffix)) => {
+            origin.len() > prefix.len() + suffix.len()
+                && origin.starts_with(prefix)
+                && origin.ends_with(suffix)
+        }
+        None => pattern == origin,
+    }
 }
