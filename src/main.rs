@@ -184,8 +184,8 @@ fn serve(plan: Plan, name: &str) -> anyhow::Result<ExitCode> {
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
+            // Logging is set up by now: one line, in the configured format.
             tracing::error!(error = %e, "cannot start");
-            eprintln!("sidekick: cannot start: {e}");
             return Ok(ExitCode::from(1));
         }
     };

@@ -130,8 +130,15 @@ fn collector_configs_validate_and_build() {
         assert!(warnings.contains(expected), "missing warning {expected:?} in\n{warnings}");
     }
     // Options that Sidekick implements are not warned about.
-    for implemented in ["keepalive.server_parameters.time", "cors", "exporters.otlp.keepalive"] {
-        assert!(!warnings.contains(implemented), "{implemented} warned:\n{warnings}");
+    for implemented in [
+        "keepalive.server_parameters.time",
+        "cors",
+        "exporters.otlp.keepalive",
+    ] {
+        assert!(
+            !warnings.contains(implemented),
+            "{implemented} warned:\n{warnings}"
+        );
     }
 }
 

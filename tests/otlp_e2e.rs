@@ -335,19 +335,24 @@ fn sdk_round_trip(transport: Transport, port: Port) {
     assert_eq!(
         metric_value(
             &page,
-            &format!("otelcol_receiver_accepted_spans{{receiver=\"otlp\",transport=\"{label}\"}}")
+            &format!(
+                "otelcol_receiver_accepted_spans_total{{receiver=\"otlp\",transport=\"{label}\"}}"
+            )
         ),
         Some(SPANS as f64),
         "{page}"
     );
     assert_eq!(
-        metric_value(&page, "otelcol_exporter_sent_spans{exporter=\"otlp\"}"),
+        metric_value(
+            &page,
+            "otelcol_exporter_sent_spans_total{exporter=\"otlp\"}"
+        ),
         Some(SPANS as f64)
     );
     assert_eq!(
         metric_value(
             &page,
-            "otelcol_exporter_sent_log_records{exporter=\"otlp\"}"
+            "otelcol_exporter_sent_log_records_total{exporter=\"otlp\"}"
         ),
         Some(LOGS as f64)
     );
@@ -456,7 +461,10 @@ fn exit_code_says_when_data_was_dropped() {
     std::thread::sleep(Duration::from_millis(300));
     let page = sk.metrics();
     assert_eq!(
-        metric_value(&page, "otelcol_exporter_sent_spans{exporter=\"otlp\"}"),
+        metric_value(
+            &page,
+            "otelcol_exporter_sent_spans_total{exporter=\"otlp\"}"
+        ),
         Some(0.0)
     );
     let status = sk.terminate();
@@ -493,7 +501,7 @@ fn one_receiver_feeds_two_pipelines_and_each_exporter_gets_a_copy() {
         assert_eq!(
             metric_value(
                 &page,
-                &format!("otelcol_exporter_sent_spans{{exporter=\"{exporter}\"}}")
+                &format!("otelcol_exporter_sent_spans_total{{exporter=\"{exporter}\"}}")
             ),
             Some(10.0),
             "{page}"

@@ -225,7 +225,7 @@ service:
     assert!(
         metric_value(
             &page,
-            "otelcol_receiver_accepted_metric_points{receiver=\"prometheus\",transport=\"http\"}"
+            "otelcol_receiver_accepted_metric_points_total{receiver=\"prometheus\",transport=\"http\"}"
         )
         .unwrap()
             > 0.0

@@ -1,7 +1,8 @@
 //! Interop with the real Prometheus server (Debian package `prometheus`): Sidekick
 //! remote-writes into it, Prometheus scrapes Sidekick's `prometheus` exporter, and
-//! `promtool check metrics` accepts the exporter's page. Without the binaries these tests
-//! fail under CI and say so loudly elsewhere.
+//! `promtool check metrics` accepts the exporter's page and the admin endpoint's
+//! self-metrics page. Without the binaries these tests fail under CI and say so loudly
+//! elsewhere.
 
 mod common;
 
@@ -103,18 +104,48 @@ fn request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
 }
 
 fn post_otlp(addr: SocketAddr, req: &ExportMetricsServiceRequest) {
-    let body = req.encode_to_vec();
+    post_protobuf(addr, "/v1/metrics", &req.encode_to_vec());
+}
+
+/// POSTs an OTLP/HTTP protobuf body and expects 200.
+fn post_protobuf(addr: SocketAddr, path: &str, body: &[u8]) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "POST /v1/metrics HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
-    s.write_all(&body).unwrap();
+    s.write_all(body).unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(&mut s, &mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+/// Runs `promtool check metrics` on a page: it must pass without a single complaint (lint
+/// warnings included, such as a counter without `_total`).
+fn promtool_check(promtool: &PathBuf, page: &str) {
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool ({}): {}{}\n{page}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn encode(q: &str) -> String {
@@ -399,25 +430,167 @@ service:
     // (3) promtool accepts the exporter's page.
     let (_, page) = http_get(exporter, "/metrics");
     assert!(page.contains("jobs_done_total"), "{page}");
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{page}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    promtool_check(&promtool, &page);
+    assert!(sk.terminate().success());
+}
+
+/// The `# TYPE` lines of a text page, and its series as `name{sorted labels}` (no values).
+fn page_shape(page: &str) -> (Vec<String>, Vec<String>) {
+    let types = page
+        .lines()
+        .filter(|l| l.starts_with("# TYPE "))
+        .map(str::to_string)
+        .collect();
+    let series = page
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let head = l.rsplit_once(' ').map(|(h, _)| h).unwrap_or(l);
+            match head.split_once('{') {
+                Some((name, labels)) => {
+                    let mut labels: Vec<&str> = labels
+                        .trim_end_matches('}')
+                        .split("\",")
+                        .map(|l| l.trim_end_matches('"'))
+                        .collect();
+                    labels.sort();
+                    format!("{name}{{{}}}", labels.join("|"))
+                }
+                None => head.to_string(),
+            }
+        })
+        .collect();
+    (types, series)
+}
+
+/// The admin endpoint's `/metrics` (`:8888`) with real traffic behind it: counters under
+/// the Collector's `_total` names, gauges without, `promtool check metrics` satisfied, and
+/// the `prometheus` exporter's `include_self_metrics` page showing the very same series.
+#[test]
+fn admin_self_metrics_page_passes_promtool() {
+    let Some(promtool) = binary("promtool") else {
+        return;
+    };
+    let exporter: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut sk = Sidekick::start(&format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+processors:
+  batch:
+    timeout: 50ms
+exporters:
+  debug:
+  prometheus:
+    endpoint: {exporter}
+    include_self_metrics: true
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [debug]
+    metrics:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [prometheus]
+"
+    ));
+    let http = sk.http.unwrap();
+    post_protobuf(
+        http,
+        "/v1/traces",
+        &sidekick_testkit::gen::traces_request(0, 1, 5).encode_to_vec(),
     );
+    let t = now_nanos();
+    post_otlp(
+        http,
+        &request(vec![gauge("room.temperature", "Cel", 20.0, vec![], 0, t)]),
+    );
+    // A refused request, so Sidekick's own counters move too.
+    assert_eq!(http_get(http, "/v1/nothing-here").0, 404);
+
+    let sent = "otelcol_exporter_sent_metric_points_total{exporter=\"prometheus\"}";
+    let started = Instant::now();
+    let page = loop {
+        let page = sk.metrics();
+        if common::metric_value(&page, sent).unwrap_or(0.0) > 0.0 {
+            break page;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no {sent} yet:\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    // Exact names: counters with `_total` on the HELP, TYPE and sample lines, gauges without.
+    let value = |series: &str| common::metric_value(&page, series);
+    assert_eq!(
+        value("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"http\"}"),
+        Some(5.0),
+        "{page}"
+    );
+    assert_eq!(
+        value(
+            "otelcol_receiver_accepted_metric_points_total{receiver=\"otlp\",transport=\"http\"}"
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value(
+            "sidekick_receiver_refused_requests_total{receiver=\"otlp\",reason=\"unknown_path\"}"
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    for line in [
+        "# TYPE otelcol_receiver_accepted_spans_total counter",
+        "# TYPE otelcol_exporter_sent_metric_points_total counter",
+        "# TYPE otelcol_process_uptime_total counter",
+        "# TYPE otelcol_process_cpu_seconds_total counter",
+        "# TYPE sidekick_receiver_refused_requests_total counter",
+        "# TYPE otelcol_process_memory_rss gauge",
+    ] {
+        assert!(page.lines().any(|l| l == line), "no {line:?} in\n{page}");
+    }
+    assert!(
+        page.contains("# HELP otelcol_process_uptime_total "),
+        "{page}"
+    );
+    assert!(
+        value("otelcol_process_uptime_total").unwrap() > 0.0,
+        "{page}"
+    );
+    assert!(value("otelcol_process_memory_rss").unwrap() > 0.0, "{page}");
+    for line in page.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut words = line.split_whitespace().skip(2);
+        let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+        match kind {
+            "counter" => assert!(name.ends_with("_total"), "{line}"),
+            "gauge" => assert!(!name.ends_with("_total"), "{line}"),
+            other => panic!("unexpected type {other} in {line}"),
+        }
+    }
+    assert!(!page.contains("otelcol_receiver_accepted_spans{"), "{page}");
+
+    promtool_check(&promtool, &page);
+
+    // One naming: the exporter's page carries every self-metric family and series of the
+    // admin page, under the same names (and is itself valid).
+    let (_, scrape_page) = http_get(exporter, "/metrics");
+    let admin_page = sk.metrics();
+    let (admin_types, admin_series) = page_shape(&admin_page);
+    let (scrape_types, scrape_series) = page_shape(&scrape_page);
+    for t in &admin_types {
+        assert!(scrape_types.contains(t), "{t} missing from\n{scrape_page}");
+    }
+    for s in &admin_series {
+        assert!(scrape_series.contains(s), "{s} missing from\n{scrape_page}");
+    }
+    promtool_check(&promtool, &scrape_page);
     assert!(sk.terminate().success());
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use sidekick_config::de::{from_node_partial, sort_by_position};
-use sidekick_config::{ComponentId, ConfigError, Node, Signal};
 pub use sidekick_config::{BuildError, FieldError};
+use sidekick_config::{ComponentId, ConfigError, Node, Signal};
 
 use crate::exporter::{Export, ExportSettings};
 use crate::payload::{LogsSignal, MetricsSignal, TracesSignal};
@@ -367,7 +367,8 @@ pub struct Registry {
 impl Registry {
     pub fn receiver<C: ReceiverConfig>(mut self, kind: &'static str) -> Self {
         let load: LoadFn<Box<dyn LoadedReceiver>> = Box::new(|node, path| {
-            load::<C>(node, path, |c| c.validate()).map(|l| l.map(|c| Box::new(c) as Box<dyn LoadedReceiver>))
+            load::<C>(node, path, |c| c.validate())
+                .map(|l| l.map(|c| Box::new(c) as Box<dyn LoadedReceiver>))
         });
         self.receivers.insert(
             kind,
@@ -381,7 +382,8 @@ impl Registry {
 
     pub fn processor<C: ProcessorConfig>(mut self, kind: &'static str) -> Self {
         let load: LoadFn<Arc<dyn LoadedProcessor>> = Box::new(|node, path| {
-            load::<C>(node, path, |c| c.validate()).map(|l| l.map(|c| Arc::new(c) as Arc<dyn LoadedProcessor>))
+            load::<C>(node, path, |c| c.validate())
+                .map(|l| l.map(|c| Arc::new(c) as Arc<dyn LoadedProcessor>))
         });
         self.processors.insert(
             kind,
@@ -395,7 +397,8 @@ impl Registry {
 
     pub fn exporter<C: ExporterConfig>(mut self, kind: &'static str) -> Self {
         let load: LoadFn<Box<dyn LoadedExporter>> = Box::new(|node, path| {
-            load::<C>(node, path, |c| c.validate()).map(|l| l.map(|c| Box::new(c) as Box<dyn LoadedExporter>))
+            load::<C>(node, path, |c| c.validate())
+                .map(|l| l.map(|c| Box::new(c) as Box<dyn LoadedExporter>))
         });
         self.exporters.insert(
             kind,
@@ -409,7 +412,8 @@ impl Registry {
 
     pub fn extension<C: ExtensionConfig>(mut self, kind: &'static str) -> Self {
         let load: LoadFn<Box<dyn LoadedExtension>> = Box::new(|node, path| {
-            load::<C>(node, path, |c| c.validate()).map(|l| l.map(|c| Box::new(c) as Box<dyn LoadedExtension>))
+            load::<C>(node, path, |c| c.validate())
+                .map(|l| l.map(|c| Box::new(c) as Box<dyn LoadedExtension>))
         });
         self.extensions.insert(kind, Kind { signals: &[], load });
         self

@@ -1,6 +1,14 @@
 //! Sidekick's own metrics, rendered in the Prometheus text format under the
-//! OpenTelemetry Collector's names (`otelcol_receiver_accepted_spans`, …) so existing
-//! dashboards work unchanged.
+//! OpenTelemetry Collector's names so existing dashboards work unchanged.
+//!
+//! Components register a family under its OpenTelemetry name, without a suffix
+//! (`otelcol_receiver_accepted_spans`); the page shows it the way the Collector's Prometheus
+//! endpoint does: counters end in `_total` (`otelcol_receiver_accepted_spans_total`,
+//! `otelcol_process_uptime_total`), gauges keep the plain name
+//! (`otelcol_exporter_queue_size`, `otelcol_process_memory_rss`), no unit suffixes. The
+//! `# HELP` and `# TYPE` lines name the family as its samples are named (`_total`
+//! included), which is what `promtool check metrics` accepts. [`prometheus_name`] is that
+//! one naming; the `prometheus` exporter's `include_self_metrics` page uses it too.
 //!
 //! Components register their series at build time and get cheap atomic handles; the hot
 //! path only does relaxed atomic adds.
@@ -31,10 +39,31 @@ struct Series {
 /// One self-metric family's current values, for exporters that render them themselves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FamilySnapshot {
+    /// The registered (OpenTelemetry) name, without `_total`.
     pub name: String,
     pub help: &'static str,
     pub counter: bool,
+    /// Each series' labels (the constant labels first, then its own, as on the page) and
+    /// value.
     pub series: Vec<(Vec<(String, String)>, f64)>,
+}
+
+impl FamilySnapshot {
+    /// The name on a Prometheus page: see [`prometheus_name`].
+    pub fn prometheus_name(&self) -> String {
+        prometheus_name(&self.name, self.counter)
+    }
+}
+
+/// The Prometheus name of a self-metric family registered as `name`: counters get `_total`
+/// (unless they already end in it), gauges stay as they are. No unit suffixes, as on the
+/// Collector's `:8888` page.
+pub fn prometheus_name(name: &str, counter: bool) -> String {
+    if counter && !name.ends_with("_total") {
+        format!("{name}_total")
+    } else {
+        name.to_string()
+    }
 }
 
 struct Family {
@@ -53,6 +82,8 @@ pub struct Telemetry {
 struct Inner {
     families: Mutex<Vec<Family>>,
     dropped: Arc<AtomicU64>,
+    /// Labels on every series, sorted by name (see [`Telemetry::set_const_labels`]).
+    const_labels: Mutex<Vec<(String, String)>>,
 }
 
 /// A monotonically increasing count.
@@ -106,6 +137,29 @@ fn render_labels(labels: &[(&str, &str)]) -> String {
     out
 }
 
+/// Escapes `# HELP` text for the text format.
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// A label name the text format accepts: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn valid_label_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
 impl Default for Telemetry {
     fn default() -> Self {
         Self::new()
@@ -118,6 +172,7 @@ impl Telemetry {
             inner: Arc::new(Inner {
                 families: Mutex::new(Vec::new()),
                 dropped: Arc::new(AtomicU64::new(0)),
+                const_labels: Mutex::new(Vec::new()),
             }),
         };
         t.register_process_metrics();
@@ -235,8 +290,37 @@ impl Telemetry {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
-    /// Every family's current values.
+    /// Labels put on every series when rendered (and in [`Telemetry::snapshot`]), before
+    /// each series' own labels; e.g. `service.telemetry.resource` as the Collector does.
+    /// Names should already be valid Prometheus label names (anything else becomes `_`);
+    /// the labels are sorted by name, a repeated name keeps its first value, and a series
+    /// that has a label of the same name keeps its own. Replaces the previous set.
+    pub fn set_const_labels(&self, labels: Vec<(String, String)>) {
+        let mut labels: Vec<(String, String)> = labels
+            .into_iter()
+            .map(|(k, v)| (valid_label_name(&k), v))
+            .collect();
+        labels.sort_by(|a, b| a.0.cmp(&b.0));
+        labels.dedup_by(|later, first| later.0 == first.0);
+        *self
+            .inner
+            .const_labels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = labels;
+    }
+
+    /// The constant labels, sorted by name.
+    pub fn const_labels(&self) -> Vec<(String, String)> {
+        self.inner
+            .const_labels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Every family's current values, with the constant labels on each series.
     pub fn snapshot(&self) -> Vec<FamilySnapshot> {
+        let consts = self.const_labels();
         let families = self
             .inner
             .families
@@ -251,14 +335,31 @@ impl Telemetry {
                 series: f
                     .series
                     .iter()
-                    .map(|s| (s.pairs.clone(), read(&s.source)))
+                    .map(|s| {
+                        let mut pairs: Vec<(String, String)> = consts
+                            .iter()
+                            .filter(|(k, _)| !s.pairs.iter().any(|(sk, _)| sk == k))
+                            .cloned()
+                            .collect();
+                        pairs.extend(s.pairs.iter().cloned());
+                        (pairs, read(&s.source))
+                    })
                     .collect(),
             })
             .collect()
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
+    /// The Prometheus text exposition (format 0.0.4), under the names
+    /// [`prometheus_name`] gives.
     pub fn render(&self) -> String {
+        let consts = self.const_labels();
+        let const_text = {
+            let borrowed: Vec<(&str, &str)> = consts
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            render_labels(&borrowed)
+        };
         let families = self
             .inner
             .families
@@ -270,15 +371,41 @@ impl Telemetry {
                 Kind::Counter => "counter",
                 Kind::Gauge => "gauge",
             };
-            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-            let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+            let name = prometheus_name(&f.name, f.kind == Kind::Counter);
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(f.help));
+            let _ = writeln!(out, "# TYPE {name} {kind}");
             for s in &f.series {
                 let value = read(&s.source);
-                if s.labels.is_empty() {
-                    let _ = writeln!(out, "{} {}", f.name, value);
+                // The constant labels, less any the series sets itself.
+                let clash = !consts.is_empty()
+                    && consts
+                        .iter()
+                        .any(|(k, _)| s.pairs.iter().any(|(sk, _)| sk == k));
+                let own_consts = if clash {
+                    let kept: Vec<(&str, &str)> = consts
+                        .iter()
+                        .filter(|(k, _)| !s.pairs.iter().any(|(sk, _)| sk == k))
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    render_labels(&kept)
                 } else {
-                    let _ = writeln!(out, "{}{{{}}} {}", f.name, s.labels, value);
+                    String::new()
+                };
+                let consts_text = if clash { &own_consts } else { &const_text };
+                out.push_str(&name);
+                match (consts_text.is_empty(), s.labels.is_empty()) {
+                    (true, true) => {}
+                    (false, true) => {
+                        let _ = write!(out, "{{{consts_text}}}");
+                    }
+                    (true, false) => {
+                        let _ = write!(out, "{{{}}}", s.labels);
+                    }
+                    (false, false) => {
+                        let _ = write!(out, "{{{consts_text},{}}}", s.labels);
+                    }
                 }
+                let _ = writeln!(out, " {}", format_value(value));
             }
         }
         out
@@ -304,6 +431,17 @@ impl Telemetry {
             &[],
             || process_cpu_seconds().unwrap_or(0.0),
         );
+    }
+}
+
+/// A sample value as the text format spells it (`+Inf`, `-Inf`, `NaN`).
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        v.to_string()
     }
 }
 
@@ -404,11 +542,202 @@ mod tests {
         );
         g.set(7);
         let text = t.render();
-        assert!(text.contains("# TYPE otelcol_receiver_accepted_spans counter\n"));
-        assert!(text
-            .contains("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 5\n"));
+        // Counters carry `_total` on the HELP, TYPE and sample lines alike.
+        assert!(text.contains("# HELP otelcol_receiver_accepted_spans_total Spans accepted.\n"));
+        assert!(text.contains("# TYPE otelcol_receiver_accepted_spans_total counter\n"));
+        assert!(text.contains(
+            "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 5\n"
+        ));
+        assert_eq!(
+            text.matches("otelcol_receiver_accepted_spans_total{")
+                .count(),
+            1
+        );
+        assert!(!text.contains("otelcol_receiver_accepted_spans{"));
+        assert!(!text.contains("otelcol_receiver_accepted_spans counter"));
+        // Gauges do not.
+        assert!(text.contains("# TYPE otelcol_exporter_queue_size gauge\n"));
         assert!(text.contains("otelcol_exporter_queue_size{exporter=\"a\\\"b\"} 7\n"));
-        assert!(text.contains("otelcol_process_memory_rss "));
-        assert_eq!(text.matches("otelcol_receiver_accepted_spans{").count(), 1);
+        // The process metrics, as the Collector names them.
+        assert!(text.contains("# TYPE otelcol_process_uptime_total counter\n"));
+        assert!(text.contains("\notelcol_process_uptime_total "));
+        assert!(text.contains("# TYPE otelcol_process_cpu_seconds_total counter\n"));
+        assert!(text.contains("\notelcol_process_cpu_seconds_total "));
+        assert!(text.contains("# TYPE otelcol_process_memory_rss gauge\n"));
+        assert!(text.contains("\notelcol_process_memory_rss "));
+        assert!(!text.contains("otelcol_process_memory_rss_total"));
+    }
+
+    #[test]
+    fn names_get_total_once_and_only_for_counters() {
+        assert_eq!(prometheus_name("a_b", true), "a_b_total");
+        assert_eq!(prometheus_name("a_total", true), "a_total");
+        assert_eq!(prometheus_name("a_b", false), "a_b");
+        assert_eq!(prometheus_name("a_total", false), "a_total");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(2.5), "2.5");
+        assert_eq!(format_value(3.0), "3");
+    }
+
+    /// Every family and series name on the page is the one the snapshot (which the
+    /// `prometheus` exporter renders) reports, so the two pages cannot drift apart.
+    #[test]
+    fn snapshot_names_match_the_page() {
+        let t = Telemetry::new();
+        t.counter("sidekick_scrape_failures", "Failures.", &[("job", "j")])
+            .add(1);
+        t.gauge("otelcol_exporter_queue_capacity", "Capacity.", &[])
+            .set(10);
+        t.set_const_labels(vec![("service_name".into(), "sidekick".into())]);
+        let text = t.render();
+        for f in t.snapshot() {
+            let name = f.prometheus_name();
+            let kind = if f.counter { "counter" } else { "gauge" };
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name}\n{text}"
+            );
+            for (labels, _) in &f.series {
+                let rendered: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                    .collect();
+                let series = format!("{name}{{{}}} ", rendered.join(","));
+                assert!(text.contains(&series), "{series}\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn const_labels_go_first_on_every_series() {
+        let t = Telemetry::new();
+        t.counter(
+            "otelcol_exporter_sent_spans",
+            "Sent.",
+            &[("exporter", "otlp")],
+        )
+        .add(4);
+        t.counter(
+            "sidekick_scrape_failures",
+            "Failures.",
+            &[("receiver", "prometheus"), ("service_name", "own")],
+        )
+        .add(1);
+        t.set_const_labels(vec![
+            ("service_name".into(), "sidekick".into()),
+            ("k8s_pod_name".into(), "p\"1\n".into()),
+            ("service_name".into(), "ignored".into()),
+            ("bad.name".into(), "x".into()),
+        ]);
+        assert_eq!(
+            t.const_labels(),
+            vec![
+                ("bad_name".to_string(), "x".to_string()),
+                ("k8s_pod_name".to_string(), "p\"1\n".to_string()),
+                ("service_name".to_string(), "sidekick".to_string()),
+            ]
+        );
+        let text = t.render();
+        let consts = "bad_name=\"x\",k8s_pod_name=\"p\\\"1\\n\",service_name=\"sidekick\"";
+        assert!(
+            text.contains(&format!(
+                "otelcol_exporter_sent_spans_total{{{consts},exporter=\"otlp\"}} 4\n"
+            )),
+            "{text}"
+        );
+        // Series without labels of their own get the constant ones alone.
+        assert!(text.contains(&format!("otelcol_process_memory_rss{{{consts}}} ")));
+        // A series' own label wins over a constant one of the same name.
+        assert!(text.contains(
+            "sidekick_scrape_failures_total{bad_name=\"x\",k8s_pod_name=\"p\\\"1\\n\",\
+             receiver=\"prometheus\",service_name=\"own\"} 1\n"
+        ));
+        let failures = t
+            .snapshot()
+            .into_iter()
+            .find(|f| f.name == "sidekick_scrape_failures")
+            .unwrap();
+        assert_eq!(
+            failures.series[0].0,
+            vec![
+                ("bad_name".to_string(), "x".to_string()),
+                ("k8s_pod_name".to_string(), "p\"1\n".to_string()),
+                ("receiver".to_string(), "prometheus".to_string()),
+                ("service_name".to_string(), "own".to_string()),
+            ]
+        );
+        // Replacing the set replaces it; an empty set removes them.
+        t.set_const_labels(Vec::new());
+        assert!(t
+            .render()
+            .contains("otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 4\n"));
+    }
+
+    /// `promtool check metrics` accepts the page, constant labels included. Needs the
+    /// Debian `prometheus` package; required under CI, skipped (saying so) elsewhere.
+    #[test]
+    fn promtool_accepts_the_page() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let Some(promtool) = std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("promtool"))
+                .find(|p| p.is_file())
+        }) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool is required in CI: apt-get install -y prometheus"
+            );
+            eprintln!("SKIPPING: promtool is not installed (apt-get install -y prometheus)");
+            return;
+        };
+        let t = Telemetry::new();
+        t.counter(
+            "otelcol_receiver_accepted_spans",
+            "Number of spans successfully pushed into the pipeline.",
+            &[("receiver", "otlp"), ("transport", "grpc")],
+        )
+        .add(3);
+        t.gauge(
+            "otelcol_exporter_queue_size",
+            "Current size of the retry queue (in batches).",
+            &[("exporter", "otlp"), ("data_type", "traces")],
+        )
+        .set(1);
+        t.counter("sidekick_receiver_refused_requests", "Refused.", &[])
+            .add(1);
+        for consts in [
+            Vec::new(),
+            vec![
+                ("service_name".to_string(), "sidekick".to_string()),
+                ("service_version".to_string(), "0.1.0".to_string()),
+                ("exporter".to_string(), "clash".to_string()),
+            ],
+        ] {
+            t.set_const_labels(consts);
+            let page = t.render();
+            let mut check = Command::new(&promtool)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            check
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(page.as_bytes())
+                .unwrap();
+            let out = check.wait_with_output().unwrap();
+            assert!(
+                out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+                "promtool: {}{}\n{page}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }

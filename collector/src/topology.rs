@@ -390,6 +390,17 @@ impl Plan {
     /// Builds every component and wires the queues. Fails on the first component that
     /// cannot be built (port taken, unreadable file), before anything runs.
     pub fn build(self, telemetry: Telemetry) -> Result<Service, BuildError> {
+        // `service.telemetry.resource`: Sidekick's own identity on every self-metric; a
+        // key without a value is left out.
+        let resource: Vec<(String, String)> = self
+            .telemetry
+            .resource
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
+        if !resource.is_empty() {
+            telemetry.set_const_labels(resource);
+        }
         let (stop_receivers, _) = pipe::stop_pair();
         let (stop_admin, _) = pipe::stop_pair();
         let (deadline_trigger, deadline) = exporter::deadline_pair();
@@ -926,5 +937,22 @@ mod tests {
         let outcome = run.await.unwrap();
         assert_eq!(outcome, Outcome { dropped: 0 });
         assert!(!health.is_ready());
+    }
+
+    #[tokio::test]
+    async fn telemetry_resource_labels_every_self_metric() {
+        let p = plan(
+            "receivers:\n  source:\nexporters:\n  metrics_only:\nservice:\n  pipelines:\n    metrics:\n      receivers: [source]\n      exporters: [metrics_only]\n  telemetry:\n    resource:\n      service.name: sidekick\n      service.version:\n    metrics:\n      address: 127.0.0.1:0\n",
+        )
+        .unwrap();
+        let telemetry = Telemetry::new();
+        let _service = p.build(telemetry.clone()).unwrap();
+        let page = telemetry.render();
+        let series: Vec<&str> = page.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(!series.is_empty());
+        for line in series {
+            assert!(line.contains("service_name=\"sidekick\""), "{line}");
+            assert!(!line.contains("service_version"), "{line}");
+        }
     }
 }

@@ -408,9 +408,14 @@ pub fn name_unset_variables(errors: &mut crate::Errors, warnings: &[ConfigError]
         else {
             continue;
         };
-        for e in errors.0.iter_mut().filter(|e| e.mark.is_some() && e.mark == w.mark) {
-            e.message
-                .push_str(&format!(" (the value comes from ${{env:{name}}}, which is not set)"));
+        for e in errors
+            .0
+            .iter_mut()
+            .filter(|e| e.mark.is_some() && e.mark == w.mark)
+        {
+            e.message.push_str(&format!(
+                " (the value comes from ${{env:{name}}}, which is not set)"
+            ));
         }
     }
 }

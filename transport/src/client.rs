@@ -219,10 +219,12 @@ pub fn grpc_channel(
         .tcp_nodelay(true)
         .user_agent(USER_AGENT)
         .map_err(|e| BuildError::new(e.to_string()))?;
-    Ok(keepalive.apply(endpoint).connect_with_connector_lazy(TlsConnector {
-        config: Arc::new(tls),
-        server_name,
-    }))
+    Ok(keepalive
+        .apply(endpoint)
+        .connect_with_connector_lazy(TlsConnector {
+            config: Arc::new(tls),
+            server_name,
+        }))
 }
 
 /// Opens TCP, then TLS with our rustls config, for tonic.

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError,
@@ -27,7 +28,6 @@ use sidekick_collector::exporter::{
     Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
 };
 use sidekick_collector::payload::{Batch, Signal};
-use serde::de::IgnoredAny;
 use sidekick_transport::client::{grpc_channel, Keepalive};
 use sidekick_transport::grpc::RawCodec;
 use sidekick_transport::tls::TlsSettings;

@@ -6,11 +6,13 @@
 //! `_seconds`) and `_total` for monotonic cumulative sums (unless
 //! `translation_strategy: UnderscoreEscapingWithoutSuffixes`); non-monotonic sums as
 //! gauges; histograms as cumulative `_bucket{le}` (with `+Inf`), `_sum`, `_count`;
-//! summaries with `quantile`; `job` from `service.namespace/service.name` and `instance`
-//! from `service.instance.id`; the other resource attributes on one `target_info` per
-//! job/instance; `otel_scope_name`/`otel_scope_version` labels; `NoRecordedValue` → the
-//! Prometheus stale NaN. Delta sums and histograms are accumulated into cumulative ones
-//! (see [`Accumulator`]); exponential histograms are not translated (counted as dropped).
+//! summaries with `quantile`; non-string attribute values in the spec's string forms
+//! (arrays and maps as JSON, bytes as base64: [`label_value`]); `job` from
+//! `service.namespace/service.name` and `instance` from `service.instance.id`; the other
+//! resource attributes on one `target_info` per job/instance;
+//! `otel_scope_name`/`otel_scope_version` labels; `NoRecordedValue` → the Prometheus stale
+//! NaN. Delta sums and histograms are accumulated into cumulative ones (see
+//! [`Accumulator`]); exponential histograms are not translated (counted as dropped).
 
 mod names;
 
@@ -18,13 +20,13 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Metric,
 };
 use serde::Deserialize;
 
-pub use names::{label_name, metric_name, unit_word};
+pub use names::{label_name, label_value, metric_name, unit_word};
 
 /// The bit pattern Prometheus uses to mark a series stale.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -171,16 +173,10 @@ impl Translation {
     }
 }
 
+/// An attribute's value as a label value (arrays and maps as JSON, bytes as base64: see
+/// [`label_value`]).
 fn string_value(v: &Option<AnyValue>) -> String {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    }
+    label_value(v.as_ref())
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a KeyValue> {

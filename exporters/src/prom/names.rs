@@ -1,4 +1,8 @@
-//! Metric names, label names and unit words for Prometheus.
+//! Metric names, label names, label values and unit words for Prometheus.
+
+use std::fmt::Write as _;
+
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 
 use super::{Kind, Settings, TranslationStrategy};
 
@@ -28,6 +32,140 @@ pub fn label_name(key: &str) -> String {
         return "key_empty".into();
     }
     sanitize(key, false, "key_")
+}
+
+/// A label value for an attribute value, per the OpenTelemetry "AnyValue representation
+/// for non-OTLP protocols" rules the Prometheus compatibility spec points to: strings as
+/// they are; booleans, integers and doubles as JSON literals (`true`, `42`, `3.5`; `NaN`,
+/// `Infinity`, `-Infinity` unquoted); bytes as standard base64; arrays as JSON arrays and
+/// maps (kvlists) as JSON objects, compact, with nested strings as escaped JSON strings,
+/// nested bytes and non-finite doubles as JSON strings and nested empty values as `null`;
+/// an empty value (or one that cannot be resolved here, like a profiles string-table index)
+/// as the empty string. Map members are sorted by key (stably), so the
+/// same map sent in another order makes the same series.
+pub fn label_value(v: Option<&AnyValue>) -> String {
+    match v.and_then(|v| v.value.as_ref()) {
+        None => String::new(),
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => match non_finite(*d) {
+            Some(word) => word.to_string(),
+            None => d.to_string(),
+        },
+        Some(any_value::Value::BytesValue(b)) => base64(b),
+        Some(nested @ (any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_))) => {
+            let mut out = String::new();
+            json(Some(nested), &mut out);
+            out
+        }
+        // A string-table index (profiles only) has no table to resolve it against here:
+        // like anything else unknown, it counts as an empty value.
+        Some(_) => String::new(),
+    }
+}
+
+/// How the spec spells NaN and the infinities.
+fn non_finite(d: f64) -> Option<&'static str> {
+    if d.is_nan() {
+        Some("NaN")
+    } else if d == f64::INFINITY {
+        Some("Infinity")
+    } else if d == f64::NEG_INFINITY {
+        Some("-Infinity")
+    } else {
+        None
+    }
+}
+
+/// One value as a JSON array element or object member value.
+fn json(v: Option<&any_value::Value>, out: &mut String) {
+    match v {
+        None => out.push_str("null"),
+        Some(any_value::Value::StringValue(s)) => json_string(s, out),
+        Some(any_value::Value::BoolValue(b)) => {
+            let _ = write!(out, "{b}");
+        }
+        Some(any_value::Value::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(any_value::Value::DoubleValue(d)) => match non_finite(*d) {
+            Some(word) => json_string(word, out),
+            None => {
+                let _ = write!(out, "{d}");
+            }
+        },
+        Some(any_value::Value::BytesValue(b)) => json_string(&base64(b), out),
+        Some(any_value::Value::ArrayValue(a)) => {
+            out.push('[');
+            for (i, e) in a.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json(e.value.as_ref(), out);
+            }
+            out.push(']');
+        }
+        Some(any_value::Value::KvlistValue(kvs)) => {
+            let mut members: Vec<_> = kvs.values.iter().collect();
+            members.sort_by(|a, b| a.key.cmp(&b.key));
+            out.push('{');
+            for (i, kv) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_string(&kv.key, out);
+                out.push(':');
+                json(kv.value.as_ref().and_then(|v| v.value.as_ref()), out);
+            }
+            out.push('}');
+        }
+        // Unresolvable here (a profiles string-table index) or unknown: empty.
+        Some(_) => out.push_str("null"),
+    }
+}
+
+/// A JSON string literal (RFC 8259 escaping).
+fn json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Standard base64 (RFC 4648 section 4) with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The Prometheus word for a UCUM unit (`s` → `seconds`, `By/s` → `bytes_per_second`,

@@ -377,3 +377,197 @@ fn delta_sums_and_histograms_accumulate() {
     assert_eq!(le5.value, 2.0);
     assert_eq!(acc.len(), 2);
 }
+
+fn any(v: any_value::Value) -> AnyValue {
+    AnyValue { value: Some(v) }
+}
+
+fn array(values: Vec<any_value::Value>) -> any_value::Value {
+    any_value::Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+        values: values.into_iter().map(any).collect(),
+    })
+}
+
+fn kvlist(members: Vec<(&str, Option<any_value::Value>)>) -> any_value::Value {
+    any_value::Value::KvlistValue(opentelemetry_proto::tonic::common::v1::KeyValueList {
+        values: members
+            .into_iter()
+            .map(|(k, v)| KeyValue {
+                key: k.into(),
+                value: v.map(any),
+                ..Default::default()
+            })
+            .collect(),
+    })
+}
+
+/// Non-string attribute values become label values the way the OpenTelemetry common spec
+/// ("AnyValue representation for non-OTLP protocols") says, not Rust debug text.
+#[test]
+fn label_values_follow_the_anyvalue_string_rules() {
+    use any_value::Value::*;
+    let lv = |v: any_value::Value| label_value(Some(&any(v)));
+    // Primitives at the top level: as they are, JSON literals, base64.
+    assert_eq!(lv(StringValue("a \"b\"\n".into())), "a \"b\"\n");
+    assert_eq!(lv(BoolValue(true)), "true");
+    assert_eq!(lv(BoolValue(false)), "false");
+    assert_eq!(lv(IntValue(-42)), "-42");
+    assert_eq!(lv(IntValue(i64::MAX)), "9223372036854775807");
+    assert_eq!(lv(DoubleValue(3.25)), "3.25");
+    assert_eq!(lv(DoubleValue(2.0)), "2");
+    assert_eq!(lv(DoubleValue(-0.5)), "-0.5");
+    assert_eq!(lv(DoubleValue(f64::NAN)), "NaN");
+    assert_eq!(lv(DoubleValue(f64::INFINITY)), "Infinity");
+    assert_eq!(lv(DoubleValue(f64::NEG_INFINITY)), "-Infinity");
+    assert_eq!(lv(BytesValue(b"hello world".to_vec())), "aGVsbG8gd29ybGQ=");
+    assert_eq!(lv(BytesValue(b"h".to_vec())), "aA==");
+    assert_eq!(lv(BytesValue(b"he".to_vec())), "aGU=");
+    assert_eq!(lv(BytesValue(b"hel".to_vec())), "aGVs");
+    assert_eq!(lv(BytesValue(vec![0xfb, 0xff, 0xbf])), "+/+/");
+    assert_eq!(lv(BytesValue(Vec::new())), "");
+    // Empty values: the empty string.
+    assert_eq!(label_value(None), "");
+    assert_eq!(label_value(Some(&AnyValue { value: None })), "");
+    // Arrays: JSON arrays, strings escaped inside.
+    assert_eq!(lv(array(vec![])), "[]");
+    assert_eq!(
+        lv(array(vec![
+            StringValue("/usr/bin/app".into()),
+            StringValue("--name=\"x\"".into()),
+            StringValue("a\\b\tc\u{1}".into()),
+        ])),
+        r#"["/usr/bin/app","--name=\"x\"","a\\b\tc\u0001"]"#
+    );
+    assert_eq!(lv(array(vec![IntValue(1), IntValue(-2)])), "[1,-2]");
+    assert_eq!(
+        lv(array(vec![
+            DoubleValue(1.5),
+            DoubleValue(f64::NEG_INFINITY),
+            DoubleValue(f64::NAN),
+            DoubleValue(f64::INFINITY),
+        ])),
+        r#"[1.5,"-Infinity","NaN","Infinity"]"#
+    );
+    assert_eq!(
+        lv(array(vec![BoolValue(true), BoolValue(false)])),
+        "[true,false]"
+    );
+    assert_eq!(
+        lv(array(vec![BytesValue(b"hello world".to_vec())])),
+        r#"["aGVsbG8gd29ybGQ="]"#
+    );
+    // The spec's own example: mixed, with a nested map.
+    assert_eq!(
+        lv(array(vec![
+            IntValue(1),
+            DoubleValue(f64::NEG_INFINITY),
+            StringValue("a".into()),
+            BoolValue(true),
+            kvlist(vec![("nested", Some(BytesValue(b"hello world".to_vec())))]),
+        ])),
+        r#"[1,"-Infinity","a",true,{"nested":"aGVsbG8gd29ybGQ="}]"#
+    );
+    // An empty element is null.
+    let with_empty =
+        any_value::Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+            values: vec![any(IntValue(3)), AnyValue { value: None }],
+        });
+    assert_eq!(lv(with_empty), "[3,null]");
+    // Maps: JSON objects, members sorted by key, nested values recursively.
+    assert_eq!(lv(kvlist(vec![])), "{}");
+    assert_eq!(
+        lv(kvlist(vec![
+            ("c", Some(array(vec![IntValue(3)]))),
+            ("a", Some(DoubleValue(f64::NEG_INFINITY))),
+            ("b", Some(IntValue(2))),
+            ("d", None),
+        ])),
+        r#"{"a":"-Infinity","b":2,"c":[3],"d":null}"#
+    );
+    assert_eq!(
+        lv(kvlist(vec![(
+            "outer \"key\"",
+            Some(kvlist(vec![
+                (
+                    "list",
+                    Some(array(vec![kvlist(vec![("x", Some(BoolValue(false)))])]))
+                ),
+                ("s", Some(StringValue("line\nbreak".into()))),
+            ]))
+        )])),
+        r#"{"outer \"key\"":{"list":[{"x":false}],"s":"line\nbreak"}}"#
+    );
+    // The same map in another order is the same label value (and so the same series).
+    assert_eq!(
+        lv(kvlist(vec![
+            ("b", Some(IntValue(1))),
+            ("a", Some(IntValue(2)))
+        ])),
+        lv(kvlist(vec![
+            ("a", Some(IntValue(2))),
+            ("b", Some(IntValue(1)))
+        ]))
+    );
+}
+
+/// `target_info` carries array and map resource attributes as JSON, and the page stays
+/// valid text (the JSON quotes are escaped like any label value).
+#[test]
+fn target_info_shows_arrays_and_maps_as_json() {
+    use any_value::Value::*;
+    let mut resource = vec![kv("service.name", "app"), kv("service.instance.id", "i")];
+    resource.push(KeyValue {
+        key: "process.command_args".into(),
+        value: Some(any(array(vec![
+            StringValue("/bin/app".into()),
+            StringValue("--port".into()),
+            StringValue("8080".into()),
+        ]))),
+        ..Default::default()
+    });
+    resource.push(KeyValue {
+        key: "app.limits".into(),
+        value: Some(any(kvlist(vec![
+            ("mem", Some(IntValue(512))),
+            ("cpu", Some(DoubleValue(0.5))),
+        ]))),
+        ..Default::default()
+    });
+    resource.push(KeyValue {
+        key: "app.token".into(),
+        value: Some(any(BytesValue(vec![1, 2, 3]))),
+        ..Default::default()
+    });
+    let req = request(
+        vec![Metric {
+            name: "up.gauge".into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: vec![number(1.0, vec![])],
+            })),
+            ..Default::default()
+        }],
+        resource,
+    );
+    let t = run(&req, &settings());
+    let info = t
+        .series
+        .iter()
+        .find(|s| s.name == "target_info")
+        .expect("target_info");
+    let label = |k: &str| {
+        info.labels
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        label("process_command_args"),
+        Some(r#"["/bin/app","--port","8080"]"#)
+    );
+    assert_eq!(label("app_limits"), Some(r#"{"cpu":0.5,"mem":512}"#));
+    assert_eq!(label("app_token"), Some("AQID"));
+    assert!(info
+        .labels
+        .iter()
+        .all(|(_, v)| !v.contains("ArrayValue") && !v.contains("KvlistValue")));
+}

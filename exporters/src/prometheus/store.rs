@@ -327,26 +327,24 @@ fn header(out: &mut String, f: &Family, om: bool) {
     }
 }
 
-/// Sidekick's own metrics as series, named like any other counter or gauge would be
-/// (counters get `_total`).
-pub fn self_metrics(telemetry: &Telemetry, settings: &Settings) -> Translation {
+/// Sidekick's own metrics as series, under exactly the names the admin endpoint's
+/// `/metrics` (`:8888`) shows: [`sidekick_collector::telemetry::prometheus_name`], so
+/// counters end in `_total` and gauges keep their name, whatever this exporter's
+/// `namespace`, `const_labels` or `translation_strategy` (those apply to the pipeline's
+/// metrics, not to Sidekick's own). The telemetry's constant labels come with each series.
+pub fn self_metrics(telemetry: &Telemetry, _settings: &Settings) -> Translation {
     let mut t = Translation::default();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let plain = Settings {
-        namespace: String::new(),
-        extra_labels: Vec::new(),
-        ..settings.clone()
-    };
     for f in telemetry.snapshot() {
         let kind = if f.counter {
             Kind::Counter
         } else {
             Kind::Gauge
         };
-        let name = prom::metric_name(&f.name, "", kind, &plain);
+        let name = f.prometheus_name();
         t.families.push(Family {
             name: name.clone(),
             kind,

@@ -190,3 +190,93 @@ fn self_metrics_get_prometheus_names() {
         "{page}"
     );
 }
+
+/// The `# TYPE` lines and the series (name and sorted labels, without the value) of a
+/// text page.
+fn page_shape(page: &str) -> (Vec<String>, Vec<String>) {
+    let mut types: Vec<String> = page
+        .lines()
+        .filter(|l| l.starts_with("# TYPE "))
+        .map(str::to_string)
+        .collect();
+    types.sort();
+    let mut series: Vec<String> = page
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let head = l.rsplit_once(' ').map(|(h, _)| h).unwrap_or(l);
+            match head.split_once('{') {
+                Some((name, labels)) => {
+                    let mut labels: Vec<&str> = labels
+                        .trim_end_matches('}')
+                        .split("\",")
+                        .map(|l| l.trim_end_matches('"'))
+                        .collect();
+                    labels.sort();
+                    format!("{name}{{{}}}", labels.join("|"))
+                }
+                None => head.to_string(),
+            }
+        })
+        .collect();
+    series.sort();
+    (types, series)
+}
+
+/// `include_self_metrics` shows the very names (and labels) the admin endpoint shows,
+/// whatever the exporter's own naming settings.
+#[test]
+fn self_metrics_match_the_admin_page() {
+    let telemetry = Telemetry::new();
+    telemetry
+        .counter(
+            "otelcol_receiver_accepted_spans",
+            "Spans accepted.",
+            &[("receiver", "otlp"), ("transport", "grpc")],
+        )
+        .add(2);
+    telemetry
+        .counter("sidekick_scrape_failures", "Failures.", &[("job", "j")])
+        .add(1);
+    telemetry
+        .gauge(
+            "otelcol_exporter_queue_size",
+            "Queue size.",
+            &[("exporter", "otlp")],
+        )
+        .set(4);
+    for consts in [
+        Vec::new(),
+        vec![("service_name".to_string(), "sidekick".to_string())],
+    ] {
+        telemetry.set_const_labels(consts.clone());
+        for settings in [
+            Settings::default(),
+            Settings {
+                strategy: prom::TranslationStrategy::UnderscoreEscapingWithoutSuffixes,
+                namespace: "ns".into(),
+                extra_labels: vec![("cluster".into(), "c".into())],
+                ..Settings::default()
+            },
+        ] {
+            let admin = telemetry.render();
+            let mut store = Store::new(Duration::from_secs(1), false);
+            let page = store.render(Format::Text, store::self_metrics(&telemetry, &settings));
+            assert_eq!(
+                page_shape(&page),
+                page_shape(&admin),
+                "{page}\n---\n{admin}"
+            );
+            assert!(page.contains("# TYPE otelcol_receiver_accepted_spans_total counter\n"));
+            assert!(page.contains("# TYPE otelcol_process_uptime_total counter\n"));
+            assert!(page.contains("# TYPE otelcol_exporter_queue_size gauge\n"));
+            if consts.is_empty() {
+                assert!(page.contains("sidekick_scrape_failures_total{job=\"j\"} 1\n"));
+            } else {
+                assert!(page.contains(
+                    "sidekick_scrape_failures_total{job=\"j\",service_name=\"sidekick\"} 1\n"
+                ));
+            }
+        }
+    }
+}

@@ -245,7 +245,10 @@ impl ExporterConfig for Config {
                 "the remote-write WAL is not supported: Sidekick keeps its queue in memory (bounded, with retries)",
             ));
         }
-        out.extend(collector_options::buffer_sizes(None, self.write_buffer_size));
+        out.extend(collector_options::buffer_sizes(
+            None,
+            self.write_buffer_size,
+        ));
         out.extend(collector_options::auth(&self.auth));
         let auths = [
             self.basic_auth.is_some(),

@@ -149,6 +149,7 @@ async fn a_down_receiver_fills_a_bounded_queue_then_refuses() {
             enabled: true,
             queue_size: 2,
             num_consumers: 1,
+            include_metadata_keys: None,
         },
         ..Config::default()
     };

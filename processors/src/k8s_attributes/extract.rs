@@ -129,7 +129,10 @@ pub fn validate_collector_options(c: &super::Config, out: &mut Vec<FieldError>) 
         ("filter", c.filter.is_some()),
         ("pod_association", c.pod_association.is_some()),
         ("wait_for_metadata", c.wait_for_metadata.is_some()),
-        ("wait_for_metadata_timeout", c.wait_for_metadata_timeout.is_some()),
+        (
+            "wait_for_metadata_timeout",
+            c.wait_for_metadata_timeout.is_some(),
+        ),
     ] {
         if set {
             out.push(FieldError::no_effect(field, why));
@@ -230,8 +233,14 @@ mod tests {
             rules.names("app"),
             vec!["k8s.pod.labels.app".to_string(), "app.label.app".into()]
         );
-        assert_eq!(rules.names("team.io/owner"), vec!["team", "app.label.team.io/owner"]);
-        assert_eq!(rules.names("tier"), vec!["app.label.tier", "k8s.pod.labels.tier"]);
+        assert_eq!(
+            rules.names("team.io/owner"),
+            vec!["team", "app.label.team.io/owner"]
+        );
+        assert_eq!(
+            rules.names("tier"),
+            vec!["app.label.tier", "k8s.pod.labels.tier"]
+        );
         // key_regex must match the whole key.
         assert_eq!(
             Rules::new(&[rule(None, None, Some("ti"))], "p").names("tier"),

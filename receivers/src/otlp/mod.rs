@@ -28,17 +28,17 @@ mod router;
 
 use std::time::Duration;
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, FieldError, Listen, Receiver, ReceiverConfig,
     ReceiverOutputs,
 };
+use sidekick_collector::config::Duration as ConfigDuration;
 use sidekick_collector::config::Signal as SignalKind;
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::pipe::{Output, SendError, Stop};
 use sidekick_collector::telemetry::{Counter, Telemetry};
-use serde::de::IgnoredAny;
-use sidekick_collector::config::Duration as ConfigDuration;
 use sidekick_transport::server::{serve, serve_with, ServerOptions};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -313,7 +313,10 @@ impl ReceiverConfig for Config {
                         field,
                         "a URL path here cannot contain {, }, * or :",
                     ));
-                } else if paths[..i].iter().any(|(_, p)| url_path(p) == url_path(path)) {
+                } else if paths[..i]
+                    .iter()
+                    .any(|(_, p)| url_path(p) == url_path(path))
+                {
                     out.push(FieldError::new(
                         field,
                         "is the same path as another signal's",

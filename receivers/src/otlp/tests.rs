@@ -144,7 +144,7 @@ async fn grpc_passes_bytes_through_unchanged() {
     assert!(r
         .telemetry
         .render()
-        .contains("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 6"));
+        .contains("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 6"));
 }
 
 #[tokio::test]
@@ -402,7 +402,9 @@ async fn full_pipeline_is_refused_retryably() {
     assert_eq!(err.code(), tonic::Code::Unavailable);
     let text = r.telemetry.render();
     assert!(
-        text.contains("otelcol_receiver_refused_spans{receiver=\"otlp\",transport=\"http\"} 2"),
+        text.contains(
+            "otelcol_receiver_refused_spans_total{receiver=\"otlp\",transport=\"http\"} 2"
+        ),
         "{text}"
     );
     // Once there is room again, data is accepted.
@@ -517,12 +519,10 @@ async fn both_protocols_are_served_on_both_listeners() {
         assert_eq!(r.traces.recv().await.unwrap().len(), 3);
     }
     let page = r.telemetry.render();
-    assert!(
-        page.contains("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 4")
-    );
-    assert!(
-        page.contains("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"http\"} 6")
-    );
+    assert!(page
+        .contains("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 4"));
+    assert!(page
+        .contains("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"http\"} 6"));
 }
 
 #[tokio::test]
@@ -561,7 +561,7 @@ async fn unservable_requests_get_an_error_status_and_are_counted() {
         ("no_pipeline", 1),
     ] {
         let series = format!(
-            "sidekick_receiver_refused_requests{{receiver=\"otlp\",reason=\"{reason}\"}} {n}\n"
+            "sidekick_receiver_refused_requests_total{{receiver=\"otlp\",reason=\"{reason}\"}} {n}\n"
         );
         assert!(page.contains(&series), "{series} in\n{page}");
     }

@@ -576,7 +576,7 @@ impl ReceiverConfig for Config {
                 }
                 Ok(text) => match from_annotations(&text, job, prefix) {
                     Ok(Some(sc)) => {
-                        tracing::info!(receiver = %name, target = %sc.static_configs[0].targets[0], path = %sc.metrics_path, "scraping the app as its Pod annotations ask");
+                        tracing::info!(receiver = %name, scrape_target = %sc.static_configs[0].targets[0], path = %sc.metrics_path, "scraping the app as its Pod annotations ask");
                         scrape_configs.push(sc);
                     }
                     Ok(None) => {

@@ -399,7 +399,7 @@ impl ScrapeTarget {
                 Err(e) => {
                     counters.refused.add(n);
                     counters.telemetry.record_dropped(n);
-                    warn!(target = %self.url, points = n, error = %e, "pipeline did not take a scrape; its points are dropped");
+                    warn!(scrape_target = %self.url, points = n, error = %e, "pipeline did not take a scrape; its points are dropped");
                 }
             }
         }
@@ -434,7 +434,7 @@ impl ScrapeTarget {
         let (mut request, up, scraped, post, added) = match result {
             Ok(t) => {
                 if let Some(since) = failing.take() {
-                    info!(target = %self.url, down_for = ?since.elapsed(), "target is back up");
+                    info!(scrape_target = %self.url, down_for = ?since.elapsed(), "target is back up");
                 }
                 (
                     t.request,
@@ -463,7 +463,7 @@ impl ScrapeTarget {
                     Some(last) => last.elapsed() >= LOG_EVERY,
                 };
                 if log {
-                    warn!(target = %self.url, job = %self.target.job, error = %e, "scrape failed; target is down");
+                    warn!(scrape_target = %self.url, job = %self.target.job, error = %e, "scrape failed; target is down");
                     *failing = Some(Instant::now());
                 }
                 let mut request = translate::empty_request(&self.target);
