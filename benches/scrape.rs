@@ -1,7 +1,8 @@
 //! Parsing and translating a scraped page of 10,000 samples (mixed counters, gauges,
-//! histograms and summaries), as the `prometheus` receiver does every scrape interval.
+//! histograms and summaries), as the `prometheus` receiver does every scrape interval, and
+//! refusing it for `sample_limit` (1,000), which stops at the first sample over the limit.
 //! Before the criterion runs it prints the bytes allocated per sample, counted by an
-//! instrumented allocator.
+//! instrumented allocator, and what the refused scrape allocates.
 
 use std::alloc::System;
 use std::hint::black_box;
@@ -30,19 +31,26 @@ fn target() -> Target {
     }
 }
 
+/// `sample_limit` of the refused-scrape case: a tenth of the page.
+const LIMIT: usize = SAMPLES / 10;
+
 fn opts() -> Options<'static> {
-    Options {
-        honor_labels: false,
-        honor_timestamps: true,
-        metric_relabel: &[],
-        sample_limit: 0,
-    }
+    Options::default()
 }
 
 /// One scrape's work on a warm tracker (the steady state).
 fn scrape(page: &str, tracker: &mut Tracker, target: &Target, time: i64) -> usize {
     let out = translate(page, Format::Prometheus, time, target, &opts(), tracker).unwrap();
     out.samples_scraped
+}
+
+/// A scrape refused for `sample_limit`.
+fn refused(page: &str, tracker: &mut Tracker, target: &Target, time: i64) -> bool {
+    let limited = Options {
+        sample_limit: LIMIT,
+        ..opts()
+    };
+    translate(page, Format::Prometheus, time, target, &limited, tracker).is_err()
 }
 
 fn report_allocations(page: &str) {
@@ -65,6 +73,16 @@ fn report_allocations(page: &str) {
         stats.allocations,
         stats.bytes_allocated as f64 / SAMPLES as f64
     );
+    let region = Region::new(GLOBAL);
+    assert!(refused(page, &mut tracker, &target, 3));
+    let limited = region.change();
+    println!(
+        "scrape/allocations/{SAMPLES}: refused at sample_limit {LIMIT}: {} bytes in {} allocations, all freed ({} bytes still held)",
+        limited.bytes_allocated,
+        limited.allocations,
+        limited.bytes_allocated as isize - limited.bytes_deallocated as isize
+            + limited.bytes_reallocated,
+    );
 }
 
 fn bench(c: &mut Criterion) {
@@ -82,6 +100,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             time += 15_000;
             scrape(black_box(&page), &mut tracker, &target, time)
+        })
+    });
+    g.bench_function(BenchmarkId::new("sample_limit", SAMPLES), |b| {
+        b.iter(|| {
+            time += 15_000;
+            refused(black_box(&page), &mut tracker, &target, time)
         })
     });
     g.finish();

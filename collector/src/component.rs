@@ -98,14 +98,26 @@ impl<S: crate::payload::Signal, E: Edit<S>> Processor<S> for MapProcessor<E> {
     fn run(self: Box<Self>, mut input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
         let mut edit = self.0;
         Box::pin(async move {
-            while let Some(mut batch) = input.recv().await {
+            while let Some((mut batch, hold)) = input.recv_held().await {
                 edit.edit(&mut batch);
-                let n = batch.len();
-                if output.send(batch).await.is_err() {
-                    tracing::error!(dropped_items = n, "next stage has shut down; dropped data");
-                }
+                forward(&output, batch, hold).await;
             }
         })
+    }
+}
+
+/// Sends `batch` on and frees its `hold`; if the next stage has shut down, the data
+/// is counted as dropped (through the hold) and logged.
+pub async fn forward<S: crate::payload::Signal>(
+    output: &Output<S>,
+    batch: crate::payload::Batch<S>,
+    hold: crate::pipe::Hold,
+) {
+    let n = batch.len();
+    match output.send(batch).await {
+        Ok(()) => hold.release(),
+        // Dropping the hold unreleased counts its items as lost.
+        Err(_) => tracing::error!(dropped_items = n, "next stage has shut down; dropped data"),
     }
 }
 

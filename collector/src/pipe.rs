@@ -6,32 +6,340 @@
 //! delivered everywhere or nowhere and a slow target slows its producers down instead of
 //! growing a queue.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::payload::{Batch, Signal};
 use crate::telemetry::Gauge;
 
+/// What a queue's capacity counts, as the Collector's `sending_queue.sizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sizer {
+    /// Encoded bytes of the batches (default): bounds memory.
+    #[default]
+    Bytes,
+    /// Spans, data points or log records.
+    Items,
+    /// Batches, whatever their size.
+    Requests,
+}
+
+/// A queue's bounds; a batch waits until it fits all of them. A batch larger than a
+/// whole bound takes all of it, so it can still pass through an empty queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limit {
+    /// Batches.
+    pub requests: Option<usize>,
+    /// Spans, data points or log records.
+    pub items: Option<usize>,
+    /// Encoded bytes.
+    pub bytes: Option<usize>,
+}
+
+impl Limit {
+    /// Bounded by encoded bytes only.
+    pub fn bytes(capacity: usize) -> Self {
+        Limit {
+            bytes: Some(capacity),
+            ..Limit::default()
+        }
+    }
+
+    pub fn requests(capacity: usize) -> Self {
+        Limit {
+            requests: Some(capacity),
+            ..Limit::default()
+        }
+    }
+
+    /// `capacity` in `sizer` units, and never more than `max_bytes` bytes.
+    pub fn sized(sizer: Sizer, capacity: usize, max_bytes: usize) -> Self {
+        match sizer {
+            Sizer::Bytes => Limit::bytes(capacity.min(max_bytes)),
+            Sizer::Items => Limit {
+                items: Some(capacity),
+                bytes: Some(max_bytes),
+                ..Limit::default()
+            },
+            Sizer::Requests => Limit {
+                requests: Some(capacity),
+                bytes: Some(max_bytes),
+                ..Limit::default()
+            },
+        }
+    }
+}
+
+/// The data held anywhere in the pipelines — queued, buffered by a processor, being
+/// sent — in encoded bytes and items, shared by every queue of a running service. The
+/// memory limiter decides from it; shutdown reports what was still held as dropped.
+#[derive(Debug, Default)]
+pub struct Account {
+    bytes: AtomicUsize,
+    items: AtomicUsize,
+    /// Items whose hold ended without being handed on or counted: lost.
+    lost: AtomicU64,
+}
+
+impl Account {
+    /// Encoded bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Items held now.
+    pub fn items(&self) -> usize {
+        self.items.load(Ordering::Relaxed)
+    }
+
+    /// Items lost so far (held, then dropped without being delivered or counted).
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+/// One queue's state, shared by its senders, its receiver and the holds it handed out.
+#[derive(Debug)]
+struct Queue {
+    /// Bounds items and bytes; requests are bounded by the channel's slots.
+    items: Option<Gate>,
+    bytes_gate: Option<Gate>,
+    /// Bytes of the holds from this queue still alive (queued or with the consumer).
+    bytes: AtomicUsize,
+    account: Arc<Account>,
+    /// Batches queued (not yet received), for self-metrics.
+    queued: Gauge,
+    /// Bytes queued (not yet received), for self-metrics.
+    queued_bytes: Gauge,
+}
+
+#[derive(Debug)]
+struct Gate {
+    semaphore: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl Gate {
+    fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, u32::MAX as usize >> 1);
+        Gate {
+            semaphore: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    fn units(&self, n: usize) -> u32 {
+        n.clamp(1, self.capacity) as u32
+    }
+
+    async fn acquire(&self, n: usize) -> Result<OwnedSemaphorePermit, SendError> {
+        Arc::clone(&self.semaphore)
+            .acquire_many_owned(self.units(n))
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+
+    fn try_acquire(&self, n: usize) -> Result<Option<OwnedSemaphorePermit>, SendError> {
+        match Arc::clone(&self.semaphore).try_acquire_many_owned(self.units(n)) {
+            Ok(p) => Ok(Some(p)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Ok(None),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(SendError::Closed),
+        }
+    }
+}
+
+/// The permits one batch holds on its queue's gates.
+#[derive(Debug, Default)]
+struct Permits {
+    items: Option<OwnedSemaphorePermit>,
+    bytes: Option<OwnedSemaphorePermit>,
+}
+
+impl Permits {
+    fn merge(&mut self, other: Permits) {
+        for (mine, theirs) in [
+            (&mut self.items, other.items),
+            (&mut self.bytes, other.bytes),
+        ] {
+            match (mine.as_mut(), theirs) {
+                (Some(m), Some(t)) => m.merge(t),
+                (None, t) => *mine = t,
+                (Some(_), None) => {}
+            }
+        }
+    }
+
+    fn split(&mut self, items: usize, bytes: usize) -> Permits {
+        let part = |p: &mut Option<OwnedSemaphorePermit>, n: usize| match p {
+            Some(_) if n == 0 => None,
+            Some(q) if n < q.num_permits() => q.split(n),
+            _ => p.take(),
+        };
+        Permits {
+            items: part(&mut self.items, items),
+            bytes: part(&mut self.bytes, bytes),
+        }
+    }
+}
+
+/// The claim a batch makes on its queue's capacity and on the [`Account`], from the
+/// moment it is queued until its consumer hands it on ([`Hold::release`]) or counts it
+/// delivered or dropped. A hold dropped without release is counted as lost, so no path
+/// can lose data silently.
+#[derive(Debug)]
+pub struct Hold {
+    queue: Option<Arc<Queue>>,
+    bytes: usize,
+    items: usize,
+    permits: Permits,
+    /// Holds from other queues merged into this one.
+    others: Vec<Hold>,
+    released: bool,
+}
+
+impl Hold {
+    /// A hold on nothing (data that entered no queue).
+    pub fn none() -> Self {
+        Hold {
+            queue: None,
+            bytes: 0,
+            items: 0,
+            permits: Permits::default(),
+            others: Vec::new(),
+            released: false,
+        }
+    }
+
+    fn new<S: Signal>(queue: &Arc<Queue>, batch: &Batch<S>, permits: Permits) -> Self {
+        let (bytes, items) = (batch.size(), batch.len());
+        queue.bytes.fetch_add(bytes, Ordering::Relaxed);
+        queue.account.bytes.fetch_add(bytes, Ordering::Relaxed);
+        queue.account.items.fetch_add(items, Ordering::Relaxed);
+        Hold {
+            queue: Some(Arc::clone(queue)),
+            bytes,
+            items,
+            permits,
+            others: Vec::new(),
+            released: false,
+        }
+    }
+
+    /// Items this hold covers.
+    pub fn items(&self) -> usize {
+        self.items + self.others.iter().map(Hold::items).sum::<usize>()
+    }
+
+    /// Takes `other` into this hold (a processor joining batches).
+    pub fn merge(&mut self, mut other: Hold) {
+        let same = match (&self.queue, &other.queue) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, _) => {
+                std::mem::swap(self, &mut other);
+                self.merge(other);
+                return;
+            }
+            (_, None) => {
+                other.released = true;
+                return;
+            }
+        };
+        if !same {
+            self.others.push(other);
+            return;
+        }
+        self.bytes += std::mem::take(&mut other.bytes);
+        self.items += std::mem::take(&mut other.items);
+        self.permits.merge(std::mem::take(&mut other.permits));
+        self.others.append(&mut other.others);
+        other.released = true;
+    }
+
+    /// Splits off a hold for `items` items and `bytes` bytes (a processor sending part
+    /// of what it holds); `self` keeps the rest.
+    pub fn split(&mut self, items: usize, bytes: usize) -> Hold {
+        let items = items.min(self.items);
+        let bytes = bytes.min(self.bytes);
+        self.items -= items;
+        self.bytes -= bytes;
+        // Units were rounded when acquired; the last part takes whatever is left.
+        let permits = if self.items == 0 && self.bytes == 0 {
+            std::mem::take(&mut self.permits)
+        } else {
+            self.permits.split(items, bytes)
+        };
+        Hold {
+            queue: self.queue.clone(),
+            bytes,
+            items,
+            permits,
+            others: Vec::new(),
+            released: false,
+        }
+    }
+
+    /// The data was handed on, delivered, or counted as dropped: free its room.
+    pub fn release(mut self) {
+        self.released = true;
+        for o in self.others.drain(..) {
+            o.release();
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let Some(q) = &self.queue else { return };
+        q.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        q.account.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        q.account.items.fetch_sub(self.items, Ordering::Relaxed);
+        if !self.released && self.items > 0 {
+            q.account
+                .lost
+                .fetch_add(self.items as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Queued<S: Signal> {
+    batch: Batch<S>,
+    hold: Hold,
+}
+
 /// The receiving end of a component's queue.
 pub struct Input<S: Signal> {
-    rx: mpsc::Receiver<Batch<S>>,
-    queued: Gauge,
+    rx: mpsc::Receiver<Queued<S>>,
+    queue: Arc<Queue>,
 }
 
 impl<S: Signal> Input<S> {
-    /// The next batch, or `None` once every producer has finished.
+    /// The next batch and its hold, or `None` once every producer has finished. The
+    /// hold keeps the batch's room taken until it is released.
+    pub async fn recv_held(&mut self) -> Option<(Batch<S>, Hold)> {
+        let q = self.rx.recv().await?;
+        self.queue.dequeued(&q.hold);
+        Some((q.batch, q.hold))
+    }
+
+    /// The next batch; its room is freed at once (for consumers that hand it on
+    /// immediately, and tests).
     pub async fn recv(&mut self) -> Option<Batch<S>> {
-        let batch = self.rx.recv().await?;
-        self.queued.add(-1);
+        let (batch, hold) = self.recv_held().await?;
+        hold.release();
         Some(batch)
     }
 
     /// A batch if one is waiting right now.
     pub fn try_recv(&mut self) -> Option<Batch<S>> {
-        let batch = self.rx.try_recv().ok()?;
-        self.queued.add(-1);
-        Some(batch)
+        let q = self.rx.try_recv().ok()?;
+        self.queue.dequeued(&q.hold);
+        q.hold.release();
+        Some(q.batch)
     }
 
     /// Batches waiting in the queue.
@@ -42,33 +350,123 @@ impl<S: Signal> Input<S> {
     pub fn is_empty(&self) -> bool {
         self.rx.is_empty()
     }
+
+    /// Bytes held from this queue: waiting in it or still with its consumer.
+    pub fn held_bytes(&self) -> usize {
+        self.queue.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The account this queue's holds count in.
+    pub fn account(&self) -> &Arc<Account> {
+        &self.queue.account
+    }
 }
 
 /// One producer's handle on a queue.
 pub struct Sender<S: Signal> {
-    tx: mpsc::Sender<Batch<S>>,
-    queued: Gauge,
+    tx: mpsc::Sender<Queued<S>>,
+    queue: Arc<Queue>,
 }
 
 impl<S: Signal> Clone for Sender<S> {
     fn clone(&self) -> Self {
         Sender {
             tx: self.tx.clone(),
-            queued: self.queued.clone(),
+            queue: Arc::clone(&self.queue),
         }
     }
 }
 
-/// A bounded queue of `capacity` batches; `queued` tracks its length for self-metrics.
+/// Slots of a queue bounded by bytes or items: enough never to be the limit in
+/// practice, allocated only as used.
+const UNSIZED_SLOTS: usize = 1 << 16;
+
+impl Queue {
+    fn dequeued(&self, hold: &Hold) {
+        self.queued.add(-1);
+        self.queued_bytes.add(-(hold.bytes as i64));
+    }
+}
+
+/// A bounded queue of `capacity` batches with its own account; `queued` tracks its
+/// length for self-metrics. For tests and simple uses.
 pub fn channel<S: Signal>(capacity: usize, queued: Gauge) -> (Sender<S>, Input<S>) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    channel_with(
+        Limit::requests(capacity),
+        queued,
+        Gauge::default(),
+        Arc::new(Account::default()),
+    )
+}
+
+/// A queue bounded by `limit`, whose holds count in `account`; `queued` and
+/// `queued_bytes` track the batches and bytes waiting in it.
+pub fn channel_with<S: Signal>(
+    limit: Limit,
+    queued: Gauge,
+    queued_bytes: Gauge,
+    account: Arc<Account>,
+) -> (Sender<S>, Input<S>) {
+    let slots = limit.requests.unwrap_or(UNSIZED_SLOTS).max(1);
+    let (tx, rx) = mpsc::channel(slots);
+    let queue = Arc::new(Queue {
+        items: limit.items.map(Gate::new),
+        bytes_gate: limit.bytes.map(Gate::new),
+        bytes: AtomicUsize::new(0),
+        account,
+        queued,
+        queued_bytes,
+    });
     (
         Sender {
             tx,
-            queued: queued.clone(),
+            queue: Arc::clone(&queue),
         },
-        Input { rx, queued },
+        Input { rx, queue },
     )
+}
+
+/// Room reserved in one queue: a slot and the batch's share of its bounds.
+struct Reserved<'a, S: Signal> {
+    slot: mpsc::Permit<'a, Queued<S>>,
+    permits: Permits,
+}
+
+impl<S: Signal> Sender<S> {
+    async fn reserve(&self, batch: &Batch<S>) -> Result<Reserved<'_, S>, SendError> {
+        let q = &self.queue;
+        let mut permits = Permits::default();
+        if let Some(g) = &q.items {
+            permits.items = Some(g.acquire(batch.len()).await?);
+        }
+        if let Some(g) = &q.bytes_gate {
+            permits.bytes = Some(g.acquire(batch.size()).await?);
+        }
+        let slot = self.tx.reserve().await.map_err(|_| SendError::Closed)?;
+        Ok(Reserved { slot, permits })
+    }
+
+    fn try_reserve(&self, batch: &Batch<S>) -> Result<Option<Reserved<'_, S>>, SendError> {
+        let q = &self.queue;
+        let mut permits = Permits::default();
+        if let Some(g) = &q.items {
+            match g.try_acquire(batch.len())? {
+                Some(p) => permits.items = Some(p),
+                None => return Ok(None),
+            }
+        }
+        if let Some(g) = &q.bytes_gate {
+            match g.try_acquire(batch.size())? {
+                Some(p) => permits.bytes = Some(p),
+                None => return Ok(None),
+            }
+        }
+        match self.tx.try_reserve() {
+            Ok(slot) => Ok(Some(Reserved { slot, permits })),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(SendError::Closed),
+            Err(mpsc::error::TrySendError::Full(())) => Ok(None),
+        }
+    }
 }
 
 /// Where a component's batches go: one or more queues.
@@ -106,11 +504,11 @@ impl<S: Signal> Output<S> {
 
     /// Delivers to every target, waiting as long as it takes for room.
     pub async fn send(&self, batch: Batch<S>) -> Result<(), SendError> {
-        let mut permits = Vec::with_capacity(self.targets.len());
+        let mut reserved = Vec::with_capacity(self.targets.len());
         for t in &self.targets {
-            permits.push(t.tx.reserve().await.map_err(|_| SendError::Closed)?);
+            reserved.push(t.reserve(&batch).await?);
         }
-        self.deliver(permits, batch);
+        self.deliver(reserved, batch);
         Ok(())
     }
 
@@ -118,37 +516,36 @@ impl<S: Signal> Output<S> {
     /// nowhere, so the caller can refuse the data and the client can retry it.
     pub async fn offer(&self, batch: Batch<S>, wait: Duration) -> Result<(), SendError> {
         let reserve = async {
-            let mut permits = Vec::with_capacity(self.targets.len());
+            let mut reserved = Vec::with_capacity(self.targets.len());
             for t in &self.targets {
-                let permit = match t.tx.try_reserve() {
-                    Ok(p) => p,
-                    Err(mpsc::error::TrySendError::Closed(())) => return Err(SendError::Closed),
-                    Err(mpsc::error::TrySendError::Full(())) => {
-                        t.tx.reserve().await.map_err(|_| SendError::Closed)?
-                    }
+                let r = match t.try_reserve(&batch)? {
+                    Some(r) => r,
+                    None => t.reserve(&batch).await?,
                 };
-                permits.push(permit);
+                reserved.push(r);
             }
-            Ok(permits)
+            Ok(reserved)
         };
-        let permits = tokio::time::timeout(wait, reserve)
+        let reserved = tokio::time::timeout(wait, reserve)
             .await
             .map_err(|_| SendError::Full)??;
-        self.deliver(permits, batch);
+        self.deliver(reserved, batch);
         Ok(())
     }
 
-    fn deliver(&self, permits: Vec<mpsc::Permit<'_, Batch<S>>>, batch: Batch<S>) {
-        let last = permits.len().saturating_sub(1);
+    fn deliver(&self, reserved: Vec<Reserved<'_, S>>, batch: Batch<S>) {
+        let last = reserved.len().saturating_sub(1);
         let mut batch = Some(batch);
-        for (i, (permit, target)) in permits.into_iter().zip(&self.targets).enumerate() {
+        for (i, (r, target)) in reserved.into_iter().zip(&self.targets).enumerate() {
             let b = if i == last {
                 batch.take().unwrap_or_default()
             } else {
                 batch.clone().unwrap_or_default()
             };
-            target.queued.add(1);
-            permit.send(b);
+            let hold = Hold::new(&target.queue, &b, r.permits);
+            target.queue.queued.add(1);
+            target.queue.queued_bytes.add(hold.bytes as i64);
+            r.slot.send(Queued { batch: b, hold });
         }
     }
 }
@@ -235,5 +632,110 @@ mod tests {
         rx.recv().await.unwrap();
         assert!(rx.recv().await.is_none());
         assert_eq!(g.get(), 0);
+    }
+
+    fn spans(n: usize) -> Traces {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use prost::Message;
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "x".repeat(100),
+            ..Span::default()
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span; n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        Traces::from_encoded(Bytes::from(req.encode_to_vec())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_byte_bound_pushes_back_and_holds_count_until_released() {
+        let account = Arc::new(Account::default());
+        let bytes = Gauge::default();
+        let one = spans(10);
+        let size = one.size();
+        let (tx, mut rx) = channel_with::<TracesSignal>(
+            Limit::bytes(size * 2),
+            Gauge::default(),
+            bytes.clone(),
+            Arc::clone(&account),
+        );
+        let out = Output::new(vec![tx]);
+        out.offer(spans(10), Duration::ZERO).await.unwrap();
+        out.offer(spans(10), Duration::ZERO).await.unwrap();
+        assert_eq!(account.bytes(), size * 2);
+        assert_eq!(bytes.get(), (size * 2) as i64);
+        // Full in bytes, though only two batches wait.
+        assert_eq!(
+            out.offer(spans(10), Duration::from_millis(10)).await,
+            Err(SendError::Full)
+        );
+        // A received batch keeps its room until its hold is released.
+        let (_, hold) = rx.recv_held().await.unwrap();
+        assert_eq!(bytes.get(), size as i64);
+        assert_eq!(account.bytes(), size * 2);
+        assert!(out
+            .offer(spans(10), Duration::from_millis(10))
+            .await
+            .is_err());
+        hold.release();
+        assert_eq!(account.bytes(), size);
+        out.offer(spans(10), Duration::ZERO).await.unwrap();
+        assert_eq!(account.lost(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_hold_dropped_undelivered_counts_its_items_as_lost() {
+        let account = Arc::new(Account::default());
+        let (tx, mut rx) = channel_with::<TracesSignal>(
+            Limit::bytes(1 << 20),
+            Gauge::default(),
+            Gauge::default(),
+            Arc::clone(&account),
+        );
+        let out = Output::new(vec![tx]);
+        out.send(spans(3)).await.unwrap();
+        out.send(spans(4)).await.unwrap();
+        let (_, mut first) = rx.recv_held().await.unwrap();
+        let (_, second) = rx.recv_held().await.unwrap();
+        first.merge(second);
+        assert_eq!(first.items(), 7);
+        let part = first.split(3, 0);
+        part.release();
+        drop(first);
+        assert_eq!(account.lost(), 4);
+        // Batches still queued when the queue goes away are lost too.
+        out.send(spans(5)).await.unwrap();
+        drop(out);
+        drop(rx);
+        assert_eq!(account.lost(), 9);
+        assert_eq!(account.items(), 0);
+        assert_eq!(account.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_queue_passes_an_empty_queue() {
+        let (tx, mut rx) = channel_with::<TracesSignal>(
+            Limit::bytes(10),
+            Gauge::default(),
+            Gauge::default(),
+            Arc::new(Account::default()),
+        );
+        let out = Output::new(vec![tx]);
+        out.offer(spans(10), Duration::ZERO).await.unwrap();
+        assert!(out
+            .offer(spans(1), Duration::from_millis(10))
+            .await
+            .is_err());
+        rx.recv().await.unwrap();
+        out.offer(spans(1), Duration::ZERO).await.unwrap();
     }
 }

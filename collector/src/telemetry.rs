@@ -82,6 +82,8 @@ pub struct Telemetry {
 struct Inner {
     families: Mutex<Vec<Family>>,
     dropped: Arc<AtomicU64>,
+    /// What the pipelines hold, in bytes and items; lost holds count as dropped.
+    account: Arc<crate::pipe::Account>,
     /// Labels on every series, sorted by name (see [`Telemetry::set_const_labels`]).
     const_labels: Mutex<Vec<(String, String)>>,
 }
@@ -172,6 +174,7 @@ impl Telemetry {
             inner: Arc::new(Inner {
                 families: Mutex::new(Vec::new()),
                 dropped: Arc::new(AtomicU64::new(0)),
+                account: Arc::new(crate::pipe::Account::default()),
                 const_labels: Mutex::new(Vec::new()),
             }),
         };
@@ -285,9 +288,16 @@ impl Telemetry {
         self.inner.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Items dropped since start, over all components.
+    /// Items dropped since start, over all components: those counted where they were
+    /// dropped, and those whose hold in a queue ended without delivery (see
+    /// [`crate::pipe::Hold`]).
     pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.inner.dropped.load(Ordering::Relaxed) + self.inner.account.lost()
+    }
+
+    /// The account every queue of this service counts its data in.
+    pub fn account(&self) -> &Arc<crate::pipe::Account> {
+        &self.inner.account
     }
 
     /// Labels put on every series when rendered (and in [`Telemetry::snapshot`]), before

@@ -36,10 +36,12 @@ use crate::component::{
 use crate::exporter::{self, Deadline, Export, ExportSettings, ExporterMetrics};
 use crate::payload::{LogsSignal, MetricsSignal, Signal, TracesSignal};
 use crate::pipe::{self, Output, Sender, StopTrigger};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Gauge, Telemetry};
 
 /// Batches waiting in front of each processor.
-const PROCESSOR_QUEUE: usize = 64;
+/// Bytes (encoded) that may wait in front of each processor, including what the
+/// processor holds (the batch processor's buffer counts here until it sends it on).
+const PROCESSOR_QUEUE_BYTES: usize = 8 << 20;
 
 struct PlannedReceiver {
     id: ComponentId,
@@ -607,19 +609,26 @@ fn start_exporter<S: Route>(
     };
     let t = &svc.telemetry;
     let labels = [("exporter", name), ("data_type", S::KIND.as_str())];
-    let queued = t.gauge(
+    // The queue's size and capacity are in its sizer's units, as in the Collector:
+    // bytes by default, batches for the requests sizer.
+    let size = t.gauge(
         "otelcol_exporter_queue_size",
-        "Current size of the retry queue (in batches).",
+        "Current size of the retry queue (in the units of its sizer: bytes by default).",
         &labels,
     );
     let capacity = settings.capacity();
     t.gauge(
         "otelcol_exporter_queue_capacity",
-        "Fixed capacity of the retry queue (in batches).",
+        "Fixed capacity of the retry queue (in the units of its sizer).",
         &labels,
     )
     .set(capacity as i64);
-    let (tx, rx) = pipe::channel::<S>(capacity, queued);
+    let (batches, bytes) = match settings.queue.effective_sizer() {
+        pipe::Sizer::Bytes => (Gauge::default(), size),
+        _ => (size, Gauge::default()),
+    };
+    let (tx, rx) =
+        pipe::channel_with::<S>(settings.queue.limit(), batches, bytes, t.account().clone());
     let metrics = ExporterMetrics::new::<S>(t, name);
     let task: Task = Box::pin(exporter::run_queue(
         export,
@@ -666,7 +675,17 @@ fn wire_pipeline<S: Route>(
             "Batches waiting in front of a processor.",
             &labels,
         );
-        let (tx, rx) = pipe::channel::<S>(PROCESSOR_QUEUE, queued);
+        let queued_bytes = telemetry.gauge(
+            "sidekick_processor_queue_bytes",
+            "Encoded bytes waiting in front of a processor.",
+            &labels,
+        );
+        let (tx, rx) = pipe::channel_with::<S>(
+            pipe::Limit::bytes(PROCESSOR_QUEUE_BYTES),
+            queued,
+            queued_bytes,
+            telemetry.account().clone(),
+        );
         svc.processors.push(processor.run(rx, Output::new(next)));
         next = vec![tx];
     }
@@ -750,30 +769,41 @@ impl Service {
         health.set_ready(false);
         stop_receivers.fire();
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
-        let drain = async {
-            while receiver_tasks.join_next().await.is_some() {}
-            while processor_tasks.join_next().await.is_some() {}
-            while exporter_tasks.join_next().await.is_some() {}
-        };
-        tokio::pin!(drain);
-        if tokio::time::timeout_at(deadline, &mut drain).await.is_err() {
-            warn!("shutdown deadline passed; dropping what is still queued");
-            deadline_trigger.fire();
-            // Exporters now count what is left and return; receivers and processors
-            // finish as soon as their outputs stop blocking.
-            if tokio::time::timeout(Duration::from_secs(5), &mut drain)
-                .await
-                .is_err()
-            {
-                warn!("components did not stop within 5s after the deadline; exiting anyway");
+        {
+            let drain = async {
+                while receiver_tasks.join_next().await.is_some() {}
+                while processor_tasks.join_next().await.is_some() {}
+                while exporter_tasks.join_next().await.is_some() {}
+            };
+            tokio::pin!(drain);
+            if tokio::time::timeout_at(deadline, &mut drain).await.is_err() {
+                warn!("shutdown deadline passed; dropping what is still queued");
+                deadline_trigger.fire();
+                // Exporters now count what is left and return; receivers and processors
+                // finish as soon as their outputs stop blocking.
+                if tokio::time::timeout(Duration::from_secs(5), &mut drain)
+                    .await
+                    .is_err()
+                {
+                    warn!("components did not stop within 5s after the deadline; stopping them");
+                }
             }
         }
+        // Whatever is still running is stopped now, so that every batch it held is
+        // dropped here and counted (a hold dropped undelivered counts as lost).
+        receiver_tasks.shutdown().await;
+        processor_tasks.shutdown().await;
+        exporter_tasks.shutdown().await;
         stop_admin.fire();
         while admin_tasks.join_next().await.is_some() {}
+        let account = telemetry.account();
+        let lost = account.lost();
         let dropped = telemetry.dropped();
         if dropped > 0 {
             tracing::error!(
                 dropped_items = dropped,
+                of_which_held_in_queues_or_buffers = lost,
+                still_held_items = account.items(),
                 "stopped; some accepted data was dropped"
             );
         } else {
@@ -856,6 +886,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 queue: QueueSettings::default(),
                 retry: RetrySettings::default(),
+                max_request_bytes: None,
             }
         }
 

@@ -21,7 +21,7 @@ use tracing::{error, warn};
 
 use crate::component::BoxFuture;
 use crate::payload::{Batch, Signal};
-use crate::pipe::Input;
+use crate::pipe::{Input, Limit, Sizer};
 use crate::telemetry::{Counter, LogBurst, Telemetry};
 
 /// Sends one batch of one signal to a backend.
@@ -46,9 +46,15 @@ pub enum ExportError {
         message: String,
         retry_after: Option<Duration>,
     },
-    /// Trying again cannot help (bad request, unauthorised, …).
+    /// Trying again cannot help, whatever is sent (unauthorised, not found, …): the
+    /// batch is dropped and counted.
     #[error("{message}")]
     Permanent { message: String },
+    /// The backend refused this data (bad request, too large). Some item in it may be
+    /// at fault: the helper splits the batch and sends the halves, so only items that
+    /// are refused on their own are dropped.
+    #[error("{message}")]
+    Rejected { message: String },
 }
 
 impl ExportError {
@@ -64,6 +70,12 @@ impl ExportError {
             message: message.into(),
         }
     }
+
+    pub fn rejected(message: impl Into<String>) -> Self {
+        ExportError::Rejected {
+            message: message.into(),
+        }
+    }
 }
 
 /// `sending_queue`, as in the OpenTelemetry Collector.
@@ -74,16 +86,52 @@ pub struct QueueSettings {
     pub enabled: bool,
     /// Batches sent concurrently. Default 10.
     pub num_consumers: usize,
-    /// Batches waiting to be sent. Default 1000.
-    pub queue_size: usize,
+    /// What `queue_size` counts: `bytes` (encoded, the default here), `items` or
+    /// `requests` (batches). A `queue_size` given without `sizer` counts requests, as
+    /// in the Collector.
+    pub sizer: Option<Sizer>,
+    /// Capacity, in `sizer` units. Default 16 MiB of encoded data. Batches being sent
+    /// count until they are done, so this bounds the exporter's memory.
+    pub queue_size: Option<usize>,
 }
+
+/// Default exporter queue: 16 MiB of encoded data.
+pub const DEFAULT_QUEUE_BYTES: usize = 16 << 20;
+
+/// Whatever the sizer, no exporter queue holds more than this many bytes.
+pub const MAX_QUEUE_BYTES: usize = 256 << 20;
 
 impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
             enabled: true,
             num_consumers: 10,
-            queue_size: 1000,
+            sizer: None,
+            queue_size: None,
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The queue's bounds.
+    pub fn limit(&self) -> Limit {
+        if !self.enabled {
+            return Limit::sized(Sizer::Requests, 1, MAX_QUEUE_BYTES);
+        }
+        match (self.sizer, self.queue_size) {
+            (None, None) => Limit::bytes(DEFAULT_QUEUE_BYTES),
+            (None, Some(n)) => Limit::sized(Sizer::Requests, n, MAX_QUEUE_BYTES),
+            (Some(Sizer::Bytes), n) => Limit::bytes(n.unwrap_or(DEFAULT_QUEUE_BYTES)),
+            (Some(sizer), n) => Limit::sized(sizer, n.unwrap_or(1000), MAX_QUEUE_BYTES),
+        }
+    }
+
+    /// The sizer `queue_size` is counted in.
+    pub fn effective_sizer(&self) -> Sizer {
+        match (self.sizer, self.queue_size) {
+            (Some(s), _) => s,
+            (None, Some(_)) => Sizer::Requests,
+            (None, None) => Sizer::Bytes,
         }
     }
 }
@@ -125,6 +173,9 @@ pub struct ExportSettings {
     pub timeout: Duration,
     pub queue: QueueSettings,
     pub retry: RetrySettings,
+    /// Largest request sent, in encoded bytes: larger batches are split first; an item
+    /// larger on its own is dropped and counted. `None`: no limit.
+    pub max_request_bytes: Option<usize>,
 }
 
 impl ExportSettings {
@@ -136,19 +187,21 @@ impl ExportSettings {
             queue: QueueSettings {
                 enabled: true,
                 num_consumers: 1,
-                queue_size: 100,
+                sizer: Some(Sizer::Bytes),
+                queue_size: Some(DEFAULT_QUEUE_BYTES),
             },
             retry: RetrySettings {
                 enabled: false,
                 ..RetrySettings::default()
             },
+            max_request_bytes: None,
         }
     }
 
     pub fn validate(&self) -> Vec<crate::component::FieldError> {
         use crate::component::FieldError;
         let mut out = Vec::new();
-        if self.queue.enabled && self.queue.queue_size == 0 {
+        if self.queue.enabled && self.queue.queue_size == Some(0) {
             out.push(FieldError::new(
                 "sending_queue.queue_size",
                 "must be at least 1",
@@ -175,12 +228,15 @@ impl ExportSettings {
         out
     }
 
+    /// The queue's capacity in its sizer's units, for self-metrics.
     pub fn capacity(&self) -> usize {
-        if self.queue.enabled {
-            self.queue.queue_size
-        } else {
-            1
+        let l = self.queue.limit();
+        match self.queue.effective_sizer() {
+            Sizer::Bytes => l.bytes,
+            Sizer::Items => l.items,
+            Sizer::Requests => l.requests,
         }
+        .unwrap_or(0)
     }
 
     fn consumers(&self) -> usize {
@@ -274,18 +330,20 @@ pub async fn run_queue<S: Signal>(
             p = Arc::clone(&consumers).acquire_owned() => p.expect("semaphore is never closed"),
             _ = deadline.passed() => break,
         };
-        let batch = tokio::select! {
-            b = input.recv() => b,
+        let received = tokio::select! {
+            b = input.recv_held() => b,
             _ = deadline.passed() => break,
         };
-        let Some(batch) = batch else { break };
+        let Some((batch, hold)) = received else { break };
         let exporter = Arc::clone(&exporter);
         let settings = Arc::clone(&settings);
         let metrics = metrics.clone();
         let name = name.clone();
         let deadline = deadline.clone();
         in_flight.spawn(async move {
-            send_with_retry(&*exporter, &batch, &settings, &metrics, &name, deadline).await;
+            // The batch keeps its room in the queue until it is sent or counted.
+            deliver(&*exporter, batch, &settings, &metrics, &name, deadline).await;
+            hold.release();
             drop(permit);
         });
         // Reap finished sends so the set does not grow.
@@ -303,6 +361,50 @@ pub async fn run_queue<S: Signal>(
     }
 }
 
+/// Sends `batch` in requests of at most `max_request_bytes`, and isolates items a
+/// backend rejects: a rejected request is split in halves that are sent on their own,
+/// down to single items, so one bad item costs only itself. Every item ends sent or
+/// counted as dropped.
+async fn deliver<S: Signal>(
+    exporter: &dyn Export<S>,
+    batch: Batch<S>,
+    settings: &ExportSettings,
+    metrics: &ExporterMetrics,
+    name: &str,
+    deadline: Deadline,
+) {
+    let mut work = vec![batch];
+    while let Some(mut batch) = work.pop() {
+        let too_big = settings
+            .max_request_bytes
+            .is_some_and(|max| batch.size() > max);
+        let rejected = if too_big {
+            Some(format!(
+                "request of {} bytes is over the {}-byte limit",
+                batch.size(),
+                settings.max_request_bytes.unwrap_or(0)
+            ))
+        } else {
+            send_with_retry(exporter, &batch, settings, metrics, name, deadline.clone()).await
+        };
+        let Some(message) = rejected else { continue };
+        if batch.len() > 1 {
+            let second = batch.split_off(batch.len() / 2);
+            // Last in, first out: the first half goes next, keeping the order.
+            work.push(second);
+            work.push(batch);
+            continue;
+        }
+        metrics.dropped(batch.len());
+        if let Some(held_back) = metrics.drop_log.check() {
+            error!(exporter = %name, error = %message, dropped_items = batch.len(), similar_lines_held_back = held_back, "backend refused an item; dropped it");
+        }
+    }
+}
+
+/// Sends one request, retrying as configured. Returns the backend's message when it
+/// rejected the data itself (for [`deliver`] to split); every other outcome is counted
+/// here.
 async fn send_with_retry<S: Signal>(
     exporter: &dyn Export<S>,
     batch: &Batch<S>,
@@ -310,7 +412,7 @@ async fn send_with_retry<S: Signal>(
     metrics: &ExporterMetrics,
     name: &str,
     mut deadline: Deadline,
-) {
+) -> Option<String> {
     let started = Instant::now();
     let retry = &settings.retry;
     let mut interval = retry.initial_interval.get();
@@ -325,7 +427,7 @@ async fn send_with_retry<S: Signal>(
             _ = deadline.passed() => {
                 metrics.dropped(batch.len());
                 error!(exporter = %name, dropped_items = batch.len(), "shutdown deadline passed during export; dropped data");
-                return;
+                return None;
             }
         };
         let (message, retry_after) = match result {
@@ -338,14 +440,15 @@ async fn send_with_retry<S: Signal>(
                         warn!(exporter = %name, rejected_items = rejected, reason = %delivered.reason, similar_lines_held_back = held_back, "backend rejected part of a batch");
                     }
                 }
-                return;
+                return None;
             }
+            Err(ExportError::Rejected { message }) => return Some(message),
             Err(ExportError::Permanent { message }) => {
                 metrics.dropped(batch.len());
                 if let Some(held_back) = metrics.drop_log.check() {
                     error!(exporter = %name, error = %message, dropped_items = batch.len(), similar_lines_held_back = held_back, "export failed permanently; dropped data");
                 }
-                return;
+                return None;
             }
             Err(ExportError::Retryable {
                 message,
@@ -360,7 +463,7 @@ async fn send_with_retry<S: Signal>(
             if let Some(held_back) = metrics.drop_log.check() {
                 error!(exporter = %name, error = %message, attempts, dropped_items = batch.len(), similar_lines_held_back = held_back, "export failed, no more retries; dropped data");
             }
-            return;
+            return None;
         }
         if let Some(held_back) = metrics.retry_log.check() {
             warn!(exporter = %name, error = %message, retry_in = ?wait, similar_lines_held_back = held_back, "export failed, will retry");
@@ -370,7 +473,7 @@ async fn send_with_retry<S: Signal>(
             _ = deadline.passed() => {
                 metrics.dropped(batch.len());
                 error!(exporter = %name, dropped_items = batch.len(), "shutdown deadline passed while retrying; dropped data");
-                return;
+                return None;
             }
         }
         interval = interval

@@ -5,7 +5,7 @@ use prost::Message;
 
 use super::*;
 use crate::payload::{Traces, TracesSignal};
-use crate::pipe::{channel, Output};
+use crate::pipe::{channel_with, Output};
 use crate::telemetry::Gauge;
 
 /// Answers each attempt from a script, then succeeds.
@@ -54,7 +54,14 @@ fn spans(n: usize) -> Traces {
     let req = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
-                spans: vec![Span::default(); n],
+                spans: vec![
+                    Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        ..Span::default()
+                    };
+                    n
+                ],
                 ..Default::default()
             }],
             ..Default::default()
@@ -71,6 +78,7 @@ fn settings() -> ExportSettings {
             randomization_factor: 0.0,
             ..RetrySettings::default()
         },
+        max_request_bytes: None,
     }
 }
 
@@ -85,7 +93,12 @@ struct Harness {
 fn start(exporter: Arc<dyn Export<TracesSignal>>, settings: ExportSettings) -> Harness {
     let telemetry = Telemetry::new();
     let metrics = ExporterMetrics::new::<TracesSignal>(&telemetry, "test");
-    let (tx, rx) = channel::<TracesSignal>(settings.capacity(), Gauge::default());
+    let (tx, rx) = channel_with::<TracesSignal>(
+        settings.queue.limit(),
+        Gauge::default(),
+        Gauge::default(),
+        telemetry.account().clone(),
+    );
     let (trigger, deadline) = deadline_pair();
     let task = tokio::spawn(run_queue(
         exporter,
@@ -211,4 +224,101 @@ async fn partial_success_counts_rejected_items() {
     assert_eq!(h.metrics.sent.get(), 3);
     assert_eq!(h.metrics.send_failed.get(), 2);
     assert_eq!(h.telemetry.dropped(), 2);
+}
+
+/// Refuses any request that holds a span named `bad`, as a backend validating its
+/// input would; records the spans of every request it accepted, and every size.
+#[derive(Default)]
+struct Picky {
+    accepted: Mutex<Vec<String>>,
+    sizes: Mutex<Vec<usize>>,
+}
+
+impl Export<TracesSignal> for Picky {
+    fn export<'a>(&'a self, batch: &'a Traces) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        self.sizes.lock().unwrap().push(batch.size());
+        let names: Vec<String> = batch
+            .to_request()
+            .unwrap()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.clone())
+            .collect();
+        let result = if names.iter().any(|n| n == "bad") {
+            Err(ExportError::rejected("400: invalid span"))
+        } else {
+            self.accepted.lock().unwrap().extend(names);
+            Ok(Delivered::default())
+        };
+        Box::pin(async move { result })
+    }
+}
+
+fn named(names: &[&str]) -> Traces {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: names
+                    .iter()
+                    .map(|n| Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        name: n.to_string(),
+                        ..Span::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Traces::from_encoded(Bytes::from(req.encode_to_vec())).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_batch_is_split_so_only_the_bad_item_is_dropped() {
+    let exporter = Arc::new(Picky::default());
+    let h = start(exporter.clone(), settings());
+    let names: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+    let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+    all.insert(37, "bad");
+    h.send(named(&all)).await;
+    let h = h.finish().await;
+    assert_eq!(h.metrics.sent.get(), 100);
+    assert_eq!(h.metrics.send_failed.get(), 1);
+    assert_eq!(h.telemetry.dropped(), 1);
+    // Every good span arrived once, in order.
+    assert_eq!(*exporter.accepted.lock().unwrap(), names);
+    // Bisecting costs about two requests per halving, not one per span.
+    assert!(exporter.sizes.lock().unwrap().len() < 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_are_cut_below_the_size_limit() {
+    let exporter = Arc::new(Picky::default());
+    let mut s = settings();
+    let one = named(&["x"]).size();
+    s.max_request_bytes = Some(one * 10);
+    let h = start(exporter.clone(), s);
+    let names: Vec<String> = (0..95).map(|i| format!("s{i:02}")).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    h.send(named(&all)).await;
+    let h = h.finish().await;
+    assert_eq!(h.metrics.sent.get(), 95);
+    assert_eq!(*exporter.accepted.lock().unwrap(), names);
+    let sizes = exporter.sizes.lock().unwrap().clone();
+    assert!(sizes.iter().all(|&n| n <= one * 10), "{sizes:?}");
+    // A single item over the limit is dropped and counted, never sent.
+    let exporter = Arc::new(Picky::default());
+    let mut s = settings();
+    s.max_request_bytes = Some(10);
+    let h = start(exporter.clone(), s);
+    h.send(named(&["a", "b"])).await;
+    let h = h.finish().await;
+    assert_eq!(h.metrics.send_failed.get(), 2);
+    assert!(exporter.sizes.lock().unwrap().is_empty());
 }

@@ -6,6 +6,7 @@
 //! batching appends chunks, splitting rewrites at most one resource, and fan-out to
 //! several exporters clones reference-counted bytes.
 
+pub mod validate;
 pub mod wire;
 
 use std::fmt;
@@ -209,6 +210,8 @@ struct Decoded<S: Signal> {
     request: S::Request,
     /// The encoding, made at most once however many exporters ask.
     encoded: OnceLock<Bytes>,
+    /// The encoded size, computed at most once (queues bound their bytes with it).
+    size: OnceLock<usize>,
 }
 
 impl<S: Signal> Clone for Decoded<S> {
@@ -216,6 +219,7 @@ impl<S: Signal> Clone for Decoded<S> {
         Decoded {
             request: self.request.clone(),
             encoded: OnceLock::new(),
+            size: OnceLock::new(),
         }
     }
 }
@@ -273,14 +277,18 @@ impl<S: Signal> Batch<S> {
             repr: Repr::Decoded(Arc::new(Decoded {
                 request,
                 encoded: OnceLock::new(),
+                size: OnceLock::new(),
             })),
             items,
         }
     }
 
-    /// Wraps an encoded export request after checking its framing and counting its items.
+    /// Wraps an encoded export request after checking it against the OTLP schema and
+    /// counting its items in the same walk. Every receiver path comes through here, so a
+    /// request with one bad item is refused whole, before it can join other clients'
+    /// data in a batch (see [`validate`] for the rules and why not a partial success).
     pub fn from_encoded(body: Bytes) -> Result<Self, WireError> {
-        let items = S::SCHEMA.count(&body)?;
+        let items = validate::check(S::KIND, &body)?;
         let chunks = if body.is_empty() {
             Vec::new()
         } else {
@@ -317,6 +325,15 @@ impl<S: Signal> Batch<S> {
                     vec![bytes]
                 }
             }
+        }
+    }
+
+    /// Bytes this batch stands for in queues and the memory account: its encoded size,
+    /// computed once for a decoded batch (without encoding it).
+    pub fn size(&self) -> usize {
+        match &self.repr {
+            Repr::Encoded(chunks) => chunks.iter().map(|(b, _)| b.len()).sum(),
+            Repr::Decoded(d) => *d.size.get_or_init(|| d.request.encoded_len()),
         }
     }
 
@@ -366,12 +383,14 @@ impl<S: Signal> Batch<S> {
             self.repr = Repr::Decoded(Arc::new(Decoded {
                 request,
                 encoded: OnceLock::new(),
+                size: OnceLock::new(),
             }));
         }
         match &mut self.repr {
             Repr::Decoded(d) => {
                 let d = Arc::make_mut(d);
                 d.encoded = OnceLock::new();
+                d.size = OnceLock::new();
                 Ok(&mut d.request)
             }
             Repr::Encoded(_) => unreachable!("decoded above"),
@@ -386,6 +405,7 @@ impl<S: Signal> Batch<S> {
             Repr::Decoded(d) => {
                 let d = Arc::make_mut(d);
                 d.encoded = OnceLock::new();
+                d.size = OnceLock::new();
                 S::resources_mut(&mut d.request, &mut |r| {
                     f(r.get_or_insert_with(Resource::default))
                 });
@@ -419,6 +439,7 @@ impl<S: Signal> Batch<S> {
                     .unwrap_or_else(|shared| shared.request.clone());
                 let mine = Arc::make_mut(mine);
                 mine.encoded = OnceLock::new();
+                mine.size = OnceLock::new();
                 S::merge(&mut mine.request, theirs);
             }
             (Repr::Encoded(mine), theirs) => mine.extend(counted_chunks(theirs, other.items)),

@@ -5,7 +5,8 @@
 //! list of scope messages, each with a list of items (spans, log records; for metrics one
 //! level more: metric → data → data points). A [`Schema`] names the field numbers of
 //! those lists, and everything here walks them. Fields outside the lists (resource,
-//! scope, schema URLs, metric names) are copied as raw bytes.
+//! scope, schema URLs, metric names) are copied as raw bytes. Checking every field
+//! against the OTLP schema is [`super::validate`]'s job, on top of [`Fields`].
 
 use bytes::{BufMut, Bytes};
 
@@ -41,10 +42,10 @@ pub struct WireError {
     pub reason: &'static str,
 }
 
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const FIXED32: u8 = 5;
+pub(crate) const VARINT: u8 = 0;
+pub(crate) const FIXED64: u8 = 1;
+pub(crate) const LEN: u8 = 2;
+pub(crate) const FIXED32: u8 = 5;
 
 /// One field of a message: its number, wire type, the byte range of the whole field
 /// (tag included) and, for length-delimited fields, of its payload.
@@ -78,17 +79,39 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(value);
+/// Why a varint could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VarintError {
+    Truncated,
+    /// More than ten bytes, or a tenth byte with bits past the 64th: prost refuses these,
+    /// so they are refused here too rather than wrapped into a different number.
+    TooLong,
+}
+
+impl VarintError {
+    fn reason(self, truncated: &'static str) -> &'static str {
+        match self {
+            VarintError::Truncated => truncated,
+            VarintError::TooLong => "varint longer than 64 bits",
         }
     }
-    None
+}
+
+/// Reads one varint at `pos`, moving `pos` past it.
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, VarintError> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*pos).ok_or(VarintError::Truncated)?;
+        *pos += 1;
+        if shift == 63 && byte > 1 {
+            return Err(VarintError::TooLong);
+        }
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(value);
+        }
+    }
+    Err(VarintError::TooLong)
 }
 
 impl Iterator for Fields<'_> {
@@ -101,9 +124,12 @@ impl Iterator for Fields<'_> {
         let start = self.pos;
         let mut pos = self.pos;
         let result = (|| {
-            let tag = read_varint(self.buf, &mut pos).ok_or(self.fail(start, "truncated tag"))?;
-            let number =
-                u32::try_from(tag >> 3).map_err(|_| self.fail(start, "field number too large"))?;
+            let tag = read_varint(self.buf, &mut pos)
+                .map_err(|e| self.fail(start, e.reason("truncated tag")))?;
+            // As in prost: the tag is a u32, so field numbers stop at 2^29 - 1.
+            let number = u32::try_from(tag)
+                .map(|tag| tag >> 3)
+                .map_err(|_| self.fail(start, "field number too large"))?;
             if number == 0 {
                 return Err(self.fail(start, "field number 0"));
             }
@@ -112,7 +138,8 @@ impl Iterator for Fields<'_> {
             match wire_type {
                 VARINT => {
                     payload_start = pos;
-                    read_varint(self.buf, &mut pos).ok_or(self.fail(start, "truncated varint"))?;
+                    read_varint(self.buf, &mut pos)
+                        .map_err(|e| self.fail(start, e.reason("truncated varint")))?;
                 }
                 FIXED64 | FIXED32 => {
                     payload_start = pos;
@@ -123,7 +150,7 @@ impl Iterator for Fields<'_> {
                 }
                 LEN => {
                     let len = read_varint(self.buf, &mut pos)
-                        .ok_or(self.fail(start, "truncated length"))?;
+                        .map_err(|e| self.fail(start, e.reason("truncated length")))?;
                     payload_start = pos;
                     let len =
                         usize::try_from(len).map_err(|_| self.fail(start, "length too large"))?;

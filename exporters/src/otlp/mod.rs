@@ -54,6 +54,9 @@ pub struct Config {
     pub timeout: ConfigDuration,
     pub sending_queue: QueueSettings,
     pub retry_on_failure: RetrySettings,
+    /// Largest request sent, in bytes before compression; larger batches are split.
+    /// Default 4 MiB, gRPC's default receive limit.
+    pub max_request_size: usize,
     /// HTTP/2 pings on the connection to the backend.
     pub keepalive: Option<KeepaliveConfig>,
     /// The Collector's gRPC load-balancing policy; see [`crate::collector_options`].
@@ -86,6 +89,7 @@ impl Default for Config {
             timeout: ConfigDuration::from_secs(5),
             sending_queue: QueueSettings::default(),
             retry_on_failure: RetrySettings::default(),
+            max_request_size: 4 << 20,
             keepalive: None,
             balancer_name: None,
             read_buffer_size: None,
@@ -171,6 +175,7 @@ impl ExporterConfig for Config {
             timeout: self.timeout.get(),
             queue: self.sending_queue.clone(),
             retry: self.retry_on_failure.clone(),
+            max_request_bytes: Some(self.max_request_size),
         }
     }
 
@@ -263,13 +268,15 @@ fn classify(status: &tonic::Status) -> ExportError {
         Code::ResourceExhausted => delay.is_some(),
         _ => false,
     };
-    if retryable {
-        ExportError::Retryable {
+    match status.code() {
+        _ if retryable => ExportError::Retryable {
             message,
             retry_after: delay,
-        }
-    } else {
-        ExportError::Permanent { message }
+        },
+        // The data itself was refused (malformed, or too large without a retry hint):
+        // the helper isolates the item at fault.
+        Code::InvalidArgument | Code::ResourceExhausted => ExportError::Rejected { message },
+        _ => ExportError::Permanent { message },
     }
 }
 

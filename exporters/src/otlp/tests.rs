@@ -90,15 +90,16 @@ async fn classifies_grpc_failures() {
         exporter.export(&traces(0, 1, 1)).await,
         Err(ExportError::Retryable { .. })
     ));
+    // The data was refused: the helper splits it to find the item at fault.
     sink.fail_next(1, Failure::Grpc(tonic::Code::InvalidArgument));
     assert!(matches!(
         exporter.export(&traces(0, 1, 1)).await,
-        Err(ExportError::Permanent { .. })
+        Err(ExportError::Rejected { .. })
     ));
     sink.fail_next(1, Failure::Grpc(tonic::Code::ResourceExhausted));
     assert!(matches!(
         exporter.export(&traces(0, 1, 1)).await,
-        Err(ExportError::Permanent { .. })
+        Err(ExportError::Rejected { .. })
     ));
     exporter.export(&traces(0, 1, 1)).await.unwrap();
     assert_eq!(sink.rejected(), 3);

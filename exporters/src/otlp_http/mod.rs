@@ -57,6 +57,9 @@ pub struct Config {
     pub timeout: ConfigDuration,
     pub sending_queue: QueueSettings,
     pub retry_on_failure: RetrySettings,
+    /// Largest request body sent, in bytes before compression; larger batches are
+    /// split. Default 8 MiB.
+    pub max_request_size: usize,
     pub read_buffer_size: Option<usize>,
     pub write_buffer_size: Option<usize>,
     /// The Collector's development profiles signal, which Sidekick does not carry.
@@ -80,6 +83,7 @@ impl Default for Config {
             timeout: ConfigDuration::from_secs(30),
             sending_queue: QueueSettings::default(),
             retry_on_failure: RetrySettings::default(),
+            max_request_size: 8 << 20,
             read_buffer_size: None,
             write_buffer_size: None,
             profiles_endpoint: None,
@@ -193,6 +197,7 @@ impl ExporterConfig for Config {
             timeout: self.timeout.get(),
             queue: self.sending_queue.clone(),
             retry: self.retry_on_failure.clone(),
+            max_request_bytes: Some(self.max_request_size),
         }
     }
 
@@ -262,13 +267,14 @@ impl OtlpHttpExporter {
             self.url::<S>(),
             status_message(&body)
         );
-        if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
-            Err(ExportError::Retryable {
+        match status.as_u16() {
+            429 | 502 | 503 | 504 => Err(ExportError::Retryable {
                 message,
                 retry_after,
-            })
-        } else {
-            Err(ExportError::Permanent { message })
+            }),
+            // The data itself was refused: the helper isolates the item at fault.
+            400 | 413 => Err(ExportError::Rejected { message }),
+            _ => Err(ExportError::Permanent { message }),
         }
     }
 }

@@ -37,6 +37,7 @@ use sidekick_collector::exporter::{
     Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
 };
 use sidekick_collector::payload::{Metrics, MetricsSignal};
+use sidekick_collector::pipe::Sizer;
 use sidekick_collector::telemetry::LogBurst;
 use tracing::warn;
 
@@ -283,16 +284,19 @@ impl ExporterConfig for Config {
             queue: QueueSettings {
                 enabled: true,
                 num_consumers: 1,
-                queue_size: if self.remote_write_queue.enabled {
+                sizer: Some(Sizer::Requests),
+                queue_size: Some(if self.remote_write_queue.enabled {
                     self.remote_write_queue.queue_size
                 } else {
                     1
-                },
+                }),
             },
             retry: RetrySettings {
                 enabled: false,
                 ..self.retry_on_failure.clone()
             },
+            // Requests are cut below max_batch_size_bytes by the exporter itself.
+            max_request_bytes: None,
         }
     }
 
@@ -547,7 +551,9 @@ impl RemoteWriteExporter {
         loop {
             let (message, retry_after) = match self.post(body).await {
                 Ok(()) => return Sent::Ok,
-                Err(ExportError::Permanent { message }) => return Sent::Dropped(message),
+                Err(ExportError::Permanent { message } | ExportError::Rejected { message }) => {
+                    return Sent::Dropped(message)
+                }
                 Err(ExportError::Retryable {
                     message,
                     retry_after,

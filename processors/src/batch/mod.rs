@@ -20,7 +20,7 @@ use sidekick_collector::component::{
 };
 use sidekick_collector::config::{Duration, Signal as SignalKind};
 use sidekick_collector::payload::{Batch, Signal};
-use sidekick_collector::pipe::{Input, Output};
+use sidekick_collector::pipe::{Hold, Input, Output};
 use sidekick_collector::telemetry::{Counter, Telemetry};
 use tokio::time::{sleep_until, Instant};
 use tracing::error;
@@ -124,48 +124,64 @@ impl BatchProcessor {
     }
 
     /// Sends `pending` on in pieces of at most `max_size`; `all` also sends a last
-    /// piece smaller than `send_size`.
-    async fn flush<S: Signal>(&self, pending: &mut Batch<S>, output: &Output<S>, all: bool) {
+    /// piece smaller than `send_size`. Each piece's share of `held` is freed once the
+    /// next stage has taken it.
+    async fn flush<S: Signal>(
+        &self,
+        pending: &mut Batch<S>,
+        held: &mut Hold,
+        output: &Output<S>,
+        all: bool,
+    ) {
         while pending.len() >= self.send_size || (all && !pending.is_empty()) {
             let rest = pending.split_off(self.max_size);
             let batch = std::mem::replace(pending, rest);
+            let hold = held.split(batch.len(), batch.size());
             let n = batch.len();
-            if output.send(batch).await.is_err() {
-                self.telemetry.record_dropped(n as u64);
-                error!(processor = %self.name, dropped_items = n, "next stage has shut down; dropped data");
+            match output.send(batch).await {
+                Ok(()) => hold.release(),
+                Err(_) => {
+                    self.telemetry.record_dropped(n as u64);
+                    hold.release();
+                    error!(processor = %self.name, dropped_items = n, "next stage has shut down; dropped data");
+                }
             }
         }
     }
 
     async fn run<S: Signal>(self, mut input: Input<S>, output: Output<S>) {
         let mut pending = Batch::<S>::default();
+        // The room the pending data took in our input queue: what the buffer holds is
+        // bounded with what waits in front of it.
+        let mut held = Hold::none();
         let mut deadline: Option<Instant> = None;
         loop {
             tokio::select! {
-                received = input.recv() => {
-                    let Some(batch) = received else { break };
+                received = input.recv_held() => {
+                    let Some((batch, hold)) = received else { break };
                     if pending.is_empty() {
                         deadline = Some(Instant::now() + self.timeout);
                     }
                     pending.append(batch);
+                    held.merge(hold);
                     if pending.len() >= self.send_size {
                         self.size_triggers.add(1);
-                        self.flush(&mut pending, &output, false).await;
+                        self.flush(&mut pending, &mut held, &output, false).await;
                         deadline = (!pending.is_empty()).then(|| Instant::now() + self.timeout);
                     }
                     if self.timeout.is_zero() && !pending.is_empty() {
-                        self.flush(&mut pending, &output, true).await;
+                        self.flush(&mut pending, &mut held, &output, true).await;
                         deadline = None;
                     }
                 }
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.timeout_triggers.add(1);
-                    self.flush(&mut pending, &output, true).await;
+                    self.flush(&mut pending, &mut held, &output, true).await;
                     deadline = None;
                 }
             }
         }
-        self.flush(&mut pending, &output, true).await;
+        self.flush(&mut pending, &mut held, &output, true).await;
     }
 }
 

@@ -123,3 +123,48 @@ proptest! {
         });
     }
 }
+
+/// What the batch processor buffers keeps its room in the processor's input queue, so a
+/// byte-bounded queue in front of it bounds the buffer too; the room comes back once
+/// the batch is sent on.
+#[tokio::test(start_paused = true)]
+async fn buffered_data_keeps_its_room_in_the_input_queue() {
+    use std::sync::Arc;
+
+    use sidekick_collector::pipe::{channel, channel_with, Account, Limit};
+    use sidekick_collector::telemetry::Gauge;
+
+    let one = traces(0, 1, 5);
+    let account = Arc::new(Account::default());
+    let (tx, rx) = channel_with::<TracesSignal>(
+        Limit::bytes(one.size() * 2),
+        Gauge::default(),
+        Gauge::default(),
+        Arc::clone(&account),
+    );
+    let (out_tx, mut out_rx) = channel::<TracesSignal>(16, Gauge::default());
+    let task = tokio::spawn(processor(100, 0, 1000).run(rx, Output::new(vec![out_tx])));
+    let input = Output::new(vec![tx]);
+    input.send(traces(0, 1, 5)).await.unwrap();
+    input.send(traces(5, 1, 5)).await.unwrap();
+    tokio::time::sleep(StdDuration::from_millis(10)).await;
+    // Both batches are in the buffer, not in the queue, yet the queue is full.
+    assert!(out_rx.try_recv().is_none());
+    assert_eq!(account.items(), 10);
+    assert!(input
+        .offer(traces(10, 1, 5), StdDuration::from_millis(10))
+        .await
+        .is_err());
+    // The timeout sends the buffer on and frees the room.
+    tokio::time::sleep(StdDuration::from_millis(1000)).await;
+    assert_eq!(out_rx.try_recv().map(|b| b.len()), Some(10));
+    assert_eq!(account.items(), 0);
+    input
+        .offer(traces(10, 1, 5), StdDuration::from_millis(10))
+        .await
+        .unwrap();
+    drop(input);
+    task.await.unwrap();
+    assert_eq!(out_rx.try_recv().map(|b| b.len()), Some(5));
+    assert_eq!(account.lost(), 0);
+}

@@ -1,7 +1,15 @@
-//! The `memory_limiter` processor: stops taking data while Sidekick's memory (RSS) is
-//! above a soft limit, so the queue in front of it fills and receivers refuse new data
-//! retryably (gRPC `UNAVAILABLE`, HTTP 503) until memory is back under the limit. Nothing
-//! already accepted is dropped.
+//! The `memory_limiter` processor: stops taking data while Sidekick holds too much, so
+//! the queue in front of it fills and receivers refuse new data retryably (gRPC
+//! `UNAVAILABLE`, HTTP 503) until there is room again. Nothing already accepted is
+//! dropped.
+//!
+//! It decides from what Sidekick holds, not from RSS alone: every queue, batch buffer
+//! and batch being sent counts its encoded bytes in one account, and memory in use is
+//! taken as the process's footprint at start plus those bytes. RSS is only a backstop
+//! (above the hard limit), and only while data is held downstream — when nothing is
+//! held, refusing cannot free anything, so data is always taken (the allocator may keep
+//! freed pages, which made an RSS-only limiter refuse forever after a burst). Once
+//! under the limit it takes data again within `check_interval`.
 //!
 //! ```yaml
 //! processors:
@@ -19,13 +27,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use sidekick_collector::component::{
-    BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig,
+    forward, BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig,
 };
 use sidekick_collector::config::{Duration, Signal as SignalKind};
 use sidekick_collector::payload::Signal;
 use sidekick_collector::pipe::{Input, Output};
 use sidekick_collector::telemetry::{process_rss_bytes, Counter};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -120,10 +128,13 @@ impl ProcessorConfig for Config {
         let (soft, hard) = self.limits().map_err(BuildError::new)?;
         let labels = [("processor", ctx.id.to_string())];
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let account = Arc::clone(ctx.telemetry.account());
         Ok(Box::new(MemoryLimiter {
             soft,
             hard,
             check_interval: self.check_interval.get(),
+            baseline: process_rss_bytes().unwrap_or(0),
+            held: Arc::new(move || account.bytes() as u64),
             rss: Arc::new(|| process_rss_bytes().unwrap_or(0)),
             pauses: ctx.telemetry.counter(
                 "sidekick_processor_memory_limiter_pauses",
@@ -138,9 +149,22 @@ pub struct MemoryLimiter {
     soft: u64,
     hard: u64,
     check_interval: std::time::Duration,
-    /// Where memory use is read from (the process RSS; replaced in tests).
+    /// The process's footprint with no data held (RSS when the limiter was built).
+    baseline: u64,
+    /// Encoded bytes the pipelines hold (the account; replaced in tests).
+    held: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The process RSS, the backstop (replaced in tests).
     rss: Arc<dyn Fn() -> u64 + Send + Sync>,
     pauses: Counter,
+}
+
+/// Why the limiter is not taking data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    /// Footprint plus held data above the soft limit.
+    Held { used: u64 },
+    /// RSS above the hard limit while data is held.
+    Rss { rss: u64 },
 }
 
 impl MemoryLimiter {
@@ -148,37 +172,59 @@ impl MemoryLimiter {
     fn for_test(
         soft: u64,
         check_interval: std::time::Duration,
+        held: Arc<dyn Fn() -> u64 + Send + Sync>,
         rss: Arc<dyn Fn() -> u64 + Send + Sync>,
     ) -> Self {
         MemoryLimiter {
             soft,
             hard: soft * 2,
             check_interval,
+            baseline: 0,
+            held,
             rss,
             pauses: Counter::default(),
         }
     }
 
-    /// Waits until memory is under the soft limit.
-    async fn wait_for_room(&self) {
-        let used = (self.rss)();
-        if used <= self.soft {
-            return;
+    /// Whether to hold off, given the bytes waiting in front of this limiter (which
+    /// only it can drain, so they do not count against it).
+    fn over(&self, in_front: u64) -> Option<Over> {
+        let held = (self.held)().saturating_sub(in_front);
+        if held == 0 {
+            return None;
         }
+        let used = self.baseline + held;
+        if used > self.soft {
+            return Some(Over::Held { used });
+        }
+        let rss = (self.rss)();
+        (rss > self.hard).then_some(Over::Rss { rss })
+    }
+
+    /// Waits until there is room.
+    async fn wait_for_room(&self, in_front: impl Fn() -> u64) {
+        let Some(over) = self.over(in_front()) else {
+            return;
+        };
         self.pauses.add(1);
-        warn!(
-            rss_mib = used >> 20,
-            soft_limit_mib = self.soft >> 20,
-            hard_limit_mib = self.hard >> 20,
-            "memory above the soft limit; refusing new data until it falls"
-        );
+        match over {
+            Over::Held { used } => warn!(
+                used_mib = used >> 20,
+                soft_limit_mib = self.soft >> 20,
+                "data held above the soft memory limit; refusing new data until it is sent"
+            ),
+            Over::Rss { rss } => warn!(
+                rss_mib = rss >> 20,
+                hard_limit_mib = self.hard >> 20,
+                "process memory above the hard limit; refusing new data until queues drain"
+            ),
+        }
         loop {
             tokio::time::sleep(self.check_interval).await;
-            let used = (self.rss)();
-            if used <= self.soft {
+            if self.over(in_front()).is_none() {
                 info!(
-                    rss_mib = used >> 20,
-                    "memory back under the soft limit; taking data again"
+                    held_mib = (self.held)() >> 20,
+                    "memory back under the limit; taking data again"
                 );
                 return;
             }
@@ -190,14 +236,12 @@ impl<S: Signal> Processor<S> for MemoryLimiter {
     fn run(self: Box<Self>, mut input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             loop {
-                self.wait_for_room().await;
-                let Some(batch) = input.recv().await else {
+                let queue = &input;
+                self.wait_for_room(|| queue.held_bytes() as u64).await;
+                let Some((batch, hold)) = input.recv_held().await else {
                     return;
                 };
-                let n = batch.len();
-                if output.send(batch).await.is_err() {
-                    error!(dropped_items = n, "next stage has shut down; dropped data");
-                }
+                forward(&output, batch, hold).await;
             }
         })
     }
@@ -237,12 +281,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn holds_data_while_over_the_limit_and_loses_none() {
-        let used = Arc::new(AtomicU64::new(500));
+        let used = Arc::new(AtomicU64::new(50_000));
         let u = Arc::clone(&used);
         let limiter = MemoryLimiter::for_test(
-            100,
+            10_000,
             std::time::Duration::from_millis(100),
             Arc::new(move || u.load(Ordering::SeqCst)),
+            Arc::new(|| 0),
         );
         let mut h = run_processor::<TracesSignal>(Box::new(limiter));
         h.send(traces(0, 1, 3)).await;
@@ -253,5 +298,33 @@ mod tests {
         let out = h.drain();
         assert_eq!(out.iter().map(|b| b.len()).sum::<usize>(), 3);
         h.close().await;
+    }
+
+    /// RSS that stays high after a burst (the allocator keeps freed pages) must not stop
+    /// the limiter once the data is gone; it holds off only while data is held.
+    #[tokio::test(start_paused = true)]
+    async fn high_rss_with_nothing_held_does_not_wedge() {
+        let held = Arc::new(AtomicU64::new(0));
+        let h = Arc::clone(&held);
+        let limiter = MemoryLimiter::for_test(
+            100,
+            std::time::Duration::from_millis(100),
+            Arc::new(move || h.load(Ordering::SeqCst)),
+            Arc::new(|| 10_000),
+        );
+        assert_eq!(limiter.over(0), None, "nothing held: take data");
+        held.store(10, Ordering::SeqCst);
+        assert_eq!(limiter.over(0), Some(Over::Rss { rss: 10_000 }));
+        // What waits in front of the limiter is its own to drain: not counted.
+        assert_eq!(limiter.over(10), None);
+        held.store(150, Ordering::SeqCst);
+        assert_eq!(limiter.over(0), Some(Over::Held { used: 150 }));
+
+        let mut h2 = run_processor::<TracesSignal>(Box::new(limiter));
+        held.store(0, Ordering::SeqCst);
+        h2.send(traces(0, 1, 2)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert_eq!(h2.drain().iter().map(|b| b.len()).sum::<usize>(), 2);
+        h2.close().await;
     }
 }

@@ -524,6 +524,7 @@ impl Receiver for OtlpReceiver {
                     keepalive_interval: keepalive.time.map(|d| d.get()),
                     keepalive_timeout: keepalive.timeout.map(|d| d.get()),
                     max_concurrent_streams: g.max_concurrent_streams,
+                    ..ServerOptions::default()
                 };
                 let (router, stop) = (router.clone(), stop.clone().fired());
                 tasks.spawn(async move { serve_with(listener, router, &options, stop).await });

@@ -566,3 +566,198 @@ async fn unservable_requests_get_an_error_status_and_are_counted() {
         assert!(page.contains(&series), "{series} in\n{page}");
     }
 }
+
+/// A span attribute holding an AnyValue nested `levels` arrays deep, as a whole traces
+/// request. Written outside-in: encoding it with prost would recurse once per level.
+fn deeply_nested_request(levels: usize) -> Vec<u8> {
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    use sidekick_collector::payload::wire::put_len_field;
+    let framed = |len: u64| 1 + encoded_len_varint(len) as u64 + len;
+    let mut leaf = Vec::new();
+    put_len_field(&mut leaf, 1, b"leaf");
+    let mut headers = Vec::with_capacity(levels);
+    let mut size = leaf.len() as u64;
+    for _ in 0..levels {
+        // AnyValue.array_value(5) → ArrayValue.values(1) → the next AnyValue.
+        let array = framed(size);
+        let mut h = vec![0x2a];
+        encode_varint(array, &mut h);
+        h.push(0x0a);
+        encode_varint(size, &mut h);
+        headers.push(h);
+        size = framed(array);
+    }
+    let mut value: Vec<u8> = headers.into_iter().rev().flatten().collect();
+    value.extend_from_slice(&leaf);
+    let mut kv = Vec::new();
+    put_len_field(&mut kv, 1, b"k");
+    put_len_field(&mut kv, 2, &value);
+    let mut span = sidekick_testkit::gen::span(0).encode_to_vec();
+    put_len_field(&mut span, 9, &kv);
+    let mut scope = Vec::new();
+    put_len_field(&mut scope, 2, &span);
+    let mut rs = Vec::new();
+    put_len_field(&mut rs, 2, &scope);
+    let mut request = Vec::new();
+    put_len_field(&mut request, 1, &rs);
+    request
+}
+
+/// Requests that frame correctly but break the OTLP schema in their second span, each
+/// with the reason its refusal must name.
+fn invalid_trace_requests() -> Vec<(&'static str, Vec<u8>)> {
+    let mut req = traces_request(0, 1, 2);
+    req.resource_spans[0].scope_spans[0].spans[1].name = "bad-name".into();
+    let mut utf8 = req.encode_to_vec();
+    let at = utf8.windows(8).position(|w| w == b"bad-name").unwrap();
+    utf8[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+    let mut req = traces_request(0, 1, 2);
+    req.resource_spans[0].scope_spans[0].spans[1].trace_id = vec![7; 17];
+    let long_id = req.encode_to_vec();
+    vec![
+        ("invalid UTF-8 in a string field", utf8),
+        ("trace_id must be 16 bytes", long_id),
+        ("AnyValue nested too deeply", deeply_nested_request(100_000)),
+    ]
+}
+
+/// One bad span refuses its whole request, over gRPC and OTLP/HTTP protobuf alike, with
+/// a message naming the problem and its byte offset; nothing of it reaches the pipeline
+/// and the receiver keeps serving.
+#[tokio::test]
+async fn requests_with_an_invalid_item_are_refused_whole_on_both_protocols() {
+    let mut r = start(16, 8 << 20);
+    for (reason, body) in invalid_trace_requests() {
+        let err = grpc_export(r.grpc, body.clone()).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{reason}");
+        assert!(
+            err.message().starts_with("malformed protobuf at byte ")
+                && err.message().contains(reason),
+            "{reason}: {}",
+            err.message()
+        );
+        let resp = post(r.http, "/v1/traces", "application/x-protobuf", None, body).await;
+        assert_eq!(resp.status(), 400, "{reason}");
+        let status =
+            sidekick_transport::grpc::RpcStatus::decode(resp.bytes().await.unwrap()).unwrap();
+        assert_eq!(status.code, 3, "{reason}");
+        assert!(
+            status.message.contains(reason),
+            "{reason}: {}",
+            status.message
+        );
+    }
+    let good = traces_request(0, 1, 2).encode_to_vec();
+    grpc_export(r.grpc, good.clone()).await.unwrap();
+    let resp = post(r.http, "/v1/traces", "application/x-protobuf", None, good).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(r.traces.recv().await.unwrap().len(), 2);
+    assert_eq!(r.traces.recv().await.unwrap().len(), 2);
+    assert!(r.traces.try_recv().is_none());
+}
+
+/// OTLP/JSON: serde accepts a `traceId` of any even number of hex digits, so the decoded
+/// request goes through the same check. Invalid UTF-8 and deep nesting stop at serde
+/// already; all of them get 400 with a JSON status naming the problem.
+#[tokio::test]
+async fn json_requests_are_held_to_the_same_rules() {
+    let mut r = start(16, 8 << 20);
+    let span = |trace_id: &str, span_id: &str| {
+        format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"name":"a","traceId":"{trace_id}","spanId":"{span_id}"}}]}}]}}]}}"#
+        )
+        .into_bytes()
+    };
+    let trace_id = "5b8efff798038103d269b633813fc60c";
+    let span_id = "eee19b7ec3c1b174";
+    let missing_trace_id =
+        br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a","spanId":"eee19b7ec3c1b174"}]}]}]}"#
+            .to_vec();
+    let mut bad_utf8 = span(trace_id, span_id);
+    let at = bad_utf8
+        .windows(8)
+        .position(|w| w == b"\"name\":\"")
+        .unwrap()
+        + 8;
+    bad_utf8[at] = 0xff;
+    let lone_surrogate = String::from_utf8(span(trace_id, span_id))
+        .unwrap()
+        .replace(r#""name":"a""#, r#""name":"\udcff""#)
+        .into_bytes();
+    let levels = 100_000;
+    let deep = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"{trace_id}","spanId":"{span_id}","attributes":[{{"key":"k","value":{}{{"stringValue":"leaf"}}{}}}]}}]}}]}}]}}"#,
+        r#"{"arrayValue":{"values":["#.repeat(levels),
+        "]}}".repeat(levels)
+    )
+    .into_bytes();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "trace_id must be 16 bytes",
+            span(&format!("{trace_id}ab"), span_id),
+        ),
+        ("trace_id must be 16 bytes", span("abcd", span_id)),
+        ("trace_id must be 16 bytes", span("", span_id)),
+        ("trace_id must be 16 bytes", missing_trace_id),
+        ("span_id must be 8 bytes", span(trace_id, "eee19b7ec3c1b1")),
+        ("invalid OTLP/JSON", bad_utf8),
+        ("invalid OTLP/JSON", lone_surrogate),
+        ("invalid OTLP/JSON", deep),
+    ];
+    for (reason, body) in cases {
+        let resp = post(r.http, "/v1/traces", "application/json", None, body).await;
+        assert_eq!(resp.status(), 400, "{reason}");
+        let status: serde_json::Value =
+            serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        assert_eq!(status["code"], 3, "{reason}");
+        let message = status["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("invalid OTLP/JSON: ") && message.contains(reason),
+            "{reason}: {message}"
+        );
+    }
+    // A root span (empty parentSpanId) is fine, and the receiver still serves.
+    let good = String::from_utf8(span(trace_id, span_id))
+        .unwrap()
+        .replace(r#""name":"a""#, r#""name":"a","parentSpanId":"""#);
+    let resp = post(
+        r.http,
+        "/v1/traces",
+        "application/json",
+        None,
+        good.into_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(r.traces.recv().await.unwrap().len(), 1);
+    assert!(r.traces.try_recv().is_none());
+}
+
+/// The testkit's generated data, which tests and benches everywhere rely on, passes.
+#[tokio::test]
+async fn testkit_requests_of_every_signal_pass_the_check() {
+    use sidekick_collector::payload::{Logs, Metrics, Traces};
+    use sidekick_testkit::gen::{logs_request, metrics_request};
+    let traces = traces_request(0, 3, 4).encode_to_vec();
+    assert_eq!(Traces::from_encoded(Bytes::from(traces)).unwrap().len(), 12);
+    let metrics = metrics_request(0, 2, 5).encode_to_vec();
+    assert_eq!(
+        Metrics::from_encoded(Bytes::from(metrics.clone()))
+            .unwrap()
+            .len(),
+        10
+    );
+    let logs = logs_request(0, 2, 3).encode_to_vec();
+    assert_eq!(Logs::from_encoded(Bytes::from(logs)).unwrap().len(), 6);
+    let mut r = start(16, 1 << 20);
+    let resp = post(
+        r.http,
+        "/v1/metrics",
+        "application/x-protobuf",
+        None,
+        metrics,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(r.metrics.recv().await.unwrap().len(), 10);
+}

@@ -63,6 +63,10 @@ pub struct Config {
     /// `sidekick.io`) when the Pod's `prometheus.io/*` annotations point Prometheus at
     /// Sidekick itself.
     pub pod_annotations_prefix: Option<String>,
+    /// Series whose start time the receiver remembers at most, over all its targets
+    /// (about 40 bytes each). Default 500000. Beyond it, new series are still delivered,
+    /// with start = their scrape time (see [`series`]).
+    pub max_series_state: Option<usize>,
 }
 
 /// The scrape config Pod annotations ask for, if they ask for one.
@@ -269,9 +273,20 @@ pub struct ScrapeConfig {
     pub bearer_token: Option<Secret>,
     pub bearer_token_file: Option<String>,
     pub tls_config: Option<TlsConfig>,
-    /// Fail the scrape when more samples than this remain after relabeling. 0: no limit.
+    /// Fail the scrape when more samples than this remain after metric relabeling; the
+    /// page is read no further than the first sample over it. 0: no limit.
     pub sample_limit: usize,
-    /// Largest page accepted, e.g. `10MB`. Default no limit besides 64 MiB.
+    /// Fail the scrape when a series has more labels than this after metric relabeling
+    /// (`__name__`, `job`, `instance` and the target's labels count). 0: no limit.
+    pub label_limit: usize,
+    /// Fail the scrape when a label name is longer than this (bytes). 0: no limit.
+    pub label_name_length_limit: usize,
+    /// Fail the scrape when a label value (or metric name) is longer than this (bytes).
+    /// 0: no limit.
+    pub label_value_length_limit: usize,
+    /// Largest page accepted (uncompressed), e.g. `10MB`; reading stops at the first byte
+    /// over it. Default [`DEFAULT_BODY_SIZE_LIMIT`] (16 MiB); `0` means no limit, as in
+    /// Prometheus.
     pub body_size_limit: Option<String>,
     pub relabel_configs: Vec<RuleConfig>,
     pub metric_relabel_configs: Vec<RuleConfig>,
@@ -288,9 +303,6 @@ pub struct ScrapeConfig {
     follow_redirects: Option<IgnoredAny>,
     enable_http2: Option<IgnoredAny>,
     scrape_protocols: Option<IgnoredAny>,
-    label_limit: Option<IgnoredAny>,
-    label_name_length_limit: Option<IgnoredAny>,
-    label_value_length_limit: Option<IgnoredAny>,
     target_limit: Option<IgnoredAny>,
     track_timestamps_staleness: Option<IgnoredAny>,
     native_histogram_bucket_limit: Option<IgnoredAny>,
@@ -318,6 +330,9 @@ impl Default for ScrapeConfig {
             bearer_token_file: None,
             tls_config: None,
             sample_limit: 0,
+            label_limit: 0,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
             body_size_limit: None,
             relabel_configs: Vec::new(),
             metric_relabel_configs: Vec::new(),
@@ -334,9 +349,6 @@ impl Default for ScrapeConfig {
             follow_redirects: None,
             enable_http2: None,
             scrape_protocols: None,
-            label_limit: None,
-            label_name_length_limit: None,
-            label_value_length_limit: None,
             target_limit: None,
             track_timestamps_staleness: None,
             native_histogram_bucket_limit: None,
@@ -351,7 +363,7 @@ impl Default for ScrapeConfig {
 impl ScrapeConfig {
     /// The supported-in-Prometheus keys present here that Sidekick does not support.
     fn unsupported(&self) -> Vec<&'static str> {
-        let keys: [(&'static str, bool); 23] = [
+        let keys: [(&'static str, bool); 20] = [
             (
                 "kubernetes_sd_configs",
                 self.kubernetes_sd_configs.is_some(),
@@ -368,15 +380,6 @@ impl ScrapeConfig {
             ("follow_redirects", self.follow_redirects.is_some()),
             ("enable_http2", self.enable_http2.is_some()),
             ("scrape_protocols", self.scrape_protocols.is_some()),
-            ("label_limit", self.label_limit.is_some()),
-            (
-                "label_name_length_limit",
-                self.label_name_length_limit.is_some(),
-            ),
-            (
-                "label_value_length_limit",
-                self.label_value_length_limit.is_some(),
-            ),
             ("target_limit", self.target_limit.is_some()),
             (
                 "track_timestamps_staleness",
@@ -421,8 +424,21 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     Ok(n.saturating_mul(mult))
 }
 
-/// Pages larger than this are refused even without `body_size_limit`.
-pub const MAX_BODY: usize = 64 << 20;
+/// `body_size_limit` when the scrape config does not set it: 16 MiB, room for about
+/// 150,000 series of a typical page (100 bytes a line) while bounding what one scrape can
+/// hold in a sidecar's memory. `body_size_limit: 0` lifts it, as in Prometheus.
+pub const DEFAULT_BODY_SIZE_LIMIT: usize = 16 << 20;
+
+/// The page size a scrape config accepts.
+fn body_limit(sc: &ScrapeConfig) -> Result<usize, String> {
+    match &sc.body_size_limit {
+        None => Ok(DEFAULT_BODY_SIZE_LIMIT),
+        Some(s) => match parse_size(s)? {
+            0 => Ok(usize::MAX),
+            n => Ok(n),
+        },
+    }
+}
 
 impl ReceiverConfig for Config {
     const SIGNALS: &'static [SignalKind] = &[SignalKind::Metrics];
@@ -445,6 +461,12 @@ impl ReceiverConfig for Config {
                     format!("{key} is not supported by the prometheus receiver; remove it"),
                 ));
             }
+        }
+        if self.max_series_state == Some(0) {
+            out.push(FieldError::new(
+                "max_series_state",
+                "must be at least 1 (series whose start time is remembered)",
+            ));
         }
         if c.scrape_configs.is_empty() && !self.pod_annotations {
             out.push(FieldError::new(
@@ -600,6 +622,9 @@ impl ReceiverConfig for Config {
             name,
             telemetry: ctx.telemetry.clone(),
             targets,
+            max_series_state: self
+                .max_series_state
+                .unwrap_or(series::DEFAULT_MAX_SERIES_STATE),
         }))
     }
 }
@@ -619,6 +644,18 @@ pub struct PrometheusReceiver {
     name: String,
     telemetry: Telemetry,
     targets: Vec<ScrapeTarget>,
+    max_series_state: usize,
+}
+
+/// The start-time budget all targets of receiver `name` share, counting its overflows in
+/// `sidekick_scrape_series_state_overflow{receiver}`.
+fn series_budget(telemetry: &Telemetry, name: &str, limit: usize) -> series::SeriesBudget {
+    let overflow = telemetry.counter(
+        "sidekick_scrape_series_state_overflow",
+        "Series (counted once per scrape) delivered without remembered start time because the receiver's max_series_state was reached.",
+        &[("receiver", name)],
+    );
+    series::SeriesBudget::new(limit, overflow, name)
 }
 
 impl Receiver for PrometheusReceiver {
@@ -628,9 +665,19 @@ impl Receiver for PrometheusReceiver {
                 return;
             };
             let counters = Arc::new(scrape::Counters::new(&self.telemetry, &self.name));
+            let budget = Arc::new(series_budget(
+                &self.telemetry,
+                &self.name,
+                self.max_series_state,
+            ));
             let mut tasks = tokio::task::JoinSet::new();
             for t in self.targets {
-                tasks.spawn(t.run(output.clone(), Arc::clone(&counters), stop.clone()));
+                tasks.spawn(t.run(
+                    output.clone(),
+                    Arc::clone(&counters),
+                    Arc::clone(&budget),
+                    stop.clone(),
+                ));
             }
             drop(output);
             while tasks.join_next().await.is_some() {}

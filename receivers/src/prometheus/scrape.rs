@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
-use std::io::Read;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,15 +24,12 @@ use tracing::{info, warn};
 
 use super::parse::Format;
 use super::relabel::{self, LabelSet, Rule};
-use super::series::Tracker;
+use super::series::{SeriesBudget, Tracker};
 use super::translate::{self, string_kv, Options, Target};
-use super::{parse_size, timing, Global, ScrapeConfig, MAX_BODY};
+use super::{body_limit, timing, Global, ScrapeConfig};
 
 /// What Prometheus asks for: OpenMetrics first, then the text format.
 const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-
-/// Series tracked per target at most (start times); beyond, new series are not tracked.
-const MAX_TRACKED_SERIES: usize = 500_000;
 
 /// How often a failing target's error is logged again.
 const LOG_EVERY: Duration = Duration::from_secs(300);
@@ -84,6 +81,9 @@ pub struct ScrapeTarget {
     honor_labels: bool,
     honor_timestamps: bool,
     sample_limit: usize,
+    label_limit: usize,
+    label_name_length_limit: usize,
+    label_value_length_limit: usize,
     metric_relabel: Arc<Vec<Rule>>,
 }
 
@@ -109,13 +109,7 @@ pub fn targets_for(
     };
     let relabel_rules = compile(&sc.relabel_configs)?;
     let metric_relabel = Arc::new(compile(&sc.metric_relabel_configs)?);
-    let body_limit = match &sc.body_size_limit {
-        Some(s) => match parse_size(s).map_err(BuildError::new)? {
-            0 => MAX_BODY,
-            n => n.min(MAX_BODY),
-        },
-        None => MAX_BODY,
-    };
+    let body_limit = body_limit(sc).map_err(BuildError::new)?;
     let auth = if let Some(b) = &sc.basic_auth {
         let password = match (&b.password, &b.password_file) {
             (Some(p), _) => p.expose().to_string(),
@@ -249,6 +243,9 @@ pub fn targets_for(
                 honor_labels: sc.honor_labels,
                 honor_timestamps: sc.honor_timestamps,
                 sample_limit: sc.sample_limit,
+                label_limit: sc.label_limit,
+                label_name_length_limit: sc.label_name_length_limit,
+                label_value_length_limit: sc.label_value_length_limit,
                 metric_relabel: Arc::clone(&metric_relabel),
             };
             let _ = (receiver, telemetry);
@@ -266,6 +263,66 @@ fn format_duration(d: Duration) -> String {
     }
 }
 
+/// A page being read: one buffer that grows up to `limit` bytes and never past it (no
+/// doubling beyond the limit, no second copy).
+struct Body {
+    buf: Vec<u8>,
+    limit: usize,
+    /// Set when a write was refused for the limit (to tell it from a gzip error).
+    over: bool,
+}
+
+impl Body {
+    /// `announced`: the response's length, reserved at once when it fits.
+    fn new(limit: usize, announced: Option<u64>) -> Self {
+        let first = announced
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0)
+            .min(limit);
+        Body {
+            buf: Vec::with_capacity(first),
+            limit,
+            over: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), ScrapeError> {
+        if chunk.len() > self.limit - self.buf.len() {
+            self.over = true;
+            return Err(ScrapeError::TooLarge(self.limit));
+        }
+        let need = self.buf.len() + chunk.len();
+        if need > self.buf.capacity() {
+            let grown = (self.buf.capacity() * 2).max(64 << 10).min(self.limit);
+            self.buf.reserve_exact(grown.max(need) - self.buf.len());
+        }
+        self.buf.extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
+impl std::io::Write for Body {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.push(data)
+            .map(|()| data.len())
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a failed write into the gzip decoder means: the page is over the limit, or the
+/// stream is not gzip.
+fn gzip_error(body: &Body, e: std::io::Error) -> ScrapeError {
+    if body.over {
+        ScrapeError::TooLarge(body.limit)
+    } else {
+        ScrapeError::Http(format!("cannot decompress gzip page: {e}"))
+    }
+}
+
 /// Why a scrape failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
@@ -275,7 +332,7 @@ pub enum ScrapeError {
     Http(String),
     #[error("server returned HTTP {0}")]
     Status(u16),
-    #[error("page is larger than body_size_limit ({0} bytes)")]
+    #[error("page is larger than body_size_limit ({0} bytes); stopped reading it")]
     TooLarge(usize),
     #[error("page is not UTF-8")]
     NotUtf8,
@@ -285,23 +342,20 @@ pub enum ScrapeError {
 
 impl ScrapeError {
     /// A short label for the failure counter.
-    fn reason(&self) -> &'static str {
+    pub(super) fn reason(&self) -> &'static str {
         match self {
             ScrapeError::Timeout(_) => "timeout",
             ScrapeError::Http(_) => "connection",
             ScrapeError::Status(_) => "http_status",
             ScrapeError::TooLarge(_) => "body_size_limit",
-            ScrapeError::NotUtf8 | ScrapeError::Page(translate::PageError::Parse(_)) => {
-                "malformed_page"
-            }
-            ScrapeError::Page(translate::PageError::SampleLimit { .. }) => "sample_limit",
-            ScrapeError::Page(_) => "invalid_series",
+            ScrapeError::NotUtf8 => "malformed_page",
+            ScrapeError::Page(e) => e.reason(),
         }
     }
 }
 
 impl ScrapeTarget {
-    async fn fetch(&self) -> Result<(String, Format), ScrapeError> {
+    pub(super) async fn fetch(&self) -> Result<(String, Format), ScrapeError> {
         let mut req = self
             .client
             .get(&self.url)
@@ -333,29 +387,45 @@ impl ScrapeTarget {
             .headers()
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes() == b"gzip");
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ScrapeError::Http(error_chain(&e)))?
-        {
-            if body.len() + chunk.len() > self.body_limit {
+        // The body is read chunk by chunk into one buffer (gzip inflated on the way), and
+        // never past the limit: an announced length over it fails before reading, and
+        // the chunk that crosses it ends the read.
+        let announced = resp.content_length();
+        let body = if gzip {
+            let mut inflate = flate2::write::GzDecoder::new(Body::new(self.body_limit, None));
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| ScrapeError::Http(error_chain(&e)))?
+            {
+                if let Err(e) = inflate.write_all(&chunk) {
+                    return Err(gzip_error(inflate.get_ref(), e));
+                }
+            }
+            match inflate.finish() {
+                Ok(body) => body,
+                Err(e) => {
+                    return Err(ScrapeError::Http(format!(
+                        "cannot decompress gzip page: {e}"
+                    )))
+                }
+            }
+        } else {
+            if announced.is_some_and(|n| n > self.body_limit as u64) {
                 return Err(ScrapeError::TooLarge(self.body_limit));
             }
-            body.extend_from_slice(&chunk);
-        }
-        if gzip {
-            let mut plain = Vec::new();
-            flate2::read::GzDecoder::new(&body[..])
-                .take(self.body_limit as u64 + 1)
-                .read_to_end(&mut plain)
-                .map_err(|e| ScrapeError::Http(format!("cannot decompress gzip page: {e}")))?;
-            if plain.len() > self.body_limit {
-                return Err(ScrapeError::TooLarge(self.body_limit));
+            let mut body = Body::new(self.body_limit, announced);
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| ScrapeError::Http(error_chain(&e)))?
+            {
+                body.push(&chunk)?;
             }
-            body = plain;
-        }
-        let text = String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)?;
+            body
+        };
+        drop(resp);
+        let text = String::from_utf8(body.buf).map_err(|_| ScrapeError::NotUtf8)?;
         Ok((text, Format::from_content_type(&content_type)))
     }
 
@@ -369,8 +439,14 @@ impl ScrapeTarget {
     }
 
     /// Scrapes until `stop` fires.
-    pub async fn run(self, output: Output<MetricsSignal>, counters: Arc<Counters>, mut stop: Stop) {
-        let mut tracker = Tracker::new(MAX_TRACKED_SERIES);
+    pub async fn run(
+        self,
+        output: Output<MetricsSignal>,
+        counters: Arc<Counters>,
+        budget: Arc<SeriesBudget>,
+        mut stop: Stop,
+    ) {
+        let mut tracker = Tracker::with_budget(budget, &self.url);
         let tracked = counters.telemetry.gauge(
             "sidekick_scrape_tracked_series",
             "Series whose start time a scrape target remembers.",
@@ -407,7 +483,7 @@ impl ScrapeTarget {
 
     /// One scrape, as the batch to send: the page's metrics (or staleness markers when
     /// the target is down) and the `up` / `scrape_*` metrics.
-    async fn scrape_once(
+    pub(super) async fn scrape_once(
         &self,
         tracker: &mut Tracker,
         failing: &mut Option<Instant>,
@@ -425,6 +501,9 @@ impl ScrapeTarget {
                     honor_timestamps: self.honor_timestamps,
                     metric_relabel: &self.metric_relabel,
                     sample_limit: self.sample_limit,
+                    label_limit: self.label_limit,
+                    label_name_length_limit: self.label_name_length_limit,
+                    label_value_length_limit: self.label_value_length_limit,
                 };
                 translate::translate(&text, format, time_ms, &self.target, &opts, tracker)
                     .map_err(ScrapeError::from)

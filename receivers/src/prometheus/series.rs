@@ -2,16 +2,25 @@
 //! reset, not a negative rate) and the previous scrape's series (so a series that
 //! disappears gets one staleness marker).
 //!
-//! Memory is bounded: a tracked series costs one hash-map entry of [`ENTRY_BYTES`];
-//! series unseen for [`FORGET_AFTER_MS`] are forgotten, and at most `max_series` are
-//! tracked per target (beyond that, new series are reported with start = time, as on
-//! first sight).
+//! Memory is bounded: a remembered start time costs one hash-map entry of [`ENTRY_BYTES`];
+//! series unseen for [`FORGET_AFTER_MS`] are forgotten, and all the targets of a receiver
+//! share one [`SeriesBudget`] of entries (`max_series_state`). A series that finds the
+//! budget spent is still delivered, with start = its scrape time (or its `_created`) on
+//! every scrape, as on first sight; it is counted in
+//! `sidekick_scrape_series_state_overflow`. Staleness markers do not depend on the budget:
+//! they come from the previous scrape's series hashes (8 bytes each, bounded by the page,
+//! which `body_size_limit` and `sample_limit` bound).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Metric, ScopeMetrics};
 use sidekick_collector::payload::Metrics;
+use sidekick_collector::telemetry::{Counter, LogBurst};
+use tracing::warn;
 
 use super::translate::series_hash;
 
@@ -24,6 +33,13 @@ pub const FORGET_AFTER_MS: i64 = 5 * 60 * 1000;
 /// Approximate bytes per tracked series: key, state and hash-map overhead.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<(u64, State)>() + 8;
 
+/// Default `max_series_state`: start times remembered at most, over all the targets of a
+/// receiver (about 20 MB at [`ENTRY_BYTES`] each).
+pub const DEFAULT_MAX_SERIES_STATE: usize = 500_000;
+
+/// How often the "series state is full" line is logged again while it lasts.
+const OVERFLOW_LOG_EVERY: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone, Copy)]
 pub struct State {
     start_ms: i64,
@@ -31,10 +47,78 @@ pub struct State {
     last_value: f64,
 }
 
-#[derive(Default)]
+/// The start-time entries a receiver may hold, shared by its targets' trackers.
+pub struct SeriesBudget {
+    limit: usize,
+    used: AtomicUsize,
+    overflow: Counter,
+    log: LogBurst,
+    receiver: String,
+}
+
+impl SeriesBudget {
+    /// A budget of `limit` entries whose overflows are counted in `overflow`.
+    pub fn new(limit: usize, overflow: Counter, receiver: &str) -> Self {
+        SeriesBudget {
+            limit,
+            used: AtomicUsize::new(0),
+            overflow,
+            log: LogBurst::new(OVERFLOW_LOG_EVERY),
+            receiver: receiver.to_string(),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Entries held now, over all trackers.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Series (counted once per scrape) that found the budget spent, since start.
+    pub fn overflowed(&self) -> u64 {
+        self.overflow.get()
+    }
+
+    fn take(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                (u < self.limit).then_some(u + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a scrape's series that got no entry and says so, at most every 5 minutes.
+    fn report_overflow(&self, series: u64, target: &str) {
+        self.overflow.add(series);
+        if let Some(held_back) = self.log.check() {
+            warn!(
+                receiver = %self.receiver,
+                scrape_target = %target,
+                series,
+                max_series_state = self.limit,
+                scrapes_not_logged = held_back,
+                "series state is full: new series are delivered with their scrape time as start time (no reset detection) until older series are forgotten; raise max_series_state or drop series with metric_relabel_configs"
+            );
+        }
+    }
+}
+
 pub struct Tracker {
     series: HashMap<u64, State>,
-    max_series: usize,
+    budget: Arc<SeriesBudget>,
+    /// Names the target in the overflow log line.
+    target: String,
+    /// Series of the current scrape that found the budget spent.
+    overflowed: u64,
     /// Series hashes of the last successful scrape and what was sent for them.
     previous: HashSet<u64>,
     previous_output: Option<Metrics>,
@@ -42,11 +126,30 @@ pub struct Tracker {
     pub resets: u64,
 }
 
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.budget.give_back(self.series.len());
+    }
+}
+
 impl Tracker {
+    /// A tracker with a budget of its own of `max_series` entries.
     pub fn new(max_series: usize) -> Self {
+        let budget = SeriesBudget::new(max_series, Counter::default(), "");
+        Tracker::with_budget(Arc::new(budget), "")
+    }
+
+    /// A tracker for `target` that takes its entries from `budget`, shared with the other
+    /// targets of the receiver.
+    pub fn with_budget(budget: Arc<SeriesBudget>, target: &str) -> Self {
         Tracker {
-            max_series,
-            ..Tracker::default()
+            series: HashMap::new(),
+            budget,
+            target: target.to_string(),
+            overflowed: 0,
+            previous: HashSet::new(),
+            previous_output: None,
+            resets: 0,
         }
     }
 
@@ -65,10 +168,12 @@ impl Tracker {
         value: f64,
         created_ms: Option<i64>,
     ) -> i64 {
-        let full = self.series.len() >= self.max_series;
         let entry = match self.series.get_mut(&hash) {
             Some(s) => s,
-            None if full => return created_ms.unwrap_or(time_ms),
+            None if !self.budget.take() => {
+                self.overflowed += 1;
+                return created_ms.unwrap_or(time_ms);
+            }
             None => {
                 self.series.insert(
                     hash,
@@ -207,8 +312,18 @@ impl Tracker {
     /// Ends a successful scrape: remembers its series and forgets long-gone ones.
     pub fn finish_scrape(&mut self, current: HashSet<u64>, time_ms: i64) {
         self.previous = current;
+        let before = self.series.len();
         self.series
             .retain(|_, s| time_ms - s.last_ms <= FORGET_AFTER_MS);
+        self.budget.give_back(before - self.series.len());
+        // Hand back the memory of a burst of series once most of them are gone.
+        if self.series.capacity() > 4 * self.series.len().max(1024) {
+            self.series.shrink_to(2 * self.series.len());
+        }
+        if self.overflowed > 0 {
+            self.budget
+                .report_overflow(std::mem::take(&mut self.overflowed), &self.target);
+        }
     }
 
     /// Keeps what was sent for the last scrape, to copy staleness markers from (shared,

@@ -9,6 +9,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use sidekick_collector::component::ReceiverConfig;
 use sidekick_collector::config::{from_node, node};
 
+use sidekick_collector::telemetry::Telemetry;
+
 use super::parse::Format;
 use super::relabel::RuleConfig;
 use super::series::{Tracker, NO_RECORDED_VALUE};
@@ -36,12 +38,7 @@ fn target() -> Target {
 }
 
 fn opts() -> Options<'static> {
-    Options {
-        honor_labels: false,
-        honor_timestamps: true,
-        metric_relabel: &[],
-        sample_limit: 0,
-    }
+    Options::default()
 }
 
 fn run(text: &str, format: Format, time: i64, tracker: &mut Tracker) -> Translated {
@@ -400,10 +397,7 @@ fn bad_pages_are_refused() {
             &limited,
             &mut tracker
         ),
-        Err(PageError::SampleLimit {
-            samples: 2,
-            limit: 1
-        })
+        Err(PageError::SampleLimit { line: 2, limit: 1 })
     ));
 }
 
@@ -603,5 +597,612 @@ mod never_panics {
                 }
             }
         }
+    }
+}
+
+// ---- Limits: sample_limit, label limits, body_size_limit, the series-state budget. ----
+
+/// `n` gauge samples, then a line that does not parse.
+fn page_with_malformed_tail(n: usize) -> String {
+    let mut page = String::from("# HELP g A gauge.\n# TYPE g gauge\n");
+    for i in 0..n {
+        page.push_str(&format!("g{{i=\"{i}\"}} {i}\n"));
+    }
+    page.push_str("g{i=\"unterminated} 1\n");
+    page
+}
+
+#[test]
+fn sample_limit_stops_parsing_at_the_first_sample_over_it() {
+    let page = page_with_malformed_tail(100);
+    let mut tracker = Tracker::new(1000);
+    // Without a limit the page is refused for its last line...
+    let whole = translate(
+        &page,
+        Format::Prometheus,
+        T0,
+        &target(),
+        &opts(),
+        &mut tracker,
+    );
+    assert!(
+        matches!(whole, Err(PageError::Parse(ref e)) if e.line == 103),
+        "{whole:?}"
+    );
+    // ...with one, reading stops at sample 11 (line 13), long before that line.
+    let limited = Options {
+        sample_limit: 10,
+        ..opts()
+    };
+    let err = translate(
+        &page,
+        Format::Prometheus,
+        T0,
+        &target(),
+        &limited,
+        &mut tracker,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        PageError::SampleLimit {
+            line: 13,
+            limit: 10
+        }
+    );
+    assert_eq!(err.reason(), "sample_limit");
+    assert_eq!(
+        ScrapeErrorReason::of(err),
+        "sample_limit",
+        "the failure counter's reason"
+    );
+    // Nothing of the refused page reached the tracker.
+    assert_eq!(tracker.tracked(), 0);
+}
+
+#[test]
+fn sample_limit_counts_samples_after_metric_relabeling() {
+    // Three samples dropped by relabeling, three kept: a limit of 3 passes.
+    let page = "go_gc_a 1\nkeep_a 1\ngo_gc_b 1\nkeep_b 1\ngo_gc_c 1\nkeep_c 1\n";
+    let rules = vec![RuleConfig {
+        source_labels: vec!["__name__".into()],
+        regex: "go_gc_.*".into(),
+        action: relabel::Action::Drop,
+        ..RuleConfig::default()
+    }
+    .compile()
+    .unwrap()];
+    let o = Options {
+        metric_relabel: &rules,
+        sample_limit: 3,
+        ..opts()
+    };
+    let out = translate(
+        page,
+        Format::Prometheus,
+        T0,
+        &target(),
+        &o,
+        &mut Tracker::new(10),
+    )
+    .unwrap();
+    assert_eq!((out.samples_scraped, out.samples_post_relabel), (6, 3));
+    let o = Options {
+        sample_limit: 2,
+        ..o
+    };
+    assert_eq!(
+        translate(
+            page,
+            Format::Prometheus,
+            T0,
+            &target(),
+            &o,
+            &mut Tracker::new(10)
+        )
+        .unwrap_err(),
+        PageError::SampleLimit { line: 6, limit: 2 }
+    );
+}
+
+/// The failure reason the scrape loop would count for a page error.
+struct ScrapeErrorReason;
+
+impl ScrapeErrorReason {
+    fn of(e: PageError) -> &'static str {
+        scrape::ScrapeError::Page(e).reason()
+    }
+}
+
+/// Translates `page` with `o`, expecting the error.
+fn refused(page: &str, o: &Options<'_>) -> PageError {
+    translate(
+        page,
+        Format::Prometheus,
+        T0,
+        &target(),
+        o,
+        &mut Tracker::new(10),
+    )
+    .unwrap_err()
+}
+
+fn accepted(page: &str, o: &Options<'_>) -> Translated {
+    translate(
+        page,
+        Format::Prometheus,
+        T0,
+        &target(),
+        o,
+        &mut Tracker::new(10),
+    )
+    .unwrap()
+}
+
+#[test]
+fn label_limit_counts_name_and_target_labels_and_fails_the_scrape() {
+    // `__name__`, `path`, and the target's `instance`, `job`, `team`: 5 labels.
+    let page = "ok 1\nreq{path=\"/a\"} 1\n";
+    let at = |limit| Options {
+        label_limit: limit,
+        ..opts()
+    };
+    assert_eq!(accepted(page, &at(5)).samples_post_relabel, 2);
+    assert_eq!(
+        accepted(page, &at(0)).samples_post_relabel,
+        2,
+        "0: no limit"
+    );
+    let err = refused(page, &at(4));
+    assert_eq!(
+        err,
+        PageError::LabelLimit {
+            line: 2,
+            metric: "req".into(),
+            labels: 5,
+            limit: 4
+        }
+    );
+    assert_eq!(ScrapeErrorReason::of(err), "label_limit");
+    // Empty values are no labels, as in Prometheus.
+    assert_eq!(
+        accepted("req{path=\"\",x=\"\"} 1\n", &at(4)).samples_post_relabel,
+        1
+    );
+}
+
+#[test]
+fn label_name_length_limit_fails_the_scrape() {
+    let page = "a{short=\"1\"} 1\nb{a_rather_long_name=\"1\"} 1\n";
+    let at = |limit| Options {
+        label_name_length_limit: limit,
+        ..opts()
+    };
+    accepted(page, &at(18));
+    let err = refused(page, &at(17));
+    assert_eq!(
+        err,
+        PageError::LabelNameLength {
+            line: 2,
+            metric: "b".into(),
+            label: "a_rather_long_name".into(),
+            length: 18,
+            limit: 17
+        }
+    );
+    assert_eq!(ScrapeErrorReason::of(err), "label_name_length_limit");
+    // Names added by relabeling count too (they are checked after it).
+    let rules = vec![RuleConfig {
+        target_label: Some("a_much_longer_label_name".into()),
+        replacement: "x".into(),
+        ..RuleConfig::default()
+    }
+    .compile()
+    .unwrap()];
+    let o = Options {
+        metric_relabel: &rules,
+        ..at(18)
+    };
+    assert!(matches!(
+        refused("a 1\n", &o),
+        PageError::LabelNameLength { line: 1, .. }
+    ));
+}
+
+#[test]
+fn label_value_length_limit_fails_the_scrape_and_counts_the_metric_name() {
+    let page = "a{v=\"12345\"} 1\nb{v=\"123456\"} 1\n";
+    let at = |limit| Options {
+        label_value_length_limit: limit,
+        ..opts()
+    };
+    // The longest value is the target's instance, "10.1.2.3:8080" (13 bytes).
+    accepted(page, &at(13));
+    let err = refused(page, &at(12));
+    assert!(
+        matches!(&err, PageError::LabelValueLength { line: 1, label, length: 13, limit: 12, .. } if label == "instance"),
+        "{err:?}"
+    );
+    assert_eq!(ScrapeErrorReason::of(err), "label_value_length_limit");
+    // The metric name is the value of `__name__`.
+    let long = format!("{} 1\n", "m".repeat(20));
+    assert!(matches!(
+        refused(&long, &at(19)),
+        PageError::LabelValueLength { length: 20, ref label, .. } if label == "__name__"
+    ));
+}
+
+#[test]
+fn label_limit_keys_are_supported_config() {
+    let c = load(
+        "config:\n  scrape_configs:\n    - job_name: app\n      sample_limit: 1000\n      label_limit: 30\n      label_name_length_limit: 128\n      label_value_length_limit: 1024\n      static_configs:\n        - targets: [\"localhost:8080\"]\n",
+    )
+    .unwrap();
+    let sc = &c.config.scrape_configs[0];
+    assert_eq!(
+        (
+            sc.sample_limit,
+            sc.label_limit,
+            sc.label_name_length_limit,
+            sc.label_value_length_limit
+        ),
+        (1000, 30, 128, 1024)
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let targets =
+        scrape::targets_for(&Global::default(), sc, "prometheus", &Telemetry::new()).unwrap();
+    assert_eq!(targets.len(), 1);
+}
+
+#[test]
+fn body_size_limit_defaults_to_16_mib() {
+    let sc = |limit: Option<&str>| ScrapeConfig {
+        body_size_limit: limit.map(str::to_string),
+        ..ScrapeConfig::default()
+    };
+    assert_eq!(DEFAULT_BODY_SIZE_LIMIT, 16 << 20);
+    assert_eq!(body_limit(&sc(None)), Ok(16 << 20));
+    assert_eq!(
+        body_limit(&sc(Some("100MB"))),
+        Ok(100 << 20),
+        "honored as set"
+    );
+    assert_eq!(body_limit(&sc(Some("0"))), Ok(usize::MAX), "0: no limit");
+    assert!(body_limit(&sc(Some("ten"))).is_err());
+    let err = load("config:\n  scrape_configs:\n    - job_name: app\n      body_size_limit: 10 parsecs\n      static_configs:\n        - targets: [\"localhost:8080\"]\n").unwrap_err();
+    assert!(err.contains("body_size_limit"), "{err}");
+}
+
+#[test]
+fn max_series_state_is_configured_and_checked() {
+    let c = load("pod_annotations: true\nmax_series_state: 1000\n").unwrap();
+    assert_eq!(c.max_series_state, Some(1000));
+    let err = load("pod_annotations: true\nmax_series_state: 0\n").unwrap_err();
+    assert!(
+        err.starts_with("max_series_state: must be at least 1"),
+        "{err}"
+    );
+    assert_eq!(series::DEFAULT_MAX_SERIES_STATE, 500_000);
+}
+
+/// A counter page of `names` series.
+fn counters(names: &[&str]) -> String {
+    let mut page = String::new();
+    for n in names {
+        page.push_str(&format!("# TYPE {n} counter\n{n}_total 5\n"));
+    }
+    page
+}
+
+fn start_of(r: &ExportMetricsServiceRequest, name: &str) -> u64 {
+    number_points(find(r, name))[0].start_time_unix_nano
+}
+
+#[test]
+fn series_state_is_capped_across_targets_with_an_overflow_counter() {
+    let telemetry = Telemetry::new();
+    let budget = std::sync::Arc::new(series_budget(&telemetry, "prometheus", 3));
+    let overflow = || {
+        telemetry
+            .counter(
+                "sidekick_scrape_series_state_overflow",
+                "",
+                &[("receiver", "prometheus")],
+            )
+            .get()
+    };
+    let mut a = Tracker::with_budget(budget.clone(), "http://a/metrics");
+    let mut b = Tracker::with_budget(budget.clone(), "http://b/metrics");
+    // Target a takes two entries, target b the last one; b's second series overflows.
+    run(&counters(&["a1", "a2"]), Format::Prometheus, T0, &mut a);
+    assert_eq!((a.tracked(), budget.used()), (2, 2));
+    let first = run(&counters(&["b1", "b2"]), Format::Prometheus, T0, &mut b);
+    assert_eq!((b.tracked(), budget.used()), (1, 3));
+    assert_eq!(overflow(), 1, "one series over the cap in that scrape");
+    assert_eq!(budget.overflowed(), 1);
+    // Over the cap the series is still delivered, starting at its scrape time on every
+    // scrape; the tracked one keeps its start.
+    let t1 = T0 + 15_000;
+    let second = run(&counters(&["b1", "b2"]), Format::Prometheus, t1, &mut b);
+    let ns = |ms: i64| ms as u64 * 1_000_000;
+    assert_eq!(start_of(&first.request, "b2_total"), ns(T0));
+    assert_eq!(start_of(&second.request, "b1_total"), ns(T0));
+    assert_eq!(start_of(&second.request, "b2_total"), ns(t1));
+    assert_eq!(overflow(), 2, "counted once per scrape");
+    // A target that goes away hands its entries back; b's next new series gets one.
+    drop(a);
+    assert_eq!(budget.used(), 1);
+    run(
+        &counters(&["b1", "b2"]),
+        Format::Prometheus,
+        t1 + 15_000,
+        &mut b,
+    );
+    assert_eq!((b.tracked(), budget.used(), overflow()), (2, 2, 2));
+    // Forgotten series hand theirs back too.
+    run(
+        "",
+        Format::Prometheus,
+        t1 + 15_000 + series::FORGET_AFTER_MS + 1,
+        &mut b,
+    );
+    assert_eq!((b.tracked(), budget.used()), (0, 0));
+}
+
+// ---- Scrapes over HTTP: the failure reasons and how much of the body is read. ----
+
+mod over_http {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use sidekick_collector::telemetry::{Gauge, Telemetry};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// What the test server answers: headers and a body it writes in 64 KiB pieces, at
+    /// most `total` bytes (repeating `body`), counting what the socket took.
+    #[derive(Clone)]
+    struct Answer {
+        headers: String,
+        body: Vec<u8>,
+        total: usize,
+    }
+
+    async fn serve(answer: Answer) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let written = Arc::new(AtomicUsize::new(0));
+        let w = written.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let answer = answer.clone();
+                let w = w.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|x| x == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if sock.write_all(answer.headers.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut sent = 0;
+                    while sent < answer.total {
+                        let mut piece = Vec::with_capacity(64 << 10);
+                        while piece.len() < (64 << 10) && sent + piece.len() < answer.total {
+                            let take = answer.body.len().min(answer.total - sent - piece.len());
+                            piece.extend_from_slice(&answer.body[..take]);
+                        }
+                        if sock.write_all(&piece).await.is_err() {
+                            return;
+                        }
+                        sent += piece.len();
+                        w.fetch_add(piece.len(), Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        (addr, written)
+    }
+
+    fn scrape_config(addr: &str, extra: impl FnOnce(&mut ScrapeConfig)) -> ScrapeConfig {
+        let mut sc = ScrapeConfig {
+            job_name: "app".into(),
+            static_configs: vec![StaticConfig {
+                targets: vec![addr.to_string()],
+                labels: BTreeMap::new(),
+            }],
+            ..ScrapeConfig::default()
+        };
+        extra(&mut sc);
+        sc
+    }
+
+    /// One scrape of `sc`'s target: `up`, and the failure reasons counted.
+    async fn scrape_once(sc: &ScrapeConfig) -> (f64, Vec<&'static str>, Duration) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let telemetry = Telemetry::new();
+        let targets =
+            scrape::targets_for(&Global::default(), sc, "prometheus", &telemetry).unwrap();
+        let target = &targets[0];
+        let counters = scrape::Counters::new(&telemetry, "prometheus");
+        let mut tracker = Tracker::new(1000);
+        let started = Instant::now();
+        let batch = target
+            .scrape_once(&mut tracker, &mut None, &Gauge::default(), &counters)
+            .await;
+        let took = started.elapsed();
+        let up = value(&number_points(find(batch.decoded().unwrap(), "up"))[0]);
+        let instance = sc.static_configs[0].targets[0].as_str();
+        let reasons = [
+            "timeout",
+            "connection",
+            "http_status",
+            "body_size_limit",
+            "malformed_page",
+            "invalid_series",
+            "sample_limit",
+            "label_limit",
+            "label_name_length_limit",
+            "label_value_length_limit",
+        ]
+        .into_iter()
+        .filter(|reason| {
+            telemetry
+                .counter(
+                    "sidekick_scrape_failures",
+                    "",
+                    &[
+                        ("receiver", "prometheus"),
+                        ("job", "app"),
+                        ("instance", instance),
+                        ("reason", reason),
+                    ],
+                )
+                .get()
+                > 0
+        })
+        .collect();
+        (up, reasons, took)
+    }
+
+    fn plain(len: Option<usize>) -> String {
+        match len {
+            Some(n) => format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"),
+            None => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nConnection: close\r\n\r\n".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_within_limits_scrapes() {
+        let page = b"# TYPE g gauge\ng{i=\"1\"} 1\n".to_vec();
+        let (addr, _) = serve(Answer {
+            headers: plain(Some(page.len())),
+            total: page.len(),
+            body: page,
+        })
+        .await;
+        let (up, reasons, _) = scrape_once(&scrape_config(&addr, |_| {})).await;
+        assert_eq!((up, reasons), (1.0, vec![]));
+    }
+
+    #[tokio::test]
+    async fn sample_limit_fails_the_scrape_before_the_malformed_tail() {
+        let page = page_with_malformed_tail(10_000).into_bytes();
+        let (addr, _) = serve(Answer {
+            headers: plain(Some(page.len())),
+            total: page.len(),
+            body: page,
+        })
+        .await;
+        let (up, reasons, _) = scrape_once(&scrape_config(&addr, |_| {})).await;
+        assert_eq!((up, reasons), (0.0, vec!["malformed_page"]));
+        let limited = scrape_config(&addr, |sc| sc.sample_limit = 100);
+        let (up, reasons, _) = scrape_once(&limited).await;
+        assert_eq!((up, reasons), (0.0, vec!["sample_limit"]));
+    }
+
+    #[tokio::test]
+    async fn label_limits_fail_the_scrape() {
+        let page = b"req{path=\"/a/long/path\"} 1\n".to_vec();
+        let (addr, _) = serve(Answer {
+            headers: plain(Some(page.len())),
+            total: page.len(),
+            body: page,
+        })
+        .await;
+        for (set, reason) in [
+            (
+                (|sc: &mut ScrapeConfig| sc.label_limit = 2) as fn(&mut ScrapeConfig),
+                "label_limit",
+            ),
+            (
+                |sc: &mut ScrapeConfig| sc.label_name_length_limit = 3,
+                "label_name_length_limit",
+            ),
+            (
+                |sc: &mut ScrapeConfig| sc.label_value_length_limit = 8,
+                "label_value_length_limit",
+            ),
+        ] {
+            let (up, reasons, _) = scrape_once(&scrape_config(&addr, set)).await;
+            assert_eq!((up, reasons), (0.0, vec![reason]));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_announced_length_over_body_size_limit_fails_without_reading() {
+        let (addr, written) = serve(Answer {
+            headers: plain(Some(64 << 20)),
+            body: b"g 1\n".to_vec(),
+            total: 64 << 20,
+        })
+        .await;
+        let sc = scrape_config(&addr, |sc| sc.body_size_limit = Some("1MB".into()));
+        let (up, reasons, _) = scrape_once(&sc).await;
+        assert_eq!((up, reasons), (0.0, vec!["body_size_limit"]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = written.load(Ordering::Relaxed);
+        assert!(sent < 16 << 20, "the server got {sent} bytes out");
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_fails_at_the_default_limit_without_reading_the_rest() {
+        // No length announced: read until the limit, then stop (not a timeout).
+        let (addr, written) = serve(Answer {
+            headers: plain(None),
+            body: b"a_gauge_with_a_long_name{label=\"value\"} 1\n".to_vec(),
+            total: 1 << 30,
+        })
+        .await;
+        let (up, reasons, took) = scrape_once(&scrape_config(&addr, |_| {})).await;
+        assert_eq!((up, reasons), (0.0, vec!["body_size_limit"]));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = written.load(Ordering::Relaxed);
+        assert!(
+            sent < DEFAULT_BODY_SIZE_LIMIT + (8 << 20),
+            "the server got {sent} bytes out of 1 GiB"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gzip_page_is_limited_by_its_uncompressed_size() {
+        use std::io::Write as _;
+        let mut page = String::new();
+        while page.len() < 2 << 20 {
+            page.push_str(&format!("g{{i=\"{}\"}} 1\n", page.len()));
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(page.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < 1 << 20, "compressed under the limit");
+        let (addr, _) = serve(Answer {
+            headers: format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", gz.len()),
+            total: gz.len(),
+            body: gz.clone(),
+        })
+        .await;
+        let over = scrape_config(&addr, |sc| sc.body_size_limit = Some("1MB".into()));
+        let (up, reasons, _) = scrape_once(&over).await;
+        assert_eq!((up, reasons), (0.0, vec!["body_size_limit"]));
+        let (up, reasons, _) = scrape_once(&scrape_config(&addr, |_| {})).await;
+        assert_eq!((up, reasons), (1.0, vec![]), "the whole page fits 16 MiB");
+        // A cut gzip stream is an error, not a shorter page.
+        let cut = gz[..gz.len() / 2].to_vec();
+        let (addr, _) = serve(Answer {
+            headers: format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", cut.len()),
+            total: cut.len(),
+            body: cut,
+        })
+        .await;
+        let (up, reasons, _) = scrape_once(&scrape_config(&addr, |_| {})).await;
+        assert_eq!((up, reasons), (0.0, vec!["connection"]));
     }
 }

@@ -73,8 +73,30 @@ pub struct Options<'a> {
     pub honor_labels: bool,
     pub honor_timestamps: bool,
     pub metric_relabel: &'a [Rule],
-    /// 0: no limit.
+    /// Most samples left after metric relabeling; one more stops the page. 0: no limit.
     pub sample_limit: usize,
+    /// Most labels per series after metric relabeling, `__name__`, `job`, `instance` and
+    /// the target's labels included (as Prometheus counts). 0: no limit.
+    pub label_limit: usize,
+    /// Longest label name, in bytes. 0: no limit.
+    pub label_name_length_limit: usize,
+    /// Longest label value (and metric name, the value of `__name__`), in bytes. 0: no
+    /// limit.
+    pub label_value_length_limit: usize,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            honor_labels: false,
+            honor_timestamps: true,
+            metric_relabel: &[],
+            sample_limit: 0,
+            label_limit: 0,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
+        }
+    }
 }
 
 /// Why a scrape's page was refused.
@@ -86,8 +108,98 @@ pub enum PageError {
     Duplicate { line: usize, series: String },
     #[error("line {line}: second TYPE line for {name}")]
     DuplicateType { line: usize, name: String },
-    #[error("sample_limit exceeded: {samples} samples after relabeling, limit {limit}")]
-    SampleLimit { samples: usize, limit: usize },
+    /// More than `limit` samples were left after metric relabeling; reading stopped at
+    /// `line`, the first sample over the limit.
+    #[error("line {line}: more than sample_limit ({limit}) samples after metric relabeling; stopped reading the page here")]
+    SampleLimit { line: usize, limit: usize },
+    #[error("line {line}: {metric} has {labels} labels, more than label_limit ({limit})")]
+    LabelLimit {
+        line: usize,
+        metric: String,
+        labels: usize,
+        limit: usize,
+    },
+    #[error("line {line}: {metric} has a label name {label:?} of {length} bytes, more than label_name_length_limit ({limit})")]
+    LabelNameLength {
+        line: usize,
+        metric: String,
+        label: String,
+        length: usize,
+        limit: usize,
+    },
+    #[error("line {line}: {metric} has a value of {length} bytes for label {label}, more than label_value_length_limit ({limit})")]
+    LabelValueLength {
+        line: usize,
+        metric: String,
+        label: String,
+        length: usize,
+        limit: usize,
+    },
+}
+
+impl PageError {
+    /// The label for `sidekick_scrape_failures{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PageError::Parse(_) => "malformed_page",
+            PageError::Duplicate { .. } | PageError::DuplicateType { .. } => "invalid_series",
+            PageError::SampleLimit { .. } => "sample_limit",
+            PageError::LabelLimit { .. } => "label_limit",
+            PageError::LabelNameLength { .. } => "label_name_length_limit",
+            PageError::LabelValueLength { .. } => "label_value_length_limit",
+        }
+    }
+}
+
+/// A name for error messages: at most 120 characters.
+fn cut(s: &str) -> String {
+    s.chars().take(120).collect()
+}
+
+/// Prometheus's label limits, checked on a series' labels after metric relabeling
+/// (`labels` holds everything but `__name__`, which is `name`).
+fn check_label_limits(
+    name: &str,
+    labels: &LabelSet<'_>,
+    opts: &Options<'_>,
+    line: usize,
+) -> Result<(), PageError> {
+    if opts.label_limit > 0 && labels.len() + 1 > opts.label_limit {
+        return Err(PageError::LabelLimit {
+            line,
+            metric: cut(name),
+            labels: labels.len() + 1,
+            limit: opts.label_limit,
+        });
+    }
+    if opts.label_name_length_limit == 0 && opts.label_value_length_limit == 0 {
+        return Ok(());
+    }
+    let all = std::iter::once(("__name__", name))
+        .chain(labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+    for (k, v) in all {
+        let limit = opts.label_name_length_limit;
+        if limit > 0 && k.len() > limit {
+            return Err(PageError::LabelNameLength {
+                line,
+                metric: cut(name),
+                label: cut(k),
+                length: k.len(),
+                limit,
+            });
+        }
+        let limit = opts.label_value_length_limit;
+        if limit > 0 && v.len() > limit {
+            return Err(PageError::LabelValueLength {
+                line,
+                metric: cut(name),
+                label: cut(k),
+                length: v.len(),
+                limit,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The result of one scrape.
@@ -157,12 +269,13 @@ struct Meta<'a> {
 
 /// Finds the family a series name belongs to and the part it plays in it. Counters and
 /// info metrics are named by their series (`x_total`, `x_info`) so the name a Prometheus
-/// user queries survives the trip; histograms and summaries by their family.
-fn family<'m, 'a>(
+/// user queries survives the trip; histograms and summaries by their family. Also returns
+/// the name the family's metadata (`HELP`, `UNIT`) is under.
+fn family<'a>(
     name: &str,
-    meta: &'m HashMap<&'a str, Meta<'a>>,
-) -> (String, Kind, Role, Option<&'m Meta<'a>>) {
-    let typed = |n: &str| meta.get(n).and_then(|m| Some((m.kind?, m)));
+    meta: &HashMap<&'a str, Meta<'a>>,
+) -> (String, Kind, Role, Option<&'a str>) {
+    let typed = |n: &str| meta.get_key_value(n).and_then(|(k, m)| Some((m.kind?, *k)));
     if let Some((kind, m)) = typed(name) {
         return (name.to_string(), kind, Role::Value, Some(m));
     }
@@ -273,9 +386,12 @@ struct Point {
     exemplars: Vec<Exemplar>,
 }
 
-struct Family {
+struct Family<'a> {
     name: String,
     kind: Kind,
+    /// Where its `HELP` and `UNIT` are, read when the page is done (they may follow the
+    /// first sample; `TYPE` may not, as both formats say).
+    meta: Option<&'a str>,
     help: String,
     unit: String,
     scope: usize,
@@ -332,6 +448,11 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 
 /// Translates one page. `tracker` supplies start times, counts resets and adds the
 /// staleness markers for series that were in the previous scrape but not in this one.
+///
+/// One pass: each sample is parsed, relabeled, checked against the limits and added to
+/// its point before the next line is read, so a page over `sample_limit` or a label limit
+/// stops at the first sample over it (the rest of the page is never parsed) and whatever
+/// was built is dropped. The tracker is only touched once the whole page has passed.
 pub fn translate(
     text: &str,
     format: Format,
@@ -340,12 +461,19 @@ pub fn translate(
     opts: &Options<'_>,
     tracker: &mut Tracker,
 ) -> Result<Translated, PageError> {
-    // Pass 1: metadata and samples.
     let mut meta: HashMap<&str, Meta<'_>> = HashMap::new();
-    let mut samples: Vec<(usize, Sample<'_>)> = Vec::new();
+    let mut scopes: Vec<InstrumentationScope> =
+        vec![default_scope_metrics().scope.unwrap_or_default()];
+    let mut families: Vec<Family<'_>> = Vec::new();
+    let mut family_index: HashMap<(usize, String), usize> = HashMap::new();
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut resource_extra: Vec<KeyValue> = Vec::new();
+    let mut scraped = 0;
+    let mut post_relabel = 0;
+    let mut labels: LabelSet<'_> = Vec::new();
     let mut parser = Parser::new(text, format);
     while let Some(entry) = parser.next() {
-        match entry? {
+        let sample = match entry? {
             Entry::Type { name, kind } => {
                 let m = meta.entry(name).or_default();
                 if m.kind.is_some() {
@@ -355,23 +483,20 @@ pub fn translate(
                     });
                 }
                 m.kind = Some(kind);
+                continue;
             }
-            Entry::Help { name, text } => meta.entry(name).or_default().help = Some(text),
-            Entry::Unit { name, unit } => meta.entry(name).or_default().unit = Some(unit),
-            Entry::Sample(s) => samples.push((parser.line(), s)),
-        }
-    }
-
-    // Pass 2: labels, relabeling, grouping into families and points.
-    let mut scopes: Vec<InstrumentationScope> =
-        vec![default_scope_metrics().scope.unwrap_or_default()];
-    let mut families: Vec<Family> = Vec::new();
-    let mut family_index: HashMap<(usize, String), usize> = HashMap::new();
-    let mut seen: HashSet<u64> = HashSet::with_capacity(samples.len());
-    let mut resource_extra: Vec<KeyValue> = Vec::new();
-    let mut post_relabel = 0;
-    let mut labels: LabelSet<'_> = Vec::new();
-    for (line, sample) in &samples {
+            Entry::Help { name, text } => {
+                meta.entry(name).or_default().help = Some(text);
+                continue;
+            }
+            Entry::Unit { name, unit } => {
+                meta.entry(name).or_default().unit = Some(unit);
+                continue;
+            }
+            Entry::Sample(s) => s,
+        };
+        let line = parser.line();
+        scraped += 1;
         labels.clear();
         labels.extend(
             sample
@@ -393,7 +518,15 @@ pub fn translate(
                 None => continue,
             }
         }
+        // Prometheus's order: label limits, then sample_limit, both after relabeling.
+        check_label_limits(&name, &labels, opts, line)?;
         post_relabel += 1;
+        if opts.sample_limit > 0 && post_relabel > opts.sample_limit {
+            return Err(PageError::SampleLimit {
+                line,
+                limit: opts.sample_limit,
+            });
+        }
         labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         // A page may not hold the same series twice.
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -401,7 +534,7 @@ pub fn translate(
         labels.hash(&mut h);
         if !seen.insert(h.finish()) {
             return Err(PageError::Duplicate {
-                line: *line,
+                line,
                 series: render_series(&name, &labels),
             });
         }
@@ -462,8 +595,9 @@ pub fn translate(
             .entry((scope, family_name.clone()))
             .or_insert_with(|| {
                 families.push(Family {
-                    unit: unit_for(&family_name, m.and_then(|m| m.unit)),
-                    help: m.and_then(|m| m.help.as_deref()).unwrap_or("").to_string(),
+                    meta: m,
+                    help: String::new(),
+                    unit: String::new(),
                     name: family_name.clone(),
                     kind,
                     scope,
@@ -513,18 +647,13 @@ pub fn translate(
                 p.created_ms = Some((sample.value * 1000.0) as i64);
             }
         }
-        if let Some(e) = exemplar_from(sample, time_ms) {
+        if let Some(e) = exemplar_from(&sample, time_ms) {
             p.exemplars.push(e);
         }
     }
-    if opts.sample_limit > 0 && post_relabel > opts.sample_limit {
-        return Err(PageError::SampleLimit {
-            samples: post_relabel,
-            limit: opts.sample_limit,
-        });
-    }
+    drop(seen);
 
-    // Pass 3: OTLP, with start times from the tracker.
+    // The page passed: OTLP, with start times from the tracker.
     let mut scope_metrics: Vec<ScopeMetrics> = scopes
         .iter()
         .map(|s| ScopeMetrics {
@@ -533,7 +662,10 @@ pub fn translate(
         })
         .collect();
     let mut current = HashSet::with_capacity(families.iter().map(|f| f.points.len()).sum());
-    for f in families {
+    for mut f in families {
+        let m = f.meta.and_then(|k| meta.get(k));
+        f.unit = unit_for(&f.name, m.and_then(|m| m.unit));
+        f.help = m.and_then(|m| m.help.as_deref()).unwrap_or("").to_string();
         if let Some(metric) = build_metric(f, tracker, &mut current) {
             let scope = metric.1;
             scope_metrics[scope].metrics.push(metric.0);
@@ -559,7 +691,7 @@ pub fn translate(
     tracker.finish_scrape(current, time_ms);
     Ok(Translated {
         request,
-        samples_scraped: samples.len(),
+        samples_scraped: scraped,
         samples_post_relabel: post_relabel,
         series_added,
     })
@@ -591,7 +723,7 @@ fn metadata(kind: Kind) -> Vec<KeyValue> {
 }
 
 fn build_metric(
-    f: Family,
+    f: Family<'_>,
     tracker: &mut Tracker,
     current: &mut HashSet<u64>,
 ) -> Option<(Metric, usize)> {

@@ -1,0 +1,528 @@
+//! Checks an encoded OTLP export request against the OTLP schema without decoding it,
+//! counting its items on the way.
+//!
+//! [`wire::Schema::count`](super::wire::Schema::count) only checks framing, so a request
+//! holding one span that prost cannot decode (a name that is not UTF-8, a field with
+//! another wire type than the schema's) used to be acknowledged, batched with other
+//! clients' data, and then failed as a whole wherever the batch was decoded. This walk
+//! visits every field of every message the request holds and refuses the request when:
+//!
+//! - a field the schema knows has another wire type (a repeated number may come packed
+//!   or not, as protobuf parsers accept both; a packed one must hold whole elements);
+//! - a string field (names, keys, string values, units, schema URLs…) is not UTF-8;
+//! - a span's `trace_id` is not 16 bytes or its `span_id` not 8 (they are required);
+//!   a `parent_span_id`, or the ids of a link, log record or exemplar, are neither empty
+//!   nor 16 / 8 bytes;
+//! - messages nest deeper than prost decodes (see [`MAX_DEPTH`]): only `AnyValue` can
+//!   nest that deep.
+//!
+//! Fields the schema does not know are allowed, for forward compatibility, and are only
+//! checked to be well-formed. The tables below mirror opentelemetry-proto v1 as
+//! generated in the `opentelemetry-proto` crate; a test walks fully populated requests
+//! in a strict mode that refuses unknown fields, so a table that lost a field or gave it
+//! the wrong type fails there.
+//!
+//! # Why the whole request is refused
+//!
+//! A request with any invalid item is refused whole (400 / `INVALID_ARGUMENT`), with the
+//! problem and its byte offset in the message. OTLP also allows a partial success (take
+//! the good items, report how many were rejected), but the sender would then see a
+//! success it rarely inspects, while the bad item points at an encoder bug that breaks
+//! every request it touches: a clear error at the SDK is what gets that bug fixed. The
+//! walk also stays a check, never a rewrite: the accepted bytes are forwarded exactly as
+//! they came, with nothing to cut out of them.
+
+use sidekick_config::Signal as SignalKind;
+
+use super::wire::{read_varint, Fields, WireError, FIXED32, FIXED64, LEN, VARINT};
+
+/// How deep messages may nest, counting the request's own fields as depth 1. prost
+/// refuses to decode past its recursion limit of 100: a message at depth 101, or any
+/// unknown field inside a message at depth 100. Accepting what prost then cannot decode
+/// would bring back the failure this check exists for. In a span attribute that leaves
+/// room for 31 nested `kvlistValue`s or 47 nested `arrayValue`s, so this is also what
+/// bounds `AnyValue` nesting, well under the 64 levels a limit on `AnyValue` alone would
+/// allow.
+pub const MAX_DEPTH: u32 = 100;
+
+const WRONG_WIRE_TYPE: &str = "wrong wire type for a known field";
+const INVALID_UTF8: &str = "invalid UTF-8 in a string field";
+const TOO_DEEP: &str = "AnyValue nested too deeply (messages over 100 levels deep)";
+const PARTIAL_ELEMENT: &str = "packed repeated field ends inside an element";
+
+/// What a field of the schema holds.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Not in the schema: any well-formed field.
+    Unknown,
+    /// int32, int64, uint32, uint64, sint32, bool, enum.
+    Varint,
+    /// fixed64, sfixed64, double.
+    Fixed64,
+    /// fixed32.
+    Fixed32,
+    /// A string; a repeated string is one such field per element.
+    Str,
+    Bytes,
+    /// A trace or span id: `len` bytes, or empty when `empty_ok`.
+    Id {
+        len: usize,
+        empty_ok: bool,
+        reason: &'static str,
+    },
+    Nested(&'static Message),
+    /// repeated fixed64 or double: packed, or one field per element.
+    RepeatedFixed64,
+    /// repeated uint64: packed, or one field per element.
+    RepeatedVarint,
+}
+
+use Kind::*;
+
+/// A message type.
+struct Message {
+    /// What each field holds, from field 1 on; field numbers past the end are unknown.
+    fields: &'static [Kind],
+    /// Field numbers (as bits) that must be present: absent ids are empty ids.
+    required: u32,
+    /// Counts as one item (span, data point, log record).
+    item: bool,
+}
+
+impl Message {
+    const fn new(fields: &'static [Kind]) -> Self {
+        Message {
+            fields,
+            required: 0,
+            item: false,
+        }
+    }
+
+    const fn item(fields: &'static [Kind]) -> Self {
+        Message {
+            fields,
+            required: 0,
+            item: true,
+        }
+    }
+}
+
+// The field tables, one per message, from field 1 on; the comment on each line gives
+// the field's number and name. Reserved numbers are `Unknown`.
+
+const TRACE_ID: Kind = Id {
+    len: 16,
+    empty_ok: false,
+    reason: "trace_id must be 16 bytes",
+};
+const SPAN_ID: Kind = Id {
+    len: 8,
+    empty_ok: false,
+    reason: "span_id must be 8 bytes",
+};
+const PARENT_SPAN_ID: Kind = Id {
+    len: 8,
+    empty_ok: true,
+    reason: "parent_span_id must be empty or 8 bytes",
+};
+const OPTIONAL_TRACE_ID: Kind = Id {
+    len: 16,
+    empty_ok: true,
+    reason: "trace_id must be empty or 16 bytes",
+};
+const OPTIONAL_SPAN_ID: Kind = Id {
+    len: 8,
+    empty_ok: true,
+    reason: "span_id must be empty or 8 bytes",
+};
+
+// opentelemetry.proto.common.v1 and resource.v1
+
+static ANY_VALUE: Message = Message::new(&[
+    Str,                     // 1 string_value
+    Varint,                  // 2 bool_value
+    Varint,                  // 3 int_value
+    Fixed64,                 // 4 double_value
+    Nested(&ARRAY_VALUE),    // 5 array_value
+    Nested(&KEY_VALUE_LIST), // 6 kvlist_value
+    Bytes,                   // 7 bytes_value
+    Varint,                  // 8 string_value_strindex
+]);
+static ARRAY_VALUE: Message = Message::new(&[
+    Nested(&ANY_VALUE), // 1 values
+]);
+static KEY_VALUE_LIST: Message = Message::new(&[
+    Nested(&KEY_VALUE), // 1 values
+]);
+static KEY_VALUE: Message = Message::new(&[
+    Str,                // 1 key
+    Nested(&ANY_VALUE), // 2 value
+    Varint,             // 3 key_strindex
+]);
+static SCOPE: Message = Message::new(&[
+    Str,                // 1 name
+    Str,                // 2 version
+    Nested(&KEY_VALUE), // 3 attributes
+    Varint,             // 4 dropped_attributes_count
+]);
+static ENTITY_REF: Message = Message::new(&[
+    Str, // 1 schema_url
+    Str, // 2 type
+    Str, // 3 id_keys
+    Str, // 4 description_keys
+]);
+static RESOURCE: Message = Message::new(&[
+    Nested(&KEY_VALUE),  // 1 attributes
+    Varint,              // 2 dropped_attributes_count
+    Nested(&ENTITY_REF), // 3 entity_refs
+]);
+
+// opentelemetry.proto.trace.v1
+
+static TRACES_REQUEST: Message = Message::new(&[
+    Nested(&RESOURCE_SPANS), // 1 resource_spans
+]);
+static RESOURCE_SPANS: Message = Message::new(&[
+    Nested(&RESOURCE),    // 1 resource
+    Nested(&SCOPE_SPANS), // 2 scope_spans
+    Str,                  // 3 schema_url
+]);
+static SCOPE_SPANS: Message = Message::new(&[
+    Nested(&SCOPE), // 1 scope
+    Nested(&SPAN),  // 2 spans
+    Str,            // 3 schema_url
+]);
+static SPAN: Message = Message {
+    fields: &[
+        TRACE_ID,           // 1 trace_id
+        SPAN_ID,            // 2 span_id
+        Str,                // 3 trace_state
+        PARENT_SPAN_ID,     // 4 parent_span_id
+        Str,                // 5 name
+        Varint,             // 6 kind
+        Fixed64,            // 7 start_time_unix_nano
+        Fixed64,            // 8 end_time_unix_nano
+        Nested(&KEY_VALUE), // 9 attributes
+        Varint,             // 10 dropped_attributes_count
+        Nested(&EVENT),     // 11 events
+        Varint,             // 12 dropped_events_count
+        Nested(&LINK),      // 13 links
+        Varint,             // 14 dropped_links_count
+        Nested(&STATUS),    // 15 status
+        Fixed32,            // 16 flags
+    ],
+    required: 1 << 1 | 1 << 2,
+    item: true,
+};
+static EVENT: Message = Message::new(&[
+    Fixed64,            // 1 time_unix_nano
+    Str,                // 2 name
+    Nested(&KEY_VALUE), // 3 attributes
+    Varint,             // 4 dropped_attributes_count
+]);
+static LINK: Message = Message::new(&[
+    OPTIONAL_TRACE_ID,  // 1 trace_id
+    OPTIONAL_SPAN_ID,   // 2 span_id
+    Str,                // 3 trace_state
+    Nested(&KEY_VALUE), // 4 attributes
+    Varint,             // 5 dropped_attributes_count
+    Fixed32,            // 6 flags
+]);
+static STATUS: Message = Message::new(&[
+    Unknown, // 1 reserved
+    Str,     // 2 message
+    Varint,  // 3 code
+]);
+
+// opentelemetry.proto.logs.v1
+
+static LOGS_REQUEST: Message = Message::new(&[
+    Nested(&RESOURCE_LOGS), // 1 resource_logs
+]);
+static RESOURCE_LOGS: Message = Message::new(&[
+    Nested(&RESOURCE),   // 1 resource
+    Nested(&SCOPE_LOGS), // 2 scope_logs
+    Str,                 // 3 schema_url
+]);
+static SCOPE_LOGS: Message = Message::new(&[
+    Nested(&SCOPE),      // 1 scope
+    Nested(&LOG_RECORD), // 2 log_records
+    Str,                 // 3 schema_url
+]);
+static LOG_RECORD: Message = Message::item(&[
+    Fixed64,            // 1 time_unix_nano
+    Varint,             // 2 severity_number
+    Str,                // 3 severity_text
+    Unknown,            // 4 reserved
+    Nested(&ANY_VALUE), // 5 body
+    Nested(&KEY_VALUE), // 6 attributes
+    Varint,             // 7 dropped_attributes_count
+    Fixed32,            // 8 flags
+    OPTIONAL_TRACE_ID,  // 9 trace_id
+    OPTIONAL_SPAN_ID,   // 10 span_id
+    Fixed64,            // 11 observed_time_unix_nano
+    Str,                // 12 event_name
+]);
+
+// opentelemetry.proto.metrics.v1
+
+static METRICS_REQUEST: Message = Message::new(&[
+    Nested(&RESOURCE_METRICS), // 1 resource_metrics
+]);
+static RESOURCE_METRICS: Message = Message::new(&[
+    Nested(&RESOURCE),      // 1 resource
+    Nested(&SCOPE_METRICS), // 2 scope_metrics
+    Str,                    // 3 schema_url
+]);
+static SCOPE_METRICS: Message = Message::new(&[
+    Nested(&SCOPE),  // 1 scope
+    Nested(&METRIC), // 2 metrics
+    Str,             // 3 schema_url
+]);
+static METRIC: Message = Message::new(&[
+    Str,                            // 1 name
+    Str,                            // 2 description
+    Str,                            // 3 unit
+    Unknown,                        // 4 reserved
+    Nested(&GAUGE),                 // 5 gauge
+    Unknown,                        // 6 reserved
+    Nested(&SUM),                   // 7 sum
+    Unknown,                        // 8 reserved
+    Nested(&HISTOGRAM),             // 9 histogram
+    Nested(&EXPONENTIAL_HISTOGRAM), // 10 exponential_histogram
+    Nested(&SUMMARY),               // 11 summary
+    Nested(&KEY_VALUE),             // 12 metadata
+]);
+static GAUGE: Message = Message::new(&[
+    Nested(&NUMBER_DATA_POINT), // 1 data_points
+]);
+static SUM: Message = Message::new(&[
+    Nested(&NUMBER_DATA_POINT), // 1 data_points
+    Varint,                     // 2 aggregation_temporality
+    Varint,                     // 3 is_monotonic
+]);
+static HISTOGRAM: Message = Message::new(&[
+    Nested(&HISTOGRAM_DATA_POINT), // 1 data_points
+    Varint,                        // 2 aggregation_temporality
+]);
+static EXPONENTIAL_HISTOGRAM: Message = Message::new(&[
+    Nested(&EXPONENTIAL_HISTOGRAM_DATA_POINT), // 1 data_points
+    Varint,                                    // 2 aggregation_temporality
+]);
+static SUMMARY: Message = Message::new(&[
+    Nested(&SUMMARY_DATA_POINT), // 1 data_points
+]);
+static NUMBER_DATA_POINT: Message = Message::item(&[
+    Unknown,            // 1 reserved
+    Fixed64,            // 2 start_time_unix_nano
+    Fixed64,            // 3 time_unix_nano
+    Fixed64,            // 4 as_double
+    Nested(&EXEMPLAR),  // 5 exemplars
+    Fixed64,            // 6 as_int
+    Nested(&KEY_VALUE), // 7 attributes
+    Varint,             // 8 flags
+]);
+static HISTOGRAM_DATA_POINT: Message = Message::item(&[
+    Unknown,            // 1 reserved
+    Fixed64,            // 2 start_time_unix_nano
+    Fixed64,            // 3 time_unix_nano
+    Fixed64,            // 4 count
+    Fixed64,            // 5 sum
+    RepeatedFixed64,    // 6 bucket_counts
+    RepeatedFixed64,    // 7 explicit_bounds
+    Nested(&EXEMPLAR),  // 8 exemplars
+    Nested(&KEY_VALUE), // 9 attributes
+    Varint,             // 10 flags
+    Fixed64,            // 11 min
+    Fixed64,            // 12 max
+]);
+static EXPONENTIAL_HISTOGRAM_DATA_POINT: Message = Message::item(&[
+    Nested(&KEY_VALUE), // 1 attributes
+    Fixed64,            // 2 start_time_unix_nano
+    Fixed64,            // 3 time_unix_nano
+    Fixed64,            // 4 count
+    Fixed64,            // 5 sum
+    Varint,             // 6 scale
+    Fixed64,            // 7 zero_count
+    Nested(&BUCKETS),   // 8 positive
+    Nested(&BUCKETS),   // 9 negative
+    Varint,             // 10 flags
+    Nested(&EXEMPLAR),  // 11 exemplars
+    Fixed64,            // 12 min
+    Fixed64,            // 13 max
+    Fixed64,            // 14 zero_threshold
+]);
+static BUCKETS: Message = Message::new(&[
+    Varint,         // 1 offset
+    RepeatedVarint, // 2 bucket_counts
+]);
+static SUMMARY_DATA_POINT: Message = Message::item(&[
+    Unknown,                    // 1 reserved
+    Fixed64,                    // 2 start_time_unix_nano
+    Fixed64,                    // 3 time_unix_nano
+    Fixed64,                    // 4 count
+    Fixed64,                    // 5 sum
+    Nested(&VALUE_AT_QUANTILE), // 6 quantile_values
+    Nested(&KEY_VALUE),         // 7 attributes
+    Varint,                     // 8 flags
+]);
+static VALUE_AT_QUANTILE: Message = Message::new(&[
+    Fixed64, // 1 quantile
+    Fixed64, // 2 value
+]);
+static EXEMPLAR: Message = Message::new(&[
+    Unknown,            // 1 reserved
+    Fixed64,            // 2 time_unix_nano
+    Fixed64,            // 3 as_double
+    OPTIONAL_SPAN_ID,   // 4 span_id
+    OPTIONAL_TRACE_ID,  // 5 trace_id
+    Fixed64,            // 6 as_int
+    Nested(&KEY_VALUE), // 7 filtered_attributes
+]);
+
+/// Checks an encoded export request of `signal` and counts its items (spans, metric
+/// data points, log records).
+pub fn check(signal: SignalKind, buf: &[u8]) -> Result<usize, WireError> {
+    Walk::new(false).request(signal, buf)
+}
+
+/// Walks one request, counting items.
+struct Walk {
+    items: usize,
+    /// Refuses fields the schema does not know: for tests that the tables are complete.
+    strict: bool,
+}
+
+impl Walk {
+    fn new(strict: bool) -> Self {
+        Walk { items: 0, strict }
+    }
+
+    fn request(mut self, signal: SignalKind, buf: &[u8]) -> Result<usize, WireError> {
+        let request = match signal {
+            SignalKind::Traces => &TRACES_REQUEST,
+            SignalKind::Metrics => &METRICS_REQUEST,
+            SignalKind::Logs => &LOGS_REQUEST,
+        };
+        self.message(request, buf, 0, 0)?;
+        Ok(self.items)
+    }
+
+    /// Checks the fields of `buf`, a `message` at `depth` found at `base` in the request.
+    fn message(
+        &mut self,
+        message: &'static Message,
+        buf: &[u8],
+        base: usize,
+        depth: u32,
+    ) -> Result<(), WireError> {
+        if message.item {
+            self.items += 1;
+        }
+        let mut seen = 0u32;
+        for field in Fields::new(buf, base) {
+            let field = field?;
+            // Field numbers start at 1 (`Fields` refuses 0).
+            let kind = message
+                .fields
+                .get(field.number as usize - 1)
+                .copied()
+                .unwrap_or(Unknown);
+            let payload = &buf[field.payload_start..field.end];
+            let fail = |reason| WireError {
+                offset: base + field.start,
+                reason,
+            };
+            let wire_type = field.wire_type;
+            match kind {
+                Unknown => {
+                    if self.strict {
+                        return Err(fail("field not in the schema"));
+                    }
+                    if depth >= MAX_DEPTH {
+                        return Err(fail(TOO_DEEP));
+                    }
+                }
+                Varint | Fixed64 | Fixed32 => {
+                    let expected = match kind {
+                        Varint => VARINT,
+                        Fixed64 => FIXED64,
+                        _ => FIXED32,
+                    };
+                    if wire_type != expected {
+                        return Err(fail(WRONG_WIRE_TYPE));
+                    }
+                }
+                Str => {
+                    if wire_type != LEN {
+                        return Err(fail(WRONG_WIRE_TYPE));
+                    }
+                    if std::str::from_utf8(payload).is_err() {
+                        return Err(fail(INVALID_UTF8));
+                    }
+                }
+                Bytes => {
+                    if wire_type != LEN {
+                        return Err(fail(WRONG_WIRE_TYPE));
+                    }
+                }
+                Id {
+                    len,
+                    empty_ok,
+                    reason,
+                } => {
+                    if wire_type != LEN {
+                        return Err(fail(WRONG_WIRE_TYPE));
+                    }
+                    if payload.len() != len && !(empty_ok && payload.is_empty()) {
+                        return Err(fail(reason));
+                    }
+                    seen |= 1 << field.number;
+                }
+                Nested(inner) => {
+                    if wire_type != LEN {
+                        return Err(fail(WRONG_WIRE_TYPE));
+                    }
+                    if depth >= MAX_DEPTH {
+                        return Err(fail(TOO_DEEP));
+                    }
+                    self.message(inner, payload, base + field.payload_start, depth + 1)?;
+                }
+                RepeatedFixed64 => match wire_type {
+                    FIXED64 => {}
+                    LEN if payload.len().is_multiple_of(8) => {}
+                    LEN => return Err(fail(PARTIAL_ELEMENT)),
+                    _ => return Err(fail(WRONG_WIRE_TYPE)),
+                },
+                RepeatedVarint => match wire_type {
+                    VARINT => {}
+                    LEN => {
+                        let mut pos = 0;
+                        while pos < payload.len() {
+                            read_varint(payload, &mut pos).map_err(|_| fail(PARTIAL_ELEMENT))?;
+                        }
+                    }
+                    _ => return Err(fail(WRONG_WIRE_TYPE)),
+                },
+            }
+        }
+        let missing = message.required & !seen;
+        if missing != 0 {
+            // An absent id is an empty one: name the first, at the message's start.
+            let number = missing.trailing_zeros() as usize;
+            if let Some(Id { reason, .. }) = message.fields.get(number - 1) {
+                return Err(WireError {
+                    offset: base,
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Like [`check`], but also refuses fields the schema does not know.
+#[cfg(test)]
+pub(super) fn check_strict(signal: SignalKind, buf: &[u8]) -> Result<usize, WireError> {
+    Walk::new(true).request(signal, buf)
+}
