@@ -168,6 +168,12 @@ fn serve(plan: Plan, name: &str) -> anyhow::Result<ExitCode> {
     logging::init(&plan.telemetry.logs);
     // Every TLS client uses ring; installing it once keeps rustls from guessing.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Connections are capped per listener from the open-file limit; take the hard
+    // limit the Pod allows instead of the low default soft one.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(open_files = n, "open-file limit raised"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     for w in &plan.warnings {
         tracing::warn!(config = %name, "{w}");
     }

@@ -509,3 +509,42 @@ fn one_receiver_feeds_two_pipelines_and_each_exporter_gets_a_copy() {
     }
     assert!(sk.terminate().success());
 }
+
+/// With the backend down, accepted data waits everywhere: in the exporter's one slot,
+/// in flight, in the batch processor's buffer and in the queues in front of it and of
+/// the memory limiter. At the shutdown deadline every accepted span is counted as
+/// dropped, in the last log line and the exit code; none disappears uncounted.
+#[test]
+fn shutdown_counts_data_held_anywhere_as_dropped() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sk = Sidekick::start(&format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:0\nprocessors:\n  memory_limiter:\n    limit_mib: 1000\n  batch:\n    send_batch_size: 5\n    timeout: 10ms\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{dead_port}\n    sending_queue:\n      num_consumers: 1\n      sizer: requests\n      queue_size: 1\n    retry_on_failure:\n      initial_interval: 50ms\n      max_elapsed_time: 0s\nservice:\n  shutdown_timeout: 1s\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [memory_limiter, batch]\n      exporters: [otlp]\n"
+    ));
+    let client = reqwest::Client::new();
+    let mut accepted = 0;
+    for i in 0..12 {
+        if rt.block_on(post_traces(&client, sk.http.unwrap(), i * 5, 5)) == 200 {
+            accepted += 5;
+        }
+    }
+    assert!(accepted >= 20, "{accepted}");
+    let status = sk.terminate();
+    assert_eq!(status.code(), Some(3), "{}", sk.lines().join("\n"));
+    let lines = sk.lines();
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("stopped;"))
+        .unwrap_or_else(|| panic!("no final line:\n{}", lines.join("\n")));
+    assert!(
+        last.contains(&format!("\"dropped_items\":{accepted}")),
+        "{accepted} accepted:\n{}",
+        lines.join("\n")
+    );
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::Router;
 use http::StatusCode;
-use sidekick_transport::server::{response, serve};
+use sidekick_transport::server::{response, serve_with, ServerOptions};
 use tokio::net::TcpListener;
 
 use crate::pipe::Stop;
@@ -33,8 +33,14 @@ impl Health {
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves the admin endpoints until `stop` fires.
-pub async fn run(listener: TcpListener, telemetry: Option<Telemetry>, health: Health, stop: Stop) {
-    serve(listener, router(telemetry, health), stop.fired()).await;
+pub async fn run(
+    listener: TcpListener,
+    telemetry: Option<Telemetry>,
+    health: Health,
+    options: ServerOptions,
+    stop: Stop,
+) {
+    serve_with(listener, router(telemetry, health), &options, stop.fired()).await;
 }
 
 /// `/metrics` (when self-metrics are on), `/healthz` and `/readyz`; GET or HEAD.
@@ -119,7 +125,7 @@ impl crate::component::ExtensionConfig for HealthCheckConfig {
 
     fn build(
         self,
-        _ctx: &crate::component::BuildContext,
+        ctx: &crate::component::BuildContext,
         health: Health,
     ) -> Result<Box<dyn crate::component::Extension>, crate::component::BuildError> {
         let listener = sidekick_transport::server::bind(&self.endpoint, "endpoint")?;
@@ -127,6 +133,9 @@ impl crate::component::ExtensionConfig for HealthCheckConfig {
             listener,
             path: self.path,
             health,
+            options: ctx
+                .telemetry
+                .listener_options(&format!("extensions.{}", ctx.id)),
         }))
     }
 }
@@ -135,6 +144,7 @@ struct HealthCheck {
     listener: TcpListener,
     path: String,
     health: Health,
+    options: ServerOptions,
 }
 
 impl crate::component::Extension for HealthCheck {
@@ -143,6 +153,7 @@ impl crate::component::Extension for HealthCheck {
             listener,
             path,
             health,
+            options,
         } = *self;
         let started = std::time::SystemTime::now();
         let check = move || async move {
@@ -162,6 +173,6 @@ impl crate::component::Extension for HealthCheck {
             response(status, "application/json", body)
         };
         let router = Router::new().route(&path, get(check));
-        Box::pin(serve(listener, router, stop.fired()))
+        Box::pin(async move { serve_with(listener, router, &options, stop.fired()).await })
     }
 }

@@ -366,6 +366,8 @@ impl<S: Signal> Input<S> {
 pub struct Sender<S: Signal> {
     tx: mpsc::Sender<Queued<S>>,
     queue: Arc<Queue>,
+    /// The largest single item (encoded bytes) the stages behind this queue can send.
+    item_limit: Option<usize>,
 }
 
 impl<S: Signal> Clone for Sender<S> {
@@ -373,6 +375,7 @@ impl<S: Signal> Clone for Sender<S> {
         Sender {
             tx: self.tx.clone(),
             queue: Arc::clone(&self.queue),
+            item_limit: self.item_limit,
         }
     }
 }
@@ -421,6 +424,7 @@ pub fn channel_with<S: Signal>(
         Sender {
             tx,
             queue: Arc::clone(&queue),
+            item_limit: None,
         },
         Input { rx, queue },
     )
@@ -433,6 +437,17 @@ struct Reserved<'a, S: Signal> {
 }
 
 impl<S: Signal> Sender<S> {
+    /// Says that no item larger than `bytes` can be sent on from this queue.
+    pub fn with_item_limit(mut self, bytes: Option<usize>) -> Self {
+        self.item_limit = bytes;
+        self
+    }
+
+    /// The largest item that can be sent on from this queue.
+    pub fn item_limit(&self) -> Option<usize> {
+        self.item_limit
+    }
+
     async fn reserve(&self, batch: &Batch<S>) -> Result<Reserved<'_, S>, SendError> {
         let q = &self.queue;
         let mut permits = Permits::default();
@@ -491,6 +506,10 @@ pub enum SendError {
     /// A target has shut down; the batch cannot be delivered.
     #[error("pipeline is closed")]
     Closed,
+    /// An item is larger than an exporter behind this output can send (its
+    /// `max_request_size`); retrying cannot help.
+    #[error("an item of {size} bytes is larger than the {limit}-byte request limit")]
+    TooLarge { size: usize, limit: usize },
 }
 
 impl<S: Signal> Output<S> {
@@ -512,9 +531,38 @@ impl<S: Signal> Output<S> {
         Ok(())
     }
 
+    /// The largest item every target can send on.
+    pub fn item_limit(&self) -> Option<usize> {
+        self.targets.iter().filter_map(Sender::item_limit).min()
+    }
+
+    /// Refuses a batch holding an item that no request could carry: it would only be
+    /// dropped further on. Cheap unless the whole batch is over the limit; then the
+    /// batch is halved until every piece fits or one item alone does not.
+    pub fn check_item_sizes(&self, batch: &Batch<S>) -> Result<(), SendError> {
+        let Some(limit) = self.item_limit() else {
+            return Ok(());
+        };
+        let mut work = vec![batch.clone()];
+        while let Some(mut b) = work.pop() {
+            let size = b.size();
+            if size <= limit {
+                continue;
+            }
+            if b.len() <= 1 {
+                return Err(SendError::TooLarge { size, limit });
+            }
+            let rest = b.split_off(b.len() / 2);
+            work.push(rest);
+            work.push(b);
+        }
+        Ok(())
+    }
+
     /// Delivers to every target if all have room within `wait`; otherwise delivers
     /// nowhere, so the caller can refuse the data and the client can retry it.
     pub async fn offer(&self, batch: Batch<S>, wait: Duration) -> Result<(), SendError> {
+        self.check_item_sizes(&batch)?;
         let reserve = async {
             let mut reserved = Vec::with_capacity(self.targets.len());
             for t in &self.targets {

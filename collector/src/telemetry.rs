@@ -282,6 +282,48 @@ impl Telemetry {
         self.register(name, help, Kind::Counter, labels, Source::Func(Box::new(f)));
     }
 
+    /// Server options for a listener named `listener` (e.g. `receivers.otlp/grpc`), with
+    /// its connection counts registered as self-metrics.
+    pub fn listener_options(&self, listener: &str) -> sidekick_transport::server::ServerOptions {
+        use sidekick_transport::server::{ListenerStats, ServerOptions};
+        let stats = Arc::new(ListenerStats::default());
+        let labels = [("listener", listener)];
+        let s = Arc::clone(&stats);
+        self.gauge_fn(
+            "sidekick_listener_open_connections",
+            "Connections open on a listener.",
+            &labels,
+            move || s.open_connections() as f64,
+        );
+        let s = Arc::clone(&stats);
+        self.counter_fn(
+            "sidekick_listener_refused_connections",
+            "Connections closed at once because the listener had max_connections open.",
+            &labels,
+            move || s.refused_connections() as f64,
+        );
+        for (kind, read) in [
+            (
+                "header",
+                ListenerStats::header_timeouts as fn(&ListenerStats) -> u64,
+            ),
+            ("body", ListenerStats::body_timeouts),
+            ("idle", ListenerStats::idle_closed),
+        ] {
+            let s = Arc::clone(&stats);
+            self.counter_fn(
+                "sidekick_listener_timeouts",
+                "Connections or requests cut by a timeout: header read, body read, idle.",
+                &[("listener", listener), ("timeout", kind)],
+                move || read(&s) as f64,
+            );
+        }
+        ServerOptions {
+            stats: Some(stats),
+            ..ServerOptions::default()
+        }
+    }
+
     /// Records items that were accepted but will never reach a backend. Every drop path
     /// calls this besides its own counter, so the exit code can say whether data was lost.
     pub fn record_dropped(&self, n: u64) {

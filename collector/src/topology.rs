@@ -629,6 +629,7 @@ fn start_exporter<S: Route>(
     };
     let (tx, rx) =
         pipe::channel_with::<S>(settings.queue.limit(), batches, bytes, t.account().clone());
+    let tx = tx.with_item_limit(settings.max_request_bytes);
     let metrics = ExporterMetrics::new::<S>(t, name);
     let task: Task = Box::pin(exporter::run_queue(
         export,
@@ -686,6 +687,7 @@ fn wire_pipeline<S: Route>(
             queued_bytes,
             telemetry.account().clone(),
         );
+        let tx = tx.with_item_limit(next.iter().filter_map(Sender::item_limit).min());
         svc.processors.push(processor.run(rx, Output::new(next)));
         next = vec![tx];
     }
@@ -739,10 +741,12 @@ impl Service {
             if let Ok(address) = listener.local_addr() {
                 info!(address = %address, "admin endpoint listening (/metrics, /healthz, /readyz)");
             }
+            let options = telemetry.listener_options("service.telemetry.metrics");
             admin_tasks.spawn(admin::run(
                 listener,
                 metrics,
                 health.clone(),
+                options,
                 stop_admin.stop(),
             ));
         }

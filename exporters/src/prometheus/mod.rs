@@ -37,7 +37,7 @@ use sidekick_collector::exporter::{Delivered, Export, ExportError, ExportSetting
 use sidekick_collector::payload::{Metrics, MetricsSignal};
 use sidekick_collector::pipe::Stop;
 use sidekick_collector::telemetry::Telemetry;
-use sidekick_transport::server::{response, serve};
+use sidekick_transport::server::{response, serve_with, ServerOptions};
 use tokio::net::TcpListener;
 
 use crate::prom::{self, Accumulator, ResourceToTelemetry, Settings, TranslationStrategy};
@@ -158,6 +158,9 @@ impl ExporterConfig for Config {
             self_metrics: self
                 .include_self_metrics
                 .then(|| (ctx.telemetry.clone(), settings)),
+            options: ctx
+                .telemetry
+                .listener_options(&format!("exporters.{}", ctx.id)),
         };
         Ok(ExporterParts {
             metrics: Some(exporter),
@@ -203,6 +206,7 @@ struct ScrapeServer {
     store: Arc<Mutex<Store>>,
     open_metrics: bool,
     self_metrics: Option<(Telemetry, Settings)>,
+    options: ServerOptions,
 }
 
 impl Extension for ScrapeServer {
@@ -212,6 +216,7 @@ impl Extension for ScrapeServer {
             store,
             open_metrics,
             self_metrics,
+            options,
         } = *self;
         if let Ok(address) = listener.local_addr() {
             tracing::info!(address = %address, "prometheus exporter listening (/metrics)");
@@ -246,7 +251,7 @@ impl Extension for ScrapeServer {
                     "not found: try /metrics\n",
                 )
             });
-        Box::pin(serve(listener, router, stop.fired()))
+        Box::pin(async move { serve_with(listener, router, &options, stop.fired()).await })
     }
 }
 

@@ -70,6 +70,10 @@ impl<S: Signal> tonic::server::UnaryService<Bytes> for Export<S> {
                 Err(SendError::Closed) => {
                     Err(Status::new(Code::Unavailable, "shutting down; retry later"))
                 }
+                // No retry hint: clients do not retry RESOURCE_EXHAUSTED without one.
+                Err(e @ SendError::TooLarge { .. }) => {
+                    Err(Status::new(Code::ResourceExhausted, e.to_string()))
+                }
             }
         })
     }

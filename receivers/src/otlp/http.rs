@@ -199,6 +199,9 @@ where
             14,
             "shutting down; retry later",
         ),
+        e @ SendError::TooLarge { .. } => {
+            Failure::new(StatusCode::PAYLOAD_TOO_LARGE, 8, e.to_string())
+        }
     })
 }
 

@@ -39,7 +39,7 @@ use sidekick_collector::config::Signal as SignalKind;
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::pipe::{Output, SendError, Stop};
 use sidekick_collector::telemetry::{Counter, Telemetry};
-use sidekick_transport::server::{serve, serve_with, ServerOptions};
+use sidekick_transport::server::{serve_with, ServerOptions};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -524,13 +524,19 @@ impl Receiver for OtlpReceiver {
                     keepalive_interval: keepalive.time.map(|d| d.get()),
                     keepalive_timeout: keepalive.timeout.map(|d| d.get()),
                     max_concurrent_streams: g.max_concurrent_streams,
-                    ..ServerOptions::default()
+                    ..self
+                        .telemetry
+                        .listener_options(&format!("receivers.{}/grpc", self.name))
                 };
                 let (router, stop) = (router.clone(), stop.clone().fired());
                 tasks.spawn(async move { serve_with(listener, router, &options, stop).await });
             }
             if let Some((listener, _)) = self.http {
-                tasks.spawn(serve(listener, router.clone(), stop.clone().fired()));
+                let options = self
+                    .telemetry
+                    .listener_options(&format!("receivers.{}/http", self.name));
+                let (router, stop) = (router.clone(), stop.clone().fired());
+                tasks.spawn(async move { serve_with(listener, router, &options, stop).await });
             }
             // The router holds clones of the outputs; ours go now, and the router's when
             // both listeners stop, so that the pipelines see their inputs close.

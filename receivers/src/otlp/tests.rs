@@ -27,6 +27,11 @@ struct Running {
 
 /// Starts a receiver on free ports whose traces go to a queue of `capacity` batches.
 fn start(capacity: usize, http_limit: usize) -> Running {
+    start_limited(capacity, http_limit, None)
+}
+
+/// [`start`], with exporters behind the queue that send no item over `item_limit`.
+fn start_limited(capacity: usize, http_limit: usize, item_limit: Option<usize>) -> Running {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config {
         protocols: Protocols {
@@ -54,7 +59,7 @@ fn start(capacity: usize, http_limit: usize) -> Running {
     let (tx, traces) = channel::<TracesSignal>(capacity, Gauge::default());
     let (mtx, metrics) = channel::<MetricsSignal>(capacity, Gauge::default());
     let outputs = ReceiverOutputs {
-        traces: Some(Output::new(vec![tx])),
+        traces: Some(Output::new(vec![tx.with_item_limit(item_limit)])),
         metrics: Some(Output::new(vec![mtx])),
         ..ReceiverOutputs::default()
     };
@@ -760,4 +765,30 @@ async fn testkit_requests_of_every_signal_pass_the_check() {
     .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(r.metrics.recv().await.unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn an_item_no_exporter_could_send_is_refused_at_once() {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    let mut r = start_limited(16, 8 << 20, Some(64 << 10));
+    let mut request = traces_request(0, 1, 3);
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    spans[1].attributes.push(KeyValue {
+        key: "blob".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("x".repeat(100 << 10))),
+        }),
+        ..Default::default()
+    });
+    let body = request.encode_to_vec();
+    let err = grpc_export(r.grpc, body.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    let resp = post(r.http, "/v1/traces", "application/x-protobuf", None, body).await;
+    assert_eq!(resp.status(), 413);
+    assert!(r.traces.try_recv().is_none());
+    // Many small items over the limit together are fine: exporters split them.
+    let big = traces_request(0, 50, 100).encode_to_vec();
+    assert!(big.len() > 64 << 10, "{}", big.len());
+    grpc_export(r.grpc, big).await.unwrap();
+    assert_eq!(r.traces.recv().await.unwrap().len(), 5000);
 }
