@@ -279,6 +279,10 @@ pub struct ExporterMetrics {
     telemetry: Telemetry,
     drop_log: Arc<LogBurst>,
     retry_log: Arc<LogBurst>,
+    /// Fired when a send succeeds: batches waiting to retry try again at once, so a
+    /// backlog starts moving as soon as the backend is back, not after each batch's
+    /// own backoff has run out.
+    backend_up: Arc<tokio::sync::Notify>,
 }
 
 /// A failing backend is logged at most this often per exporter and kind of line.
@@ -303,6 +307,7 @@ impl ExporterMetrics {
             telemetry: telemetry.clone(),
             drop_log: Arc::new(LogBurst::new(LOG_EVERY)),
             retry_log: Arc::new(LogBurst::new(LOG_EVERY)),
+            backend_up: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -432,6 +437,7 @@ async fn send_with_retry<S: Signal>(
         };
         let (message, retry_after) = match result {
             Ok(delivered) => {
+                metrics.backend_up.notify_waiters();
                 let rejected = delivered.rejected.min(batch.len());
                 metrics.sent.add((batch.len() - rejected) as u64);
                 if rejected > 0 {
@@ -470,6 +476,7 @@ async fn send_with_retry<S: Signal>(
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = metrics.backend_up.notified() => {}
             _ = deadline.passed() => {
                 metrics.dropped(batch.len());
                 error!(exporter = %name, dropped_items = batch.len(), "shutdown deadline passed while retrying; dropped data");

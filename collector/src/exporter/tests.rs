@@ -322,3 +322,28 @@ async fn requests_are_cut_below_the_size_limit() {
     assert_eq!(h.metrics.send_failed.get(), 2);
     assert!(exporter.sizes.lock().unwrap().is_empty());
 }
+
+/// Once one batch gets through after an outage, the others waiting in backoff go at
+/// once instead of sleeping out their own (possibly long) waits.
+#[tokio::test(start_paused = true)]
+async fn a_success_wakes_batches_waiting_to_retry() {
+    let exporter = Scripted::new(vec![
+        Err(ExportError::retryable("down")),
+        Err(ExportError::retryable("down")),
+    ]);
+    let mut s = settings();
+    s.queue.num_consumers = 2;
+    s.retry.initial_interval = ConfigDuration::from_secs(1);
+    s.retry.randomization_factor = 0.0;
+    let h = start(exporter.clone(), s);
+    h.send(spans(1)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.send(spans(1)).await;
+    let h = h.finish().await;
+    assert_eq!(h.metrics.sent.get(), 2);
+    let attempts = exporter.attempts.lock().unwrap().clone();
+    // First batch: fails at 0, retries at 1s and succeeds; the second failed at 0.5s
+    // and would retry at 1.5s, but goes at 1s with the first one's success.
+    assert_eq!(attempts.len(), 4);
+    assert_eq!(attempts[3] - attempts[0], Duration::from_secs(1));
+}
