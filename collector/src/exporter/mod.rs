@@ -24,9 +24,46 @@ use crate::payload::{Batch, Signal};
 use crate::pipe::{Input, Limit, Sizer};
 use crate::telemetry::{Counter, LogBurst, Telemetry};
 
-/// Sends one batch of one signal to a backend.
+/// Sends batches of one signal to a backend. An exporter either sends a batch as one
+/// request ([`Export::export`]; the helper splits it when it is too large or rejected),
+/// or turns it into requests of its own ([`Export::prepare`], e.g. remote-write's
+/// translated, sharded requests) that the helper sends one at a time with
+/// [`Export::send_prepared`]. Either way the helper owns queueing, consumers, retry with
+/// jitter, timeouts, counting and the shutdown deadline.
 pub trait Export<S: Signal>: Send + Sync + 'static {
     fn export<'a>(&'a self, batch: &'a Batch<S>) -> BoxFuture<'a, Result<Delivered, ExportError>>;
+
+    /// The requests a batch becomes, for exporters that make their own. `None` (the
+    /// default): the batch is sent with [`Export::export`].
+    fn prepare(&self, _batch: &Batch<S>) -> Option<Result<Prepared, ExportError>> {
+        None
+    }
+
+    /// Sends one prepared request (one attempt).
+    fn send_prepared<'a>(
+        &'a self,
+        _request: &'a PreparedRequest,
+    ) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(async { Err(ExportError::permanent("this exporter prepares no requests")) })
+    }
+}
+
+/// A batch made into requests. Requests in one lane are sent in order, one after the
+/// other (remote-write: a shard of the series, so each series' samples stay in order);
+/// lanes go concurrently.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub lanes: Vec<Vec<PreparedRequest>>,
+    /// Items that could not be made into any request, and why.
+    pub unsendable: usize,
+    pub reason: String,
+}
+
+/// One request body and the items it carries (for counting).
+#[derive(Debug, Clone)]
+pub struct PreparedRequest {
+    pub body: bytes::Bytes,
+    pub items: usize,
 }
 
 /// The backend took the batch. It may still have rejected some items (OTLP partial
@@ -347,7 +384,14 @@ pub async fn run_queue<S: Signal>(
         let deadline = deadline.clone();
         in_flight.spawn(async move {
             // The batch keeps its room in the queue until it is sent or counted.
-            deliver(&*exporter, batch, &settings, &metrics, &name, deadline).await;
+            match exporter.prepare(&batch) {
+                None => deliver(&*exporter, batch, &settings, &metrics, &name, deadline).await,
+                Some(prepared) => {
+                    let n = batch.len();
+                    drop(batch);
+                    deliver_prepared(exporter, prepared, n, settings, metrics, name, deadline).await
+                }
+            }
             hold.release();
             drop(permit);
         });
@@ -390,7 +434,16 @@ async fn deliver<S: Signal>(
                 settings.max_request_bytes.unwrap_or(0)
             ))
         } else {
-            send_with_retry(exporter, &batch, settings, metrics, name, deadline.clone()).await
+            let attempt = || exporter.export(&batch);
+            send_with_retry(
+                attempt,
+                batch.len(),
+                settings,
+                metrics,
+                name,
+                deadline.clone(),
+            )
+            .await
         };
         let Some(message) = rejected else { continue };
         if batch.len() > 1 {
@@ -410,9 +463,9 @@ async fn deliver<S: Signal>(
 /// Sends one request, retrying as configured. Returns the backend's message when it
 /// rejected the data itself (for [`deliver`] to split); every other outcome is counted
 /// here.
-async fn send_with_retry<S: Signal>(
-    exporter: &dyn Export<S>,
-    batch: &Batch<S>,
+async fn send_with_retry<'a>(
+    attempt: impl Fn() -> BoxFuture<'a, Result<Delivered, ExportError>>,
+    items: usize,
     settings: &ExportSettings,
     metrics: &ExporterMetrics,
     name: &str,
@@ -424,22 +477,22 @@ async fn send_with_retry<S: Signal>(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let attempt = tokio::time::timeout(settings.timeout, exporter.export(batch));
+        let attempt = tokio::time::timeout(settings.timeout, attempt());
         let result = tokio::select! {
             r = attempt => r.unwrap_or_else(|_| Err(ExportError::retryable(format!(
                 "no answer within the {:?} timeout", settings.timeout
             )))),
             _ = deadline.passed() => {
-                metrics.dropped(batch.len());
-                error!(exporter = %name, dropped_items = batch.len(), "shutdown deadline passed during export; dropped data");
+                metrics.dropped(items);
+                error!(exporter = %name, dropped_items = items, "shutdown deadline passed during export; dropped data");
                 return None;
             }
         };
         let (message, retry_after) = match result {
             Ok(delivered) => {
                 metrics.backend_up.notify_waiters();
-                let rejected = delivered.rejected.min(batch.len());
-                metrics.sent.add((batch.len() - rejected) as u64);
+                let rejected = delivered.rejected.min(items);
+                metrics.sent.add((items - rejected) as u64);
                 if rejected > 0 {
                     metrics.dropped(rejected);
                     if let Some(held_back) = metrics.drop_log.check() {
@@ -450,9 +503,9 @@ async fn send_with_retry<S: Signal>(
             }
             Err(ExportError::Rejected { message }) => return Some(message),
             Err(ExportError::Permanent { message }) => {
-                metrics.dropped(batch.len());
+                metrics.dropped(items);
                 if let Some(held_back) = metrics.drop_log.check() {
-                    error!(exporter = %name, error = %message, dropped_items = batch.len(), similar_lines_held_back = held_back, "export failed permanently; dropped data");
+                    error!(exporter = %name, error = %message, dropped_items = items, similar_lines_held_back = held_back, "export failed permanently; dropped data");
                 }
                 return None;
             }
@@ -465,9 +518,9 @@ async fn send_with_retry<S: Signal>(
         let wait = retry_after.unwrap_or_else(|| jitter(interval, retry.randomization_factor));
         let out_of_time = !max_elapsed.is_zero() && started.elapsed() + wait > max_elapsed;
         if !retry.enabled || out_of_time {
-            metrics.dropped(batch.len());
+            metrics.dropped(items);
             if let Some(held_back) = metrics.drop_log.check() {
-                error!(exporter = %name, error = %message, attempts, dropped_items = batch.len(), similar_lines_held_back = held_back, "export failed, no more retries; dropped data");
+                error!(exporter = %name, error = %message, attempts, dropped_items = items, similar_lines_held_back = held_back, "export failed, no more retries; dropped data");
             }
             return None;
         }
@@ -478,8 +531,8 @@ async fn send_with_retry<S: Signal>(
             _ = tokio::time::sleep(wait) => {}
             _ = metrics.backend_up.notified() => {}
             _ = deadline.passed() => {
-                metrics.dropped(batch.len());
-                error!(exporter = %name, dropped_items = batch.len(), "shutdown deadline passed while retrying; dropped data");
+                metrics.dropped(items);
+                error!(exporter = %name, dropped_items = items, "shutdown deadline passed while retrying; dropped data");
                 return None;
             }
         }
@@ -487,6 +540,67 @@ async fn send_with_retry<S: Signal>(
             .mul_f64(retry.multiplier)
             .min(retry.max_interval.get());
     }
+}
+
+/// Sends prepared requests: lanes concurrently, each lane's requests in order, each
+/// with retries. A request that is refused or runs out of retries is counted as dropped
+/// with its items; the others still go.
+async fn deliver_prepared<S: Signal>(
+    exporter: Arc<dyn Export<S>>,
+    prepared: Result<Prepared, ExportError>,
+    items: usize,
+    settings: Arc<ExportSettings>,
+    metrics: ExporterMetrics,
+    name: String,
+    deadline: Deadline,
+) {
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            metrics.dropped(items);
+            if let Some(held_back) = metrics.drop_log.check() {
+                error!(exporter = %name, error = %e, dropped_items = items, similar_lines_held_back = held_back, "cannot make requests of a batch; dropped it");
+            }
+            return;
+        }
+    };
+    if prepared.unsendable > 0 {
+        metrics.dropped(prepared.unsendable);
+        if let Some(held_back) = metrics.drop_log.check() {
+            warn!(exporter = %name, dropped_items = prepared.unsendable, reason = %prepared.reason, similar_lines_held_back = held_back, "some items cannot be sent to this backend");
+        }
+    }
+    let mut lanes = tokio::task::JoinSet::new();
+    for lane in prepared.lanes {
+        let (exporter, settings, metrics, name, deadline) = (
+            Arc::clone(&exporter),
+            Arc::clone(&settings),
+            metrics.clone(),
+            name.clone(),
+            deadline.clone(),
+        );
+        lanes.spawn(async move {
+            for request in lane {
+                let attempt = || exporter.send_prepared(&request);
+                let refused = send_with_retry(
+                    attempt,
+                    request.items,
+                    &settings,
+                    &metrics,
+                    &name,
+                    deadline.clone(),
+                )
+                .await;
+                if let Some(message) = refused {
+                    metrics.dropped(request.items);
+                    if let Some(held_back) = metrics.drop_log.check() {
+                        error!(exporter = %name, error = %message, dropped_items = request.items, similar_lines_held_back = held_back, "backend refused a request; dropped it");
+                    }
+                }
+            }
+        });
+    }
+    while lanes.join_next().await.is_some() {}
 }
 
 /// `base` spread by ± `factor`, from a cheap per-thread generator (no crypto needed).

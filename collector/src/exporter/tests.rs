@@ -347,3 +347,53 @@ async fn a_success_wakes_batches_waiting_to_retry() {
     assert_eq!(attempts.len(), 4);
     assert_eq!(attempts[3] - attempts[0], Duration::from_secs(1));
 }
+
+/// Prepares two lanes; requests whose body is `hang` never get an answer.
+struct TwoLanes;
+
+impl Export<TracesSignal> for TwoLanes {
+    fn export<'a>(&'a self, _batch: &'a Traces) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(async { Ok(Delivered::default()) })
+    }
+
+    fn prepare(&self, batch: &Traces) -> Option<Result<Prepared, ExportError>> {
+        let request = |body: &'static str, items| PreparedRequest {
+            body: Bytes::from_static(body.as_bytes()),
+            items,
+        };
+        let n = batch.len();
+        Some(Ok(Prepared {
+            lanes: vec![
+                vec![request("ok", 2), request("ok", n - 4)],
+                vec![request("hang", 2)],
+            ],
+            unsendable: 0,
+            reason: String::new(),
+        }))
+    }
+
+    fn send_prepared<'a>(
+        &'a self,
+        request: &'a PreparedRequest,
+    ) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        if request.body == "hang" {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(async { Ok(Delivered::default()) })
+        }
+    }
+}
+
+/// At the deadline, only what was not sent of a batch is dropped: a shard that got
+/// through counts as sent.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_drops_only_the_requests_not_sent() {
+    let h = start(Arc::new(TwoLanes), settings());
+    h.send(spans(10)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.deadline.fire();
+    let h = h.finish().await;
+    assert_eq!(h.metrics.sent.get(), 8);
+    assert_eq!(h.metrics.send_failed.get(), 2);
+    assert_eq!(h.telemetry.dropped(), 2);
+}

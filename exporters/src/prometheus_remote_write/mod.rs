@@ -34,12 +34,11 @@ use sidekick_collector::component::{
 };
 use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as SignalKind};
 use sidekick_collector::exporter::{
-    Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
+    Delivered, Export, ExportError, ExportSettings, Prepared, PreparedRequest, QueueSettings,
+    RetrySettings,
 };
 use sidekick_collector::payload::{Metrics, MetricsSignal};
 use sidekick_collector::pipe::Sizer;
-use sidekick_collector::telemetry::LogBurst;
-use tracing::warn;
 
 use crate::collector_options;
 use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
@@ -276,11 +275,8 @@ impl ExporterConfig for Config {
 
     fn export_settings(&self) -> ExportSettings {
         ExportSettings {
-            // Requests are retried inside the exporter (per shard, in order); the helper
-            // gives each batch the whole retry budget plus a margin.
-            timeout: self.retry_on_failure.max_elapsed_time.get()
-                + self.timeout.get() * 2
-                + Duration::from_secs(1),
+            // Per request: the helper sends the prepared requests, a shard in order.
+            timeout: self.timeout.get(),
             queue: QueueSettings {
                 enabled: true,
                 num_consumers: 1,
@@ -291,16 +287,13 @@ impl ExporterConfig for Config {
                     1
                 }),
             },
-            retry: RetrySettings {
-                enabled: false,
-                ..self.retry_on_failure.clone()
-            },
+            retry: self.retry_on_failure.clone(),
             // Requests are cut below max_batch_size_bytes by the exporter itself.
             max_request_bytes: None,
         }
     }
 
-    fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+    fn build(self, _ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
         let credentials = match (
             &self.basic_auth,
             &self.bearer_token,
@@ -328,18 +321,14 @@ impl ExporterConfig for Config {
             target_info: self.target_info.enabled,
         };
         let exporter = Arc::new(RemoteWriteExporter {
-            name: ctx.id.to_string(),
             client,
             endpoint: self.endpoint.clone(),
             headers,
-            timeout: self.timeout.get(),
             settings,
             send_metadata: self.send_metadata,
             max_bytes: self.max_batch_size_bytes,
             shards: self.remote_write_queue.num_consumers.max(1),
-            retry: self.retry_on_failure.clone(),
             accumulator: Mutex::new(Accumulator::default()),
-            retry_log: LogBurst::new(Duration::from_secs(10)),
         });
         Ok(ExporterParts {
             metrics: Some(exporter),
@@ -349,18 +338,14 @@ impl ExporterConfig for Config {
 }
 
 pub struct RemoteWriteExporter {
-    name: String,
     client: reqwest::Client,
     endpoint: String,
     headers: http::HeaderMap,
-    timeout: Duration,
     settings: Settings,
     send_metadata: bool,
     max_bytes: usize,
     shards: usize,
-    retry: RetrySettings,
     accumulator: Mutex<Accumulator>,
-    retry_log: LogBurst,
 }
 
 /// One request ready to send: its compressed body and how many series it carries.
@@ -498,14 +483,8 @@ fn finish(request: proto::WriteRequest) -> Request {
     }
 }
 
-/// The outcome of sending one request with retries.
-enum Sent {
-    Ok,
-    Dropped(String),
-}
-
 impl RemoteWriteExporter {
-    async fn post(&self, body: &Bytes) -> Result<(), ExportError> {
+    async fn post(&self, body: &Bytes) -> Result<Delivered, ExportError> {
         let resp = self
             .client
             .post(&self.endpoint)
@@ -513,14 +492,13 @@ impl RemoteWriteExporter {
             .header(http::header::CONTENT_ENCODING, "snappy")
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
             .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .timeout(self.timeout)
             .body(body.clone())
             .send()
             .await
             .map_err(|e| ExportError::retryable(format!("POST {}: {e}", self.endpoint)))?;
         let status = resp.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(Delivered::default());
         }
         let retry_after = resp
             .headers()
@@ -534,6 +512,7 @@ impl RemoteWriteExporter {
             self.endpoint,
             text.trim().chars().take(300).collect::<String>()
         );
+        // The remote-write spec: 5xx and 429 are retried, other 4xx are not.
         if status.is_server_error() || status.as_u16() == 429 {
             Err(ExportError::Retryable {
                 message,
@@ -544,109 +523,81 @@ impl RemoteWriteExporter {
         }
     }
 
-    /// Sends one request, retrying per the spec within `retry_on_failure`.
-    async fn send_with_retry(&self, body: &Bytes) -> Sent {
-        let started = tokio::time::Instant::now();
-        let mut interval = self.retry.initial_interval.get();
-        loop {
-            let (message, retry_after) = match self.post(body).await {
-                Ok(()) => return Sent::Ok,
-                Err(ExportError::Permanent { message } | ExportError::Rejected { message }) => {
-                    return Sent::Dropped(message)
-                }
-                Err(ExportError::Retryable {
-                    message,
-                    retry_after,
-                }) => (message, retry_after),
-            };
-            let wait = retry_after.unwrap_or(interval);
-            let max = self.retry.max_elapsed_time.get();
-            if !self.retry.enabled || (!max.is_zero() && started.elapsed() + wait > max) {
-                return Sent::Dropped(format!("{message} (no more retries)"));
-            }
-            if let Some(held_back) = self.retry_log.check() {
-                warn!(exporter = %self.name, error = %message, retry_in = ?wait, similar_lines_held_back = held_back, "remote write failed, will retry");
-            }
-            tokio::time::sleep(wait).await;
-            interval = interval
-                .mul_f64(self.retry.multiplier)
-                .min(self.retry.max_interval.get());
-        }
-    }
-
-    async fn export_batch(&self, batch: &Metrics) -> Result<Delivered, ExportError> {
+    /// Translates a batch into sharded requests; points are shared out over requests in
+    /// proportion to the series they carry (a histogram point is many series).
+    fn prepare_batch(&self, batch: &Metrics) -> Result<Prepared, ExportError> {
         let translation = prom::translate_batch(batch, &self.settings, &self.accumulator)?;
-        let mut rejected = translation.dropped_points();
-        let mut reasons: Vec<String> = translation
+        let unsendable = translation.dropped_points().min(batch.len());
+        let reason = translation
             .dropped
             .iter()
             .map(|(_, r)| r.to_string())
-            .collect();
-        let total_series = translation.series.len().max(1);
+            .collect::<Vec<_>>()
+            .join("; ");
+        let total_series = translation.series.len();
         let shards = build_requests(translation, self.send_metadata, self.shards, self.max_bytes);
-        let results = futures_join(shards.iter().map(|requests| async move {
-            let mut dropped_series = 0;
-            let mut why = Vec::new();
-            for r in requests {
-                if let Sent::Dropped(message) = self.send_with_retry(&r.body).await {
-                    dropped_series += r.series;
-                    why.push(message);
-                }
-            }
-            (dropped_series, why)
-        }))
-        .await;
-        let mut dropped_series = 0;
-        for (n, why) in results {
-            dropped_series += n;
-            reasons.extend(why);
+        let points = batch.len() - unsendable;
+        let mut shared = 0;
+        let mut lanes: Vec<Vec<PreparedRequest>> = shards
+            .into_iter()
+            .map(|requests| {
+                requests
+                    .into_iter()
+                    .map(|r| {
+                        let items = (points * r.series).checked_div(total_series).unwrap_or(0);
+                        shared += items;
+                        PreparedRequest {
+                            body: r.body,
+                            items,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        // Rounding leftovers go to the first request, so every point is counted once.
+        if let Some(first) = lanes.iter_mut().flat_map(|l| l.iter_mut()).next() {
+            first.items += points - shared;
         }
-        if dropped_series > 0 {
-            // Points map to series unevenly (a histogram point is many series); count
-            // the batch's points in proportion.
-            let points = (batch.len() * dropped_series).div_ceil(total_series);
-            rejected += points;
-            // The exporter helper counts these and logs them, once per burst.
-        }
-        Ok(Delivered {
-            rejected: rejected.min(batch.len()),
-            reason: reasons.join("; "),
+        Ok(Prepared {
+            lanes,
+            unsendable,
+            reason,
         })
     }
 }
 
-/// Runs futures concurrently on this task and collects their results in order.
-async fn futures_join<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, r) in pinned.iter_mut().zip(results.iter_mut()) {
-            if r.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *r = Some(v),
-                    std::task::Poll::Pending => pending = true,
+impl Export<MetricsSignal> for RemoteWriteExporter {
+    /// One batch, its shards one after the other (for callers outside the helper).
+    fn export<'a>(&'a self, batch: &'a Metrics) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(async move {
+            let prepared = self.prepare_batch(batch)?;
+            let (mut failed, mut first_error) = (0, None);
+            for r in prepared.lanes.iter().flatten() {
+                if let Err(e) = self.post(&r.body).await {
+                    failed += r.items;
+                    first_error.get_or_insert(e);
                 }
             }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    results
-        .into_iter()
-        .map(|r| r.expect("every future finished"))
-        .collect()
-}
+            match first_error {
+                // Nothing got through: the caller sees the error itself.
+                Some(e) if failed + prepared.unsendable >= batch.len() => Err(e),
+                _ => Ok(Delivered {
+                    rejected: (failed + prepared.unsendable).min(batch.len()),
+                    reason: prepared.reason,
+                }),
+            }
+        })
+    }
 
-impl Export<MetricsSignal> for RemoteWriteExporter {
-    fn export<'a>(&'a self, batch: &'a Metrics) -> BoxFuture<'a, Result<Delivered, ExportError>> {
-        Box::pin(self.export_batch(batch))
+    fn prepare(&self, batch: &Metrics) -> Option<Result<Prepared, ExportError>> {
+        Some(self.prepare_batch(batch))
+    }
+
+    fn send_prepared<'a>(
+        &'a self,
+        request: &'a PreparedRequest,
+    ) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(self.post(&request.body))
     }
 }
 

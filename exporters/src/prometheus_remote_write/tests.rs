@@ -80,19 +80,46 @@ async fn splits_requests_at_max_batch_size_bytes() {
     assert_eq!(sink.series().len(), 201);
 }
 
+/// Runs batches through the exporter helper, as the runtime does (retries live there);
+/// returns its counters.
+async fn through_helper(config: Config, batches: Vec<Metrics>) -> ExporterMetrics {
+    let settings = config.export_settings();
+    let e = exporter(config);
+    let telemetry = Telemetry::new();
+    let (tx, rx) = channel::<MetricsSignal>(64, Gauge::default());
+    let (_trigger, deadline) = deadline_pair();
+    let metrics = ExporterMetrics::new::<MetricsSignal>(&telemetry, "prw");
+    let task = tokio::spawn(run_queue(
+        e,
+        rx,
+        settings,
+        metrics.clone(),
+        "prw".into(),
+        deadline,
+    ));
+    let out = Output::new(vec![tx]);
+    for b in batches {
+        out.send(b).await.unwrap();
+    }
+    drop(out);
+    task.await.unwrap();
+    metrics
+}
+
 #[tokio::test]
 async fn server_errors_are_retried_until_delivered() {
     let sink = RemoteWriteSink::start().await;
     sink.fail_next(3, 500, None);
-    let e = exporter(Config {
+    let config = Config {
         remote_write_queue: RemoteWriteQueue {
             num_consumers: 1,
             ..RemoteWriteQueue::default()
         },
         ..config(&sink)
-    });
-    let delivered = e.export(&metrics(0, 1, 2)).await.unwrap();
-    assert_eq!(delivered.rejected, 0);
+    };
+    let m = through_helper(config, vec![metrics(0, 1, 2)]).await;
+    assert_eq!(m.send_failed.get(), 0);
+    assert_eq!(m.sent.get(), 2);
     assert_eq!(sink.requests(), 4);
     assert_eq!(sink.series().len(), 3);
 }
@@ -101,15 +128,16 @@ async fn server_errors_are_retried_until_delivered() {
 async fn too_many_requests_waits_for_retry_after() {
     let sink = RemoteWriteSink::start().await;
     sink.fail_next(1, 429, Some(1));
-    let e = exporter(Config {
+    let config = Config {
         remote_write_queue: RemoteWriteQueue {
             num_consumers: 1,
             ..RemoteWriteQueue::default()
         },
         ..config(&sink)
-    });
+    };
     let started = Instant::now();
-    e.export(&metrics(0, 1, 1)).await.unwrap();
+    let m = through_helper(config, vec![metrics(0, 1, 1)]).await;
+    assert_eq!(m.sent.get(), 1);
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "{:?}",
@@ -122,17 +150,18 @@ async fn too_many_requests_waits_for_retry_after() {
 async fn bad_requests_are_dropped_and_counted_once() {
     let sink = RemoteWriteSink::start().await;
     sink.fail_next(1, 400, None);
-    let e = exporter(Config {
+    let config = Config {
         remote_write_queue: RemoteWriteQueue {
             num_consumers: 1,
             ..RemoteWriteQueue::default()
         },
         ..config(&sink)
-    });
+    };
     let batch = metrics(0, 1, 4);
-    let delivered = e.export(&batch).await.unwrap();
-    assert_eq!(delivered.rejected, batch.len());
-    assert!(delivered.reason.contains("400"), "{}", delivered.reason);
+    let n = batch.len() as u64;
+    let m = through_helper(config, vec![batch]).await;
+    assert_eq!(m.send_failed.get(), n);
+    assert_eq!(m.sent.get(), 0);
     assert_eq!(sink.requests(), 1, "a 400 is never retried");
 }
 
