@@ -41,7 +41,7 @@ use crate::telemetry::{Gauge, Telemetry};
 /// Batches waiting in front of each processor.
 /// Bytes (encoded) that may wait in front of each processor, including what the
 /// processor holds (the batch processor's buffer counts here until it sends it on).
-const PROCESSOR_QUEUE_BYTES: usize = 8 << 20;
+const PROCESSOR_QUEUE_BYTES: usize = 4 << 20;
 
 struct PlannedReceiver {
     id: ComponentId,

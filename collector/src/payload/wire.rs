@@ -98,6 +98,7 @@ impl VarintError {
 }
 
 /// Reads one varint at `pos`, moving `pos` past it.
+#[inline]
 pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, VarintError> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
@@ -117,6 +118,7 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, VarintErro
 impl Iterator for Fields<'_> {
     type Item = Result<Field, WireError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos >= self.buf.len() {
             return None;
