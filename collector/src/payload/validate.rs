@@ -64,12 +64,7 @@ enum Kind {
     /// A string; a repeated string is one such field per element.
     Str,
     Bytes,
-    /// A trace or span id: `len` bytes, or empty when `empty_ok`.
-    Id {
-        len: usize,
-        empty_ok: bool,
-        reason: &'static str,
-    },
+    Id(&'static IdRule),
     Nested(&'static Message),
     /// repeated fixed64 or double: packed, or one field per element.
     RepeatedFixed64,
@@ -78,6 +73,13 @@ enum Kind {
 }
 
 use Kind::*;
+
+/// A trace or span id: `len` bytes, or empty when `empty_ok`.
+struct IdRule {
+    len: usize,
+    empty_ok: bool,
+    reason: &'static str,
+}
 
 /// A message type.
 struct Message {
@@ -110,31 +112,31 @@ impl Message {
 // The field tables, one per message, from field 1 on; the comment on each line gives
 // the field's number and name. Reserved numbers are `Unknown`.
 
-const TRACE_ID: Kind = Id {
+const TRACE_ID: Kind = Id(&IdRule {
     len: 16,
     empty_ok: false,
     reason: "trace_id must be 16 bytes",
-};
-const SPAN_ID: Kind = Id {
+});
+const SPAN_ID: Kind = Id(&IdRule {
     len: 8,
     empty_ok: false,
     reason: "span_id must be 8 bytes",
-};
-const PARENT_SPAN_ID: Kind = Id {
+});
+const PARENT_SPAN_ID: Kind = Id(&IdRule {
     len: 8,
     empty_ok: true,
     reason: "parent_span_id must be empty or 8 bytes",
-};
-const OPTIONAL_TRACE_ID: Kind = Id {
+});
+const OPTIONAL_TRACE_ID: Kind = Id(&IdRule {
     len: 16,
     empty_ok: true,
     reason: "trace_id must be empty or 16 bytes",
-};
-const OPTIONAL_SPAN_ID: Kind = Id {
+});
+const OPTIONAL_SPAN_ID: Kind = Id(&IdRule {
     len: 8,
     empty_ok: true,
     reason: "span_id must be empty or 8 bytes",
-};
+});
 
 // opentelemetry.proto.common.v1 and resource.v1
 
@@ -457,7 +459,9 @@ impl Walk {
                     if wire_type != LEN {
                         return Err(fail(WRONG_WIRE_TYPE));
                     }
-                    if std::str::from_utf8(payload).is_err() {
+                    // Most strings are ASCII, and checking that inline is cheaper than a
+                    // call for the short ones.
+                    if !payload.is_ascii() && std::str::from_utf8(payload).is_err() {
                         return Err(fail(INVALID_UTF8));
                     }
                 }
@@ -466,16 +470,12 @@ impl Walk {
                         return Err(fail(WRONG_WIRE_TYPE));
                     }
                 }
-                Id {
-                    len,
-                    empty_ok,
-                    reason,
-                } => {
+                Id(rule) => {
                     if wire_type != LEN {
                         return Err(fail(WRONG_WIRE_TYPE));
                     }
-                    if payload.len() != len && !(empty_ok && payload.is_empty()) {
-                        return Err(fail(reason));
+                    if payload.len() != rule.len && !(rule.empty_ok && payload.is_empty()) {
+                        return Err(fail(rule.reason));
                     }
                     seen |= 1 << field.number;
                 }
@@ -499,7 +499,8 @@ impl Walk {
                     LEN => {
                         let mut pos = 0;
                         while pos < payload.len() {
-                            read_varint(payload, &mut pos).map_err(|_| fail(PARTIAL_ELEMENT))?;
+                            read_varint(payload, &mut pos)
+                                .map_err(|e| fail(e.reason(PARTIAL_ELEMENT)))?;
                         }
                     }
                     _ => return Err(fail(WRONG_WIRE_TYPE)),
@@ -510,7 +511,7 @@ impl Walk {
         if missing != 0 {
             // An absent id is an empty one: name the first, at the message's start.
             let number = missing.trailing_zeros() as usize;
-            if let Some(Id { reason, .. }) = message.fields.get(number - 1) {
+            if let Some(Id(IdRule { reason, .. })) = message.fields.get(number - 1) {
                 return Err(WireError {
                     offset: base,
                     reason,

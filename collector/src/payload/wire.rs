@@ -89,7 +89,8 @@ pub(crate) enum VarintError {
 }
 
 impl VarintError {
-    fn reason(self, truncated: &'static str) -> &'static str {
+    /// The reason to report, given the one for a varint cut short.
+    pub(crate) fn reason(self, truncated: &'static str) -> &'static str {
         match self {
             VarintError::Truncated => truncated,
             VarintError::TooLong => "varint longer than 64 bits",
@@ -98,8 +99,19 @@ impl VarintError {
 }
 
 /// Reads one varint at `pos`, moving `pos` past it.
-#[inline]
+#[inline(always)]
 pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, VarintError> {
+    // Most tags and lengths fit one byte.
+    match buf.get(*pos) {
+        Some(&byte) if byte < 0x80 => {
+            *pos += 1;
+            Ok(u64::from(byte))
+        }
+        _ => read_long_varint(buf, pos),
+    }
+}
+
+fn read_long_varint(buf: &[u8], pos: &mut usize) -> Result<u64, VarintError> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *buf.get(*pos).ok_or(VarintError::Truncated)?;
@@ -115,72 +127,72 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, VarintErro
     Err(VarintError::TooLong)
 }
 
+impl Fields<'_> {
+    /// Reads the field at `start`.
+    #[inline(always)]
+    fn read(&self, start: usize) -> Result<Field, WireError> {
+        let mut pos = start;
+        let tag = read_varint(self.buf, &mut pos)
+            .map_err(|e| self.fail(start, e.reason("truncated tag")))?;
+        // As in prost: the tag is a u32, so field numbers stop at 2^29 - 1.
+        let number = u32::try_from(tag)
+            .map(|tag| tag >> 3)
+            .map_err(|_| self.fail(start, "field number too large"))?;
+        if number == 0 {
+            return Err(self.fail(start, "field number 0"));
+        }
+        let wire_type = (tag & 7) as u8;
+        let payload_start;
+        match wire_type {
+            VARINT => {
+                payload_start = pos;
+                read_varint(self.buf, &mut pos)
+                    .map_err(|e| self.fail(start, e.reason("truncated varint")))?;
+            }
+            FIXED64 | FIXED32 => {
+                payload_start = pos;
+                pos += if wire_type == FIXED64 { 8 } else { 4 };
+                if pos > self.buf.len() {
+                    return Err(self.fail(start, "truncated fixed-width field"));
+                }
+            }
+            LEN => {
+                let len = read_varint(self.buf, &mut pos)
+                    .map_err(|e| self.fail(start, e.reason("truncated length")))?;
+                payload_start = pos;
+                pos = usize::try_from(len)
+                    .ok()
+                    .and_then(|len| pos.checked_add(len))
+                    .filter(|end| *end <= self.buf.len())
+                    .ok_or_else(|| self.fail(start, "length runs past the end of the message"))?;
+            }
+            _ => return Err(self.fail(start, "unsupported wire type")),
+        }
+        Ok(Field {
+            number,
+            wire_type,
+            start,
+            end: pos,
+            payload_start,
+        })
+    }
+}
+
 impl Iterator for Fields<'_> {
     type Item = Result<Field, WireError>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos >= self.buf.len() {
             return None;
         }
-        let start = self.pos;
-        let mut pos = self.pos;
-        let result = (|| {
-            let tag = read_varint(self.buf, &mut pos)
-                .map_err(|e| self.fail(start, e.reason("truncated tag")))?;
-            // As in prost: the tag is a u32, so field numbers stop at 2^29 - 1.
-            let number = u32::try_from(tag)
-                .map(|tag| tag >> 3)
-                .map_err(|_| self.fail(start, "field number too large"))?;
-            if number == 0 {
-                return Err(self.fail(start, "field number 0"));
-            }
-            let wire_type = (tag & 7) as u8;
-            let payload_start;
-            match wire_type {
-                VARINT => {
-                    payload_start = pos;
-                    read_varint(self.buf, &mut pos)
-                        .map_err(|e| self.fail(start, e.reason("truncated varint")))?;
-                }
-                FIXED64 | FIXED32 => {
-                    payload_start = pos;
-                    pos += if wire_type == FIXED64 { 8 } else { 4 };
-                    if pos > self.buf.len() {
-                        return Err(self.fail(start, "truncated fixed-width field"));
-                    }
-                }
-                LEN => {
-                    let len = read_varint(self.buf, &mut pos)
-                        .map_err(|e| self.fail(start, e.reason("truncated length")))?;
-                    payload_start = pos;
-                    let len =
-                        usize::try_from(len).map_err(|_| self.fail(start, "length too large"))?;
-                    pos = pos
-                        .checked_add(len)
-                        .filter(|end| *end <= self.buf.len())
-                        .ok_or(self.fail(start, "length runs past the end of the message"))?;
-                }
-                _ => return Err(self.fail(start, "unsupported wire type")),
-            }
-            Ok(Field {
-                number,
-                wire_type,
-                start,
-                end: pos,
-                payload_start,
-            })
-        })();
-        match result {
-            Ok(f) => {
-                self.pos = f.end;
-                Some(Ok(f))
-            }
-            Err(e) => {
-                self.pos = self.buf.len();
-                Some(Err(e))
-            }
-        }
+        let result = self.read(self.pos);
+        // After an error, stop: nothing past it can be framed.
+        self.pos = match &result {
+            Ok(f) => f.end,
+            Err(_) => self.buf.len(),
+        };
+        Some(result)
     }
 }
 

@@ -264,24 +264,28 @@ fn format_duration(d: Duration) -> String {
 }
 
 /// A page being read: one buffer that grows up to `limit` bytes and never past it (no
-/// doubling beyond the limit, no second copy).
+/// doubling beyond the limit or the announced length, no second copy).
 struct Body {
     buf: Vec<u8>,
     limit: usize,
+    /// The response's announced length (within the limit), to grow to at most.
+    announced: usize,
     /// Set when a write was refused for the limit (to tell it from a gzip error).
     over: bool,
 }
 
 impl Body {
-    /// `announced`: the response's length, reserved at once when it fits.
+    /// `announced`: the response's length, reserved at once up to 64 MiB (a larger page
+    /// grows as its bytes arrive, so a false length reserves nothing big).
     fn new(limit: usize, announced: Option<u64>) -> Self {
-        let first = announced
+        let announced = announced
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(0)
             .min(limit);
         Body {
-            buf: Vec::with_capacity(first),
+            buf: Vec::with_capacity(announced.min(64 << 20)),
             limit,
+            announced,
             over: false,
         }
     }
@@ -293,7 +297,10 @@ impl Body {
         }
         let need = self.buf.len() + chunk.len();
         if need > self.buf.capacity() {
-            let grown = (self.buf.capacity() * 2).max(64 << 10).min(self.limit);
+            let mut grown = (self.buf.capacity() * 2).max(64 << 10).min(self.limit);
+            if need <= self.announced {
+                grown = grown.min(self.announced);
+            }
             self.buf.reserve_exact(grown.max(need) - self.buf.len());
         }
         self.buf.extend_from_slice(chunk);

@@ -108,9 +108,9 @@ pub enum PageError {
     Duplicate { line: usize, series: String },
     #[error("line {line}: second TYPE line for {name}")]
     DuplicateType { line: usize, name: String },
-    /// More than `limit` samples were left after metric relabeling; reading stopped at
+    /// More than `limit` samples were left after metric relabeling; parsing stopped at
     /// `line`, the first sample over the limit.
-    #[error("line {line}: more than sample_limit ({limit}) samples after metric relabeling; stopped reading the page here")]
+    #[error("line {line}: more than sample_limit ({limit}) samples after metric relabeling; stopped parsing the page here")]
     SampleLimit { line: usize, limit: usize },
     #[error("line {line}: {metric} has {labels} labels, more than label_limit ({limit})")]
     LabelLimit {
