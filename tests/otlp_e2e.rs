@@ -548,3 +548,96 @@ fn shutdown_counts_data_held_anywhere_as_dropped() {
         lines.join("\n")
     );
 }
+
+/// Posts an OTLP/HTTP protobuf traces request and returns the status.
+async fn post_request(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    request: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) -> u16 {
+    client
+        .post(format!("http://{addr}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn batching_pipeline(sink: &OtlpSink) -> String {
+    format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:0\nprocessors:\n  batch:\n    send_batch_size: 100000\n    timeout: 300ms\nexporters:\n  otlp:\n    endpoint: {}\n    compression: none\n    retry_on_failure:\n      initial_interval: 50ms\nservice:\n  shutdown_timeout: 5s\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [otlp]\n",
+        sink.url()
+    )
+}
+
+/// A backend refuses any request holding one bad span. Five clients' requests share a
+/// batch; only the bad span is dropped and counted, every other acknowledged span
+/// arrives, and acknowledged = delivered + counted dropped, exactly.
+#[test]
+fn one_rejected_span_costs_only_itself() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    sink.reject_spans_named("bad");
+    let mut sk = Sidekick::start(&batching_pipeline(&sink));
+    let client = reqwest::Client::new();
+    for i in 0..5u64 {
+        let mut request = traces_request(i * 100, 1, 20);
+        if i == 2 {
+            request.resource_spans[0].scope_spans[0].spans[7].name = "bad".into();
+        }
+        assert_eq!(
+            rt.block_on(post_request(&client, sk.http.unwrap(), &request)),
+            200
+        );
+    }
+    assert!(rt.block_on(sink.wait_until(Duration::from_secs(10), |s| s.span_count() == 99)));
+    std::thread::sleep(Duration::from_millis(300));
+    let page = sk.metrics();
+    let value = |series: &str| metric_value(&page, series).unwrap_or(-1.0);
+    let accepted =
+        value("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"http\"}");
+    let sent = value("otelcol_exporter_sent_spans_total{exporter=\"otlp\"}");
+    let failed = value("otelcol_exporter_send_failed_spans_total{exporter=\"otlp\"}");
+    assert_eq!((accepted, sent, failed), (100.0, 99.0, 1.0), "{page}");
+    assert_eq!(sink.span_count(), 99);
+    assert!(
+        sink.rejected() >= 2,
+        "the batch and the halves holding the bad span"
+    );
+    let status = sk.terminate();
+    assert_eq!(status.code(), Some(3), "one span was dropped");
+}
+
+/// A backend with a small message size limit refuses the batch as too large; it is
+/// split until every request fits, and everything arrives.
+#[test]
+fn a_backend_size_limit_is_met_by_splitting() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    sink.limit_request_size(16 << 10);
+    let mut sk = Sidekick::start(&batching_pipeline(&sink));
+    let client = reqwest::Client::new();
+    for i in 0..10u64 {
+        let request = traces_request(i * 1000, 1, 100);
+        assert_eq!(
+            rt.block_on(post_request(&client, sk.http.unwrap(), &request)),
+            200
+        );
+    }
+    assert!(rt.block_on(sink.wait_until(Duration::from_secs(10), |s| s.span_count() == 1000)));
+    assert!(sink.rejected() >= 1);
+    let page = sk.metrics();
+    assert_eq!(
+        metric_value(
+            &page,
+            "otelcol_exporter_send_failed_spans_total{exporter=\"otlp\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(sk.terminate().success());
+}

@@ -44,6 +44,11 @@ struct State {
     failures: Mutex<VecDeque<Failure>>,
     rejected: Mutex<usize>,
     changed: Notify,
+    /// Refuse, as invalid, any traces request holding a span of this name (a backend
+    /// validating its input).
+    reject_span_named: Mutex<Option<String>>,
+    /// Refuse requests over this many bytes (a backend's message size limit).
+    max_request_bytes: Mutex<Option<usize>>,
 }
 
 pub struct OtlpSink {
@@ -148,6 +153,17 @@ impl OtlpSink {
         format!("http://{}", self.address)
     }
 
+    /// Refuses every traces request that holds a span named `name` (400 /
+    /// `INVALID_ARGUMENT`), with all the other spans in it.
+    pub fn reject_spans_named(&self, name: &str) {
+        *self.state.reject_span_named.lock().unwrap() = Some(name.to_string());
+    }
+
+    /// Refuses every request over `bytes` (413 / `RESOURCE_EXHAUSTED`).
+    pub fn limit_request_size(&self, bytes: usize) {
+        *self.state.max_request_bytes.lock().unwrap() = Some(bytes);
+    }
+
     /// Answers the next `n` requests with `failure`.
     pub fn fail_next(&self, n: usize, failure: Failure) {
         let mut f = self.state.failures.lock().unwrap();
@@ -220,11 +236,19 @@ fn record(state: &State, path: &str, body: &[u8]) -> Result<(), String> {
     }
     let err = |e: prost::DecodeError| e.to_string();
     if path.ends_with(TracesSignal::HTTP_PATH) || path == TracesSignal::GRPC_PATH {
-        state
-            .traces
-            .lock()
-            .unwrap()
-            .push(ExportTraceServiceRequest::decode(body).map_err(err)?);
+        let request = ExportTraceServiceRequest::decode(body).map_err(err)?;
+        if let Some(bad) = state.reject_span_named.lock().unwrap().as_deref() {
+            let spans = request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans);
+            if spans.clone().any(|s| s.name == bad) {
+                *state.rejected.lock().unwrap() += 1;
+                return Err(format!("span named {bad} refused"));
+            }
+        }
+        state.traces.lock().unwrap().push(request);
     } else if path.ends_with(MetricsSignal::HTTP_PATH) || path == MetricsSignal::GRPC_PATH {
         state
             .metrics
@@ -333,6 +357,11 @@ impl tonic::server::UnaryService<Bytes> for GrpcExport {
         Box::pin(async move {
             if let Some(Failure::Grpc(code)) = next_failure(&this.state) {
                 return Err(tonic::Status::new(code, "scripted failure"));
+            }
+            let limit = *this.state.max_request_bytes.lock().unwrap();
+            if limit.is_some_and(|max| request.get_ref().len() > max) {
+                *this.state.rejected.lock().unwrap() += 1;
+                return Err(tonic::Status::resource_exhausted("request too large"));
             }
             record(&this.state, &this.path, request.get_ref())
                 .map_err(tonic::Status::invalid_argument)?;
