@@ -323,6 +323,51 @@ pub struct ExporterMetrics {
     /// backlog starts moving as soon as the backend is back, not after each batch's
     /// own backoff has run out.
     backend_up: Arc<tokio::sync::Notify>,
+    /// Taken by one batch at a time while several wait to retry (a backlog behind a
+    /// failing backend): that batch retries at least every [`PROBE_INTERVAL`] whatever
+    /// its backoff, so the queue notices within about a second that the backend is
+    /// back (and [`Self::backend_up`] wakes the rest), while the others keep their
+    /// backoff. A lone failing batch keeps the configured backoff.
+    prober: Arc<std::sync::atomic::AtomicBool>,
+    /// Batches waiting to retry now.
+    retrying: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a batch among those waiting to retry while it is alive.
+struct Retrying(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Retrying {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Retrying(Arc::clone(count))
+    }
+}
+
+impl Drop for Retrying {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// How often the probing batch retries a failing backend at most.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The prober role, given back when dropped.
+struct Probe(Arc<std::sync::atomic::AtomicBool>);
+
+impl Probe {
+    fn take(flag: &Arc<std::sync::atomic::AtomicBool>) -> Option<Probe> {
+        use std::sync::atomic::Ordering;
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| Probe(Arc::clone(flag)))
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// A failing backend is logged at most this often per exporter and kind of line.
@@ -348,6 +393,8 @@ impl ExporterMetrics {
             drop_log: Arc::new(LogBurst::new(LOG_EVERY)),
             retry_log: Arc::new(LogBurst::new(LOG_EVERY)),
             backend_up: Arc::new(tokio::sync::Notify::new()),
+            prober: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            retrying: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -478,6 +525,8 @@ async fn send_with_retry<'a>(
     let retry = &settings.retry;
     let mut interval = retry.initial_interval.get();
     let mut attempts = 0u32;
+    let mut probe: Option<Probe> = None;
+    let mut retrying: Option<Retrying> = None;
     loop {
         attempts += 1;
         let attempt = tokio::time::timeout(settings.timeout, attempt());
@@ -518,7 +567,15 @@ async fn send_with_retry<'a>(
             }) => (message, retry_after),
         };
         let max_elapsed = retry.max_elapsed_time.get();
-        let wait = retry_after.unwrap_or_else(|| jitter(interval, retry.randomization_factor));
+        let mut wait = retry_after.unwrap_or_else(|| jitter(interval, retry.randomization_factor));
+        retrying.get_or_insert_with(|| Retrying::new(&metrics.retrying));
+        let backlog = metrics.retrying.load(std::sync::atomic::Ordering::Acquire) > 1;
+        if probe.is_none() && backlog {
+            probe = Probe::take(&metrics.prober);
+        }
+        if probe.is_some() && retry_after.is_none() {
+            wait = wait.min(PROBE_INTERVAL);
+        }
         let out_of_time = !max_elapsed.is_zero() && started.elapsed() + wait > max_elapsed;
         if !retry.enabled || out_of_time {
             metrics.dropped(items);

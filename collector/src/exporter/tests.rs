@@ -397,3 +397,25 @@ async fn the_deadline_drops_only_the_requests_not_sent() {
     assert_eq!(h.metrics.send_failed.get(), 2);
     assert_eq!(h.telemetry.dropped(), 2);
 }
+
+/// With a backlog behind a failing backend, one batch probes every second while the
+/// others keep their backoff; when the backend is back, everything goes within about a
+/// second, not after the long backoff.
+#[tokio::test(start_paused = true)]
+async fn a_backlog_probes_a_failing_backend_every_second() {
+    let exporter = Scripted::new(vec![Err(ExportError::retryable("down")); 12]);
+    let mut s = settings();
+    s.queue.num_consumers = 4;
+    s.retry.initial_interval = ConfigDuration::from_secs(30);
+    let h = start(exporter.clone(), s);
+    for _ in 0..4 {
+        h.send(spans(1)).await;
+    }
+    let h = h.finish().await;
+    assert_eq!(h.metrics.sent.get(), 4);
+    let attempts = exporter.attempts.lock().unwrap().clone();
+    let took = *attempts.last().unwrap() - attempts[0];
+    // 4 first attempts, then the prober's retries a second apart use up the 12 failures
+    // (8 more); without a prober, every batch would wait its 30 s backoff.
+    assert!(took <= Duration::from_secs(10), "{took:?}");
+}
