@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{metric_value, runtime, Sidekick};
+use common::{http_get, metric_value, runtime, Sidekick};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
@@ -286,4 +286,60 @@ service:
         sk.lines().join("\n")
     );
     assert!(sk.terminate().success());
+}
+
+/// A scraped series comes back out of the `prometheus` exporter with exactly the labels
+/// Prometheus itself would store scraping the app: the page's own, the target's static
+/// labels, `job` and `instance`; no scope labels Sidekick made up.
+#[test]
+fn scraped_series_keep_exactly_their_labels_through_the_exporter() {
+    let rt = runtime();
+    let target = rt.block_on(ScrapeTarget::start());
+    target.set_page(
+        PROMETHEUS_TEXT,
+        "# TYPE req counter\nreq_total{path=\"/a\",code=\"200\"} 7\n",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sk = Sidekick::start(&format!(
+        "receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: app
+          scrape_interval: 200ms
+          static_configs:
+            - targets: [\"{}\"]
+              labels:
+                team: checkout
+exporters:
+  prometheus:
+    endpoint: 127.0.0.1:{port}
+service:
+  pipelines:
+    metrics:
+      receivers: [prometheus]
+      exporters: [prometheus]
+",
+        target.address
+    ));
+    let exporter: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let started = std::time::Instant::now();
+    let line = loop {
+        let (_, page) = http_get(exporter, "/metrics");
+        if let Some(l) = page.lines().find(|l| l.starts_with("req_total{")) {
+            break l.to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let instance = target.address.to_string();
+    assert_eq!(
+        line,
+        format!("req_total{{code=\"200\",instance=\"{instance}\",job=\"app\",path=\"/a\",team=\"checkout\"}} 7")
+    );
+    drop(sk);
 }

@@ -168,3 +168,22 @@ async fn buffered_data_keeps_its_room_in_the_input_queue() {
     assert_eq!(out_rx.try_recv().map(|b| b.len()), Some(5));
     assert_eq!(account.lost(), 0);
 }
+
+/// Decoded data (a scrape, OTLP/JSON) stays decoded through the batch processor: no
+/// encode here only for the next stage to decode again.
+#[tokio::test]
+async fn decoded_batches_stay_decoded() {
+    use sidekick_collector::payload::codec_counts;
+    let mut h = run_processor::<TracesSignal>(processor(8192, 0, 10));
+    let request = traces(0, 2, 50).to_request().unwrap();
+    let (encodes, decodes) = codec_counts();
+    h.send(Batch::from_request(request.clone())).await;
+    h.send(Batch::from_request(request)).await;
+    h.close().await;
+    let out = h.drain();
+    assert_eq!(out.iter().map(|b| b.len()).sum::<usize>(), 200);
+    assert!(out.iter().all(|b| b.decoded().is_some()));
+    // The counts are this thread's: the test's runtime runs everything here.
+    let (e, d) = codec_counts();
+    assert_eq!((e - encodes, d - decodes), (0, 0));
+}

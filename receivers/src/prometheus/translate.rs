@@ -32,8 +32,11 @@ use super::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
 use super::relabel::{self, LabelSet, Rule};
 use super::series::Tracker;
 
-/// The scope of metrics that carry no `otel_scope_name`.
-pub const SCOPE_NAME: &str = "sidekick/prometheus";
+/// The scope of metrics that carry no `otel_scope_name`: none (an empty name), so that
+/// the series come back out of the Prometheus exporters with exactly the labels the page
+/// had, plus `job` and `instance` — what Prometheus stores when it scrapes the app
+/// itself. Only a real scope (`otel_scope_*` labels on the page) becomes labels again.
+pub const SCOPE_NAME: &str = "";
 
 /// Who was scraped, fixed for the target's lifetime.
 #[derive(Debug, Clone)]
@@ -216,7 +219,6 @@ pub fn default_scope_metrics() -> ScopeMetrics {
     ScopeMetrics {
         scope: Some(InstrumentationScope {
             name: SCOPE_NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
         }),
         ..Default::default()
