@@ -285,8 +285,12 @@ pub fn expand(text: &str, env: &dyn EnvLookup) -> Result<(String, Vec<String>), 
             out.push('$');
             rest = after;
         } else if let Some(after) = rest.strip_prefix("${") {
+            // The value may be a secret (a header, a password): say where, never what.
             let end = after.find('}').ok_or_else(|| {
-                format!("unterminated \"${{\" in {text:?}; write $$ for a literal $")
+                let at = text.len() - rest.len() + 1;
+                format!(
+                    "unterminated \"${{\" at character {at} of the value; write $$ for a literal $"
+                )
             })?;
             let inner = &after[..end];
             let reference = inner.strip_prefix("env:").unwrap_or(inner);
@@ -347,6 +351,10 @@ mod tests {
         assert!(expand("${env:HOST", &e)
             .unwrap_err()
             .contains("unterminated"));
+        // A secret with a stray "${" is pointed at, never echoed.
+        let err = expand("Bearer s3cr3t-${oops", &e).unwrap_err();
+        assert!(err.contains("at character 15"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
         assert!(expand("${file:/x}", &e)
             .unwrap_err()
             .contains("only ${env:NAME}"));
