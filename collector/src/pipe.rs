@@ -543,6 +543,9 @@ impl<S: Signal> Output<S> {
         let Some(limit) = self.item_limit() else {
             return Ok(());
         };
+        if batch.size() <= limit {
+            return Ok(());
+        }
         let mut work = vec![batch.clone()];
         while let Some(mut b) = work.pop() {
             let size = b.size();

@@ -39,9 +39,18 @@ pub struct BasicAuth {
 #[derive(Debug, Clone, Copy)]
 pub enum Credentials<'a> {
     Basic(&'a BasicAuth),
-    Bearer(&'a Secret),
-    /// Path of a file holding the token.
-    BearerFile(&'a str),
+    /// `Authorization: <scheme> <token>`, e.g. `Bearer`.
+    Token {
+        scheme: &'a str,
+        token: &'a Secret,
+    },
+    /// The same, the token read from the file at `path`; `field` names the option in
+    /// errors (`bearer_token_file`, `authorization.credentials_file`).
+    TokenFile {
+        scheme: &'a str,
+        path: &'a str,
+        field: &'a str,
+    },
 }
 
 impl Credentials<'_> {
@@ -65,8 +74,12 @@ impl Credentials<'_> {
                     base64::engine::general_purpose::STANDARD.encode(pair)
                 )
             }
-            Credentials::Bearer(t) => format!("Bearer {}", t.expose()),
-            Credentials::BearerFile(f) => format!("Bearer {}", read(f, "bearer_token_file")?),
+            Credentials::Token { scheme, token } => format!("{scheme} {}", token.expose()),
+            Credentials::TokenFile {
+                scheme,
+                path,
+                field,
+            } => format!("{scheme} {}", read(path, field)?),
         };
         let mut value = HeaderValue::from_str(&text)
             .map_err(|_| BuildError::new("credentials contain characters a header cannot"))?;
@@ -186,14 +199,17 @@ pub fn grpc_channel(
     server_name: Option<&str>,
     keepalive: Keepalive,
 ) -> Result<Channel, BuildError> {
-    let endpoint = Endpoint::from_shared(uri.to_string())
-        .map_err(|e| BuildError::new(format!("endpoint: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .user_agent(USER_AGENT)
-        .map_err(|e| BuildError::new(e.to_string()))?;
+    let endpoint = |uri: String| -> Result<Endpoint, BuildError> {
+        let e = Endpoint::from_shared(uri)
+            .map_err(|e| BuildError::new(format!("endpoint: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .user_agent(USER_AGENT)
+            .map_err(|e| BuildError::new(e.to_string()))?;
+        Ok(keepalive.apply(e))
+    };
     let Some(mut tls) = tls else {
-        return Ok(keepalive.apply(endpoint).connect_lazy());
+        return Ok(endpoint(uri.to_string())?.connect_lazy());
     };
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let server_name = match server_name.filter(|s| !s.is_empty()) {
@@ -212,15 +228,8 @@ pub fn grpc_channel(
         Some(rest) => format!("http://{rest}"),
         None => uri.to_string(),
     };
-    let endpoint = Endpoint::from_shared(plain)
-        .map_err(|e| BuildError::new(format!("endpoint: {e}")))?
+    Ok(endpoint(plain)?
         .origin(origin)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .user_agent(USER_AGENT)
-        .map_err(|e| BuildError::new(e.to_string()))?;
-    Ok(keepalive
-        .apply(endpoint)
         .connect_with_connector_lazy(TlsConnector {
             config: Arc::new(tls),
             server_name,

@@ -340,14 +340,6 @@ impl<S: Signal> Batch<S> {
         }
     }
 
-    /// Size of the encoded request in bytes (encodes a decoded batch, once).
-    pub fn encoded_len(&self) -> usize {
-        match &self.repr {
-            Repr::Encoded(chunks) => chunks.iter().map(|(b, _)| b.len()).sum(),
-            Repr::Decoded(d) => d.request.encoded_len(),
-        }
-    }
-
     /// The encoded request as one buffer; copies only when it is in several chunks.
     pub fn encoded(&self) -> Bytes {
         let mut chunks = self.encoded_chunks();

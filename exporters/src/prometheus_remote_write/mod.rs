@@ -300,8 +300,15 @@ impl ExporterConfig for Config {
             &self.bearer_token_file,
         ) {
             (Some(b), _, _) => Some(Credentials::Basic(b)),
-            (None, Some(t), _) => Some(Credentials::Bearer(t)),
-            (None, None, Some(f)) => Some(Credentials::BearerFile(f)),
+            (None, Some(t), _) => Some(Credentials::Token {
+                scheme: "Bearer",
+                token: t,
+            }),
+            (None, None, Some(f)) => Some(Credentials::TokenFile {
+                scheme: "Bearer",
+                path: f,
+                field: "bearer_token_file",
+            }),
             (None, None, None) => None,
         };
         let headers = header_map(&self.headers, credentials)?;

@@ -210,13 +210,7 @@ pub struct StaticConfig {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BasicAuth {
-    pub username: String,
-    pub password: Option<Secret>,
-    pub password_file: Option<String>,
-}
+pub use sidekick_transport::client::BasicAuth;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -16,10 +16,12 @@ use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint,
 };
 use sidekick_collector::component::BuildError;
+use sidekick_collector::config::Secret;
 use sidekick_collector::payload::{Metrics, MetricsSignal};
 use sidekick_collector::pipe::{Output, Stop};
 use sidekick_collector::telemetry::{Counter, Gauge as GaugeMetric, Telemetry};
 use sidekick_collector::util::{error_chain, now_ms};
+use sidekick_transport::client::Credentials;
 use tracing::{info, warn};
 
 use super::parse::Format;
@@ -62,19 +64,12 @@ impl Counters {
     }
 }
 
-/// Credentials sent with each scrape.
-#[derive(Clone)]
-enum Auth {
-    None,
-    Basic { user: String, password: String },
-    Header(String),
-}
-
 pub struct ScrapeTarget {
     target: Target,
     url: String,
     client: reqwest::Client,
-    auth: Auth,
+    /// `Authorization` sent with each scrape.
+    auth: Option<http::HeaderValue>,
     interval: Duration,
     timeout: Duration,
     body_limit: usize,
@@ -85,12 +80,6 @@ pub struct ScrapeTarget {
     label_name_length_limit: usize,
     label_value_length_limit: usize,
     metric_relabel: Arc<Vec<Rule>>,
-}
-
-fn read_secret_file(path: &str, field: &str) -> Result<String, BuildError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| BuildError::new(format!("{field}: cannot read {path}: {e}")))
 }
 
 /// Applies `relabel_configs` to each static target and builds the ones that remain.
@@ -110,33 +99,40 @@ pub fn targets_for(
     let relabel_rules = compile(&sc.relabel_configs)?;
     let metric_relabel = Arc::new(compile(&sc.metric_relabel_configs)?);
     let body_limit = body_limit(sc).map_err(BuildError::new)?;
-    let auth = if let Some(b) = &sc.basic_auth {
-        let password = match (&b.password, &b.password_file) {
-            (Some(p), _) => p.expose().to_string(),
-            (None, Some(f)) => read_secret_file(f, "basic_auth.password_file")?,
-            (None, None) => String::new(),
-        };
-        Auth::Basic {
-            user: b.username.clone(),
-            password,
-        }
+    let no_secret = Secret(String::new());
+    let credentials = if let Some(b) = &sc.basic_auth {
+        Some(Credentials::Basic(b))
     } else if let Some(a) = &sc.authorization {
-        let credentials = match (&a.credentials, &a.credentials_file) {
-            (Some(c), _) => c.expose().to_string(),
-            (None, Some(f)) => read_secret_file(f, "authorization.credentials_file")?,
-            (None, None) => String::new(),
-        };
-        Auth::Header(format!("{} {credentials}", a.kind))
-    } else if let Some(t) = &sc.bearer_token {
-        Auth::Header(format!("Bearer {}", t.expose()))
-    } else if let Some(f) = &sc.bearer_token_file {
-        Auth::Header(format!(
-            "Bearer {}",
-            read_secret_file(f, "bearer_token_file")?
-        ))
+        Some(match (&a.credentials, &a.credentials_file) {
+            (Some(token), _) => Credentials::Token {
+                scheme: &a.kind,
+                token,
+            },
+            (None, Some(path)) => Credentials::TokenFile {
+                scheme: &a.kind,
+                path,
+                field: "authorization.credentials_file",
+            },
+            (None, None) => Credentials::Token {
+                scheme: &a.kind,
+                token: &no_secret,
+            },
+        })
+    } else if let Some(token) = &sc.bearer_token {
+        Some(Credentials::Token {
+            scheme: "Bearer",
+            token,
+        })
     } else {
-        Auth::None
+        sc.bearer_token_file
+            .as_deref()
+            .map(|path| Credentials::TokenFile {
+                scheme: "Bearer",
+                path,
+                field: "bearer_token_file",
+            })
     };
+    let auth = credentials.map(|c| c.header()).transpose()?;
     let mut builder = reqwest::Client::builder()
         .user_agent(sidekick_transport::client::USER_AGENT)
         .connect_timeout(timeout)
@@ -372,10 +368,8 @@ impl ScrapeTarget {
                 "X-Prometheus-Scrape-Timeout-Seconds",
                 format!("{}", self.timeout.as_secs_f64()),
             );
-        match &self.auth {
-            Auth::None => {}
-            Auth::Basic { user, password } => req = req.basic_auth(user, Some(password)),
-            Auth::Header(h) => req = req.header(header::AUTHORIZATION, h),
+        if let Some(auth) = &self.auth {
+            req = req.header(header::AUTHORIZATION, auth.clone());
         }
         let mut resp = req
             .send()
