@@ -16,14 +16,13 @@
 
 use serde::Deserialize;
 use sidekick_collector::component::{
-    BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig,
+    forward, BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig,
 };
 use sidekick_collector::config::{Duration, Signal as SignalKind};
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::pipe::{Hold, Input, Output};
 use sidekick_collector::telemetry::{Counter, Telemetry};
 use tokio::time::{sleep_until, Instant};
-use tracing::error;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -92,10 +91,8 @@ pub struct BatchProcessor {
     /// Largest batch sent; `usize::MAX` for no limit.
     max_size: usize,
     timeout: std::time::Duration,
-    name: String,
     size_triggers: Counter,
     timeout_triggers: Counter,
-    telemetry: Telemetry,
 }
 
 impl BatchProcessor {
@@ -118,8 +115,6 @@ impl BatchProcessor {
                 "Number of times the batch was sent due to a timeout trigger.",
                 &labels,
             ),
-            name,
-            telemetry: telemetry.clone(),
         }
     }
 
@@ -137,15 +132,7 @@ impl BatchProcessor {
             let rest = pending.split_off(self.max_size);
             let batch = std::mem::replace(pending, rest);
             let hold = held.split(batch.len(), batch.size());
-            let n = batch.len();
-            match output.send(batch).await {
-                Ok(()) => hold.release(),
-                Err(_) => {
-                    self.telemetry.record_dropped(n as u64);
-                    hold.release();
-                    error!(processor = %self.name, dropped_items = n, "next stage has shut down; dropped data");
-                }
-            }
+            forward(output, batch, hold).await;
         }
     }
 
