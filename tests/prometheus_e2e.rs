@@ -193,13 +193,18 @@ service:
     let mut names: Vec<&str> = markers.iter().map(|s| s.metric.as_str()).collect();
     names.sort();
     assert_eq!(names, vec!["req_total", "temperature_celsius"]);
-    let log = sk.lines();
-    assert!(
+    // The line is written before `up` is sent, but read from Sidekick's stderr by
+    // another thread: give that thread a moment on a busy machine.
+    let logged = |log: &[String]| {
         log.iter()
-            .any(|l| l.contains("scrape failed") && l.contains("HTTP 500")),
-        "{}",
-        log.join("\n")
-    );
+            .any(|l| l.contains("scrape failed") && l.contains("HTTP 500"))
+    };
+    let waited = std::time::Instant::now();
+    while !logged(&sk.lines()) && waited.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = sk.lines();
+    assert!(logged(&log), "{}", log.join("\n"));
 
     // Still down one scrape later: no second marker.
     let scrapes = target.scrapes();
