@@ -7,7 +7,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sidekick_exporters::prom::{self, Accumulator, Settings, Translation};
 use sidekick_exporters::prometheus::{Format, Store};
-use sidekick_exporters::prometheus_remote_write::build_requests;
+use sidekick_exporters::prometheus_remote_write::Encoder;
 use sidekick_testkit::gen::metrics_families;
 
 fn settings() -> Settings {
@@ -34,9 +34,16 @@ fn bench(c: &mut Criterion) {
         BenchmarkId::new("remote_write_translate_encode_compress", 10_000),
         |b| {
             let mut acc = Accumulator::default();
+            // What the exporter does: samples go from the translation straight into
+            // encoded series, never owned.
             b.iter(|| {
-                let t = prom::translate(black_box(&request), &settings(), &mut acc, 0);
-                build_requests(t, true, 5, 3_000_000)
+                let mut encoder = Encoder::with_capacity(10_000);
+                prom::translate_with(black_box(&request), &settings(), &mut acc, 0, &mut |s| {
+                    encoder.push(s)
+                });
+                encoder
+                    .finish(Vec::new(), 5, 3_000_000, 0)
+                    .lanes
                     .iter()
                     .map(|r| r.len())
                     .sum::<usize>()

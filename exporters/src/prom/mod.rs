@@ -16,11 +16,12 @@
 
 mod names;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Metric,
 };
@@ -125,9 +126,8 @@ pub struct Series {
 impl Series {
     /// A stable identity for the series (name and labels).
     pub fn key(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.name.hash(&mut h);
-        self.labels.hash(&mut h);
+        let mut h = SeriesHasher::new(&self.name);
+        self.labels.iter().for_each(|(k, v)| h.label(k, v));
         h.finish()
     }
 }
@@ -147,25 +147,6 @@ impl Translation {
             self.families.push(f);
             self.families.len() - 1
         })
-    }
-
-    /// Adds a sample without an exemplar.
-    fn push(
-        &mut self,
-        family: usize,
-        name: String,
-        labels: Vec<(String, String)>,
-        value: f64,
-        timestamp_ms: i64,
-    ) {
-        self.series.push(Series {
-            family,
-            name,
-            labels,
-            value,
-            timestamp_ms,
-            exemplar: None,
-        });
     }
 
     pub fn dropped_points(&self) -> usize {
@@ -297,44 +278,162 @@ impl Accumulator {
     }
 }
 
+/// A label as the translation hands it out: borrowed from the batch where it can be.
+pub type Label<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// One sample, borrowed from the batch while the translation hands it out.
+pub struct Sample<'s> {
+    /// Index into [`Translation::families`].
+    pub family: usize,
+    /// The series name (family name plus `_bucket`, `_sum`, `_count` where it applies).
+    pub name: &'s str,
+    /// Sorted by name, without `__name__`; one named like `extra`'s is replaced by it.
+    labels: &'s [Label<'s>],
+    /// `le` or `quantile`, which goes where it sorts.
+    extra: Option<(&'static str, &'s str)>,
+    pub value: f64,
+    pub timestamp_ms: i64,
+    pub exemplar: Option<&'s Exemplar>,
+}
+
+impl Sample<'_> {
+    /// Calls `f` with each label in name order (`__name__` not among them).
+    pub fn for_each_label(&self, mut f: impl FnMut(&str, &str)) {
+        let Some((ek, ev)) = self.extra else {
+            self.labels.iter().for_each(|(k, v)| f(k, v));
+            return;
+        };
+        let mut pending = true;
+        for (k, v) in self.labels {
+            let k: &str = k;
+            if k == ek {
+                continue;
+            }
+            if pending && k > ek {
+                f(ek, ev);
+                pending = false;
+            }
+            f(k, v);
+        }
+        if pending {
+            f(ek, ev);
+        }
+    }
+
+    /// The series' identity, as [`Series::key`] computes it.
+    pub fn key(&self) -> u64 {
+        let mut h = SeriesHasher::new(self.name);
+        self.for_each_label(|k, v| h.label(k, v));
+        h.finish()
+    }
+
+    /// An owned copy.
+    pub fn to_series(&self) -> Series {
+        let mut labels = Vec::with_capacity(self.labels.len() + 1);
+        self.for_each_label(|k, v| labels.push((k.to_string(), v.to_string())));
+        Series {
+            family: self.family,
+            name: self.name.to_string(),
+            labels,
+            value: self.value,
+            timestamp_ms: self.timestamp_ms,
+            exemplar: self.exemplar.cloned(),
+        }
+    }
+}
+
+/// Hashes a series' name and labels (a fixed seed: the same series gets the same key in
+/// every batch, so it always lands in the same remote-write shard).
+pub struct SeriesHasher(foldhash::fast::FoldHasher<'static>);
+
+impl SeriesHasher {
+    pub fn new(name: &str) -> Self {
+        let mut h = foldhash::fast::FixedState::with_seed(0x005e_ed5e_41e5).build_hasher();
+        h.write(name.as_bytes());
+        h.write_u8(0xff);
+        SeriesHasher(h)
+    }
+
+    pub fn label(&mut self, k: &str, v: &str) {
+        self.0.write(k.as_bytes());
+        self.0.write_u8(0xfe);
+        self.0.write(v.as_bytes());
+        self.0.write_u8(0xff);
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
+
+/// A label name for an attribute key, borrowed when it is already one.
+fn label_name_of(key: &str) -> Cow<'_, str> {
+    let b = key.as_bytes();
+    let clean = !b.is_empty()
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        && !key.contains("__");
+    if clean {
+        Cow::Borrowed(key)
+    } else {
+        Cow::Owned(label_name(key))
+    }
+}
+
+/// A label value for an attribute value, borrowed when it is a string.
+fn label_value_of(v: &Option<AnyValue>) -> Cow<'_, str> {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
+        _ => Cow::Owned(string_value(v)),
+    }
+}
+
 struct Ctx<'a> {
     settings: &'a Settings,
     base_labels: Vec<(String, String)>,
     resource: &'a [KeyValue],
 }
 
-impl Ctx<'_> {
-    /// A series' labels: its attributes, then job/instance/scope, then the extra labels
-    /// (which never override).
-    fn labels(&self, attrs: &[KeyValue], extra: Option<(&str, String)>) -> Vec<(String, String)> {
-        let mut out = Vec::with_capacity(attrs.len() + self.base_labels.len() + 1);
-        labels_from(attrs, &mut out);
-        for (k, v) in &self.base_labels {
-            if !out.iter().any(|(ok, _)| ok == k) {
-                out.push((k.clone(), v.clone()));
-            }
+impl<'c> Ctx<'c> {
+    /// A point's labels into `out`: its attributes, then job/instance/scope, then the
+    /// extra labels (which never override); empty values left out; sorted by name.
+    fn labels<'a>(&'a self, attrs: &'a [KeyValue], out: &mut Vec<Label<'a>>) {
+        out.clear();
+        out.extend(
+            attrs
+                .iter()
+                .map(|kv| (label_name_of(&kv.key), label_value_of(&kv.value))),
+        );
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        if out.windows(2).any(|w| w[0].0 == w[1].0) {
+            // Keys that collide once sanitised: their values joined, the slow way.
+            let mut joined = Vec::new();
+            labels_from(attrs, &mut joined);
+            out.clear();
+            out.extend(
+                joined
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))),
+            );
         }
-        if let Some((k, v)) = extra {
-            out.retain(|(ok, _)| ok != k);
-            out.push((k.to_string(), v));
-        }
-        for (k, v) in &self.settings.extra_labels {
+        let added = self.base_labels.iter().chain(&self.settings.extra_labels);
+        for (k, v) in added {
             if !out.iter().any(|(ok, _)| ok == k) {
-                out.push((k.clone(), v.clone()));
+                out.push((Cow::Borrowed(k), Cow::Borrowed(v)));
             }
         }
         out.retain(|(_, v)| !v.is_empty());
-        out.sort();
-        out
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     }
 }
 
 /// Translates a batch (decoding it if it arrived encoded) with the exporter's shared
-/// delta accumulator.
-pub fn translate_batch(
+/// delta accumulator, handing each sample to `emit`.
+pub fn translate_batch_with(
     batch: &sidekick_collector::payload::Metrics,
     settings: &Settings,
     acc: &std::sync::Mutex<Accumulator>,
+    emit: &mut dyn FnMut(&Sample<'_>),
 ) -> Result<Translation, sidekick_collector::exporter::ExportError> {
     let decoded;
     let request = match batch.decoded() {
@@ -349,21 +448,52 @@ pub fn translate_batch(
         }
     };
     let mut acc = acc.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(translate(
+    Ok(translate_with(
         request,
         settings,
         &mut acc,
         sidekick_collector::util::now_ms(),
+        emit,
     ))
 }
 
-/// Translates a request into series. `now_ms` stamps points without a time and drives
-/// the accumulator's expiry.
+/// [`translate_batch_with`], collecting owned series.
+pub fn translate_batch(
+    batch: &sidekick_collector::payload::Metrics,
+    settings: &Settings,
+    acc: &std::sync::Mutex<Accumulator>,
+) -> Result<Translation, sidekick_collector::exporter::ExportError> {
+    let mut series = Vec::new();
+    let mut t = translate_batch_with(batch, settings, acc, &mut |s| series.push(s.to_series()))?;
+    t.series = series;
+    Ok(t)
+}
+
+/// Translates a request into owned series. `now_ms` stamps points without a time and
+/// drives the accumulator's expiry.
 pub fn translate(
     request: &ExportMetricsServiceRequest,
     settings: &Settings,
     acc: &mut Accumulator,
     now_ms: i64,
+) -> Translation {
+    let mut series = Vec::new();
+    let mut t = translate_with(request, settings, acc, now_ms, &mut |s| {
+        series.push(s.to_series())
+    });
+    t.series = series;
+    t
+}
+
+/// Translates a request, handing each sample to `emit` as it is made (borrowed: nothing
+/// per sample is allocated unless a name or value must be rewritten). The result holds
+/// the families and what was dropped; its `series` is empty.
+pub fn translate_with(
+    request: &ExportMetricsServiceRequest,
+    settings: &Settings,
+    acc: &mut Accumulator,
+    now_ms: i64,
+    emit: &mut dyn FnMut(&Sample<'_>),
 ) -> Translation {
     let mut t = Translation::default();
     let mut index = HashMap::new();
@@ -412,9 +542,11 @@ pub fn translate(
                         .push(("otel_scope_version".into(), scope.version.clone()));
                 }
             }
+            let mut scratch = Scratch::default();
             for m in &sm.metrics {
-                latest_ms =
-                    latest_ms.max(translate_metric(m, &ctx, &mut t, &mut index, acc, now_ms));
+                let seen =
+                    translate_metric(m, &ctx, &mut t, &mut index, acc, now_ms, &mut scratch, emit);
+                latest_ms = latest_ms.max(seen);
             }
         }
         let key = (job.clone(), instance.clone());
@@ -450,13 +582,18 @@ pub fn translate(
                     .collect(),
                 resource,
             };
-            t.push(
+            let mut labels = Vec::new();
+            ctx.labels(&info_attrs, &mut labels);
+            let name = t.families[family].name.clone();
+            emit(&Sample {
                 family,
-                t.families[family].name.clone(),
-                ctx.labels(&info_attrs, None),
-                1.0,
-                if latest_ms > 0 { latest_ms } else { now_ms },
-            );
+                name: &name,
+                labels: &labels,
+                extra: None,
+                value: 1.0,
+                timestamp_ms: if latest_ms > 0 { latest_ms } else { now_ms },
+                exemplar: None,
+            });
         }
     }
     acc.expire(now_ms);
@@ -478,19 +615,43 @@ fn exemplar(e: &opentelemetry_proto::tonic::metrics::v1::Exemplar) -> Exemplar {
         ));
     }
     labels_from(&e.filtered_attributes, &mut labels);
-    let value = match e.value {
-        Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(d)) => d,
-        Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsInt(i)) => i as f64,
-        None => 0.0,
-    };
     Exemplar {
         labels,
-        value,
+        value: exemplar_value(e),
         timestamp_ms: ms(e.time_unix_nano),
     }
 }
 
+fn exemplar_value(e: &opentelemetry_proto::tonic::metrics::v1::Exemplar) -> f64 {
+    match e.value {
+        Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(d)) => d,
+        Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsInt(i)) => i as f64,
+        None => 0.0,
+    }
+}
+
+/// What a metric's translation reuses from one point to the next.
+#[derive(Default)]
+struct Scratch {
+    /// `le` texts for `bounds`, the last bucket bounds seen.
+    bounds: Vec<f64>,
+    bound_texts: Vec<String>,
+}
+
+impl Scratch {
+    /// The `le` label values for `bounds` (made again only when the bounds change).
+    fn bound_texts(&mut self, bounds: &[f64]) -> &[String] {
+        if self.bounds != bounds {
+            self.bounds.clear();
+            self.bounds.extend_from_slice(bounds);
+            self.bound_texts = bounds.iter().map(|b| format_bound(*b)).collect();
+        }
+        &self.bound_texts
+    }
+}
+
 /// Translates one metric; returns the latest point time seen (ms).
+#[allow(clippy::too_many_arguments)]
 fn translate_metric(
     m: &Metric,
     ctx: &Ctx<'_>,
@@ -498,11 +659,14 @@ fn translate_metric(
     index: &mut HashMap<(String, Kind), usize>,
     acc: &mut Accumulator,
     now_ms: i64,
+    scratch: &mut Scratch,
+    emit: &mut dyn FnMut(&Sample<'_>),
 ) -> i64 {
     let settings = ctx.settings;
     let mut latest = 0;
     let time = |nanos: u64| if nanos == 0 { now_ms } else { ms(nanos) };
     let stale = |flags: u32| flags & 1 != 0;
+    let mut labels: Vec<Label<'_>> = Vec::new();
     match &m.data {
         Some(metric::Data::Gauge(_)) | Some(metric::Data::Sum(_)) => {
             let (points, kind, delta) = match &m.data {
@@ -535,109 +699,128 @@ fn translate_metric(
                         now_ms,
                     );
                 }
-                t.series.push(Series {
+                ctx.labels(&p.attributes, &mut labels);
+                let ex = p.exemplars.last().map(exemplar);
+                emit(&Sample {
                     family,
-                    name: name.clone(),
-                    labels: ctx.labels(&p.attributes, None),
+                    name: &name,
+                    labels: &labels,
+                    extra: None,
                     value,
                     timestamp_ms: ts,
-                    exemplar: p.exemplars.last().map(exemplar),
+                    exemplar: ex.as_ref(),
                 });
             }
         }
         Some(metric::Data::Histogram(h)) => {
             let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
             let (name, family) = family_of(m, Kind::Histogram, settings, t, index);
+            let (bucket, sum_name, count_name) = (
+                format!("{name}_bucket"),
+                format!("{name}_sum"),
+                format!("{name}_count"),
+            );
             for p in &h.data_points {
                 let ts = time(p.time_unix_nano);
                 latest = latest.max(ts);
                 let is_stale = stale(p.flags);
+                let accumulated;
                 let (counts, sum, count) = if delta && !is_stale {
-                    acc.add_histogram(
+                    accumulated = acc.add_histogram(
                         Accumulator::key(&name, &p.attributes, ctx.resource),
                         &p.bucket_counts,
                         p.sum.unwrap_or(0.0),
                         p.count,
                         now_ms,
-                    )
+                    );
+                    (&accumulated.0[..], accumulated.1, accumulated.2)
                 } else {
-                    (p.bucket_counts.clone(), p.sum.unwrap_or(0.0), p.count)
+                    (&p.bucket_counts[..], p.sum.unwrap_or(0.0), p.count)
                 };
                 let v = |x: f64| if is_stale { stale_nan() } else { x };
+                ctx.labels(&p.attributes, &mut labels);
+                let base = Sample {
+                    family,
+                    name: &bucket,
+                    labels: &labels,
+                    extra: None,
+                    value: 0.0,
+                    timestamp_ms: ts,
+                    exemplar: None,
+                };
                 let mut cumulative = 0u64;
+                let texts = scratch.bound_texts(&p.explicit_bounds);
                 for (i, bound) in p.explicit_bounds.iter().enumerate() {
                     cumulative += counts.get(i).copied().unwrap_or(0);
                     let ex = p
                         .exemplars
                         .iter()
                         .rfind(|e| {
-                            let ev = exemplar(e).value;
+                            let ev = exemplar_value(e);
                             ev <= *bound && (i == 0 || ev > p.explicit_bounds[i - 1])
                         })
                         .map(exemplar);
-                    t.series.push(Series {
-                        family,
-                        name: format!("{name}_bucket"),
-                        labels: ctx.labels(&p.attributes, Some(("le", format_bound(*bound)))),
+                    emit(&Sample {
+                        extra: Some(("le", &texts[i])),
                         value: v(cumulative as f64),
-                        timestamp_ms: ts,
-                        exemplar: ex,
+                        exemplar: ex.as_ref(),
+                        ..base
                     });
                 }
-                t.push(
-                    family,
-                    format!("{name}_bucket"),
-                    ctx.labels(&p.attributes, Some(("le", "+Inf".into()))),
-                    v(count as f64),
-                    ts,
-                );
+                emit(&Sample {
+                    extra: Some(("le", "+Inf")),
+                    value: v(count as f64),
+                    ..base
+                });
                 if p.sum.is_some() || delta {
-                    t.push(
-                        family,
-                        format!("{name}_sum"),
-                        ctx.labels(&p.attributes, None),
-                        v(sum),
-                        ts,
-                    );
+                    emit(&Sample {
+                        name: &sum_name,
+                        value: v(sum),
+                        ..base
+                    });
                 }
-                t.push(
-                    family,
-                    format!("{name}_count"),
-                    ctx.labels(&p.attributes, None),
-                    v(count as f64),
-                    ts,
-                );
+                emit(&Sample {
+                    name: &count_name,
+                    value: v(count as f64),
+                    ..base
+                });
             }
         }
         Some(metric::Data::Summary(s)) => {
             let (name, family) = family_of(m, Kind::Summary, settings, t, index);
+            let (sum_name, count_name) = (format!("{name}_sum"), format!("{name}_count"));
             for p in &s.data_points {
                 let ts = time(p.time_unix_nano);
                 latest = latest.max(ts);
                 let v = |x: f64| if stale(p.flags) { stale_nan() } else { x };
+                ctx.labels(&p.attributes, &mut labels);
+                let base = Sample {
+                    family,
+                    name: &name,
+                    labels: &labels,
+                    extra: None,
+                    value: 0.0,
+                    timestamp_ms: ts,
+                    exemplar: None,
+                };
                 for q in &p.quantile_values {
-                    t.push(
-                        family,
-                        name.clone(),
-                        ctx.labels(&p.attributes, Some(("quantile", format_bound(q.quantile)))),
-                        v(q.value),
-                        ts,
-                    );
+                    let text = format_bound(q.quantile);
+                    emit(&Sample {
+                        extra: Some(("quantile", &text)),
+                        value: v(q.value),
+                        ..base
+                    });
                 }
-                t.push(
-                    family,
-                    format!("{name}_sum"),
-                    ctx.labels(&p.attributes, None),
-                    v(p.sum),
-                    ts,
-                );
-                t.push(
-                    family,
-                    format!("{name}_count"),
-                    ctx.labels(&p.attributes, None),
-                    v(p.count as f64),
-                    ts,
-                );
+                emit(&Sample {
+                    name: &sum_name,
+                    value: v(p.sum),
+                    ..base
+                });
+                emit(&Sample {
+                    name: &count_name,
+                    value: v(p.count as f64),
+                    ..base
+                });
             }
         }
         Some(metric::Data::ExponentialHistogram(h)) => {

@@ -21,12 +21,11 @@
 
 pub mod proto;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sidekick_collector::component::{
@@ -39,6 +38,8 @@ use sidekick_collector::exporter::{
 };
 use sidekick_collector::payload::{Metrics, MetricsSignal};
 use sidekick_collector::pipe::Sizer;
+use sidekick_collector::telemetry::{Counter, LogBurst};
+use tracing::warn;
 
 use crate::collector_options;
 use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
@@ -293,7 +294,7 @@ impl ExporterConfig for Config {
         }
     }
 
-    fn build(self, _ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+    fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
         let credentials = match (
             &self.basic_auth,
             &self.bearer_token,
@@ -336,6 +337,12 @@ impl ExporterConfig for Config {
             max_bytes: self.max_batch_size_bytes,
             shards: self.remote_write_queue.num_consumers.max(1),
             accumulator: Mutex::new(Accumulator::default()),
+            apart: ctx.telemetry.counter(
+                "sidekick_exporter_remote_write_samples_apart",
+                "Samples sent in requests of their own because their timestamps are older than an hour.",
+                &[("exporter", &ctx.id.to_string())],
+            ),
+            apart_log: LogBurst::new(Duration::from_secs(60)),
         });
         Ok(ExporterParts {
             metrics: Some(exporter),
@@ -353,12 +360,9 @@ pub struct RemoteWriteExporter {
     max_bytes: usize,
     shards: usize,
     accumulator: Mutex<Accumulator>,
-}
-
-/// One request ready to send: its compressed body and how many series it carries.
-pub struct Request {
-    pub body: Bytes,
-    pub series: usize,
+    /// Samples sent apart for their old timestamps.
+    apart: Counter,
+    apart_log: LogBurst,
 }
 
 fn metadata_type(kind: Kind) -> i32 {
@@ -370,124 +374,38 @@ fn metadata_type(kind: Kind) -> i32 {
     }
 }
 
-/// Translates a batch and cuts it into snappy-compressed requests: one list per shard
-/// (series spread by their labels), each request under `max_bytes` before compression.
+fn metadata(families: &[prom::Family]) -> Vec<proto::MetricMetadata> {
+    families
+        .iter()
+        .map(|f| proto::MetricMetadata {
+            r#type: metadata_type(f.kind),
+            metric_family_name: f.name.clone(),
+            help: f.help.clone(),
+            unit: f.unit.clone(),
+        })
+        .collect()
+}
+
+/// Cuts translated series into snappy-compressed requests: one list per shard (series
+/// spread by their labels), each request under `max_bytes` before compression.
 pub fn build_requests(
     translation: prom::Translation,
     send_metadata: bool,
     shards: usize,
     max_bytes: usize,
-) -> Vec<Vec<Request>> {
-    // Group samples by series, keeping their order. Labels move, they are not copied.
-    let mut series: Vec<proto::TimeSeries> = Vec::with_capacity(translation.series.len());
-    let mut index: HashMap<u64, usize> = HashMap::with_capacity(translation.series.len());
-    let mut keys: Vec<u64> = Vec::with_capacity(translation.series.len());
-    let families = translation.families;
-    for s in translation.series {
-        let key = s.key();
-        let i = match index.get(&key) {
-            Some(&i) => i,
-            None => {
-                // The translation sorts labels; `__name__` goes where it sorts.
-                let mut labels: Vec<proto::Label> = Vec::with_capacity(s.labels.len() + 1);
-                let mut named = false;
-                for (k, v) in s.labels {
-                    if !named && k.as_str() > "__name__" {
-                        labels.push(proto::Label {
-                            name: "__name__".into(),
-                            value: s.name.clone(),
-                        });
-                        named = true;
-                    }
-                    labels.push(proto::Label { name: k, value: v });
-                }
-                if !named {
-                    labels.push(proto::Label {
-                        name: "__name__".into(),
-                        value: s.name,
-                    });
-                }
-                series.push(proto::TimeSeries {
-                    labels,
-                    ..Default::default()
-                });
-                keys.push(key);
-                index.insert(key, series.len() - 1);
-                series.len() - 1
-            }
-        };
-        series[i].samples.push(proto::Sample {
-            value: s.value,
-            timestamp: s.timestamp_ms,
-        });
-        if let Some(e) = s.exemplar {
-            series[i].exemplars.push(proto::Exemplar {
-                labels: e
-                    .labels
-                    .into_iter()
-                    .map(|(name, value)| proto::Label { name, value })
-                    .collect(),
-                value: e.value,
-                timestamp: e.timestamp_ms,
-            });
-        }
-    }
-    for ts in &mut series {
-        ts.samples.sort_by_key(|s| s.timestamp);
-    }
-    let mut per_shard: Vec<Vec<proto::TimeSeries>> = (0..shards).map(|_| Vec::new()).collect();
-    for (ts, key) in series.into_iter().zip(keys) {
-        per_shard[(key % shards as u64) as usize].push(ts);
-    }
-    let metadata: Vec<proto::MetricMetadata> = if send_metadata {
-        families
-            .iter()
-            .map(|f| proto::MetricMetadata {
-                r#type: metadata_type(f.kind),
-                metric_family_name: f.name.clone(),
-                help: f.help.clone(),
-                unit: f.unit.clone(),
-            })
-            .collect()
+    now_ms: i64,
+) -> Finished {
+    let mut encoder = Encoder::with_capacity(translation.series.len());
+    translation
+        .series
+        .iter()
+        .for_each(|s| encoder.push_series(s));
+    let metadata = if send_metadata {
+        metadata(&translation.families)
     } else {
         Vec::new()
     };
-    let mut out = Vec::with_capacity(shards);
-    let mut metadata = Some(metadata);
-    for shard in per_shard {
-        let mut requests = Vec::new();
-        let mut current = proto::WriteRequest {
-            metadata: metadata.take().unwrap_or_default(),
-            ..Default::default()
-        };
-        let mut size = current.encoded_len();
-        for ts in shard {
-            let len = ts.encoded_len() + 5;
-            if size + len > max_bytes && !current.timeseries.is_empty() {
-                requests.push(finish(std::mem::take(&mut current)));
-                size = 0;
-            }
-            size += len;
-            current.timeseries.push(ts);
-        }
-        if !current.timeseries.is_empty() || !current.metadata.is_empty() {
-            requests.push(finish(current));
-        }
-        out.push(requests);
-    }
-    out
-}
-
-fn finish(request: proto::WriteRequest) -> Request {
-    let series = request.timeseries.len();
-    let raw = request.encode_to_vec();
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&raw)
-        .unwrap_or_default();
-    Request {
-        body: Bytes::from(body),
-        series,
-    }
+    encoder.finish(metadata, shards, max_bytes, now_ms)
 }
 
 impl RemoteWriteExporter {
@@ -533,16 +451,45 @@ impl RemoteWriteExporter {
     /// Translates a batch into sharded requests; points are shared out over requests in
     /// proportion to the series they carry (a histogram point is many series).
     fn prepare_batch(&self, batch: &Metrics) -> Result<Prepared, ExportError> {
-        let translation = prom::translate_batch(batch, &self.settings, &self.accumulator)?;
-        let unsendable = translation.dropped_points().min(batch.len());
-        let reason = translation
+        let mut encoder = Encoder::with_capacity(batch.len());
+        let translation =
+            prom::translate_batch_with(batch, &self.settings, &self.accumulator, &mut |s| {
+                encoder.push(s)
+            })?;
+        let mut reasons: Vec<String> = translation
             .dropped
             .iter()
             .map(|(_, r)| r.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let total_series = translation.series.len();
-        let shards = build_requests(translation, self.send_metadata, self.shards, self.max_bytes);
+            .collect();
+        let total_series = encoder.series();
+        let metadata = if self.send_metadata {
+            metadata(&translation.families)
+        } else {
+            Vec::new()
+        };
+        let now = sidekick_collector::util::now_ms();
+        let finished = encoder.finish(metadata, self.shards, self.max_bytes, now);
+        if finished.ahead_samples > 0 {
+            reasons.push(format!(
+                "{} samples with timestamps more than {} minutes ahead of this host's clock",
+                finished.ahead_samples,
+                encode::APART_AHEAD_MS / 60_000
+            ));
+        }
+        if finished.apart_samples > 0 {
+            self.apart.add(finished.apart_samples as u64);
+            if let Some(held_back) = self.apart_log.check() {
+                warn!(
+                    endpoint = %self.endpoint,
+                    samples = finished.apart_samples,
+                    similar_lines_held_back = held_back,
+                    "samples older than an hour (or at the epoch) are sent in requests of their own, so a backend that refuses them does not refuse the rest"
+                );
+            }
+        }
+        let unsendable = (translation.dropped_points() + finished.ahead_samples).min(batch.len());
+        let reason = reasons.join("; ");
+        let shards = finished.lanes;
         let points = batch.len() - unsendable;
         let mut shared = 0;
         let mut lanes: Vec<Vec<PreparedRequest>> = shards
@@ -607,6 +554,10 @@ impl Export<MetricsSignal> for RemoteWriteExporter {
         Box::pin(self.post(&request.body))
     }
 }
+
+mod encode;
+
+pub use encode::{Encoder, Finished, Request};
 
 #[cfg(test)]
 mod tests;

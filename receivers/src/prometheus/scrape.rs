@@ -482,6 +482,18 @@ impl ScrapeTarget {
         }
     }
 
+    fn options(&self) -> Options<'_> {
+        Options {
+            honor_labels: self.honor_labels,
+            honor_timestamps: self.honor_timestamps,
+            metric_relabel: &self.metric_relabel,
+            sample_limit: self.sample_limit,
+            label_limit: self.label_limit,
+            label_name_length_limit: self.label_name_length_limit,
+            label_value_length_limit: self.label_value_length_limit,
+        }
+    }
+
     /// One scrape, as the batch to send: the page's metrics (or staleness markers when
     /// the target is down) and the `up` / `scrape_*` metrics.
     pub(super) async fn scrape_once(
@@ -496,19 +508,15 @@ impl ScrapeTarget {
         let result = match tokio::time::timeout(self.timeout, self.fetch()).await {
             Err(_) => Err(ScrapeError::Timeout(self.timeout)),
             Ok(Err(e)) => Err(e),
-            Ok(Ok((text, format))) => {
-                let opts = Options {
-                    honor_labels: self.honor_labels,
-                    honor_timestamps: self.honor_timestamps,
-                    metric_relabel: &self.metric_relabel,
-                    sample_limit: self.sample_limit,
-                    label_limit: self.label_limit,
-                    label_name_length_limit: self.label_name_length_limit,
-                    label_value_length_limit: self.label_value_length_limit,
-                };
-                translate::translate(&text, format, time_ms, &self.target, &opts, tracker)
-                    .map_err(ScrapeError::from)
-            }
+            Ok(Ok((text, format))) => translate::translate(
+                text,
+                format,
+                time_ms,
+                &self.target,
+                &self.options(),
+                tracker,
+            )
+            .map_err(ScrapeError::from),
         };
         let duration = started.elapsed().as_secs_f64();
         let (mut request, up, scraped, post, added) = match result {
@@ -547,7 +555,7 @@ impl ScrapeTarget {
                     *failing = Some(Instant::now());
                 }
                 let mut request = translate::empty_request(&self.target);
-                let stale = tracker.all_stale(time_ms);
+                let stale = translate::all_stale(tracker, time_ms, &self.target, &self.options());
                 request.resource_metrics[0].scope_metrics.extend(stale);
                 (request, 0.0, 0, 0, 0)
             }
@@ -612,8 +620,6 @@ impl ScrapeTarget {
             });
         }
         tracked.set(tracker.tracked() as i64);
-        let batch = Metrics::from_request(request);
-        tracker.remember_output(batch.clone());
-        batch
+        Metrics::from_request(request)
     }
 }

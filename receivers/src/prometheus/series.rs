@@ -1,6 +1,6 @@
 //! What a target's scrapes remember: per-series start times (so an app restart shows as a
 //! reset, not a negative rate) and the previous scrape's series (so a series that
-//! disappears gets one staleness marker).
+//! disappears gets one staleness marker, rebuilt from the previous page's text).
 //!
 //! Memory is bounded: a remembered start time costs one hash-map entry of [`ENTRY_BYTES`];
 //! series unseen for [`FORGET_AFTER_MS`] are forgotten, and all the targets of a receiver
@@ -8,21 +8,18 @@
 //! budget spent is still delivered, with start = its scrape time (or its `_created`) on
 //! every scrape, as on first sight; it is counted in
 //! `sidekick_scrape_series_state_overflow`. Staleness markers do not depend on the budget:
-//! they come from the previous scrape's series hashes (8 bytes each, bounded by the page,
-//! which `body_size_limit` and `sample_limit` bound).
+//! they come from the previous scrape's series hashes (8 bytes each) and its page text,
+//! both bounded by the page, which `body_size_limit` and `sample_limit` bound.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Metric, ScopeMetrics};
-use sidekick_collector::payload::Metrics;
 use sidekick_collector::telemetry::{Counter, LogBurst};
 use tracing::warn;
 
-use super::translate::series_hash;
+use super::parse::Format;
 
 /// OTLP `DataPointFlags.FLAG_NO_RECORDED_VALUE`: the Prometheus staleness marker.
 pub const NO_RECORDED_VALUE: u32 = 1;
@@ -119,9 +116,9 @@ pub struct Tracker {
     target: String,
     /// Series of the current scrape that found the budget spent.
     overflowed: u64,
-    /// Series hashes of the last successful scrape and what was sent for them.
+    /// Series hashes of the last successful scrape, and its page.
     previous: HashSet<u64>,
-    previous_output: Option<Metrics>,
+    previous_page: Option<(String, Format)>,
     /// Resets seen since start.
     pub resets: u64,
 }
@@ -148,7 +145,7 @@ impl Tracker {
             target: target.to_string(),
             overflowed: 0,
             previous: HashSet::new(),
-            previous_output: None,
+            previous_page: None,
             resets: 0,
         }
     }
@@ -208,105 +205,31 @@ impl Tracker {
             .count()
     }
 
-    /// Adds a staleness marker (once) for each series of the previous scrape that is not
-    /// in `current`.
-    pub fn add_stale_markers(
-        &self,
-        request: &mut ExportMetricsServiceRequest,
-        current: &HashSet<u64>,
-        time_ms: i64,
-    ) {
-        let gone: HashSet<u64> = self.previous.difference(current).copied().collect();
-        if gone.is_empty() {
-            return;
-        }
-        if let Some(markers) = self.stale_copy(&gone, time_ms) {
-            let rm = &mut request.resource_metrics[0];
-            rm.scope_metrics.extend(markers);
-        }
+    /// Series of the previous scrape that are not in `current`.
+    pub fn gone(&self, current: &HashSet<u64>) -> HashSet<u64> {
+        self.previous.difference(current).copied().collect()
     }
 
-    /// After a failed scrape: a marker for every series of the last good one, once.
-    pub fn all_stale(&mut self, time_ms: i64) -> Vec<ScopeMetrics> {
-        let gone = std::mem::take(&mut self.previous);
-        let markers = self.stale_copy(&gone, time_ms).unwrap_or_default();
-        self.previous_output = None;
-        markers
+    /// After a failed scrape: every series of the last good one is gone (once).
+    pub fn forget_previous(&mut self) -> HashSet<u64> {
+        std::mem::take(&mut self.previous)
     }
 
-    /// Copies of the previous output's metrics holding only the `gone` series, flagged
-    /// as having no recorded value.
-    fn stale_copy(&self, gone: &HashSet<u64>, time_ms: i64) -> Option<Vec<ScopeMetrics>> {
-        let previous = self.previous_output.as_ref()?.decoded()?;
-        let time = (time_ms.max(0) as u64) * 1_000_000;
-        let mut out = Vec::new();
-        for rm in &previous.resource_metrics {
-            for sm in &rm.scope_metrics {
-                let Some(scope) = &sm.scope else { continue };
-                let mut metrics = Vec::new();
-                for m in &sm.metrics {
-                    let is_gone = |attrs: &[_]| gone.contains(&series_hash(scope, &m.name, attrs));
-                    let data = match &m.data {
-                        Some(metric::Data::Gauge(g)) => {
-                            let mut g = g.clone();
-                            g.data_points.retain(|p| is_gone(&p.attributes));
-                            g.data_points.iter_mut().for_each(|p| {
-                                p.time_unix_nano = time;
-                                p.flags = NO_RECORDED_VALUE;
-                                p.value = Some(number_data_point::Value::AsDouble(f64::NAN));
-                                p.exemplars.clear();
-                            });
-                            (!g.data_points.is_empty()).then_some(metric::Data::Gauge(g))
-                        }
-                        Some(metric::Data::Sum(s)) => {
-                            let mut s = s.clone();
-                            s.data_points.retain(|p| is_gone(&p.attributes));
-                            s.data_points.iter_mut().for_each(|p| {
-                                p.time_unix_nano = time;
-                                p.flags = NO_RECORDED_VALUE;
-                                p.value = Some(number_data_point::Value::AsDouble(f64::NAN));
-                                p.exemplars.clear();
-                            });
-                            (!s.data_points.is_empty()).then_some(metric::Data::Sum(s))
-                        }
-                        Some(metric::Data::Histogram(h)) => {
-                            let mut h = h.clone();
-                            h.data_points.retain(|p| is_gone(&p.attributes));
-                            h.data_points.iter_mut().for_each(|p| {
-                                p.time_unix_nano = time;
-                                p.flags = NO_RECORDED_VALUE;
-                                p.exemplars.clear();
-                            });
-                            (!h.data_points.is_empty()).then_some(metric::Data::Histogram(h))
-                        }
-                        Some(metric::Data::Summary(s)) => {
-                            let mut s = s.clone();
-                            s.data_points.retain(|p| is_gone(&p.attributes));
-                            s.data_points.iter_mut().for_each(|p| {
-                                p.time_unix_nano = time;
-                                p.flags = NO_RECORDED_VALUE;
-                            });
-                            (!s.data_points.is_empty()).then_some(metric::Data::Summary(s))
-                        }
-                        _ => None,
-                    };
-                    if let Some(data) = data {
-                        metrics.push(Metric {
-                            data: Some(data),
-                            ..metric_header(m)
-                        });
-                    }
-                }
-                if !metrics.is_empty() {
-                    out.push(ScopeMetrics {
-                        scope: Some(scope.clone()),
-                        metrics,
-                        schema_url: sm.schema_url.clone(),
-                    });
-                }
-            }
+    /// The last good scrape's page, to rebuild staleness markers from.
+    pub fn previous_page(&self) -> Option<(&str, Format)> {
+        self.previous_page.as_ref().map(|(t, f)| (t.as_str(), *f))
+    }
+
+    /// Keeps the page of a good scrape (its spare capacity handed back).
+    pub fn remember_page(&mut self, mut text: String, format: Format) {
+        if text.capacity() > text.len() + text.len() / 4 {
+            text.shrink_to_fit();
         }
-        Some(out)
+        self.previous_page = Some((text, format));
+    }
+
+    pub fn forget_page(&mut self) {
+        self.previous_page = None;
     }
 
     /// Ends a successful scrape: remembers its series and forgets long-gone ones.
@@ -324,22 +247,6 @@ impl Tracker {
             self.budget
                 .report_overflow(std::mem::take(&mut self.overflowed), &self.target);
         }
-    }
-
-    /// Keeps what was sent for the last scrape, to copy staleness markers from (shared,
-    /// not copied).
-    pub fn remember_output(&mut self, output: Metrics) {
-        self.previous_output = Some(output);
-    }
-}
-
-fn metric_header(m: &Metric) -> Metric {
-    Metric {
-        name: m.name.clone(),
-        description: m.description.clone(),
-        unit: m.unit.clone(),
-        metadata: m.metadata.clone(),
-        data: None,
     }
 }
 

@@ -14,7 +14,7 @@ use sidekick_collector::telemetry::Telemetry;
 use super::parse::Format;
 use super::relabel::RuleConfig;
 use super::series::{Tracker, NO_RECORDED_VALUE};
-use super::translate::{translate, Options, PageError, Target, Translated};
+use super::translate::{all_stale, translate, Options, PageError, Target, Translated};
 use super::*;
 
 const T0: i64 = 1_700_000_000_000;
@@ -309,13 +309,8 @@ fn resets_start_new_streams_and_vanished_series_get_one_stale_marker() {
         }
         p
     };
-    let scrape = |tracker: &mut Tracker, text: String, t: i64| {
-        let out = run(&text, Format::Prometheus, t, tracker);
-        tracker.remember_output(sidekick_collector::payload::Metrics::from_request(
-            out.request.clone(),
-        ));
-        out
-    };
+    let scrape =
+        |tracker: &mut Tracker, text: String, t: i64| run(&text, Format::Prometheus, t, tracker);
     let first = scrape(&mut tracker, page(10.0, true), T0);
     assert_eq!(first.series_added, 2);
     let second = scrape(&mut tracker, page(15.0, true), T0 + 15_000);
@@ -349,9 +344,9 @@ fn resets_start_new_streams_and_vanished_series_get_one_stale_marker() {
         .flat_map(|m| number_points(m).to_vec())
         .all(|p| p.flags == 0));
     // Target down: everything goes stale once.
-    let markers = tracker.all_stale(T0 + 60_000);
+    let markers = all_stale(&mut tracker, T0 + 60_000, &target(), &opts());
     assert_eq!(markers.iter().map(|s| s.metrics.len()).sum::<usize>(), 1);
-    assert!(tracker.all_stale(T0 + 75_000).is_empty());
+    assert!(all_stale(&mut tracker, T0 + 75_000, &target(), &opts()).is_empty());
 }
 
 #[test]
@@ -592,9 +587,7 @@ mod never_panics {
             let page = lines.join("\n") + "\n";
             let mut tracker = Tracker::new(50);
             for t in times {
-                if let Ok(out) = translate(&page, Format::Prometheus, T0 + t, &target(), &opts(), &mut tracker) {
-                    tracker.remember_output(sidekick_collector::payload::Metrics::from_request(out.request));
-                }
+                let _ = translate(&page, Format::Prometheus, T0 + t, &target(), &opts(), &mut tracker);
             }
         }
     }

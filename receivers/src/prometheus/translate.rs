@@ -30,7 +30,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
 use super::relabel::{self, LabelSet, Rule};
-use super::series::Tracker;
+use super::series::{Tracker, NO_RECORDED_VALUE};
 
 /// The scope of metrics that carry no `otel_scope_name`: none (an empty name), so that
 /// the series come back out of the Prometheus exporters with exactly the labels the page
@@ -449,20 +449,187 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Translates one page. `tracker` supplies start times, counts resets and adds the
-/// staleness markers for series that were in the previous scrape but not in this one.
+/// staleness markers for series that were in the previous scrape but not in this one;
+/// it keeps the page's text (the most compact form of its series' identities, about 80
+/// bytes a series) to build those markers from when the series vanish.
 ///
 /// One pass: each sample is parsed, relabeled, checked against the limits and added to
 /// its point before the next line is read, so a page over `sample_limit` or a label limit
 /// stops at the first sample over it (the rest of the page is never parsed) and whatever
 /// was built is dropped. The tracker is only touched once the whole page has passed.
 pub fn translate(
-    text: &str,
+    text: impl Into<String>,
     format: Format,
     time_ms: i64,
     target: &Target,
     opts: &Options<'_>,
     tracker: &mut Tracker,
 ) -> Result<Translated, PageError> {
+    let text = text.into();
+    let mut page = read_page(&text, format, time_ms, target, opts)?;
+    let (scraped, post_relabel) = (page.scraped, page.post_relabel);
+    let mut current = HashSet::with_capacity(page.points());
+    let mut resource_attrs = target.resource_attributes();
+    resource_attrs.append(&mut page.resource_extra);
+    let mut scope_metrics = page.build(
+        &mut |hash| {
+            current.insert(hash);
+            true
+        },
+        &mut |hash, time, value, created| tracker.start_time(hash, time, value, created),
+    );
+    let series_added = tracker.count_new(&current);
+    let gone = tracker.gone(&current);
+    if !gone.is_empty() {
+        scope_metrics.extend(stale_markers(tracker, &gone, time_ms, target, opts));
+    }
+    scope_metrics.retain(|s| !s.metrics.is_empty());
+    tracker.finish_scrape(current, time_ms);
+    tracker.remember_page(text, format);
+    Ok(Translated {
+        request: ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: resource_attrs,
+                    ..Default::default()
+                }),
+                scope_metrics,
+                schema_url: String::new(),
+            }],
+        },
+        samples_scraped: scraped,
+        samples_post_relabel: post_relabel,
+        series_added,
+    })
+}
+
+/// After a failed scrape: a staleness marker for every series of the last good one, once.
+pub fn all_stale(
+    tracker: &mut Tracker,
+    time_ms: i64,
+    target: &Target,
+    opts: &Options<'_>,
+) -> Vec<ScopeMetrics> {
+    let gone = tracker.forget_previous();
+    let markers = if gone.is_empty() {
+        Vec::new()
+    } else {
+        stale_markers(tracker, &gone, time_ms, target, opts)
+    };
+    tracker.forget_page();
+    markers
+}
+
+/// Markers for the `gone` series, rebuilt from the previous page: the same points with no
+/// recorded value, stamped `time_ms`.
+fn stale_markers(
+    tracker: &Tracker,
+    gone: &HashSet<u64>,
+    time_ms: i64,
+    target: &Target,
+    opts: &Options<'_>,
+) -> Vec<ScopeMetrics> {
+    let Some((text, format)) = tracker.previous_page() else {
+        return Vec::new();
+    };
+    // The page passed before with the same options; should it not now, no markers.
+    let Ok(page) = read_page(text, format, time_ms, target, opts) else {
+        return Vec::new();
+    };
+    let mut scopes = page.build(&mut |hash| gone.contains(&hash), &mut |_, t, _, _| t);
+    let time = ms_to_ns(time_ms);
+    for m in scopes.iter_mut().flat_map(|s| &mut s.metrics) {
+        mark_stale(m, time);
+    }
+    scopes
+}
+
+/// Turns every point of `m` into a staleness marker at `time_ns`.
+fn mark_stale(m: &mut Metric, time_ns: u64) {
+    let nan = || Some(number_data_point::Value::AsDouble(f64::NAN));
+    match &mut m.data {
+        Some(metric::Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| {
+            (p.time_unix_nano, p.flags, p.value) = (time_ns, NO_RECORDED_VALUE, nan());
+            p.exemplars.clear();
+        }),
+        Some(metric::Data::Sum(s)) => s.data_points.iter_mut().for_each(|p| {
+            (p.time_unix_nano, p.flags, p.value) = (time_ns, NO_RECORDED_VALUE, nan());
+            p.exemplars.clear();
+        }),
+        Some(metric::Data::Histogram(h)) => h.data_points.iter_mut().for_each(|p| {
+            (p.time_unix_nano, p.flags) = (time_ns, NO_RECORDED_VALUE);
+            p.exemplars.clear();
+        }),
+        Some(metric::Data::Summary(s)) => s.data_points.iter_mut().for_each(|p| {
+            (p.time_unix_nano, p.flags) = (time_ns, NO_RECORDED_VALUE);
+        }),
+        _ => {}
+    }
+}
+
+/// A page read and checked, its samples gathered into points, before any state is
+/// touched.
+struct Page<'a> {
+    scopes: Vec<InstrumentationScope>,
+    families: Vec<Family<'a>>,
+    /// `target_info`'s labels, for the resource.
+    resource_extra: Vec<KeyValue>,
+    scraped: usize,
+    post_relabel: usize,
+}
+
+impl Page<'_> {
+    fn points(&self) -> usize {
+        self.families.iter().map(|f| f.points.len()).sum()
+    }
+
+    /// The OTLP metrics, one `ScopeMetrics` per scope: `keep` says which series to build
+    /// (and sees each one that is), `start` gives a cumulative series' start time.
+    fn build(
+        self,
+        keep: &mut dyn FnMut(u64) -> bool,
+        start: &mut StartTime<'_>,
+    ) -> Vec<ScopeMetrics> {
+        let mut scope_metrics: Vec<ScopeMetrics> = self
+            .scopes
+            .into_iter()
+            .map(|s| ScopeMetrics {
+                scope: Some(s),
+                ..Default::default()
+            })
+            .collect();
+        for f in self.families {
+            if let Some((metric, scope)) = build_metric(f, keep, start) {
+                if metric_has_points(&metric) {
+                    scope_metrics[scope].metrics.push(metric);
+                }
+            }
+        }
+        scope_metrics
+    }
+}
+
+/// Gives a cumulative series' start time: (series hash, point time, value, `_created`).
+type StartTime<'a> = dyn FnMut(u64, i64, f64, Option<i64>) -> i64 + 'a;
+
+fn metric_has_points(m: &Metric) -> bool {
+    match &m.data {
+        Some(metric::Data::Gauge(g)) => !g.data_points.is_empty(),
+        Some(metric::Data::Sum(s)) => !s.data_points.is_empty(),
+        Some(metric::Data::Histogram(h)) => !h.data_points.is_empty(),
+        Some(metric::Data::Summary(s)) => !s.data_points.is_empty(),
+        _ => false,
+    }
+}
+
+/// Parses, relabels and checks a page and gathers its samples into points.
+fn read_page<'a>(
+    text: &'a str,
+    format: Format,
+    time_ms: i64,
+    target: &'a Target,
+    opts: &Options<'_>,
+) -> Result<Page<'a>, PageError> {
     let mut meta: HashMap<&str, Meta<'_>> = HashMap::new();
     let mut scopes: Vec<InstrumentationScope> =
         vec![default_scope_metrics().scope.unwrap_or_default()];
@@ -654,48 +821,17 @@ pub fn translate(
         }
     }
     drop(seen);
-
-    // The page passed: OTLP, with start times from the tracker.
-    let mut scope_metrics: Vec<ScopeMetrics> = scopes
-        .iter()
-        .map(|s| ScopeMetrics {
-            scope: Some(s.clone()),
-            ..Default::default()
-        })
-        .collect();
-    let mut current = HashSet::with_capacity(families.iter().map(|f| f.points.len()).sum());
-    for mut f in families {
+    for f in &mut families {
         let m = f.meta.and_then(|k| meta.get(k));
         f.unit = unit_for(&f.name, m.and_then(|m| m.unit));
         f.help = m.and_then(|m| m.help.as_deref()).unwrap_or("").to_string();
-        if let Some(metric) = build_metric(f, tracker, &mut current) {
-            let scope = metric.1;
-            scope_metrics[scope].metrics.push(metric.0);
-        }
     }
-    let series_added = tracker.count_new(&current);
-    let mut resource_attrs = target.resource_attributes();
-    resource_attrs.extend(resource_extra);
-    let mut request = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: resource_attrs,
-                ..Default::default()
-            }),
-            scope_metrics,
-            schema_url: String::new(),
-        }],
-    };
-    tracker.add_stale_markers(&mut request, &current, time_ms);
-    request.resource_metrics[0]
-        .scope_metrics
-        .retain(|s| !s.metrics.is_empty());
-    tracker.finish_scrape(current, time_ms);
-    Ok(Translated {
-        request,
-        samples_scraped: scraped,
-        samples_post_relabel: post_relabel,
-        series_added,
+    Ok(Page {
+        scopes,
+        families,
+        resource_extra,
+        scraped,
+        post_relabel,
     })
 }
 
@@ -726,8 +862,8 @@ fn metadata(kind: Kind) -> Vec<KeyValue> {
 
 fn build_metric(
     f: Family<'_>,
-    tracker: &mut Tracker,
-    current: &mut HashSet<u64>,
+    keep: &mut dyn FnMut(u64) -> bool,
+    start_time: &mut StartTime<'_>,
 ) -> Option<(Metric, usize)> {
     let mut m = Metric {
         name: f.name.clone(),
@@ -745,9 +881,11 @@ fn build_metric(
                     // Only a `_created` line, no value: nothing to report.
                     continue;
                 }
-                current.insert(p.hash);
+                if !keep(p.hash) {
+                    continue;
+                }
                 let start = if f.kind == Kind::Counter {
-                    tracker.start_time(p.hash, p.time_ms, p.value, p.created_ms)
+                    start_time(p.hash, p.time_ms, p.value, p.created_ms)
                 } else {
                     p.time_ms
                 };
@@ -777,7 +915,9 @@ fn build_metric(
             for mut p in f.points {
                 // `_count` is required; without it the point is dropped.
                 let Some(count) = p.count else { continue };
-                current.insert(p.hash);
+                if !keep(p.hash) {
+                    continue;
+                }
                 p.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let mut bounds = Vec::with_capacity(p.buckets.len());
                 let mut counts = Vec::with_capacity(p.buckets.len() + 1);
@@ -791,7 +931,7 @@ fn build_metric(
                     below = *cumulative;
                 }
                 counts.push((count - below).max(0.0) as u64);
-                let start = tracker.start_time(p.hash, p.time_ms, count, p.created_ms);
+                let start = start_time(p.hash, p.time_ms, count, p.created_ms);
                 points.push(HistogramDataPoint {
                     attributes: p.attrs,
                     start_time_unix_nano: ms_to_ns(start),
@@ -813,9 +953,11 @@ fn build_metric(
             let mut points = Vec::with_capacity(f.points.len());
             for mut p in f.points {
                 let Some(count) = p.count else { continue };
-                current.insert(p.hash);
+                if !keep(p.hash) {
+                    continue;
+                }
                 p.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let start = tracker.start_time(p.hash, p.time_ms, count, p.created_ms);
+                let start = start_time(p.hash, p.time_ms, count, p.created_ms);
                 points.push(SummaryDataPoint {
                     attributes: p.attrs,
                     start_time_unix_nano: ms_to_ns(start),
