@@ -18,7 +18,9 @@ mod names;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
+
+use sidekick_collector::util::KeyMap;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -215,15 +217,15 @@ fn format_bound(b: f64) -> String {
 /// for an hour are forgotten.
 #[derive(Default)]
 pub struct Accumulator {
-    sums: HashMap<u64, (f64, i64)>,
-    histograms: HashMap<u64, (Vec<u64>, f64, u64, i64)>,
+    sums: KeyMap<(f64, i64)>,
+    histograms: KeyMap<(Vec<u64>, f64, u64, i64)>,
 }
 
 const ACCUMULATOR_TTL_MS: i64 = 3_600_000;
 
 impl Accumulator {
     fn key(name: &str, attrs: &[KeyValue], resource: &[KeyValue]) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = sidekick_collector::util::series_hasher();
         name.hash(&mut h);
         for kv in resource.iter().chain(attrs) {
             kv.key.hash(&mut h);
@@ -348,7 +350,7 @@ pub struct SeriesHasher(foldhash::fast::FoldHasher<'static>);
 
 impl SeriesHasher {
     pub fn new(name: &str) -> Self {
-        let mut h = foldhash::fast::FixedState::with_seed(0x005e_ed5e_41e5).build_hasher();
+        let mut h = sidekick_collector::util::series_hasher();
         h.write(name.as_bytes());
         h.write_u8(0xff);
         SeriesHasher(h)

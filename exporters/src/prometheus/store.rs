@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sidekick_collector::telemetry::Telemetry;
+use sidekick_collector::util::KeyMap;
 
 use crate::prom::{self, is_stale_nan, Family, Kind, Settings, Translation};
 
@@ -40,7 +41,7 @@ struct Entry {
 struct FamilyEntry {
     family: Arc<Family>,
     /// Keyed by [`prom::Series::key`]: updates hash, they do not render.
-    series: HashMap<u64, Entry>,
+    series: KeyMap<Entry>,
 }
 
 /// One series' rendered name and labels, value, timestamp and exemplar.
@@ -170,7 +171,7 @@ impl Store {
                         f.name.clone(),
                         FamilyEntry {
                             family: Arc::new(f),
-                            series: HashMap::new(),
+                            series: KeyMap::default(),
                         },
                     );
                 }

@@ -13,11 +13,9 @@
 //! dropped): a backend that accepted it would then refuse everything of that series
 //! until real time caught up.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
+use sidekick_collector::util::KeyMap;
 
 use super::proto;
 use crate::prom::{self, Sample, SeriesHasher};
@@ -34,24 +32,6 @@ pub const APART_OLDER_MS: i64 = 3_600_000;
 pub const APART_AHEAD_MS: i64 = 600_000;
 
 const NONE: u32 = u32::MAX;
-
-/// A series key is already a hash: the map uses it as it is.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
 
 struct Entry {
     key: u64,
@@ -72,7 +52,7 @@ pub struct Encoder {
     labels: Vec<u8>,
     entries: Vec<Entry>,
     /// Series key → its first and last entry.
-    index: HashMap<u64, (u32, u32), BuildHasherDefault<KeyHasher>>,
+    index: KeyMap<(u32, u32)>,
     exemplars: Vec<proto::Exemplar>,
 }
 
@@ -81,7 +61,7 @@ impl Encoder {
         Encoder {
             labels: Vec::with_capacity(samples * 64),
             entries: Vec::with_capacity(samples),
-            index: HashMap::with_capacity_and_hasher(samples, Default::default()),
+            index: KeyMap::with_capacity_and_hasher(samples, Default::default()),
             exemplars: Vec::new(),
         }
     }

@@ -20,10 +20,12 @@
 //!               action: drop
 //! ```
 //!
-//! Layout: [`parse`] reads Prometheus text and OpenMetrics; [`translate`] maps a page to
+//! Layout: [`parse`] reads Prometheus text and OpenMetrics; [`openmetrics`] checks the
+//! OpenMetrics rules beyond syntax; [`translate`] maps a page to
 //! OTLP; [`series`] remembers start times and the previous scrape (resets, staleness);
 //! [`relabel`] applies relabel configs; [`scrape`] fetches pages and runs each target.
 
+pub mod openmetrics;
 pub mod parse;
 pub mod relabel;
 mod scrape;

@@ -11,12 +11,12 @@
 //! they come from the previous scrape's series hashes (8 bytes each) and its page text,
 //! both bounded by the page, which `body_size_limit` and `sample_limit` bound.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sidekick_collector::telemetry::{Counter, LogBurst};
+use sidekick_collector::util::{KeyMap, KeySet};
 use tracing::warn;
 
 use super::parse::Format;
@@ -110,14 +110,14 @@ impl SeriesBudget {
 }
 
 pub struct Tracker {
-    series: HashMap<u64, State>,
+    series: KeyMap<State>,
     budget: Arc<SeriesBudget>,
     /// Names the target in the overflow log line.
     target: String,
     /// Series of the current scrape that found the budget spent.
     overflowed: u64,
     /// Series hashes of the last successful scrape, and its page.
-    previous: HashSet<u64>,
+    previous: KeySet,
     previous_page: Option<(String, Format)>,
     /// Resets seen since start.
     pub resets: u64,
@@ -140,11 +140,11 @@ impl Tracker {
     /// targets of the receiver.
     pub fn with_budget(budget: Arc<SeriesBudget>, target: &str) -> Self {
         Tracker {
-            series: HashMap::new(),
+            series: KeyMap::default(),
             budget,
             target: target.to_string(),
             overflowed: 0,
-            previous: HashSet::new(),
+            previous: KeySet::default(),
             previous_page: None,
             resets: 0,
         }
@@ -198,7 +198,7 @@ impl Tracker {
     }
 
     /// Series in `current` that the previous scrape did not have.
-    pub fn count_new(&self, current: &HashSet<u64>) -> usize {
+    pub fn count_new(&self, current: &KeySet) -> usize {
         current
             .iter()
             .filter(|h| !self.previous.contains(h))
@@ -206,12 +206,12 @@ impl Tracker {
     }
 
     /// Series of the previous scrape that are not in `current`.
-    pub fn gone(&self, current: &HashSet<u64>) -> HashSet<u64> {
+    pub fn gone(&self, current: &KeySet) -> KeySet {
         self.previous.difference(current).copied().collect()
     }
 
     /// After a failed scrape: every series of the last good one is gone (once).
-    pub fn forget_previous(&mut self) -> HashSet<u64> {
+    pub fn forget_previous(&mut self) -> KeySet {
         std::mem::take(&mut self.previous)
     }
 
@@ -233,7 +233,7 @@ impl Tracker {
     }
 
     /// Ends a successful scrape: remembers its series and forgets long-gone ones.
-    pub fn finish_scrape(&mut self, current: HashSet<u64>, time_ms: i64) {
+    pub fn finish_scrape(&mut self, current: KeySet, time_ms: i64) {
         self.previous = current;
         let before = self.series.len();
         self.series
@@ -278,7 +278,7 @@ mod tests {
         t.start_time(2, 0, 1.0, None);
         assert_eq!(t.start_time(3, 7, 1.0, None), 7);
         assert_eq!(t.tracked(), 2);
-        t.finish_scrape(HashSet::new(), FORGET_AFTER_MS + 1);
+        t.finish_scrape(KeySet::default(), FORGET_AFTER_MS + 1);
         assert_eq!(t.tracked(), 0, "forgotten after five minutes unseen");
     }
 }

@@ -1199,3 +1199,174 @@ mod over_http {
         assert_eq!((up, reasons), (0.0, vec!["connection"]));
     }
 }
+
+/// One page per OpenMetrics rule: refused as OpenMetrics with that rule named, and (where
+/// the page is valid Prometheus text) accepted as Prometheus text, as Prometheus does.
+#[test]
+fn openmetrics_rules_are_followed_both_ways() {
+    let long = "x".repeat(130);
+    let long_exemplar = format!("# TYPE c counter\nc_total 1 # {{a=\"{long}\"}} 1\n");
+    let cases: Vec<(&str, &str, bool)> = vec![
+        (
+            "# TYPE a gauge\na{x=\"1\"} 1\n# TYPE b gauge\nb 1\na{x=\"2\"} 2\n",
+            "interleaved",
+            true,
+        ),
+        (
+            "# TYPE a gauge\na 1\n# HELP a late\n",
+            "metadata after",
+            true,
+        ),
+        (
+            "# HELP a one\n# HELP a two\na 1\n",
+            "second HELP or UNIT",
+            true,
+        ),
+        (
+            "# UNIT a_seconds seconds\n# UNIT a_seconds seconds\na_seconds 1\n",
+            "second HELP or UNIT",
+            true,
+        ),
+        ("# TYPE c counter\nc_total -1\n", "counter's value", true),
+        ("# TYPE c counter\nc_total NaN\n", "counter's value", true),
+        (
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_count 1\nh_sum 1\n",
+            "+Inf bucket",
+            true,
+        ),
+        (
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n",
+            "not cumulative",
+            true,
+        ),
+        (
+            "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\n",
+            "_sum but no _count",
+            true,
+        ),
+        (
+            "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_count 1\n",
+            "differs from its +Inf",
+            true,
+        ),
+        (
+            "# TYPE h histogram\nh_bucket{le=\"+Inf\"} -1\nh_count -1\n",
+            "bucket or count is negative",
+            true,
+        ),
+        (
+            "# TYPE q summary\nq{quantile=\"1.5\"} 1\nq_count 1\nq_sum 1\n",
+            "quantile",
+            true,
+        ),
+        (
+            "# TYPE q summary\nq{quantile=\"0.5\"} 1\nq_sum 1\n",
+            "summary with _sum",
+            true,
+        ),
+        ("# TYPE q summary\nq_count NaN\n", "summary count", true),
+        ("# TYPE s stateset\ns{s=\"a\"} 2\n", "stateset", false),
+        ("# TYPE i info\ni_info{v=\"1\"} 2\n", "info value", false),
+        (
+            "# TYPE g gauge\ng 1 # {trace_id=\"ab\"} 1\n",
+            "cannot carry one",
+            false,
+        ),
+        (&long_exemplar, "longer than 128", false),
+    ];
+    for (page, rule, valid_text) in &cases {
+        let mut tracker = Tracker::new(100);
+        let om = format!("{page}# EOF\n");
+        match translate(
+            &om,
+            Format::OpenMetrics,
+            T0,
+            &target(),
+            &opts(),
+            &mut tracker,
+        ) {
+            Err(PageError::OpenMetrics { rule: got, .. }) => {
+                assert!(
+                    got.contains(rule),
+                    "{page:?}: refused for {got:?}, not {rule:?}"
+                )
+            }
+            other => panic!("{page:?} must be refused for {rule:?}: {other:?}"),
+        }
+        if *valid_text {
+            translate(
+                *page,
+                Format::Prometheus,
+                T0,
+                &target(),
+                &opts(),
+                &mut tracker,
+            )
+            .unwrap_or_else(|e| panic!("{page:?} as Prometheus text: {e}"));
+        }
+    }
+    // What the rules allow: a histogram done right, exemplars where they belong, a
+    // stateset, an info metric.
+    let good = "# TYPE h histogram\n# UNIT h seconds\nh_bucket{le=\"1\"} 1 # {trace_id=\"0102030405060708090a0b0c0d0e0f10\"} 0.5\nh_bucket{le=\"+Inf\"} 2\nh_count 2\nh_sum -3\n# TYPE c counter\nc_total 4 # {span_id=\"0102030405060708\"} 1\n# TYPE s stateset\ns{s=\"a\"} 1\ns{s=\"b\"} 0\n# TYPE i info\ni_info{v=\"1\"} 1\n# EOF\n";
+    let mut tracker = Tracker::new(100);
+    translate(
+        good,
+        Format::OpenMetrics,
+        T0,
+        &target(),
+        &opts(),
+        &mut tracker,
+    )
+    .unwrap();
+}
+
+#[test]
+fn openmetrics_samples_of_one_series_with_their_own_timestamps_are_points_apart() {
+    let page = "# TYPE a gauge\na{x=\"1\"} 1 1700000000\na{x=\"1\"} 2 1700000005.5\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1 1700000000\nh_count 1 1700000000\nh_bucket{le=\"+Inf\"} 3 1700000005\nh_count 3 1700000005\n# EOF\n";
+    let mut tracker = Tracker::new(100);
+    let out = run(page, Format::OpenMetrics, T0, &mut tracker);
+    let points = number_points(find(&out.request, "a"));
+    let got: Vec<(u64, f64)> = points
+        .iter()
+        .map(|p| (p.time_unix_nano / 1_000_000, value(p)))
+        .collect();
+    assert_eq!(got, [(1_700_000_000_000, 1.0), (1_700_000_005_500, 2.0)]);
+    let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) =
+        &find(&out.request, "h").data
+    else {
+        panic!("h is a histogram")
+    };
+    let counts: Vec<u64> = h.data_points.iter().map(|p| p.count).collect();
+    assert_eq!(counts, [1, 3]);
+    // Still refused: the same timestamp twice, going back in time, or no timestamps.
+    for bad in [
+        "a 1 1700000000\na 2 1700000000\n# EOF\n",
+        "a 1 1700000005\na 2 1700000000\n# EOF\n",
+        "a 1\na 2\n# EOF\n",
+    ] {
+        let mut tracker = Tracker::new(100);
+        let err = translate(
+            bad,
+            Format::OpenMetrics,
+            T0,
+            &target(),
+            &opts(),
+            &mut tracker,
+        );
+        assert!(
+            matches!(err, Err(PageError::Duplicate { .. })),
+            "{bad:?}: {err:?}"
+        );
+    }
+    // The Prometheus text format has no such thing.
+    let mut tracker = Tracker::new(100);
+    let err = translate(
+        "a 1 1700000000000\na 2 1700000005000\n",
+        Format::Prometheus,
+        T0,
+        &target(),
+        &opts(),
+        &mut tracker,
+    );
+    assert!(matches!(err, Err(PageError::Duplicate { .. })), "{err:?}");
+}

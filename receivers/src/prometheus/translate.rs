@@ -15,8 +15,8 @@
 //! Start times and staleness need memory of earlier scrapes; that lives in
 //! [`super::series::Tracker`].
 
+use sidekick_collector::util::{series_hasher, FastMap, KeyMap, KeySet};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -28,6 +28,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::openmetrics::{self, Role};
 use super::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
 use super::relabel::{self, LabelSet, Rule};
 use super::series::{Tracker, NO_RECORDED_VALUE};
@@ -111,6 +112,13 @@ pub enum PageError {
     Duplicate { line: usize, series: String },
     #[error("line {line}: second TYPE line for {name}")]
     DuplicateType { line: usize, name: String },
+    /// A page served as OpenMetrics that breaks one of its rules.
+    #[error("line {line}: {name}: {rule} (OpenMetrics 1.0)")]
+    OpenMetrics {
+        line: usize,
+        rule: openmetrics::Violation,
+        name: String,
+    },
     /// More than `limit` samples were left after metric relabeling; parsing stopped at
     /// `line`, the first sample over the limit.
     #[error("line {line}: more than sample_limit ({limit}) samples after metric relabeling; stopped parsing the page here")]
@@ -144,7 +152,7 @@ impl PageError {
     /// The label for `sidekick_scrape_failures{reason}`.
     pub fn reason(&self) -> &'static str {
         match self {
-            PageError::Parse(_) => "malformed_page",
+            PageError::Parse(_) | PageError::OpenMetrics { .. } => "malformed_page",
             PageError::Duplicate { .. } | PageError::DuplicateType { .. } => "invalid_series",
             PageError::SampleLimit { .. } => "sample_limit",
             PageError::LabelLimit { .. } => "label_limit",
@@ -253,15 +261,6 @@ fn ms_to_ns(ms: i64) -> u64 {
     (ms.max(0) as u64).saturating_mul(1_000_000)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Role {
-    Value,
-    Bucket,
-    Sum,
-    Count,
-    Created,
-}
-
 #[derive(Default)]
 struct Meta<'a> {
     kind: Option<Kind>,
@@ -273,13 +272,13 @@ struct Meta<'a> {
 /// info metrics are named by their series (`x_total`, `x_info`) so the name a Prometheus
 /// user queries survives the trip; histograms and summaries by their family. Also returns
 /// the name the family's metadata (`HELP`, `UNIT`) is under.
-fn family<'a>(
-    name: &str,
-    meta: &HashMap<&'a str, Meta<'a>>,
-) -> (String, Kind, Role, Option<&'a str>) {
+fn family<'a, 'n>(
+    name: &'n str,
+    meta: &FastMap<&'a str, Meta<'a>>,
+) -> (Cow<'n, str>, Kind, Role, Option<&'a str>) {
     let typed = |n: &str| meta.get_key_value(n).and_then(|(k, m)| Some((m.kind?, *k)));
     if let Some((kind, m)) = typed(name) {
-        return (name.to_string(), kind, Role::Value, Some(m));
+        return (Cow::Borrowed(name), kind, Role::Value, Some(m));
     }
     const SUFFIXES: [(&str, Role); 8] = [
         ("_bucket", Role::Bucket),
@@ -297,35 +296,35 @@ fn family<'a>(
         };
         let found = match (suffix, typed(base)) {
             ("_bucket", Some((k @ (Kind::Histogram | Kind::GaugeHistogram), m))) => {
-                Some((base.to_string(), k, m))
+                Some((Cow::Borrowed(base), k, m))
             }
             ("_count" | "_sum", Some((k @ (Kind::Histogram | Kind::Summary), m))) => {
-                Some((base.to_string(), k, m))
+                Some((Cow::Borrowed(base), k, m))
             }
             ("_gcount" | "_gsum", Some((k @ Kind::GaugeHistogram, m))) => {
-                Some((base.to_string(), k, m))
+                Some((Cow::Borrowed(base), k, m))
             }
             ("_created", Some((k @ (Kind::Histogram | Kind::Summary), m))) => {
-                Some((base.to_string(), k, m))
+                Some((Cow::Borrowed(base), k, m))
             }
             ("_created", Some((Kind::Counter, m))) => {
-                Some((format!("{base}_total"), Kind::Counter, m))
+                Some((Cow::Owned(format!("{base}_total")), Kind::Counter, m))
             }
             ("_created", None) => {
                 let total = format!("{base}_total");
                 typed(&total)
                     .filter(|(k, _)| *k == Kind::Counter)
-                    .map(|(k, m)| (total.clone(), k, m))
+                    .map(|(k, m)| (Cow::Owned(total), k, m))
             }
-            ("_total", Some((Kind::Counter, m))) => Some((name.to_string(), Kind::Counter, m)),
-            ("_info", Some((Kind::Info, m))) => Some((name.to_string(), Kind::Info, m)),
+            ("_total", Some((Kind::Counter, m))) => Some((Cow::Borrowed(name), Kind::Counter, m)),
+            ("_info", Some((Kind::Info, m))) => Some((Cow::Borrowed(name), Kind::Info, m)),
             _ => None,
         };
         if let Some((family, kind, m)) = found {
             return (family, kind, role, Some(m));
         }
     }
-    (name.to_string(), Kind::Unknown, Role::Value, None)
+    (Cow::Borrowed(name), Kind::Unknown, Role::Value, None)
 }
 
 /// UCUM unit for a Prometheus unit word.
@@ -376,6 +375,8 @@ fn unit_for(family: &str, declared: Option<&str>) -> String {
 
 /// A data point being assembled from one or more samples.
 struct Point {
+    /// The page line of its first sample.
+    line: usize,
     attrs: Vec<KeyValue>,
     hash: u64,
     time_ms: i64,
@@ -398,12 +399,12 @@ struct Family<'a> {
     unit: String,
     scope: usize,
     points: Vec<Point>,
-    index: HashMap<u64, usize>,
+    index: KeyMap<usize>,
 }
 
 /// The hash that identifies a series across scrapes: scope, metric and attributes.
 pub fn series_hash(scope: &InstrumentationScope, metric: &str, attrs: &[KeyValue]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = series_hasher();
     scope.name.hash(&mut h);
     scope.version.hash(&mut h);
     metric.hash(&mut h);
@@ -468,7 +469,7 @@ pub fn translate(
     let text = text.into();
     let mut page = read_page(&text, format, time_ms, target, opts)?;
     let (scraped, post_relabel) = (page.scraped, page.post_relabel);
-    let mut current = HashSet::with_capacity(page.points());
+    let mut current = KeySet::with_capacity_and_hasher(page.points(), Default::default());
     let mut resource_attrs = target.resource_attributes();
     resource_attrs.append(&mut page.resource_extra);
     let mut scope_metrics = page.build(
@@ -524,7 +525,7 @@ pub fn all_stale(
 /// recorded value, stamped `time_ms`.
 fn stale_markers(
     tracker: &Tracker,
-    gone: &HashSet<u64>,
+    gone: &KeySet,
     time_ms: i64,
     target: &Target,
     opts: &Options<'_>,
@@ -630,18 +631,38 @@ fn read_page<'a>(
     target: &'a Target,
     opts: &Options<'_>,
 ) -> Result<Page<'a>, PageError> {
-    let mut meta: HashMap<&str, Meta<'_>> = HashMap::new();
+    let mut meta: FastMap<&str, Meta<'_>> = FastMap::default();
     let mut scopes: Vec<InstrumentationScope> =
         vec![default_scope_metrics().scope.unwrap_or_default()];
     let mut families: Vec<Family<'_>> = Vec::new();
-    let mut family_index: HashMap<(usize, String), usize> = HashMap::new();
-    let mut seen: HashSet<u64> = HashSet::new();
+    // Per scope: family name → index in `families`.
+    let mut family_index: Vec<FastMap<String, usize>> = vec![FastMap::default()];
+    // Series seen → the explicit timestamp of its last sample.
+    let mut seen: KeyMap<Option<i64>> = KeyMap::default();
     let mut resource_extra: Vec<KeyValue> = Vec::new();
     let mut scraped = 0;
     let mut post_relabel = 0;
     let mut labels: LabelSet<'_> = Vec::new();
+    let openmetrics = format == Format::OpenMetrics;
+    let mut checker = openmetrics::Checker::default();
     let mut parser = Parser::new(text, format);
+    let violation = |line, rule, name: &str| PageError::OpenMetrics {
+        line,
+        rule,
+        name: cut(name),
+    };
     while let Some(entry) = parser.next() {
+        let (name, keyword) = match &entry {
+            Ok(Entry::Type { name, .. }) => (*name, "TYPE"),
+            Ok(Entry::Help { name, .. }) => (*name, "HELP"),
+            Ok(Entry::Unit { name, .. }) => (*name, "UNIT"),
+            _ => ("", ""),
+        };
+        if openmetrics && !keyword.is_empty() {
+            checker
+                .metadata(name, keyword)
+                .map_err(|rule| violation(parser.line(), rule, name))?;
+        }
         let sample = match entry? {
             Entry::Type { name, kind } => {
                 let m = meta.entry(name).or_default();
@@ -664,6 +685,17 @@ fn read_page<'a>(
             }
             Entry::Sample(s) => s,
         };
+        if openmetrics {
+            let (_, kind, role, m) = family(sample.name, &meta);
+            let quantile = sample
+                .labels
+                .iter()
+                .find(|(k, _)| *k == "quantile")
+                .map(|(_, v)| v);
+            checker
+                .sample(&sample, m, kind, role, quantile.as_deref())
+                .map_err(|rule| violation(parser.line(), rule, sample.name))?;
+        }
         let line = parser.line();
         scraped += 1;
         labels.clear();
@@ -698,14 +730,28 @@ fn read_page<'a>(
         }
         labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         // A page may not hold the same series twice.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // A page may not hold the same series twice, but OpenMetrics may give a series
+        // several samples with increasing explicit timestamps.
+        let mut h = series_hasher();
         name.hash(&mut h);
         labels.hash(&mut h);
-        if !seen.insert(h.finish()) {
-            return Err(PageError::Duplicate {
-                line,
-                series: render_series(&name, &labels),
-            });
+        match seen.entry(h.finish()) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(sample.timestamp_ms);
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                match (*e.get(), sample.timestamp_ms) {
+                    (Some(before), Some(t)) if openmetrics && t > before => {
+                        e.insert(Some(t));
+                    }
+                    _ => {
+                        return Err(PageError::Duplicate {
+                            line,
+                            series: render_series(&name, &labels),
+                        })
+                    }
+                }
+            }
         }
 
         let (family_name, kind, role, m) = family(&name, &meta);
@@ -760,29 +806,42 @@ fn read_page<'a>(
                 }
             },
         };
-        let fi = *family_index
-            .entry((scope, family_name.clone()))
-            .or_insert_with(|| {
+        if family_index.len() <= scope {
+            family_index.resize_with(scope + 1, FastMap::default);
+        }
+        let fi = match family_index[scope].get(family_name.as_ref()) {
+            Some(&i) => i,
+            None => {
                 families.push(Family {
                     meta: m,
                     help: String::new(),
                     unit: String::new(),
-                    name: family_name.clone(),
+                    name: family_name.to_string(),
                     kind,
                     scope,
                     points: Vec::new(),
-                    index: HashMap::new(),
+                    index: KeyMap::default(),
                 });
+                family_index[scope].insert(family_name.into_owned(), families.len() - 1);
                 families.len() - 1
-            });
+            }
+        };
         let fam = &mut families[fi];
         let hash = series_hash(&scopes[scope], &fam.name, &attrs);
         let time = match (opts.honor_timestamps, sample.timestamp_ms) {
             (true, Some(t)) => t,
             _ => time_ms,
         };
-        let pi = *fam.index.entry(hash).or_insert_with(|| {
+        // Samples of one series with their own timestamps (OpenMetrics) are points apart.
+        let point_key = match sample.timestamp_ms {
+            Some(t) if openmetrics => {
+                hash.wrapping_add((t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            }
+            _ => hash,
+        };
+        let pi = *fam.index.entry(point_key).or_insert_with(|| {
             fam.points.push(Point {
+                line,
                 attrs,
                 hash,
                 time_ms: time,
@@ -821,6 +880,20 @@ fn read_page<'a>(
         }
     }
     drop(seen);
+    if openmetrics {
+        for f in &families {
+            for p in &f.points {
+                let shape = match f.kind {
+                    Kind::Histogram | Kind::GaugeHistogram => {
+                        openmetrics::check_histogram(&p.buckets, p.sum, p.count)
+                    }
+                    Kind::Summary => openmetrics::check_summary(p.sum, p.count),
+                    _ => Ok(()),
+                };
+                shape.map_err(|rule| violation(p.line, rule, &f.name))?;
+            }
+        }
+    }
     for f in &mut families {
         let m = f.meta.and_then(|k| meta.get(k));
         f.unit = unit_for(&f.name, m.and_then(|m| m.unit));
