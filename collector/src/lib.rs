@@ -22,6 +22,7 @@ pub mod exporter;
 pub mod logging;
 pub mod payload;
 pub mod pipe;
+pub mod prometheus;
 pub mod telemetry;
 pub mod topology;
 pub mod util;

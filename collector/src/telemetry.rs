@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::prometheus;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Counter,
@@ -120,28 +122,18 @@ impl Gauge {
     }
 }
 
-/// Escapes a label value for the text format.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 fn render_labels(labels: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (i, (k, v)) in labels.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{k}=\"{}\"", escape(v));
+        out.push_str(k);
+        out.push_str("=\"");
+        prometheus::escape_label_value(v, &mut out);
+        out.push('"');
     }
     out
-}
-
-/// Escapes `# HELP` text for the text format.
-fn escape_help(help: &str) -> String {
-    help.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// A label name the text format accepts: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -424,7 +416,11 @@ impl Telemetry {
                 Kind::Gauge => "gauge",
             };
             let name = prometheus_name(&f.name, f.kind == Kind::Counter);
-            let _ = writeln!(out, "# HELP {name} {}", escape_help(f.help));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}",
+                prometheus::escape_help(f.help, false)
+            );
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for s in &f.series {
                 let value = read(&s.source);
@@ -488,13 +484,9 @@ impl Telemetry {
 
 /// A sample value as the text format spells it (`+Inf`, `-Inf`, `NaN`).
 fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        v.to_string()
-    }
+    let mut out = String::new();
+    prometheus::push_value(&mut out, v);
+    out
 }
 
 fn read(source: &Source) -> f64 {
@@ -654,7 +646,11 @@ mod tests {
             for (labels, _) in &f.series {
                 let rendered: Vec<String> = labels
                     .iter()
-                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                    .map(|(k, v)| {
+                        let mut s = format!("{k}=\"");
+                        prometheus::escape_label_value(v, &mut s);
+                        s + "\""
+                    })
                     .collect();
                 let series = format!("{name}{{{}}} ", rendered.join(","));
                 assert!(text.contains(&series), "{series}\n{text}");

@@ -13,51 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use prost::Message;
 use sidekick_collector::pipe::{stop_pair, StopTrigger};
+use sidekick_collector::prometheus::prompb::WriteRequest;
 use tokio::sync::Notify;
-
-#[derive(Clone, PartialEq, Message)]
-struct WriteRequest {
-    #[prost(message, repeated, tag = "1")]
-    timeseries: Vec<TimeSeries>,
-    #[prost(message, repeated, tag = "3")]
-    metadata: Vec<Metadata>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct TimeSeries {
-    #[prost(message, repeated, tag = "1")]
-    labels: Vec<Label>,
-    #[prost(message, repeated, tag = "2")]
-    samples: Vec<Sample>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Label {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(string, tag = "2")]
-    value: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Sample {
-    #[prost(double, tag = "1")]
-    value: f64,
-    #[prost(int64, tag = "2")]
-    timestamp: i64,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Metadata {
-    #[prost(int32, tag = "1")]
-    r#type: i32,
-    #[prost(string, tag = "2")]
-    metric_family_name: String,
-    #[prost(string, tag = "4")]
-    help: String,
-    #[prost(string, tag = "5")]
-    unit: String,
-}
 
 /// One received series: labels in the order sent, and its samples.
 #[derive(Debug, Clone, PartialEq)]

@@ -31,16 +31,7 @@ use serde::Deserialize;
 
 pub use names::{label_name, label_value, metric_name, unit_word};
 
-/// The bit pattern Prometheus uses to mark a series stale.
-pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
-
-pub fn stale_nan() -> f64 {
-    f64::from_bits(STALE_NAN)
-}
-
-pub fn is_stale_nan(v: f64) -> bool {
-    v.to_bits() == STALE_NAN
-}
+pub use sidekick_collector::prometheus::{escape_label_value, is_stale_nan, stale_nan, STALE_NAN};
 
 /// `translation_strategy`, as the OpenTelemetry Collector's exporters name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -126,6 +117,25 @@ pub struct Series {
 }
 
 impl Series {
+    /// Calls `f` with this series as a borrowed [`Sample`] of `family`.
+    pub fn as_sample<R>(&self, family: &Family, f: impl FnOnce(&Sample<'_>) -> R) -> R {
+        let labels: Vec<Label<'_>> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+            .collect();
+        f(&Sample {
+            family: self.family,
+            family_def: family,
+            name: &self.name,
+            labels: &labels,
+            extra: None,
+            value: self.value,
+            timestamp_ms: self.timestamp_ms,
+            exemplar: self.exemplar.as_ref(),
+        })
+    }
+
     /// A stable identity for the series (name and labels).
     pub fn key(&self) -> u64 {
         let mut h = SeriesHasher::new(&self.name);
@@ -287,6 +297,8 @@ pub type Label<'a> = (Cow<'a, str>, Cow<'a, str>);
 pub struct Sample<'s> {
     /// Index into [`Translation::families`].
     pub family: usize,
+    /// That family.
+    pub family_def: &'s Family,
     /// The series name (family name plus `_bucket`, `_sum`, `_count` where it applies).
     pub name: &'s str,
     /// Sorted by name, without `__name__`; one named like `extra`'s is replaced by it.
@@ -298,16 +310,16 @@ pub struct Sample<'s> {
     pub exemplar: Option<&'s Exemplar>,
 }
 
-impl Sample<'_> {
+impl<'s> Sample<'s> {
     /// Calls `f` with each label in name order (`__name__` not among them).
-    pub fn for_each_label(&self, mut f: impl FnMut(&str, &str)) {
+    pub fn for_each_label(&self, mut f: impl FnMut(&'s str, &'s str)) {
         let Some((ek, ev)) = self.extra else {
             self.labels.iter().for_each(|(k, v)| f(k, v));
             return;
         };
         let mut pending = true;
         for (k, v) in self.labels {
-            let k: &str = k;
+            let k: &'s str = k;
             if k == ek {
                 continue;
             }
@@ -327,6 +339,15 @@ impl Sample<'_> {
         let mut h = SeriesHasher::new(self.name);
         self.for_each_label(|k, v| h.label(k, v));
         h.finish()
+    }
+
+    /// `name{a="1",b="2"}`, label values escaped.
+    pub fn series_text(&self) -> String {
+        let mut labels: Vec<(&str, &str)> = Vec::with_capacity(self.labels.len() + 1);
+        self.for_each_label(|k, v| labels.push((k, v)));
+        let mut out = String::with_capacity(self.name.len() + self.labels.len() * 24 + 16);
+        sidekick_collector::prometheus::push_series(&mut out, self.name, labels);
+        out
     }
 
     /// An owned copy.
@@ -586,10 +607,11 @@ pub fn translate_with(
             };
             let mut labels = Vec::new();
             ctx.labels(&info_attrs, &mut labels);
-            let name = t.families[family].name.clone();
+            let def = &t.families[family];
             emit(&Sample {
                 family,
-                name: &name,
+                family_def: def,
+                name: &def.name,
                 labels: &labels,
                 extra: None,
                 value: 1.0,
@@ -705,6 +727,7 @@ fn translate_metric(
                 let ex = p.exemplars.last().map(exemplar);
                 emit(&Sample {
                     family,
+                    family_def: &t.families[family],
                     name: &name,
                     labels: &labels,
                     extra: None,
@@ -743,6 +766,7 @@ fn translate_metric(
                 ctx.labels(&p.attributes, &mut labels);
                 let base = Sample {
                     family,
+                    family_def: &t.families[family],
                     name: &bucket,
                     labels: &labels,
                     extra: None,
@@ -798,6 +822,7 @@ fn translate_metric(
                 ctx.labels(&p.attributes, &mut labels);
                 let base = Sample {
                     family,
+                    family_def: &t.families[family],
                     name: &name,
                     labels: &labels,
                     extra: None,

@@ -211,36 +211,13 @@ pub fn unit_word(unit: &str, kind: Kind) -> String {
 }
 
 fn main_word(u: &str) -> String {
-    let w = match u {
-        "d" => "days",
-        "h" => "hours",
-        "min" => "minutes",
-        "s" => "seconds",
-        "ms" => "milliseconds",
-        "us" => "microseconds",
-        "ns" => "nanoseconds",
-        "By" => "bytes",
-        "KiBy" => "kibibytes",
-        "MiBy" => "mebibytes",
-        "GiBy" => "gibibytes",
-        "TiBy" => "tebibytes",
-        "KBy" | "kBy" => "kilobytes",
-        "MBy" => "megabytes",
-        "GBy" => "gigabytes",
-        "TBy" => "terabytes",
-        "m" => "meters",
-        "V" => "volts",
-        "A" => "amperes",
-        "J" => "joules",
-        "W" => "watts",
-        "g" => "grams",
-        "Cel" => "celsius",
-        "Hz" => "hertz",
-        "%" => "percent",
-        "1" => "",
-        other => return sanitize(other, false, "_").trim_matches('_').to_string(),
-    };
-    w.to_string()
+    if u == "1" {
+        return String::new();
+    }
+    match sidekick_collector::prometheus::word_for_ucum(u) {
+        Some(word) => word.to_string(),
+        None => sanitize(u, false, "_").trim_matches('_').to_string(),
+    }
 }
 
 fn per_word(u: &str) -> String {

@@ -178,18 +178,21 @@ pub struct ScrapeExporter {
 
 impl ScrapeExporter {
     fn ingest(&self, batch: &Metrics) -> Result<Delivered, ExportError> {
-        // Translate outside the store's lock; only the update holds it.
-        let translation = prom::translate_batch(batch, &self.settings, &self.accumulator)?;
+        // Samples go into the store as the translation makes them, under its lock (a
+        // render holds it only to copy the page's references out).
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let translation =
+            prom::translate_batch_with(batch, &self.settings, &self.accumulator, &mut |s| {
+                store.ingest(s, now)
+            })?;
+        drop(store);
         let rejected = translation.dropped_points();
         let reason = translation
             .dropped
             .first()
             .map(|(_, r)| r.to_string())
             .unwrap_or_default();
-        self.store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .update(translation);
         Ok(Delivered { rejected, reason })
     }
 }

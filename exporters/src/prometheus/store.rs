@@ -1,15 +1,17 @@
 //! The latest sample of every series that reached the `prometheus` exporter, and its
 //! rendering as a Prometheus text or OpenMetrics page.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sidekick_collector::telemetry::Telemetry;
-use sidekick_collector::util::KeyMap;
+use sidekick_collector::util::{FastMap, KeyMap};
 
-use crate::prom::{self, is_stale_nan, Family, Kind, Settings, Translation};
+use sidekick_collector::prometheus::{escape_help, escape_label_value, push_series, push_value};
+
+use crate::prom::{self, is_stale_nan, Family, Kind, Sample, Settings, Translation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -55,63 +57,20 @@ pub struct Snapshot {
 }
 
 pub struct Store {
-    families: BTreeMap<String, FamilyEntry>,
+    families: FastMap<String, FamilyEntry>,
     expiration: Duration,
     send_timestamps: bool,
-}
-
-fn escape_label(v: &str, out: &mut String) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-fn escape_help(v: &str, open_metrics: bool) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' if open_metrics => out.push_str("\\\""),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// `name{a="1",b="2"}`.
 fn series_text(name: &str, labels: &[(String, String)]) -> String {
     let mut out = String::with_capacity(name.len() + labels.len() * 24);
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(k);
-            out.push_str("=\"");
-            escape_label(v, &mut out);
-            out.push('"');
-        }
-        out.push('}');
-    }
+    push_series(
+        &mut out,
+        name,
+        labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     out
-}
-
-fn push_value(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        let _ = write!(out, "{v}");
-    }
 }
 
 fn exemplar_text(e: &prom::Exemplar) -> Option<String> {
@@ -124,7 +83,7 @@ fn exemplar_text(e: &prom::Exemplar) -> Option<String> {
         chars += k.chars().count() + v.chars().count();
         labels.push_str(k);
         labels.push_str("=\"");
-        escape_label(v, &mut labels);
+        escape_label_value(v, &mut labels);
         labels.push('"');
     }
     // OpenMetrics caps an exemplar's label set at 128 characters.
@@ -140,7 +99,7 @@ fn exemplar_text(e: &prom::Exemplar) -> Option<String> {
 impl Store {
     pub fn new(expiration: Duration, send_timestamps: bool) -> Self {
         Store {
-            families: BTreeMap::new(),
+            families: FastMap::default(),
             expiration,
             send_timestamps,
         }
@@ -150,61 +109,57 @@ impl Store {
         self.families.values().map(|f| f.series.len()).sum()
     }
 
-    /// Takes the latest samples; a stale marker removes its series from the page.
+    /// Takes the latest samples of a translation; a stale marker removes its series.
     pub fn update(&mut self, t: Translation) {
         let now = Instant::now();
-        let Translation {
-            families, series, ..
-        } = t;
-        let mut by_index: HashMap<usize, String> = HashMap::new();
-        for (i, f) in families.into_iter().enumerate() {
-            by_index.insert(i, f.name.clone());
-            match self.families.get_mut(&f.name) {
-                Some(entry) if entry.family.kind == f.kind => {
-                    if !f.help.is_empty() && entry.family.help != f.help {
-                        Arc::make_mut(&mut entry.family).help = f.help;
-                    }
-                }
-                _ => {
-                    // New, or its type changed: a family has one type.
-                    self.families.insert(
-                        f.name.clone(),
-                        FamilyEntry {
-                            family: Arc::new(f),
-                            series: KeyMap::default(),
-                        },
-                    );
-                }
-            }
+        for series in &t.series {
+            series.as_sample(&t.families[series.family], |s| self.ingest(s, now));
         }
-        for s in series {
-            let Some(entry) = by_index
-                .get(&s.family)
-                .and_then(|n| self.families.get_mut(n))
-            else {
-                continue;
-            };
-            let key = s.key();
-            if is_stale_nan(s.value) {
-                entry.series.remove(&key);
-                continue;
-            }
-            let exemplar = s.exemplar.as_ref().and_then(exemplar_text).map(Arc::from);
-            let e = entry.series.entry(key).or_insert_with(|| Entry {
-                text: Arc::from(series_text(&s.name, &s.labels)),
-                value: s.value,
-                timestamp_ms: s.timestamp_ms,
-                updated: now,
-                exemplar: None,
-            });
-            // Samples older than what the page shows do not move it back.
-            if s.timestamp_ms >= e.timestamp_ms {
-                e.value = s.value;
-                e.timestamp_ms = s.timestamp_ms;
-                e.updated = now;
-                if exemplar.is_some() {
-                    e.exemplar = exemplar;
+    }
+
+    /// Takes one sample (borrowed: a series already on the page costs a hash and a
+    /// lookup, only a new one is rendered); a stale marker removes its series.
+    pub fn ingest(&mut self, s: &Sample<'_>, now: Instant) {
+        let f = s.family_def;
+        let entry = match self.families.get_mut(f.name.as_str()) {
+            Some(entry) if entry.family.kind == f.kind => {
+                if !f.help.is_empty() && entry.family.help != f.help {
+                    Arc::make_mut(&mut entry.family).help = f.help.clone();
                 }
+                entry
+            }
+            _ => {
+                // New, or its type changed: a family has one type.
+                let entry = FamilyEntry {
+                    family: Arc::new(f.clone()),
+                    series: KeyMap::default(),
+                };
+                self.families.insert(f.name.clone(), entry);
+                self.families
+                    .get_mut(f.name.as_str())
+                    .expect("inserted just now")
+            }
+        };
+        let key = s.key();
+        if is_stale_nan(s.value) {
+            entry.series.remove(&key);
+            return;
+        }
+        let exemplar = s.exemplar.and_then(exemplar_text).map(Arc::from);
+        let e = entry.series.entry(key).or_insert_with(|| Entry {
+            text: Arc::from(s.series_text()),
+            value: s.value,
+            timestamp_ms: s.timestamp_ms,
+            updated: now,
+            exemplar: None,
+        });
+        // Samples older than what the page shows do not move it back.
+        if s.timestamp_ms >= e.timestamp_ms {
+            e.value = s.value;
+            e.timestamp_ms = s.timestamp_ms;
+            e.updated = now;
+            if exemplar.is_some() {
+                e.exemplar = exemplar;
             }
         }
     }
@@ -221,13 +176,14 @@ impl Store {
         self.families.retain(|_, f| !f.series.is_empty());
     }
 
-    /// Copies out what a render needs (and drops expired series).
+    /// Copies out what a render needs (and drops expired series), families by name.
     pub fn snapshot(&mut self) -> Snapshot {
         self.expire();
+        let mut families: Vec<&FamilyEntry> = self.families.values().collect();
+        families.sort_unstable_by(|a, b| a.family.name.cmp(&b.family.name));
         Snapshot {
-            families: self
-                .families
-                .values()
+            families: families
+                .into_iter()
                 .map(|f| {
                     let series = f
                         .series

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
 use sidekick_collector::util::KeyMap;
 
-use super::proto;
 use crate::prom::{self, Sample, SeriesHasher};
+use sidekick_collector::prometheus::prompb as proto;
 
 /// One request ready to send: its compressed body and how many series it carries.
 pub struct Request {
@@ -35,8 +35,8 @@ const NONE: u32 = u32::MAX;
 
 struct Entry {
     key: u64,
-    /// The series' encoded labels in `Encoder::labels`.
-    labels: (u32, u32),
+    /// The series' encoded labels: chunk, start, end in `Encoder::labels`.
+    labels: (u32, u32, u32),
     value: f64,
     timestamp_ms: i64,
     /// The next sample of the same series in this batch.
@@ -46,10 +46,17 @@ struct Entry {
     exemplar: u32,
 }
 
+/// Bytes per chunk of encoded labels: chunks are never grown, so no big buffer is ever
+/// copied to grow it.
+const CHUNK: usize = 1 << 20;
+
 /// Gathers a batch's samples as encoded series.
 #[derive(Default)]
 pub struct Encoder {
-    labels: Vec<u8>,
+    /// Encoded labels, series after series, in fixed-size chunks.
+    labels: Vec<Vec<u8>>,
+    /// One series' labels while they are written.
+    scratch: Vec<u8>,
     entries: Vec<Entry>,
     /// Series key → its first and last entry.
     index: KeyMap<(u32, u32)>,
@@ -59,7 +66,8 @@ pub struct Encoder {
 impl Encoder {
     pub fn with_capacity(samples: usize) -> Self {
         Encoder {
-            labels: Vec::with_capacity(samples * 64),
+            labels: Vec::new(),
+            scratch: Vec::with_capacity(256),
             entries: Vec::with_capacity(samples),
             index: KeyMap::with_capacity_and_hasher(samples, Default::default()),
             exemplars: Vec::new(),
@@ -105,10 +113,10 @@ impl Encoder {
         timestamp_ms: i64,
         exemplar: Option<&prom::Exemplar>,
     ) {
-        let start = self.labels.len();
         let mut hash = SeriesHasher::new(name);
         let mut named = false;
-        let buf = &mut self.labels;
+        let buf = &mut self.scratch;
+        buf.clear();
         labels(&mut |k, v| {
             if !named && k > "__name__" {
                 write_label(buf, "__name__", name);
@@ -124,14 +132,13 @@ impl Encoder {
         let me = self.entries.len() as u32;
         let (labels, first) = match self.index.get_mut(&key) {
             Some((first, last)) => {
-                self.labels.truncate(start);
                 self.entries[*last as usize].next = me;
                 *last = me;
                 (self.entries[*first as usize].labels, false)
             }
             None => {
                 self.index.insert(key, (me, me));
-                ((start as u32, self.labels.len() as u32), true)
+                (self.keep_labels(), true)
             }
         };
         let exemplar = match exemplar {
@@ -163,6 +170,28 @@ impl Encoder {
         });
     }
 
+    /// Moves the series' labels from the scratch buffer into the chunks.
+    fn keep_labels(&mut self) -> (u32, u32, u32) {
+        let n = self.scratch.len();
+        let fits = self
+            .labels
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= n);
+        if !fits {
+            self.labels.push(Vec::with_capacity(CHUNK.max(n)));
+        }
+        let chunk = self.labels.len() - 1;
+        let c = &mut self.labels[chunk];
+        let start = c.len();
+        c.extend_from_slice(&self.scratch);
+        (chunk as u32, start as u32, c.len() as u32)
+    }
+
+    fn labels_of(&self, e: &Entry) -> &[u8] {
+        let (chunk, start, end) = e.labels;
+        &self.labels[chunk as usize][start as usize..end as usize]
+    }
+
     /// The requests, one list per shard (series spread by their key), each under
     /// `max_bytes` before compression; `metadata` goes in the first. Samples older than
     /// [`APART_OLDER_MS`] before `now_ms` go in requests of their own; those more than
@@ -176,10 +205,15 @@ impl Encoder {
     ) -> Finished {
         let shards = shards.max(1);
         let mut per_shard: Vec<Vec<u32>> = vec![Vec::new(); shards];
+        // About the bytes each shard's requests will take, to size their buffers once.
+        let mut bytes = vec![0usize; shards];
         for (i, e) in self.entries.iter().enumerate() {
+            let shard = (e.key % shards as u64) as usize;
             if e.first {
-                per_shard[(e.key % shards as u64) as usize].push(i as u32);
+                per_shard[shard].push(i as u32);
+                bytes[shard] += (e.labels.2 - e.labels.1) as usize + 4;
             }
+            bytes[shard] += 2 + sample_len(e);
         }
         let ahead = |e: &&Entry| e.timestamp_ms > now_ms.saturating_add(APART_AHEAD_MS);
         let old = |e: &&Entry| e.timestamp_ms <= 0 || e.timestamp_ms < now_ms - APART_OLDER_MS;
@@ -188,10 +222,10 @@ impl Encoder {
         let mut metadata = Some(metadata);
         let mut chain: Vec<u32> = Vec::new();
         let (mut apart_samples, mut ahead_samples) = (0, 0);
-        for firsts in per_shard {
+        for (firsts, bytes) in per_shard.into_iter().zip(bytes) {
             let mut lane = Vec::with_capacity(1);
-            let mut normal = Writer::new(max_bytes);
-            let mut apart = Writer::new(max_bytes);
+            let mut normal = Writer::new(max_bytes, bytes);
+            let mut apart = Writer::new(max_bytes, 0);
             for first in firsts {
                 chain.clear();
                 let mut i = first;
@@ -202,8 +236,7 @@ impl Encoder {
                 if chain.len() > 1 {
                     chain.sort_by_key(|&i| self.entries[i as usize].timestamp_ms);
                 }
-                let e = &self.entries[first as usize];
-                let labels = &self.labels[e.labels.0 as usize..e.labels.1 as usize];
+                let labels = self.labels_of(&self.entries[first as usize]);
                 let entries = chain.iter().map(|&i| &self.entries[i as usize]);
                 if !entries.clone().any(|e| old(&e) || ahead(&e)) {
                     normal.series(labels, entries, &self.exemplars, &mut metadata, &mut snappy);
@@ -238,7 +271,7 @@ impl Encoder {
         }
         // Nothing to send but metadata: a request of its own.
         if let Some(md) = metadata.filter(|m| !m.is_empty()) {
-            let mut w = Writer::new(max_bytes);
+            let mut w = Writer::new(max_bytes, 0);
             w.metadata(&md);
             w.flush(&mut out[0], &mut snappy);
         }
@@ -270,9 +303,10 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(max_bytes: usize) -> Self {
+    /// A writer whose requests will hold about `expected` bytes in all.
+    fn new(max_bytes: usize, expected: usize) -> Self {
         Writer {
-            buf: Vec::new(),
+            buf: Vec::with_capacity(expected.min(max_bytes) + 64),
             series: 0,
             max_bytes,
             done: Vec::new(),

@@ -19,9 +19,7 @@
 //! samples of one series are always sent in order. Delta sums and histograms are
 //! accumulated into cumulative series rather than dropped.
 
-pub mod proto;
-
-use std::collections::BTreeMap;
+pub use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +41,7 @@ use tracing::warn;
 
 use crate::collector_options;
 use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
+use sidekick_collector::prometheus::prompb as proto;
 use sidekick_transport::client::{
     check_headers, check_proxy_url, header_map, http_client, BasicAuth, Credentials,
 };

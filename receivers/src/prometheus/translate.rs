@@ -15,6 +15,7 @@
 //! Start times and staleness need memory of earlier scrapes; that lives in
 //! [`super::series::Tracker`].
 
+use sidekick_collector::prometheus::ucum_for_word;
 use sidekick_collector::util::{series_hasher, FastMap, KeyMap, KeySet};
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
@@ -327,48 +328,17 @@ fn family<'a, 'n>(
     (Cow::Borrowed(name), Kind::Unknown, Role::Value, None)
 }
 
-/// UCUM unit for a Prometheus unit word.
-pub fn ucum(word: &str) -> Option<&'static str> {
-    Some(match word {
-        "seconds" => "s",
-        "milliseconds" => "ms",
-        "microseconds" => "us",
-        "nanoseconds" => "ns",
-        "minutes" => "min",
-        "hours" => "h",
-        "days" => "d",
-        "bytes" => "By",
-        "kibibytes" => "KiBy",
-        "mebibytes" => "MiBy",
-        "gibibytes" => "GiBy",
-        "tebibytes" => "TiBy",
-        "kilobytes" => "kBy",
-        "megabytes" => "MBy",
-        "gigabytes" => "GBy",
-        "terabytes" => "TBy",
-        "meters" => "m",
-        "celsius" => "Cel",
-        "percent" => "%",
-        "ratio" => "1",
-        "volts" => "V",
-        "amperes" => "A",
-        "joules" => "J",
-        "watts" => "W",
-        "grams" => "g",
-        "hertz" => "Hz",
-        _ => return None,
-    })
-}
-
 /// The unit from `# UNIT` (mapped to UCUM when it is a known word) or else from the
 /// name's last word (`_seconds`, `_bytes`, …).
 fn unit_for(family: &str, declared: Option<&str>) -> String {
     if let Some(u) = declared.filter(|u| !u.is_empty()) {
-        return ucum(u).map(str::to_string).unwrap_or_else(|| u.to_string());
+        return ucum_for_word(u)
+            .map(str::to_string)
+            .unwrap_or_else(|| u.to_string());
     }
     let base = family.strip_suffix("_total").unwrap_or(family);
     base.rsplit_once('_')
-        .and_then(|(_, word)| ucum(word))
+        .and_then(|(_, word)| ucum_for_word(word))
         .unwrap_or("")
         .to_string()
 }
