@@ -1,14 +1,24 @@
-//! End-to-end throughput: OTLP traces over gRPC → `batch` → `otlp` exporter (no
-//! compression) through a real collector binary, flat out.
+//! End to end through a real collector binary.
 //!
-//! Reports spans/s, the collector's CPU-seconds per million spans and its peak RSS, and
-//! its idle RSS before the load. Runs Sidekick by default; `--rotel PATH` runs Rotel's
-//! binary with the equivalent settings for a side-by-side figure.
+//! - `traces`: OTLP traces over gRPC → `batch` → `otlp` exporter (no compression), flat
+//!   out. Reports spans/s, CPU-seconds per million spans, peak and idle RSS. `--rotel
+//!   PATH` runs Rotel's binary with the equivalent settings instead.
+//! - `prw`: a target page of N series (30% counters, 30% gauges, histograms of 11 series,
+//!   summaries of 5) scraped every 5 s → `batch` → `prometheusremotewrite` to a counting
+//!   sink; with the Prometheus agent (`prometheus --enable-feature=agent`) scraping the
+//!   same page into the same kind of sink when it is installed, and the ratios.
+//! - `exporter`: the same page scraped every 5 s → `k8s_attributes` → `batch` →
+//!   `prometheus` exporter, which the bench scrapes every 5 s as Prometheus would.
+//!
+//! Metrics scenarios run at 10,000 and 100,000 series (`--series`), after a warm-up
+//! (`--warmup`, 20 s) for one window (`--window`, 60 s), and report CPU-seconds per
+//! minute, RSS at the end and the window's peak, and samples delivered per second.
 //!
 //! ```text
-//! cargo bench --bench e2e                                   # Sidekick (bench profile)
-//! cargo bench --bench e2e -- --binary target/release/sidekick --spans 4000000
-//! cargo bench --bench e2e -- --rotel $(python3 -c 'import rotel,os;print(...)')
+//! cargo bench --bench e2e                                   # everything (bench profile)
+//! cargo bench --bench e2e -- --binary target/release/sidekick --scenario prw --series 100000
+//! cargo bench --bench e2e -- --scenario traces --spans 4000000
+//! cargo bench --bench e2e -- --scenario traces --rotel $(python3 -c 'import rotel,os;print(...)')
 //! ```
 
 use std::net::SocketAddr;
@@ -33,6 +43,11 @@ struct Args {
     binary: String,
     rotel: Option<String>,
     spans: usize,
+    scenarios: Vec<String>,
+    series: Vec<usize>,
+    warmup: Duration,
+    window: Duration,
+    prometheus: String,
 }
 
 fn parse_args() -> Args {
@@ -40,6 +55,14 @@ fn parse_args() -> Args {
         binary: env!("CARGO_BIN_EXE_sidekick").to_string(),
         rotel: None,
         spans: 2_000_000,
+        scenarios: vec!["traces".into(), "prw".into(), "exporter".into()],
+        series: vec![10_000, 100_000],
+        warmup: Duration::from_secs(20),
+        window: Duration::from_secs(60),
+        prometheus: "prometheus".into(),
+    };
+    let secs = |v: Option<String>, flag: &str| {
+        Duration::from_secs(v.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{flag} SECONDS")))
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -47,6 +70,25 @@ fn parse_args() -> Args {
             "--binary" => args.binary = it.next().expect("--binary PATH"),
             "--rotel" => args.rotel = Some(it.next().expect("--rotel PATH")),
             "--spans" => args.spans = it.next().and_then(|n| n.parse().ok()).expect("--spans N"),
+            "--scenario" => {
+                args.scenarios = it
+                    .next()
+                    .expect("--scenario traces,prw,exporter")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
+            }
+            "--series" => {
+                args.series = it
+                    .next()
+                    .expect("--series N[,N]")
+                    .split(',')
+                    .map(|n| n.parse().expect("--series N[,N]"))
+                    .collect()
+            }
+            "--warmup" => args.warmup = secs(it.next(), "--warmup"),
+            "--window" => args.window = secs(it.next(), "--window"),
+            "--prometheus" => args.prometheus = it.next().expect("--prometheus PATH"),
             // Flags cargo bench passes to every bench.
             "--bench" => {}
             other => eprintln!("ignoring argument {other}"),
@@ -167,6 +209,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    for scenario in &args.scenarios {
+        match scenario.as_str() {
+            "traces" => traces(&args, &rt),
+            "prw" | "exporter" => {
+                for &series in &args.series {
+                    metrics::run(&args, &rt, scenario, series);
+                }
+            }
+            other => panic!("unknown scenario {other}: traces, prw or exporter"),
+        }
+    }
+}
+
+fn traces(args: &Args, rt: &tokio::runtime::Runtime) {
     let sink = rt.block_on(OtlpSink::start_counting());
     let grpc = free_port();
     let (name, mut child) = match &args.rotel {
@@ -213,4 +269,196 @@ fn main() {
         elapsed.as_secs_f64(),
         cpu
     );
+}
+
+/// The scrape scenarios.
+mod metrics {
+    use super::*;
+    use sidekick_testkit::remote_write::RemoteWriteSink;
+    use sidekick_testkit::target::{ScrapeTarget, PROMETHEUS_TEXT};
+
+    /// What one collector did over the window.
+    struct Figures {
+        cpu_per_min: f64,
+        rss_end_mib: f64,
+        rss_peak_mib: f64,
+        samples_per_s: f64,
+    }
+
+    fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("{name}-{}.yaml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn scrape_config(target: SocketAddr) -> String {
+        format!(
+            "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n        - job_name: app\n          scrape_interval: 5s\n          static_configs:\n            - targets: [\"{target}\"]\n"
+        )
+    }
+
+    const TELEMETRY: &str =
+        "  telemetry:\n    logs:\n      level: warn\n    metrics:\n      address: 127.0.0.1:0\n";
+
+    fn sidekick_prw(binary: &str, target: SocketAddr, sink: &RemoteWriteSink) -> Child {
+        let config = format!(
+            "{}processors:\n  batch:\nexporters:\n  prometheusremotewrite:\n    endpoint: {}\nservice:\n  pipelines:\n    metrics:\n      receivers: [prometheus]\n      processors: [batch]\n      exporters: [prometheusremotewrite]\n{TELEMETRY}",
+            scrape_config(target),
+            sink.url()
+        );
+        let path = write_config("sidekick-bench-prw", &config);
+        Command::new(binary)
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sidekick")
+    }
+
+    fn sidekick_exporter(binary: &str, target: SocketAddr, port: u16) -> Child {
+        let config = format!(
+            "{}processors:\n  k8s_attributes:\n  batch:\nexporters:\n  prometheus:\n    endpoint: 127.0.0.1:{port}\nservice:\n  pipelines:\n    metrics:\n      receivers: [prometheus]\n      processors: [k8s_attributes, batch]\n      exporters: [prometheus]\n{TELEMETRY}",
+            scrape_config(target)
+        );
+        let path = write_config("sidekick-bench-exporter", &config);
+        Command::new(binary)
+            .arg("--config")
+            .arg(&path)
+            .env("K8S_POD_NAME", "checkout-7d9f8b6c5-x2k9q")
+            .env("K8S_NAMESPACE", "shop")
+            .env("K8S_POD_UID", "0f9c7a52-3b1e-4c55-9d1e-6f3c2b8a9e10")
+            .env("K8S_NODE_NAME", "node-a")
+            .env("K8S_POD_IP", "10.0.0.7")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sidekick")
+    }
+
+    /// The Prometheus agent, or `None` when the binary is not installed.
+    fn prometheus_agent(binary: &str, target: SocketAddr, sink: &RemoteWriteSink) -> Option<(Child, std::path::PathBuf)> {
+        let config = format!(
+            "global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [\"{target}\"]\nremote_write:\n  - url: {}\n",
+            sink.url()
+        );
+        let path = write_config("prometheus-agent-bench", &config);
+        let storage = std::env::temp_dir().join(format!("prometheus-agent-bench-{}", std::process::id()));
+        let child = Command::new(binary)
+            .arg("--enable-feature=agent")
+            .arg(format!("--config.file={}", path.display()))
+            .arg(format!("--storage.agent.path={}", storage.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some((child, storage))
+    }
+
+    /// Watches `pid` for the window: CPU, RSS (sampled every 250 ms), and what
+    /// `delivered()` counted.
+    fn measure(pid: u32, window: Duration, delivered: impl Fn() -> u64) -> Figures {
+        let (cpu0, _, _) = proc_stats(pid);
+        let d0 = delivered();
+        let started = Instant::now();
+        let mut peak = 0;
+        let mut end = 0;
+        while started.elapsed() < window {
+            std::thread::sleep(Duration::from_millis(250));
+            let (_, rss, _) = proc_stats(pid);
+            peak = peak.max(rss);
+            end = rss;
+        }
+        let (cpu1, _, _) = proc_stats(pid);
+        let secs = started.elapsed().as_secs_f64();
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        Figures {
+            cpu_per_min: (cpu1 - cpu0) / secs * 60.0,
+            rss_end_mib: mib(end),
+            rss_peak_mib: mib(peak),
+            samples_per_s: (delivered() - d0) as f64 / secs,
+        }
+    }
+
+    fn print(scenario: &str, who: &str, series: usize, f: &Figures) {
+        println!(
+            "e2e/{who}/{scenario}/{series}_series: {:.2} CPU-s per minute, RSS end {:.1} MiB, peak {:.1} MiB, {:.0} samples/s delivered (expected {:.0})",
+            f.cpu_per_min, f.rss_end_mib, f.rss_peak_mib, f.samples_per_s, series as f64 / 5.0
+        );
+    }
+
+    fn stop(mut child: Child) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn run(args: &Args, rt: &tokio::runtime::Runtime, scenario: &str, series: usize) {
+        let target = rt.block_on(ScrapeTarget::start());
+        target.set_page(PROMETHEUS_TEXT, &sidekick_testkit::gen::prometheus_page(series));
+        let sidekick = if scenario == "prw" {
+            let sink = rt.block_on(RemoteWriteSink::start_counting());
+            let child = sidekick_prw(&args.binary, target.address, &sink);
+            std::thread::sleep(args.warmup);
+            let f = measure(child.id(), args.window, || sink.samples());
+            stop(child);
+            f
+        } else {
+            let port = free_port();
+            let child = sidekick_exporter(&args.binary, target.address, port);
+            std::thread::sleep(args.warmup);
+            // Prometheus's part: scrape the exporter every 5 s, counting its samples.
+            let scraped = Arc::new(AtomicUsize::new(0));
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let scraper = {
+                let (scraped, done) = (Arc::clone(&scraped), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        let page = http_get(port);
+                        let samples = page.lines().filter(|l| !l.starts_with('#')).count();
+                        scraped.fetch_add(samples, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_secs(5));
+                    }
+                })
+            };
+            let f = measure(child.id(), args.window, || scraped.load(Ordering::Relaxed) as u64);
+            done.store(true, Ordering::Relaxed);
+            let _ = scraper.join();
+            stop(child);
+            f
+        };
+        print(scenario, "sidekick", series, &sidekick);
+        if scenario != "prw" {
+            return;
+        }
+        let sink = rt.block_on(RemoteWriteSink::start_counting());
+        let Some((agent, storage)) = prometheus_agent(&args.prometheus, target.address, &sink) else {
+            println!("e2e/prometheus-agent/{scenario}/{series}_series: skipped ({} not found)", args.prometheus);
+            return;
+        };
+        std::thread::sleep(args.warmup);
+        let f = measure(agent.id(), args.window, || sink.samples());
+        stop(agent);
+        let _ = std::fs::remove_dir_all(storage);
+        print(scenario, "prometheus-agent", series, &f);
+        println!(
+            "e2e/ratio/{scenario}/{series}_series: Sidekick uses {:.2}x the agent's CPU, {:.2}x its peak RSS, {:.2}x its end RSS",
+            sidekick.cpu_per_min / f.cpu_per_min,
+            sidekick.rss_peak_mib / f.rss_peak_mib,
+            sidekick.rss_end_mib / f.rss_end_mib
+        );
+    }
+
+    /// A `GET /metrics` body (an empty string if the exporter does not answer).
+    fn http_get(port: u16) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
 }

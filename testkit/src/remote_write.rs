@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ struct State {
     requests: Mutex<usize>,
     failures: Mutex<VecDeque<(u16, Option<u64>)>>,
     changed: Notify,
+    /// Count samples only, keep nothing (for long benchmarks).
+    counting: bool,
+    samples: AtomicU64,
 }
 
 pub struct RemoteWriteSink {
@@ -51,11 +55,29 @@ pub struct RemoteWriteSink {
 
 impl RemoteWriteSink {
     pub async fn start() -> RemoteWriteSink {
+        Self::start_with(State::default()).await
+    }
+
+    /// A sink that counts the samples it receives and keeps nothing else.
+    pub async fn start_counting() -> RemoteWriteSink {
+        Self::start_with(State {
+            counting: true,
+            ..State::default()
+        })
+        .await
+    }
+
+    /// Samples received since start (counted in both modes).
+    pub fn samples(&self) -> u64 {
+        self.state.samples.load(Ordering::Relaxed)
+    }
+
+    async fn start_with(state: State) -> RemoteWriteSink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind sink");
         let address = listener.local_addr().expect("sink address");
-        let state = Arc::new(State::default());
+        let state = Arc::new(state);
         let (trigger, stop) = stop_pair();
         let s = Arc::clone(&state);
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -150,6 +172,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     let Ok(wr) = WriteRequest::decode(&raw[..]) else {
         return reply(StatusCode::BAD_REQUEST, None);
     };
+    let samples: usize = wr.timeseries.iter().map(|ts| ts.samples.len()).sum();
+    state.samples.fetch_add(samples as u64, Ordering::Relaxed);
+    if state.counting {
+        return reply(StatusCode::NO_CONTENT, None);
+    }
     state
         .series
         .lock()
