@@ -1,6 +1,7 @@
 //! Parsing and translating a scraped page of 10,000 samples (mixed counters, gauges,
 //! histograms and summaries), as the `prometheus` receiver does every scrape interval, and
 //! refusing it for `sample_limit` (1,000), which stops at the first sample over the limit.
+//! The `prometheus-parse` crate parses the same page as a baseline.
 //! Before the criterion runs it prints the bytes allocated per sample, counted by an
 //! instrumented allocator, and what the refused scrape allocates.
 
@@ -92,6 +93,18 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(SAMPLES as u64));
     g.bench_function(BenchmarkId::new("parse", SAMPLES), |b| {
         b.iter(|| Parser::new(black_box(&page), Format::Prometheus).count())
+    });
+    // The baseline: the `prometheus-parse` crate on the same page, fed owned lines as its
+    // API takes them. It reads the whole page into its own structures (owned names,
+    // label maps, values), which is why the receiver has a borrowing parser of its own.
+    g.bench_function(BenchmarkId::new("parse_prometheus_parse_crate", SAMPLES), |b| {
+        b.iter(|| {
+            let lines = black_box(&page).lines().map(|l| Ok(l.to_owned()));
+            prometheus_parse::Scrape::parse(lines)
+                .expect("the page parses")
+                .samples
+                .len()
+        })
     });
     let mut tracker = Tracker::new(1_000_000);
     let mut time = 0;
