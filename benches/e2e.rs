@@ -10,6 +10,10 @@
 //! - `exporter`: the same page scraped every 5 s → `k8s_attributes` → `batch` →
 //!   `prometheus` exporter, which the bench scrapes every 5 s as Prometheus would.
 //!
+//! - `churn`: the `prw` scenario with a tenth of the page's series replaced by new names
+//!   every scrape (as Pod names and request ids do), for `--minutes` (10); prints RSS and
+//!   CPU minute by minute: RSS must stay flat.
+//!
 //! Metrics scenarios run at 10,000 and 100,000 series (`--series`), after a warm-up
 //! (`--warmup`, 20 s) for one window (`--window`, 60 s), and report CPU-seconds per
 //! minute, RSS at the end and the window's peak, and samples delivered per second.
@@ -48,6 +52,7 @@ struct Args {
     warmup: Duration,
     window: Duration,
     prometheus: String,
+    minutes: u64,
 }
 
 fn parse_args() -> Args {
@@ -60,6 +65,7 @@ fn parse_args() -> Args {
         warmup: Duration::from_secs(20),
         window: Duration::from_secs(60),
         prometheus: "prometheus".into(),
+        minutes: 10,
     };
     let secs = |v: Option<String>, flag: &str| {
         Duration::from_secs(v.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{flag} SECONDS")))
@@ -89,6 +95,9 @@ fn parse_args() -> Args {
             "--warmup" => args.warmup = secs(it.next(), "--warmup"),
             "--window" => args.window = secs(it.next(), "--window"),
             "--prometheus" => args.prometheus = it.next().expect("--prometheus PATH"),
+            "--minutes" => {
+                args.minutes = it.next().and_then(|n| n.parse().ok()).expect("--minutes N")
+            }
             // Flags cargo bench passes to every bench.
             "--bench" => {}
             other => eprintln!("ignoring argument {other}"),
@@ -217,7 +226,12 @@ fn main() {
                     metrics::run(&args, &rt, scenario, series);
                 }
             }
-            other => panic!("unknown scenario {other}: traces, prw or exporter"),
+            "churn" => {
+                for &series in &args.series {
+                    metrics::churn(&args, &rt, series);
+                }
+            }
+            other => panic!("unknown scenario {other}: traces, prw, exporter or churn"),
         }
     }
 }
@@ -446,6 +460,56 @@ mod metrics {
             sidekick.cpu_per_min / f.cpu_per_min,
             sidekick.rss_peak_mib / f.rss_peak_mib,
             sidekick.rss_end_mib / f.rss_end_mib
+        );
+    }
+
+    /// The page of generation `generation`: nine tenths of `series` as the other
+    /// scenarios have them, and a tenth gauges whose names are new every generation.
+    fn churn_page(series: usize, generation: u64) -> String {
+        use std::fmt::Write as _;
+        let mut page = sidekick_testkit::gen::prometheus_page(series / 10 * 9);
+        page.push_str("# HELP churn_gauge Series that come and go.\n# TYPE churn_gauge gauge\n");
+        for i in 0..series / 10 {
+            let _ = writeln!(page, "churn_gauge{{request_id=\"{generation}-{i}\"}} {i}");
+        }
+        page
+    }
+
+    pub fn churn(args: &Args, rt: &tokio::runtime::Runtime, series: usize) {
+        let target = Arc::new(rt.block_on(ScrapeTarget::start()));
+        target.set_page(PROMETHEUS_TEXT, &churn_page(series, 0));
+        let sink = rt.block_on(RemoteWriteSink::start_counting());
+        let child = sidekick_prw(&args.binary, target.address, &sink);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pager = {
+            let (target, done) = (Arc::clone(&target), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut generation = 0;
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(5));
+                    generation += 1;
+                    target.set_page(PROMETHEUS_TEXT, &churn_page(series, generation));
+                }
+            })
+        };
+        let mut first = None;
+        let mut last = 0.0;
+        for minute in 1..=args.minutes {
+            let f = measure(child.id(), Duration::from_secs(60), || sink.samples());
+            println!(
+                "e2e/sidekick/churn/{series}_series/minute_{minute}: {:.2} CPU-s per minute, RSS end {:.1} MiB, peak {:.1} MiB, {:.0} samples/s delivered",
+                f.cpu_per_min, f.rss_end_mib, f.rss_peak_mib, f.samples_per_s
+            );
+            first.get_or_insert(f.rss_peak_mib);
+            last = f.rss_peak_mib;
+        }
+        done.store(true, Ordering::Relaxed);
+        let _ = pager.join();
+        stop(child);
+        println!(
+            "e2e/sidekick/churn/{series}_series: peak RSS {:.1} MiB in the first minute, {:.1} MiB in the last",
+            first.unwrap_or(0.0),
+            last
         );
     }
 
