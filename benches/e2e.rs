@@ -68,7 +68,10 @@ fn parse_args() -> Args {
         minutes: 10,
     };
     let secs = |v: Option<String>, flag: &str| {
-        Duration::from_secs(v.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{flag} SECONDS")))
+        Duration::from_secs(
+            v.and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{flag} SECONDS")),
+        )
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -351,13 +354,18 @@ mod metrics {
     }
 
     /// The Prometheus agent, or `None` when the binary is not installed.
-    fn prometheus_agent(binary: &str, target: SocketAddr, sink: &RemoteWriteSink) -> Option<(Child, std::path::PathBuf)> {
+    fn prometheus_agent(
+        binary: &str,
+        target: SocketAddr,
+        sink: &RemoteWriteSink,
+    ) -> Option<(Child, std::path::PathBuf)> {
         let config = format!(
             "global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [\"{target}\"]\nremote_write:\n  - url: {}\n",
             sink.url()
         );
         let path = write_config("prometheus-agent-bench", &config);
-        let storage = std::env::temp_dir().join(format!("prometheus-agent-bench-{}", std::process::id()));
+        let storage =
+            std::env::temp_dir().join(format!("prometheus-agent-bench-{}", std::process::id()));
         let child = Command::new(binary)
             .arg("--enable-feature=agent")
             .arg(format!("--config.file={}", path.display()))
@@ -409,7 +417,10 @@ mod metrics {
 
     pub fn run(args: &Args, rt: &tokio::runtime::Runtime, scenario: &str, series: usize) {
         let target = rt.block_on(ScrapeTarget::start());
-        target.set_page(PROMETHEUS_TEXT, &sidekick_testkit::gen::prometheus_page(series));
+        target.set_page(
+            PROMETHEUS_TEXT,
+            &sidekick_testkit::gen::prometheus_page(series),
+        );
         let sidekick = if scenario == "prw" {
             let sink = rt.block_on(RemoteWriteSink::start_counting());
             let child = sidekick_prw(&args.binary, target.address, &sink);
@@ -435,7 +446,9 @@ mod metrics {
                     }
                 })
             };
-            let f = measure(child.id(), args.window, || scraped.load(Ordering::Relaxed) as u64);
+            let f = measure(child.id(), args.window, || {
+                scraped.load(Ordering::Relaxed) as u64
+            });
             done.store(true, Ordering::Relaxed);
             let _ = scraper.join();
             stop(child);
@@ -446,8 +459,12 @@ mod metrics {
             return;
         }
         let sink = rt.block_on(RemoteWriteSink::start_counting());
-        let Some((agent, storage)) = prometheus_agent(&args.prometheus, target.address, &sink) else {
-            println!("e2e/prometheus-agent/{scenario}/{series}_series: skipped ({} not found)", args.prometheus);
+        let Some((agent, storage)) = prometheus_agent(&args.prometheus, target.address, &sink)
+        else {
+            println!(
+                "e2e/prometheus-agent/{scenario}/{series}_series: skipped ({} not found)",
+                args.prometheus
+            );
             return;
         };
         std::thread::sleep(args.warmup);
@@ -520,9 +537,14 @@ mod metrics {
             return String::new();
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let _ = write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        );
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
-        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
     }
 }

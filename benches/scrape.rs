@@ -97,15 +97,18 @@ fn bench(c: &mut Criterion) {
     // The baseline: the `prometheus-parse` crate on the same page, fed owned lines as its
     // API takes them. It reads the whole page into its own structures (owned names,
     // label maps, values), which is why the receiver has a borrowing parser of its own.
-    g.bench_function(BenchmarkId::new("parse_prometheus_parse_crate", SAMPLES), |b| {
-        b.iter(|| {
-            let lines = black_box(&page).lines().map(|l| Ok(l.to_owned()));
-            prometheus_parse::Scrape::parse(lines)
-                .expect("the page parses")
-                .samples
-                .len()
-        })
-    });
+    g.bench_function(
+        BenchmarkId::new("parse_prometheus_parse_crate", SAMPLES),
+        |b| {
+            b.iter(|| {
+                let lines = black_box(&page).lines().map(|l| Ok(l.to_owned()));
+                prometheus_parse::Scrape::parse(lines)
+                    .expect("the page parses")
+                    .samples
+                    .len()
+            })
+        },
+    );
     let mut tracker = Tracker::new(1_000_000);
     let mut time = 0;
     g.bench_function(BenchmarkId::new("parse_translate", SAMPLES), |b| {

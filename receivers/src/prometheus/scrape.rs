@@ -24,11 +24,12 @@ use sidekick_collector::util::{error_chain, now_ms};
 use sidekick_transport::client::Credentials;
 use tracing::{info, warn};
 
+use super::config::{body_limit, timing};
 use super::parse::Format;
 use super::relabel::{self, LabelSet, Rule};
 use super::series::{SeriesBudget, Tracker};
 use super::translate::{self, string_kv, Options, Target};
-use super::{body_limit, timing, Global, ScrapeConfig};
+use super::{Global, ScrapeConfig};
 
 /// What Prometheus asks for: OpenMetrics first, then the text format.
 const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -90,7 +91,7 @@ pub fn targets_for(
     telemetry: &Telemetry,
 ) -> Result<Vec<ScrapeTarget>, BuildError> {
     let (interval, timeout) = timing(global, sc);
-    let compile = |rules: &[super::RuleConfig]| -> Result<Vec<Rule>, BuildError> {
+    let compile = |rules: &[super::relabel::RuleConfig]| -> Result<Vec<Rule>, BuildError> {
         rules
             .iter()
             .map(|r| r.compile().map_err(|(_, m)| BuildError::new(m)))

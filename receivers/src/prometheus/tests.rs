@@ -11,6 +11,7 @@ use sidekick_collector::config::{from_node, node};
 
 use sidekick_collector::telemetry::Telemetry;
 
+use super::config::parse_prom_duration;
 use super::parse::Format;
 use super::relabel::RuleConfig;
 use super::series::{Tracker, NO_RECORDED_VALUE};
@@ -945,6 +946,7 @@ fn series_state_is_capped_across_targets_with_an_overflow_counter() {
 // ---- Scrapes over HTTP: the failure reasons and how much of the body is read. ----
 
 mod over_http {
+    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
