@@ -25,7 +25,7 @@ use sidekick_collector::util::KeyMap;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Metric,
+    metric, number_data_point, AggregationTemporality, Histogram, Metric, NumberDataPoint, Summary,
 };
 use serde::Deserialize;
 
@@ -686,179 +686,247 @@ fn translate_metric(
     scratch: &mut Scratch,
     emit: &mut dyn FnMut(&Sample<'_>),
 ) -> i64 {
-    let settings = ctx.settings;
-    let mut latest = 0;
-    let time = |nanos: u64| if nanos == 0 { now_ms } else { ms(nanos) };
-    let stale = |flags: u32| flags & 1 != 0;
-    let mut labels: Vec<Label<'_>> = Vec::new();
-    match &m.data {
-        Some(metric::Data::Gauge(_)) | Some(metric::Data::Sum(_)) => {
-            let (points, kind, delta) = match &m.data {
-                Some(metric::Data::Gauge(g)) => (&g.data_points, Kind::Gauge, false),
-                Some(metric::Data::Sum(s)) => {
-                    let delta = s.aggregation_temporality == AggregationTemporality::Delta as i32;
-                    if s.is_monotonic {
-                        (&s.data_points, Kind::Counter, delta)
-                    } else {
-                        (&s.data_points, Kind::Gauge, delta)
-                    }
-                }
-                _ => unreachable!("matched above"),
-            };
-            let (name, family) = family_of(m, kind, settings, t, index);
-            for p in points {
-                let mut value = match p.value {
-                    Some(number_data_point::Value::AsDouble(d)) => d,
-                    Some(number_data_point::Value::AsInt(i)) => i as f64,
-                    None => f64::NAN,
-                };
-                let ts = time(p.time_unix_nano);
-                latest = latest.max(ts);
-                if stale(p.flags) {
-                    value = stale_nan();
-                } else if delta {
-                    value = acc.add_sum(
-                        Accumulator::key(&name, &p.attributes, ctx.resource),
-                        value,
-                        now_ms,
-                    );
-                }
-                ctx.labels(&p.attributes, &mut labels);
-                let ex = p.exemplars.last().map(exemplar);
-                emit(&Sample {
-                    family,
-                    family_def: &t.families[family],
-                    name: &name,
-                    labels: &labels,
-                    extra: None,
-                    value,
-                    timestamp_ms: ts,
-                    exemplar: ex.as_ref(),
-                });
-            }
-        }
-        Some(metric::Data::Histogram(h)) => {
-            let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
-            let (name, family) = family_of(m, Kind::Histogram, settings, t, index);
-            let (bucket, sum_name, count_name) = (
-                format!("{name}_bucket"),
-                format!("{name}_sum"),
-                format!("{name}_count"),
-            );
-            for p in &h.data_points {
-                let ts = time(p.time_unix_nano);
-                latest = latest.max(ts);
-                let is_stale = stale(p.flags);
-                let accumulated;
-                let (counts, sum, count) = if delta && !is_stale {
-                    accumulated = acc.add_histogram(
-                        Accumulator::key(&name, &p.attributes, ctx.resource),
-                        &p.bucket_counts,
-                        p.sum.unwrap_or(0.0),
-                        p.count,
-                        now_ms,
-                    );
-                    (&accumulated.0[..], accumulated.1, accumulated.2)
-                } else {
-                    (&p.bucket_counts[..], p.sum.unwrap_or(0.0), p.count)
-                };
-                let v = |x: f64| if is_stale { stale_nan() } else { x };
-                ctx.labels(&p.attributes, &mut labels);
-                let base = Sample {
-                    family,
-                    family_def: &t.families[family],
-                    name: &bucket,
-                    labels: &labels,
-                    extra: None,
-                    value: 0.0,
-                    timestamp_ms: ts,
-                    exemplar: None,
-                };
-                let mut cumulative = 0u64;
-                let texts = scratch.bound_texts(&p.explicit_bounds);
-                for (i, bound) in p.explicit_bounds.iter().enumerate() {
-                    cumulative += counts.get(i).copied().unwrap_or(0);
-                    let ex = p
-                        .exemplars
-                        .iter()
-                        .rfind(|e| {
-                            let ev = exemplar_value(e);
-                            ev <= *bound && (i == 0 || ev > p.explicit_bounds[i - 1])
-                        })
-                        .map(exemplar);
-                    emit(&Sample {
-                        extra: Some(("le", &texts[i])),
-                        value: v(cumulative as f64),
-                        exemplar: ex.as_ref(),
-                        ..base
-                    });
-                }
-                emit(&Sample {
-                    extra: Some(("le", "+Inf")),
-                    value: v(count as f64),
-                    ..base
-                });
-                if p.sum.is_some() || delta {
-                    emit(&Sample {
-                        name: &sum_name,
-                        value: v(sum),
-                        ..base
-                    });
-                }
-                emit(&Sample {
-                    name: &count_name,
-                    value: v(count as f64),
-                    ..base
-                });
-            }
-        }
-        Some(metric::Data::Summary(s)) => {
-            let (name, family) = family_of(m, Kind::Summary, settings, t, index);
-            let (sum_name, count_name) = (format!("{name}_sum"), format!("{name}_count"));
-            for p in &s.data_points {
-                let ts = time(p.time_unix_nano);
-                latest = latest.max(ts);
-                let v = |x: f64| if stale(p.flags) { stale_nan() } else { x };
-                ctx.labels(&p.attributes, &mut labels);
-                let base = Sample {
-                    family,
-                    family_def: &t.families[family],
-                    name: &name,
-                    labels: &labels,
-                    extra: None,
-                    value: 0.0,
-                    timestamp_ms: ts,
-                    exemplar: None,
-                };
-                for q in &p.quantile_values {
-                    let text = format_bound(q.quantile);
-                    emit(&Sample {
-                        extra: Some(("quantile", &text)),
-                        value: v(q.value),
-                        ..base
-                    });
-                }
-                emit(&Sample {
-                    name: &sum_name,
-                    value: v(p.sum),
-                    ..base
-                });
-                emit(&Sample {
-                    name: &count_name,
-                    value: v(p.count as f64),
-                    ..base
-                });
-            }
-        }
+    let delta = |temporality: i32| temporality == AggregationTemporality::Delta as i32;
+    let kind = match &m.data {
+        Some(metric::Data::Gauge(_)) => Kind::Gauge,
+        Some(metric::Data::Sum(s)) if s.is_monotonic => Kind::Counter,
+        Some(metric::Data::Sum(_)) => Kind::Gauge,
+        Some(metric::Data::Histogram(_)) => Kind::Histogram,
+        Some(metric::Data::Summary(_)) => Kind::Summary,
         Some(metric::Data::ExponentialHistogram(h)) => {
             t.dropped.push((
                 h.data_points.len(),
                 "exponential histograms are not translated",
             ));
+            return 0;
         }
-        None => {}
+        None => return 0,
+    };
+    let (name, family) = family_of(m, kind, ctx.settings, t, index);
+    let out = &mut Out {
+        at: Of {
+            family,
+            def: &t.families[family],
+            name: &name,
+            now_ms,
+        },
+        latest: 0,
+        emit,
+    };
+    match &m.data {
+        Some(metric::Data::Gauge(g)) => numbers(&g.data_points, false, ctx, acc, out),
+        Some(metric::Data::Sum(s)) => numbers(
+            &s.data_points,
+            delta(s.aggregation_temporality),
+            ctx,
+            acc,
+            out,
+        ),
+        Some(metric::Data::Histogram(h)) => {
+            histogram(h, delta(h.aggregation_temporality), ctx, acc, scratch, out)
+        }
+        Some(metric::Data::Summary(s)) => summary(s, ctx, out),
+        _ => {}
     }
-    latest
+    out.latest
+}
+
+/// What the translation of one metric's points shares.
+struct Out<'m, 'e> {
+    at: Of<'m>,
+    /// The latest point time seen (ms).
+    latest: i64,
+    emit: &'e mut dyn FnMut(&Sample<'_>),
+}
+
+/// The metric being translated.
+#[derive(Clone, Copy)]
+struct Of<'m> {
+    family: usize,
+    def: &'m Family,
+    /// The series name (the family's).
+    name: &'m str,
+    now_ms: i64,
+}
+
+impl Out<'_, '_> {
+    /// A point's time in ms (`now_ms` when it has none), noted as seen.
+    fn time(&mut self, nanos: u64) -> i64 {
+        let ms = if nanos == 0 {
+            self.at.now_ms
+        } else {
+            ms(nanos)
+        };
+        self.latest = self.latest.max(ms);
+        ms
+    }
+}
+
+impl<'m> Of<'m> {
+    fn sample<'s>(&self, labels: &'s [Label<'s>], timestamp_ms: i64) -> Sample<'s>
+    where
+        'm: 's,
+    {
+        Sample {
+            family: self.family,
+            family_def: self.def,
+            name: self.name,
+            labels,
+            extra: None,
+            value: 0.0,
+            timestamp_ms,
+            exemplar: None,
+        }
+    }
+}
+
+/// The value a point shows: the stale NaN for a point flagged as having none.
+fn shown(flags: u32, value: f64) -> f64 {
+    if flags & 1 != 0 {
+        stale_nan()
+    } else {
+        value
+    }
+}
+
+/// Gauges and sums: one sample a point (deltas accumulated into totals).
+fn numbers(
+    points: &[NumberDataPoint],
+    delta: bool,
+    ctx: &Ctx<'_>,
+    acc: &mut Accumulator,
+    out: &mut Out<'_, '_>,
+) {
+    let mut labels: Vec<Label<'_>> = Vec::new();
+    for p in points {
+        let mut value = match p.value {
+            Some(number_data_point::Value::AsDouble(d)) => d,
+            Some(number_data_point::Value::AsInt(i)) => i as f64,
+            None => f64::NAN,
+        };
+        let ts = out.time(p.time_unix_nano);
+        if delta && p.flags & 1 == 0 {
+            let key = Accumulator::key(out.at.name, &p.attributes, ctx.resource);
+            value = acc.add_sum(key, value, out.at.now_ms);
+        }
+        ctx.labels(&p.attributes, &mut labels);
+        let ex = p.exemplars.last().map(exemplar);
+        let sample = Sample {
+            value: shown(p.flags, value),
+            exemplar: ex.as_ref(),
+            ..out.at.sample(&labels, ts)
+        };
+        (out.emit)(&sample);
+    }
+}
+
+/// Histograms: cumulative `_bucket{le}` series with `+Inf`, `_sum`, `_count`.
+fn histogram(
+    h: &Histogram,
+    delta: bool,
+    ctx: &Ctx<'_>,
+    acc: &mut Accumulator,
+    scratch: &mut Scratch,
+    out: &mut Out<'_, '_>,
+) {
+    let name = out.at.name;
+    let (bucket, sum_name, count_name) = (
+        format!("{name}_bucket"),
+        format!("{name}_sum"),
+        format!("{name}_count"),
+    );
+    let mut labels: Vec<Label<'_>> = Vec::new();
+    for p in &h.data_points {
+        let ts = out.time(p.time_unix_nano);
+        let accumulated;
+        let (counts, sum, count) = if delta && p.flags & 1 == 0 {
+            accumulated = acc.add_histogram(
+                Accumulator::key(name, &p.attributes, ctx.resource),
+                &p.bucket_counts,
+                p.sum.unwrap_or(0.0),
+                p.count,
+                out.at.now_ms,
+            );
+            (&accumulated.0[..], accumulated.1, accumulated.2)
+        } else {
+            (&p.bucket_counts[..], p.sum.unwrap_or(0.0), p.count)
+        };
+        let v = |x: f64| shown(p.flags, x);
+        ctx.labels(&p.attributes, &mut labels);
+        let base = Sample {
+            name: &bucket,
+            ..out.at.sample(&labels, ts)
+        };
+        let mut cumulative = 0u64;
+        let texts = scratch.bound_texts(&p.explicit_bounds);
+        for (i, bound) in p.explicit_bounds.iter().enumerate() {
+            cumulative += counts.get(i).copied().unwrap_or(0);
+            let ex = p
+                .exemplars
+                .iter()
+                .rfind(|e| {
+                    let ev = exemplar_value(e);
+                    ev <= *bound && (i == 0 || ev > p.explicit_bounds[i - 1])
+                })
+                .map(exemplar);
+            (out.emit)(&Sample {
+                extra: Some(("le", &texts[i])),
+                value: v(cumulative as f64),
+                exemplar: ex.as_ref(),
+                ..base
+            });
+        }
+        (out.emit)(&Sample {
+            extra: Some(("le", "+Inf")),
+            value: v(count as f64),
+            ..base
+        });
+        if p.sum.is_some() || delta {
+            (out.emit)(&Sample {
+                name: &sum_name,
+                value: v(sum),
+                ..base
+            });
+        }
+        (out.emit)(&Sample {
+            name: &count_name,
+            value: v(count as f64),
+            ..base
+        });
+    }
+}
+
+/// Summaries: a series a quantile, `_sum`, `_count`.
+fn summary(s: &Summary, ctx: &Ctx<'_>, out: &mut Out<'_, '_>) {
+    let name = out.at.name;
+    let (sum_name, count_name) = (format!("{name}_sum"), format!("{name}_count"));
+    let mut labels: Vec<Label<'_>> = Vec::new();
+    for p in &s.data_points {
+        let ts = out.time(p.time_unix_nano);
+        let v = |x: f64| shown(p.flags, x);
+        ctx.labels(&p.attributes, &mut labels);
+        let base = out.at.sample(&labels, ts);
+        for q in &p.quantile_values {
+            let text = format_bound(q.quantile);
+            (out.emit)(&Sample {
+                extra: Some(("quantile", &text)),
+                value: v(q.value),
+                ..base
+            });
+        }
+        let sum = Sample {
+            name: &sum_name,
+            value: v(p.sum),
+            ..base
+        };
+        (out.emit)(&sum);
+        let count = Sample {
+            name: &count_name,
+            value: v(p.count as f64),
+            ..base
+        };
+        (out.emit)(&count);
+    }
 }
 
 /// The Prometheus name of a metric and its family's index, registering the family.
