@@ -622,38 +622,10 @@ fn read_page<'a>(
         name: cut(name),
     };
     while let Some(entry) = parser.next() {
-        let (name, keyword) = match &entry {
-            Ok(Entry::Type { name, .. }) => (*name, "TYPE"),
-            Ok(Entry::Help { name, .. }) => (*name, "HELP"),
-            Ok(Entry::Unit { name, .. }) => (*name, "UNIT"),
-            _ => ("", ""),
-        };
-        if openmetrics && !keyword.is_empty() {
-            checker
-                .metadata(name, keyword)
-                .map_err(|rule| violation(parser.line(), rule, name))?;
-        }
-        let sample = match entry? {
-            Entry::Type { name, kind } => {
-                let m = meta.entry(name).or_default();
-                if m.kind.is_some() {
-                    return Err(PageError::DuplicateType {
-                        line: parser.line(),
-                        name: name.to_string(),
-                    });
-                }
-                m.kind = Some(kind);
-                continue;
-            }
-            Entry::Help { name, text } => {
-                meta.entry(name).or_default().help = Some(text);
-                continue;
-            }
-            Entry::Unit { name, unit } => {
-                meta.entry(name).or_default().unit = Some(unit);
-                continue;
-            }
-            Entry::Sample(s) => s,
+        let line = parser.line();
+        let Some(sample) = note_metadata(entry?, &mut meta, &mut checker, openmetrics, line)?
+        else {
+            continue;
         };
         if openmetrics {
             let (_, kind, role, m) = family(sample.name, &meta);
@@ -664,9 +636,8 @@ fn read_page<'a>(
                 .map(|(_, v)| v);
             checker
                 .sample(&sample, m, kind, role, quantile.as_deref())
-                .map_err(|rule| violation(parser.line(), rule, sample.name))?;
+                .map_err(|rule| violation(line, rule, sample.name))?;
         }
-        let line = parser.line();
         scraped += 1;
         labels.clear();
         labels.extend(
@@ -699,29 +670,16 @@ fn read_page<'a>(
             });
         }
         labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        // A page may not hold the same series twice.
         // A page may not hold the same series twice, but OpenMetrics may give a series
         // several samples with increasing explicit timestamps.
         let mut h = series_hasher();
         name.hash(&mut h);
         labels.hash(&mut h);
-        match seen.entry(h.finish()) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(sample.timestamp_ms);
-            }
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                match (*e.get(), sample.timestamp_ms) {
-                    (Some(before), Some(t)) if openmetrics && t > before => {
-                        e.insert(Some(t));
-                    }
-                    _ => {
-                        return Err(PageError::Duplicate {
-                            line,
-                            series: render_series(&name, &labels),
-                        })
-                    }
-                }
-            }
+        if !first_at(&mut seen, h.finish(), sample.timestamp_ms, openmetrics) {
+            return Err(PageError::Duplicate {
+                line,
+                series: render_series(&name, &labels),
+            });
         }
 
         let (family_name, kind, role, m) = family(&name, &meta);
@@ -735,29 +693,14 @@ fn read_page<'a>(
             }
             continue;
         }
-        // Scope from otel_scope_* labels; job and instance live on the resource.
-        let mut scope_name = None;
-        let mut scope_version = "";
-        let mut scope_attrs = Vec::new();
-        let mut attrs = Vec::with_capacity(labels.len());
-        let mut le = None;
-        let mut quantile = None;
-        for (k, v) in &labels {
-            match k.as_ref() {
-                "job" | "instance" => {}
-                "otel_scope_name" => scope_name = Some(v.as_ref()),
-                "otel_scope_version" => scope_version = v,
-                "otel_scope_schema_url" => {}
-                "le" if role == Role::Bucket => le = Some(v.as_ref()),
-                "quantile" if kind == Kind::Summary && role == Role::Value => {
-                    quantile = Some(v.as_ref())
-                }
-                other => match other.strip_prefix("otel_scope_") {
-                    Some(attr) => scope_attrs.push(string_kv(attr, v)),
-                    None => attrs.push(string_kv(other, v)),
-                },
-            }
-        }
+        let Split {
+            scope_name,
+            scope_version,
+            mut scope_attrs,
+            attrs,
+            le,
+            quantile,
+        } = split_labels(&labels, kind, role);
         let scope = match scope_name {
             None => 0,
             Some(n) => match scopes
@@ -776,26 +719,14 @@ fn read_page<'a>(
                 }
             },
         };
-        if family_index.len() <= scope {
-            family_index.resize_with(scope + 1, FastMap::default);
-        }
-        let fi = match family_index[scope].get(family_name.as_ref()) {
-            Some(&i) => i,
-            None => {
-                families.push(Family {
-                    meta: m,
-                    help: String::new(),
-                    unit: String::new(),
-                    name: family_name.to_string(),
-                    kind,
-                    scope,
-                    points: Vec::new(),
-                    index: KeyMap::default(),
-                });
-                family_index[scope].insert(family_name.into_owned(), families.len() - 1);
-                families.len() - 1
-            }
-        };
+        let fi = family_slot(
+            &mut families,
+            &mut family_index,
+            scope,
+            family_name,
+            kind,
+            m,
+        );
         let fam = &mut families[fi];
         let hash = series_hash(&scopes[scope], &fam.name, &attrs);
         let time = match (opts.honor_timestamps, sample.timestamp_ms) {
@@ -826,43 +757,14 @@ fn read_page<'a>(
             fam.points.len() - 1
         });
         let p = &mut fam.points[pi];
-        match role {
-            Role::Value if kind == Kind::Summary => {
-                if let Some(q) = quantile.and_then(super::parse::parse_value) {
-                    p.quantiles.push((q, sample.value));
-                }
-            }
-            Role::Value => p.value = sample.value,
-            Role::Bucket => {
-                if let Some(le) = le.and_then(super::parse::parse_value) {
-                    p.buckets.push((le, sample.value));
-                }
-            }
-            Role::Sum => p.sum = Some(sample.value),
-            Role::Count => p.count = Some(sample.value),
-            Role::Created => {
-                // `_created` is in seconds.
-                p.created_ms = Some((sample.value * 1000.0) as i64);
-            }
-        }
+        p.add(kind, role, le, quantile, sample.value);
         if let Some(e) = exemplar_from(&sample, time_ms) {
             p.exemplars.push(e);
         }
     }
     drop(seen);
     if openmetrics {
-        for f in &families {
-            for p in &f.points {
-                let shape = match f.kind {
-                    Kind::Histogram | Kind::GaugeHistogram => {
-                        openmetrics::check_histogram(&p.buckets, p.sum, p.count)
-                    }
-                    Kind::Summary => openmetrics::check_summary(p.sum, p.count),
-                    _ => Ok(()),
-                };
-                shape.map_err(|rule| violation(p.line, rule, &f.name))?;
-            }
-        }
+        check_shapes(&families).map_err(|(line, rule, name)| violation(line, rule, name))?;
     }
     for f in &mut families {
         let m = f.meta.and_then(|k| meta.get(k));
@@ -876,6 +778,185 @@ fn read_page<'a>(
         scraped,
         post_relabel,
     })
+}
+
+/// Takes a `TYPE`, `HELP` or `UNIT` line into `meta` (checking the OpenMetrics rules on
+/// it); hands a sample back.
+fn note_metadata<'a>(
+    entry: Entry<'a>,
+    meta: &mut FastMap<&'a str, Meta<'a>>,
+    checker: &mut openmetrics::Checker<'a>,
+    openmetrics: bool,
+    line: usize,
+) -> Result<Option<Sample<'a>>, PageError> {
+    let (name, keyword) = match &entry {
+        Entry::Type { name, .. } => (*name, "TYPE"),
+        Entry::Help { name, .. } => (*name, "HELP"),
+        Entry::Unit { name, .. } => (*name, "UNIT"),
+        Entry::Sample(_) => ("", ""),
+    };
+    if openmetrics && !keyword.is_empty() {
+        checker
+            .metadata(name, keyword)
+            .map_err(|rule| PageError::OpenMetrics {
+                line,
+                rule,
+                name: cut(name),
+            })?;
+    }
+    match entry {
+        Entry::Type { name, kind } => {
+            let m = meta.entry(name).or_default();
+            if m.kind.is_some() {
+                return Err(PageError::DuplicateType {
+                    line,
+                    name: name.to_string(),
+                });
+            }
+            m.kind = Some(kind);
+        }
+        Entry::Help { name, text } => meta.entry(name).or_default().help = Some(text),
+        Entry::Unit { name, unit } => meta.entry(name).or_default().unit = Some(unit),
+        Entry::Sample(s) => return Ok(Some(s)),
+    }
+    Ok(None)
+}
+
+/// The index of family `name` of `scope` in `families`, added when new.
+fn family_slot<'a>(
+    families: &mut Vec<Family<'a>>,
+    index: &mut Vec<FastMap<String, usize>>,
+    scope: usize,
+    name: Cow<'_, str>,
+    kind: Kind,
+    meta: Option<&'a str>,
+) -> usize {
+    if index.len() <= scope {
+        index.resize_with(scope + 1, FastMap::default);
+    }
+    if let Some(&i) = index[scope].get(name.as_ref()) {
+        return i;
+    }
+    families.push(Family {
+        meta,
+        help: String::new(),
+        unit: String::new(),
+        name: name.to_string(),
+        kind,
+        scope,
+        points: Vec::new(),
+        index: KeyMap::default(),
+    });
+    index[scope].insert(name.into_owned(), families.len() - 1);
+    families.len() - 1
+}
+
+/// Notes a sample of the series `hash`; false when the page already had it (OpenMetrics
+/// allows it again with a later explicit timestamp).
+fn first_at(seen: &mut KeyMap<Option<i64>>, hash: u64, ts: Option<i64>, openmetrics: bool) -> bool {
+    match seen.entry(hash) {
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(ts);
+            true
+        }
+        std::collections::hash_map::Entry::Occupied(mut e) => match (*e.get(), ts) {
+            (Some(before), Some(t)) if openmetrics && t > before => {
+                e.insert(Some(t));
+                true
+            }
+            _ => false,
+        },
+    }
+}
+
+/// A sample's labels sorted out: its scope (from `otel_scope_*`), its attributes (all
+/// but `job`, `instance`, the scope's and the `le` / `quantile` its role reads).
+struct Split<'l> {
+    scope_name: Option<&'l str>,
+    scope_version: &'l str,
+    scope_attrs: Vec<KeyValue>,
+    attrs: Vec<KeyValue>,
+    le: Option<&'l str>,
+    quantile: Option<&'l str>,
+}
+
+fn split_labels<'l>(labels: &'l LabelSet<'_>, kind: Kind, role: Role) -> Split<'l> {
+    let mut split = Split {
+        scope_name: None,
+        scope_version: "",
+        scope_attrs: Vec::new(),
+        attrs: Vec::with_capacity(labels.len()),
+        le: None,
+        quantile: None,
+    };
+    for (k, v) in labels {
+        match k.as_ref() {
+            "job" | "instance" => {}
+            "otel_scope_name" => split.scope_name = Some(v.as_ref()),
+            "otel_scope_version" => split.scope_version = v,
+            "otel_scope_schema_url" => {}
+            "le" if role == Role::Bucket => split.le = Some(v.as_ref()),
+            "quantile" if kind == Kind::Summary && role == Role::Value => {
+                split.quantile = Some(v.as_ref())
+            }
+            other => match other.strip_prefix("otel_scope_") {
+                Some(attr) => split.scope_attrs.push(string_kv(attr, v)),
+                None => split.attrs.push(string_kv(other, v)),
+            },
+        }
+    }
+    split
+}
+
+impl Point {
+    /// Adds a sample that plays `role` in a family of `kind`.
+    fn add(
+        &mut self,
+        kind: Kind,
+        role: Role,
+        le: Option<&str>,
+        quantile: Option<&str>,
+        value: f64,
+    ) {
+        use super::parse::parse_value;
+        match role {
+            Role::Value if kind == Kind::Summary => {
+                if let Some(q) = quantile.and_then(parse_value) {
+                    self.quantiles.push((q, value));
+                }
+            }
+            Role::Value => self.value = value,
+            Role::Bucket => {
+                if let Some(le) = le.and_then(parse_value) {
+                    self.buckets.push((le, value));
+                }
+            }
+            Role::Sum => self.sum = Some(value),
+            Role::Count => self.count = Some(value),
+            // `_created` is in seconds.
+            Role::Created => self.created_ms = Some((value * 1000.0) as i64),
+        }
+    }
+}
+
+/// The OpenMetrics rules on a point's shape (histogram buckets, `_sum` with `_count`):
+/// the first point that breaks one, as (line, rule, family).
+fn check_shapes<'f>(
+    families: &'f [Family<'_>],
+) -> Result<(), (usize, openmetrics::Violation, &'f str)> {
+    for f in families {
+        for p in &f.points {
+            let shape = match f.kind {
+                Kind::Histogram | Kind::GaugeHistogram => {
+                    openmetrics::check_histogram(&p.buckets, p.sum, p.count)
+                }
+                Kind::Summary => openmetrics::check_summary(p.sum, p.count),
+                _ => Ok(()),
+            };
+            shape.map_err(|rule| (p.line, rule, f.name.as_str()))?;
+        }
+    }
+    Ok(())
 }
 
 fn render_series(name: &str, labels: &LabelSet<'_>) -> String {
