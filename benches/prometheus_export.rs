@@ -37,12 +37,12 @@ fn bench(c: &mut Criterion) {
             // What the exporter does: samples go from the translation straight into
             // encoded series, never owned.
             b.iter(|| {
-                let mut encoder = Encoder::with_capacity(10_000);
+                let mut encoder = Encoder::new(5, 3_000_000, 0);
                 prom::translate_with(black_box(&request), &settings(), &mut acc, 0, &mut |s| {
                     encoder.push(s)
                 });
                 encoder
-                    .finish(Vec::new(), 5, 3_000_000, 0)
+                    .finish(Vec::new())
                     .lanes
                     .iter()
                     .map(|r| r.len())

@@ -1,9 +1,11 @@
 //! Remote-write requests written straight from the translation's borrowed samples.
 //!
-//! Each series' labels are encoded once, as protobuf, into one buffer for the whole batch;
-//! samples of a series that comes back in the same batch join it (oldest first); requests
-//! are cut per shard under the size limit and snappy-compressed. Nothing is allocated per
-//! series, so the cost is the bytes written.
+//! Each sample's labels are encoded once, as protobuf, into a scratch buffer while the
+//! series key is hashed; the key picks the shard, and the `TimeSeries` goes straight into
+//! that shard's request buffer, cut under the size limit and snappy-compressed. Nothing
+//! is kept per series and nothing is allocated per sample: the memory is the requests
+//! themselves. A series met twice in a batch (two scrapes batched together) gets two
+//! `TimeSeries` in its shard, in the order met, which is time order.
 //!
 //! One odd timestamp must not take a whole request down. Prometheus refuses a request
 //! outright when one sample is older than its head block accepts (about an hour behind
@@ -15,10 +17,9 @@
 
 use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
-use sidekick_collector::util::KeyMap;
+use sidekick_collector::prometheus::prompb as proto;
 
 use crate::prom::{self, Sample, SeriesHasher};
-use sidekick_collector::prometheus::prompb as proto;
 
 /// One request ready to send: its compressed body and how many series it carries.
 pub struct Request {
@@ -28,59 +29,42 @@ pub struct Request {
 
 /// Samples older than this (relative to the batch's clock) are sent apart.
 pub const APART_OLDER_MS: i64 = 3_600_000;
-/// Samples this far ahead of the batch's clock are sent apart.
+/// Samples this far ahead of the batch's clock are left out.
 pub const APART_AHEAD_MS: i64 = 600_000;
 
-const NONE: u32 = u32::MAX;
-
-struct Entry {
-    key: u64,
-    /// The series' encoded labels: chunk, start, end in `Encoder::labels`.
-    labels: (u32, u32, u32),
-    value: f64,
-    timestamp_ms: i64,
-    /// The next sample of the same series in this batch.
-    next: u32,
-    /// The first sample of its series in this batch.
-    first: bool,
-    exemplar: u32,
-}
-
-/// Bytes per chunk of encoded labels: chunks are never grown, so no big buffer is ever
-/// copied to grow it.
-const CHUNK: usize = 1 << 20;
-
-/// Gathers a batch's samples as encoded series.
-#[derive(Default)]
+/// Writes a batch's samples into sharded requests.
 pub struct Encoder {
-    /// Encoded labels, series after series, in fixed-size chunks.
-    labels: Vec<Vec<u8>>,
+    /// Per shard: the usual requests, and those of old samples.
+    shards: Vec<(Writer, Writer)>,
     /// One series' labels while they are written.
     scratch: Vec<u8>,
-    entries: Vec<Entry>,
-    /// Series key → its first and last entry.
-    index: KeyMap<(u32, u32)>,
-    exemplars: Vec<proto::Exemplar>,
+    snappy: snap::raw::Encoder,
+    now_ms: i64,
+    samples: usize,
+    apart_samples: usize,
+    ahead_samples: usize,
 }
 
 impl Encoder {
-    pub fn with_capacity(samples: usize) -> Self {
+    /// An encoder for `shards` lists of requests of at most `max_bytes` each (before
+    /// compression), that sends apart what is old at `now_ms`.
+    pub fn new(shards: usize, max_bytes: usize, now_ms: i64) -> Self {
         Encoder {
-            labels: Vec::new(),
+            shards: (0..shards.max(1))
+                .map(|_| (Writer::new(max_bytes), Writer::new(max_bytes)))
+                .collect(),
             scratch: Vec::with_capacity(256),
-            entries: Vec::with_capacity(samples),
-            index: KeyMap::with_capacity_and_hasher(samples, Default::default()),
-            exemplars: Vec::new(),
+            snappy: snap::raw::Encoder::new(),
+            now_ms,
+            samples: 0,
+            apart_samples: 0,
+            ahead_samples: 0,
         }
     }
 
-    /// Distinct series so far.
-    pub fn series(&self) -> usize {
-        self.index.len()
-    }
-
+    /// Samples taken so far (those left out too).
     pub fn samples(&self) -> usize {
-        self.entries.len()
+        self.samples
     }
 
     pub fn push(&mut self, s: &Sample<'_>) {
@@ -113,6 +97,11 @@ impl Encoder {
         timestamp_ms: i64,
         exemplar: Option<&prom::Exemplar>,
     ) {
+        self.samples += 1;
+        if timestamp_ms > self.now_ms.saturating_add(APART_AHEAD_MS) {
+            self.ahead_samples += 1;
+            return;
+        }
         let mut hash = SeriesHasher::new(name);
         let mut named = false;
         let buf = &mut self.scratch;
@@ -128,157 +117,59 @@ impl Encoder {
         if !named {
             write_label(buf, "__name__", name);
         }
-        let key = hash.finish();
-        let me = self.entries.len() as u32;
-        let (labels, first) = match self.index.get_mut(&key) {
-            Some((first, last)) => {
-                self.entries[*last as usize].next = me;
-                *last = me;
-                (self.entries[*first as usize].labels, false)
-            }
-            None => {
-                self.index.insert(key, (me, me));
-                (self.keep_labels(), true)
-            }
+        let shard = (hash.finish() % self.shards.len() as u64) as usize;
+        let old = timestamp_ms <= 0 || timestamp_ms < self.now_ms - APART_OLDER_MS;
+        let (normal, apart) = &mut self.shards[shard];
+        let writer = if old {
+            self.apart_samples += 1;
+            apart
+        } else {
+            normal
         };
-        let exemplar = match exemplar {
-            Some(e) => {
-                self.exemplars.push(proto::Exemplar {
-                    labels: e
-                        .labels
-                        .iter()
-                        .map(|(name, value)| proto::Label {
-                            name: name.clone(),
-                            value: value.clone(),
-                        })
-                        .collect(),
-                    value: e.value,
-                    timestamp: e.timestamp_ms,
-                });
-                (self.exemplars.len() - 1) as u32
-            }
-            None => NONE,
-        };
-        self.entries.push(Entry {
-            key,
-            labels,
+        let exemplar = exemplar.map(|e| proto::Exemplar {
+            labels: e
+                .labels
+                .iter()
+                .map(|(name, value)| proto::Label {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            value: e.value,
+            timestamp: e.timestamp_ms,
+        });
+        writer.series(
+            &self.scratch,
             value,
             timestamp_ms,
-            next: NONE,
-            first,
-            exemplar,
-        });
+            exemplar.as_ref(),
+            &mut self.snappy,
+        );
     }
 
-    /// Moves the series' labels from the scratch buffer into the chunks.
-    fn keep_labels(&mut self) -> (u32, u32, u32) {
-        let n = self.scratch.len();
-        let fits = self
-            .labels
-            .last()
-            .is_some_and(|c| c.capacity() - c.len() >= n);
-        if !fits {
-            self.labels.push(Vec::with_capacity(CHUNK.max(n)));
-        }
-        let chunk = self.labels.len() - 1;
-        let c = &mut self.labels[chunk];
-        let start = c.len();
-        c.extend_from_slice(&self.scratch);
-        (chunk as u32, start as u32, c.len() as u32)
-    }
-
-    fn labels_of(&self, e: &Entry) -> &[u8] {
-        let (chunk, start, end) = e.labels;
-        &self.labels[chunk as usize][start as usize..end as usize]
-    }
-
-    /// The requests, one list per shard (series spread by their key), each under
-    /// `max_bytes` before compression; `metadata` goes in the first. Samples older than
-    /// [`APART_OLDER_MS`] before `now_ms` go in requests of their own; those more than
-    /// [`APART_AHEAD_MS`] ahead are left out.
-    pub fn finish(
-        self,
-        metadata: Vec<proto::MetricMetadata>,
-        shards: usize,
-        max_bytes: usize,
-        now_ms: i64,
-    ) -> Finished {
-        let shards = shards.max(1);
-        let mut per_shard: Vec<Vec<u32>> = vec![Vec::new(); shards];
-        // About the bytes each shard's requests will take, to size their buffers once.
-        let mut bytes = vec![0usize; shards];
-        for (i, e) in self.entries.iter().enumerate() {
-            let shard = (e.key % shards as u64) as usize;
-            if e.first {
-                per_shard[shard].push(i as u32);
-                bytes[shard] += (e.labels.2 - e.labels.1) as usize + 4;
+    /// The requests, one list per shard; `metadata` goes with the last request of the
+    /// first shard (or alone when there is nothing else to send).
+    pub fn finish(mut self, metadata: Vec<proto::MetricMetadata>) -> Finished {
+        let mut lanes = Vec::with_capacity(self.shards.len());
+        for (i, (mut normal, mut apart)) in std::mem::take(&mut self.shards).into_iter().enumerate()
+        {
+            if i == 0 && !metadata.is_empty() {
+                let target = if normal.series == 0 && apart.series > 0 {
+                    &mut apart
+                } else {
+                    &mut normal
+                };
+                target.metadata(&metadata);
             }
-            bytes[shard] += 2 + sample_len(e);
-        }
-        let ahead = |e: &&Entry| e.timestamp_ms > now_ms.saturating_add(APART_AHEAD_MS);
-        let old = |e: &&Entry| e.timestamp_ms <= 0 || e.timestamp_ms < now_ms - APART_OLDER_MS;
-        let mut snappy = snap::raw::Encoder::new();
-        let mut out = Vec::with_capacity(shards);
-        let mut metadata = Some(metadata);
-        let mut chain: Vec<u32> = Vec::new();
-        let (mut apart_samples, mut ahead_samples) = (0, 0);
-        for (firsts, bytes) in per_shard.into_iter().zip(bytes) {
             let mut lane = Vec::with_capacity(1);
-            let mut normal = Writer::new(max_bytes, bytes);
-            let mut apart = Writer::new(max_bytes, 0);
-            for first in firsts {
-                chain.clear();
-                let mut i = first;
-                while i != NONE {
-                    chain.push(i);
-                    i = self.entries[i as usize].next;
-                }
-                if chain.len() > 1 {
-                    chain.sort_by_key(|&i| self.entries[i as usize].timestamp_ms);
-                }
-                let labels = self.labels_of(&self.entries[first as usize]);
-                let entries = chain.iter().map(|&i| &self.entries[i as usize]);
-                if !entries.clone().any(|e| old(&e) || ahead(&e)) {
-                    normal.series(labels, entries, &self.exemplars, &mut metadata, &mut snappy);
-                    continue;
-                }
-                ahead_samples += entries.clone().filter(ahead).count();
-                let kept = entries.filter(|e| !ahead(e));
-                let (past, now): (Vec<&Entry>, Vec<&Entry>) = kept.partition(old);
-                apart_samples += past.len();
-                if !now.is_empty() {
-                    normal.series(
-                        labels,
-                        now.into_iter(),
-                        &self.exemplars,
-                        &mut metadata,
-                        &mut snappy,
-                    );
-                }
-                if !past.is_empty() {
-                    apart.series(
-                        labels,
-                        past.into_iter(),
-                        &self.exemplars,
-                        &mut metadata,
-                        &mut snappy,
-                    );
-                }
-            }
-            normal.flush(&mut lane, &mut snappy);
-            apart.flush(&mut lane, &mut snappy);
-            out.push(lane);
-        }
-        // Nothing to send but metadata: a request of its own.
-        if let Some(md) = metadata.filter(|m| !m.is_empty()) {
-            let mut w = Writer::new(max_bytes, 0);
-            w.metadata(&md);
-            w.flush(&mut out[0], &mut snappy);
+            normal.flush(&mut lane, &mut self.snappy);
+            apart.flush(&mut lane, &mut self.snappy);
+            lanes.push(lane);
         }
         Finished {
-            lanes: out,
-            apart_samples,
-            ahead_samples,
+            lanes,
+            apart_samples: self.apart_samples,
+            ahead_samples: self.ahead_samples,
         }
     }
 }
@@ -303,10 +194,9 @@ struct Writer {
 }
 
 impl Writer {
-    /// A writer whose requests will hold about `expected` bytes in all.
-    fn new(max_bytes: usize, expected: usize) -> Self {
+    fn new(max_bytes: usize) -> Self {
         Writer {
-            buf: Vec::with_capacity(expected.min(max_bytes) + 64),
+            buf: Vec::new(),
             series: 0,
             max_bytes,
             done: Vec::new(),
@@ -319,51 +209,45 @@ impl Writer {
         }
     }
 
-    /// Writes one `TimeSeries`, cutting a request first if it would not fit. The
-    /// batch's `metadata` goes with the first series written, whichever writer has it.
-    fn series<'e>(
+    /// Writes one `TimeSeries` of one sample, cutting a request first if it would not
+    /// fit.
+    fn series(
         &mut self,
         labels: &[u8],
-        entries: impl Iterator<Item = &'e Entry> + Clone,
-        exemplars: &[proto::Exemplar],
-        metadata: &mut Option<Vec<proto::MetricMetadata>>,
+        value: f64,
+        timestamp_ms: i64,
+        exemplar: Option<&proto::Exemplar>,
         snappy: &mut snap::raw::Encoder,
     ) {
-        let mut len = labels.len();
-        for e in entries.clone() {
-            let n = sample_len(e);
-            len += 1 + encoded_len_varint(n as u64) + n;
-            if e.exemplar != NONE {
-                len += prost::encoding::message::encoded_len(3, &exemplars[e.exemplar as usize]);
-            }
+        let sample = sample_len(value, timestamp_ms);
+        let mut len = labels.len() + 1 + encoded_len_varint(sample as u64) + sample;
+        if let Some(e) = exemplar {
+            len += prost::encoding::message::encoded_len(3, e);
         }
         let total = 1 + encoded_len_varint(len as u64) + len;
         if self.series > 0 && self.buf.len() + total > self.max_bytes {
             self.cut(snappy);
         }
-        if let Some(md) = metadata.take() {
-            self.metadata(&md);
+        if self.buf.capacity() == 0 {
+            // Grows by doubling to at most `max_bytes`: a few copies of small buffers.
+            self.buf
+                .reserve(total.max(64 << 10).min(self.max_bytes.max(total)));
         }
-        self.buf.reserve(total);
         self.buf.push(0x0a);
         encode_varint(len as u64, &mut self.buf);
         self.buf.extend_from_slice(labels);
-        for e in entries.clone() {
-            self.buf.push(0x12);
-            encode_varint(sample_len(e) as u64, &mut self.buf);
-            if e.value != 0.0 {
-                self.buf.push(0x09);
-                self.buf.extend_from_slice(&e.value.to_le_bytes());
-            }
-            if e.timestamp_ms != 0 {
-                self.buf.push(0x10);
-                encode_varint(e.timestamp_ms as u64, &mut self.buf);
-            }
+        self.buf.push(0x12);
+        encode_varint(sample as u64, &mut self.buf);
+        if value != 0.0 {
+            self.buf.push(0x09);
+            self.buf.extend_from_slice(&value.to_le_bytes());
         }
-        for e in entries {
-            if e.exemplar != NONE {
-                prost::encoding::message::encode(3, &exemplars[e.exemplar as usize], &mut self.buf);
-            }
+        if timestamp_ms != 0 {
+            self.buf.push(0x10);
+            encode_varint(timestamp_ms as u64, &mut self.buf);
+        }
+        if let Some(e) = exemplar {
+            prost::encoding::message::encode(3, e, &mut self.buf);
         }
         self.series += 1;
     }
@@ -388,14 +272,14 @@ impl Writer {
 }
 
 /// A `Sample` message's length (proto3: zero fields are left out).
-fn sample_len(e: &Entry) -> usize {
-    let value = if e.value != 0.0 { 9 } else { 0 };
-    let ts = if e.timestamp_ms != 0 {
-        1 + encoded_len_varint(e.timestamp_ms as u64)
+fn sample_len(value: f64, timestamp_ms: i64) -> usize {
+    let v = if value != 0.0 { 9 } else { 0 };
+    let ts = if timestamp_ms != 0 {
+        1 + encoded_len_varint(timestamp_ms as u64)
     } else {
         0
     };
-    value + ts
+    v + ts
 }
 
 /// A `Label` as field 1 of a `TimeSeries`.
@@ -465,29 +349,30 @@ mod tests {
     }
 
     #[test]
-    fn writes_what_prost_reads_with_one_series_per_label_set_oldest_first() {
-        let mut e = Encoder::default();
+    fn writes_what_prost_reads_each_sample_in_the_order_met() {
+        let mut e = Encoder::new(1, 1 << 20, NOW);
         e.push_series(&series("up", &[("Zone", "a"), ("job", "app")], 1.0, NOW));
-        e.push_series(&series("req_total", &[("path", "/")], 0.0, NOW - 5));
-        let mut with_exemplar = series("req_total", &[("path", "/")], 7.5, NOW - 10);
+        e.push_series(&series("req_total", &[("path", "/")], 0.0, NOW - 10));
+        let mut with_exemplar = series("req_total", &[("path", "/")], 7.5, NOW - 5);
         with_exemplar.exemplar = Some(Exemplar {
             labels: vec![("trace_id".into(), "ab".into())],
             value: 2.0,
-            timestamp_ms: NOW - 11,
+            timestamp_ms: NOW - 6,
         });
         e.push_series(&with_exemplar);
-        assert_eq!((e.series(), e.samples()), (2, 3));
+        assert_eq!(e.samples(), 3);
         let metadata = vec![proto::MetricMetadata {
             r#type: 1,
             metric_family_name: "req_total".into(),
             help: "Requests.".into(),
             unit: String::new(),
         }];
-        let f = e.finish(metadata.clone(), 1, 1 << 20, NOW);
+        let f = e.finish(metadata.clone());
         assert_eq!(f.lanes.len(), 1);
         assert_eq!(f.lanes[0].len(), 1);
         let request = decode(&f.lanes[0][0].body);
         assert_eq!(request.metadata, metadata);
+        let req_total = || vec![label("__name__", "req_total"), label("path", "/")];
         let expected = vec![
             proto::TimeSeries {
                 // `__name__` sorts after upper-case names and before lower-case ones.
@@ -503,40 +388,42 @@ mod tests {
                 exemplars: vec![],
             },
             proto::TimeSeries {
-                labels: vec![label("__name__", "req_total"), label("path", "/")],
-                samples: vec![
-                    proto::Sample {
-                        value: 7.5,
-                        timestamp: NOW - 10,
-                    },
-                    proto::Sample {
-                        value: 0.0,
-                        timestamp: NOW - 5,
-                    },
-                ],
+                labels: req_total(),
+                samples: vec![proto::Sample {
+                    value: 0.0,
+                    timestamp: NOW - 10,
+                }],
+                exemplars: vec![],
+            },
+            proto::TimeSeries {
+                labels: req_total(),
+                samples: vec![proto::Sample {
+                    value: 7.5,
+                    timestamp: NOW - 5,
+                }],
                 exemplars: vec![proto::Exemplar {
                     labels: vec![label("trace_id", "ab")],
                     value: 2.0,
-                    timestamp: NOW - 11,
+                    timestamp: NOW - 6,
                 }],
             },
         ];
         assert_eq!(request.timeseries, expected);
-        assert_eq!(f.lanes[0][0].series, 2);
+        assert_eq!(f.lanes[0][0].series, 3);
     }
 
     #[test]
-    fn cuts_requests_under_the_limit_and_keeps_a_series_in_its_shard() {
-        let mut e = Encoder::default();
+    fn cuts_requests_under_the_limit_and_keeps_a_series_in_its_shard_in_order() {
+        let mut e = Encoder::new(3, 2_000, NOW);
         for round in 0..2 {
             for i in 0..300 {
                 let id = i.to_string();
                 e.push_series(&series("m", &[("id", &id)], 1.0, NOW + round));
             }
         }
-        let f = e.finish(Vec::new(), 3, 2_000, NOW);
+        let f = e.finish(Vec::new());
         assert_eq!(f.lanes.len(), 3);
-        let mut seen = std::collections::HashMap::new();
+        let mut seen: std::collections::HashMap<String, (usize, Vec<i64>)> = Default::default();
         for (shard, lane) in f.lanes.iter().enumerate() {
             for r in lane {
                 let raw = snap::raw::Decoder::new().decompress_vec(&r.body).unwrap();
@@ -544,26 +431,27 @@ mod tests {
                 let request = proto::WriteRequest::decode(raw.as_slice()).unwrap();
                 assert_eq!(request.timeseries.len(), r.series);
                 for ts in request.timeseries {
-                    assert_eq!(ts.samples.len(), 2, "both samples of a series together");
-                    assert!(ts.samples[0].timestamp < ts.samples[1].timestamp);
                     let id = ts.labels[1].value.clone();
-                    assert!(seen.insert(id, shard).is_none(), "a series appears once");
+                    let entry = seen.entry(id).or_insert((shard, Vec::new()));
+                    assert_eq!(entry.0, shard, "a series stays in its shard");
+                    entry.1.push(ts.samples[0].timestamp);
                 }
             }
         }
         assert_eq!(seen.len(), 300);
+        assert!(seen.values().all(|(_, t)| t == &[NOW, NOW + 1]));
     }
 
     #[test]
     fn old_samples_go_apart_and_samples_from_the_future_stay_out() {
-        let mut e = Encoder::default();
+        let mut e = Encoder::new(1, 1 << 20, NOW);
         e.push_series(&series("up", &[], 1.0, NOW));
         e.push_series(&series("epoch", &[], 1.0, 0));
         e.push_series(&series("old", &[], 1.0, NOW - APART_OLDER_MS - 1));
         e.push_series(&series("mixed", &[], 1.0, NOW - APART_OLDER_MS - 1));
         e.push_series(&series("mixed", &[], 2.0, NOW));
         e.push_series(&series("future", &[], 1.0, NOW + APART_AHEAD_MS + 1));
-        let f = e.finish(Vec::new(), 1, 1 << 20, NOW);
+        let f = e.finish(Vec::new());
         assert_eq!((f.apart_samples, f.ahead_samples), (3, 1));
         let lane = &f.lanes[0];
         assert_eq!(lane.len(), 2, "the usual request, then the old samples'");

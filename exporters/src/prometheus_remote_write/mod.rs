@@ -394,7 +394,7 @@ pub fn build_requests(
     max_bytes: usize,
     now_ms: i64,
 ) -> Finished {
-    let mut encoder = Encoder::with_capacity(translation.series.len());
+    let mut encoder = Encoder::new(shards, max_bytes, now_ms);
     translation
         .series
         .iter()
@@ -404,7 +404,7 @@ pub fn build_requests(
     } else {
         Vec::new()
     };
-    encoder.finish(metadata, shards, max_bytes, now_ms)
+    encoder.finish(metadata)
 }
 
 impl RemoteWriteExporter {
@@ -450,7 +450,8 @@ impl RemoteWriteExporter {
     /// Translates a batch into sharded requests; points are shared out over requests in
     /// proportion to the series they carry (a histogram point is many series).
     fn prepare_batch(&self, batch: &Metrics) -> Result<Prepared, ExportError> {
-        let mut encoder = Encoder::with_capacity(batch.len());
+        let now = sidekick_collector::util::now_ms();
+        let mut encoder = Encoder::new(self.shards, self.max_bytes, now);
         let translation =
             prom::translate_batch_with(batch, &self.settings, &self.accumulator, &mut |s| {
                 encoder.push(s)
@@ -460,14 +461,13 @@ impl RemoteWriteExporter {
             .iter()
             .map(|(_, r)| r.to_string())
             .collect();
-        let total_series = encoder.series();
         let metadata = if self.send_metadata {
             metadata(&translation.families)
         } else {
             Vec::new()
         };
-        let now = sidekick_collector::util::now_ms();
-        let finished = encoder.finish(metadata, self.shards, self.max_bytes, now);
+        let finished = encoder.finish(metadata);
+        let total_series: usize = finished.lanes.iter().flatten().map(|r| r.series).sum();
         if finished.ahead_samples > 0 {
             reasons.push(format!(
                 "{} samples with timestamps more than {} minutes ahead of this host's clock",
