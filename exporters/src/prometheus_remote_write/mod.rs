@@ -451,7 +451,7 @@ impl RemoteWriteExporter {
     /// proportion to the series they carry (a histogram point is many series).
     fn prepare_batch(&self, batch: &Metrics) -> Result<Prepared, ExportError> {
         let now = sidekick_collector::util::now_ms();
-        let mut encoder = Encoder::new(self.shards, self.max_bytes, now);
+        let mut encoder = Encoder::for_points(self.shards, self.max_bytes, now, batch.len());
         let translation =
             prom::translate_batch_with(batch, &self.settings, &self.accumulator, &mut |s| {
                 encoder.push(s)

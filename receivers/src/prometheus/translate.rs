@@ -352,12 +352,26 @@ struct Point {
     time_ms: i64,
     value: f64,
     created_ms: Option<i64>,
+    /// A histogram's or summary's other parts (boxed: most points are single values).
+    parts: Option<Box<Parts>>,
+    exemplars: Vec<Exemplar>,
+}
+
+/// The parts of a histogram or summary point.
+#[derive(Default)]
+struct Parts {
     buckets: Vec<(f64, f64)>,
     sum: Option<f64>,
     count: Option<f64>,
     quantiles: Vec<(f64, f64)>,
-    exemplars: Vec<Exemplar>,
 }
+
+static NO_PARTS: Parts = Parts {
+    buckets: Vec::new(),
+    sum: None,
+    count: None,
+    quantiles: Vec::new(),
+};
 
 struct Family<'a> {
     name: String,
@@ -748,10 +762,7 @@ fn read_page<'a>(
                 time_ms: time,
                 value: f64::NAN,
                 created_ms: None,
-                buckets: Vec::new(),
-                sum: None,
-                count: None,
-                quantiles: Vec::new(),
+                parts: None,
                 exemplars: Vec::new(),
             });
             fam.points.len() - 1
@@ -909,6 +920,10 @@ fn split_labels<'l>(labels: &'l LabelSet<'_>, kind: Kind, role: Role) -> Split<'
 }
 
 impl Point {
+    fn parts(&mut self) -> &mut Parts {
+        self.parts.get_or_insert_with(Box::default)
+    }
+
     /// Adds a sample that plays `role` in a family of `kind`.
     fn add(
         &mut self,
@@ -922,17 +937,17 @@ impl Point {
         match role {
             Role::Value if kind == Kind::Summary => {
                 if let Some(q) = quantile.and_then(parse_value) {
-                    self.quantiles.push((q, value));
+                    self.parts().quantiles.push((q, value));
                 }
             }
             Role::Value => self.value = value,
             Role::Bucket => {
                 if let Some(le) = le.and_then(parse_value) {
-                    self.buckets.push((le, value));
+                    self.parts().buckets.push((le, value));
                 }
             }
-            Role::Sum => self.sum = Some(value),
-            Role::Count => self.count = Some(value),
+            Role::Sum => self.parts().sum = Some(value),
+            Role::Count => self.parts().count = Some(value),
             // `_created` is in seconds.
             Role::Created => self.created_ms = Some((value * 1000.0) as i64),
         }
@@ -948,9 +963,13 @@ fn check_shapes<'f>(
         for p in &f.points {
             let shape = match f.kind {
                 Kind::Histogram | Kind::GaugeHistogram => {
-                    openmetrics::check_histogram(&p.buckets, p.sum, p.count)
+                    let parts = p.parts.as_deref().unwrap_or(&NO_PARTS);
+                    openmetrics::check_histogram(&parts.buckets, parts.sum, parts.count)
                 }
-                Kind::Summary => openmetrics::check_summary(p.sum, p.count),
+                Kind::Summary => {
+                    let parts = p.parts.as_deref().unwrap_or(&NO_PARTS);
+                    openmetrics::check_summary(parts.sum, parts.count)
+                }
                 _ => Ok(()),
             };
             shape.map_err(|rule| (p.line, rule, f.name.as_str()))?;
@@ -1037,16 +1056,17 @@ fn build_metric(
         Kind::Histogram => {
             let mut points = Vec::with_capacity(f.points.len());
             for mut p in f.points {
+                let mut parts = p.parts.take().map(|b| *b).unwrap_or_default();
                 // `_count` is required; without it the point is dropped.
-                let Some(count) = p.count else { continue };
+                let Some(count) = parts.count else { continue };
                 if !keep(p.hash) {
                     continue;
                 }
-                p.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let mut bounds = Vec::with_capacity(p.buckets.len());
-                let mut counts = Vec::with_capacity(p.buckets.len() + 1);
+                parts.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let mut bounds = Vec::with_capacity(parts.buckets.len());
+                let mut counts = Vec::with_capacity(parts.buckets.len() + 1);
                 let mut below = 0.0;
-                for (le, cumulative) in &p.buckets {
+                for (le, cumulative) in &parts.buckets {
                     if le.is_infinite() {
                         continue;
                     }
@@ -1061,7 +1081,7 @@ fn build_metric(
                     start_time_unix_nano: ms_to_ns(start),
                     time_unix_nano: ms_to_ns(p.time_ms),
                     count: count.max(0.0) as u64,
-                    sum: p.sum,
+                    sum: parts.sum,
                     bucket_counts: counts,
                     explicit_bounds: bounds,
                     exemplars: p.exemplars,
@@ -1076,19 +1096,20 @@ fn build_metric(
         Kind::Summary => {
             let mut points = Vec::with_capacity(f.points.len());
             for mut p in f.points {
-                let Some(count) = p.count else { continue };
+                let mut parts = p.parts.take().map(|b| *b).unwrap_or_default();
+                let Some(count) = parts.count else { continue };
                 if !keep(p.hash) {
                     continue;
                 }
-                p.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
+                parts.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let start = start_time(p.hash, p.time_ms, count, p.created_ms);
                 points.push(SummaryDataPoint {
                     attributes: p.attrs,
                     start_time_unix_nano: ms_to_ns(start),
                     time_unix_nano: ms_to_ns(p.time_ms),
                     count: count.max(0.0) as u64,
-                    sum: p.sum.unwrap_or(0.0),
-                    quantile_values: p
+                    sum: parts.sum.unwrap_or(0.0),
+                    quantile_values: parts
                         .quantiles
                         .iter()
                         .map(|&(quantile, value)| ValueAtQuantile { quantile, value })

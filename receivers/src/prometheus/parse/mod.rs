@@ -416,9 +416,14 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample<'_>, &'static str> 
     if !rest.starts_with([' ', '\t']) {
         return Err("expected a space before the value");
     }
-    let (main, exemplar) = match rest.split_once(" # ") {
-        Some((m, e)) if format == Format::OpenMetrics => (m, Some(e)),
-        _ => (rest, None),
+    // Only OpenMetrics has exemplars (no search for them in Prometheus text).
+    let split = match format {
+        Format::OpenMetrics => rest.split_once(" # "),
+        Format::Prometheus => None,
+    };
+    let (main, exemplar) = match split {
+        Some((m, e)) => (m, Some(e)),
+        None => (rest, None),
     };
     let mut parts = main.split_ascii_whitespace();
     let value = parts
