@@ -60,7 +60,13 @@ impl Sidekick {
 
     /// [`Sidekick::start`] with extra environment variables for the process.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Sidekick {
-        let config = TempFile::new("sidekick.yaml", &format!("{yaml}{TEST_TELEMETRY}"));
+        Self::start_with_telemetry(yaml, TEST_TELEMETRY, env)
+    }
+
+    /// [`Sidekick::start_with_env`] with its own `telemetry:` block (which must keep JSON
+    /// logs and an admin address, as [`TEST_TELEMETRY`] has them).
+    pub fn start_with_telemetry(yaml: &str, telemetry: &str, env: &[(&str, &str)]) -> Sidekick {
+        let config = TempFile::new("sidekick.yaml", &format!("{yaml}{telemetry}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_sidekick"))
             .arg("--config")
             .arg(&config.0)
