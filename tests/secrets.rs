@@ -29,7 +29,10 @@ struct Files {
 fn files() -> Files {
     Files {
         token: TempFile::new("token", SECRET),
-        key: TempFile::new("key.pem", &format!("-----BEGIN PRIVATE KEY-----\n{SECRET}\n-----END PRIVATE KEY-----\n")),
+        key: TempFile::new(
+            "key.pem",
+            &format!("-----BEGIN PRIVATE KEY-----\n{SECRET}\n-----END PRIVATE KEY-----\n"),
+        ),
     }
 }
 
@@ -113,7 +116,10 @@ fn assert_clean(what: &str, output: &str) {
         !output.contains(SECRET),
         "{what} printed the planted secret:\n{output}"
     );
-    assert!(!output.is_empty(), "{what} printed nothing: the check would be empty");
+    assert!(
+        !output.is_empty(),
+        "{what} printed nothing: the check would be empty"
+    );
 }
 
 /// Runs `sidekick` to its exit (killed after 20 s: a start that should fail but does
@@ -172,8 +178,8 @@ fn validate_never_prints_a_secret() {
 fn a_failed_start_never_prints_a_secret() {
     let f = files();
     // The key file holds the secret and is not a key: the start fails on it.
-    let text =
-        config(&f, true) + "  telemetry:\n    logs:\n      level: debug\n    metrics:\n      address: 127.0.0.1:0\n";
+    let text = config(&f, true)
+        + "  telemetry:\n    logs:\n      level: debug\n    metrics:\n      address: 127.0.0.1:0\n";
     let cfg = TempFile::new("failing.yaml", &text);
     let out = run(&["--config", cfg.0.to_str().unwrap()]);
     assert!(

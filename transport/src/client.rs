@@ -112,6 +112,55 @@ pub fn check_headers(headers: &BTreeMap<String, Secret>, reserved: &[&str]) -> V
     out
 }
 
+/// Whether a header's name says it carries a credential (`Authorization`, `X-API-Key`,
+/// a token, a secret, a password, a cookie).
+pub fn is_credential_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["auth", "token", "key", "secret", "password", "cookie"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// Whether `host` (a name or an address, IPv6 with or without brackets) is this machine.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A warning for each credential sent in clear text: `url` is plain `http://` to a host
+/// other than this machine, and a credential-bearing header or one of `credentials`
+/// (the fields that hold one, when set) would travel with every request. Values are never
+/// part of the message.
+pub fn plaintext_credentials(
+    url: &str,
+    headers: &BTreeMap<String, Secret>,
+    credentials: &[&str],
+) -> Vec<FieldError> {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return Vec::new();
+    };
+    if uri.scheme_str() != Some("http") || uri.host().is_none_or(is_loopback) {
+        return Vec::new();
+    }
+    let host = uri.host().unwrap_or_default();
+    let fields = headers
+        .keys()
+        .filter(|name| is_credential_header(name))
+        .map(|name| format!("headers.{name}"))
+        .chain(credentials.iter().map(|f| f.to_string()));
+    fields
+        .map(|field| {
+            FieldError::warning(
+                field,
+                format!("a credential sent in clear text over http:// to {host}, readable by anyone on the way: use https://"),
+            )
+        })
+        .collect()
+}
+
 /// The configured headers plus `Authorization` from `credentials`, every value marked
 /// sensitive so it never shows in debug output.
 pub fn header_map(
@@ -307,5 +356,41 @@ mod tests {
         let problems = check_headers(&headers, &["content-type"]);
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems.iter().all(|p| !p.message.contains("sec")));
+    }
+}
+
+#[cfg(test)]
+mod plaintext_tests {
+    use super::*;
+
+    fn headers(names: &[&str]) -> BTreeMap<String, Secret> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), Secret("v".into())))
+            .collect()
+    }
+
+    #[test]
+    fn credentials_over_plain_http_to_another_host_are_warned_about() {
+        let h = headers(&["Authorization", "x-api-key", "x-tenant"]);
+        let w = plaintext_credentials("http://backend.example:4318", &h, &["bearer_token"]);
+        let fields: Vec<&str> = w.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["headers.Authorization", "headers.x-api-key", "bearer_token"]
+        );
+        assert!(w
+            .iter()
+            .all(|e| e.warning && e.message.contains("backend.example")));
+        // https, this machine, or nothing secret: no warning.
+        for quiet in [
+            plaintext_credentials("https://backend.example", &h, &["bearer_token"]),
+            plaintext_credentials("http://localhost:4318", &h, &["bearer_token"]),
+            plaintext_credentials("http://127.0.0.2:4318", &h, &[]),
+            plaintext_credentials("http://[::1]:4318", &h, &[]),
+            plaintext_credentials("http://backend.example", &headers(&["x-tenant"]), &[]),
+        ] {
+            assert!(quiet.is_empty(), "{quiet:?}");
+        }
     }
 }

@@ -28,6 +28,7 @@ use sidekick_collector::exporter::{
     Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
 };
 use sidekick_collector::payload::{Batch, Signal};
+use sidekick_transport::client::plaintext_credentials;
 use sidekick_transport::client::{grpc_channel, Keepalive};
 use sidekick_transport::grpc::RawCodec;
 use sidekick_transport::tls::TlsSettings;
@@ -136,6 +137,8 @@ impl ExporterConfig for Config {
             Ok((uri, tls)) => {
                 if tls {
                     out.extend(self.tls.validate());
+                } else {
+                    out.extend(plaintext_credentials(&uri, &self.headers, &[]));
                 }
                 if Endpoint::from_shared(uri).is_err() {
                     out.push(FieldError::new(

@@ -31,7 +31,9 @@ use sidekick_transport::grpc::RpcStatus;
 use crate::collector_options;
 use crate::compression::Compression;
 use crate::partial;
-use sidekick_transport::client::{check_headers, check_proxy_url, header_map, http_client};
+use sidekick_transport::client::{
+    check_headers, check_proxy_url, header_map, http_client, plaintext_credentials,
+};
 use sidekick_transport::tls::TlsSettings;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +139,11 @@ impl ExporterConfig for Config {
             ("metrics_endpoint", &self.metrics_endpoint),
             ("logs_endpoint", &self.logs_endpoint),
         ];
+        let urls =
+            std::iter::once(&self.endpoint).chain(explicit.iter().filter_map(|(_, u)| u.as_ref()));
+        for url in urls {
+            out.extend(plaintext_credentials(url, &self.headers, &[]));
+        }
         if !self.endpoint.is_empty() && !valid(&self.endpoint) {
             out.push(FieldError::new(
                 "endpoint",

@@ -43,7 +43,8 @@ use crate::collector_options;
 use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
 use sidekick_collector::prometheus::prompb as proto;
 use sidekick_transport::client::{
-    check_headers, check_proxy_url, header_map, http_client, BasicAuth, Credentials,
+    check_headers, check_proxy_url, header_map, http_client, plaintext_credentials, BasicAuth,
+    Credentials,
 };
 use sidekick_transport::tls::TlsSettings;
 
@@ -210,6 +211,19 @@ impl ExporterConfig for Config {
             ));
         }
         out.extend(check_headers(&self.headers, &RESERVED_HEADERS));
+        let credentials: Vec<&str> = [
+            ("basic_auth", self.basic_auth.is_some()),
+            ("bearer_token", self.bearer_token.is_some()),
+            ("bearer_token_file", self.bearer_token_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect();
+        out.extend(plaintext_credentials(
+            &self.endpoint,
+            &self.headers,
+            &credentials,
+        ));
         if let Some(p) = &self.proxy_url {
             out.extend(check_proxy_url(p));
         }

@@ -70,6 +70,28 @@ impl Config {
         let mut jobs = std::collections::BTreeSet::new();
         for (i, sc) in c.scrape_configs.iter().enumerate() {
             let at = |field: &str| format!("config.scrape_configs[{i}].{field}");
+            let credentials: Vec<String> = [
+                ("authorization", sc.authorization.is_some()),
+                ("basic_auth", sc.basic_auth.is_some()),
+                ("bearer_token", sc.bearer_token.is_some()),
+                ("bearer_token_file", sc.bearer_token_file.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(field, _)| at(field))
+            .collect();
+            let targets = sc.static_configs.iter().flat_map(|s| &s.targets);
+            if let Some(t) = targets.into_iter().find(|t| {
+                let host = t.rsplit_once(':').map_or(t.as_str(), |(h, _)| h);
+                sc.scheme == "http" && !sidekick_transport::client::is_loopback(host)
+            }) {
+                out.extend(credentials.into_iter().map(|field| {
+                    FieldError::warning(
+                        field,
+                        format!("a credential sent in clear text over http:// to {t}, readable by anyone on the way: use scheme: https"),
+                    )
+                }));
+            }
             if sc.job_name.is_empty() {
                 out.push(FieldError::new(at("job_name"), "job_name is required"));
             } else if !jobs.insert(sc.job_name.clone()) {

@@ -1372,3 +1372,23 @@ fn openmetrics_samples_of_one_series_with_their_own_timestamps_are_points_apart(
     );
     assert!(matches!(err, Err(PageError::Duplicate { .. })), "{err:?}");
 }
+
+#[test]
+fn credentials_scraped_over_plain_http_from_another_host_are_warned_about() {
+    let yaml = |target: &str, scheme: &str| {
+        format!("config:\n  scrape_configs:\n    - job_name: app\n      scheme: {scheme}\n      authorization:\n        credentials: s3cret\n      static_configs:\n        - targets: [\"{target}\"]\n")
+    };
+    let err = load(&yaml("10.0.0.5:8080", "http")).unwrap_err();
+    assert!(
+        err.starts_with("config.scrape_configs[0].authorization: a credential sent in clear text over http:// to 10.0.0.5:8080"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    let (root, _) = node::parse(&yaml("10.0.0.5:8080", "http"), &HashMap::new()).unwrap();
+    let c: Config = from_node(&root, "receivers.prometheus").unwrap();
+    assert!(c.validate().iter().all(|p| p.warning), "a warning, not an error");
+    // The app next door, or https: nothing to say.
+    load(&yaml("127.0.0.1:8080", "http")).unwrap();
+    load(&yaml("localhost:8080", "http")).unwrap();
+    load(&yaml("10.0.0.5:8080", "https")).unwrap();
+}
