@@ -278,3 +278,45 @@ fn dockerfile_runs_as_non_root_with_the_known_ports() {
     assert!(text.contains("EXPOSE 4317 4318 8888 8889"));
     assert!(text.contains("cargo build --release"));
 }
+
+#[test]
+fn network_policy_lets_only_prometheus_reach_the_exporter_and_nobody_the_admin_port() {
+    let deployment = docs("deployment.yaml")
+        .into_iter()
+        .find(|d| d.get("kind").and_then(Node::as_str) == Some("Deployment"))
+        .unwrap();
+    let policy = &docs("networkpolicy.yaml")[0];
+    assert_eq!(s(policy, "kind"), "NetworkPolicy");
+    let name = "app.kubernetes.io/name";
+    assert_eq!(
+        key(policy, "spec.podSelector.matchLabels", name),
+        key(&deployment, "spec.selector.matchLabels", name),
+        "the policy selects the Deployment's Pods"
+    );
+    let app_ports: Vec<&str> = items(at(&deployment, "spec.template.spec.containers"))
+        .iter()
+        .flat_map(|c| items(at(c, "ports")))
+        .map(|p| plain(p, "containerPort"))
+        .collect();
+    let mut seen = Vec::new();
+    for rule in items(at(policy, "spec.ingress")) {
+        for port in items(at(rule, "ports")) {
+            let port = plain(port, "port");
+            seen.push(port);
+            match port {
+                "8889" => {
+                    let from = items(at(rule, "from"));
+                    assert!(!from.is_empty(), "the exporter is open to Prometheus only");
+                    assert!(from.iter().all(|f| f.get("podSelector").is_some()));
+                }
+                p if app_ports.contains(&p) => {}
+                other => panic!("port {other} is open, but it is not the app's or the exporter's"),
+            }
+        }
+    }
+    assert!(seen.contains(&"8889"));
+    for closed in ["8888", "4317", "4318"] {
+        assert!(!seen.contains(&closed), "{closed} must not be reachable from outside");
+    }
+    assert!(app_ports.iter().all(|p| seen.contains(p)), "the app stays reachable");
+}
