@@ -3,8 +3,10 @@
 //!
 //! Layout:
 //! - [`registry`]: every component kind, one line each.
+//! - [`fuzz`]: entry points for fuzzing every parser of outside input.
 //! - `default.yaml`: the config `sidekick` runs without `--config`.
 
+pub mod fuzz;
 mod registry;
 
 pub use registry::registry;

@@ -51,6 +51,20 @@ struct ProtoDuration {
     nanos: i32,
 }
 
+/// A `Retry-After` header's delay (the seconds form; an HTTP date is not honoured and
+/// the exporter's own backoff applies).
+pub fn retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The message of a `google.rpc.Status` error body, or the body's start as text.
+pub fn status_message(body: &[u8]) -> String {
+    match <RpcStatus as Message>::decode(body) {
+        Ok(s) if !s.message.is_empty() => s.message,
+        _ => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    }
+}
+
 /// The `RetryInfo.retry_delay` in a gRPC status's details, if the server sent one.
 pub fn retry_delay(status_details: &[u8]) -> Option<Duration> {
     let status = RpcStatus::decode(status_details).ok()?;

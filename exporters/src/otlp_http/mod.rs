@@ -13,7 +13,6 @@
 //! retried, honouring `Retry-After`; other statuses drop the batch and count it.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -26,7 +25,6 @@ use sidekick_collector::exporter::{
 };
 use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
 use sidekick_collector::util::error_chain;
-use sidekick_transport::grpc::RpcStatus;
 
 use crate::collector_options;
 use crate::compression::Compression;
@@ -264,7 +262,7 @@ impl OtlpHttpExporter {
             .headers()
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(partial::retry_after);
         let body = response.bytes().await.unwrap_or_default();
         if status.is_success() {
             return Ok(partial::delivered(&body));
@@ -272,7 +270,7 @@ impl OtlpHttpExporter {
         let message = format!(
             "POST {}: HTTP {status}: {}",
             self.url::<S>(),
-            status_message(&body)
+            partial::status_message(&body)
         );
         match status.as_u16() {
             429 | 502 | 503 | 504 => Err(ExportError::Retryable {
@@ -288,18 +286,6 @@ impl OtlpHttpExporter {
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from OTLP backends and falls back
 /// to the exporter's own backoff).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// The message of a `google.rpc.Status` error body, or the body's start as text.
-fn status_message(body: &[u8]) -> String {
-    match <RpcStatus as prost::Message>::decode(body) {
-        Ok(s) if !s.message.is_empty() => s.message,
-        _ => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-    }
-}
-
 impl<S: Signal> Export<S> for OtlpHttpExporter {
     fn export<'a>(&'a self, batch: &'a Batch<S>) -> BoxFuture<'a, Result<Delivered, ExportError>> {
         Box::pin(self.send(batch))

@@ -442,8 +442,7 @@ impl RemoteWriteExporter {
             .headers()
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(crate::partial::retry_after);
         let text = resp.text().await.unwrap_or_default();
         let message = format!(
             "POST {}: HTTP {status}: {}",

@@ -178,13 +178,7 @@ where
             format!("cannot decompress {compression} body: {e}"),
         ),
     })?;
-    let batch = match encoding {
-        Encoding::Protobuf => Batch::<S>::from_encoded(body).map_err(|e| e.to_string()),
-        Encoding::Json => serde_json::from_slice::<S::Request>(&body)
-            .map_err(|e| format!("invalid OTLP/JSON: {e}"))
-            .and_then(from_json::<S>),
-    }
-    .map_err(|message| {
+    let batch = parse_body::<S>(encoding, body).map_err(|message| {
         debug!(error = %message, "refused malformed OTLP/HTTP request");
         Failure::new(StatusCode::BAD_REQUEST, 3, message)
     })?;
@@ -203,6 +197,44 @@ where
             Failure::new(StatusCode::PAYLOAD_TOO_LARGE, 8, e.to_string())
         }
     })
+}
+
+/// A body as protobuf or OTLP/JSON.
+fn parse_body<S: Signal>(encoding: Encoding, body: Bytes) -> Result<Batch<S>, String>
+where
+    S::Request: DeserializeOwned,
+{
+    match encoding {
+        Encoding::Protobuf => Batch::<S>::from_encoded(body).map_err(|e| e.to_string()),
+        Encoding::Json => serde_json::from_slice::<S::Request>(&body)
+            .map_err(|e| format!("invalid OTLP/JSON: {e}"))
+            .and_then(from_json::<S>),
+    }
+}
+
+/// A request body taken as the OTLP/HTTP receiver takes it: decompressed per
+/// `content_encoding` into at most `limit` bytes, then read as OTLP/JSON when `json`,
+/// else protobuf (what fuzzing drives).
+pub fn decode_body<S: Signal>(
+    content_encoding: &str,
+    json: bool,
+    body: Bytes,
+    limit: usize,
+) -> Result<Batch<S>, String>
+where
+    S::Request: DeserializeOwned,
+{
+    let body = decompress(content_encoding, body, limit).map_err(|e| match e {
+        DecompressError::TooLarge => "too large".to_string(),
+        DecompressError::Unsupported => "unsupported encoding".to_string(),
+        DecompressError::Corrupt(e) => e.to_string(),
+    })?;
+    let encoding = if json {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    };
+    parse_body(encoding, body)
 }
 
 /// serde checks JSON syntax and types but not OTLP's rules: a `traceId` of any even

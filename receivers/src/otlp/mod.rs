@@ -24,6 +24,8 @@
 
 mod grpc;
 mod http;
+
+pub use http::decode_body;
 mod router;
 
 use std::time::Duration;

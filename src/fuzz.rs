@@ -1,0 +1,147 @@
+//! Entry points for fuzzing every parser of outside input, one per target: each takes
+//! arbitrary bytes and must neither panic nor hang, whatever they are. The libFuzzer
+//! targets in `fuzz/` call these, and so does `tests/fuzz_smoke.rs`, which mutates seed
+//! inputs for a time budget on every test run.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
+use sidekick_receivers::prometheus::parse::Format;
+use sidekick_receivers::prometheus::series::Tracker;
+use sidekick_receivers::prometheus::translate::{translate, Options, Target};
+
+/// The targets, by name (as `fuzz/fuzz_targets/<name>.rs` and the smoke test name them).
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("otlp_protobuf", otlp_protobuf),
+    ("otlp_http_body", otlp_http_body),
+    ("prometheus_text", prometheus_text),
+    ("openmetrics", openmetrics),
+    ("downward_api", downward_api),
+    ("config_yaml", config_yaml),
+    ("export_responses", export_responses),
+];
+
+/// Exercises a batch that passed the receivers' checks as the pipeline would.
+fn use_batch<S: Signal>(mut batch: Batch<S>) {
+    let _ = batch.len();
+    let _ = batch.size();
+    let mut other = batch.clone();
+    batch.resources_mut(|r| r.attributes.clear());
+    if batch.len() > 1 {
+        let _ = other.split_off(batch.len() / 2);
+    }
+    let _ = other.to_request();
+    batch.append(other);
+    let _ = batch.encoded();
+}
+
+/// An OTLP protobuf request body of each signal: the validating walker, then what the
+/// pipeline does with a batch (split, merge, edit resources, decode, encode).
+pub fn otlp_protobuf(data: &[u8]) {
+    let body = Bytes::copy_from_slice(data);
+    if let Ok(b) = Batch::<TracesSignal>::from_encoded(body.clone()) {
+        use_batch(b);
+    }
+    if let Ok(b) = Batch::<MetricsSignal>::from_encoded(body.clone()) {
+        use_batch(b);
+    }
+    if let Ok(b) = Batch::<LogsSignal>::from_encoded(body) {
+        use_batch(b);
+    }
+}
+
+/// An OTLP/HTTP body: the first byte picks the content encoding and JSON or protobuf,
+/// the rest is the body (decompressed into at most 1 MiB).
+pub fn otlp_http_body(data: &[u8]) {
+    use sidekick_receivers::otlp::decode_body;
+    let Some((&how, body)) = data.split_first() else {
+        return;
+    };
+    let encoding = ["", "gzip", "zstd", "deflate", "br"][usize::from(how % 5)];
+    let json = how & 0x80 != 0;
+    let body = Bytes::copy_from_slice(body);
+    let limit = 1 << 20;
+    if let Ok(b) = decode_body::<TracesSignal>(encoding, json, body.clone(), limit) {
+        use_batch(b);
+    }
+    if let Ok(b) = decode_body::<MetricsSignal>(encoding, json, body.clone(), limit) {
+        use_batch(b);
+    }
+    if let Ok(b) = decode_body::<LogsSignal>(encoding, json, body, limit) {
+        use_batch(b);
+    }
+}
+
+fn scrape(data: &[u8], format: Format) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let target = Target {
+        job: "app".into(),
+        instance: "127.0.0.1:8080".into(),
+        scheme: "http".into(),
+        labels: vec![
+            ("instance".into(), "127.0.0.1:8080".into()),
+            ("job".into(), "app".into()),
+        ],
+    };
+    let limited = Options {
+        sample_limit: 1_000,
+        label_limit: 30,
+        label_name_length_limit: 200,
+        label_value_length_limit: 2_000,
+        ..Options::default()
+    };
+    let mut tracker = Tracker::new(1_000);
+    // Twice, so the second scrape meets the first's series (resets, staleness).
+    for (time, options) in [(1_000, Options::default()), (6_000, limited)] {
+        let _ = translate(text, format, time, &target, &options, &mut tracker);
+    }
+    // And a third page that drops everything: every series goes stale.
+    let _ = translate("", Format::Prometheus, 11_000, &target, &Options::default(), &mut tracker);
+}
+
+/// A scraped page in the Prometheus text format: parse, check, translate.
+pub fn prometheus_text(data: &[u8]) {
+    scrape(data, Format::Prometheus);
+}
+
+/// A scraped page served as OpenMetrics: parse, the format's rules, translate.
+pub fn openmetrics(data: &[u8]) {
+    scrape(data, Format::OpenMetrics);
+}
+
+/// A downward-API file (`labels`, `annotations`).
+pub fn downward_api(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = sidekick_collector::transport::downward::parse(&text);
+}
+
+/// A YAML configuration with `${env:…}` references: parse, expand, check, plan.
+pub fn config_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env: HashMap<String, String> = [
+        ("PORT", "4317"),
+        ("EMPTY", ""),
+        ("NESTED", "${env:PORT}"),
+        ("YAML", "a: [1, {b: c}]"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let registry = crate::registry();
+    let _ = crate::plan(text, "fuzz.yaml", &registry, &env);
+}
+
+/// What backends answer exporters: an OTLP export response (partial success), a gRPC
+/// status's details (`RetryInfo`), an error body's message, a `Retry-After` value.
+pub fn export_responses(data: &[u8]) {
+    use sidekick_exporters::partial;
+    let _ = partial::delivered(data);
+    let _ = partial::retry_delay(data);
+    let _ = partial::status_message(data);
+    let _ = partial::retry_after(&String::from_utf8_lossy(data));
+}
