@@ -99,7 +99,14 @@ fn scrape(data: &[u8], format: Format) {
         let _ = translate(text, format, time, &target, &options, &mut tracker);
     }
     // And a third page that drops everything: every series goes stale.
-    let _ = translate("", Format::Prometheus, 11_000, &target, &Options::default(), &mut tracker);
+    let _ = translate(
+        "",
+        Format::Prometheus,
+        11_000,
+        &target,
+        &Options::default(),
+        &mut tracker,
+    );
 }
 
 /// A scraped page in the Prometheus text format: parse, check, translate.

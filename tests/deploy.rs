@@ -316,7 +316,13 @@ fn network_policy_lets_only_prometheus_reach_the_exporter_and_nobody_the_admin_p
     }
     assert!(seen.contains(&"8889"));
     for closed in ["8888", "4317", "4318"] {
-        assert!(!seen.contains(&closed), "{closed} must not be reachable from outside");
+        assert!(
+            !seen.contains(&closed),
+            "{closed} must not be reachable from outside"
+        );
     }
-    assert!(app_ports.iter().all(|p| seen.contains(p)), "the app stays reachable");
+    assert!(
+        app_ports.iter().all(|p| seen.contains(p)),
+        "the app stays reachable"
+    );
 }

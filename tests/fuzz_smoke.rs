@@ -31,12 +31,45 @@ impl Rng {
 }
 
 const TOKENS: &[&[u8]] = &[
-    b"{", b"}", b"\"", b"\\", b"\n", b",", b"=", b" ", b"#", b"# EOF\n", b"# TYPE x histogram\n",
-    b"# TYPE x counter\n", b"# TYPE x summary\n", b"# HELP x h\n", b"# UNIT x seconds\n",
-    b"x_bucket{le=\"+Inf\"} 1\n", b"x_count 1\n", b"x_total 1 # {a=\"b\"} 1 1\n", b"NaN",
-    b"+Inf", b"-Inf", b"1e308", b"-0", b"9223372036854775807", b"${env:", b"${env:PORT}",
-    b"${env:NESTED}", b"$$", b": ", b"- ", b"[", b"]", b"&a", b"*a", b"!!binary", b"\t",
-    b"\xff", b"\0", b"\r\n",
+    b"{",
+    b"}",
+    b"\"",
+    b"\\",
+    b"\n",
+    b",",
+    b"=",
+    b" ",
+    b"#",
+    b"# EOF\n",
+    b"# TYPE x histogram\n",
+    b"# TYPE x counter\n",
+    b"# TYPE x summary\n",
+    b"# HELP x h\n",
+    b"# UNIT x seconds\n",
+    b"x_bucket{le=\"+Inf\"} 1\n",
+    b"x_count 1\n",
+    b"x_total 1 # {a=\"b\"} 1 1\n",
+    b"NaN",
+    b"+Inf",
+    b"-Inf",
+    b"1e308",
+    b"-0",
+    b"9223372036854775807",
+    b"${env:",
+    b"${env:PORT}",
+    b"${env:NESTED}",
+    b"$$",
+    b": ",
+    b"- ",
+    b"[",
+    b"]",
+    b"&a",
+    b"*a",
+    b"!!binary",
+    b"\t",
+    b"\xff",
+    b"\0",
+    b"\r\n",
 ];
 
 fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
@@ -166,8 +199,20 @@ fn otlp_http_body() {
         .into_iter()
         .map(|b| [vec![0u8], b].concat())
         .collect();
-    seeds.push([vec![0x80], serde_json::to_vec(&traces_request(0, 1, 2)).unwrap()].concat());
-    seeds.push([vec![0x80], serde_json::to_vec(&metrics_request(0, 1, 2)).unwrap()].concat());
+    seeds.push(
+        [
+            vec![0x80],
+            serde_json::to_vec(&traces_request(0, 1, 2)).unwrap(),
+        ]
+        .concat(),
+    );
+    seeds.push(
+        [
+            vec![0x80],
+            serde_json::to_vec(&metrics_request(0, 1, 2)).unwrap(),
+        ]
+        .concat(),
+    );
     let mut gz = flate2::write::GzEncoder::new(vec![1u8], flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &traces_request(0, 1, 2).encode_to_vec()).unwrap();
     seeds.push(gz.finish().unwrap());
@@ -202,7 +247,8 @@ fn downward_api() {
     smoke(
         "downward_api",
         vec![
-            b"app=\"checkout\"\npod-template-hash=\"7d9f8b6c5\"\nnote=\"a \\\"b\\\"\\nc\"\n".to_vec(),
+            b"app=\"checkout\"\npod-template-hash=\"7d9f8b6c5\"\nnote=\"a \\\"b\\\"\\nc\"\n"
+                .to_vec(),
             b"prometheus.io/scrape=\"true\"\nprometheus.io/port=\"8080\"\n".to_vec(),
         ],
     );

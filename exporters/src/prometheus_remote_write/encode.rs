@@ -27,6 +27,11 @@ pub struct Request {
     pub series: usize,
 }
 
+/// Requests are cut at this many bytes (before compression) even when
+/// `max_batch_size_bytes` allows more: each shard's buffer stays this small, and a big
+/// scrape goes out as several requests per shard, sent one after the other.
+pub const REQUEST_BYTES: usize = 1 << 20;
+
 /// Samples older than this (relative to the batch's clock) are sent apart.
 pub const APART_OLDER_MS: i64 = 3_600_000;
 /// Samples this far ahead of the batch's clock are left out.
@@ -56,7 +61,7 @@ impl Encoder {
     /// is sized for them at once (about 128 bytes a series), not grown by copying.
     pub fn for_points(shards: usize, max_bytes: usize, now_ms: i64, points: usize) -> Self {
         let shards = shards.max(1);
-        let expected = (points.saturating_mul(128) / shards).min(max_bytes);
+        let expected = (points.saturating_mul(128) / shards).min(max_bytes.min(REQUEST_BYTES));
         Encoder {
             shards: (0..shards)
                 .map(|_| {
@@ -210,7 +215,7 @@ impl Writer {
         Writer {
             buf: Vec::new(),
             series: 0,
-            max_bytes,
+            max_bytes: max_bytes.min(REQUEST_BYTES),
             done: Vec::new(),
         }
     }

@@ -118,7 +118,9 @@ pub struct Tracker {
     overflowed: u64,
     /// Series hashes of the last successful scrape, and its page.
     previous: KeySet,
-    previous_page: Option<(String, Format)>,
+    /// Snappy-compressed (a page is mostly repeated names: about a third of its size),
+    /// since it is read only when series vanish.
+    previous_page: Option<(Vec<u8>, Format)>,
     /// Resets seen since start.
     pub resets: u64,
 }
@@ -216,16 +218,22 @@ impl Tracker {
     }
 
     /// The last good scrape's page, to rebuild staleness markers from.
-    pub fn previous_page(&self) -> Option<(&str, Format)> {
-        self.previous_page.as_ref().map(|(t, f)| (t.as_str(), *f))
+    pub fn previous_page(&self) -> Option<(String, Format)> {
+        let (packed, format) = self.previous_page.as_ref()?;
+        let bytes = snap::raw::Decoder::new().decompress_vec(packed).ok()?;
+        Some((String::from_utf8(bytes).ok()?, *format))
     }
 
-    /// Keeps the page of a good scrape (its spare capacity handed back).
-    pub fn remember_page(&mut self, mut text: String, format: Format) {
-        if text.capacity() > text.len() + text.len() / 4 {
-            text.shrink_to_fit();
-        }
-        self.previous_page = Some((text, format));
+    /// Keeps the page of a good scrape, compressed.
+    pub fn remember_page(&mut self, text: String, format: Format) {
+        // The old page goes first, so two compressed pages are never held at once.
+        self.previous_page = None;
+        let packed = snap::raw::Encoder::new()
+            .compress_vec(text.as_bytes())
+            .ok()
+            .map(|p| (p, format));
+        drop(text);
+        self.previous_page = packed;
     }
 
     pub fn forget_page(&mut self) {

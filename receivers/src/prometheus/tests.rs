@@ -1386,7 +1386,10 @@ fn credentials_scraped_over_plain_http_from_another_host_are_warned_about() {
     assert!(!err.contains("s3cret"), "{err}");
     let (root, _) = node::parse(&yaml("10.0.0.5:8080", "http"), &HashMap::new()).unwrap();
     let c: Config = from_node(&root, "receivers.prometheus").unwrap();
-    assert!(c.validate().iter().all(|p| p.warning), "a warning, not an error");
+    assert!(
+        c.validate().iter().all(|p| p.warning),
+        "a warning, not an error"
+    );
     // The app next door, or https: nothing to say.
     load(&yaml("127.0.0.1:8080", "http")).unwrap();
     load(&yaml("localhost:8080", "http")).unwrap();

@@ -518,7 +518,7 @@ fn stale_markers(
         return Vec::new();
     };
     // The page passed before with the same options; should it not now, no markers.
-    let Ok(page) = read_page(text, format, time_ms, target, opts) else {
+    let Ok(page) = read_page(&text, format, time_ms, target, opts) else {
         return Vec::new();
     };
     let mut scopes = page.build(&mut |hash| gone.contains(&hash), &mut |_, t, _, _| t);
