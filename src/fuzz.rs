@@ -9,10 +9,13 @@ use bytes::Bytes;
 use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
 use sidekick_receivers::prometheus::parse::Format;
 use sidekick_receivers::prometheus::series::Tracker;
-use sidekick_receivers::prometheus::translate::{translate, Options, Target};
+use sidekick_receivers::prometheus::translate::{self, translate, Options};
+
+/// A fuzz target: takes any bytes.
+pub type Target = fn(&[u8]);
 
 /// The targets, by name (as `fuzz/fuzz_targets/<name>.rs` and the smoke test name them).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("otlp_protobuf", otlp_protobuf),
     ("otlp_http_body", otlp_http_body),
     ("prometheus_text", prometheus_text),
@@ -77,7 +80,7 @@ fn scrape(data: &[u8], format: Format) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let target = Target {
+    let target = translate::Target {
         job: "app".into(),
         instance: "127.0.0.1:8080".into(),
         scheme: "http".into(),
