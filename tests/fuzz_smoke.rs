@@ -238,6 +238,9 @@ fn openmetrics() {
         vec![
             file("receivers/testdata/prometheus/openmetrics.txt"),
             b"# TYPE h histogram\n# UNIT h seconds\nh_bucket{le=\"1\"} 1 # {trace_id=\"0102030405060708090a0b0c0d0e0f10\"} 0.5\nh_bucket{le=\"+Inf\"} 2\nh_count 2\nh_sum 3\n# TYPE c counter\nc_total 4 1700000000\nc_total 5 1700000005\n# TYPE s stateset\ns{s=\"a\"} 1\n# TYPE i info\ni_info{v=\"1\"} 1\n# EOF\n".to_vec(),
+            // Found by this run: a timestamp past the end of time, then a reset
+            // (regression test: receivers' timestamps_at_the_ends_of_time_...).
+            b"# TYPE c counter\nc_total 4 1700000000\nc_total 5 19223372036854775807700000005\n# EOF\n".to_vec(),
         ],
     );
 }

@@ -181,6 +181,7 @@ impl ScrapeExporter {
         // Samples go into the store as the translation makes them, under its lock (a
         // render holds it only to copy the page's references out).
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.begin_batch();
         let now = std::time::Instant::now();
         let translation =
             prom::translate_batch_with(batch, &self.settings, &self.accumulator, &mut |s| {

@@ -57,7 +57,12 @@ pub struct Snapshot {
 }
 
 pub struct Store {
-    families: FastMap<String, FamilyEntry>,
+    families: Vec<FamilyEntry>,
+    /// Family name → its place in `families`.
+    by_name: FastMap<String, usize>,
+    /// For the batch being ingested: its family index → the place in `families`
+    /// (samples of a family come together; a name is looked up once a batch).
+    this_batch: Vec<Option<usize>>,
     expiration: Duration,
     send_timestamps: bool,
 }
@@ -99,19 +104,28 @@ fn exemplar_text(e: &prom::Exemplar) -> Option<String> {
 impl Store {
     pub fn new(expiration: Duration, send_timestamps: bool) -> Self {
         Store {
-            families: FastMap::default(),
+            families: Vec::new(),
+            by_name: FastMap::default(),
+            this_batch: Vec::new(),
             expiration,
             send_timestamps,
         }
     }
 
     pub fn series(&self) -> usize {
-        self.families.values().map(|f| f.series.len()).sum()
+        self.families.iter().map(|f| f.series.len()).sum()
+    }
+
+    /// Starts a batch: [`Store::ingest`] calls until the next one take family indexes
+    /// of the same translation.
+    pub fn begin_batch(&mut self) {
+        self.this_batch.clear();
     }
 
     /// Takes the latest samples of a translation; a stale marker removes its series.
     pub fn update(&mut self, t: Translation) {
         let now = Instant::now();
+        self.begin_batch();
         for series in &t.series {
             series.as_sample(&t.families[series.family], |s| self.ingest(s, now));
         }
@@ -120,26 +134,18 @@ impl Store {
     /// Takes one sample (borrowed: a series already on the page costs a hash and a
     /// lookup, only a new one is rendered); a stale marker removes its series.
     pub fn ingest(&mut self, s: &Sample<'_>, now: Instant) {
-        let f = s.family_def;
-        let entry = match self.families.get_mut(f.name.as_str()) {
-            Some(entry) if entry.family.kind == f.kind => {
-                if !f.help.is_empty() && entry.family.help != f.help {
-                    Arc::make_mut(&mut entry.family).help = f.help.clone();
+        let at = match self.this_batch.get(s.family).copied().flatten() {
+            Some(at) => at,
+            None => {
+                let at = self.family_slot(s.family_def);
+                if self.this_batch.len() <= s.family {
+                    self.this_batch.resize(s.family + 1, None);
                 }
-                entry
-            }
-            _ => {
-                // New, or its type changed: a family has one type.
-                let entry = FamilyEntry {
-                    family: Arc::new(f.clone()),
-                    series: KeyMap::default(),
-                };
-                self.families.insert(f.name.clone(), entry);
-                self.families
-                    .get_mut(f.name.as_str())
-                    .expect("inserted just now")
+                self.this_batch[s.family] = Some(at);
+                at
             }
         };
+        let entry = &mut self.families[at];
         let key = s.key();
         if is_stale_nan(s.value) {
             entry.series.remove(&key);
@@ -164,22 +170,57 @@ impl Store {
         }
     }
 
+    /// The place of family `f` in `families`: its entry (help brought up to date), or a
+    /// new one when it is new or its type changed (a family has one type).
+    fn family_slot(&mut self, f: &Family) -> usize {
+        if let Some(&at) = self.by_name.get(f.name.as_str()) {
+            let entry = &mut self.families[at];
+            if entry.family.kind == f.kind {
+                if !f.help.is_empty() && entry.family.help != f.help {
+                    Arc::make_mut(&mut entry.family).help = f.help.clone();
+                }
+            } else {
+                *entry = FamilyEntry {
+                    family: Arc::new(f.clone()),
+                    series: KeyMap::default(),
+                };
+            }
+            return at;
+        }
+        self.families.push(FamilyEntry {
+            family: Arc::new(f.clone()),
+            series: KeyMap::default(),
+        });
+        self.by_name.insert(f.name.clone(), self.families.len() - 1);
+        self.families.len() - 1
+    }
+
     /// Drops series not updated within the expiration. Reads the clock once: on some
     /// virtual machines each read is a system call.
     fn expire(&mut self) {
         let Some(cutoff) = Instant::now().checked_sub(self.expiration) else {
             return;
         };
-        for f in self.families.values_mut() {
+        for f in &mut self.families {
             f.series.retain(|_, e| e.updated > cutoff);
         }
-        self.families.retain(|_, f| !f.series.is_empty());
+        let before = self.families.len();
+        self.families.retain(|f| !f.series.is_empty());
+        if self.families.len() != before {
+            self.by_name = self
+                .families
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.family.name.clone(), i))
+                .collect();
+            self.this_batch.clear();
+        }
     }
 
     /// Copies out what a render needs (and drops expired series), families by name.
     pub fn snapshot(&mut self) -> Snapshot {
         self.expire();
-        let mut families: Vec<&FamilyEntry> = self.families.values().collect();
+        let mut families: Vec<&FamilyEntry> = self.families.iter().collect();
         families.sort_unstable_by(|a, b| a.family.name.cmp(&b.family.name));
         Snapshot {
             families: families

@@ -192,7 +192,7 @@ impl Tracker {
             entry.start_ms = c;
         } else if value < entry.last_value {
             self.resets += 1;
-            entry.start_ms = entry.last_ms + 1;
+            entry.start_ms = entry.last_ms.saturating_add(1);
         }
         entry.last_ms = time_ms;
         entry.last_value = value;
@@ -245,7 +245,7 @@ impl Tracker {
         self.previous = current;
         let before = self.series.len();
         self.series
-            .retain(|_, s| time_ms - s.last_ms <= FORGET_AFTER_MS);
+            .retain(|_, s| time_ms.saturating_sub(s.last_ms) <= FORGET_AFTER_MS);
         self.budget.give_back(before - self.series.len());
         // Hand back the memory of a burst of series once most of them are gone.
         if self.series.capacity() > 4 * self.series.len().max(1024) {

@@ -1395,3 +1395,24 @@ fn credentials_scraped_over_plain_http_from_another_host_are_warned_about() {
     load(&yaml("localhost:8080", "http")).unwrap();
     load(&yaml("10.0.0.5:8080", "https")).unwrap();
 }
+
+/// Found by the fuzz smoke run: a timestamp past the end of time (saturated to i64::MAX
+/// ms) followed, on the next scrape, by a lower value (a reset) overflowed the start time.
+#[test]
+fn timestamps_at_the_ends_of_time_neither_overflow_nor_panic() {
+    let page = "# TYPE c counter\nc_total 4 1700000000\nc_total 5 19223372036854775807700000005\n# TYPE g gauge\ng -1 -19223372036854775807700000005\n# EOF\n";
+    let mut tracker = Tracker::new(100);
+    for t in [T0, T0 + 5_000, i64::MAX, i64::MIN] {
+        let out = run(page, Format::OpenMetrics, t, &mut tracker);
+        assert_eq!(out.samples_scraped, 3);
+    }
+    // And the forgetting of old series with such times.
+    let _ = translate(
+        "",
+        Format::Prometheus,
+        i64::MIN,
+        &target(),
+        &opts(),
+        &mut tracker,
+    );
+}
