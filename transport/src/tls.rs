@@ -255,7 +255,8 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 pub struct TlsSettings {
     /// Send in plaintext. Only meaningful when the endpoint has no `http://`/`https://`.
     pub insecure: bool,
-    /// Accept any server certificate (no chain or name check). Logged loudly at start.
+    /// Accept any server certificate (no chain or name check). A warning at start and in
+    /// `validate`.
     pub insecure_skip_verify: bool,
     /// PEM file with the CA certificates that sign the backend's certificate. Replaces
     /// the system roots unless `include_system_ca_certs_pool` is true.
@@ -287,9 +288,17 @@ impl TlsSettings {
         }
     }
 
-    /// Every problem with these settings, files read and parsed.
+    /// Every problem with these settings, files read and parsed; and a warning when the
+    /// backend's certificate goes unverified.
     pub fn validate(&self) -> Vec<FieldError> {
-        self.client().check()
+        let mut out = self.client().check();
+        if self.insecure_skip_verify {
+            out.push(FieldError::warning(
+                "tls.insecure_skip_verify",
+                "the backend's certificate is NOT verified: anyone on the path can pose as the backend and read everything sent, credentials included; for tests only (set ca_file to trust a private CA instead)",
+            ));
+        }
+        out
     }
 
     /// A rustls client config (ring provider) with these settings.
@@ -371,5 +380,24 @@ mod tests {
         assert!(errors(&v("1.1", "1.3")).contains("not supported"));
         assert!(errors(&v("1.3", "1.2")).contains("higher than max_version"));
         assert!(errors(&v("2", "")).contains("unknown TLS version"));
+    }
+}
+
+#[cfg(test)]
+mod skip_verify_tests {
+    use super::*;
+
+    #[test]
+    fn skipping_verification_is_warned_about() {
+        let quiet = TlsSettings::default().validate();
+        assert!(quiet.is_empty(), "{quiet:?}");
+        let w = TlsSettings {
+            insecure_skip_verify: true,
+            ..TlsSettings::default()
+        }
+        .validate();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].warning && w[0].field == "tls.insecure_skip_verify");
+        assert!(w[0].message.contains("NOT verified"));
     }
 }
