@@ -38,10 +38,12 @@ impl Pki {
             .unwrap()
             .signed_by(&client_key, &ca)
             .unwrap();
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "sidekick-tls-{}-{:?}",
+            "sidekick-tls-{}-{:?}-{}",
             std::process::id(),
-            std::thread::current().id()
+            std::thread::current().id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
@@ -153,6 +155,57 @@ async fn mutual_tls_with_a_private_ca() {
     let grpc = grpc_exporter(&sink, pki.tls(true, false));
     assert!(grpc.traces.unwrap().export(&traces(0, 1, 1)).await.is_err());
     assert_eq!(sink.span_count(), 7);
+}
+
+/// Kubernetes rotates a mounted Secret by replacing its files: new connections must use
+/// the new CA and client certificate, and a broken replacement must not break anything.
+#[tokio::test]
+async fn certificates_rotated_in_place_are_used_by_new_connections() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = Pki::new();
+    let other = Pki::new();
+    let sink = OtlpSink::start_tls(pki.server_config()).await;
+    let every_connection = TlsSettings {
+        reload_interval: Some(sidekick_collector::config::Duration(
+            std::time::Duration::ZERO,
+        )),
+        ..pki.tls(true, true)
+    };
+    let copy = |from: &Pki, name: &str| {
+        std::fs::copy(from.dir.join(name), pki.dir.join(name)).unwrap();
+    };
+
+    // The CA file trusts another CA: the backend is not trusted...
+    copy(&other, "ca.pem");
+    let http = http_exporter(&sink, every_connection.clone())
+        .traces
+        .unwrap();
+    assert!(http.export(&traces(0, 1, 1)).await.is_err());
+    // ...until the right CA is put in place; the same exporter then connects.
+    std::fs::write(pki.dir.join("ca.pem"), &pki.ca_pem).unwrap();
+    http.export(&traces(0, 1, 2)).await.unwrap();
+    assert_eq!(sink.span_count(), 2);
+
+    // A client certificate the backend does not accept, then the right one.
+    let good_cert = std::fs::read(pki.dir.join("client.pem")).unwrap();
+    let good_key = std::fs::read(pki.dir.join("client-key.pem")).unwrap();
+    copy(&other, "client.pem");
+    copy(&other, "client-key.pem");
+    let grpc = grpc_exporter(&sink, every_connection.clone())
+        .traces
+        .unwrap();
+    assert!(grpc.export(&traces(0, 1, 1)).await.is_err());
+    std::fs::write(pki.dir.join("client.pem"), &good_cert).unwrap();
+    std::fs::write(pki.dir.join("client-key.pem"), &good_key).unwrap();
+    grpc.export(&traces(2, 1, 3)).await.unwrap();
+    assert_eq!(sink.span_count(), 5);
+
+    // A broken replacement keeps what worked.
+    let http = http_exporter(&sink, every_connection).traces.unwrap();
+    std::fs::write(pki.dir.join("ca.pem"), "not a certificate").unwrap();
+    std::fs::write(pki.dir.join("client.pem"), "nor this").unwrap();
+    http.export(&traces(5, 1, 1)).await.unwrap();
+    assert_eq!(sink.span_count(), 6);
 }
 
 #[test]

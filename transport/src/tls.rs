@@ -16,7 +16,8 @@
 //!   min_version: "1.2"
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -25,6 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
 use sidekick_config::{BuildError, FieldError};
+use tracing::{info, warn};
 
 /// A TLS setting that cannot be used, with the field it is about (`tls.ca_file`).
 #[derive(Debug, Clone)]
@@ -62,7 +64,15 @@ pub struct ClientTls<'a> {
     pub max_version: Option<&'a str>,
     /// Prefix for error messages, e.g. `tls` or `tls_config`.
     pub field: &'a str,
+    /// How often the CA, certificate and key files are read again (on the next handshake
+    /// after this long): a changed file is taken when it parses, the old one kept (and a
+    /// warning logged) when it does not. `None`: never.
+    pub reload_every: Option<Duration>,
 }
+
+/// How often TLS files are read again by default: Kubernetes rotates mounted Secrets in
+/// place, and a few KiB read every 10 s costs nothing.
+pub const DEFAULT_RELOAD: Duration = Duration::from_secs(10);
 
 impl ClientTls<'_> {
     fn error(&self, what: &str, message: impl Into<String>) -> TlsError {
@@ -125,34 +135,52 @@ impl ClientTls<'_> {
     }
 
     fn config(&self) -> Result<rustls::ClientConfig, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        if self.use_system_roots() {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-        if let Some(path) = self.ca_file {
-            let pem = self.read(path, "ca_file")?;
-            for cert in certificates(&pem, path).map_err(|m| self.error("ca_file", m))? {
-                roots.add(cert).map_err(|e| {
-                    self.error("ca_file", format!("invalid certificate in {path}: {e}"))
-                })?;
-            }
-        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ca = match self.ca_file {
+            Some(path) => Some((path, self.read(path, "ca_file")?)),
+            None => None,
+        };
+        let system = self.use_system_roots();
+        let roots = move |pem: Option<(&str, &[u8])>| -> Result<rustls::RootCertStore, String> {
+            let mut roots = rustls::RootCertStore::empty();
+            if system {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+            if let Some((path, pem)) = pem {
+                for cert in certificates(pem, path)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("invalid certificate in {path}: {e}"))?;
+                }
+            }
+            Ok(roots)
+        };
+        let initial = roots(ca.as_ref().map(|(p, b)| (*p, b.as_slice())))
+            .map_err(|m| self.error("ca_file", m))?;
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&self.versions()?)
             .map_err(|e| self.error("", e.to_string()))?
-            .with_root_certificates(roots);
+            .with_root_certificates(initial.clone());
         let mut config = match (self.cert_file, self.key_file) {
             (Some(cert), Some(key)) => {
-                let chain = certificates(&self.read(cert, "cert_file")?, cert)
-                    .map_err(|m| self.error("cert_file", m))?;
-                let key_der = private_key(&self.read(key, "key_file")?, key)
-                    .map_err(|m| self.error("key_file", m))?;
-                builder
-                    .with_client_auth_cert(chain, key_der)
-                    .map_err(|e| self.error("cert_file", format!("{e} (with {key})")))?
+                let files = vec![self.read(cert, "cert_file")?, self.read(key, "key_file")?];
+                let certified = certified_key(&files, cert, key, &provider)
+                    .map_err(|(what, m)| self.error(what, m))?;
+                match self.reload_every {
+                    None => builder.with_client_cert_resolver(Arc::new(Fixed(Arc::new(certified)))),
+                    Some(every) => {
+                        let paths = vec![cert.to_string(), key.to_string()];
+                        let provider = provider.clone();
+                        let (cert, key) = (cert.to_string(), key.to_string());
+                        let load = move |files: &[Vec<u8>]| {
+                            certified_key(files, &cert, &key, &provider).map_err(|(_, m)| m)
+                        };
+                        let watched = Watched::new(paths, every, files, certified, Box::new(load));
+                        builder.with_client_cert_resolver(Arc::new(ReloadingClientCert(watched)))
+                    }
+                }
             }
             (Some(_), None) => return Err(self.error("key_file", "cert_file needs key_file too")),
             (None, Some(_)) => return Err(self.error("cert_file", "key_file needs cert_file too")),
@@ -162,9 +190,227 @@ impl ClientTls<'_> {
             config
                 .dangerous()
                 .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
+        } else if let (Some((path, pem)), Some(every)) = (ca, self.reload_every) {
+            let build = {
+                let provider = provider.clone();
+                move |roots: rustls::RootCertStore| {
+                    rustls::client::WebPkiServerVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider.clone(),
+                    )
+                    .build()
+                    .map(|v| v as Arc<dyn ServerCertVerifier>)
+                    .map_err(|e| e.to_string())
+                }
+            };
+            let first = build(initial).map_err(|m| self.error("ca_file", m))?;
+            let owned = path.to_string();
+            let load = move |files: &[Vec<u8>]| build(roots(Some((&owned, &files[0])))?);
+            let watched = Watched::new(
+                vec![path.to_string()],
+                every,
+                vec![pem],
+                first,
+                Box::new(load),
+            );
+            config
+                .dangerous()
+                .set_certificate_verifier(Arc::new(ReloadingVerifier { watched, provider }));
         }
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
+    }
+}
+
+/// A client certificate and its key, ready to sign; on failure the field at fault.
+fn certified_key(
+    files: &[Vec<u8>],
+    cert: &str,
+    key: &str,
+    provider: &CryptoProvider,
+) -> Result<rustls::sign::CertifiedKey, (&'static str, String)> {
+    let chain = certificates(&files[0], cert).map_err(|m| ("cert_file", m))?;
+    let key_der = private_key(&files[1], key).map_err(|m| ("key_file", m))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| ("key_file", format!("{key}: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| ("cert_file", format!("{e} (with {key})")))?;
+    Ok(certified)
+}
+
+/// Turns the bytes of watched files into the value they make.
+type Load<T> = Box<dyn Fn(&[Vec<u8>]) -> Result<T, String> + Send + Sync>;
+
+/// A value made from files that are read again every so often: a change that loads
+/// replaces the value, one that does not leaves it and is logged once.
+struct Watched<T> {
+    paths: Vec<String>,
+    every: Duration,
+    load: Load<T>,
+    state: Mutex<WatchState<T>>,
+}
+
+struct WatchState<T> {
+    checked: Instant,
+    files: Vec<Vec<u8>>,
+    value: Arc<T>,
+}
+
+impl<T> std::fmt::Debug for Watched<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("paths", &self.paths)
+            .finish()
+    }
+}
+
+impl<T> Watched<T> {
+    fn new(
+        paths: Vec<String>,
+        every: Duration,
+        files: Vec<Vec<u8>>,
+        value: T,
+        load: Load<T>,
+    ) -> Self {
+        Watched {
+            paths,
+            every,
+            load,
+            state: Mutex::new(WatchState {
+                checked: Instant::now(),
+                files,
+                value: Arc::new(value),
+            }),
+        }
+    }
+
+    /// The value, from the files as they are now when it is time to look again.
+    fn current(&self) -> Arc<T> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.checked.elapsed() >= self.every {
+            s.checked = Instant::now();
+            let read: Result<Vec<Vec<u8>>, _> = self.paths.iter().map(std::fs::read).collect();
+            match read {
+                Ok(files) if files != s.files => {
+                    match (self.load)(&files) {
+                        Ok(value) => {
+                            s.value = Arc::new(value);
+                            info!(files = ?self.paths, "TLS files changed: new connections use them");
+                        }
+                        Err(e) => {
+                            warn!(files = ?self.paths, error = %e, "TLS files changed but cannot be used: keeping the previous ones")
+                        }
+                    }
+                    // Either way, these bytes were seen: no second load or warning.
+                    s.files = files;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(files = ?self.paths, error = %e, "cannot read TLS files again: keeping the previous ones")
+                }
+            }
+        }
+        Arc::clone(&s.value)
+    }
+}
+
+/// A client certificate that never changes.
+#[derive(Debug)]
+struct Fixed(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Fixed {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The client certificate of the files as they are now.
+#[derive(Debug)]
+struct ReloadingClientCert(Watched<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ReloadingClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Verifies the backend against the CA file as it is now.
+#[derive(Debug)]
+struct ReloadingVerifier {
+    watched: Watched<Arc<dyn ServerCertVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ReloadingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.watched.current().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -272,6 +518,10 @@ pub struct TlsSettings {
     pub max_version: Option<String>,
     /// Name to verify the backend's certificate against instead of the endpoint's host.
     pub server_name_override: Option<String>,
+    /// How often `ca_file`, `cert_file` and `key_file` are read again, so certificates
+    /// rotated in place (a mounted Kubernetes Secret) are used by new connections.
+    /// Default 10s; `0s` reads them on every new connection.
+    pub reload_interval: Option<sidekick_config::Duration>,
 }
 
 impl TlsSettings {
@@ -285,6 +535,7 @@ impl TlsSettings {
             min_version: self.min_version.as_deref(),
             max_version: self.max_version.as_deref(),
             field: "tls",
+            reload_every: Some(self.reload_interval.map_or(DEFAULT_RELOAD, |d| d.get())),
         }
     }
 

@@ -148,6 +148,7 @@ pub fn targets_for(
         min_version: None,
         max_version: None,
         field: "tls_config",
+        reload_every: Some(sidekick_transport::tls::DEFAULT_RELOAD),
     };
     if sc.scheme == "https" {
         builder = builder.tls_backend_preconfigured(client_tls.client_config()?);
