@@ -133,6 +133,7 @@ impl Series {
             value: self.value,
             timestamp_ms: self.timestamp_ms,
             exemplar: self.exemplar.as_ref(),
+            point: None,
         })
     }
 
@@ -267,9 +268,11 @@ impl Accumulator {
             // The buckets changed: start over.
             *e = (vec![0; counts.len()], 0.0, 0, now_ms);
         }
-        e.0.iter_mut().zip(counts).for_each(|(a, b)| *a += b);
+        e.0.iter_mut()
+            .zip(counts)
+            .for_each(|(a, b)| *a = a.saturating_add(*b));
         e.1 += sum;
-        e.2 += count;
+        e.2 = e.2.saturating_add(count);
         e.3 = now_ms;
         (e.0.clone(), e.1, e.2)
     }
@@ -308,6 +311,9 @@ pub struct Sample<'s> {
     pub value: f64,
     pub timestamp_ms: i64,
     pub exemplar: Option<&'s Exemplar>,
+    /// Which OTLP data point of the request it comes from (a histogram point makes many
+    /// samples), numbered from 0; `None` for `target_info`, which comes from no point.
+    pub point: Option<usize>,
 }
 
 impl<'s> Sample<'s> {
@@ -521,6 +527,8 @@ pub fn translate_with(
     let mut t = Translation::default();
     let mut index = HashMap::new();
     let mut target_infos: Vec<(Option<String>, Option<String>)> = Vec::new();
+    // The number of the next OTLP data point, for [`Sample::point`].
+    let mut next_point = 0;
     for rm in &request.resource_metrics {
         let resource: &[KeyValue] = rm
             .resource
@@ -567,8 +575,17 @@ pub fn translate_with(
             }
             let mut scratch = Scratch::default();
             for m in &sm.metrics {
-                let seen =
-                    translate_metric(m, &ctx, &mut t, &mut index, acc, now_ms, &mut scratch, emit);
+                let seen = translate_metric(
+                    m,
+                    &ctx,
+                    &mut t,
+                    &mut index,
+                    acc,
+                    now_ms,
+                    &mut scratch,
+                    emit,
+                    &mut next_point,
+                );
                 latest_ms = latest_ms.max(seen);
             }
         }
@@ -617,6 +634,7 @@ pub fn translate_with(
                 value: 1.0,
                 timestamp_ms: if latest_ms > 0 { latest_ms } else { now_ms },
                 exemplar: None,
+                point: None,
             });
         }
     }
@@ -685,6 +703,7 @@ fn translate_metric(
     now_ms: i64,
     scratch: &mut Scratch,
     emit: &mut dyn FnMut(&Sample<'_>),
+    next_point: &mut usize,
 ) -> i64 {
     let delta = |temporality: i32| temporality == AggregationTemporality::Delta as i32;
     let kind = match &m.data {
@@ -711,6 +730,7 @@ fn translate_metric(
             now_ms,
         },
         latest: 0,
+        point: *next_point,
         emit,
     };
     match &m.data {
@@ -728,6 +748,7 @@ fn translate_metric(
         Some(metric::Data::Summary(s)) => summary(s, ctx, out),
         _ => {}
     }
+    *next_point = out.point;
     out.latest
 }
 
@@ -736,6 +757,8 @@ struct Out<'m, 'e> {
     at: Of<'m>,
     /// The latest point time seen (ms).
     latest: i64,
+    /// The number the next data point gets.
+    point: usize,
     emit: &'e mut dyn FnMut(&Sample<'_>),
 }
 
@@ -750,6 +773,12 @@ struct Of<'m> {
 }
 
 impl Out<'_, '_> {
+    /// Takes the next point's number.
+    fn next_point(&mut self) -> Option<usize> {
+        self.point += 1;
+        Some(self.point - 1)
+    }
+
     /// A point's time in ms (`now_ms` when it has none), noted as seen.
     fn time(&mut self, nanos: u64) -> i64 {
         let ms = if nanos == 0 {
@@ -763,7 +792,12 @@ impl Out<'_, '_> {
 }
 
 impl<'m> Of<'m> {
-    fn sample<'s>(&self, labels: &'s [Label<'s>], timestamp_ms: i64) -> Sample<'s>
+    fn sample<'s>(
+        &self,
+        labels: &'s [Label<'s>],
+        timestamp_ms: i64,
+        point: Option<usize>,
+    ) -> Sample<'s>
     where
         'm: 's,
     {
@@ -776,6 +810,7 @@ impl<'m> Of<'m> {
             value: 0.0,
             timestamp_ms,
             exemplar: None,
+            point,
         }
     }
 }
@@ -805,6 +840,7 @@ fn numbers(
             None => f64::NAN,
         };
         let ts = out.time(p.time_unix_nano);
+        let point = out.next_point();
         if delta && p.flags & 1 == 0 {
             let key = Accumulator::key(out.at.name, &p.attributes, ctx.resource);
             value = acc.add_sum(key, value, out.at.now_ms);
@@ -814,7 +850,7 @@ fn numbers(
         let sample = Sample {
             value: shown(p.flags, value),
             exemplar: ex.as_ref(),
-            ..out.at.sample(&labels, ts)
+            ..out.at.sample(&labels, ts, point)
         };
         (out.emit)(&sample);
     }
@@ -838,6 +874,7 @@ fn histogram(
     let mut labels: Vec<Label<'_>> = Vec::new();
     for p in &h.data_points {
         let ts = out.time(p.time_unix_nano);
+        let point = out.next_point();
         let accumulated;
         let (counts, sum, count) = if delta && p.flags & 1 == 0 {
             accumulated = acc.add_histogram(
@@ -855,12 +892,12 @@ fn histogram(
         ctx.labels(&p.attributes, &mut labels);
         let base = Sample {
             name: &bucket,
-            ..out.at.sample(&labels, ts)
+            ..out.at.sample(&labels, ts, point)
         };
         let mut cumulative = 0u64;
         let texts = scratch.bound_texts(&p.explicit_bounds);
         for (i, bound) in p.explicit_bounds.iter().enumerate() {
-            cumulative += counts.get(i).copied().unwrap_or(0);
+            cumulative = cumulative.saturating_add(counts.get(i).copied().unwrap_or(0));
             let ex = p
                 .exemplars
                 .iter()
@@ -903,9 +940,10 @@ fn summary(s: &Summary, ctx: &Ctx<'_>, out: &mut Out<'_, '_>) {
     let mut labels: Vec<Label<'_>> = Vec::new();
     for p in &s.data_points {
         let ts = out.time(p.time_unix_nano);
+        let point = out.next_point();
         let v = |x: f64| shown(p.flags, x);
         ctx.labels(&p.attributes, &mut labels);
-        let base = out.at.sample(&labels, ts);
+        let base = out.at.sample(&labels, ts, point);
         for q in &p.quantile_values {
             let text = format_bound(q.quantile);
             (out.emit)(&Sample {

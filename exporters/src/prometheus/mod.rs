@@ -178,15 +178,30 @@ pub struct ScrapeExporter {
 
 impl ScrapeExporter {
     fn ingest(&self, batch: &Metrics) -> Result<Delivered, ExportError> {
-        // Samples go into the store as the translation makes them, under its lock (a
-        // render holds it only to copy the page's references out).
+        // An encoded batch is decoded before the lock is taken; then samples go into the
+        // store as the translation makes them, under its lock (a render holds it only
+        // to copy the page's references out).
+        let decoded;
+        let request = match batch.decoded() {
+            Some(r) => r,
+            None => {
+                decoded = batch
+                    .to_request()
+                    .map_err(|e| ExportError::permanent(format!("cannot decode batch: {e}")))?;
+                &decoded
+            }
+        };
+        let mut acc = self.accumulator.lock().unwrap_or_else(|p| p.into_inner());
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         store.begin_batch();
         let now = std::time::Instant::now();
-        let translation =
-            prom::translate_batch_with(batch, &self.settings, &self.accumulator, &mut |s| {
-                store.ingest(s, now)
-            })?;
+        let translation = prom::translate_with(
+            request,
+            &self.settings,
+            &mut acc,
+            sidekick_collector::util::now_ms(),
+            &mut |s| store.ingest(s, now),
+        );
         drop(store);
         let rejected = translation.dropped_points();
         let reason = translation
@@ -240,10 +255,9 @@ impl Extension for ScrapeServer {
                 Some((telemetry, settings)) => store::self_metrics(telemetry, settings),
                 None => prom::Translation::default(),
             };
-            let body = store
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .render(format, extra);
+            // Only the copy-out holds the lock; formatting happens after it.
+            let snapshot = store.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+            let body = snapshot.render(format, extra);
             response(StatusCode::OK, format.content_type(), body)
         };
         let router = Router::new()

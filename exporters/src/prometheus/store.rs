@@ -184,6 +184,12 @@ impl Store {
                     family: Arc::new(f.clone()),
                     series: KeyMap::default(),
                 };
+                // The family this batch knew under that name is gone.
+                for cached in &mut self.this_batch {
+                    if *cached == Some(at) {
+                        *cached = None;
+                    }
+                }
             }
             return at;
         }

@@ -48,6 +48,9 @@ pub struct Encoder {
     samples: usize,
     apart_samples: usize,
     ahead_samples: usize,
+    /// Data points with samples left out, and the last such point's number.
+    ahead_points: usize,
+    last_ahead: Option<usize>,
 }
 
 impl Encoder {
@@ -76,6 +79,8 @@ impl Encoder {
             samples: 0,
             apart_samples: 0,
             ahead_samples: 0,
+            ahead_points: 0,
+            last_ahead: None,
         }
     }
 
@@ -91,9 +96,11 @@ impl Encoder {
             s.value,
             s.timestamp_ms,
             s.exemplar,
+            s.point,
         );
     }
 
+    /// An owned series, counted as a data point of its own.
     pub fn push_series(&mut self, s: &prom::Series) {
         self.push_with(
             &s.name,
@@ -101,6 +108,7 @@ impl Encoder {
             s.value,
             s.timestamp_ms,
             s.exemplar.as_ref(),
+            None,
         );
     }
 
@@ -113,10 +121,16 @@ impl Encoder {
         value: f64,
         timestamp_ms: i64,
         exemplar: Option<&prom::Exemplar>,
+        point: Option<usize>,
     ) {
         self.samples += 1;
         if timestamp_ms > self.now_ms.saturating_add(APART_AHEAD_MS) {
             self.ahead_samples += 1;
+            // Points are what the pipeline counts: a histogram's samples are one.
+            if point.is_none() || point != self.last_ahead {
+                self.ahead_points += 1;
+                self.last_ahead = point;
+            }
             return;
         }
         let mut hash = SeriesHasher::new(name);
@@ -176,6 +190,13 @@ impl Encoder {
                 } else {
                     &mut normal
                 };
+                let bytes: usize = metadata
+                    .iter()
+                    .map(|m| prost::encoding::message::encoded_len(3, m))
+                    .sum();
+                if target.series > 0 && target.buf.len() + bytes > target.max_bytes {
+                    target.cut(&mut self.snappy);
+                }
                 target.metadata(&metadata);
             }
             let mut lane = Vec::with_capacity(1);
@@ -187,6 +208,7 @@ impl Encoder {
             lanes,
             apart_samples: self.apart_samples,
             ahead_samples: self.ahead_samples,
+            ahead_points: self.ahead_points,
         }
     }
 }
@@ -199,6 +221,8 @@ pub struct Finished {
     pub apart_samples: usize,
     /// Samples left out, being too far ahead.
     pub ahead_samples: usize,
+    /// The data points they came from.
+    pub ahead_points: usize,
 }
 
 /// Fills one request after another.
@@ -459,6 +483,54 @@ mod tests {
         assert!(seen.values().all(|(_, t)| t == &[NOW, NOW + 1]));
     }
 
+    /// A histogram point from the future is many samples left out, but one point: what
+    /// the pipeline counts as dropped.
+    #[test]
+    fn a_point_from_the_future_counts_once_however_many_samples_it_makes() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::{
+            metric, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+        };
+        let point = |t: i64| HistogramDataPoint {
+            time_unix_nano: t as u64 * 1_000_000,
+            count: 3,
+            sum: Some(1.0),
+            bucket_counts: vec![1, 1, 1],
+            explicit_bounds: vec![0.1, 1.0],
+            ..Default::default()
+        };
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "latency".into(),
+                        unit: "s".into(),
+                        data: Some(metric::Data::Histogram(Histogram {
+                            data_points: vec![point(NOW + APART_AHEAD_MS + 1), point(NOW)],
+                            aggregation_temporality: 2,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut e = Encoder::new(2, 1 << 20, NOW);
+        let mut acc = prom::Accumulator::default();
+        prom::translate_with(
+            &request,
+            &prom::Settings::default(),
+            &mut acc,
+            NOW,
+            &mut |s| e.push(s),
+        );
+        let f = e.finish(Vec::new());
+        // Two buckets, +Inf, _sum and _count a point.
+        assert_eq!((f.ahead_samples, f.ahead_points), (5, 1));
+        assert_eq!(all(&f).len(), 5, "the point from now is sent");
+    }
+
     #[test]
     fn old_samples_go_apart_and_samples_from_the_future_stay_out() {
         let mut e = Encoder::new(1, 1 << 20, NOW);
@@ -469,7 +541,10 @@ mod tests {
         e.push_series(&series("mixed", &[], 2.0, NOW));
         e.push_series(&series("future", &[], 1.0, NOW + APART_AHEAD_MS + 1));
         let f = e.finish(Vec::new());
-        assert_eq!((f.apart_samples, f.ahead_samples), (3, 1));
+        assert_eq!(
+            (f.apart_samples, f.ahead_samples, f.ahead_points),
+            (3, 1, 1)
+        );
         let lane = &f.lanes[0];
         assert_eq!(lane.len(), 2, "the usual request, then the old samples'");
         let names = |r: &Request| -> Vec<String> {

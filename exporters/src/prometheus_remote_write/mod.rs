@@ -499,7 +499,7 @@ impl RemoteWriteExporter {
                 );
             }
         }
-        let unsendable = (translation.dropped_points() + finished.ahead_samples).min(batch.len());
+        let unsendable = (translation.dropped_points() + finished.ahead_points).min(batch.len());
         let reason = reasons.join("; ");
         let shards = finished.lanes;
         let points = batch.len() - unsendable;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use http::header;
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, Gauge, Metric, NumberDataPoint,
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ScopeMetrics,
 };
 use sidekick_collector::component::BuildError;
 use sidekick_collector::config::Secret;
@@ -598,11 +598,22 @@ impl ScrapeTarget {
             .collect();
         let time = (time_ms.max(0) as u64) * 1_000_000;
         let rm = &mut request.resource_metrics[0];
-        if rm.scope_metrics.is_empty() {
-            rm.scope_metrics.push(translate::default_scope_metrics());
-        }
+        // `up` and `scrape_*` belong to no instrumentation scope, whatever scopes the page
+        // brought.
+        let unscoped = |s: &ScopeMetrics| {
+            s.scope
+                .as_ref()
+                .is_none_or(|sc| sc.name == translate::SCOPE_NAME && sc.version.is_empty())
+        };
+        let at = match rm.scope_metrics.iter().position(unscoped) {
+            Some(at) => at,
+            None => {
+                rm.scope_metrics.push(translate::default_scope_metrics());
+                rm.scope_metrics.len() - 1
+            }
+        };
         for (name, help, value) in synthetic {
-            rm.scope_metrics[0].metrics.push(Metric {
+            rm.scope_metrics[at].metrics.push(Metric {
                 name: name.into(),
                 description: help.into(),
                 unit: if name == "scrape_duration_seconds" {

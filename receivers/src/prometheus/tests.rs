@@ -1074,6 +1074,43 @@ mod over_http {
         }
     }
 
+    /// `up` and `scrape_*` carry no scope, even when every series of the page has one.
+    #[tokio::test]
+    async fn up_stays_unscoped_beside_scoped_series() {
+        let page = b"# TYPE g gauge\ng{otel_scope_name=\"lib\",i=\"1\"} 1\n".to_vec();
+        let (addr, _) = serve(Answer {
+            headers: plain(Some(page.len())),
+            total: page.len(),
+            body: page,
+        })
+        .await;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let telemetry = Telemetry::new();
+        let sc = scrape_config(&addr, |_| {});
+        let targets =
+            scrape::targets_for(&Global::default(), &sc, "prometheus", &telemetry).unwrap();
+        let counters = scrape::Counters::new(&telemetry, "prometheus");
+        let batch = targets[0]
+            .scrape_once(
+                &mut Tracker::new(10),
+                &mut None,
+                &Gauge::default(),
+                &counters,
+            )
+            .await;
+        let scope_of = |metric: &str| {
+            batch.decoded().unwrap().resource_metrics[0]
+                .scope_metrics
+                .iter()
+                .find(|s| s.metrics.iter().any(|m| m.name == metric))
+                .and_then(|s| s.scope.as_ref())
+                .map(|s| s.name.clone())
+        };
+        assert_eq!(scope_of("g").as_deref(), Some("lib"));
+        assert_eq!(scope_of("up").as_deref(), Some(""));
+        assert_eq!(scope_of("scrape_duration_seconds").as_deref(), Some(""));
+    }
+
     #[tokio::test]
     async fn a_page_within_limits_scrapes() {
         let page = b"# TYPE g gauge\ng{i=\"1\"} 1\n".to_vec();
@@ -1415,4 +1452,26 @@ fn timestamps_at_the_ends_of_time_neither_overflow_nor_panic() {
         &opts(),
         &mut tracker,
     );
+}
+
+/// A series that an OpenMetrics page gave several timestamped points gets one staleness
+/// marker when it vanishes, not one per point.
+#[test]
+fn a_series_with_several_points_goes_stale_once() {
+    let mut tracker = Tracker::new(100);
+    let page = "# TYPE a gauge\na 1 1700000000\na 2 1700000005\n# TYPE b gauge\nb 1\n# EOF\n";
+    run(page, Format::OpenMetrics, T0, &mut tracker);
+    let out = run(
+        "# TYPE b gauge\nb 1\n# EOF\n",
+        Format::OpenMetrics,
+        T0 + 5_000,
+        &mut tracker,
+    );
+    let markers: Vec<_> = metrics(&out.request)
+        .into_iter()
+        .filter(|m| m.name == "a")
+        .flat_map(|m| number_points(m).to_vec())
+        .collect();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    assert_eq!(markers[0].flags & NO_RECORDED_VALUE, NO_RECORDED_VALUE);
 }

@@ -521,7 +521,12 @@ fn stale_markers(
     let Ok(page) = read_page(&text, format, time_ms, target, opts) else {
         return Vec::new();
     };
-    let mut scopes = page.build(&mut |hash| gone.contains(&hash), &mut |_, t, _, _| t);
+    // One marker a series, even when the page gave it several timestamped points.
+    let mut marked = KeySet::default();
+    let mut scopes = page.build(
+        &mut |hash| gone.contains(&hash) && marked.insert(hash),
+        &mut |_, t, _, _| t,
+    );
     let time = ms_to_ns(time_ms);
     for m in scopes.iter_mut().flat_map(|s| &mut s.metrics) {
         mark_stale(m, time);
