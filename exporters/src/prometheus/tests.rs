@@ -280,3 +280,72 @@ fn self_metrics_match_the_admin_page() {
         }
     }
 }
+
+/// One batch with metric `x` as a gauge, then a histogram, then a gauge again (three
+/// resources): the page shows one family under one type, never samples of one type under
+/// another's `TYPE` line.
+#[test]
+fn a_family_whose_type_changes_within_a_batch_keeps_one_type() {
+    let gauge = |service: &str| Metric {
+        name: "x".into(),
+        data: Some(Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint {
+                attributes: vec![kv("from", service)],
+                time_unix_nano: T,
+                value: Some(number_data_point::Value::AsDouble(1.0)),
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    };
+    let histogram = Metric {
+        name: "x".into(),
+        data: Some(Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                time_unix_nano: T,
+                count: 1,
+                bucket_counts: vec![1, 0],
+                explicit_bounds: vec![1.0],
+                ..Default::default()
+            }],
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    };
+    let resource = |service: &str, metric: Metric| ResourceMetrics {
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", service)],
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            metrics: vec![metric],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![
+            resource("a", gauge("a")),
+            resource("b", histogram),
+            resource("c", gauge("c")),
+        ],
+    };
+    let page =
+        store_with(&req, Duration::from_secs(60)).render(Format::Text, Translation::default());
+    let types: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("# TYPE x "))
+        .collect();
+    assert_eq!(types.len(), 1, "{page}");
+    let kind = types[0].rsplit(' ').next().unwrap();
+    let samples: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("x{") || l.starts_with("x_"))
+        .collect();
+    match kind {
+        "gauge" => assert!(samples.iter().all(|l| l.starts_with("x{")), "{page}"),
+        "histogram" => assert!(samples.iter().all(|l| l.starts_with("x_")), "{page}"),
+        other => panic!("unexpected type {other}: {page}"),
+    }
+    assert!(!samples.is_empty(), "{page}");
+}
