@@ -35,6 +35,7 @@ use bytes::Bytes;
 use prost::Message;
 use sidekick_collector::payload::{Signal, TracesSignal};
 use sidekick_collector::transport::grpc::RawCodec;
+use sidekick_testkit::free_port;
 use sidekick_testkit::gen::traces_request;
 use sidekick_testkit::sink::OtlpSink;
 
@@ -107,14 +108,6 @@ fn parse_args() -> Args {
         }
     }
     args
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// (CPU seconds, RSS bytes, peak RSS bytes) of a process from /proc.

@@ -10,18 +10,11 @@ use std::time::Duration;
 use prost::Message;
 use sidekick_collector::payload::codec_counts;
 use sidekick_collector::telemetry::Telemetry;
+use sidekick_testkit::free_port;
 use sidekick_testkit::gen::{prometheus_page, traces_request};
 use sidekick_testkit::remote_write::RemoteWriteSink;
 use sidekick_testkit::sink::OtlpSink;
 use sidekick_testkit::target::{ScrapeTarget, PROMETHEUS_TEXT};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Runs `config` until `done` says the backend has what it needs (or 20 s pass), then
 /// shuts the service down; returns the (encodes, decodes) counted meanwhile.

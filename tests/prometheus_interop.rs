@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
+use sidekick_testkit::free_port;
 
 /// The path of an external binary, or `None` (outside CI) after saying it is missing.
 fn binary(name: &str) -> Option<PathBuf> {
@@ -39,14 +40,6 @@ fn binary(name: &str) -> Option<PathBuf> {
         eprintln!("SKIPPING: {name} is not installed (apt-get install -y prometheus)");
     }
     found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn now_nanos() -> u64 {

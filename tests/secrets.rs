@@ -9,16 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Sidekick, TempFile};
+use sidekick_testkit::free_port;
 
 const SECRET: &str = "pl4nted-S3CRET-value";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Files holding the secret: a token file and a "key" that is not a key.
 struct Files {
