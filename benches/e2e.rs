@@ -134,11 +134,17 @@ fn start_sidekick(binary: &str, grpc: u16, sink: SocketAddr) -> Child {
     let config = format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\nprocessors:\n  batch:\nexporters:\n  otlp:\n    endpoint: http://{sink}\n    compression: none\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [otlp]\n  telemetry:\n    logs:\n      level: warn\n    metrics:\n      address: 127.0.0.1:0\n"
     );
-    let path = std::env::temp_dir().join(format!("sidekick-bench-{}.yaml", std::process::id()));
+    run_sidekick(binary, "sidekick-bench", &config, &[])
+}
+
+/// Starts `binary` with `config` (written to a file named after `name`) and `env`.
+fn run_sidekick(binary: &str, name: &str, config: &str, env: &[(&str, &str)]) -> Child {
+    let path = std::env::temp_dir().join(format!("{name}-{}.yaml", std::process::id()));
     std::fs::write(&path, config).unwrap();
     Command::new(binary)
         .arg("--config")
         .arg(&path)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -316,14 +322,7 @@ mod metrics {
             scrape_config(target),
             sink.url()
         );
-        let path = write_config("sidekick-bench-prw", &config);
-        Command::new(binary)
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sidekick")
+        run_sidekick(binary, "sidekick-bench-prw", &config, &[])
     }
 
     fn sidekick_exporter(binary: &str, target: SocketAddr, port: u16) -> Child {
@@ -331,19 +330,14 @@ mod metrics {
             "{}processors:\n  k8s_attributes:\n  batch:\nexporters:\n  prometheus:\n    endpoint: 127.0.0.1:{port}\nservice:\n  pipelines:\n    metrics:\n      receivers: [prometheus]\n      processors: [k8s_attributes, batch]\n      exporters: [prometheus]\n{TELEMETRY}",
             scrape_config(target)
         );
-        let path = write_config("sidekick-bench-exporter", &config);
-        Command::new(binary)
-            .arg("--config")
-            .arg(&path)
-            .env("K8S_POD_NAME", "checkout-7d9f8b6c5-x2k9q")
-            .env("K8S_NAMESPACE", "shop")
-            .env("K8S_POD_UID", "0f9c7a52-3b1e-4c55-9d1e-6f3c2b8a9e10")
-            .env("K8S_NODE_NAME", "node-a")
-            .env("K8S_POD_IP", "10.0.0.7")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sidekick")
+        let pod = [
+            ("K8S_POD_NAME", "checkout-7d9f8b6c5-x2k9q"),
+            ("K8S_NAMESPACE", "shop"),
+            ("K8S_POD_UID", "0f9c7a52-3b1e-4c55-9d1e-6f3c2b8a9e10"),
+            ("K8S_NODE_NAME", "node-a"),
+            ("K8S_POD_IP", "10.0.0.7"),
+        ];
+        run_sidekick(binary, "sidekick-bench-exporter", &config, &pod)
     }
 
     /// The Prometheus agent, or `None` when the binary is not installed.
