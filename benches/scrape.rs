@@ -21,15 +21,7 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 const SAMPLES: usize = 10_000;
 
 fn target() -> Target {
-    Target {
-        job: "app".into(),
-        instance: "127.0.0.1:8080".into(),
-        scheme: "http".into(),
-        labels: vec![
-            ("instance".into(), "127.0.0.1:8080".into()),
-            ("job".into(), "app".into()),
-        ],
-    }
+    Target::plain("app", "127.0.0.1:8080")
 }
 
 /// `sample_limit` of the refused-scrape case: a tenth of the page.

@@ -80,15 +80,7 @@ fn scrape(data: &[u8], format: Format) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let target = translate::Target {
-        job: "app".into(),
-        instance: "127.0.0.1:8080".into(),
-        scheme: "http".into(),
-        labels: vec![
-            ("instance".into(), "127.0.0.1:8080".into()),
-            ("job".into(), "app".into()),
-        ],
-    };
+    let target = translate::Target::plain("app", "127.0.0.1:8080");
     let limited = Options {
         sample_limit: 1_000,
         label_limit: 30,

@@ -51,6 +51,19 @@ pub struct Target {
 }
 
 impl Target {
+    /// An `http` target with no labels but `job` and `instance`.
+    pub fn plain(job: &str, instance: &str) -> Target {
+        Target {
+            job: job.to_string(),
+            instance: instance.to_string(),
+            scheme: "http".into(),
+            labels: vec![
+                ("instance".into(), instance.to_string()),
+                ("job".into(), job.to_string()),
+            ],
+        }
+    }
+
     /// `service.name`, `service.instance.id`, `server.address`, `server.port`,
     /// `url.scheme`.
     pub fn resource_attributes(&self) -> Vec<KeyValue> {
