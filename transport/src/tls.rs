@@ -191,17 +191,14 @@ impl ClientTls<'_> {
                 .dangerous()
                 .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
         } else if let (Some((path, pem)), Some(every)) = (ca, self.reload_every) {
-            let build = {
-                let provider = provider.clone();
-                move |roots: rustls::RootCertStore| {
-                    rustls::client::WebPkiServerVerifier::builder_with_provider(
-                        Arc::new(roots),
-                        provider.clone(),
-                    )
-                    .build()
-                    .map(|v| v as Arc<dyn ServerCertVerifier>)
-                    .map_err(|e| e.to_string())
-                }
+            let build = move |roots: rustls::RootCertStore| {
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider.clone(),
+                )
+                .build()
+                .map(|v| v as Arc<dyn ServerCertVerifier>)
+                .map_err(|e| e.to_string())
             };
             let first = build(initial).map_err(|m| self.error("ca_file", m))?;
             let owned = path.to_string();
@@ -215,7 +212,7 @@ impl ClientTls<'_> {
             );
             config
                 .dangerous()
-                .set_certificate_verifier(Arc::new(ReloadingVerifier { watched, provider }));
+                .set_certificate_verifier(Arc::new(ReloadingVerifier { watched }));
         }
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
@@ -354,11 +351,11 @@ impl rustls::client::ResolvesClientCert for ReloadingClientCert {
     }
 }
 
-/// Verifies the backend against the CA file as it is now.
+/// Verifies the backend against the CA file as it is now: every check goes to the
+/// verifier made from it.
 #[derive(Debug)]
 struct ReloadingVerifier {
     watched: Watched<Arc<dyn ServerCertVerifier>>,
-    provider: Arc<CryptoProvider>,
 }
 
 impl ServerCertVerifier for ReloadingVerifier {
@@ -385,12 +382,9 @@ impl ServerCertVerifier for ReloadingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.watched
+            .current()
+            .verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -399,18 +393,13 @@ impl ServerCertVerifier for ReloadingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.watched
+            .current()
+            .verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.watched.current().supported_verify_schemes()
     }
 }
 
