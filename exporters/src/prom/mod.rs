@@ -456,46 +456,38 @@ impl<'c> Ctx<'c> {
     }
 }
 
-/// Translates a batch (decoding it if it arrived encoded) with the exporter's shared
-/// delta accumulator, handing each sample to `emit`.
+/// A batch's request: borrowed when the batch is decoded, decoded here when it arrived
+/// encoded.
+pub fn request_of(
+    batch: &sidekick_collector::payload::Metrics,
+) -> Result<Cow<'_, ExportMetricsServiceRequest>, sidekick_collector::exporter::ExportError> {
+    match batch.decoded() {
+        Some(r) => Ok(Cow::Borrowed(r)),
+        None => batch.to_request().map(Cow::Owned).map_err(|e| {
+            sidekick_collector::exporter::ExportError::permanent(format!(
+                "cannot decode batch: {e}"
+            ))
+        }),
+    }
+}
+
+/// Translates a batch with the exporter's shared delta accumulator, handing each sample
+/// to `emit`.
 pub fn translate_batch_with(
     batch: &sidekick_collector::payload::Metrics,
     settings: &Settings,
     acc: &std::sync::Mutex<Accumulator>,
     emit: &mut dyn FnMut(&Sample<'_>),
 ) -> Result<Translation, sidekick_collector::exporter::ExportError> {
-    let decoded;
-    let request = match batch.decoded() {
-        Some(r) => r,
-        None => {
-            decoded = batch.to_request().map_err(|e| {
-                sidekick_collector::exporter::ExportError::permanent(format!(
-                    "cannot decode batch: {e}"
-                ))
-            })?;
-            &decoded
-        }
-    };
+    let request = request_of(batch)?;
     let mut acc = acc.lock().unwrap_or_else(|p| p.into_inner());
     Ok(translate_with(
-        request,
+        &request,
         settings,
         &mut acc,
         sidekick_collector::util::now_ms(),
         emit,
     ))
-}
-
-/// [`translate_batch_with`], collecting owned series.
-pub fn translate_batch(
-    batch: &sidekick_collector::payload::Metrics,
-    settings: &Settings,
-    acc: &std::sync::Mutex<Accumulator>,
-) -> Result<Translation, sidekick_collector::exporter::ExportError> {
-    let mut series = Vec::new();
-    let mut t = translate_batch_with(batch, settings, acc, &mut |s| series.push(s.to_series()))?;
-    t.series = series;
-    Ok(t)
 }
 
 /// Translates a request into owned series. `now_ms` stamps points without a time and

@@ -399,28 +399,6 @@ fn metadata(families: &[prom::Family]) -> Vec<proto::MetricMetadata> {
         .collect()
 }
 
-/// Cuts translated series into snappy-compressed requests: one list per shard (series
-/// spread by their labels), each request under `max_bytes` before compression.
-pub fn build_requests(
-    translation: prom::Translation,
-    send_metadata: bool,
-    shards: usize,
-    max_bytes: usize,
-    now_ms: i64,
-) -> Finished {
-    let mut encoder = Encoder::new(shards, max_bytes, now_ms);
-    translation
-        .series
-        .iter()
-        .for_each(|s| encoder.push_series(s));
-    let metadata = if send_metadata {
-        metadata(&translation.families)
-    } else {
-        Vec::new()
-    };
-    encoder.finish(metadata)
-}
-
 impl RemoteWriteExporter {
     async fn post(&self, body: &Bytes) -> Result<Delivered, ExportError> {
         let resp = self
