@@ -145,7 +145,7 @@ pub fn plaintext_credentials(
     if uri.scheme_str() != Some("http") || uri.host().is_none_or(is_loopback) {
         return Vec::new();
     }
-    let host = uri.host().unwrap_or_default();
+    let to = uri.authority().map_or("", |a| a.as_str());
     let fields = headers
         .keys()
         .filter(|name| is_credential_header(name))
@@ -155,7 +155,7 @@ pub fn plaintext_credentials(
         .map(|field| {
             FieldError::warning(
                 field,
-                format!("a credential sent in clear text over http:// to {host}, readable by anyone on the way: use https://"),
+                format!("a credential sent in clear text over http:// to {to}, readable by anyone on the way: use https://"),
             )
         })
         .collect()

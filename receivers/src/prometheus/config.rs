@@ -7,6 +7,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
 use sidekick_collector::component::FieldError;
 use sidekick_collector::config::Secret;
+use sidekick_transport::client::plaintext_credentials;
 
 use super::relabel::RuleConfig;
 
@@ -80,18 +81,17 @@ impl Config {
             .filter(|(_, set)| *set)
             .map(|(field, _)| at(field))
             .collect();
-            let targets = sc.static_configs.iter().flat_map(|s| &s.targets);
-            if let Some(t) = targets.into_iter().find(|t| {
-                let host = t.rsplit_once(':').map_or(t.as_str(), |(h, _)| h);
-                sc.scheme == "http" && !sidekick_transport::client::is_loopback(host)
-            }) {
-                out.extend(credentials.into_iter().map(|field| {
-                    FieldError::warning(
-                        field,
-                        format!("a credential sent in clear text over http:// to {t}, readable by anyone on the way: use scheme: https"),
-                    )
-                }));
-            }
+            let fields: Vec<&str> = credentials.iter().map(String::as_str).collect();
+            let warnings = sc
+                .static_configs
+                .iter()
+                .flat_map(|s| &s.targets)
+                .find_map(|t| {
+                    let url = format!("{}://{t}", sc.scheme);
+                    let w = plaintext_credentials(&url, &BTreeMap::new(), &fields);
+                    (!w.is_empty()).then_some(w)
+                });
+            out.extend(warnings.unwrap_or_default());
             if sc.job_name.is_empty() {
                 out.push(FieldError::new(at("job_name"), "job_name is required"));
             } else if !jobs.insert(sc.job_name.clone()) {
