@@ -35,9 +35,9 @@ use bytes::Bytes;
 use prost::Message;
 use sidekick_collector::payload::{Signal, TracesSignal};
 use sidekick_collector::transport::grpc::RawCodec;
-use sidekick_testkit::free_port;
 use sidekick_testkit::gen::traces_request;
 use sidekick_testkit::sink::OtlpSink;
+use sidekick_testkit::{free_port, http_get};
 
 /// Spans per request, as the OpenTelemetry SDKs batch by default.
 const SPANS_PER_REQUEST: usize = 512;
@@ -426,7 +426,8 @@ mod metrics {
                 let (scraped, done) = (Arc::clone(&scraped), Arc::clone(&done));
                 std::thread::spawn(move || {
                     while !done.load(Ordering::Relaxed) {
-                        let page = http_get(port);
+                        let exporter = SocketAddr::from(([127, 0, 0, 1], port));
+                        let page = http_get(exporter, "/metrics").1;
                         let samples = page.lines().filter(|l| !l.starts_with('#')).count();
                         scraped.fetch_add(samples, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_secs(5));
@@ -515,23 +516,5 @@ mod metrics {
             first.unwrap_or(0.0),
             last
         );
-    }
-
-    /// A `GET /metrics` body (an empty string if the exporter does not answer).
-    fn http_get(port: u16) -> String {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return String::new();
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let _ = write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        );
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default()
     }
 }
