@@ -108,8 +108,10 @@ impl Default for TargetInfo {
 #[serde(deny_unknown_fields, default)]
 pub struct RemoteWriteQueue {
     pub enabled: bool,
-    /// Batches waiting to be sent. Default 10000.
-    pub queue_size: usize,
+    /// Batches waiting to be sent, when set (as in the Collector). Unset, the queue
+    /// holds 6 MiB of encoded batches, like every exporter's: counting batches alone
+    /// lets a slow backend pile up scrapes of any size in memory.
+    pub queue_size: Option<usize>,
     /// Concurrent senders, each with its own share of the series. Default 5.
     pub num_consumers: usize,
     /// Request metadata keys that split the queue in the Collector (multi-tenant
@@ -121,7 +123,7 @@ impl Default for RemoteWriteQueue {
     fn default() -> Self {
         RemoteWriteQueue {
             enabled: true,
-            queue_size: 10_000,
+            queue_size: None,
             num_consumers: 5,
             include_metadata_keys: None,
         }
@@ -294,12 +296,20 @@ impl ExporterConfig for Config {
             queue: QueueSettings {
                 enabled: true,
                 num_consumers: 1,
-                sizer: Some(Sizer::Requests),
-                queue_size: Some(if self.remote_write_queue.enabled {
-                    self.remote_write_queue.queue_size
-                } else {
-                    1
-                }),
+                sizer: match (
+                    self.remote_write_queue.enabled,
+                    self.remote_write_queue.queue_size,
+                ) {
+                    (true, None) => None,
+                    _ => Some(Sizer::Requests),
+                },
+                queue_size: match (
+                    self.remote_write_queue.enabled,
+                    self.remote_write_queue.queue_size,
+                ) {
+                    (false, _) => Some(1),
+                    (true, n) => n,
+                },
             },
             retry: self.retry_on_failure.clone(),
             // Requests are cut below max_batch_size_bytes by the exporter itself.

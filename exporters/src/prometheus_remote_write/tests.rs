@@ -176,7 +176,7 @@ async fn a_down_receiver_fills_a_bounded_queue_then_refuses() {
         endpoint: format!("http://127.0.0.1:{port}/api/v1/write"),
         remote_write_queue: RemoteWriteQueue {
             enabled: true,
-            queue_size: 2,
+            queue_size: Some(2),
             num_consumers: 1,
             include_metadata_keys: None,
         },
@@ -219,4 +219,25 @@ async fn a_down_receiver_fills_a_bounded_queue_then_refuses() {
     drop(out);
     task.await.unwrap();
     assert_eq!(telemetry.dropped(), accepted as u64);
+}
+
+/// Unset, the queue is bounded in bytes like every exporter's; a `queue_size` counts
+/// batches, as in the Collector.
+#[test]
+fn the_queue_is_bounded_in_bytes_unless_queue_size_counts_batches() {
+    let default = Config::default().export_settings().queue;
+    assert_eq!((default.sizer, default.queue_size), (None, None));
+    let counted = Config {
+        remote_write_queue: RemoteWriteQueue {
+            queue_size: Some(50),
+            ..RemoteWriteQueue::default()
+        },
+        ..Config::default()
+    }
+    .export_settings()
+    .queue;
+    assert_eq!(
+        (counted.sizer, counted.queue_size),
+        (Some(Sizer::Requests), Some(50))
+    );
 }
