@@ -168,19 +168,16 @@ impl ClientTls<'_> {
                 let files = vec![self.read(cert, "cert_file")?, self.read(key, "key_file")?];
                 let certified = certified_key(&files, cert, key, &provider)
                     .map_err(|(what, m)| self.error(what, m))?;
-                match self.reload_every {
-                    None => builder.with_client_cert_resolver(Arc::new(Fixed(Arc::new(certified)))),
-                    Some(every) => {
-                        let paths = vec![cert.to_string(), key.to_string()];
-                        let provider = provider.clone();
-                        let (cert, key) = (cert.to_string(), key.to_string());
-                        let load = move |files: &[Vec<u8>]| {
-                            certified_key(files, &cert, &key, &provider).map_err(|(_, m)| m)
-                        };
-                        let watched = Watched::new(paths, every, files, certified, Box::new(load));
-                        builder.with_client_cert_resolver(Arc::new(ReloadingClientCert(watched)))
-                    }
-                }
+                // Without reloading, the files are simply never looked at again.
+                let every = self.reload_every.unwrap_or(Duration::MAX);
+                let paths = vec![cert.to_string(), key.to_string()];
+                let provider = provider.clone();
+                let (cert, key) = (cert.to_string(), key.to_string());
+                let load = move |files: &[Vec<u8>]| {
+                    certified_key(files, &cert, &key, &provider).map_err(|(_, m)| m)
+                };
+                let watched = Watched::new(paths, every, files, certified, Box::new(load));
+                builder.with_client_cert_resolver(Arc::new(ReloadingClientCert(watched)))
             }
             (Some(_), None) => return Err(self.error("key_file", "cert_file needs key_file too")),
             (None, Some(_)) => return Err(self.error("cert_file", "key_file needs cert_file too")),
@@ -312,24 +309,6 @@ impl<T> Watched<T> {
             }
         }
         Arc::clone(&s.value)
-    }
-}
-
-/// A client certificate that never changes.
-#[derive(Debug)]
-struct Fixed(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::client::ResolvesClientCert for Fixed {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(Arc::clone(&self.0))
-    }
-
-    fn has_certs(&self) -> bool {
-        true
     }
 }
 
