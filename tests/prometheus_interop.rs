@@ -329,7 +329,8 @@ service:
         ]),
     );
 
-    // (1) Remote write: exact series, labels and values.
+    // (1) Remote write: exact series, labels and values. Shards send on their own, so
+    // each series is waited for, not only the first.
     let temp = prometheus.wait("room_temperature_celsius{job=\"interop\"}");
     assert_eq!(temp.len(), 1);
     assert_eq!(temp[0].1, 21.5);
@@ -338,35 +339,35 @@ service:
     assert_eq!(labels["room"], "kitchen");
     assert_eq!(labels["cluster"], "ci");
     assert_eq!(
-        prometheus.query("jobs_done_total{job=\"interop\"}")[0].1,
+        prometheus.wait("jobs_done_total{job=\"interop\"}")[0].1,
         42.0
     );
     assert_eq!(
-        prometheus.query("job_duration_seconds_bucket{job=\"interop\",le=\"0.1\"}")[0].1,
+        prometheus.wait("job_duration_seconds_bucket{job=\"interop\",le=\"0.1\"}")[0].1,
         1.0
     );
     assert_eq!(
-        prometheus.query("job_duration_seconds_bucket{job=\"interop\",le=\"1\"}")[0].1,
+        prometheus.wait("job_duration_seconds_bucket{job=\"interop\",le=\"1\"}")[0].1,
         3.0
     );
     assert_eq!(
-        prometheus.query("job_duration_seconds_bucket{job=\"interop\",le=\"+Inf\"}")[0].1,
+        prometheus.wait("job_duration_seconds_bucket{job=\"interop\",le=\"+Inf\"}")[0].1,
         6.0
     );
     assert_eq!(
-        prometheus.query("job_duration_seconds_count{job=\"interop\"}")[0].1,
+        prometheus.wait("job_duration_seconds_count{job=\"interop\"}")[0].1,
         6.0
     );
     assert_eq!(
-        prometheus.query("job_duration_seconds_sum{job=\"interop\"}")[0].1,
+        prometheus.wait("job_duration_seconds_sum{job=\"interop\"}")[0].1,
         4.2
     );
     let q =
-        prometheus.query("histogram_quantile(0.5, job_duration_seconds_bucket{job=\"interop\"})");
+        prometheus.wait("histogram_quantile(0.5, job_duration_seconds_bucket{job=\"interop\"})");
     assert!(q[0].1 > 0.1 && q[0].1 <= 1.0, "{q:?}");
-    let info = prometheus.query("target_info{job=\"interop\"}");
+    let info = prometheus.wait("target_info{job=\"interop\"}");
     assert_eq!(info[0].0["host_name"], "h");
-    assert_eq!(prometheus.query("to_vanish{job=\"interop\"}").len(), 1);
+    assert_eq!(prometheus.wait("to_vanish{job=\"interop\"}").len(), 1);
 
     // A stale marker ends the series at once instead of after five minutes.
     post_otlp(
