@@ -3,6 +3,7 @@
 
 use sidekick_collector::admin::HealthCheckConfig;
 use sidekick_collector::component::Registry;
+use sidekick_collector::transport::auth::{BasicAuthSettings, BearerTokenSettings};
 use sidekick_exporters::{
     debug, otlp, otlp_http, prometheus as prometheus_exporter, prometheus_remote_write,
 };
@@ -31,4 +32,6 @@ pub fn registry() -> Registry {
         .exporter::<prometheus_remote_write::Config>("prometheusremotewrite")
         .exporter::<prometheus_remote_write::Config>("prometheus_remote_write")
         .extension::<HealthCheckConfig>("health_check")
+        .extension::<BearerTokenSettings>("bearertokenauth")
+        .extension::<BasicAuthSettings>("basicauth")
 }

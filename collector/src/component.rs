@@ -17,6 +17,7 @@ use sidekick_config::de::{from_node_partial, sort_by_position};
 pub use sidekick_config::{BuildError, FieldError};
 use sidekick_config::{ComponentId, ConfigError, Node, Signal};
 
+use crate::auth::{AuthAbilities, AuthUse, Authenticator, Authenticators};
 use crate::exporter::{Export, ExportSettings};
 use crate::payload::{LogsSignal, MetricsSignal, TracesSignal};
 use crate::pipe::{Input, Output, Stop};
@@ -37,6 +38,9 @@ pub struct BuildContext<'a> {
     pub telemetry: &'a Telemetry,
     /// The signals of the pipelines this instance serves.
     pub signals: &'a [Signal],
+    /// The authenticator extensions, for `auth:` blocks
+    /// ([`BuildContext::authenticator`]).
+    pub authenticators: &'a Authenticators,
 }
 
 /// Where a receiver sends each signal; `None` when no pipeline of that signal uses it.
@@ -55,6 +59,11 @@ pub trait ReceiverConfig: DeserializeOwned + Send + 'static {
     }
 
     fn listen_addresses(&self) -> Vec<Listen> {
+        Vec::new()
+    }
+
+    /// The `auth:` blocks of this config, checked against `service.extensions`.
+    fn auth_uses(&self) -> Vec<AuthUse> {
         Vec::new()
     }
 
@@ -162,6 +171,11 @@ pub trait ExporterConfig: DeserializeOwned + Send + 'static {
         Vec::new()
     }
 
+    /// The `auth:` blocks of this config, checked against `service.extensions`.
+    fn auth_uses(&self) -> Vec<AuthUse> {
+        Vec::new()
+    }
+
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError>;
 }
 
@@ -170,12 +184,17 @@ pub trait ExporterConfig: DeserializeOwned + Send + 'static {
 /// A component config that parsed and validated, waiting to be built.
 pub trait LoadedReceiver: Send {
     fn listen_addresses(&self) -> Vec<Listen>;
+    fn auth_uses(&self) -> Vec<AuthUse>;
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError>;
 }
 
 impl<C: ReceiverConfig> LoadedReceiver for C {
     fn listen_addresses(&self) -> Vec<Listen> {
         ReceiverConfig::listen_addresses(self)
+    }
+
+    fn auth_uses(&self) -> Vec<AuthUse> {
+        ReceiverConfig::auth_uses(self)
     }
 
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
@@ -211,6 +230,7 @@ impl<C: ProcessorConfig> LoadedProcessor for C {
 pub trait LoadedExporter: Send {
     fn export_settings(&self) -> ExportSettings;
     fn listen_addresses(&self) -> Vec<Listen>;
+    fn auth_uses(&self) -> Vec<AuthUse>;
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ExporterParts, BuildError>;
 }
 
@@ -221,6 +241,10 @@ impl<C: ExporterConfig> LoadedExporter for C {
 
     fn listen_addresses(&self) -> Vec<Listen> {
         ExporterConfig::listen_addresses(self)
+    }
+
+    fn auth_uses(&self) -> Vec<AuthUse> {
+        ExporterConfig::auth_uses(self)
     }
 
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
@@ -333,6 +357,16 @@ pub trait ExtensionConfig: DeserializeOwned + Send + 'static {
         Vec::new()
     }
 
+    /// For an authenticator extension: what its settings let it do.
+    fn auth_abilities(&self) -> Option<AuthAbilities> {
+        None
+    }
+
+    /// For an authenticator extension: the authenticator, its files read now.
+    fn authenticator(&self) -> Option<Result<Authenticator, BuildError>> {
+        None
+    }
+
     fn build(
         self,
         ctx: &BuildContext,
@@ -346,6 +380,8 @@ pub trait Extension: Send {
 
 pub trait LoadedExtension: Send {
     fn listen_addresses(&self) -> Vec<Listen>;
+    fn auth_abilities(&self) -> Option<AuthAbilities>;
+    fn authenticator(&self) -> Option<Result<Authenticator, BuildError>>;
     fn build(
         self: Box<Self>,
         ctx: &BuildContext,
@@ -356,6 +392,14 @@ pub trait LoadedExtension: Send {
 impl<C: ExtensionConfig> LoadedExtension for C {
     fn listen_addresses(&self) -> Vec<Listen> {
         ExtensionConfig::listen_addresses(self)
+    }
+
+    fn auth_abilities(&self) -> Option<AuthAbilities> {
+        ExtensionConfig::auth_abilities(self)
+    }
+
+    fn authenticator(&self) -> Option<Result<Authenticator, BuildError>> {
+        ExtensionConfig::authenticator(self)
     }
 
     fn build(

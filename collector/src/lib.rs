@@ -10,6 +10,8 @@
 //! - [`topology`]: config document → checked plan → built service → run and drain.
 //! - [`telemetry`]: self-metrics under the OpenTelemetry Collector's names.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`auth`]: the `bearertokenauth` and `basicauth` extensions, looked up by listeners
+//!   and exporters at build time.
 //! - [`util`]: clock and error-formatting helpers.
 //! - [`logging`]: `tracing` output, text or JSON.
 //!
@@ -17,6 +19,7 @@
 //! [`transport`].
 
 pub mod admin;
+pub mod auth;
 pub mod component;
 pub mod exporter;
 pub mod logging;

@@ -294,6 +294,20 @@ impl Telemetry {
             &labels,
             move || s.refused_connections() as f64,
         );
+        let s = Arc::clone(&stats);
+        self.counter_fn(
+            "sidekick_listener_tls_handshake_failures",
+            "TLS handshakes that failed or did not finish in time (no or an untrusted client certificate, plain HTTP on a TLS port).",
+            &labels,
+            move || s.tls_failures() as f64,
+        );
+        let s = Arc::clone(&stats);
+        self.counter_fn(
+            "sidekick_listener_unauthenticated_requests",
+            "Requests refused by the listener's authenticator (HTTP 401, gRPC UNAUTHENTICATED).",
+            &labels,
+            move || s.unauthenticated() as f64,
+        );
         for (kind, read) in [
             (
                 "header",

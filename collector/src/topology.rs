@@ -23,6 +23,7 @@ use sidekick_config::{
     ComponentId, ConfigError, Document, Errors, PipelineId, Signal as SignalKind,
     Telemetry as TelemetryConfig,
 };
+use sidekick_transport::server::ServerOptions;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -330,6 +331,15 @@ impl Plan {
             }
         }
         plan.check_addresses(doc, &mut errors);
+        plan.check_auth(doc, &mut errors);
+        let admin_tls = plan.telemetry.metrics.tls.as_ref();
+        for p in crate::auth::check_listener_tls("service.telemetry.metrics.", admin_tls) {
+            if p.warning {
+                plan.warnings.push(format!("{}: {}", p.field, p.message));
+            } else {
+                errors.push(ConfigError::new(p.field, None, p.message));
+            }
+        }
         sidekick_config::node::name_unset_variables(&mut errors, &doc.warnings);
         errors.into_result(plan)
     }
@@ -389,6 +399,69 @@ impl Plan {
         }
     }
 
+    /// Every `auth:` names an authenticator extension of `service.extensions` that can
+    /// do what it is used for there.
+    fn check_auth(&self, doc: &Document, errors: &mut Errors) {
+        use crate::auth::{AuthSide, AuthUse};
+        let enabled: BTreeMap<String, _> = self
+            .extensions
+            .iter()
+            .map(|x| (x.id.to_string(), x.loaded.auth_abilities()))
+            .collect();
+        let mut check = |section: Option<&[ComponentEntry]>,
+                         id: &ComponentId,
+                         uses: Vec<AuthUse>| {
+            let entry = section.and_then(|s| s.iter().find(|e| &e.id == id));
+            for u in uses {
+                let name = &u.authenticator;
+                let message = match enabled.get(name) {
+                    None if doc.extensions.iter().any(|e| e.id.to_string() == *name) => format!(
+                        "authenticator \"{name}\" is defined but not enabled: add it to service.extensions"
+                    ),
+                    None => format!(
+                        "authenticator \"{name}\" is not defined: define it under extensions (bearertokenauth or basicauth) and list it in service.extensions"
+                    ),
+                    Some(None) => format!(
+                        "\"{name}\" is not an authenticator: name a bearertokenauth or basicauth extension"
+                    ),
+                    Some(Some(a)) => match u.side {
+                        AuthSide::Listener if !a.listener => format!(
+                            "\"{name}\" has no htpasswd: a listener needs it to check requests"
+                        ),
+                        AuthSide::Exporter if !a.exporter => format!(
+                            "\"{name}\" has no client_auth: an exporter needs it to send credentials"
+                        ),
+                        _ => continue,
+                    },
+                };
+                let field = format!("{}.authenticator", u.field);
+                match entry {
+                    Some(entry) => {
+                        let (path, node) =
+                            crate::component::locate(&entry.node, &entry.path, &field);
+                        errors.push(ConfigError::new(path, Some(node.mark), message));
+                    }
+                    None => errors.push(ConfigError::new(field, None, message)),
+                }
+            }
+        };
+        for r in &self.receivers {
+            check(Some(&doc.receivers), &r.id, r.loaded.auth_uses());
+        }
+        for e in &self.exporters {
+            check(Some(&doc.exporters), &e.id, e.loaded.auth_uses());
+        }
+        if let Some(a) = &self.telemetry.metrics.auth {
+            let admin: ComponentId = "admin".parse().expect("a valid id");
+            let field = "service.telemetry.metrics.auth";
+            check(
+                None,
+                &admin,
+                vec![AuthUse::new(field, a, AuthSide::Listener)],
+            );
+        }
+    }
+
     /// Builds every component and wires the queues. Fails on the first component that
     /// cannot be built (port taken, unreadable file), before anything runs.
     pub fn build(self, telemetry: Telemetry) -> Result<Service, BuildError> {
@@ -421,6 +494,16 @@ impl Plan {
             shutdown_timeout: self.shutdown_timeout,
         };
 
+        // Authenticators before everything that names one in `auth:`.
+        let mut authenticators = crate::auth::Authenticators::default();
+        for x in &self.extensions {
+            if let Some(built) = x.loaded.authenticator() {
+                let a =
+                    built.map_err(|err| BuildError::new(format!("extensions.{}: {err}", x.id)))?;
+                authenticators.insert(x.id.to_string(), Arc::new(a));
+            }
+        }
+
         // Exporters first: pipelines need their queues.
         let mut exporter_senders: Vec<Senders> = Vec::new();
         for e in self.exporters {
@@ -429,6 +512,7 @@ impl Plan {
                 id: &e.id,
                 telemetry: &telemetry,
                 signals: &signals,
+                authenticators: &authenticators,
             };
             let mut parts = e
                 .loaded
@@ -500,6 +584,7 @@ impl Plan {
                 id: &r.id,
                 telemetry: &telemetry,
                 signals: &signals,
+                authenticators: &authenticators,
             };
             let receiver = r
                 .loaded
@@ -519,6 +604,7 @@ impl Plan {
                 id: &x.id,
                 telemetry: &telemetry,
                 signals: &[],
+                authenticators: &authenticators,
             };
             let ext = x
                 .loaded
@@ -530,7 +616,21 @@ impl Plan {
         let address = self.telemetry.admin_address();
         let listener = sidekick_transport::server::bind(&address, "service.telemetry.metrics")?;
         let metrics = self.telemetry.metrics_enabled().then(|| telemetry.clone());
-        svc.admin = Some((listener, metrics));
+        let id: ComponentId = "admin".parse().expect("a valid id");
+        let ctx = BuildContext {
+            id: &id,
+            telemetry: &telemetry,
+            signals: &[],
+            authenticators: &authenticators,
+        };
+        let m = &self.telemetry.metrics;
+        let options = ctx.secure_listener(
+            telemetry.listener_options("service.telemetry.metrics"),
+            "service.telemetry.metrics.",
+            m.tls.as_ref(),
+            m.auth.as_ref(),
+        )?;
+        svc.admin = Some((listener, metrics, options));
         Ok(svc)
     }
 }
@@ -659,6 +759,7 @@ fn wire_pipeline<S: Route>(
             id,
             telemetry,
             signals: &[S::KIND],
+            authenticators: &crate::auth::NO_AUTHENTICATORS,
         };
         let built = loaded.build(S::KIND, &ctx).map_err(|err| {
             BuildError::new(format!("processors.{id} in pipeline {}: {err}", p.id))
@@ -700,7 +801,7 @@ pub struct Service {
     processors: Vec<Task>,
     exporters: Vec<Task>,
     extensions: Vec<Box<dyn Extension>>,
-    admin: Option<(TcpListener, Option<Telemetry>)>,
+    admin: Option<(TcpListener, Option<Telemetry>, ServerOptions)>,
     stop_receivers: StopTrigger,
     stop_admin: StopTrigger,
     deadline_trigger: exporter::DeadlineTrigger,
@@ -737,11 +838,10 @@ impl Service {
             shutdown_timeout,
         } = self;
         let mut admin_tasks = JoinSet::new();
-        if let Some((listener, metrics)) = admin {
+        if let Some((listener, metrics, options)) = admin {
             if let Ok(address) = listener.local_addr() {
                 info!(address = %address, "admin endpoint listening (/metrics, /healthz, /readyz)");
             }
-            let options = telemetry.listener_options("service.telemetry.metrics");
             admin_tasks.spawn(admin::run(
                 listener,
                 metrics,

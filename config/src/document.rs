@@ -198,6 +198,13 @@ pub struct MetricsTelemetry {
     pub address: Option<String>,
     /// Newer Collector form: `readers: [{pull: {exporter: {prometheus: {host, port}}}}]`.
     pub readers: Vec<Reader>,
+    /// Serve the admin port over TLS (Sidekick's own key). Mutual TLS here also applies
+    /// to `/healthz` and `/readyz`, which kubelet probes cannot pass: probe the
+    /// `health_check` extension instead.
+    pub tls: Option<crate::ServerTls>,
+    /// Check every request to the admin port with an authenticator extension (Sidekick's
+    /// own key); kubelet probes then need `httpHeaders` with the credentials.
+    pub auth: Option<crate::AuthRef>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -26,4 +26,4 @@ pub use document::{Document, PipelineSpec, Telemetry};
 pub use error::{BuildError, ConfigError, Errors, FieldError};
 pub use id::{ComponentId, PipelineId, Signal};
 pub use node::{EnvLookup, Mark, Node, Value};
-pub use types::{Duration, Secret};
+pub use types::{AuthRef, Duration, Secret, ServerTls};

@@ -118,3 +118,47 @@ mod tests {
         assert_eq!(format!("{:?}", Secret("token".into())), "\"[redacted]\"");
     }
 }
+
+/// A listener's `tls:` block, in the Collector's shape (`configtls.ServerConfig`):
+///
+/// ```yaml
+/// tls:
+///   cert_file: /etc/tls/tls.crt
+///   key_file: /etc/tls/tls.key
+///   client_ca_file: /etc/tls/ca.crt   # mutual TLS: clients must present a certificate
+///   min_version: "1.2"
+///   reload_interval: 10s
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTls {
+    /// PEM certificate chain the listener presents; needs `key_file`.
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<String>,
+    /// PEM CA certificates that sign client certificates. Set: every client must present
+    /// a certificate signed by one of them (mutual TLS).
+    pub client_ca_file: Option<String>,
+    /// Collector switch to re-read `client_ca_file` on change; Sidekick always does, at
+    /// `reload_interval`.
+    pub client_ca_file_reload: Option<bool>,
+    /// A client-side setting in the Collector's shared block; no effect on a listener.
+    pub ca_file: Option<String>,
+    /// Lowest TLS version, `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
+    /// Highest TLS version, `"1.3"` (default) or `"1.2"`.
+    pub max_version: Option<String>,
+    /// How often the certificate, key and client CA files are read again, so a mounted
+    /// Secret rotated in place is used by new connections. Default 10s.
+    pub reload_interval: Option<Duration>,
+}
+
+/// `auth: {authenticator: bearertokenauth}`: which authenticator extension a listener
+/// checks requests with, or an exporter sends credentials from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRef {
+    /// The extension's id, e.g. `bearertokenauth` or `basicauth/prometheus`; it must be
+    /// listed in `service.extensions`.
+    pub authenticator: String,
+}

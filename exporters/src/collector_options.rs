@@ -3,7 +3,9 @@
 //! refused with what to write instead, so a Collector config loads without rework.
 
 use serde::de::IgnoredAny;
+use sidekick_collector::auth::{AuthSide, AuthUse};
 use sidekick_collector::component::FieldError;
+use sidekick_collector::config::AuthRef;
 
 /// `read_buffer_size` / `write_buffer_size`: Go transport tuning.
 pub fn buffer_sizes(read: Option<usize>, write: Option<usize>) -> Vec<FieldError> {
@@ -29,13 +31,10 @@ pub fn batcher(batcher: &Option<IgnoredAny>) -> Vec<FieldError> {
     }
 }
 
-/// `auth`: an authenticator extension, which Sidekick does not have yet.
-pub fn auth(auth: &Option<IgnoredAny>) -> Vec<FieldError> {
-    match auth {
-        Some(_) => vec![FieldError::new(
-            "auth",
-            "authenticator extensions are not supported yet: send credentials with `headers` (e.g. authorization: \"Bearer ${env:TOKEN}\")",
-        )],
-        None => Vec::new(),
-    }
+/// `auth: {authenticator: …}` of a network exporter: the extension sends its credentials
+/// with every request.
+pub fn auth_uses(auth: &Option<AuthRef>) -> Vec<AuthUse> {
+    auth.iter()
+        .map(|a| AuthUse::new("auth", a, AuthSide::Exporter))
+        .collect()
 }

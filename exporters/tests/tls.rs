@@ -1,111 +1,23 @@
 //! The OTLP exporters against a backend that requires TLS and a client certificate,
 //! with certificates made for the test by a throwaway CA.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sidekick_collector::component::{ExporterConfig, ExporterParts};
 use sidekick_exporters::{otlp, otlp_http};
 use sidekick_testkit::gen::traces;
 use sidekick_testkit::harness::build_exporter;
+use sidekick_testkit::pki::Pki;
 use sidekick_testkit::sink::OtlpSink;
 use sidekick_transport::tls::TlsSettings;
 
-struct Pki {
-    dir: PathBuf,
-    ca_pem: String,
-    server: (CertificateDer<'static>, PrivateKeyDer<'static>),
-    ca_der: CertificateDer<'static>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "Sidekick test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let server_key = KeyPair::generate().unwrap();
-        let server_cert = CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&server_key, &ca)
-            .unwrap();
-        let client_key = KeyPair::generate().unwrap();
-        let client_cert = CertificateParams::new(vec!["sidekick-client".to_string()])
-            .unwrap()
-            .signed_by(&client_key, &ca)
-            .unwrap();
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sidekick-tls-{}-{:?}-{}",
-            std::process::id(),
-            std::thread::current().id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.join("client.pem"), client_cert.pem()).unwrap();
-        std::fs::write(dir.join("client-key.pem"), client_key.serialize_pem()).unwrap();
-        Pki {
-            dir,
-            ca_pem: ca.pem(),
-            server: (
-                server_cert.der().clone(),
-                PrivatePkcs8KeyDer::from(server_key.serialize_der()).into(),
-            ),
-            ca_der: ca.der().clone(),
-        }
-    }
-
-    fn path(&self, name: &str) -> Option<String> {
-        Some(self.dir.join(name).display().to_string())
-    }
-
-    /// A server config that requires a client certificate from our CA.
-    fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![self.server.0.clone()], self.server.1.clone_key())
-            .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Arc::new(config)
-    }
-
-    fn tls(&self, with_client_cert: bool, with_ca: bool) -> TlsSettings {
-        TlsSettings {
-            ca_file: if with_ca { self.path("ca.pem") } else { None },
-            cert_file: if with_client_cert {
-                self.path("client.pem")
-            } else {
-                None
-            },
-            key_file: if with_client_cert {
-                self.path("client-key.pem")
-            } else {
-                None
-            },
-            ..TlsSettings::default()
-        }
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// The exporter's `tls:` against the test CA, with or without the client certificate
+/// and the CA.
+fn tls(pki: &Pki, with_client_cert: bool, with_ca: bool) -> TlsSettings {
+    let path = |name: &str, on: bool| on.then(|| pki.path(name));
+    TlsSettings {
+        ca_file: path("ca.pem", with_ca),
+        cert_file: path("client.pem", with_client_cert),
+        key_file: path("client-key.pem", with_client_cert),
+        ..TlsSettings::default()
     }
 }
 
@@ -133,26 +45,25 @@ fn grpc_exporter(sink: &OtlpSink, tls: TlsSettings) -> ExporterParts {
 #[tokio::test]
 async fn mutual_tls_with_a_private_ca() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let pki = Pki::new();
-    assert!(pki.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-    let sink = OtlpSink::start_tls(pki.server_config()).await;
+    let pki = Pki::new("Sidekick test CA");
+    let sink = OtlpSink::start_tls(pki.mtls_server_config()).await;
 
-    let http = http_exporter(&sink, pki.tls(true, true));
+    let http = http_exporter(&sink, tls(&pki, true, true));
     http.traces.unwrap().export(&traces(0, 1, 3)).await.unwrap();
-    let grpc = grpc_exporter(&sink, pki.tls(true, true));
+    let grpc = grpc_exporter(&sink, tls(&pki, true, true));
     grpc.traces.unwrap().export(&traces(3, 1, 4)).await.unwrap();
     assert_eq!(sink.span_count(), 7);
 
     // Without a client certificate the backend refuses the handshake.
-    let http = http_exporter(&sink, pki.tls(false, true));
+    let http = http_exporter(&sink, tls(&pki, false, true));
     assert!(http.traces.unwrap().export(&traces(0, 1, 1)).await.is_err());
-    let grpc = grpc_exporter(&sink, pki.tls(false, true));
+    let grpc = grpc_exporter(&sink, tls(&pki, false, true));
     assert!(grpc.traces.unwrap().export(&traces(0, 1, 1)).await.is_err());
 
     // Without our CA the exporters do not trust the backend.
-    let http = http_exporter(&sink, pki.tls(true, false));
+    let http = http_exporter(&sink, tls(&pki, true, false));
     assert!(http.traces.unwrap().export(&traces(0, 1, 1)).await.is_err());
-    let grpc = grpc_exporter(&sink, pki.tls(true, false));
+    let grpc = grpc_exporter(&sink, tls(&pki, true, false));
     assert!(grpc.traces.unwrap().export(&traces(0, 1, 1)).await.is_err());
     assert_eq!(sink.span_count(), 7);
 }
@@ -162,15 +73,16 @@ async fn mutual_tls_with_a_private_ca() {
 #[tokio::test]
 async fn certificates_rotated_in_place_are_used_by_new_connections() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let pki = Pki::new();
-    let other = Pki::new();
-    let sink = OtlpSink::start_tls(pki.server_config()).await;
+    let pki = Pki::new("Sidekick test CA");
+    let other = Pki::new("Sidekick test CA");
+    let sink = OtlpSink::start_tls(pki.mtls_server_config()).await;
     let every_connection = TlsSettings {
         reload_interval: Some(sidekick_collector::config::Duration(
             std::time::Duration::ZERO,
         )),
-        ..pki.tls(true, true)
+        ..tls(&pki, true, true)
     };
+    let ca_pem = std::fs::read(pki.dir.join("ca.pem")).unwrap();
     let copy = |from: &Pki, name: &str| {
         std::fs::copy(from.dir.join(name), pki.dir.join(name)).unwrap();
     };
@@ -182,7 +94,7 @@ async fn certificates_rotated_in_place_are_used_by_new_connections() {
         .unwrap();
     assert!(http.export(&traces(0, 1, 1)).await.is_err());
     // ...until the right CA is put in place; the same exporter then connects.
-    std::fs::write(pki.dir.join("ca.pem"), &pki.ca_pem).unwrap();
+    std::fs::write(pki.dir.join("ca.pem"), ca_pem).unwrap();
     http.export(&traces(0, 1, 2)).await.unwrap();
     assert_eq!(sink.span_count(), 2);
 

@@ -61,6 +61,7 @@ pub fn build_exporter<C: sidekick_collector::component::ExporterConfig>(
         id: &id,
         telemetry: &telemetry,
         signals: &sidekick_collector::config::Signal::ALL,
+        authenticators: &sidekick_collector::auth::NO_AUTHENTICATORS,
     };
     config.build(&ctx)
 }

@@ -182,6 +182,30 @@ pub fn header_map(
     Ok(map)
 }
 
+/// The headers an exporter sends with every request: its fixed ones, and the
+/// credentials of its authenticator extension as they are at the time of the request
+/// (a token file may have been rotated since the last one).
+#[derive(Debug, Clone, Default)]
+pub struct RequestHeaders {
+    fixed: HeaderMap,
+    auth: Option<Arc<crate::auth::Authenticator>>,
+}
+
+impl RequestHeaders {
+    pub fn new(fixed: HeaderMap, auth: Option<Arc<crate::auth::Authenticator>>) -> Self {
+        RequestHeaders { fixed, auth }
+    }
+
+    /// The headers for a request sent now.
+    pub fn current(&self) -> HeaderMap {
+        let mut map = self.fixed.clone();
+        if let Some((name, value)) = self.auth.as_ref().and_then(|a| a.credentials()) {
+            map.insert(name, value);
+        }
+        map
+    }
+}
+
 /// `proxy_url` is an `http://` or `https://` URL.
 pub fn check_proxy_url(proxy_url: &str) -> Vec<FieldError> {
     let ok = (proxy_url.starts_with("http://") || proxy_url.starts_with("https://"))

@@ -27,6 +27,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use sidekick_config::BuildError;
+
+use crate::auth::Authenticator;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -139,6 +141,12 @@ pub struct ServerOptions {
     pub body_read_timeout: Option<Duration>,
     /// Where to count what this listener did; `None`: not counted anywhere readable.
     pub stats: Option<Arc<ListenerStats>>,
+    /// Serve TLS (and, if it asks for client certificates, mutual TLS). The handshake
+    /// must be done within `header_read_timeout` of the connection opening.
+    pub tls: Option<crate::tls::listener::Acceptor>,
+    /// Check every request's headers with this before the handler runs (so before its
+    /// body is read); refused requests are answered 401 (gRPC: `UNAUTHENTICATED`).
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl Default for ServerOptions {
@@ -152,6 +160,8 @@ impl Default for ServerOptions {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             body_read_timeout: Some(DEFAULT_BODY_READ_TIMEOUT),
             stats: None,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -192,6 +202,8 @@ pub struct ListenerStats {
     idle_closed: AtomicU64,
     header_timeouts: AtomicU64,
     body_timeouts: AtomicU64,
+    tls_failures: AtomicU64,
+    unauthenticated: AtomicU64,
 }
 
 impl ListenerStats {
@@ -225,6 +237,17 @@ impl ListenerStats {
         self.body_timeouts.load(Ordering::Relaxed)
     }
 
+    /// TLS handshakes that failed or did not finish in time (a client without a
+    /// certificate under mutual TLS, plain HTTP sent to a TLS port, an untrusted CA).
+    pub fn tls_failures(&self) -> u64 {
+        self.tls_failures.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused by the listener's authenticator.
+    pub fn unauthenticated(&self) -> u64 {
+        self.unauthenticated.load(Ordering::Relaxed)
+    }
+
     /// Header and body read timeouts together: clients too slow to be served.
     pub fn timed_out(&self) -> u64 {
         self.header_timeouts() + self.body_timeouts()
@@ -244,8 +267,61 @@ pub async fn serve_with(
     options: &ServerOptions,
     stop: impl Future<Output = ()>,
 ) {
+    let router = match &options.auth {
+        Some(auth) => {
+            let stats = options.stats.clone().unwrap_or_default();
+            router.layer(axum::middleware::from_fn_with_state(
+                (auth.clone(), stats),
+                authenticate,
+            ))
+        }
+        None => router,
+    };
     let service = TowerToHyperService::new(router);
     run::<_, TimedBody, _>(listener, service, options, stop).await
+}
+
+/// Lets a request through to the handler only when its headers pass the listener's
+/// authenticator; otherwise answers at once, the body unread.
+async fn authenticate(
+    axum::extract::State((auth, stats)): axum::extract::State<(
+        Arc<Authenticator>,
+        Arc<ListenerStats>,
+    )>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let refused = match auth.check(request.headers()) {
+        Ok(()) => return next.run(request).await,
+        Err(refused) => refused,
+    };
+    stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut response = if grpc {
+        // A trailers-only gRPC answer: status 16, UNAUTHENTICATED.
+        let mut r = response(http::StatusCode::OK, "application/grpc", Bytes::new());
+        let h = r.headers_mut();
+        h.insert("grpc-status", http::HeaderValue::from_static("16"));
+        h.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("missing%20or%20wrong%20credentials"),
+        );
+        r
+    } else {
+        response(
+            http::StatusCode::UNAUTHORIZED,
+            "text/plain; charset=utf-8",
+            "missing or wrong credentials\n",
+        )
+    };
+    response.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static(refused.challenge),
+    );
+    response
 }
 
 fn builder(options: &ServerOptions) -> auto::Builder<TokioExecutor> {
@@ -304,7 +380,7 @@ async fn run<S, RB, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let builder = builder(options);
+    let builder = Arc::new(builder(options));
     let stats = options.stats.clone().unwrap_or_default();
     let limits = Arc::new(Limits {
         header_read: options.header_read_timeout,
@@ -353,22 +429,52 @@ async fn run<S, RB, B>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let watch = Arc::new(Watch::new());
-        let io = TokioIo::new(TrackedIo {
-            io: stream,
-            watch: watch.clone(),
-            sniff: Sniff::Matched(0),
-        });
-        let service = Limited {
-            inner: service.clone(),
-            watch: watch.clone(),
-            limits: limits.clone(),
-            _body: PhantomData::<fn(RB)>,
-        };
-        let conn = builder.serve_connection(io, service).into_owned();
         let open = Open::new(&stats);
-        let (limits, stop_rx) = (limits.clone(), stop_rx.clone());
+        let (service, builder, limits, mut stop_rx) = (
+            service.clone(),
+            builder.clone(),
+            limits.clone(),
+            stop_rx.clone(),
+        );
+        let tls = options.tls.clone();
         tokio::spawn(async move {
+            let io = match tls {
+                None => Stream::Plain(stream),
+                Some(acceptor) => {
+                    let within = limits.header_read.unwrap_or(DEFAULT_HEADER_READ_TIMEOUT);
+                    let handshake = tokio::time::timeout(within, acceptor.0.accept(stream));
+                    let done = tokio::select! {
+                        done = handshake => done,
+                        _ = stop_rx.wait_for(|stop| *stop) => return,
+                    };
+                    match done {
+                        Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                        Ok(Err(e)) => {
+                            limits.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            limits.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            debug!("TLS handshake not finished in time");
+                            return;
+                        }
+                    }
+                }
+            };
+            let watch = Arc::new(Watch::new());
+            let io = TokioIo::new(TrackedIo {
+                io,
+                watch: watch.clone(),
+                sniff: Sniff::Matched(0),
+            });
+            let service = Limited {
+                inner: service,
+                watch: watch.clone(),
+                limits: limits.clone(),
+                _body: PhantomData::<fn(RB)>,
+            };
+            let conn = builder.serve_connection(io, service);
             drive(conn, &watch, &limits, stop_rx).await;
             drop((permit, open));
         });
@@ -613,10 +719,74 @@ enum Sniff {
     Decided,
 }
 
+/// A connection's socket, under TLS or not.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The socket, noting the bytes that arrive for the connection's [`Watch`]. It must see
 /// the plain HTTP bytes (under any TLS layer) for the HTTP/2 preface to be recognised.
 struct TrackedIo {
-    io: TcpStream,
+    io: Stream,
     watch: Arc<Watch>,
     sniff: Sniff,
 }

@@ -16,8 +16,10 @@
 //!   min_version: "1.2"
 //! ```
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+pub mod listener;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -26,7 +28,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
 use sidekick_config::{BuildError, FieldError};
-use tracing::{info, warn};
+
+use crate::watch::Watched;
 
 /// A TLS setting that cannot be used, with the field it is about (`tls.ca_file`).
 #[derive(Debug, Clone)]
@@ -95,29 +98,7 @@ impl ClientTls<'_> {
     }
 
     fn versions(&self) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsError> {
-        let parse = |v: Option<&str>, what: &str, default: u8| match v.map(str::trim) {
-            None | Some("") => Ok(default),
-            Some("1.2") => Ok(2),
-            Some("1.3") => Ok(3),
-            Some(v @ ("1.0" | "1.1")) => Err(self.error(
-                what,
-                format!("TLS {v} is not supported (it is insecure): write \"1.2\" or \"1.3\""),
-            )),
-            Some(v) => Err(self.error(
-                what,
-                format!("unknown TLS version \"{v}\": write \"1.2\" or \"1.3\""),
-            )),
-        };
-        let min = parse(self.min_version, "min_version", 2)?;
-        let max = parse(self.max_version, "max_version", 3)?;
-        if min > max {
-            return Err(self.error("min_version", "is higher than max_version"));
-        }
-        Ok([(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
-            .into_iter()
-            .filter(|(v, _)| (min..=max).contains(v))
-            .map(|(_, p)| p)
-            .collect())
+        versions(self.min_version, self.max_version).map_err(|(what, m)| self.error(what, m))
     }
 
     /// Reads and parses every file now, without building anything: what `validate`
@@ -176,7 +157,8 @@ impl ClientTls<'_> {
                 let load = move |files: &[Vec<u8>]| {
                     certified_key(files, &cert, &key, &provider).map_err(|(_, m)| m)
                 };
-                let watched = Watched::new(paths, every, files, certified, Box::new(load));
+                let watched =
+                    Watched::new("TLS files", paths, every, files, certified, Box::new(load));
                 builder.with_client_cert_resolver(Arc::new(ReloadingClientCert(watched)))
             }
             (Some(_), None) => return Err(self.error("key_file", "cert_file needs key_file too")),
@@ -201,6 +183,7 @@ impl ClientTls<'_> {
             let owned = path.to_string();
             let load = move |files: &[Vec<u8>]| build(roots(Some((&owned, &files[0])))?);
             let watched = Watched::new(
+                "TLS files",
                 vec![path.to_string()],
                 every,
                 vec![pem],
@@ -236,80 +219,35 @@ fn certified_key(
     Ok(certified)
 }
 
-/// Turns the bytes of watched files into the value they make.
-type Load<T> = Box<dyn Fn(&[Vec<u8>]) -> Result<T, String> + Send + Sync>;
-
-/// A value made from files that are read again every so often: a change that loads
-/// replaces the value, one that does not leaves it and is logged once.
-struct Watched<T> {
-    paths: Vec<String>,
-    every: Duration,
-    load: Load<T>,
-    state: Mutex<WatchState<T>>,
-}
-
-struct WatchState<T> {
-    checked: Instant,
-    files: Vec<Vec<u8>>,
-    value: Arc<T>,
-}
-
-impl<T> std::fmt::Debug for Watched<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watched")
-            .field("paths", &self.paths)
-            .finish()
+/// The protocol versions from `min_version` to `max_version` (default TLS 1.2 to 1.3); on
+/// error the field at fault.
+fn versions(
+    min: Option<&str>,
+    max: Option<&str>,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, (&'static str, String)> {
+    let parse = |v: Option<&str>, what: &'static str, default: u8| match v.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some("1.2") => Ok(2),
+        Some("1.3") => Ok(3),
+        Some(v @ ("1.0" | "1.1")) => Err((
+            what,
+            format!("TLS {v} is not supported (it is insecure): write \"1.2\" or \"1.3\""),
+        )),
+        Some(v) => Err((
+            what,
+            format!("unknown TLS version \"{v}\": write \"1.2\" or \"1.3\""),
+        )),
+    };
+    let min = parse(min, "min_version", 2)?;
+    let max = parse(max, "max_version", 3)?;
+    if min > max {
+        return Err(("min_version", "is higher than max_version".into()));
     }
-}
-
-impl<T> Watched<T> {
-    fn new(
-        paths: Vec<String>,
-        every: Duration,
-        files: Vec<Vec<u8>>,
-        value: T,
-        load: Load<T>,
-    ) -> Self {
-        Watched {
-            paths,
-            every,
-            load,
-            state: Mutex::new(WatchState {
-                checked: Instant::now(),
-                files,
-                value: Arc::new(value),
-            }),
-        }
-    }
-
-    /// The value, from the files as they are now when it is time to look again.
-    fn current(&self) -> Arc<T> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.checked.elapsed() >= self.every {
-            s.checked = Instant::now();
-            let read: Result<Vec<Vec<u8>>, _> = self.paths.iter().map(std::fs::read).collect();
-            match read {
-                Ok(files) if files != s.files => {
-                    match (self.load)(&files) {
-                        Ok(value) => {
-                            s.value = Arc::new(value);
-                            info!(files = ?self.paths, "TLS files changed: new connections use them");
-                        }
-                        Err(e) => {
-                            warn!(files = ?self.paths, error = %e, "TLS files changed but cannot be used: keeping the previous ones")
-                        }
-                    }
-                    // Either way, these bytes were seen: no second load or warning.
-                    s.files = files;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(files = ?self.paths, error = %e, "cannot read TLS files again: keeping the previous ones")
-                }
-            }
-        }
-        Arc::clone(&s.value)
-    }
+    Ok([(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
+        .into_iter()
+        .filter(|(v, _)| (min..=max).contains(v))
+        .map(|(_, p)| p)
+        .collect())
 }
 
 /// The client certificate of the files as they are now.

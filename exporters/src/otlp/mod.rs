@@ -65,7 +65,8 @@ pub struct Config {
     pub read_buffer_size: Option<usize>,
     pub write_buffer_size: Option<usize>,
     pub batcher: Option<IgnoredAny>,
-    pub auth: Option<IgnoredAny>,
+    /// An authenticator extension whose credentials go with every request.
+    pub auth: Option<sidekick_collector::config::AuthRef>,
 }
 
 /// `keepalive:` of a gRPC client, as in the Collector.
@@ -98,6 +99,13 @@ impl Default for Config {
             batcher: None,
             auth: None,
         }
+    }
+}
+
+impl Config {
+    /// `auth`, when set, as a credential-bearing field for the clear-text warning.
+    fn auth_fields(&self) -> Vec<&'static str> {
+        self.auth.iter().map(|_| "auth").collect()
     }
 }
 
@@ -138,7 +146,11 @@ impl ExporterConfig for Config {
                 if tls {
                     out.extend(self.tls.validate());
                 } else {
-                    out.extend(plaintext_credentials(&uri, &self.headers, &[]));
+                    out.extend(plaintext_credentials(
+                        &uri,
+                        &self.headers,
+                        &self.auth_fields(),
+                    ));
                 }
                 if Endpoint::from_shared(uri).is_err() {
                     out.push(FieldError::new(
@@ -169,7 +181,6 @@ impl ExporterConfig for Config {
             self.write_buffer_size,
         ));
         out.extend(collector_options::batcher(&self.batcher));
-        out.extend(collector_options::auth(&self.auth));
         out
     }
 
@@ -182,7 +193,16 @@ impl ExporterConfig for Config {
         }
     }
 
-    fn build(self, _ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+    fn auth_uses(&self) -> Vec<sidekick_collector::auth::AuthUse> {
+        collector_options::auth_uses(&self.auth)
+    }
+
+    fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+        let auth = ctx.authenticator(
+            self.auth.as_ref(),
+            "auth",
+            sidekick_collector::auth::AuthSide::Exporter,
+        )?;
         let (uri, tls) = self.target().map_err(BuildError::new)?;
         let tls = if tls {
             Some(self.tls.rustls_config()?)
@@ -212,6 +232,7 @@ impl ExporterConfig for Config {
         let exporter = std::sync::Arc::new(OtlpGrpcExporter {
             channel,
             headers,
+            auth,
             compression: match self.compression {
                 Compression::Gzip => Some(CompressionEncoding::Gzip),
                 Compression::Zstd => Some(CompressionEncoding::Zstd),
@@ -229,6 +250,8 @@ pub struct OtlpGrpcExporter {
         MetadataKey<tonic::metadata::Ascii>,
         MetadataValue<tonic::metadata::Ascii>,
     )>,
+    /// Sends its credentials with every request, read as they are at the time.
+    auth: Option<std::sync::Arc<sidekick_collector::auth::Authenticator>>,
     compression: Option<CompressionEncoding>,
     endpoint: String,
 }
@@ -247,6 +270,13 @@ impl OtlpGrpcExporter {
         let mut request = tonic::Request::new(batch.encoded_chunks());
         for (k, v) in &self.headers {
             request.metadata_mut().insert(k.clone(), v.clone());
+        }
+        if let Some((name, value)) = self.auth.as_ref().and_then(|a| a.credentials()) {
+            let key = MetadataKey::from_str(name.as_str());
+            let value = MetadataValue::try_from(value.as_bytes());
+            if let (Ok(key), Ok(value)) = (key, value) {
+                request.metadata_mut().insert(key, value);
+            }
         }
         let path = http::uri::PathAndQuery::from_static(S::GRPC_PATH);
         match client.unary(request, path, RawCodec).await {

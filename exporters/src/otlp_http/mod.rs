@@ -30,7 +30,7 @@ use crate::collector_options;
 use crate::compression::Compression;
 use crate::partial;
 use sidekick_transport::client::{
-    check_headers, check_proxy_url, header_map, http_client, plaintext_credentials,
+    check_headers, check_proxy_url, header_map, http_client, plaintext_credentials, RequestHeaders,
 };
 use sidekick_transport::tls::TlsSettings;
 
@@ -65,7 +65,8 @@ pub struct Config {
     /// The Collector's development profiles signal, which Sidekick does not carry.
     pub profiles_endpoint: Option<String>,
     pub batcher: Option<IgnoredAny>,
-    pub auth: Option<IgnoredAny>,
+    /// An authenticator extension whose credentials go with every request.
+    pub auth: Option<sidekick_collector::config::AuthRef>,
 }
 
 impl Default for Config {
@@ -140,7 +141,11 @@ impl ExporterConfig for Config {
         let urls =
             std::iter::once(&self.endpoint).chain(explicit.iter().filter_map(|(_, u)| u.as_ref()));
         for url in urls {
-            out.extend(plaintext_credentials(url, &self.headers, &[]));
+            out.extend(plaintext_credentials(
+                url,
+                &self.headers,
+                if self.auth.is_some() { &["auth"] } else { &[] },
+            ));
         }
         if !self.endpoint.is_empty() && !valid(&self.endpoint) {
             out.push(FieldError::new(
@@ -192,7 +197,6 @@ impl ExporterConfig for Config {
             self.write_buffer_size,
         ));
         out.extend(collector_options::batcher(&self.batcher));
-        out.extend(collector_options::auth(&self.auth));
         out.extend(self.export_settings().validate());
         out
     }
@@ -206,9 +210,18 @@ impl ExporterConfig for Config {
         }
     }
 
-    fn build(self, _ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+    fn auth_uses(&self) -> Vec<sidekick_collector::auth::AuthUse> {
+        collector_options::auth_uses(&self.auth)
+    }
+
+    fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+        let auth = ctx.authenticator(
+            self.auth.as_ref(),
+            "auth",
+            sidekick_collector::auth::AuthSide::Exporter,
+        )?;
         let client = http_client(self.tls.rustls_config()?, self.proxy_url.as_deref())?;
-        let headers = header_map(&self.headers, None)?;
+        let headers = RequestHeaders::new(header_map(&self.headers, None)?, auth);
         let [(_, traces), (_, metrics), (_, logs)] = self.urls();
         let exporter = std::sync::Arc::new(OtlpHttpExporter {
             client,
@@ -224,7 +237,7 @@ impl ExporterConfig for Config {
 
 pub struct OtlpHttpExporter {
     client: reqwest::Client,
-    headers: http::HeaderMap,
+    headers: RequestHeaders,
     compression: Compression,
     traces: String,
     metrics: String,
@@ -248,7 +261,7 @@ impl OtlpHttpExporter {
         let mut request = self
             .client
             .post(self.url::<S>())
-            .headers(self.headers.clone())
+            .headers(self.headers.current())
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
             .body(body);
         if let Some(enc) = self.compression.encoding() {

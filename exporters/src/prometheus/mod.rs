@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderMap, StatusCode};
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, Extension, FieldError,
@@ -64,8 +63,11 @@ pub struct Config {
     pub resource_to_telemetry_conversion: ResourceToTelemetry,
     /// Also serve Sidekick's own metrics on this page, so one Pod port has everything.
     pub include_self_metrics: bool,
-    /// HTTPS for the page: not supported yet.
-    pub tls: Option<IgnoredAny>,
+    /// Serve the page over HTTPS (and mutual TLS with `client_ca_file`).
+    pub tls: Option<sidekick_collector::config::ServerTls>,
+    /// Require credentials from scrapers: an authenticator extension, e.g.
+    /// `{authenticator: bearertokenauth}` (Prometheus: `authorization:` in its job).
+    pub auth: Option<sidekick_collector::config::AuthRef>,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             resource_to_telemetry_conversion: ResourceToTelemetry::default(),
             include_self_metrics: false,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -90,13 +93,7 @@ impl ExporterConfig for Config {
     const SIGNALS: &'static [SignalKind] = &[SignalKind::Metrics];
 
     fn validate(&self) -> Vec<FieldError> {
-        let mut out = Vec::new();
-        if self.tls.is_some() {
-            out.push(FieldError::new(
-                "tls",
-                "TLS on the scrape endpoint is not supported yet: serve it plain inside the cluster, or put a TLS-terminating proxy in front",
-            ));
-        }
+        let mut out = sidekick_collector::auth::check_listener_tls("", self.tls.as_ref());
         if let Err(e) = sidekick_transport::server::resolve(&self.endpoint) {
             out.push(FieldError::new("endpoint", e));
         }
@@ -125,7 +122,27 @@ impl ExporterConfig for Config {
         }]
     }
 
+    fn auth_uses(&self) -> Vec<sidekick_collector::auth::AuthUse> {
+        self.auth
+            .iter()
+            .map(|a| {
+                sidekick_collector::auth::AuthUse::new(
+                    "auth",
+                    a,
+                    sidekick_collector::auth::AuthSide::Listener,
+                )
+            })
+            .collect()
+    }
+
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+        let options = ctx.secure_listener(
+            ctx.telemetry
+                .listener_options(&format!("exporters.{}", ctx.id)),
+            "",
+            self.tls.as_ref(),
+            self.auth.as_ref(),
+        )?;
         let listener = sidekick_transport::server::bind(&self.endpoint, "endpoint")?;
         let strategy = match self.add_metric_suffixes {
             Some(false) => TranslationStrategy::UnderscoreEscapingWithoutSuffixes,
@@ -158,9 +175,7 @@ impl ExporterConfig for Config {
             self_metrics: self
                 .include_self_metrics
                 .then(|| (ctx.telemetry.clone(), settings)),
-            options: ctx
-                .telemetry
-                .listener_options(&format!("exporters.{}", ctx.id)),
+            options,
         };
         Ok(ExporterParts {
             metrics: Some(exporter),

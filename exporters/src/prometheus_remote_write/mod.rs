@@ -44,7 +44,7 @@ use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, Transl
 use sidekick_collector::prometheus::prompb as proto;
 use sidekick_transport::client::{
     check_headers, check_proxy_url, header_map, http_client, plaintext_credentials, BasicAuth,
-    Credentials,
+    Credentials, RequestHeaders,
 };
 use sidekick_transport::tls::TlsSettings;
 
@@ -89,7 +89,8 @@ pub struct Config {
     pub max_batch_request_parallelism: Option<usize>,
     /// The Collector's write-ahead log; Sidekick has no such option yet.
     pub wal: Option<IgnoredAny>,
-    pub auth: Option<IgnoredAny>,
+    /// An authenticator extension whose credentials go with every request.
+    pub auth: Option<sidekick_collector::config::AuthRef>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +218,7 @@ impl ExporterConfig for Config {
             ("basic_auth", self.basic_auth.is_some()),
             ("bearer_token", self.bearer_token.is_some()),
             ("bearer_token_file", self.bearer_token_file.is_some()),
+            ("auth", self.auth.is_some()),
         ]
         .into_iter()
         .filter_map(|(field, set)| set.then_some(field))
@@ -265,16 +267,16 @@ impl ExporterConfig for Config {
             None,
             self.write_buffer_size,
         ));
-        out.extend(collector_options::auth(&self.auth));
         let auths = [
             self.basic_auth.is_some(),
             self.bearer_token.is_some(),
             self.bearer_token_file.is_some(),
+            self.auth.is_some(),
         ];
         if auths.iter().filter(|a| **a).count() > 1 {
             out.push(FieldError::new(
                 "bearer_token",
-                "use only one of basic_auth, bearer_token and bearer_token_file",
+                "use only one of basic_auth, bearer_token, bearer_token_file and auth",
             ));
         }
         for k in self.external_labels.keys() {
@@ -317,7 +319,16 @@ impl ExporterConfig for Config {
         }
     }
 
+    fn auth_uses(&self) -> Vec<sidekick_collector::auth::AuthUse> {
+        collector_options::auth_uses(&self.auth)
+    }
+
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+        let auth = ctx.authenticator(
+            self.auth.as_ref(),
+            "auth",
+            sidekick_collector::auth::AuthSide::Exporter,
+        )?;
         let credentials = match (
             &self.basic_auth,
             &self.bearer_token,
@@ -335,7 +346,7 @@ impl ExporterConfig for Config {
             }),
             (None, None, None) => None,
         };
-        let headers = header_map(&self.headers, credentials)?;
+        let headers = RequestHeaders::new(header_map(&self.headers, credentials)?, auth);
         let client = http_client(self.tls.rustls_config()?, self.proxy_url.as_deref())?;
         let settings = Settings {
             strategy: match self.add_metric_suffixes {
@@ -377,7 +388,7 @@ impl ExporterConfig for Config {
 pub struct RemoteWriteExporter {
     client: reqwest::Client,
     endpoint: String,
-    headers: http::HeaderMap,
+    headers: RequestHeaders,
     settings: Settings,
     send_metadata: bool,
     max_bytes: usize,
@@ -414,7 +425,7 @@ impl RemoteWriteExporter {
         let resp = self
             .client
             .post(&self.endpoint)
-            .headers(self.headers.clone())
+            .headers(self.headers.current())
             .header(http::header::CONTENT_ENCODING, "snappy")
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
             .header("X-Prometheus-Remote-Write-Version", "0.1.0")

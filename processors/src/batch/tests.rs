@@ -21,6 +21,7 @@ fn processor(send: usize, max: usize, timeout_ms: u64) -> Box<dyn Processor<Trac
         id: &id,
         telemetry: &Telemetry::new(),
         signals: &[SignalKind::Traces],
+        authenticators: &sidekick_collector::auth::NO_AUTHENTICATORS,
     };
     config.build::<TracesSignal>(&ctx).unwrap()
 }

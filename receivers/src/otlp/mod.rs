@@ -32,12 +32,14 @@ use std::time::Duration;
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
+use sidekick_collector::auth::{check_listener_tls, AuthSide, AuthUse};
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, FieldError, Listen, Receiver, ReceiverConfig,
     ReceiverOutputs,
 };
 use sidekick_collector::config::Duration as ConfigDuration;
 use sidekick_collector::config::Signal as SignalKind;
+use sidekick_collector::config::{AuthRef, ServerTls};
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::pipe::{Output, SendError, Stop};
 use sidekick_collector::telemetry::{Counter, Telemetry};
@@ -104,8 +106,10 @@ pub struct GrpcConfig {
     pub include_metadata: Option<bool>,
     pub read_buffer_size: Option<usize>,
     pub write_buffer_size: Option<usize>,
-    pub tls: Option<IgnoredAny>,
-    pub auth: Option<IgnoredAny>,
+    /// Serve over TLS (mutual TLS with `client_ca_file`).
+    pub tls: Option<ServerTls>,
+    /// Check each request's credentials with an authenticator extension.
+    pub auth: Option<AuthRef>,
 }
 
 impl Default for GrpcConfig {
@@ -176,8 +180,10 @@ pub struct HttpConfig {
     pub cors: Option<CorsConfig>,
     /// Collector options with no effect here (see `validate`).
     pub include_metadata: Option<bool>,
-    pub tls: Option<IgnoredAny>,
-    pub auth: Option<IgnoredAny>,
+    /// Serve over TLS (mutual TLS with `client_ca_file`).
+    pub tls: Option<ServerTls>,
+    /// Check each request's credentials with an authenticator extension.
+    pub auth: Option<AuthRef>,
 }
 
 impl Default for HttpConfig {
@@ -208,12 +214,6 @@ fn url_path(path: &str) -> String {
 /// Receiver-side Collector options that Sidekick accepts without acting on, or refuses.
 fn collector_options(protocols: &Protocols) -> Vec<FieldError> {
     let mut out = Vec::new();
-    let unsupported = |field: &str, what: &str| {
-        FieldError::new(
-            field,
-            format!("{what} on OTLP listeners is not supported yet; inside the Pod the app reaches Sidekick over localhost"),
-        )
-    };
     if let Some(g) = &protocols.grpc {
         let p = "protocols.grpc";
         if g.include_metadata.is_some() {
@@ -246,12 +246,7 @@ fn collector_options(protocols: &Protocols) -> Vec<FieldError> {
                 ));
             }
         }
-        if g.tls.is_some() {
-            out.push(unsupported(&format!("{p}.tls"), "TLS"));
-        }
-        if g.auth.is_some() {
-            out.push(unsupported(&format!("{p}.auth"), "authentication"));
-        }
+        out.extend(check_listener_tls("protocols.grpc.", g.tls.as_ref()));
     }
     if let Some(h) = &protocols.http {
         let p = "protocols.http";
@@ -261,12 +256,7 @@ fn collector_options(protocols: &Protocols) -> Vec<FieldError> {
                 "request metadata is not passed to exporters",
             ));
         }
-        if h.tls.is_some() {
-            out.push(unsupported(&format!("{p}.tls"), "TLS"));
-        }
-        if h.auth.is_some() {
-            out.push(unsupported(&format!("{p}.auth"), "authentication"));
-        }
+        out.extend(check_listener_tls("protocols.http.", h.tls.as_ref()));
     }
     out
 }
@@ -347,6 +337,15 @@ impl ReceiverConfig for Config {
         out
     }
 
+    fn auth_uses(&self) -> Vec<AuthUse> {
+        let grpc = self.protocols.grpc.as_ref().and_then(|g| g.auth.as_ref());
+        let http = self.protocols.http.as_ref().and_then(|h| h.auth.as_ref());
+        [("protocols.grpc.auth", grpc), ("protocols.http.auth", http)]
+            .into_iter()
+            .filter_map(|(field, a)| Some(AuthUse::new(field, a?, AuthSide::Listener)))
+            .collect()
+    }
+
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
         Ok(Box::new(self.build_otlp(ctx)?))
     }
@@ -355,10 +354,20 @@ impl ReceiverConfig for Config {
 impl Config {
     fn build_otlp(self, ctx: &BuildContext) -> Result<OtlpReceiver, BuildError> {
         let name = ctx.id.to_string();
+        let options = |what: &str, tls, auth| {
+            ctx.secure_listener(
+                ctx.telemetry
+                    .listener_options(&format!("receivers.{name}/{what}")),
+                &format!("protocols.{what}."),
+                tls,
+                auth,
+            )
+        };
         let grpc = match &self.protocols.grpc {
             Some(g) => Some((
                 sidekick_transport::server::bind(&g.endpoint, "protocols.grpc.endpoint")?,
                 g.clone(),
+                options("grpc", g.tls.as_ref(), g.auth.as_ref())?,
             )),
             None => None,
         };
@@ -366,12 +375,13 @@ impl Config {
             Some(h) => Some((
                 sidekick_transport::server::bind(&h.endpoint, "protocols.http.endpoint")?,
                 h.clone(),
+                options("http", h.tls.as_ref(), h.auth.as_ref())?,
             )),
             None => None,
         };
         let listeners = [
-            (grpc.as_ref().map(|(l, _)| l), "grpc"),
-            (http.as_ref().map(|(l, _)| l), "http"),
+            (grpc.as_ref().map(|(l, _, _)| l), "grpc"),
+            (http.as_ref().map(|(l, _, _)| l), "http"),
         ];
         for (listener, what) in listeners {
             if let Some(l) = listener {
@@ -390,8 +400,8 @@ impl Config {
 pub struct OtlpReceiver {
     name: String,
     telemetry: Telemetry,
-    grpc: Option<(TcpListener, GrpcConfig)>,
-    http: Option<(TcpListener, HttpConfig)>,
+    grpc: Option<(TcpListener, GrpcConfig, ServerOptions)>,
+    http: Option<(TcpListener, HttpConfig, ServerOptions)>,
 }
 
 /// One signal's way into the pipelines, with its accepted/refused counters.
@@ -483,19 +493,19 @@ impl Receiver for OtlpReceiver {
                 grpc_message: self
                     .grpc
                     .as_ref()
-                    .map(|(_, g)| g.max_recv_msg_size_mib)
+                    .map(|(_, g, _)| g.max_recv_msg_size_mib)
                     .unwrap_or(GrpcConfig::default().max_recv_msg_size_mib)
                     << 20,
                 http_body: self
                     .http
                     .as_ref()
-                    .map(|(_, h)| h.max_request_body_size)
+                    .map(|(_, h, _)| h.max_request_body_size)
                     .unwrap_or(HttpConfig::default().max_request_body_size),
             };
             let mut paths = self
                 .http
                 .as_ref()
-                .map(|(_, h)| h.clone())
+                .map(|(_, h, _)| h.clone())
                 .unwrap_or_default();
             for p in [
                 &mut paths.traces_url_path,
@@ -517,7 +527,7 @@ impl Receiver for OtlpReceiver {
                 None => router,
             };
             let mut tasks = tokio::task::JoinSet::new();
-            if let Some((listener, g)) = self.grpc {
+            if let Some((listener, g, options)) = self.grpc {
                 let keepalive = g
                     .keepalive
                     .and_then(|k| k.server_parameters)
@@ -526,17 +536,12 @@ impl Receiver for OtlpReceiver {
                     keepalive_interval: keepalive.time.map(|d| d.get()),
                     keepalive_timeout: keepalive.timeout.map(|d| d.get()),
                     max_concurrent_streams: g.max_concurrent_streams,
-                    ..self
-                        .telemetry
-                        .listener_options(&format!("receivers.{}/grpc", self.name))
+                    ..options
                 };
                 let (router, stop) = (router.clone(), stop.clone().fired());
                 tasks.spawn(async move { serve_with(listener, router, &options, stop).await });
             }
-            if let Some((listener, _)) = self.http {
-                let options = self
-                    .telemetry
-                    .listener_options(&format!("receivers.{}/http", self.name));
+            if let Some((listener, _, options)) = self.http {
                 let (router, stop) = (router.clone(), stop.clone().fired());
                 tasks.spawn(async move { serve_with(listener, router, &options, stop).await });
             }

@@ -1,0 +1,213 @@
+//! The authenticator extensions, `bearertokenauth` and `basicauth`, as Collector configs
+//! use them: defined under `extensions:`, listed in `service.extensions`, and named from
+//! a listener or an exporter with `auth: {authenticator: <id>}`.
+//!
+//! ```yaml
+//! extensions:
+//!   bearertokenauth:
+//!     filename: /var/run/secrets/otel/token
+//! receivers:
+//!   otlp:
+//!     protocols:
+//!       grpc:
+//!         auth: {authenticator: bearertokenauth}
+//! service:
+//!   extensions: [bearertokenauth]
+//! ```
+//!
+//! The checks and credentials themselves are the transport's ([`Authenticator`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sidekick_config::{AuthRef, BuildError, FieldError, ServerTls};
+pub use sidekick_transport::auth::Authenticator;
+use sidekick_transport::auth::{BasicAuthSettings, BearerTokenSettings};
+use sidekick_transport::server::ServerOptions;
+use sidekick_transport::tls::listener;
+
+use crate::component::{BoxFuture, BuildContext, Extension, ExtensionConfig};
+use crate::pipe::Stop;
+
+/// Where an authenticator is used from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthSide {
+    /// A listener checks requests with it.
+    Listener,
+    /// An exporter sends its credentials.
+    Exporter,
+}
+
+/// One `auth:` of a component: the field it is at and the extension it names.
+#[derive(Debug, Clone)]
+pub struct AuthUse {
+    /// The `auth` field's path inside the component, e.g. `protocols.grpc.auth`.
+    pub field: String,
+    pub authenticator: String,
+    pub side: AuthSide,
+}
+
+impl AuthUse {
+    pub fn new(field: impl Into<String>, reference: &AuthRef, side: AuthSide) -> Self {
+        AuthUse {
+            field: field.into(),
+            authenticator: reference.authenticator.clone(),
+            side,
+        }
+    }
+}
+
+/// What an authenticator extension's settings can do, known before anything is built.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthAbilities {
+    pub listener: bool,
+    pub exporter: bool,
+}
+
+/// The authenticators of `service.extensions`, by id, for components to look up when
+/// they are built.
+#[derive(Default)]
+pub struct Authenticators(BTreeMap<String, Arc<Authenticator>>);
+
+/// No authenticators (component tests without extensions).
+pub static NO_AUTHENTICATORS: Authenticators = Authenticators(BTreeMap::new());
+
+impl Authenticators {
+    pub fn insert(&mut self, id: String, authenticator: Arc<Authenticator>) {
+        self.0.insert(id, authenticator);
+    }
+
+    /// The authenticator `reference` names. The plan has checked that it exists and can
+    /// serve `side`, so a miss here is a config that skipped planning.
+    pub fn get(
+        &self,
+        reference: &AuthRef,
+        field: &str,
+        side: AuthSide,
+    ) -> Result<Arc<Authenticator>, BuildError> {
+        let a = self.0.get(&reference.authenticator).ok_or_else(|| {
+            BuildError::new(format!(
+                "{field}: authenticator \"{}\" is not an extension in service.extensions",
+                reference.authenticator
+            ))
+        })?;
+        let usable = match side {
+            AuthSide::Listener => a.serves(),
+            AuthSide::Exporter => a.sends(),
+        };
+        if !usable {
+            return Err(BuildError::new(format!(
+                "{field}: authenticator \"{}\" cannot be used here",
+                reference.authenticator
+            )));
+        }
+        Ok(Arc::clone(a))
+    }
+}
+
+impl BuildContext<'_> {
+    /// The authenticator for an `auth:` block at `field`, if one is set.
+    pub fn authenticator(
+        &self,
+        reference: Option<&AuthRef>,
+        field: &str,
+        side: AuthSide,
+    ) -> Result<Option<Arc<Authenticator>>, BuildError> {
+        reference
+            .map(|r| self.authenticators.get(r, field, side))
+            .transpose()
+    }
+}
+
+impl BuildContext<'_> {
+    /// `options` with a listener's `tls` and `auth` applied; `prefix` is where they sit
+    /// in the component's config, e.g. `protocols.grpc.` (or empty).
+    pub fn secure_listener(
+        &self,
+        options: ServerOptions,
+        prefix: &str,
+        tls: Option<&ServerTls>,
+        auth: Option<&AuthRef>,
+    ) -> Result<ServerOptions, BuildError> {
+        let tls = tls
+            .map(|t| listener::acceptor(t, &format!("{prefix}tls")))
+            .transpose()?;
+        let auth = self.authenticator(auth, &format!("{prefix}auth"), AuthSide::Listener)?;
+        Ok(ServerOptions {
+            tls,
+            auth,
+            ..options
+        })
+    }
+}
+
+/// What `validate` says about a listener's `tls` (files read) at `prefix`.
+pub fn check_listener_tls(prefix: &str, tls: Option<&ServerTls>) -> Vec<FieldError> {
+    tls.map(|t| listener::validate(t, &format!("{prefix}tls")))
+        .unwrap_or_default()
+}
+
+/// An authenticator extension runs nothing of its own.
+struct Idle;
+
+impl Extension for Idle {
+    fn run(self: Box<Self>, _stop: Stop) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+impl ExtensionConfig for BearerTokenSettings {
+    fn validate(&self) -> Vec<FieldError> {
+        BearerTokenSettings::validate(self)
+    }
+
+    fn authenticator(&self) -> Option<Result<Authenticator, BuildError>> {
+        Some(
+            self.build()
+                .map_err(|e| BuildError::new(format!("{}: {}", e.field, e.message))),
+        )
+    }
+
+    fn auth_abilities(&self) -> Option<AuthAbilities> {
+        Some(AuthAbilities {
+            listener: true,
+            exporter: true,
+        })
+    }
+
+    fn build(
+        self,
+        _ctx: &BuildContext,
+        _health: crate::admin::Health,
+    ) -> Result<Box<dyn Extension>, BuildError> {
+        Ok(Box::new(Idle))
+    }
+}
+
+impl ExtensionConfig for BasicAuthSettings {
+    fn validate(&self) -> Vec<FieldError> {
+        BasicAuthSettings::validate(self)
+    }
+
+    fn authenticator(&self) -> Option<Result<Authenticator, BuildError>> {
+        Some(
+            self.build()
+                .map_err(|e| BuildError::new(format!("{}: {}", e.field, e.message))),
+        )
+    }
+
+    fn auth_abilities(&self) -> Option<AuthAbilities> {
+        Some(AuthAbilities {
+            listener: self.htpasswd.is_some(),
+            exporter: self.client_auth.is_some(),
+        })
+    }
+
+    fn build(
+        self,
+        _ctx: &BuildContext,
+        _health: crate::admin::Health,
+    ) -> Result<Box<dyn Extension>, BuildError> {
+        Ok(Box::new(Idle))
+    }
+}
