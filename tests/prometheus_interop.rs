@@ -170,10 +170,21 @@ impl Drop for Prometheus {
 
 impl Prometheus {
     fn start(bin: &PathBuf, scrape: SocketAddr) -> Prometheus {
+        Self::start_with_job(
+            bin,
+            &format!(
+                "  - job_name: sidekick\n    static_configs:\n      - targets: [\"{scrape}\"]\n"
+            ),
+        )
+    }
+
+    /// Prometheus scraping every second with one `scrape_configs` entry, `job` (YAML
+    /// indented as a list item).
+    fn start_with_job(bin: &PathBuf, job: &str) -> Prometheus {
         let port = free_port();
         let config = TempFile::new(
             "prometheus.yml",
-            &format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sidekick\n    static_configs:\n      - targets: [\"{scrape}\"]\n"),
+            &format!("global:\n  scrape_interval: 1s\nscrape_configs:\n{job}"),
         );
         let data = config.0.parent().unwrap().join("data");
         let child = Command::new(bin)
@@ -425,6 +436,97 @@ service:
     let (_, page) = http_get(exporter, "/metrics");
     assert!(page.contains("jobs_done_total"), "{page}");
     promtool_check(&promtool, &page);
+    assert!(sk.terminate().success());
+}
+
+/// Prometheus scrapes the `prometheus` exporter over HTTPS, verifying its certificate
+/// against a private CA and sending a bearer token (or, to a second exporter, a Basic
+/// password) that the exporter checks; a job with a wrong token sees the target down.
+#[test]
+fn prometheus_scrapes_the_exporter_over_tls_with_a_bearer_token() {
+    let Some(bin) = binary("prometheus") else {
+        return;
+    };
+    let pki = sidekick_testkit::pki::Pki::new("Sidekick interop CA");
+    let token = TempFile::new("token", "scrape-token\n");
+    let wrong = TempFile::new("wrong", "not-the-token\n");
+    let exporter: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let job = |name: &str, credentials: &TempFile| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n      server_name: localhost\n    authorization:\n      credentials_file: {file}\n    static_configs:\n      - targets: [\"{exporter}\"]\n",
+            ca = pki.path("ca.pem"),
+            file = credentials.0.display(),
+        )
+    };
+    let basic: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let basic_job = format!(
+        "  - job_name: basic\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n      server_name: localhost\n    basic_auth:\n      username: prom\n      password: prom-password\n    static_configs:\n      - targets: [\"{basic}\"]\n",
+        ca = pki.path("ca.pem"),
+    );
+    let prometheus = Prometheus::start_with_job(
+        &bin,
+        &(job("secure", &token) + &job("intruder", &wrong) + &basic_job),
+    );
+    let mut sk = Sidekick::start(&format!(
+        "extensions:
+  bearertokenauth:
+    filename: {token}
+  basicauth:
+    htpasswd:
+      inline: \"prom:prom-password\"
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+exporters:
+  prometheus:
+    endpoint: {exporter}
+    tls:
+      cert_file: {cert}
+      key_file: {key}
+    auth:
+      authenticator: bearertokenauth
+  prometheus/basic:
+    endpoint: {basic}
+    tls:
+      cert_file: {cert}
+      key_file: {key}
+    auth:
+      authenticator: basicauth
+service:
+  extensions: [bearertokenauth, basicauth]
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [prometheus, prometheus/basic]
+",
+        token = token.0.display(),
+        cert = pki.path("server.pem"),
+        key = pki.path("server-key.pem"),
+    ));
+    post_otlp(
+        sk.http.unwrap(),
+        &request(vec![gauge(
+            "secure.temperature",
+            "Cel",
+            19.5,
+            vec![],
+            0,
+            now_nanos(),
+        )]),
+    );
+    let scraped = prometheus.wait("secure_temperature_celsius{job=\"secure\"}");
+    assert_eq!(scraped[0].1, 19.5);
+    assert_eq!(prometheus.wait("up{job=\"secure\"}")[0].1, 1.0);
+    assert_eq!(prometheus.wait("up{job=\"intruder\"}")[0].1, 0.0);
+    assert_eq!(
+        prometheus.wait("secure_temperature_celsius{job=\"basic\"}")[0].1,
+        19.5
+    );
+    assert!(prometheus
+        .query("secure_temperature_celsius{job=\"intruder\"}")
+        .is_empty());
     assert!(sk.terminate().success());
 }
 

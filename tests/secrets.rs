@@ -45,11 +45,24 @@ fn config(f: &Files, tls_key: bool) -> String {
         String::new()
     };
     format!(
-        "receivers:
+        "extensions:
+  bearertokenauth:
+    token: {SECRET}
+  bearertokenauth/file:
+    filename: {}
+  basicauth:
+    htpasswd:
+      inline: \"u:{SECRET}\"
+    client_auth:
+      username: u
+      password: {SECRET}
+receivers:
   otlp:
     protocols:
       http:
         endpoint: 127.0.0.1:{http}
+        auth:
+          authenticator: basicauth
   prometheus:
     config:
       scrape_configs:
@@ -79,6 +92,16 @@ exporters:
     endpoint: http://127.0.0.1:{dead}
     headers:
       x-api-key: {SECRET}
+    auth:
+      authenticator: bearertokenauth
+  otlphttp/file:
+    endpoint: http://127.0.0.1:{dead}
+    auth:
+      authenticator: bearertokenauth/file
+  otlphttp/basic:
+    endpoint: http://127.0.0.1:{dead}
+    auth:
+      authenticator: basicauth
   prometheusremotewrite:
     endpoint: http://127.0.0.1:{dead}/api/v1/write
     bearer_token_file: {}
@@ -90,16 +113,18 @@ exporters:
       username: u
       password: {SECRET}
 service:
+  extensions: [bearertokenauth, bearertokenauth/file, basicauth]
   pipelines:
     traces:
       receivers: [otlp]
       processors: [batch]
-      exporters: [otlp, otlphttp]
+      exporters: [otlp, otlphttp, otlphttp/file, otlphttp/basic]
     metrics:
       receivers: [prometheus]
       processors: [batch]
       exporters: [prometheusremotewrite, prometheusremotewrite/basic]
 ",
+        f.token.0.display(),
         f.token.0.display()
     )
 }
@@ -197,14 +222,28 @@ fn a_debug_run_that_exports_and_scrapes_never_prints_a_secret() {
     use std::io::Write;
     write!(
         stream,
-        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        body.len(),
+        {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(format!("u:{SECRET}"))
+        }
     )
     .unwrap();
     stream.write_all(body).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the credentials were accepted: {answer}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     sk.terminate();
     let out = sk.lines().join("\n");
     assert!(out.contains("scrape"), "the run logged its scrapes: {out}");
+    assert!(
+        out.contains("otlphttp/basic"),
+        "the exports were logged: {out}"
+    );
     assert_clean("a debug run", &out);
 }

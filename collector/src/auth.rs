@@ -141,10 +141,26 @@ impl BuildContext<'_> {
     }
 }
 
-/// What `validate` says about a listener's `tls` (files read) at `prefix`.
-pub fn check_listener_tls(prefix: &str, tls: Option<&ServerTls>) -> Vec<FieldError> {
-    tls.map(|t| listener::validate(t, &format!("{prefix}tls")))
-        .unwrap_or_default()
+/// What `validate` says about a listener at `prefix` listening on `endpoint`: its `tls`
+/// files read and parsed, and a warning when it takes credentials in clear text from
+/// beyond this machine.
+pub fn check_listener(
+    prefix: &str,
+    endpoint: &str,
+    tls: Option<&ServerTls>,
+    auth: Option<&AuthRef>,
+) -> Vec<FieldError> {
+    let mut out = tls
+        .map(|t| listener::validate(t, &format!("{prefix}tls")))
+        .unwrap_or_default();
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h);
+    if auth.is_some() && tls.is_none() && !sidekick_transport::client::is_loopback(host) {
+        out.push(FieldError::warning(
+            format!("{prefix}auth"),
+            format!("credentials arrive in clear text on {endpoint}, readable by anyone on the way: add tls (cert_file, key_file)"),
+        ));
+    }
+    out
 }
 
 /// An authenticator extension runs nothing of its own.

@@ -332,8 +332,14 @@ impl Plan {
         }
         plan.check_addresses(doc, &mut errors);
         plan.check_auth(doc, &mut errors);
-        let admin_tls = plan.telemetry.metrics.tls.as_ref();
-        for p in crate::auth::check_listener_tls("service.telemetry.metrics.", admin_tls) {
+        let admin = &plan.telemetry.metrics;
+        let admin_checks = crate::auth::check_listener(
+            "service.telemetry.metrics.",
+            &plan.telemetry.admin_address(),
+            admin.tls.as_ref(),
+            admin.auth.as_ref(),
+        );
+        for p in admin_checks {
             if p.warning {
                 plan.warnings.push(format!("{}: {}", p.field, p.message));
             } else {

@@ -85,6 +85,12 @@ impl Pki {
     /// A client config trusting this CA, offering HTTP/2 and HTTP/1.1, with the client
     /// certificate when `with_client_cert`.
     pub fn client_config(&self, with_client_cert: bool) -> rustls::ClientConfig {
+        self.client_config_presenting(with_client_cert.then_some(self))
+    }
+
+    /// A client config trusting this CA and presenting the client certificate of
+    /// `identity` (this CA's or another's), if any.
+    pub fn client_config_presenting(&self, identity: Option<&Pki>) -> rustls::ClientConfig {
         use rustls::pki_types::pem::PemObject;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -93,12 +99,13 @@ impl Pki {
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots);
-        let mut config = if with_client_cert {
-            let cert = CertificateDer::from_pem_file(self.dir.join("client.pem")).unwrap();
-            let key = PrivateKeyDer::from_pem_file(self.dir.join("client-key.pem")).unwrap();
-            builder.with_client_auth_cert(vec![cert], key).unwrap()
-        } else {
-            builder.with_no_client_auth()
+        let mut config = match identity {
+            Some(id) => {
+                let cert = CertificateDer::from_pem_file(id.dir.join("client.pem")).unwrap();
+                let key = PrivateKeyDer::from_pem_file(id.dir.join("client-key.pem")).unwrap();
+                builder.with_client_auth_cert(vec![cert], key).unwrap()
+            }
+            None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config

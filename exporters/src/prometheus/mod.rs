@@ -93,7 +93,12 @@ impl ExporterConfig for Config {
     const SIGNALS: &'static [SignalKind] = &[SignalKind::Metrics];
 
     fn validate(&self) -> Vec<FieldError> {
-        let mut out = sidekick_collector::auth::check_listener_tls("", self.tls.as_ref());
+        let mut out = sidekick_collector::auth::check_listener(
+            "",
+            &self.endpoint,
+            self.tls.as_ref(),
+            self.auth.as_ref(),
+        );
         if let Err(e) = sidekick_transport::server::resolve(&self.endpoint) {
             out.push(FieldError::new("endpoint", e));
         }

@@ -349,3 +349,31 @@ fn a_family_whose_type_changes_within_a_batch_keeps_one_type() {
     }
     assert!(!samples.is_empty(), "{page}");
 }
+
+#[test]
+fn credentials_in_clear_text_from_the_network_are_warned_about() {
+    let with = |endpoint: &str| Config {
+        endpoint: endpoint.into(),
+        auth: Some(sidekick_collector::config::AuthRef {
+            authenticator: "bearertokenauth".into(),
+        }),
+        ..Config::default()
+    };
+    let open = with("0.0.0.0:8889").validate();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert!(open[0].warning && open[0].field == "auth", "{open:?}");
+    assert!(open[0].message.contains("clear text on 0.0.0.0:8889"));
+    assert!(with("127.0.0.1:8889").validate().is_empty());
+    assert!(Config::default().validate().is_empty());
+    let tls = Config {
+        tls: Some(sidekick_collector::config::ServerTls {
+            cert_file: Some("/nonexistent/tls.crt".into()),
+            key_file: Some("/nonexistent/tls.key".into()),
+            ..Default::default()
+        }),
+        ..with("0.0.0.0:8889")
+    }
+    .validate();
+    assert_eq!(tls.len(), 1, "{tls:?}");
+    assert!(!tls[0].warning && tls[0].field == "tls.cert_file", "{tls:?}");
+}

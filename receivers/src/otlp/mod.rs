@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
-use sidekick_collector::auth::{check_listener_tls, AuthSide, AuthUse};
+use sidekick_collector::auth::{check_listener, AuthSide, AuthUse};
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, FieldError, Listen, Receiver, ReceiverConfig,
     ReceiverOutputs,
@@ -246,7 +246,12 @@ fn collector_options(protocols: &Protocols) -> Vec<FieldError> {
                 ));
             }
         }
-        out.extend(check_listener_tls("protocols.grpc.", g.tls.as_ref()));
+        out.extend(check_listener(
+            "protocols.grpc.",
+            &g.endpoint,
+            g.tls.as_ref(),
+            g.auth.as_ref(),
+        ));
     }
     if let Some(h) = &protocols.http {
         let p = "protocols.http";
@@ -256,7 +261,12 @@ fn collector_options(protocols: &Protocols) -> Vec<FieldError> {
                 "request metadata is not passed to exporters",
             ));
         }
-        out.extend(check_listener_tls("protocols.http.", h.tls.as_ref()));
+        out.extend(check_listener(
+            "protocols.http.",
+            &h.endpoint,
+            h.tls.as_ref(),
+            h.auth.as_ref(),
+        ));
     }
     out
 }
