@@ -5,7 +5,7 @@
 //! ```yaml
 //! extensions:
 //!   bearertokenauth:
-//!     filename: /var/run/secrets/otel/token
+//!     token: ${env:OTEL_AUTH_TOKEN}   # or filename: a mounted Secret's file
 //! receivers:
 //!   otlp:
 //!     protocols:
