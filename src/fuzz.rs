@@ -23,6 +23,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("downward_api", downward_api),
     ("config_yaml", config_yaml),
     ("export_responses", export_responses),
+    ("credentials", credentials),
 ];
 
 /// Exercises a batch that passed the receivers' checks as the pipeline would.
@@ -136,6 +137,47 @@ pub fn config_yaml(data: &[u8]) {
     .collect();
     let registry = crate::registry();
     let _ = crate::plan(text, "fuzz.yaml", &registry, &env);
+}
+
+/// What a listener's authenticators read: an htpasswd text (up to the first empty line)
+/// and request headers after it (`name: value` lines), checked by `basicauth` with that
+/// htpasswd and by a `bearertokenauth`.
+pub fn credentials(data: &[u8]) {
+    use sidekick_collector::config::Secret;
+    use sidekick_collector::transport::auth::{
+        BasicAuthSettings, BearerTokenSettings, HtpasswdSettings,
+    };
+    let text = String::from_utf8_lossy(data);
+    let (htpasswd, headers) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let mut map = http::HeaderMap::new();
+    for line in headers.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes());
+        let value = http::HeaderValue::from_str(value.trim());
+        if let (Ok(name), Ok(value)) = (name, value) {
+            map.append(name, value);
+        }
+    }
+    let basic = BasicAuthSettings {
+        htpasswd: Some(HtpasswdSettings {
+            file: None,
+            inline: Some(Secret(htpasswd.to_string())),
+        }),
+        client_auth: None,
+    };
+    if let Ok(a) = basic.build() {
+        let _ = a.check(&map);
+    }
+    let bearer = BearerTokenSettings {
+        token: Some(Secret(htpasswd.lines().next().unwrap_or("").to_string())),
+        ..Default::default()
+    };
+    if let Ok(a) = bearer.build() {
+        let _ = a.check(&map);
+        let _ = a.credentials();
+    }
 }
 
 /// What backends answer exporters: an OTLP export response (partial success), a gRPC

@@ -281,3 +281,15 @@ fn export_responses() {
         ],
     );
 }
+
+#[test]
+fn credentials() {
+    smoke(
+        "credentials",
+        vec![
+            b"app:app-password\nsha:{SHA}ZTaT7uyDGpXsH5lCFRp5pD3HPWU=\nb:$2y$04$BwcHBwcHBwcHBwcHBwcHB.fH8mRYqM7UyHcXrT5fBdiIdYBL1C0y2\n\nauthorization: Basic YXBwOmFwcC1wYXNzd29yZA==\n".to_vec(),
+            b"t0ken\n\nauthorization: Bearer t0ken\nx-api-key: t0ken\n".to_vec(),
+            b"b:$2y$04$BwcHBwcHBwcHBwcHBwcHB.fH8mRYqM7UyHcXrT5fBdiIdYBL1C0y2\n\nauthorization: Basic Yjpwdy1i\n".to_vec(),
+        ],
+    );
+}

@@ -24,6 +24,10 @@ use crate::watch::Watched;
 /// How often token and htpasswd files are looked at again (on use).
 const FILE_RELOAD: Duration = Duration::from_secs(1);
 
+/// The highest bcrypt cost accepted: 2^14 rounds take about a second here, and a
+/// listener must not spend longer on one client's first request.
+const MAX_BCRYPT_COST: u32 = 14;
+
 /// Verified Basic credentials remembered per htpasswd version, so a bcrypt hash (tens of
 /// milliseconds by design) is computed once per client, not once per request.
 const VERIFIED_CACHE: usize = 32;
@@ -473,6 +477,17 @@ impl Htpasswd {
                 || hash.starts_with(b"$2y$")
                 || hash.starts_with(b"$2x$")
             {
+                // `$2y$NN$` + 53 characters of salt and hash.
+                let cost = std::str::from_utf8(&hash[4..hash.len().min(6)])
+                    .ok()
+                    .and_then(|c| c.parse::<u32>().ok())
+                    .filter(|_| hash.len() == 60 && hash.get(6) == Some(&b'$'))
+                    .ok_or_else(|| format!("line {line_no} (user {name}): not a bcrypt hash"))?;
+                if !(4..=MAX_BCRYPT_COST).contains(&cost) {
+                    return Err(format!(
+                        "line {line_no} (user {name}): bcrypt cost {cost} is outside 4..={MAX_BCRYPT_COST} (each new client would wait seconds); create the entry with `htpasswd -B -C 10`"
+                    ));
+                }
                 Hash::Bcrypt(String::from_utf8_lossy(hash).into_owned())
             } else if let Some(b64) = hash.strip_prefix(b"{SHA}") {
                 let digest = sha(b64)
