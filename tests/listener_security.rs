@@ -351,6 +351,8 @@ receivers:
         endpoint: 127.0.0.1:0
         auth:
           authenticator: basicauth
+        cors:
+          allowed_origins: [\"https://app.example.com\"]
 exporters:
   prometheus:
     endpoint: {exporter}
@@ -380,6 +382,29 @@ service:
     );
     let wrong = head_only(http, "/v1/metrics", Some(&basic("app", "nope")));
     assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    // A browser's CORS preflight carries no credentials and is answered; the request
+    // after it is checked.
+    let preflight = rt.block_on(async {
+        reqwest::Client::new()
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("http://{http}/v1/metrics"),
+            )
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+            .await
+            .unwrap()
+    });
+    assert!(preflight.status().is_success(), "{preflight:?}");
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
     // The right password lets the request through to the body (which never comes).
     let mut s = TcpStream::connect(http).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(500)))

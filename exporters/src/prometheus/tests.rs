@@ -375,5 +375,8 @@ fn credentials_in_clear_text_from_the_network_are_warned_about() {
     }
     .validate();
     assert_eq!(tls.len(), 1, "{tls:?}");
-    assert!(!tls[0].warning && tls[0].field == "tls.cert_file", "{tls:?}");
+    assert!(
+        !tls[0].warning && tls[0].field == "tls.cert_file",
+        "{tls:?}"
+    );
 }
