@@ -2,6 +2,7 @@
 //! folder in its crate and one line here.
 
 use sidekick_collector::admin::HealthCheckConfig;
+use sidekick_collector::auth::AuthExtension;
 use sidekick_collector::component::Registry;
 use sidekick_collector::transport::auth::{BasicAuthSettings, BearerTokenSettings};
 use sidekick_exporters::{
@@ -32,6 +33,6 @@ pub fn registry() -> Registry {
         .exporter::<prometheus_remote_write::Config>("prometheusremotewrite")
         .exporter::<prometheus_remote_write::Config>("prometheus_remote_write")
         .extension::<HealthCheckConfig>("health_check")
-        .extension::<BearerTokenSettings>("bearertokenauth")
-        .extension::<BasicAuthSettings>("basicauth")
+        .extension::<AuthExtension<BearerTokenSettings>>("bearertokenauth")
+        .extension::<AuthExtension<BasicAuthSettings>>("basicauth")
 }

@@ -172,51 +172,65 @@ impl Extension for Idle {
     }
 }
 
-impl ExtensionConfig for BearerTokenSettings {
-    fn validate(&self) -> Vec<FieldError> {
-        BearerTokenSettings::validate(self)
+/// The settings of an authenticator extension kind.
+pub trait AuthSettings: serde::de::DeserializeOwned + Send + 'static {
+    fn check(&self) -> Vec<FieldError>;
+    fn make(&self) -> Result<Authenticator, FieldError>;
+    fn abilities(&self) -> AuthAbilities;
+}
+
+impl AuthSettings for BearerTokenSettings {
+    fn check(&self) -> Vec<FieldError> {
+        self.validate()
     }
 
-    fn authenticator(&self) -> Option<Result<Authenticator, BuildError>> {
-        Some(
-            self.build()
-                .map_err(|e| BuildError::new(format!("{}: {}", e.field, e.message))),
-        )
+    fn make(&self) -> Result<Authenticator, FieldError> {
+        self.build()
     }
 
-    fn auth_abilities(&self) -> Option<AuthAbilities> {
-        Some(AuthAbilities {
+    fn abilities(&self) -> AuthAbilities {
+        AuthAbilities {
             listener: true,
             exporter: true,
-        })
-    }
-
-    fn build(
-        self,
-        _ctx: &BuildContext,
-        _health: crate::admin::Health,
-    ) -> Result<Box<dyn Extension>, BuildError> {
-        Ok(Box::new(Idle))
+        }
     }
 }
 
-impl ExtensionConfig for BasicAuthSettings {
+impl AuthSettings for BasicAuthSettings {
+    fn check(&self) -> Vec<FieldError> {
+        self.validate()
+    }
+
+    fn make(&self) -> Result<Authenticator, FieldError> {
+        self.build()
+    }
+
+    fn abilities(&self) -> AuthAbilities {
+        AuthAbilities {
+            listener: self.htpasswd.is_some(),
+            exporter: self.client_auth.is_some(),
+        }
+    }
+}
+
+/// An authenticator extension kind: register `AuthExtension<BearerTokenSettings>` as
+/// `bearertokenauth` and `AuthExtension<BasicAuthSettings>` as `basicauth`.
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+pub struct AuthExtension<S>(pub S);
+
+impl<S: AuthSettings> ExtensionConfig for AuthExtension<S> {
     fn validate(&self) -> Vec<FieldError> {
-        BasicAuthSettings::validate(self)
+        self.0.check()
     }
 
     fn authenticator(&self) -> Option<Result<Authenticator, BuildError>> {
-        Some(
-            self.build()
-                .map_err(|e| BuildError::new(format!("{}: {}", e.field, e.message))),
-        )
+        let made = self.0.make();
+        Some(made.map_err(|e| BuildError::new(format!("{}: {}", e.field, e.message))))
     }
 
     fn auth_abilities(&self) -> Option<AuthAbilities> {
-        Some(AuthAbilities {
-            listener: self.htpasswd.is_some(),
-            exporter: self.client_auth.is_some(),
-        })
+        Some(self.0.abilities())
     }
 
     fn build(

@@ -3,8 +3,10 @@
 //! refused with what to write instead, so a Collector config loads without rework.
 
 use serde::de::IgnoredAny;
-use sidekick_collector::auth::{AuthSide, AuthUse};
-use sidekick_collector::component::FieldError;
+use std::sync::Arc;
+
+use sidekick_collector::auth::{AuthSide, AuthUse, Authenticator};
+use sidekick_collector::component::{BuildContext, BuildError, FieldError};
 use sidekick_collector::config::AuthRef;
 
 /// `read_buffer_size` / `write_buffer_size`: Go transport tuning.
@@ -37,4 +39,12 @@ pub fn auth_uses(auth: &Option<AuthRef>) -> Vec<AuthUse> {
     auth.iter()
         .map(|a| AuthUse::new("auth", a, AuthSide::Exporter))
         .collect()
+}
+
+/// The authenticator a network exporter's `auth` names, if set.
+pub fn authenticator(
+    ctx: &BuildContext,
+    auth: &Option<AuthRef>,
+) -> Result<Option<Arc<Authenticator>>, BuildError> {
+    ctx.authenticator(auth.as_ref(), "auth", AuthSide::Exporter)
 }

@@ -582,6 +582,17 @@ mod tests {
         h
     }
 
+    fn inline(text: &str) -> Result<Authenticator, FieldError> {
+        BasicAuthSettings {
+            htpasswd: Some(HtpasswdSettings {
+                inline: Some(Secret(text.into())),
+                file: None,
+            }),
+            client_auth: None,
+        }
+        .build()
+    }
+
     fn basic(user: &str, password: &str) -> HeaderMap {
         let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         headers("authorization", &format!("Basic {b64}"))
@@ -691,15 +702,7 @@ mod tests {
             "# comment\nb:{bcrypt}\ns:{{SHA}}{}\nss:{{SSHA}}{ssha}\np:pw-p\n",
             sha(b"pw-s")
         );
-        let a = BasicAuthSettings {
-            htpasswd: Some(HtpasswdSettings {
-                inline: Some(Secret(text)),
-                file: None,
-            }),
-            client_auth: None,
-        }
-        .build()
-        .unwrap();
+        let a = inline(&text).unwrap();
         for (user, good) in [("b", "pw-b"), ("s", "pw-s"), ("ss", "pw-s"), ("p", "pw-p")] {
             assert!(a.check(&basic(user, good)).is_ok(), "{user}");
             // Twice: the second time from the cache for bcrypt.
@@ -717,27 +720,18 @@ mod tests {
 
     #[test]
     fn htpasswd_errors_say_line_and_user_only() {
-        let e = BasicAuthSettings {
-            htpasswd: Some(HtpasswdSettings {
-                inline: Some(Secret("ok:pw\nmd5:$apr1$SECRETSALT$SECRETHASH\n".into())),
-                file: None,
-            }),
-            client_auth: None,
-        }
-        .build()
-        .unwrap_err();
+        let e = inline("ok:pw\nmd5:$apr1$SECRETSALT$SECRETHASH\n").unwrap_err();
         assert_eq!(e.field, "htpasswd.inline");
         assert!(e.message.contains("line 2 (user md5)"), "{}", e.message);
         assert!(!e.message.contains("SECRET"), "{}", e.message);
-        let e = BasicAuthSettings {
-            htpasswd: Some(HtpasswdSettings {
-                inline: Some(Secret("no-colon-SECRET\n".into())),
-                file: None,
-            }),
-            client_auth: None,
-        }
-        .build()
-        .unwrap_err();
+        let e = inline("no-colon-SECRET\n").unwrap_err();
+        assert!(!e.message.contains("SECRET"), "{}", e.message);
+        // A bcrypt cost that would make every new client wait, and a cut-off hash.
+        let slow = format!("slow:$2y$20${}", "a".repeat(53));
+        let e = inline(&slow).unwrap_err();
+        assert!(e.message.contains("bcrypt cost 20"), "{}", e.message);
+        let e = inline("cut:$2y$10$SECRET").unwrap_err();
+        assert!(e.message.contains("not a bcrypt hash"), "{}", e.message);
         assert!(!e.message.contains("SECRET"), "{}", e.message);
     }
 

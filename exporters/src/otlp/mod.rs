@@ -198,11 +198,7 @@ impl ExporterConfig for Config {
     }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
-        let auth = ctx.authenticator(
-            self.auth.as_ref(),
-            "auth",
-            sidekick_collector::auth::AuthSide::Exporter,
-        )?;
+        let auth = collector_options::authenticator(ctx, &self.auth)?;
         let (uri, tls) = self.target().map_err(BuildError::new)?;
         let tls = if tls {
             Some(self.tls.rustls_config()?)

@@ -215,11 +215,7 @@ impl ExporterConfig for Config {
     }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
-        let auth = ctx.authenticator(
-            self.auth.as_ref(),
-            "auth",
-            sidekick_collector::auth::AuthSide::Exporter,
-        )?;
+        let auth = collector_options::authenticator(ctx, &self.auth)?;
         let client = http_client(self.tls.rustls_config()?, self.proxy_url.as_deref())?;
         let headers = RequestHeaders::new(header_map(&self.headers, None)?, auth);
         let [(_, traces), (_, metrics), (_, logs)] = self.urls();

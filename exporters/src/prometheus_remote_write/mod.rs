@@ -324,11 +324,7 @@ impl ExporterConfig for Config {
     }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
-        let auth = ctx.authenticator(
-            self.auth.as_ref(),
-            "auth",
-            sidekick_collector::auth::AuthSide::Exporter,
-        )?;
+        let auth = collector_options::authenticator(ctx, &self.auth)?;
         let credentials = match (
             &self.basic_auth,
             &self.bearer_token,
