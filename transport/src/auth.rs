@@ -182,28 +182,9 @@ impl BearerTokenSettings {
                 ))
             }
             (None, false) => Tokens::Fixed(Arc::new(fixed)),
-            (Some(path), true) => {
-                let bytes = std::fs::read(path)
-                    .map_err(|e| FieldError::new("filename", format!("cannot read {path}: {e}")))?;
-                let load = {
-                    let path = path.clone();
-                    move |files: &[Vec<u8>]| {
-                        token_bytes(&files[0])
-                            .map(|t| vec![t])
-                            .map_err(|m| format!("{path}: {m}"))
-                    }
-                };
-                let first = load(std::slice::from_ref(&bytes))
-                    .map_err(|m| FieldError::new("filename", m))?;
-                Tokens::File(Watched::new(
-                    "token file",
-                    vec![path.clone()],
-                    FILE_RELOAD,
-                    vec![bytes],
-                    first,
-                    Box::new(load),
-                ))
-            }
+            (Some(path), true) => Tokens::File(watch_file(path, "filename", "token file", |b| {
+                token_bytes(b).map(|t| vec![t])
+            })?),
         };
         Ok(Authenticator {
             kind: Kind::Bearer {
@@ -364,6 +345,29 @@ impl Authenticator {
     }
 }
 
+/// The value made by `parse` from the file at `path` (the setting `field`), read again
+/// within [`FILE_RELOAD`] of changing.
+fn watch_file<T: 'static>(
+    path: &str,
+    field: &str,
+    what: &'static str,
+    parse: fn(&[u8]) -> Result<T, String>,
+) -> Result<Watched<T>, FieldError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| FieldError::new(field, format!("cannot read {path}: {e}")))?;
+    let owned = path.to_string();
+    let load = move |files: &[Vec<u8>]| parse(&files[0]).map_err(|m| format!("{owned}: {m}"));
+    let first = load(std::slice::from_ref(&bytes)).map_err(|m| FieldError::new(field, m))?;
+    Ok(Watched::new(
+        what,
+        vec![path.to_string()],
+        FILE_RELOAD,
+        vec![bytes],
+        first,
+        Box::new(load),
+    ))
+}
+
 fn strip_prefix_ignore_case<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     if value.len() < prefix.len() || !value[..prefix.len()].eq_ignore_ascii_case(prefix) {
         return None;
@@ -394,27 +398,12 @@ impl Users {
         };
         let file = match &settings.file {
             None => None,
-            Some(path) => {
-                let bytes = std::fs::read(path).map_err(|e| {
-                    FieldError::new("htpasswd.file", format!("cannot read {path}: {e}"))
-                })?;
-                let load = {
-                    let path = path.clone();
-                    move |files: &[Vec<u8>]| {
-                        Htpasswd::parse(&files[0]).map_err(|m| format!("{path}: {m}"))
-                    }
-                };
-                let first = load(std::slice::from_ref(&bytes))
-                    .map_err(|m| FieldError::new("htpasswd.file", m))?;
-                Some(Watched::new(
-                    "htpasswd file",
-                    vec![path.clone()],
-                    FILE_RELOAD,
-                    vec![bytes],
-                    first,
-                    Box::new(load),
-                ))
-            }
+            Some(path) => Some(watch_file(
+                path,
+                "htpasswd.file",
+                "htpasswd file",
+                Htpasswd::parse,
+            )?),
         };
         if inline.users.is_empty() && file.is_none() {
             return Err(FieldError::new(
