@@ -9,6 +9,7 @@ use sidekick_exporters::{
     debug, otlp, otlp_http, prometheus as prometheus_exporter, prometheus_remote_write,
 };
 use sidekick_processors::{attributes, batch, k8s_attributes, memory_limiter, resource};
+use sidekick_receivers::filelog;
 use sidekick_receivers::otlp as otlp_receiver;
 use sidekick_receivers::prometheus;
 
@@ -16,6 +17,7 @@ pub fn registry() -> Registry {
     Registry::default()
         .receiver::<otlp_receiver::Config>("otlp")
         .receiver::<prometheus::Config>("prometheus")
+        .receiver::<filelog::Config>("filelog")
         .processor::<batch::Config>("batch")
         .processor::<attributes::Config>("attributes")
         .processor::<resource::Config>("resource")
