@@ -44,7 +44,11 @@ impl Compression {
     pub fn apply(self, chunks: &[Bytes]) -> std::io::Result<Bytes> {
         match self {
             Compression::Gzip => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                // Sized for a typical ratio up front, so the output is not copied over
+                // and over while it grows.
+                let input: usize = chunks.iter().map(Bytes::len).sum();
+                let out = Vec::with_capacity(input / 4 + 64);
+                let mut e = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
                 chunks.iter().try_for_each(|c| e.write_all(c))?;
                 Ok(Bytes::from(e.finish()?))
             }

@@ -125,26 +125,51 @@ pub fn log_record(out: &mut Vec<u8>, stamp: Stamp, severity_text: &str, body: &[
 }
 
 /// Records gathered per resource, written as one `ExportLogsServiceRequest`.
-#[derive(Default)]
 pub struct RequestBuilder {
-    /// (encoded `Resource` contents, `log_records` fields of one `ScopeLogs`).
+    /// (encoded `Resource` contents, the `log_records` fields of one `ScopeLogs`).
     groups: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The group the last record went to (records of one file share a resource).
+    last: usize,
     records: usize,
     bytes: usize,
+    /// Bytes a group's buffer is given at first: what one request holds, so it is not
+    /// grown (and copied) record by record.
+    capacity: usize,
     scratch: Vec<u8>,
 }
 
+impl Default for RequestBuilder {
+    fn default() -> Self {
+        RequestBuilder::new(64 << 10)
+    }
+}
+
 impl RequestBuilder {
+    pub fn new(capacity: usize) -> Self {
+        RequestBuilder {
+            groups: Vec::new(),
+            last: 0,
+            records: 0,
+            bytes: 0,
+            capacity,
+            scratch: Vec::new(),
+        }
+    }
+
     /// Adds a record (its contents written by `write`) under `resource`.
     pub fn push(&mut self, resource: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
-        let i = match self.groups.iter().position(|(r, _)| r == resource) {
-            Some(i) => i,
-            None => {
-                self.groups
-                    .push((resource.to_vec(), Vec::with_capacity(64 << 10)));
-                self.groups.len() - 1
-            }
+        let i = match self.groups.get(self.last) {
+            Some((r, _)) if r == resource => self.last,
+            _ => match self.groups.iter().position(|(r, _)| r == resource) {
+                Some(i) => i,
+                None => {
+                    let records = Vec::with_capacity(self.capacity);
+                    self.groups.push((resource.to_vec(), records));
+                    self.groups.len() - 1
+                }
+            },
         };
+        self.last = i;
         let before = self.groups[i].1.len();
         message_field(&mut self.groups[i].1, 2, &mut self.scratch, write);
         self.bytes += self.groups[i].1.len() - before;
@@ -160,25 +185,54 @@ impl RequestBuilder {
         self.bytes
     }
 
-    /// The request, and an empty builder left behind.
-    pub fn take(&mut self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes + 64 * self.groups.len());
-        let mut resource_logs = Vec::new();
-        let mut scope_logs = Vec::new();
-        for (resource, records) in self.groups.drain(..) {
-            resource_logs.clear();
-            bytes_field(&mut resource_logs, 1, &resource);
-            scope_logs.clear();
-            // An empty `scope` first, then the records.
-            bytes_field(&mut scope_logs, 1, &[]);
-            scope_logs.extend_from_slice(&records);
-            bytes_field(&mut resource_logs, 2, &scope_logs);
-            bytes_field(&mut out, 1, &resource_logs);
-        }
+    /// The request, in a buffer of exactly its size (queues count the bytes used; a
+    /// half-empty buffer would hold twice that), and an empty builder left behind that
+    /// keeps its buffers for the next request.
+    pub fn take(&mut self) -> bytes::Bytes {
         self.records = 0;
         self.bytes = 0;
-        out
+        self.last = 0;
+        let heads: Vec<Vec<u8>> = self
+            .groups
+            .iter()
+            .map(|(r, b)| header(r, b.len()))
+            .collect();
+        let total: usize = heads
+            .iter()
+            .zip(&self.groups)
+            .map(|(h, (_, b))| h.len() + b.len())
+            .sum();
+        let mut out = Vec::with_capacity(total);
+        for (head, (_, records)) in heads.iter().zip(&mut self.groups) {
+            if !records.is_empty() {
+                out.extend_from_slice(head);
+                out.extend_from_slice(records);
+            }
+            records.clear();
+        }
+        // Buffers of resources not seen lately are let go; most files keep one.
+        if self.groups.len() > 4 {
+            self.groups.clear();
+        }
+        bytes::Bytes::from(out)
     }
+}
+
+/// The bytes before a group's records: `resource_logs` { `resource`, `scope_logs` {
+/// empty `scope`, then the records } }.
+fn header(resource: &[u8], records: usize) -> Vec<u8> {
+    let resource_field = 1 + encoded_len_varint(resource.len() as u64) + resource.len();
+    let scope_logs = 2 + records; // an empty `scope` (tag, length 0), then the records
+    let scope_field = 1 + encoded_len_varint(scope_logs as u64) + scope_logs;
+    let resource_logs = resource_field + scope_field;
+    let mut h = Vec::with_capacity(32 + resource.len());
+    encode_key(1, WireType::LengthDelimited, &mut h);
+    encode_varint(resource_logs as u64, &mut h);
+    bytes_field(&mut h, 1, resource);
+    encode_key(2, WireType::LengthDelimited, &mut h);
+    encode_varint(scope_logs as u64, &mut h);
+    bytes_field(&mut h, 1, &[]);
+    h
 }
 
 #[cfg(test)]
@@ -187,6 +241,33 @@ mod tests {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
     use prost::Message;
+
+    #[test]
+    fn one_resource_is_framed_in_place_and_many_are_joined() {
+        for resource in [Vec::new(), b"\x0a\x05\x0a\x01k\x12\x00".to_vec()] {
+            let mut b = RequestBuilder::new(1 << 10);
+            for i in 0..300 {
+                b.push(&resource, |o| {
+                    let mut body = Vec::new();
+                    string_value(&mut body, format!("record {i}").as_bytes());
+                    log_record(o, Stamp::default(), "", &body, &[]);
+                });
+            }
+            let req = ExportLogsServiceRequest::decode(b.take()).unwrap();
+            assert_eq!(req.resource_logs.len(), 1);
+            let records = &req.resource_logs[0].scope_logs[0].log_records;
+            assert_eq!(records.len(), 300);
+            assert_eq!(
+                records[299].body.as_ref().unwrap().value,
+                Some(Any::StringValue("record 299".into()))
+            );
+            // The builder is empty and usable again.
+            assert_eq!((b.records(), b.bytes()), (0, 0));
+            b.push(&resource, |o| log_record(o, Stamp::default(), "", &[], &[]));
+            let again = ExportLogsServiceRequest::decode(b.take()).unwrap();
+            assert_eq!(again.resource_logs[0].scope_logs[0].log_records.len(), 1);
+        }
+    }
 
     #[test]
     fn written_records_decode_as_otlp() {
@@ -216,7 +297,7 @@ mod tests {
         }
         b.push(&[], |o| log_record(o, Stamp::default(), "", &[], &[]));
         assert_eq!(b.records(), 4);
-        let req = ExportLogsServiceRequest::decode(b.take().as_slice()).unwrap();
+        let req = ExportLogsServiceRequest::decode(b.take()).unwrap();
         assert_eq!(b.records(), 0);
         assert_eq!(req.resource_logs.len(), 2);
         let rl = &req.resource_logs[0];

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 
 /// Bytes read from one file at a time.
-const READ_CHUNK: usize = 256 << 10;
+pub const READ_CHUNK: usize = 64 << 10;
 
 /// How a file's bytes become entries.
 #[derive(Debug, Clone)]
@@ -114,13 +114,12 @@ impl Tracked {
         }
     }
 
-    /// Reads what is new (at most `budget` bytes) and hands each complete entry to
-    /// `emit`; `flush` also hands over what waits for a line end or a multiline
+    /// Reads the next chunk (at most [`READ_CHUNK`] bytes) and hands each complete entry
+    /// to `emit`; at the end of the file, also what waits for a line end or a multiline
     /// continuation once nothing came for `force_flush_period`. Returns bytes read.
     pub fn read(
         &mut self,
         split: &Splitting,
-        budget: usize,
         buf: &mut Vec<u8>,
         stats: &mut ReadStats,
         emit: &mut dyn FnMut(&mut Tracked, &[u8]),
@@ -139,22 +138,16 @@ impl Tracked {
             self.skipping = false;
         }
         self.file.seek(SeekFrom::Start(self.offset))?;
-        let mut total = 0;
         buf.resize(READ_CHUNK, 0);
-        while total < budget {
-            let n = self.file.read(buf)?;
-            if n == 0 {
-                break;
-            }
-            total += n;
+        let n = self.file.read(buf)?;
+        if n > 0 {
             self.offset += n as u64;
             self.last_data = Instant::now();
             self.take_lines(&buf[..n], split, stats, emit);
-        }
-        if total == 0 && self.last_data.elapsed() >= split.force_flush {
+        } else if self.last_data.elapsed() >= split.force_flush {
             self.flush(split, stats, emit);
         }
-        Ok(total)
+        Ok(n)
     }
 
     /// Splits `chunk` into lines (joined with what was partial).
@@ -270,6 +263,4 @@ fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
-}
+use memchr::memchr;

@@ -33,7 +33,6 @@ pub mod time;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -52,7 +51,7 @@ use files::{ReadStats, Splitting, Tracked};
 use operators::{Entry, Operator, OperatorConfig};
 
 /// A request is sent once its records reach this many bytes.
-const REQUEST_BYTES: usize = 1 << 20;
+const REQUEST_BYTES: usize = 256 << 10;
 /// Bytes read from one file per poll before the others get their turn.
 const FILE_BUDGET: usize = 16 << 20;
 
@@ -308,6 +307,7 @@ impl ReceiverConfig for Config {
             splitting,
             resource,
             resource_bytes,
+            nop: self.encoding.eq_ignore_ascii_case("nop"),
             config: self,
         }))
     }
@@ -331,7 +331,18 @@ pub struct FileLog {
     splitting: Splitting,
     resource: Map<String, Value>,
     resource_bytes: Vec<u8>,
+    /// `encoding: nop`: bodies are bytes, not text.
+    nop: bool,
     counters: Counters,
+}
+
+/// A line as text: as it is when it is UTF-8 (the usual case, checked fast), with
+/// invalid bytes replaced otherwise.
+fn text(raw: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(raw) {
+        Ok(s) => s.into(),
+        Err(_) => String::from_utf8_lossy(raw),
+    }
 }
 
 fn now_ns() -> u64 {
@@ -371,13 +382,12 @@ impl Writer<'_> {
     }
 
     fn entry(&mut self, t: &mut Tracked, raw: &[u8]) {
-        let nop = self.log.config.encoding.eq_ignore_ascii_case("nop");
         if self.log.operators.is_empty() {
             self.body.clear();
-            if nop {
+            if self.log.nop {
                 encode::bytes_field(&mut self.body, 7, raw);
             } else {
-                encode::string_value(&mut self.body, String::from_utf8_lossy(raw).as_bytes());
+                encode::string_value(&mut self.body, text(raw).as_bytes());
             }
             let stamp = Stamp {
                 time_ns: None,
@@ -391,7 +401,7 @@ impl Writer<'_> {
             return;
         }
         let mut e = Entry {
-            body: Value::String(String::from_utf8_lossy(raw).into_owned()),
+            body: Value::String(text(raw).into_owned()),
             resource: self.log.resource.clone(),
             ..Entry::default()
         };
@@ -436,7 +446,7 @@ impl FileLog {
         if n == 0 {
             return true;
         }
-        let batch = match Batch::<LogsSignal>::from_encoded(Bytes::from(builder.take())) {
+        let batch = match Batch::<LogsSignal>::from_encoded(builder.take()) {
             Ok(b) => b,
             Err(e) => {
                 // Our own encoding is wrong: a bug, not data to retry.
@@ -475,7 +485,9 @@ impl FileLog {
         let mut buf = Vec::new();
         let mut writer = Writer {
             log: &self,
-            builder: RequestBuilder::default(),
+            // A request is sent once past REQUEST_BYTES, which one chunk's records (at
+            // most about three times its bytes, for very short lines) may overshoot.
+            builder: RequestBuilder::new(REQUEST_BYTES + 3 * files::READ_CHUNK),
             file_attrs: Vec::new(),
             body: Vec::new(),
             observed: 0,
@@ -558,13 +570,9 @@ impl FileLog {
             w.observed = now_ns();
             let mut this_poll = 0;
             loop {
-                let read = t.read(
-                    &self.splitting,
-                    REQUEST_BYTES,
-                    buf,
-                    &mut stats,
-                    &mut |t, line| w.entry(t, line),
-                );
+                let read = t.read(&self.splitting, buf, &mut stats, &mut |t, line| {
+                    w.entry(t, line)
+                });
                 let n = read.unwrap_or_else(|e| {
                     warn!(receiver = %self.name, path = %t.path, error = %e, "cannot read file");
                     0
@@ -573,9 +581,9 @@ impl FileLog {
                 if w.builder.bytes() >= REQUEST_BYTES && !self.send(&mut w.builder, output).await {
                     return false;
                 }
-                // Less than asked for: the end of the file. Past the budget: the others'
-                // turn, and this file's next in the next poll.
-                if n < REQUEST_BYTES || this_poll >= FILE_BUDGET {
+                // The end of the file; or past the budget: the others' turn, and this
+                // file's next in the next poll.
+                if n == 0 || this_poll >= FILE_BUDGET {
                     break;
                 }
             }

@@ -90,9 +90,11 @@ impl Field {
             "body" => Root::Body,
             "attributes" => Root::Attributes,
             "resource" => Root::Resource,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "field \"{text}\" must start with body, attributes or resource (not \"{other}\")"
-            )),
+            ))
+            }
         };
         let path: Vec<String> = parts.map(str::to_string).collect();
         if path.iter().any(String::is_empty) {
