@@ -107,6 +107,11 @@ impl Tracked {
             && fp[..self.fingerprint.len()] == self.fingerprint[..]
     }
 
+    /// No bytes came for `period`.
+    pub fn quiet_for(&self, period: Duration) -> bool {
+        self.last_data.elapsed() >= period
+    }
+
     /// Takes a longer fingerprint of the same file.
     pub fn grow_fingerprint(&mut self, fp: Vec<u8>) {
         if fp.len() > self.fingerprint.len() {

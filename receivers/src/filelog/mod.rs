@@ -545,6 +545,7 @@ impl FileLog {
                 continue; // nothing to identify it by yet
             }
             if let Some(t) = tracked.iter_mut().find(|t| !t.seen && t.same(&fp)) {
+                // Known (perhaps under another name, perhaps grown).
                 t.seen = true;
                 if t.path != path {
                     debug!(from = %t.path, to = %path, "file renamed");
@@ -587,17 +588,21 @@ impl FileLog {
                     break;
                 }
             }
-            if !t.seen {
-                // Gone or renamed away: what was unread is in; what waits for a line end
-                // never gets one.
-                t.flush(&self.splitting, &mut stats, &mut |t, line| w.entry(t, line));
-            }
+        }
+        // A file gone or renamed away is still read (the app may write a last line to
+        // its open descriptor) until it has been quiet for force_flush_period; then what
+        // waits for a line end is sent and the descriptor closed.
+        let quiet = self.splitting.force_flush;
+        for t in tracked.iter_mut().filter(|t| !t.seen && t.quiet_for(quiet)) {
+            w.set_file(&t.path);
+            t.flush(&self.splitting, &mut stats, &mut |t, line| w.entry(t, line));
         }
         tracked.retain(|t| {
-            if !t.seen {
+            let keep = t.seen || !t.quiet_for(quiet);
+            if !keep {
                 info!(receiver = %self.name, path = %t.path, "file no longer matches: closed");
             }
-            t.seen
+            keep
         });
         if stats.truncated > 0 {
             self.counters.truncated.add(stats.truncated);

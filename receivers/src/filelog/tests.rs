@@ -257,8 +257,15 @@ async fn deleted_and_recreated_files_are_released_and_picked_up() {
     let mut r = start(config(&dir.glob("*.log")));
     r.expect(3).await;
     std::fs::remove_file(&log).unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(r.counter("sidekick_filelog_open_files"), 0.0);
+    // Released once quiet for force_flush_period (300 ms here).
+    let started = Instant::now();
+    while r.counter("sidekick_filelog_open_files") != 0.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the descriptor was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     append(&log, &lines("two", 0..4));
     let got = r.expect(7).await;
     assert_eq!(got[3..], names("two", 0..4));

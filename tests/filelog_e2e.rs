@@ -1,0 +1,119 @@
+//! The real binary tails a file that an app writes at a steady rate and rotates twice
+//! (rename, then a new file), parsing each JSON line; the OTLP backend must receive every
+//! line exactly once, parsed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::{runtime, Sidekick, TempFile};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use sidekick_testkit::sink::OtlpSink;
+
+const LINES: usize = 6000;
+
+#[test]
+fn a_file_rotated_twice_arrives_once_and_parsed() {
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let marker = TempFile::new("marker", "");
+    let dir = marker.0.parent().unwrap().to_path_buf();
+    let log = dir.join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let config = format!(
+        "receivers:
+  filelog:
+    include: [{log}]
+    start_at: beginning
+    poll_interval: 50ms
+    operators:
+      - type: json_parser
+        severity:
+          parse_from: attributes.level
+processors:
+  batch:
+    timeout: 100ms
+exporters:
+  otlphttp:
+    endpoint: {url}
+service:
+  pipelines:
+    logs:
+      receivers: [filelog]
+      processors: [batch]
+      exporters: [otlphttp]
+",
+        log = log.display(),
+        url = sink.url()
+    );
+    let mut sk = Sidekick::start(&config);
+
+    // The app: 2,000 lines a second, rotated by rename after a third and two thirds.
+    let writer = {
+        let log = log.clone();
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            let mut reopen_at = usize::MAX;
+            for seq in 0..LINES {
+                if seq == LINES / 3 || seq == 2 * LINES / 3 {
+                    let n = seq * 3 / LINES;
+                    std::fs::rename(&log, dir.join(format!("app.log.{n}"))).unwrap();
+                    // The app still writes a few lines to the renamed file (its open
+                    // descriptor) before it reopens: those must arrive too.
+                    reopen_at = seq + 5;
+                }
+                if seq == reopen_at {
+                    file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                        .unwrap();
+                }
+                writeln!(
+                    file,
+                    "{{\"seq\":{seq},\"level\":\"info\",\"msg\":\"request handled\"}}"
+                )
+                .unwrap();
+                let due = Duration::from_micros(500 * seq as u64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        })
+    };
+    writer.join().unwrap();
+    let done = rt.block_on(sink.wait_until(Duration::from_secs(30), |s| s.log_count() >= LINES));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(done, "{} of {LINES} lines arrived", sink.log_count());
+
+    let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
+    for req in sink.logs() {
+        for rl in req.resource_logs {
+            for sl in rl.scope_logs {
+                for r in sl.log_records {
+                    let seq = r
+                        .attributes
+                        .iter()
+                        .find(|kv| kv.key == "seq")
+                        .and_then(|kv| kv.value.as_ref()?.value.clone());
+                    let Some(Value::IntValue(seq)) = seq else {
+                        panic!("a line was not parsed: {r:?}");
+                    };
+                    assert_eq!(r.severity_number, 9, "severity from the level");
+                    *seen.entry(seq).or_default() += 1;
+                }
+            }
+        }
+    }
+    let missing: Vec<usize> = (0..LINES)
+        .filter(|s| !seen.contains_key(&(*s as i64)))
+        .collect();
+    let twice: Vec<(&i64, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(missing.is_empty(), "missing: {missing:?}");
+    assert!(twice.is_empty(), "more than once: {twice:?}");
+    assert!(sk.terminate().success());
+}
