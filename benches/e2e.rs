@@ -10,6 +10,11 @@
 //! - `exporter`: the same page scraped every 5 s → `k8s_attributes` → `batch` →
 //!   `prometheus` exporter, which the bench scrapes every 5 s as Prometheus would.
 //!
+//! - `filelog`: a file of `--lines` (1,000,000) 200-byte JSON lines already on disk →
+//!   `filelog` (from the beginning) → `batch` → `otlphttp` (gzip) to a counting sink;
+//!   CPU-seconds and peak RSS until the last line arrived. The OpenTelemetry Collector's
+//!   contrib build runs the same config in the same run when `--collector PATH` is given
+//!   or `otelcol-contrib` is found (`$PEERS/otel_collector/bin/otelcol-contrib_linux_amd64`).
 //! - `churn`: the `prw` scenario with a tenth of the page's series replaced by new names
 //!   every scrape (as Pod names and request ids do), for `--minutes` (10); prints RSS and
 //!   CPU minute by minute: RSS must stay flat.
@@ -54,6 +59,8 @@ struct Args {
     window: Duration,
     prometheus: String,
     minutes: u64,
+    lines: usize,
+    collector: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -67,6 +74,8 @@ fn parse_args() -> Args {
         window: Duration::from_secs(60),
         prometheus: "prometheus".into(),
         minutes: 10,
+        lines: 1_000_000,
+        collector: None,
     };
     let secs = |v: Option<String>, flag: &str| {
         Duration::from_secs(
@@ -99,6 +108,8 @@ fn parse_args() -> Args {
             "--warmup" => args.warmup = secs(it.next(), "--warmup"),
             "--window" => args.window = secs(it.next(), "--window"),
             "--prometheus" => args.prometheus = it.next().expect("--prometheus PATH"),
+            "--lines" => args.lines = it.next().and_then(|n| n.parse().ok()).expect("--lines N"),
+            "--collector" => args.collector = Some(it.next().expect("--collector PATH")),
             "--minutes" => {
                 args.minutes = it.next().and_then(|n| n.parse().ok()).expect("--minutes N")
             }
@@ -228,12 +239,13 @@ fn main() {
                     metrics::run(&args, &rt, scenario, series);
                 }
             }
+            "filelog" => filelog(&args, &rt),
             "churn" => {
                 for &series in &args.series {
                     metrics::churn(&args, &rt, series);
                 }
             }
-            other => panic!("unknown scenario {other}: traces, prw, exporter or churn"),
+            other => panic!("unknown scenario {other}: traces, prw, exporter, filelog or churn"),
         }
     }
 }
@@ -285,6 +297,105 @@ fn traces(args: &Args, rt: &tokio::runtime::Runtime) {
         elapsed.as_secs_f64(),
         cpu
     );
+}
+
+/// The file-tailing scenario: the same file and config for Sidekick and, when found,
+/// the Collector's contrib build.
+fn filelog(args: &Args, rt: &tokio::runtime::Runtime) {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("sidekick-bench-filelog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("app.log");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        for i in 0..args.lines {
+            // 200 bytes with the newline, JSON as an app writes it.
+            let head = format!(
+                "{{\"ts\":{}.{:06},\"level\":\"info\",\"logger\":\"shop.http\",\"seq\":{i},\"status\":200,\"trace_id\":\"{:032x}\",\"msg\":\"GET /api/v1/products/{} done",
+                1_700_000_000 + i / 1000,
+                i % 1_000_000,
+                (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834),
+                i % 1_000_000
+            );
+            let pad = 199usize.saturating_sub(head.len() + 2);
+            writeln!(w, "{head}{}\"}}", ".".repeat(pad)).unwrap();
+        }
+    }
+    let config = |sink: SocketAddr, telemetry: &str| {
+        format!(
+            "receivers:\n  filelog:\n    include: [{}]\n    start_at: beginning\nprocessors:\n  batch:\nexporters:\n  otlphttp:\n    endpoint: http://{sink}\n    compression: gzip\nservice:\n  pipelines:\n    logs:\n      receivers: [filelog]\n      processors: [batch]\n      exporters: [otlphttp]\n  telemetry:\n{telemetry}",
+            log.display()
+        )
+    };
+    let collector = args.collector.clone().or_else(|| {
+        let peers = std::env::var("PEERS").unwrap_or_else(|_| "/tmp/peers".into());
+        let p = format!("{peers}/otel_collector/bin/otelcol-contrib_linux_amd64");
+        std::path::Path::new(&p).is_file().then_some(p)
+    });
+    let mut figures = Vec::new();
+    for who in ["sidekick", "collector"] {
+        let sink = rt.block_on(OtlpSink::start_counting());
+        let mut child = match (who, &collector) {
+            ("sidekick", _) => run_sidekick(
+                &args.binary,
+                "sidekick-bench-filelog",
+                &config(
+                    sink.address,
+                    "    logs:\n      level: warn\n    metrics:\n      address: 127.0.0.1:0\n",
+                ),
+                &[],
+            ),
+            (_, Some(bin)) => {
+                let path = dir.join("collector.yaml");
+                std::fs::write(
+                    &path,
+                    config(sink.address, "    metrics:\n      level: none\n"),
+                )
+                .unwrap();
+                Command::new(bin)
+                    .arg("--config")
+                    .arg(&path)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start the collector")
+            }
+            (_, None) => {
+                println!(
+                    "e2e/otelcol-contrib/filelog: skipped (not found; --collector PATH or $PEERS)"
+                );
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let arrived =
+            rt.block_on(sink.wait_until(Duration::from_secs(300), |s| s.counted() >= args.lines));
+        let elapsed = started.elapsed();
+        let (cpu, _, peak) = proc_stats(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            arrived,
+            "{who}: only {} of {} lines arrived",
+            sink.counted(),
+            args.lines
+        );
+        let peak_mib = peak as f64 / (1024.0 * 1024.0);
+        println!(
+            "e2e/{who}/filelog_batch_otlphttp_gzip/{}_lines: {cpu:.2} CPU-s, peak RSS {peak_mib:.1} MiB, {:.0} lines/s",
+            args.lines,
+            args.lines as f64 / elapsed.as_secs_f64()
+        );
+        figures.push((cpu, peak_mib));
+    }
+    if let [(cpu, rss), (c_cpu, c_rss)] = figures[..] {
+        println!(
+            "e2e/ratio/filelog: Sidekick uses {:.2}x the Collector's CPU and {:.2}x its peak RSS",
+            cpu / c_cpu,
+            rss / c_rss
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The scrape scenarios.
