@@ -326,3 +326,83 @@ fn network_policy_lets_only_prometheus_reach_the_exporter_and_nobody_the_admin_p
         "the app stays reachable"
     );
 }
+
+/// The logs example: the app writes its log files to an emptyDir that Sidekick mounts
+/// read-only where its `filelog` receiver looks, and the config's operators parse a real
+/// NGINX access-log line.
+#[test]
+fn logs_sidecar_tails_the_shared_volume_and_parses_nginx_lines() {
+    use sidekick_receivers::filelog::operators::{run, Entry, Operator};
+    let file = "logs-sidecar.yaml";
+    let d = docs(file);
+    let configmap = d.iter().find(|n| s(n, "kind") == "ConfigMap").unwrap();
+    let pod = d.iter().find(|n| s(n, "kind") == "Pod").unwrap();
+    let spec = at(pod, "spec");
+    let sidecar = items(at(spec, "initContainers"))
+        .iter()
+        .find(|c| s(c, "name") == "sidekick")
+        .unwrap();
+    let app = items(at(spec, "containers"))
+        .iter()
+        .find(|c| s(c, "name") == "app")
+        .unwrap();
+    check_security(file, spec, sidecar);
+
+    let config_text = key(configmap, "data", "config.yaml");
+    let env = |_: &str| None;
+    let plan = sidekick::plan(config_text, file, &sidekick::registry(), &env);
+    assert!(plan.is_ok(), "{}", plan.err().unwrap());
+
+    // Both containers mount the same volume: the app where it writes, Sidekick (read-only)
+    // where the config's include patterns point.
+    let mount_of = |c: &Node| -> (String, bool) {
+        let m = items(at(c, "volumeMounts"))
+            .iter()
+            .find(|m| s(m, "name") == "app-logs")
+            .expect("the shared log volume is mounted");
+        (
+            s(m, "mountPath").to_string(),
+            m.get("readOnly").and_then(Node::as_str) == Some("true"),
+        )
+    };
+    let (sidecar_path, read_only) = mount_of(sidecar);
+    let (app_path, _) = mount_of(app);
+    assert!(read_only, "Sidekick mounts the app's logs read-only");
+    assert_eq!(app_path, "/var/log/nginx", "where NGINX writes its logs");
+    let volume = items(at(spec, "volumes"))
+        .iter()
+        .find(|v| s(v, "name") == "app-logs")
+        .unwrap();
+    assert!(volume.get("emptyDir").is_some());
+    let (tree, _) = node::parse(config_text, &HashMap::<String, String>::new()).unwrap();
+    let filelog = at(&tree, "receivers.filelog");
+    for include in items(at(filelog, "include")) {
+        let path = include.as_str().unwrap();
+        assert!(
+            path.starts_with(&format!("{sidecar_path}/")),
+            "{path} is not on the shared volume ({sidecar_path})"
+        );
+    }
+
+    // The operators, as configured, on a line NGINX writes.
+    let config: sidekick_receivers::filelog::Config =
+        sidekick_collector::config::from_node(filelog, "receivers.filelog").unwrap();
+    let operators: Vec<Operator> = config
+        .operators
+        .iter()
+        .map(|c| Operator::new(c).unwrap())
+        .collect();
+    let line = r#"10.1.2.3 - - [01/May/2024:14:00:00 +0200] "GET /cart?id=7 HTTP/1.1" 502 157 "-" "curl/8.5.0" "-""#;
+    let mut e = Entry {
+        body: serde_json::Value::String(line.into()),
+        ..Entry::default()
+    };
+    let outcome = run(&operators, &mut e, "/var/log/app/access.log");
+    assert_eq!(outcome.failed, None, "{e:?}");
+    assert_eq!(e.attributes["http_response_status_code"], "502");
+    assert_eq!(e.attributes["url_path"], "/cart?id=7");
+    assert_eq!(e.attributes["user_agent_original"], "curl/8.5.0");
+    assert!(!e.attributes.contains_key("time_local"));
+    assert_eq!(e.severity, 17, "a 5xx is an error");
+    assert_eq!(e.time_ns, Some(1_714_564_800_000_000_000));
+}
