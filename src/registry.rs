@@ -4,6 +4,7 @@
 use sidekick_collector::admin::HealthCheckConfig;
 use sidekick_collector::auth::AuthExtension;
 use sidekick_collector::component::Registry;
+use sidekick_collector::storage::FileStorageConfig;
 use sidekick_collector::transport::auth::{BasicAuthSettings, BearerTokenSettings};
 use sidekick_exporters::{
     debug, otlp, otlp_http, prometheus as prometheus_exporter, prometheus_remote_write,
@@ -37,4 +38,5 @@ pub fn registry() -> Registry {
         .extension::<HealthCheckConfig>("health_check")
         .extension::<AuthExtension<BearerTokenSettings>>("bearertokenauth")
         .extension::<AuthExtension<BasicAuthSettings>>("basicauth")
+        .extension::<FileStorageConfig>("file_storage")
 }

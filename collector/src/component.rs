@@ -41,6 +41,8 @@ pub struct BuildContext<'a> {
     /// The authenticator extensions, for `auth:` blocks
     /// ([`BuildContext::authenticator`]).
     pub authenticators: &'a Authenticators,
+    /// The `file_storage` extensions ([`BuildContext::storage`]).
+    pub storages: &'a crate::storage::Storages,
 }
 
 /// Where a receiver sends each signal; `None` when no pipeline of that signal uses it.
@@ -367,6 +369,11 @@ pub trait ExtensionConfig: DeserializeOwned + Send + 'static {
         None
     }
 
+    /// For a storage extension: the storage, opened (and locked) now.
+    fn storage(&self) -> Option<Result<crate::storage::Storage, BuildError>> {
+        None
+    }
+
     fn build(
         self,
         ctx: &BuildContext,
@@ -382,6 +389,7 @@ pub trait LoadedExtension: Send {
     fn listen_addresses(&self) -> Vec<Listen>;
     fn auth_abilities(&self) -> Option<AuthAbilities>;
     fn authenticator(&self) -> Option<Result<Authenticator, BuildError>>;
+    fn storage(&self) -> Option<Result<crate::storage::Storage, BuildError>>;
     fn build(
         self: Box<Self>,
         ctx: &BuildContext,
@@ -400,6 +408,10 @@ impl<C: ExtensionConfig> LoadedExtension for C {
 
     fn authenticator(&self) -> Option<Result<Authenticator, BuildError>> {
         ExtensionConfig::authenticator(self)
+    }
+
+    fn storage(&self) -> Option<Result<crate::storage::Storage, BuildError>> {
+        ExtensionConfig::storage(self)
     }
 
     fn build(

@@ -10,6 +10,7 @@
 //! - [`topology`]: config document → checked plan → built service → run and drain.
 //! - [`telemetry`]: self-metrics under the OpenTelemetry Collector's names.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`storage`]: the `file_storage` extension (state kept across restarts).
 //! - [`auth`]: the `bearertokenauth` and `basicauth` extensions, looked up by listeners
 //!   and exporters at build time.
 //! - [`util`]: clock and error-formatting helpers.
@@ -26,6 +27,7 @@ pub mod logging;
 pub mod payload;
 pub mod pipe;
 pub mod prometheus;
+pub mod storage;
 pub mod telemetry;
 pub mod topology;
 pub mod util;

@@ -502,11 +502,14 @@ impl Plan {
 
         // Authenticators before everything that names one in `auth:`.
         let mut authenticators = crate::auth::Authenticators::default();
+        let mut storages = crate::storage::Storages::default();
         for x in &self.extensions {
+            let err = |err: BuildError| BuildError::new(format!("extensions.{}: {err}", x.id));
             if let Some(built) = x.loaded.authenticator() {
-                let a =
-                    built.map_err(|err| BuildError::new(format!("extensions.{}: {err}", x.id)))?;
-                authenticators.insert(x.id.to_string(), Arc::new(a));
+                authenticators.insert(x.id.to_string(), Arc::new(built.map_err(err)?));
+            }
+            if let Some(opened) = x.loaded.storage() {
+                storages.insert(x.id.to_string(), Arc::new(opened.map_err(err)?));
             }
         }
 
@@ -519,6 +522,7 @@ impl Plan {
                 telemetry: &telemetry,
                 signals: &signals,
                 authenticators: &authenticators,
+                storages: &storages,
             };
             let mut parts = e
                 .loaded
@@ -591,6 +595,7 @@ impl Plan {
                 telemetry: &telemetry,
                 signals: &signals,
                 authenticators: &authenticators,
+                storages: &storages,
             };
             let receiver = r
                 .loaded
@@ -611,6 +616,7 @@ impl Plan {
                 telemetry: &telemetry,
                 signals: &[],
                 authenticators: &authenticators,
+                storages: &storages,
             };
             let ext = x
                 .loaded
@@ -628,6 +634,7 @@ impl Plan {
             telemetry: &telemetry,
             signals: &[],
             authenticators: &authenticators,
+            storages: &storages,
         };
         let m = &self.telemetry.metrics;
         let options = ctx.secure_listener(
@@ -766,6 +773,7 @@ fn wire_pipeline<S: Route>(
             telemetry,
             signals: &[S::KIND],
             authenticators: &crate::auth::NO_AUTHENTICATORS,
+            storages: &crate::storage::NO_STORAGES,
         };
         let built = loaded.build(S::KIND, &ctx).map_err(|err| {
             BuildError::new(format!("processors.{id} in pipeline {}: {err}", p.id))

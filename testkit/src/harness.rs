@@ -62,6 +62,7 @@ pub fn build_exporter<C: sidekick_collector::component::ExporterConfig>(
         telemetry: &telemetry,
         signals: &sidekick_collector::config::Signal::ALL,
         authenticators: &sidekick_collector::auth::NO_AUTHENTICATORS,
+        storages: &sidekick_collector::storage::NO_STORAGES,
     };
     config.build(&ctx)
 }

@@ -22,6 +22,7 @@ fn processor(send: usize, max: usize, timeout_ms: u64) -> Box<dyn Processor<Trac
         telemetry: &Telemetry::new(),
         signals: &[SignalKind::Traces],
         authenticators: &sidekick_collector::auth::NO_AUTHENTICATORS,
+        storages: &sidekick_collector::storage::NO_STORAGES,
     };
     config.build::<TracesSignal>(&ctx).unwrap()
 }

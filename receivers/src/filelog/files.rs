@@ -33,6 +33,13 @@ pub struct Tracked {
     file: File,
     fingerprint: Vec<u8>,
     pub offset: u64,
+    /// Every byte before this has been handed on as part of an entry (or skipped): where
+    /// reading would resume after a restart without losing or repeating an entry.
+    pub safe: u64,
+    /// Where the line being handled starts and ends (for `safe`).
+    line_at: (u64, u64),
+    /// Where the multiline entry being gathered starts.
+    pending_start: u64,
     /// Bytes after the last line end, waiting for the rest of their line.
     partial: Vec<u8>,
     /// Inside a line longer than `max_log_size`: its start was emitted, skip to its end.
@@ -91,6 +98,9 @@ impl Tracked {
             file,
             fingerprint,
             offset,
+            safe: offset,
+            line_at: (offset, offset),
+            pending_start: offset,
             partial: Vec::new(),
             skipping: false,
             pending: Vec::new(),
@@ -105,6 +115,11 @@ impl Tracked {
         !self.fingerprint.is_empty()
             && fp.len() >= self.fingerprint.len()
             && fp[..self.fingerprint.len()] == self.fingerprint[..]
+    }
+
+    /// The bytes that identify this file.
+    pub fn fingerprint(&self) -> &[u8] {
+        &self.fingerprint
     }
 
     /// No bytes came for `period`.
@@ -139,6 +154,8 @@ impl Tracked {
             // Truncated in place (copytruncate) and still beginning as before: start
             // over.
             self.offset = 0;
+            self.safe = 0;
+            self.pending.clear();
             self.partial.clear();
             self.skipping = false;
         }
@@ -146,9 +163,10 @@ impl Tracked {
         buf.resize(READ_CHUNK, 0);
         let n = self.file.read(buf)?;
         if n > 0 {
+            let base = self.offset;
             self.offset += n as u64;
             self.last_data = Instant::now();
-            self.take_lines(&buf[..n], split, stats, emit);
+            self.take_lines(&buf[..n], base, split, stats, emit);
         } else if self.last_data.elapsed() >= split.force_flush {
             self.flush(split, stats, emit);
         }
@@ -159,16 +177,25 @@ impl Tracked {
     fn take_lines(
         &mut self,
         mut chunk: &[u8],
+        base: u64,
         split: &Splitting,
         stats: &mut ReadStats,
         emit: &mut dyn FnMut(&mut Tracked, &[u8]),
     ) {
+        // The file offset of `chunk`'s first byte.
+        let mut pos = base;
         while let Some(nl) = memchr(b'\n', chunk) {
             let piece = &chunk[..nl];
             chunk = &chunk[nl + 1..];
+            let end = pos + nl as u64 + 1;
+            self.line_at = (pos - self.partial.len() as u64, end);
+            pos = end;
             if self.skipping {
                 self.skipping = false;
                 self.partial.clear();
+                if self.pending.is_empty() {
+                    self.safe = end;
+                }
                 continue;
             }
             if self.partial.is_empty() {
@@ -193,7 +220,12 @@ impl Tracked {
             self.partial.extend_from_slice(&chunk[..room]);
             let long = std::mem::take(&mut self.partial);
             stats.truncated += 1;
+            // Handed on, but the rest of its line is still to be skipped: `safe` moves
+            // at the line's end.
+            let start = pos - (long.len() - room) as u64;
+            self.line_at = (start, start);
             self.line(&long, split, stats, emit);
+            self.safe = self.safe.min(start);
             self.skipping = true;
         }
     }
@@ -212,6 +244,7 @@ impl Tracked {
         } else {
             line
         };
+        let (line_start, line_end) = self.line_at;
         if let Some(start) = &split.line_start {
             let text = String::from_utf8_lossy(line);
             if start.is_match(&text) && !self.pending.is_empty() {
@@ -220,21 +253,31 @@ impl Tracked {
             } else if !self.pending.is_empty() {
                 self.pending.push(b'\n');
             }
+            if self.pending.is_empty() {
+                self.pending_start = line_start;
+            }
             self.append_pending(line, split, stats);
+            self.safe = self.pending_start;
             return;
         }
         if let Some(end) = &split.line_end {
-            if !self.pending.is_empty() {
+            if self.pending.is_empty() {
+                self.pending_start = line_start;
+            } else {
                 self.pending.push(b'\n');
             }
             self.append_pending(line, split, stats);
             if end.is_match(&String::from_utf8_lossy(line)) {
                 let entry = std::mem::take(&mut self.pending);
                 emit(self, &entry);
+                self.safe = line_end;
+            } else {
+                self.safe = self.pending_start;
             }
             return;
         }
         emit(self, line);
+        self.safe = line_end;
     }
 
     fn append_pending(&mut self, line: &[u8], split: &Splitting, stats: &mut ReadStats) {
@@ -255,11 +298,15 @@ impl Tracked {
     ) {
         if !self.partial.is_empty() && !self.skipping {
             let line = std::mem::take(&mut self.partial);
+            self.line_at = (self.offset - line.len() as u64, self.offset);
             self.line(trim_cr(&line), split, stats, emit);
         }
         if !self.pending.is_empty() {
             let entry = std::mem::take(&mut self.pending);
             emit(self, &entry);
+        }
+        if !self.skipping {
+            self.safe = self.offset;
         }
     }
 }

@@ -50,6 +50,48 @@ use encode::{RequestBuilder, Stamp};
 use files::{ReadStats, Splitting, Tracked};
 use operators::{Entry, Operator, OperatorConfig};
 
+/// How often file offsets are saved, at most: the lines handed on in this last stretch
+/// before a crash are read again after it.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One file's saved offset.
+#[derive(serde::Serialize, Deserialize)]
+struct SavedOffset {
+    fingerprint: String,
+    offset: u64,
+}
+
+/// The offsets last saved, and when.
+struct Checkpoint {
+    last: Vec<u64>,
+    at: std::time::Instant,
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Checkpoint {
+            last: Vec::new(),
+            at: std::time::Instant::now()
+                .checked_sub(CHECKPOINT_EVERY)
+                .unwrap_or_else(std::time::Instant::now),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// A request is sent once its records reach this many bytes.
 const REQUEST_BYTES: usize = 256 << 10;
 /// Bytes read from one file per poll before the others get their turn.
@@ -87,7 +129,8 @@ pub struct Config {
     pub attributes: BTreeMap<String, Value>,
     pub resource: BTreeMap<String, Value>,
     pub operators: Vec<OperatorConfig>,
-    /// A `file_storage` extension for offsets: not available yet (see `validate`).
+    /// A `file_storage` extension where offsets are kept, so that after a restart each
+    /// file is read on from where it was.
     pub storage: Option<String>,
 }
 
@@ -252,12 +295,6 @@ impl ReceiverConfig for Config {
         if let Err(e) = self.operators() {
             out.push(e);
         }
-        if self.storage.is_some() {
-            out.push(FieldError::new(
-                "storage",
-                "offsets are kept in memory: the file_storage extension is not available yet; remove storage (after a restart files are read again as start_at says)",
-            ));
-        }
         out
     }
 
@@ -271,6 +308,7 @@ impl ReceiverConfig for Config {
             .map(|p| glob::Pattern::new(p).map_err(|e| BuildError::new(format!("exclude: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let name = ctx.id.to_string();
+        let storage = ctx.storage(self.storage.as_deref(), "storage")?;
         let labels = [("receiver", name.as_str()), ("transport", "file")];
         let t = ctx.telemetry;
         let resource: Map<String, Value> = self.resource.clone().into_iter().collect();
@@ -308,6 +346,7 @@ impl ReceiverConfig for Config {
             resource,
             resource_bytes,
             nop: self.encoding.eq_ignore_ascii_case("nop"),
+            storage,
             config: self,
         }))
     }
@@ -333,6 +372,7 @@ pub struct FileLog {
     resource_bytes: Vec<u8>,
     /// `encoding: nop`: bodies are bytes, not text.
     nop: bool,
+    storage: Option<std::sync::Arc<sidekick_collector::storage::Storage>>,
     counters: Counters,
 }
 
@@ -481,6 +521,8 @@ impl FileLog {
             self.counters.failures.push(c);
         }
         let mut tracked: Vec<Tracked> = Vec::new();
+        let mut known = self.load_offsets();
+        let mut checkpoint = Checkpoint::default();
         let mut first = true;
         let mut buf = Vec::new();
         let mut writer = Writer {
@@ -496,12 +538,22 @@ impl FileLog {
         let mut fired = std::pin::pin!(stop.clone().fired());
         loop {
             let more = self
-                .poll(&mut tracked, first, &mut writer, &mut buf, &output)
+                .poll(
+                    &mut tracked,
+                    &mut known,
+                    first,
+                    &mut writer,
+                    &mut buf,
+                    &output,
+                )
                 .await;
             first = false;
+            // Offsets of files not found at start are forgotten.
+            known.clear();
             if !more {
                 break;
             }
+            self.save_offsets(&tracked, &mut checkpoint, false);
             for (i, n) in writer.failed.iter_mut().enumerate() {
                 if *n > 0 {
                     self.counters.failures[i].add(std::mem::take(n));
@@ -515,8 +567,66 @@ impl FileLog {
         }
         // What was read is sent before stopping; partial lines wait for the next start.
         let mut rest = std::mem::take(&mut writer.builder);
-        self.send(&mut rest, &output).await;
+        if self.send(&mut rest, &output).await {
+            self.save_offsets(&tracked, &mut checkpoint, true);
+        }
         debug!(receiver = %self.name, "filelog receiver stopped");
+    }
+
+    fn storage_key(&self) -> String {
+        format!("receiver_{}_offsets", self.name)
+    }
+
+    /// The (fingerprint, offset) pairs saved by the last run, if there is a storage.
+    fn load_offsets(&self) -> Vec<(Vec<u8>, u64)> {
+        let Some(storage) = &self.storage else {
+            return Vec::new();
+        };
+        let Some(bytes) = storage.get(&self.storage_key()) else {
+            return Vec::new();
+        };
+        let parsed: Result<Vec<SavedOffset>, _> = serde_json::from_slice(&bytes);
+        match parsed {
+            Ok(list) => list
+                .into_iter()
+                .filter_map(|s| Some((unhex(&s.fingerprint)?, s.offset)))
+                .collect(),
+            Err(e) => {
+                warn!(receiver = %self.name, error = %e, "saved offsets cannot be read: files are read as start_at says");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Saves where each file is handed on up to: at most once a second (and only when
+    /// something moved), or now when `force`d (at stop).
+    fn save_offsets(&self, tracked: &[Tracked], checkpoint: &mut Checkpoint, force: bool) {
+        let Some(storage) = &self.storage else {
+            return;
+        };
+        let offsets: Vec<(&[u8], u64)> =
+            tracked.iter().map(|t| (t.fingerprint(), t.safe)).collect();
+        let state: Vec<u64> = offsets.iter().map(|(_, o)| *o).collect();
+        if state == checkpoint.last || (!force && checkpoint.at.elapsed() < CHECKPOINT_EVERY) {
+            return;
+        }
+        let list: Vec<SavedOffset> = offsets
+            .iter()
+            .map(|(fp, offset)| SavedOffset {
+                fingerprint: hex(fp),
+                offset: *offset,
+            })
+            .collect();
+        let bytes = serde_json::to_vec(&list).unwrap_or_default();
+        match storage.set(&self.storage_key(), &bytes) {
+            Ok(()) => {
+                checkpoint.last = state;
+                checkpoint.at = std::time::Instant::now();
+            }
+            Err(e) => {
+                warn!(receiver = %self.name, directory = %storage.directory().display(), error = %e, "cannot save file offsets")
+            }
+        }
     }
 
     /// One round: find files, read what is new in each, send it. False when the pipeline
@@ -524,6 +634,7 @@ impl FileLog {
     async fn poll(
         &self,
         tracked: &mut Vec<Tracked>,
+        known: &mut Vec<(Vec<u8>, u64)>,
         first: bool,
         w: &mut Writer<'_>,
         buf: &mut Vec<u8>,
@@ -557,10 +668,17 @@ impl FileLog {
             if tracked.len() >= self.config.max_concurrent_files {
                 continue; // its turn comes when another is done
             }
-            let offset = if first && self.config.start_at == "end" {
-                file.metadata().map(|m| m.len()).unwrap_or(0)
-            } else {
-                0
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let saved = known
+                .iter()
+                .position(|(kfp, _)| !kfp.is_empty() && fp.starts_with(kfp))
+                .map(|i| known.swap_remove(i).1);
+            let offset = match saved {
+                // Read on from the last run's offset (from the start if it shrank).
+                Some(o) if o <= len => o,
+                Some(_) => 0,
+                None if first && self.config.start_at == "end" => len,
+                None => 0,
             };
             info!(receiver = %self.name, path = %path, offset, "following file");
             tracked.push(Tracked::new(path, file, fp, offset));

@@ -58,7 +58,8 @@ struct Running {
     input: Input<LogsSignal>,
     telemetry: Telemetry,
     records: Vec<LogRecord>,
-    _stop: StopTrigger,
+    stop: StopTrigger,
+    task: tokio::task::JoinHandle<()>,
 }
 
 fn config(include: &str) -> Config {
@@ -72,6 +73,17 @@ fn config(include: &str) -> Config {
 }
 
 fn start(config: Config) -> Running {
+    start_with(config, None)
+}
+
+fn start_with(
+    config: Config,
+    storage: Option<std::sync::Arc<sidekick_collector::storage::Storage>>,
+) -> Running {
+    let mut storages = sidekick_collector::storage::Storages::default();
+    if let Some(s) = storage {
+        storages.insert("file_storage".into(), s);
+    }
     let problems = config.validate();
     assert!(problems.is_empty(), "{problems:?}");
     let telemetry = Telemetry::new();
@@ -81,6 +93,7 @@ fn start(config: Config) -> Running {
         telemetry: &telemetry,
         signals: &[SignalKind::Logs],
         authenticators: &sidekick_collector::auth::NO_AUTHENTICATORS,
+        storages: &storages,
     };
     let receiver = config.build(&ctx).unwrap();
     let (tx, input) = channel::<LogsSignal>(64, Gauge::default());
@@ -89,12 +102,13 @@ fn start(config: Config) -> Running {
         ..ReceiverOutputs::default()
     };
     let (trigger, stop) = stop_pair();
-    tokio::spawn(receiver.run(outputs, stop));
+    let task = tokio::spawn(receiver.run(outputs, stop));
     Running {
         input,
         telemetry,
         records: Vec::new(),
-        _stop: trigger,
+        stop: trigger,
+        task,
     }
 }
 
@@ -137,6 +151,15 @@ impl Running {
             self.records.iter().map(body).collect::<Vec<_>>()
         );
         self.records.iter().map(body).collect()
+    }
+
+    /// Stops the receiver and waits until it has finished.
+    async fn stop(self) {
+        self.stop.fire();
+        let mut input = self.input;
+        let drain = tokio::spawn(async move { while input.recv().await.is_some() {} });
+        self.task.await.unwrap();
+        drain.abort();
     }
 
     async fn take(&mut self, wait: Duration) {
@@ -439,11 +462,51 @@ fn config_mistakes_name_the_field() {
         start_at: "middle".into(),
         encoding: "utf-16".into(),
         multiline: Some(Multiline::default()),
-        storage: Some("file_storage".into()),
         ..Config::default()
     };
     assert_eq!(
         fields(bad),
-        ["include[0]", "start_at", "encoding", "multiline", "storage"]
+        ["include[0]", "start_at", "encoding", "multiline"]
     );
+}
+
+#[tokio::test]
+async fn a_restart_reads_on_from_the_saved_offsets() {
+    let dir = Dir::new();
+    let log = dir.path("app.log");
+    append(&log, &lines("first", 0..100));
+    let storage = std::sync::Arc::new(
+        sidekick_collector::storage::Storage::open(
+            &sidekick_collector::storage::FileStorageConfig {
+                directory: dir.path("state").display().to_string(),
+                create_directory: true,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let config = || Config {
+        start_at: "end".into(),
+        storage: Some("file_storage".into()),
+        force_flush_period: ConfigDuration::from_millis(60_000),
+        ..config(&dir.glob("*.log"))
+    };
+    // No saved offset yet and start_at end: what is there is skipped...
+    let mut r = start_with(config(), Some(storage.clone()));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    append(&log, &lines("second", 0..10));
+    assert_eq!(r.expect(10).await, names("second", 0..10));
+    r.stop().await;
+    // ...and after a restart, reading goes on exactly where it stopped.
+    append(&log, &lines("while stopped", 0..50));
+    let mut r = start_with(config(), Some(storage.clone()));
+    assert_eq!(r.expect(50).await, names("while stopped", 0..50));
+    // A partial last line is not handed on before a stop, so the saved offset is
+    // before it and the next run reads it whole.
+    append(&log, b"partial at the stop");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    r.stop().await;
+    append(&log, b" completed later\n");
+    let mut r = start_with(config(), Some(storage));
+    assert_eq!(r.expect(1).await, ["partial at the stop completed later"]);
 }

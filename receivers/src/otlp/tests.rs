@@ -53,6 +53,7 @@ fn start_limited(capacity: usize, http_limit: usize, item_limit: Option<usize>) 
         telemetry: &telemetry,
         signals: &[SignalKind::Traces],
         authenticators: &sidekick_collector::auth::NO_AUTHENTICATORS,
+        storages: &sidekick_collector::storage::NO_STORAGES,
     };
     let receiver = config.build_otlp(&ctx).unwrap();
     let grpc = receiver.grpc.as_ref().unwrap().0.local_addr().unwrap();
