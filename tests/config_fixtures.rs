@@ -214,7 +214,8 @@ fn cli_answers_help_version_and_bad_arguments() {
     assert!(String::from_utf8_lossy(&missing.stderr)
         .contains("cannot read config file /nonexistent/sidekick.yaml"));
     let components = run(&["components"]);
-    assert!(String::from_utf8_lossy(&components.stdout).contains("receivers: otlp"));
+    assert!(String::from_utf8_lossy(&components.stdout)
+        .contains("receivers: filelog, otlp, prometheus"));
     let default = run(&["default-config"]);
     assert_eq!(
         String::from_utf8_lossy(&default.stdout),
