@@ -14,14 +14,27 @@ use sidekick_testkit::sink::OtlpSink;
 
 const LINES: usize = 6000;
 
-#[test]
-fn a_file_rotated_twice_arrives_once_and_parsed() {
+/// A runtime, a recording OTLP backend, and an empty `app.log` in a directory of its own
+/// (removed with the returned file).
+fn setup() -> (
+    tokio::runtime::Runtime,
+    OtlpSink,
+    TempFile,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let rt = runtime();
     let sink = rt.block_on(OtlpSink::start());
     let marker = TempFile::new("marker", "");
     let dir = marker.0.parent().unwrap().to_path_buf();
     let log = dir.join("app.log");
     std::fs::write(&log, "").unwrap();
+    (rt, sink, marker, dir, log)
+}
+
+#[test]
+fn a_file_rotated_twice_arrives_once_and_parsed() {
+    let (rt, sink, _marker, dir, log) = setup();
     let config = format!(
         "receivers:
   filelog:
@@ -122,12 +135,7 @@ service:
 /// reads on from the saved offsets: every line arrives, none twice.
 #[test]
 fn a_restart_with_file_storage_neither_loses_nor_repeats_lines() {
-    let rt = runtime();
-    let sink = rt.block_on(OtlpSink::start());
-    let marker = TempFile::new("marker", "");
-    let dir = marker.0.parent().unwrap().to_path_buf();
-    let log = dir.join("app.log");
-    std::fs::write(&log, "").unwrap();
+    let (rt, sink, _marker, dir, log) = setup();
     let config = format!(
         "extensions:
   file_storage:

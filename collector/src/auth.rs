@@ -26,8 +26,7 @@ use sidekick_transport::auth::{BasicAuthSettings, BearerTokenSettings};
 use sidekick_transport::server::ServerOptions;
 use sidekick_transport::tls::listener;
 
-use crate::component::{BoxFuture, BuildContext, Extension, ExtensionConfig};
-use crate::pipe::Stop;
+use crate::component::{BuildContext, Extension, ExtensionConfig};
 
 /// Where an authenticator is used from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,15 +162,6 @@ pub fn check_listener(
     out
 }
 
-/// An authenticator extension runs nothing of its own.
-struct Idle;
-
-impl Extension for Idle {
-    fn run(self: Box<Self>, _stop: Stop) -> BoxFuture<'static, ()> {
-        Box::pin(async {})
-    }
-}
-
 /// The settings of an authenticator extension kind.
 pub trait AuthSettings: serde::de::DeserializeOwned + Send + 'static {
     fn check(&self) -> Vec<FieldError>;
@@ -238,6 +228,6 @@ impl<S: AuthSettings> ExtensionConfig for AuthExtension<S> {
         _ctx: &BuildContext,
         _health: crate::admin::Health,
     ) -> Result<Box<dyn Extension>, BuildError> {
-        Ok(Box::new(Idle))
+        Ok(Box::new(crate::component::NoTask))
     }
 }

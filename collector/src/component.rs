@@ -385,6 +385,16 @@ pub trait Extension: Send {
     fn run(self: Box<Self>, stop: Stop) -> BoxFuture<'static, ()>;
 }
 
+/// An extension that runs nothing of its own: what it provides is handed to components
+/// when they are built (authenticators, storage).
+pub struct NoTask;
+
+impl Extension for NoTask {
+    fn run(self: Box<Self>, _stop: Stop) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
 pub trait LoadedExtension: Send {
     fn listen_addresses(&self) -> Vec<Listen>;
     fn auth_abilities(&self) -> Option<AuthAbilities>;

@@ -28,8 +28,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sidekick_config::{BuildError, FieldError};
 
-use crate::component::{BoxFuture, BuildContext, Extension, ExtensionConfig};
-use crate::pipe::Stop;
+use crate::component::{BuildContext, Extension, ExtensionConfig};
 
 /// `file_storage`, in the Collector's shape.
 #[derive(Debug, Clone, Deserialize)]
@@ -186,15 +185,6 @@ impl Storage {
     }
 }
 
-/// The extension itself runs nothing; the storage is handed to components at build.
-struct Idle;
-
-impl Extension for Idle {
-    fn run(self: Box<Self>, _stop: Stop) -> BoxFuture<'static, ()> {
-        Box::pin(async {})
-    }
-}
-
 impl ExtensionConfig for FileStorageConfig {
     fn validate(&self) -> Vec<FieldError> {
         let mut out = Vec::new();
@@ -227,7 +217,7 @@ impl ExtensionConfig for FileStorageConfig {
         _ctx: &BuildContext,
         _health: crate::admin::Health,
     ) -> Result<Box<dyn Extension>, BuildError> {
-        Ok(Box::new(Idle))
+        Ok(Box::new(crate::component::NoTask))
     }
 }
 
