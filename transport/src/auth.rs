@@ -274,6 +274,15 @@ impl Authenticator {
         }
     }
 
+    /// Whether a check may compute a slow hash (bcrypt): then it belongs on a blocking
+    /// thread, not on the runtime's workers.
+    pub fn slow(&self) -> bool {
+        match &self.kind {
+            Kind::Bearer { .. } => false,
+            Kind::Basic { users, .. } => users.as_ref().is_some_and(Users::slow),
+        }
+    }
+
     /// Checks a request's headers; nothing else of the request is looked at.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
         match &self.kind {
@@ -417,6 +426,10 @@ impl Users {
         })
     }
 
+    fn slow(&self) -> bool {
+        self.inline.slow() || self.file.as_ref().is_some_and(|f| f.current().slow())
+    }
+
     fn verify(&self, user: &[u8], password: &[u8]) -> bool {
         if self.inline.find(user).is_some() {
             return self.inline.verify(user, password);
@@ -499,6 +512,12 @@ impl Htpasswd {
                 return Err(format!(
                     "line {line_no} (user {name}): SHA-crypt hashes are not supported; create the entry with `htpasswd -B` (bcrypt)"
                 ));
+            } else if hash.starts_with(b"$") || hash.starts_with(b"{") {
+                // A hash of a kind not known here must not be taken for a password
+                // (anyone reading the file could then log in with the hash itself).
+                return Err(format!(
+                    "line {line_no} (user {name}): this hash kind is not supported; create the entry with `htpasswd -B` (bcrypt)"
+                ));
             } else {
                 Hash::Plain(hash.to_vec())
             };
@@ -508,6 +527,10 @@ impl Htpasswd {
             users,
             verified: Mutex::new(Vec::new()),
         })
+    }
+
+    fn slow(&self) -> bool {
+        self.users.iter().any(|(_, h)| matches!(h, Hash::Bcrypt(_)))
     }
 
     fn find(&self, user: &[u8]) -> Option<&Hash> {
@@ -721,6 +744,15 @@ mod tests {
         assert!(e.message.contains("bcrypt cost 20"), "{}", e.message);
         let e = inline("cut:$2y$10$SECRET").unwrap_err();
         assert!(e.message.contains("not a bcrypt hash"), "{}", e.message);
+        // A hash of an unknown kind is refused, not taken for the password itself.
+        let e = inline("argon:$argon2id$v=19$SECRET").unwrap_err();
+        assert!(
+            e.message.contains("hash kind is not supported"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("SECRET"), "{}", e.message);
+        assert!(inline("sha256:{SHA256}SECRET").is_err());
         assert!(!e.message.contains("SECRET"), "{}", e.message);
     }
 

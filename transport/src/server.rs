@@ -297,7 +297,25 @@ async fn authenticate(
         && request
             .headers()
             .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
-    let refused = match auth.check(request.headers()) {
+    let checked = if auth.slow() {
+        // bcrypt takes milliseconds by design: on a blocking thread, two at a time, so
+        // wrong passwords cannot stall the workers that serve everything else.
+        static SLOW: OnceLock<Arc<Semaphore>> = OnceLock::new();
+        let slots = SLOW.get_or_init(|| Arc::new(Semaphore::new(2))).clone();
+        let (auth, headers) = (auth.clone(), request.headers().clone());
+        let permit = slots.acquire_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            auth.check(&headers)
+        })
+        .await
+        .unwrap_or(Err(crate::auth::Refused {
+            challenge: "Basic realm=\"sidekick\"",
+        }))
+    } else {
+        auth.check(request.headers())
+    };
+    let refused = match checked {
         Ok(()) => return next.run(request).await,
         Err(_) if preflight => return next.run(request).await,
         Err(refused) => refused,

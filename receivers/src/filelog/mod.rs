@@ -347,6 +347,7 @@ impl ReceiverConfig for Config {
             resource_bytes,
             nop: self.encoding.eq_ignore_ascii_case("nop"),
             storage,
+            limit_warned: std::sync::atomic::AtomicBool::new(false),
             config: self,
         }))
     }
@@ -373,6 +374,8 @@ pub struct FileLog {
     /// `encoding: nop`: bodies are bytes, not text.
     nop: bool,
     storage: Option<std::sync::Arc<sidekick_collector::storage::Storage>>,
+    /// Said once: more files match than max_concurrent_files.
+    limit_warned: std::sync::atomic::AtomicBool,
     counters: Counters,
 }
 
@@ -401,6 +404,8 @@ struct Writer<'a> {
     body: Vec<u8>,
     observed: u64,
     failed: Vec<u64>,
+    /// Joined partial lines cut at max_log_size.
+    truncated: u64,
 }
 
 impl Writer<'_> {
@@ -419,6 +424,26 @@ impl Writer<'_> {
         }
         let statics: Map<String, Value> = self.log.config.attributes.clone().into_iter().collect();
         encode::attributes(&mut self.file_attrs, 6, &statics);
+    }
+
+    /// The pieces of a split container line whose last piece never came (its file is
+    /// closed): sent as they are, operators already applied to each piece.
+    fn joined_rest(&mut self, t: &mut Tracked) {
+        if t.joined.is_empty() {
+            return;
+        }
+        let text = std::mem::take(&mut t.joined);
+        self.body.clear();
+        encode::string_value(&mut self.body, text.as_bytes());
+        let stamp = Stamp {
+            time_ns: None,
+            observed_ns: self.observed,
+            severity: 0,
+        };
+        let (body, attrs) = (&self.body, &self.file_attrs);
+        self.builder.push(&self.log.resource_bytes, |o| {
+            encode::log_record(o, stamp, "", body, attrs)
+        });
     }
 
     fn entry(&mut self, t: &mut Tracked, raw: &[u8]) {
@@ -449,12 +474,28 @@ impl Writer<'_> {
         if let Some(i) = outcome.failed {
             self.failed[i] += 1;
         }
-        // CRI and Docker split long lines: the pieces are joined into one record.
+        // CRI and Docker split long lines: the pieces are joined into one record, up to
+        // max_log_size (past it the rest is cut and counted).
         if outcome.partial {
             if let Value::String(s) = &e.body {
-                t.joined.push_str(s);
+                let room = self
+                    .log
+                    .config
+                    .max_log_size
+                    .0
+                    .saturating_sub(t.joined.len());
+                if s.len() > room {
+                    let cut = (0..=room)
+                        .rev()
+                        .find(|&i| s.is_char_boundary(i))
+                        .unwrap_or(0);
+                    t.joined.push_str(&s[..cut]);
+                    self.truncated += 1;
+                } else {
+                    t.joined.push_str(s);
+                }
+                return;
             }
-            return;
         }
         if !t.joined.is_empty() {
             if let Value::String(s) = &mut e.body {
@@ -523,6 +564,7 @@ impl FileLog {
         let mut tracked: Vec<Tracked> = Vec::new();
         let mut known = self.load_offsets();
         let mut checkpoint = Checkpoint::default();
+        let mut refused = false;
         let mut first = true;
         let mut buf = Vec::new();
         let mut writer = Writer {
@@ -534,6 +576,7 @@ impl FileLog {
             body: Vec::new(),
             observed: 0,
             failed: vec![0; self.operators.len()],
+            truncated: 0,
         };
         let mut fired = std::pin::pin!(stop.clone().fired());
         loop {
@@ -548,9 +591,10 @@ impl FileLog {
                 )
                 .await;
             first = false;
-            // Offsets of files not found at start are forgotten.
-            known.clear();
             if !more {
+                // The pipeline has shut down: what was read last was refused (and
+                // counted); the saved offsets stay before it.
+                refused = true;
                 break;
             }
             self.save_offsets(&tracked, &mut checkpoint, false);
@@ -567,7 +611,7 @@ impl FileLog {
         }
         // What was read is sent before stopping; partial lines wait for the next start.
         let mut rest = std::mem::take(&mut writer.builder);
-        if self.send(&mut rest, &output).await {
+        if self.send(&mut rest, &output).await && !refused {
             self.save_offsets(&tracked, &mut checkpoint, true);
         }
         debug!(receiver = %self.name, "filelog receiver stopped");
@@ -655,7 +699,13 @@ impl FileLog {
             if fp.is_empty() {
                 continue; // nothing to identify it by yet
             }
-            if let Some(t) = tracked.iter_mut().find(|t| !t.seen && t.same(&fp)) {
+            // The file followed under this name first, then any with its fingerprint
+            // (renamed); files that begin alike keep their own names.
+            let at = tracked
+                .iter()
+                .position(|t| !t.seen && t.path == path && t.same(&fp))
+                .or_else(|| tracked.iter().position(|t| !t.seen && t.same(&fp)));
+            if let Some(t) = at.map(|i| &mut tracked[i]) {
                 // Known (perhaps under another name, perhaps grown).
                 t.seen = true;
                 if t.path != path {
@@ -666,7 +716,13 @@ impl FileLog {
                 continue;
             }
             if tracked.len() >= self.config.max_concurrent_files {
-                continue; // its turn comes when another is done
+                if !self
+                    .limit_warned
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    warn!(receiver = %self.name, max_concurrent_files = self.config.max_concurrent_files, path = %path, "more files match than max_concurrent_files: the others wait until a followed file is gone");
+                }
+                continue;
             }
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             let saved = known
@@ -714,6 +770,7 @@ impl FileLog {
         for t in tracked.iter_mut().filter(|t| !t.seen && t.quiet_for(quiet)) {
             w.set_file(&t.path);
             t.flush(&self.splitting, &mut stats, &mut |t, line| w.entry(t, line));
+            w.joined_rest(t);
         }
         tracked.retain(|t| {
             let keep = t.seen || !t.quiet_for(quiet);
@@ -722,6 +779,7 @@ impl FileLog {
             }
             keep
         });
+        stats.truncated += std::mem::take(&mut w.truncated);
         if stats.truncated > 0 {
             self.counters.truncated.add(stats.truncated);
             warn!(receiver = %self.name, entries = stats.truncated, max_log_size = self.config.max_log_size.0, "log entries longer than max_log_size were cut");

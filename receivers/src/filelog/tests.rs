@@ -453,6 +453,28 @@ async fn cri_partial_lines_are_joined() {
     );
 }
 
+#[tokio::test]
+async fn cri_partial_lines_are_joined_up_to_max_log_size() {
+    let dir = Dir::new();
+    let log = dir.path("0.log");
+    // A container that never ends its line: the pieces stop growing at max_log_size.
+    let piece = format!("2024-05-01T12:00:00Z stdout P {}\n", "x".repeat(100));
+    for _ in 0..50 {
+        append(&log, piece.as_bytes());
+    }
+    append(&log, b"2024-05-01T12:00:01Z stdout F end\n");
+    let op: OperatorConfig =
+        serde_json::from_value(serde_json::json!({"type": "container"})).unwrap();
+    let mut r = start(Config {
+        operators: vec![op],
+        max_log_size: SizeSetting(1000),
+        ..config(&dir.glob("*.log"))
+    });
+    let got = r.expect(1).await;
+    assert_eq!(got[0].len(), 1000 + "end".len());
+    assert!(r.counter("sidekick_filelog_truncated_entries_total") >= 1.0);
+}
+
 #[test]
 fn config_mistakes_name_the_field() {
     let fields = |c: Config| -> Vec<String> { c.validate().into_iter().map(|e| e.field).collect() };
