@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config_yaml", config_yaml),
     ("export_responses", export_responses),
     ("credentials", credentials),
+    ("log_lines", log_lines),
 ];
 
 /// Exercises a batch that passed the receivers' checks as the pipeline would.
@@ -177,6 +178,50 @@ pub fn credentials(data: &[u8]) {
     if let Ok(a) = bearer.build() {
         let _ = a.check(&map);
         let _ = a.credentials();
+    }
+}
+
+/// A line read from a tailed file through the `filelog` operators (container formats,
+/// JSON, a regex with a timestamp and a severity mapping, moves) and the time layouts.
+pub fn log_lines(data: &[u8]) {
+    use sidekick_receivers::filelog::operators::{run, Entry, Operator, OperatorConfig};
+    use sidekick_receivers::filelog::time::{rfc3339, Layout};
+    use std::sync::OnceLock;
+    static OPERATORS: OnceLock<Vec<Operator>> = OnceLock::new();
+    let operators = OPERATORS.get_or_init(|| {
+        [
+            serde_json::json!({"type": "container"}),
+            serde_json::json!({"type": "json_parser", "parse_from": "body",
+                "timestamp": {"parse_from": "attributes.ts", "layout_type": "epoch", "layout": "s.ms"},
+                "severity": {"parse_from": "attributes.level"}}),
+            serde_json::json!({"type": "regex_parser",
+                "regex": r"^(?P<ip>\S+) \[(?P<time>[^\]]+)\] (?P<status>\d+)",
+                "timestamp": {"parse_from": "attributes.time", "layout": "%d/%b/%Y:%H:%M:%S %z"}}),
+            serde_json::json!({"type": "severity_parser", "parse_from": "attributes.status",
+                "mapping": {"error": {"min": 500, "max": 599}, "warn": ["w", "warning"]}}),
+            serde_json::json!({"type": "move", "from": "attributes.msg", "to": "body.message"}),
+            serde_json::json!({"type": "remove", "field": "attributes.time"}),
+        ]
+        .into_iter()
+        .filter_map(|v| Operator::new(&serde_json::from_value::<OperatorConfig>(v).ok()?).ok())
+        .collect()
+    });
+    let text = String::from_utf8_lossy(data);
+    let mut e = Entry {
+        body: serde_json::Value::String(text.to_string()),
+        ..Entry::default()
+    };
+    let _ = run(operators, &mut e, "/var/log/pods/ns_pod_uid/c/0.log");
+    let _ = rfc3339(&text);
+    for layout in [
+        "%Y-%m-%d %H:%M:%S%f%z",
+        "%b %e %T %Y",
+        "%s",
+        "%j %y %I%p %Z",
+    ] {
+        if let Ok(l) = Layout::new(None, layout) {
+            let _ = l.parse(&text);
+        }
     }
 }
 

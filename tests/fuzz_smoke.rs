@@ -293,3 +293,17 @@ fn credentials() {
         ],
     );
 }
+
+#[test]
+fn log_lines() {
+    smoke(
+        "log_lines",
+        vec![
+            br#"{"log":"hello\n","stream":"stderr","time":"2024-05-01T12:00:00.5Z"}"#.to_vec(),
+            b"2024-05-01T12:00:00.000000001Z stdout P part one".to_vec(),
+            br#"{"msg":"hi","level":"warning","ts":"1714564800.123"}"#.to_vec(),
+            b"10.0.0.1 [01/May/2024:14:00:00 +0200] 503 rest".to_vec(),
+            b"May  1 14:00:00 2024".to_vec(),
+        ],
+    );
+}
