@@ -435,6 +435,11 @@ impl Writer<'_> {
         let text = std::mem::take(&mut t.joined);
         self.body.clear();
         encode::string_value(&mut self.body, text.as_bytes());
+        self.push_plain();
+    }
+
+    /// A record of `self.body` with the file's attributes, no time and no severity.
+    fn push_plain(&mut self) {
         let stamp = Stamp {
             time_ns: None,
             observed_ns: self.observed,
@@ -454,15 +459,7 @@ impl Writer<'_> {
             } else {
                 encode::string_value(&mut self.body, text(raw).as_bytes());
             }
-            let stamp = Stamp {
-                time_ns: None,
-                observed_ns: self.observed,
-                severity: 0,
-            };
-            let (body, attrs) = (&self.body, &self.file_attrs);
-            self.builder.push(&self.log.resource_bytes, |o| {
-                encode::log_record(o, stamp, "", body, attrs)
-            });
+            self.push_plain();
             return;
         }
         let mut e = Entry {
