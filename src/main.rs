@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Exit codes: 0 clean stop, 1 bad config or startup failure, 3 stopped but some
-//! accepted data was dropped (counted in the `otelcol_exporter_send_failed_*` metrics).
+//! accepted data was dropped (counted in the `otelcol_exporter_send_failed_*` metrics),
+//! 4 stopped with nothing dropped but undelivered data kept in a persistent queue for
+//! the next start.
 
 use std::process::ExitCode;
 
@@ -204,6 +206,8 @@ fn serve(plan: Plan, name: &str) -> anyhow::Result<ExitCode> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(if outcome.dropped > 0 {
         ExitCode::from(3)
+    } else if outcome.kept > 0 {
+        ExitCode::from(4)
     } else {
         ExitCode::SUCCESS
     })

@@ -69,6 +69,12 @@ pub trait ReceiverConfig: DeserializeOwned + Send + 'static {
         Vec::new()
     }
 
+    /// The `storage:` this config names (field, extension id), checked against
+    /// `service.extensions`.
+    fn storage_uses(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError>;
 }
 
@@ -125,9 +131,10 @@ pub async fn forward<S: crate::payload::Signal>(
     hold: crate::pipe::Hold,
 ) {
     let n = batch.len();
-    match output.send(batch).await {
+    match output.send_ticketed(batch, hold.tickets()).await {
         Ok(()) => hold.release(),
-        // Dropping the hold unreleased counts its items as lost.
+        // Dropping the hold unreleased counts its items as lost (or, for items of a
+        // persistent queue, keeps them there for the next start).
         Err(_) => tracing::error!(dropped_items = n, "next stage has shut down; dropped data"),
     }
 }
@@ -187,6 +194,7 @@ pub trait ExporterConfig: DeserializeOwned + Send + 'static {
 pub trait LoadedReceiver: Send {
     fn listen_addresses(&self) -> Vec<Listen>;
     fn auth_uses(&self) -> Vec<AuthUse>;
+    fn storage_uses(&self) -> Vec<(String, String)>;
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError>;
 }
 
@@ -197,6 +205,10 @@ impl<C: ReceiverConfig> LoadedReceiver for C {
 
     fn auth_uses(&self) -> Vec<AuthUse> {
         ReceiverConfig::auth_uses(self)
+    }
+
+    fn storage_uses(&self) -> Vec<(String, String)> {
+        ReceiverConfig::storage_uses(self)
     }
 
     fn build(self: Box<Self>, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
@@ -374,6 +386,11 @@ pub trait ExtensionConfig: DeserializeOwned + Send + 'static {
         None
     }
 
+    /// Whether this is a storage extension (checked before anything is opened).
+    fn provides_storage(&self) -> bool {
+        false
+    }
+
     fn build(
         self,
         ctx: &BuildContext,
@@ -400,6 +417,7 @@ pub trait LoadedExtension: Send {
     fn auth_abilities(&self) -> Option<AuthAbilities>;
     fn authenticator(&self) -> Option<Result<Authenticator, BuildError>>;
     fn storage(&self) -> Option<Result<crate::storage::Storage, BuildError>>;
+    fn provides_storage(&self) -> bool;
     fn build(
         self: Box<Self>,
         ctx: &BuildContext,
@@ -422,6 +440,10 @@ impl<C: ExtensionConfig> LoadedExtension for C {
 
     fn storage(&self) -> Option<Result<crate::storage::Storage, BuildError>> {
         ExtensionConfig::storage(self)
+    }
+
+    fn provides_storage(&self) -> bool {
+        ExtensionConfig::provides_storage(self)
     }
 
     fn build(

@@ -11,6 +11,8 @@
 //! - [`telemetry`]: self-metrics under the OpenTelemetry Collector's names.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`storage`]: the `file_storage` extension (state kept across restarts).
+//! - [`journal`]: the persistent queue at the entry of a pipeline whose exporters name
+//!   `sending_queue.storage`.
 //! - [`auth`]: the `bearertokenauth` and `basicauth` extensions, looked up by listeners
 //!   and exporters at build time.
 //! - [`util`]: clock and error-formatting helpers.
@@ -23,6 +25,7 @@ pub mod admin;
 pub mod auth;
 pub mod component;
 pub mod exporter;
+pub mod journal;
 pub mod logging;
 pub mod payload;
 pub mod pipe;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::journal::{JournalSender, Ticket};
 use crate::payload::{Batch, Signal};
 use crate::telemetry::Gauge;
 
@@ -199,8 +200,14 @@ pub struct Hold {
     permits: Permits,
     /// Holds from other queues merged into this one.
     others: Vec<Hold>,
+    /// The persistent-queue entries these items belong to, in item order, with how many
+    /// of each entry's items this hold covers.
+    tickets: Tickets,
     released: bool,
 }
+
+/// Persistent-queue tickets with the items of each covered, in item order.
+pub type Tickets = Vec<(Ticket, usize)>;
 
 impl Hold {
     /// A hold on nothing (data that entered no queue).
@@ -211,11 +218,17 @@ impl Hold {
             items: 0,
             permits: Permits::default(),
             others: Vec::new(),
+            tickets: Vec::new(),
             released: false,
         }
     }
 
-    fn new<S: Signal>(queue: &Arc<Queue>, batch: &Batch<S>, permits: Permits) -> Self {
+    fn new<S: Signal>(
+        queue: &Arc<Queue>,
+        batch: &Batch<S>,
+        permits: Permits,
+        tickets: Tickets,
+    ) -> Self {
         let (bytes, items) = (batch.size(), batch.len());
         queue.bytes.fetch_add(bytes, Ordering::Relaxed);
         queue.account.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -226,6 +239,7 @@ impl Hold {
             items,
             permits,
             others: Vec::new(),
+            tickets,
             released: false,
         }
     }
@@ -245,6 +259,7 @@ impl Hold {
                 return;
             }
             (_, None) => {
+                self.tickets.append(&mut other.tickets);
                 other.released = true;
                 return;
             }
@@ -257,6 +272,7 @@ impl Hold {
         self.items += std::mem::take(&mut other.items);
         self.permits.merge(std::mem::take(&mut other.permits));
         self.others.append(&mut other.others);
+        self.tickets.append(&mut other.tickets);
         other.released = true;
     }
 
@@ -279,8 +295,43 @@ impl Hold {
             items,
             permits,
             others: Vec::new(),
+            tickets: self.split_tickets(items),
             released: false,
         }
+    }
+
+    /// The tickets of the first `items` items: whole entries move, an entry cut in two
+    /// goes with both parts.
+    fn split_tickets(&mut self, items: usize) -> Tickets {
+        let mut left = items;
+        let mut taken = Vec::new();
+        while left > 0 && !self.tickets.is_empty() {
+            let n = self.tickets[0].1;
+            if n <= left {
+                taken.push(self.tickets.remove(0));
+                left -= n;
+            } else {
+                taken.push((self.tickets[0].0.clone(), left));
+                self.tickets[0].1 -= left;
+                left = 0;
+            }
+        }
+        // The last part takes whatever is left.
+        if self.items == 0 {
+            taken.append(&mut self.tickets);
+        }
+        taken
+    }
+
+    /// The tickets of the items this hold covers, for the next stage's holds.
+    pub fn tickets(&self) -> Tickets {
+        self.tickets.clone()
+    }
+
+    /// Whether these items are in a persistent queue: if they are not delivered now,
+    /// they are sent again after a restart.
+    pub fn is_durable(&self) -> bool {
+        !self.tickets.is_empty()
     }
 
     /// The data was handed on, delivered, or counted as dropped: free its room.
@@ -294,11 +345,15 @@ impl Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
+        if !self.released {
+            // Not delivered: their entries stay in the persistent queue.
+            self.tickets.iter().for_each(|(t, _)| t.keep());
+        }
         let Some(q) = &self.queue else { return };
         q.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
         q.account.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
         q.account.items.fetch_sub(self.items, Ordering::Relaxed);
-        if !self.released && self.items > 0 {
+        if !self.released && self.items > 0 && self.tickets.is_empty() {
             q.account
                 .lost
                 .fetch_add(self.items as u64, Ordering::Relaxed);
@@ -484,15 +539,33 @@ impl<S: Signal> Sender<S> {
     }
 }
 
-/// Where a component's batches go: one or more queues.
+/// Where a component's batches go: one or more queues, and for a receiver feeding a
+/// pipeline with a persistent queue, that queue's journal.
 pub struct Output<S: Signal> {
     targets: Vec<Sender<S>>,
+    journals: Vec<JournalSender<S>>,
 }
 
 impl<S: Signal> Clone for Output<S> {
     fn clone(&self) -> Self {
         Output {
             targets: self.targets.clone(),
+            journals: self.journals.clone(),
+        }
+    }
+}
+
+/// One destination of a receiver: a pipeline's first queue, or its persistent queue.
+pub enum Target<S: Signal> {
+    Queue(Sender<S>),
+    Journal(JournalSender<S>),
+}
+
+impl<S: Signal> Clone for Target<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Target::Queue(s) => Target::Queue(s.clone()),
+            Target::Journal(j) => Target::Journal(j.clone()),
         }
     }
 }
@@ -514,26 +587,52 @@ pub enum SendError {
 
 impl<S: Signal> Output<S> {
     pub fn new(targets: Vec<Sender<S>>) -> Self {
-        Output { targets }
+        Output {
+            targets,
+            journals: Vec::new(),
+        }
+    }
+
+    /// Queues and persistent queues.
+    pub fn from_targets(targets: Vec<Target<S>>) -> Self {
+        let mut out = Output::new(Vec::new());
+        for t in targets {
+            match t {
+                Target::Queue(s) => out.targets.push(s),
+                Target::Journal(j) => out.journals.push(j),
+            }
+        }
+        out
     }
 
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
+        self.targets.is_empty() && self.journals.is_empty()
     }
 
-    /// Delivers to every target, waiting as long as it takes for room.
+    /// Delivers to every target, waiting as long as it takes for room. With a
+    /// persistent queue among the targets, returns once the batch is in it.
     pub async fn send(&self, batch: Batch<S>) -> Result<(), SendError> {
+        self.send_ticketed(batch, Vec::new()).await
+    }
+
+    /// [`Output::send`] for items of persistent-queue entries: the next holds carry
+    /// their tickets.
+    pub async fn send_ticketed(&self, batch: Batch<S>, tickets: Tickets) -> Result<(), SendError> {
         let mut reserved = Vec::with_capacity(self.targets.len());
         for t in &self.targets {
             reserved.push(t.reserve(&batch).await?);
         }
-        self.deliver(reserved, batch);
-        Ok(())
+        for j in &self.journals {
+            j.journal().wait_room(&batch, None).await?;
+        }
+        self.deliver(reserved, batch, tickets).await
     }
 
     /// The largest item every target can send on.
     pub fn item_limit(&self) -> Option<usize> {
-        self.targets.iter().filter_map(Sender::item_limit).min()
+        let queues = self.targets.iter().filter_map(Sender::item_limit);
+        let journals = self.journals.iter().filter_map(JournalSender::item_limit);
+        queues.chain(journals).min()
     }
 
     /// Refuses a batch holding an item that no request could carry: it would only be
@@ -575,16 +674,31 @@ impl<S: Signal> Output<S> {
                 };
                 reserved.push(r);
             }
-            Ok(reserved)
+            for j in &self.journals {
+                if !j.journal().has_room(&batch) {
+                    j.journal().wait_room(&batch, Some(wait)).await?;
+                }
+            }
+            Ok::<_, SendError>(reserved)
         };
         let reserved = tokio::time::timeout(wait, reserve)
             .await
             .map_err(|_| SendError::Full)??;
-        self.deliver(reserved, batch);
-        Ok(())
+        self.deliver(reserved, batch, Vec::new()).await
     }
 
-    fn deliver(&self, reserved: Vec<Reserved<'_, S>>, batch: Batch<S>) {
+    /// Hands the batch to the reserved queues, then appends it to the persistent queues
+    /// and waits until it is durable there.
+    async fn deliver(
+        &self,
+        reserved: Vec<Reserved<'_, S>>,
+        batch: Batch<S>,
+        tickets: Tickets,
+    ) -> Result<(), SendError> {
+        let mut appended = Vec::with_capacity(self.journals.len());
+        for j in &self.journals {
+            appended.push((j, j.journal().append(&batch)?));
+        }
         let last = reserved.len().saturating_sub(1);
         let mut batch = Some(batch);
         for (i, (r, target)) in reserved.into_iter().zip(&self.targets).enumerate() {
@@ -593,11 +707,15 @@ impl<S: Signal> Output<S> {
             } else {
                 batch.clone().unwrap_or_default()
             };
-            let hold = Hold::new(&target.queue, &b, r.permits);
+            let hold = Hold::new(&target.queue, &b, r.permits, tickets.clone());
             target.queue.queued.add(1);
             target.queue.queued_bytes.add(hold.bytes as i64);
             r.slot.send(Queued { batch: b, hold });
         }
+        for (j, seq) in appended {
+            j.journal().synced(seq).await?;
+        }
+        Ok(())
     }
 }
 

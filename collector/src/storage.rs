@@ -79,6 +79,10 @@ impl Storages {
     pub fn insert(&mut self, id: String, storage: Arc<Storage>) {
         self.0.insert(id, storage);
     }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Storage>> {
+        self.0.get(id)
+    }
 }
 
 impl BuildContext<'_> {
@@ -183,6 +187,11 @@ impl Storage {
     pub fn directory(&self) -> &Path {
         &self.directory
     }
+
+    /// Whether writes are synced to the device before they are relied on.
+    pub fn fsync(&self) -> bool {
+        self.fsync
+    }
 }
 
 impl ExtensionConfig for FileStorageConfig {
@@ -206,6 +215,10 @@ impl ExtensionConfig for FileStorageConfig {
             }
         }
         out
+    }
+
+    fn provides_storage(&self) -> bool {
+        true
     }
 
     fn storage(&self) -> Option<Result<Storage, BuildError>> {

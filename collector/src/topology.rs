@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +37,8 @@ use crate::component::{
 };
 use crate::exporter::{self, Deadline, Export, ExportSettings, ExporterMetrics};
 use crate::payload::{LogsSignal, MetricsSignal, Signal, TracesSignal};
-use crate::pipe::{self, Output, Sender, StopTrigger};
+use crate::journal::{self, Journal, JournalSettings};
+use crate::pipe::{self, Output, Sender, StopTrigger, Target};
 use crate::telemetry::{Gauge, Telemetry};
 
 /// Batches waiting in front of each processor.
@@ -332,6 +334,7 @@ impl Plan {
         }
         plan.check_addresses(doc, &mut errors);
         plan.check_auth(doc, &mut errors);
+        plan.check_storage(doc, &mut errors);
         let admin = &plan.telemetry.metrics;
         let admin_checks = crate::auth::check_listener(
             "service.telemetry.metrics.",
@@ -405,6 +408,65 @@ impl Plan {
         }
     }
 
+    /// Every `storage:` names a storage extension of `service.extensions`, and the
+    /// exporters of one pipeline that ask for a persistent queue name the same one.
+    fn check_storage(&self, doc: &Document, errors: &mut Errors) {
+        let enabled: BTreeMap<String, bool> = self
+            .extensions
+            .iter()
+            .map(|x| (x.id.to_string(), x.loaded.provides_storage()))
+            .collect();
+        let mut check = |section: &[ComponentEntry], id: &ComponentId, field: &str, name: &str| {
+            let message = match enabled.get(name) {
+                Some(true) => return,
+                Some(false) => format!("\"{name}\" is not a storage extension: name a file_storage extension"),
+                None if doc.extensions.iter().any(|e| e.id.to_string() == name) => format!(
+                    "storage \"{name}\" is defined but not enabled: add it to service.extensions"
+                ),
+                None => format!(
+                    "storage \"{name}\" is not defined: define a file_storage extension (extensions: {{{name}: {{directory: /var/lib/sidekick}}}}) and list it in service.extensions"
+                ),
+            };
+            match section.iter().find(|e| &e.id == id) {
+                Some(entry) => {
+                    let (path, node) = crate::component::locate(&entry.node, &entry.path, field);
+                    errors.push(ConfigError::new(path, Some(node.mark), message));
+                }
+                None => errors.push(ConfigError::new(field, None, message)),
+            }
+        };
+        for r in &self.receivers {
+            for (field, name) in r.loaded.storage_uses() {
+                check(&doc.receivers, &r.id, &field, &name);
+            }
+        }
+        for e in &self.exporters {
+            if let Some(p) = &e.settings.persist {
+                check(&doc.exporters, &e.id, "sending_queue.storage", &p.storage);
+            }
+        }
+        for p in &self.pipelines {
+            let named: BTreeSet<&str> = p
+                .exporters
+                .iter()
+                .filter_map(|&i| self.exporters[i].settings.persist.as_ref())
+                .map(|x| x.storage.as_str())
+                .collect();
+            if named.len() > 1 {
+                let spec = doc.pipelines.iter().find(|s| s.id == p.id);
+                let names: Vec<&str> = named.into_iter().collect();
+                errors.push(ConfigError::new(
+                    spec.map_or_else(|| format!("service.pipelines.{}", p.id), |s| s.path.clone()),
+                    spec.map(|s| s.mark),
+                    format!(
+                        "the exporters of this pipeline name different storages ({}) in sending_queue.storage: a pipeline keeps one persistent queue; name the same file_storage in each",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+
     /// Every `auth:` names an authenticator extension of `service.extensions` that can
     /// do what it is used for there.
     fn check_auth(&self, doc: &Document, errors: &mut Errors) {
@@ -470,6 +532,54 @@ impl Plan {
 
     /// Builds every component and wires the queues. Fails on the first component that
     /// cannot be built (port taken, unreadable file), before anything runs.
+    /// The persistent queue of pipeline `p`: where, and how bounded. A pipeline has one
+    /// when an exporter of it names `sending_queue.storage`; with several, the tightest
+    /// bounds hold, and it drops its oldest data only if every one of them says so.
+    fn persistence(
+        &self,
+        p: &PlannedPipeline,
+        storages: &crate::storage::Storages,
+    ) -> Result<Option<(PathBuf, JournalSettings)>, BuildError> {
+        let asks: Vec<&exporter::Persist> = p
+            .exporters
+            .iter()
+            .filter_map(|&i| self.exporters[i].settings.persist.as_ref())
+            .collect();
+        let Some(first) = asks.first() else {
+            return Ok(None);
+        };
+        let storage = storages
+            .get(&first.storage)
+            .ok_or_else(|| BuildError::new(format!("sending_queue.storage: \"{}\" is not an enabled file_storage extension", first.storage)))?;
+        let min = |a: Option<usize>, b: Option<usize>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let limit = asks.iter().fold(pipe::Limit::default(), |l, x| pipe::Limit {
+            requests: min(l.requests, x.limit.requests),
+            items: min(l.items, x.limit.items),
+            bytes: min(l.bytes, x.limit.bytes),
+        });
+        let drop_oldest = asks
+            .iter()
+            .all(|x| x.when_full == exporter::WhenFull::DropOldest);
+        let dir: String = p
+            .id
+            .to_string()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+            .collect();
+        Ok(Some((
+            storage.directory().join(format!("queue-{dir}")),
+            JournalSettings {
+                limit,
+                drop_oldest,
+                fsync: storage.fsync(),
+                segment_bytes: journal::SEGMENT_BYTES,
+            },
+        )))
+    }
+
     pub fn build(self, telemetry: Telemetry) -> Result<Service, BuildError> {
         // `service.telemetry.resource`: Sidekick's own identity on every self-metric; a
         // key without a value is left out.
@@ -490,6 +600,7 @@ impl Plan {
             receivers: Vec::new(),
             processors: Vec::new(),
             exporters: Vec::new(),
+            journals: Vec::new(),
             extensions: Vec::new(),
             admin: None,
             stop_receivers,
@@ -512,6 +623,12 @@ impl Plan {
                 storages.insert(x.id.to_string(), Arc::new(opened.map_err(err)?));
             }
         }
+
+        let persistence = self
+            .pipelines
+            .iter()
+            .map(|p| self.persistence(p, &storages))
+            .collect::<Result<Vec<_>, _>>()?;
 
         // Exporters first: pipelines need their queues.
         let mut exporter_senders: Vec<Senders> = Vec::new();
@@ -568,22 +685,21 @@ impl Plan {
         }
 
         // Pipelines, back to front: each stage's output is the next stage's queue.
-        let mut entries: Vec<Senders> = Vec::new();
-        for p in &self.pipelines {
-            let mut entry = Senders::default();
+        let mut entries: Vec<Entries> = Vec::new();
+        for (p, persist) in self.pipelines.iter().zip(persistence) {
+            let w = Wiring {
+                exporters: &exporter_senders,
+                telemetry: &telemetry,
+                persist,
+                deadline: &deadline,
+            };
+            let mut entry = Entries::default();
             match p.id.signal {
-                SignalKind::Traces => {
-                    entry.traces =
-                        wire_pipeline::<TracesSignal>(&mut svc, p, &exporter_senders, &telemetry)?
-                }
+                SignalKind::Traces => entry.traces = wire_pipeline::<TracesSignal>(&mut svc, p, &w)?,
                 SignalKind::Metrics => {
-                    entry.metrics =
-                        wire_pipeline::<MetricsSignal>(&mut svc, p, &exporter_senders, &telemetry)?
+                    entry.metrics = wire_pipeline::<MetricsSignal>(&mut svc, p, &w)?
                 }
-                SignalKind::Logs => {
-                    entry.logs =
-                        wire_pipeline::<LogsSignal>(&mut svc, p, &exporter_senders, &telemetry)?
-                }
+                SignalKind::Logs => entry.logs = wire_pipeline::<LogsSignal>(&mut svc, p, &w)?,
             }
             entries.push(entry);
         }
@@ -601,7 +717,7 @@ impl Plan {
                 .loaded
                 .build(&ctx)
                 .map_err(|err| BuildError::new(format!("receivers.{}: {err}", r.id)))?;
-            let mut outputs = Senders::default();
+            let mut outputs = Entries::default();
             for (p, entry) in self.pipelines.iter().zip(&entries) {
                 if p.receivers.contains(&i) {
                     outputs.extend(entry);
@@ -648,7 +764,7 @@ impl Plan {
     }
 }
 
-/// The queues feeding one stage, per signal (a stage may have several targets).
+/// The queues of one exporter, per signal.
 #[derive(Default)]
 struct Senders {
     traces: Vec<Sender<TracesSignal>>,
@@ -656,16 +772,24 @@ struct Senders {
     logs: Vec<Sender<LogsSignal>>,
 }
 
-impl Senders {
-    fn extend(&mut self, other: &Senders) {
+/// Where receivers send, per signal: the entries of the pipelines they are in.
+#[derive(Default)]
+struct Entries {
+    traces: Vec<Target<TracesSignal>>,
+    metrics: Vec<Target<MetricsSignal>>,
+    logs: Vec<Target<LogsSignal>>,
+}
+
+impl Entries {
+    fn extend(&mut self, other: &Entries) {
         self.traces.extend(other.traces.iter().cloned());
         self.metrics.extend(other.metrics.iter().cloned());
         self.logs.extend(other.logs.iter().cloned());
     }
 
     fn into_outputs(self) -> ReceiverOutputs {
-        fn out<S: Signal>(v: Vec<Sender<S>>) -> Option<Output<S>> {
-            (!v.is_empty()).then(|| Output::new(v))
+        fn out<S: Signal>(v: Vec<Target<S>>) -> Option<Output<S>> {
+            (!v.is_empty()).then(|| Output::from_targets(v))
         }
         ReceiverOutputs {
             traces: out(self.traces),
@@ -673,6 +797,15 @@ impl Senders {
             logs: out(self.logs),
         }
     }
+}
+
+/// What wiring a pipeline needs besides the pipeline.
+struct Wiring<'a> {
+    exporters: &'a [Senders],
+    telemetry: &'a Telemetry,
+    /// The persistent queue's directory and settings, if the pipeline has one.
+    persist: Option<(PathBuf, JournalSettings)>,
+    deadline: &'a Deadline,
 }
 
 /// Per-signal access to the type-erased parts, so wiring is written once.
@@ -759,13 +892,13 @@ fn start_exporter<S: Route>(
 fn wire_pipeline<S: Route>(
     svc: &mut Service,
     p: &PlannedPipeline,
-    exporters: &[Senders],
-    telemetry: &Telemetry,
-) -> Result<Vec<Sender<S>>, BuildError> {
+    w: &Wiring,
+) -> Result<Vec<Target<S>>, BuildError> {
+    let telemetry = w.telemetry;
     let mut next: Vec<Sender<S>> = p
         .exporters
         .iter()
-        .flat_map(|&i| S::senders(&exporters[i]).iter().cloned())
+        .flat_map(|&i| S::senders(&w.exporters[i]).iter().cloned())
         .collect();
     for (id, loaded) in p.processors.iter().rev() {
         let ctx = BuildContext {
@@ -806,7 +939,21 @@ fn wire_pipeline<S: Route>(
         svc.processors.push(processor.run(rx, Output::new(next)));
         next = vec![tx];
     }
-    Ok(next)
+    let Some((dir, settings)) = &w.persist else {
+        return Ok(next.into_iter().map(Target::Queue).collect());
+    };
+    let name = p.id.to_string();
+    let journal = Journal::<S>::open(dir.clone(), &name, *settings, Some(telemetry))
+        .map_err(|e| BuildError::new(format!("service.pipelines.{name}: persistent queue: {e}")))?;
+    let item_limit = next.iter().filter_map(Sender::item_limit).min();
+    let sender = journal.sender().with_item_limit(item_limit);
+    svc.processors.push(Box::pin(journal::feed(
+        Arc::clone(&journal),
+        Output::new(next),
+        w.deadline.clone(),
+    )));
+    svc.journals.push(journal);
+    Ok(vec![Target::Journal(sender)])
 }
 
 /// A built topology, ready to run.
@@ -814,6 +961,7 @@ pub struct Service {
     receivers: Vec<(Box<dyn Receiver>, ReceiverOutputs)>,
     processors: Vec<Task>,
     exporters: Vec<Task>,
+    journals: Vec<Arc<dyn journal::Close>>,
     extensions: Vec<Box<dyn Extension>>,
     admin: Option<(TcpListener, Option<Telemetry>, ServerOptions)>,
     stop_receivers: StopTrigger,
@@ -829,6 +977,8 @@ pub struct Service {
 pub struct Outcome {
     /// Items accepted but never delivered, over the whole run.
     pub dropped: u64,
+    /// Items not delivered yet but kept in persistent queues for the next start.
+    pub kept: u64,
 }
 
 impl Service {
@@ -842,6 +992,7 @@ impl Service {
             receivers,
             processors,
             exporters,
+            journals,
             extensions,
             admin,
             stop_receivers,
@@ -914,6 +1065,7 @@ impl Service {
         exporter_tasks.shutdown().await;
         stop_admin.fire();
         while admin_tasks.join_next().await.is_some() {}
+        let kept: u64 = journals.iter().map(|j| j.close()).sum();
         let account = telemetry.account();
         let lost = account.lost();
         let dropped = telemetry.dropped();
@@ -922,12 +1074,18 @@ impl Service {
                 dropped_items = dropped,
                 of_which_held_in_queues_or_buffers = lost,
                 still_held_items = account.items(),
+                kept_on_disk_items = kept,
                 "stopped; some accepted data was dropped"
+            );
+        } else if kept > 0 {
+            info!(
+                kept_on_disk_items = kept,
+                "stopped; nothing was lost: undelivered data is kept in the persistent queue for the next start"
             );
         } else {
             info!("stopped; all accepted data was delivered");
         }
-        Outcome { dropped }
+        Outcome { dropped, kept }
     }
 }
 
@@ -1005,6 +1163,7 @@ mod tests {
                 queue: QueueSettings::default(),
                 retry: RetrySettings::default(),
                 max_request_bytes: None,
+                persist: None,
             }
         }
 
@@ -1084,7 +1243,7 @@ mod tests {
         assert!(health.is_ready());
         tx.send(()).unwrap();
         let outcome = run.await.unwrap();
-        assert_eq!(outcome, Outcome { dropped: 0 });
+        assert_eq!(outcome, Outcome { dropped: 0, kept: 0 });
         assert!(!health.is_ready());
     }
 

@@ -129,8 +129,26 @@ pub struct QueueSettings {
     pub sizer: Option<Sizer>,
     /// Capacity, in `sizer` units. Default 6 MiB of encoded data. Batches being sent
     /// count until they are done, so this bounds the exporter's memory (about twice
-    /// this in RSS: the transport copies a request while sending it).
+    /// this in RSS: the transport copies a request while sending it). With `storage`,
+    /// the capacity of the queue on disk instead (default 256 MiB).
     pub queue_size: Option<usize>,
+    /// A `file_storage` extension: the pipelines this exporter is in keep their data in
+    /// a persistent queue there, and receivers acknowledge only what is in it.
+    pub storage: Option<String>,
+    /// What a full persistent queue does: `refuse` new data, retryably (default), or
+    /// `drop_oldest` data not yet sent (counted and logged).
+    pub when_full: WhenFull,
+}
+
+/// What a full persistent queue does with new data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse it; receivers answer with a retryable error so clients back off.
+    #[default]
+    Refuse,
+    /// Delete the oldest data not yet handed on, counted as dropped.
+    DropOldest,
 }
 
 /// Default exporter queue: 6 MiB of encoded data. Measured at full speed (4 clients,
@@ -141,6 +159,12 @@ pub const DEFAULT_QUEUE_BYTES: usize = 6 << 20;
 /// Whatever the sizer, no exporter queue holds more than this many bytes.
 pub const MAX_QUEUE_BYTES: usize = 256 << 20;
 
+/// Default capacity of a persistent queue: 256 MiB on disk.
+pub const DEFAULT_PERSISTENT_BYTES: usize = 256 << 20;
+
+/// Whatever the sizer, no persistent queue takes more than this on disk.
+pub const MAX_PERSISTENT_BYTES: usize = 64 << 30;
+
 impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
@@ -148,15 +172,21 @@ impl Default for QueueSettings {
             num_consumers: 10,
             sizer: None,
             queue_size: None,
+            storage: None,
+            when_full: WhenFull::Refuse,
         }
     }
 }
 
 impl QueueSettings {
-    /// The queue's bounds.
+    /// The in-memory queue's bounds (with `storage`, `queue_size` bounds the queue on
+    /// disk and memory keeps the default).
     pub fn limit(&self) -> Limit {
         if !self.enabled {
             return Limit::sized(Sizer::Requests, 1, MAX_QUEUE_BYTES);
+        }
+        if self.storage.is_some() {
+            return Limit::bytes(DEFAULT_QUEUE_BYTES);
         }
         match (self.sizer, self.queue_size) {
             (None, None) => Limit::bytes(DEFAULT_QUEUE_BYTES),
@@ -166,14 +196,71 @@ impl QueueSettings {
         }
     }
 
+    /// The persistent queue this asks for, if any.
+    pub fn persist(&self) -> Option<Persist> {
+        Some(Persist {
+            storage: self.storage.clone()?,
+            when_full: self.when_full,
+            limit: self.persistent_limit(),
+        })
+    }
+
+    /// The persistent queue's bounds, with `storage`.
+    pub fn persistent_limit(&self) -> Limit {
+        match (self.sizer, self.queue_size) {
+            (None, None) => Limit::bytes(DEFAULT_PERSISTENT_BYTES),
+            (None, Some(n)) => Limit::sized(Sizer::Requests, n, MAX_PERSISTENT_BYTES),
+            (Some(Sizer::Bytes), n) => {
+                Limit::bytes(n.unwrap_or(DEFAULT_PERSISTENT_BYTES).min(MAX_PERSISTENT_BYTES))
+            }
+            (Some(sizer), n) => Limit::sized(sizer, n.unwrap_or(100_000), MAX_PERSISTENT_BYTES),
+        }
+    }
+
     /// The sizer `queue_size` is counted in.
     pub fn effective_sizer(&self) -> Sizer {
+        if self.storage.is_some() {
+            return Sizer::Bytes;
+        }
         match (self.sizer, self.queue_size) {
             (Some(s), _) => s,
             (None, Some(_)) => Sizer::Requests,
             (None, None) => Sizer::Bytes,
         }
     }
+}
+
+/// `sending_queue` of an exporter whose sending is set elsewhere
+/// (`prometheusremotewrite`'s `remote_write_queue`): only the persistent queue's keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistentQueueSettings {
+    pub storage: Option<String>,
+    pub when_full: WhenFull,
+    pub sizer: Option<Sizer>,
+    pub queue_size: Option<usize>,
+}
+
+impl PersistentQueueSettings {
+    pub fn persist(&self) -> Option<Persist> {
+        QueueSettings {
+            storage: self.storage.clone(),
+            when_full: self.when_full,
+            sizer: self.sizer,
+            queue_size: self.queue_size,
+            ..QueueSettings::default()
+        }
+        .persist()
+    }
+}
+
+/// A persistent queue asked for by an exporter's `sending_queue.storage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persist {
+    /// The `file_storage` extension's id.
+    pub storage: String,
+    pub when_full: WhenFull,
+    pub limit: Limit,
 }
 
 /// `retry_on_failure`, as in the OpenTelemetry Collector.
@@ -216,6 +303,8 @@ pub struct ExportSettings {
     /// Largest request sent, in encoded bytes: larger batches are split first; an item
     /// larger on its own is dropped and counted. `None`: no limit.
     pub max_request_bytes: Option<usize>,
+    /// The persistent queue of the pipelines this exporter is in, if it asks for one.
+    pub persist: Option<Persist>,
 }
 
 impl ExportSettings {
@@ -229,12 +318,14 @@ impl ExportSettings {
                 num_consumers: 1,
                 sizer: Some(Sizer::Bytes),
                 queue_size: Some(DEFAULT_QUEUE_BYTES),
+                ..QueueSettings::default()
             },
             retry: RetrySettings {
                 enabled: false,
                 ..RetrySettings::default()
             },
             max_request_bytes: None,
+            persist: None,
         }
     }
 
@@ -251,6 +342,18 @@ impl ExportSettings {
             out.push(FieldError::new(
                 "sending_queue.num_consumers",
                 "must be at least 1",
+            ));
+        }
+        if self.queue.storage.is_some() && !self.queue.enabled {
+            out.push(FieldError::new(
+                "sending_queue.storage",
+                "a persistent queue needs the queue: remove enabled: false",
+            ));
+        }
+        if self.queue.storage.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            out.push(FieldError::new(
+                "sending_queue.storage",
+                "name a file_storage extension, e.g. storage: file_storage",
             ));
         }
         if self.retry.multiplier < 1.0 {
@@ -434,15 +537,26 @@ pub async fn run_queue<S: Signal>(
         let deadline = deadline.clone();
         in_flight.spawn(async move {
             // The batch keeps its room in the queue until it is sent or counted.
-            match exporter.prepare(&batch) {
-                None => deliver(&*exporter, batch, &settings, &metrics, &name, deadline).await,
+            let send = Sending {
+                settings: &settings,
+                metrics: &metrics,
+                name: &name,
+                durable: hold.is_durable(),
+            };
+            let settled = match exporter.prepare(&batch) {
+                None => deliver(&*exporter, batch, &send, deadline).await,
                 Some(prepared) => {
                     let n = batch.len();
                     drop(batch);
-                    deliver_prepared(exporter, prepared, n, settings, metrics, name, deadline).await
+                    deliver_prepared(&exporter, prepared, n, &send, deadline).await
                 }
+            };
+            if settled {
+                hold.release();
+            } else {
+                // Stopped undelivered at the deadline: kept in the persistent queue.
+                drop(hold);
             }
-            hold.release();
             drop(permit);
         });
         // Reap finished sends so the set does not grow.
@@ -451,8 +565,13 @@ pub async fn run_queue<S: Signal>(
     while in_flight.join_next().await.is_some() {}
     // Past the deadline: nothing more will be sent; count what is still arriving.
     let mut left = 0;
-    while let Some(batch) = input.recv().await {
+    while let Some((batch, hold)) = input.recv_held().await {
+        if hold.is_durable() {
+            // Dropped unreleased: it stays in the persistent queue for the next start.
+            continue;
+        }
         left += batch.len();
+        hold.release();
     }
     if left > 0 {
         metrics.dropped(left);
@@ -460,18 +579,43 @@ pub async fn run_queue<S: Signal>(
     }
 }
 
+/// What one send needs besides the data.
+struct Sending<'a> {
+    settings: &'a ExportSettings,
+    metrics: &'a ExporterMetrics,
+    name: &'a str,
+    /// The data is in a persistent queue: at the shutdown deadline it is kept there for
+    /// the next start instead of being counted as dropped.
+    durable: bool,
+}
+
+/// The shutdown deadline stopped a send of durable data: not delivered, not dropped.
+struct Stopped;
+
+impl Sending<'_> {
+    /// The deadline passed during a send: durable data is kept, the rest counted.
+    fn deadline_passed(&self, items: usize, during: &str) -> Result<Option<String>, Stopped> {
+        if self.durable {
+            warn!(exporter = %self.name, kept_items = items, "shutdown deadline passed {during}; the data stays in the persistent queue for the next start");
+            return Err(Stopped);
+        }
+        self.metrics.dropped(items);
+        error!(exporter = %self.name, dropped_items = items, "shutdown deadline passed {during}; dropped data");
+        Ok(None)
+    }
+}
+
 /// Sends `batch` in requests of at most `max_request_bytes`, and isolates items a
 /// backend rejects: a rejected request is split in halves that are sent on their own,
 /// down to single items, so one bad item costs only itself. Every item ends sent or
-/// counted as dropped.
+/// counted as dropped; false when the deadline stopped durable data (kept, not sent).
 async fn deliver<S: Signal>(
     exporter: &dyn Export<S>,
     batch: Batch<S>,
-    settings: &ExportSettings,
-    metrics: &ExporterMetrics,
-    name: &str,
+    send: &Sending<'_>,
     deadline: Deadline,
-) {
+) -> bool {
+    let (settings, metrics, name) = (send.settings, send.metrics, send.name);
     let mut work = vec![batch];
     while let Some(mut batch) = work.pop() {
         let too_big = settings
@@ -485,15 +629,10 @@ async fn deliver<S: Signal>(
             ))
         } else {
             let attempt = || exporter.export(&batch);
-            send_with_retry(
-                attempt,
-                batch.len(),
-                settings,
-                metrics,
-                name,
-                deadline.clone(),
-            )
-            .await
+            match send_with_retry(attempt, batch.len(), send, deadline.clone()).await {
+                Ok(r) => r,
+                Err(Stopped) => return false,
+            }
         };
         let Some(message) = rejected else { continue };
         if batch.len() > 1 {
@@ -508,6 +647,7 @@ async fn deliver<S: Signal>(
             error!(exporter = %name, error = %message, dropped_items = batch.len(), similar_lines_held_back = held_back, "backend refused an item; dropped it");
         }
     }
+    true
 }
 
 /// Sends one request, retrying as configured. Returns the backend's message when it
@@ -516,11 +656,10 @@ async fn deliver<S: Signal>(
 async fn send_with_retry<'a>(
     attempt: impl Fn() -> BoxFuture<'a, Result<Delivered, ExportError>>,
     items: usize,
-    settings: &ExportSettings,
-    metrics: &ExporterMetrics,
-    name: &str,
+    send: &Sending<'_>,
     mut deadline: Deadline,
-) -> Option<String> {
+) -> Result<Option<String>, Stopped> {
+    let (settings, metrics, name) = (send.settings, send.metrics, send.name);
     let started = Instant::now();
     let retry = &settings.retry;
     let mut interval = retry.initial_interval.get();
@@ -534,11 +673,7 @@ async fn send_with_retry<'a>(
             r = attempt => r.unwrap_or_else(|_| Err(ExportError::retryable(format!(
                 "no answer within the {:?} timeout", settings.timeout
             )))),
-            _ = deadline.passed() => {
-                metrics.dropped(items);
-                error!(exporter = %name, dropped_items = items, "shutdown deadline passed during export; dropped data");
-                return None;
-            }
+            _ = deadline.passed() => return send.deadline_passed(items, "during export"),
         };
         let (message, retry_after) = match result {
             Ok(delivered) => {
@@ -551,15 +686,15 @@ async fn send_with_retry<'a>(
                         warn!(exporter = %name, rejected_items = rejected, reason = %delivered.reason, similar_lines_held_back = held_back, "backend rejected part of a batch");
                     }
                 }
-                return None;
+                return Ok(None);
             }
-            Err(ExportError::Rejected { message }) => return Some(message),
+            Err(ExportError::Rejected { message }) => return Ok(Some(message)),
             Err(ExportError::Permanent { message }) => {
                 metrics.dropped(items);
                 if let Some(held_back) = metrics.drop_log.check() {
                     error!(exporter = %name, error = %message, dropped_items = items, similar_lines_held_back = held_back, "export failed permanently; dropped data");
                 }
-                return None;
+                return Ok(None);
             }
             Err(ExportError::Retryable {
                 message,
@@ -582,7 +717,7 @@ async fn send_with_retry<'a>(
             if let Some(held_back) = metrics.drop_log.check() {
                 error!(exporter = %name, error = %message, attempts, dropped_items = items, similar_lines_held_back = held_back, "export failed, no more retries; dropped data");
             }
-            return None;
+            return Ok(None);
         }
         if let Some(held_back) = metrics.retry_log.check() {
             warn!(exporter = %name, error = %message, retry_in = ?wait, similar_lines_held_back = held_back, "export failed, will retry");
@@ -590,11 +725,7 @@ async fn send_with_retry<'a>(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = metrics.backend_up.notified() => {}
-            _ = deadline.passed() => {
-                metrics.dropped(items);
-                error!(exporter = %name, dropped_items = items, "shutdown deadline passed while retrying; dropped data");
-                return None;
-            }
+            _ = deadline.passed() => return send.deadline_passed(items, "while retrying"),
         }
         interval = interval
             .mul_f64(retry.multiplier)
@@ -604,16 +735,15 @@ async fn send_with_retry<'a>(
 
 /// Sends prepared requests: lanes concurrently, each lane's requests in order, each
 /// with retries. A request that is refused or runs out of retries is counted as dropped
-/// with its items; the others still go.
+/// with its items; the others still go. False when the deadline stopped durable data.
 async fn deliver_prepared<S: Signal>(
-    exporter: Arc<dyn Export<S>>,
+    exporter: &Arc<dyn Export<S>>,
     prepared: Result<Prepared, ExportError>,
     items: usize,
-    settings: Arc<ExportSettings>,
-    metrics: ExporterMetrics,
-    name: String,
+    send: &Sending<'_>,
     deadline: Deadline,
-) {
+) -> bool {
+    let (metrics, name) = (send.metrics, send.name);
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -621,7 +751,7 @@ async fn deliver_prepared<S: Signal>(
             if let Some(held_back) = metrics.drop_log.check() {
                 error!(exporter = %name, error = %e, dropped_items = items, similar_lines_held_back = held_back, "cannot make requests of a batch; dropped it");
             }
-            return;
+            return true;
         }
     };
     if prepared.unsendable > 0 {
@@ -633,34 +763,41 @@ async fn deliver_prepared<S: Signal>(
     let mut lanes = tokio::task::JoinSet::new();
     for lane in prepared.lanes {
         let (exporter, settings, metrics, name, deadline) = (
-            Arc::clone(&exporter),
-            Arc::clone(&settings),
+            Arc::clone(exporter),
+            Arc::new(send.settings.clone()),
             metrics.clone(),
-            name.clone(),
+            name.to_string(),
             deadline.clone(),
         );
+        let durable = send.durable;
         lanes.spawn(async move {
+            let send = Sending {
+                settings: &settings,
+                metrics: &metrics,
+                name: &name,
+                durable,
+            };
             for request in lane {
                 let attempt = || exporter.send_prepared(&request);
-                let refused = send_with_retry(
-                    attempt,
-                    request.items,
-                    &settings,
-                    &metrics,
-                    &name,
-                    deadline.clone(),
-                )
-                .await;
-                if let Some(message) = refused {
-                    metrics.dropped(request.items);
-                    if let Some(held_back) = metrics.drop_log.check() {
-                        error!(exporter = %name, error = %message, dropped_items = request.items, similar_lines_held_back = held_back, "backend refused a request; dropped it");
+                match send_with_retry(attempt, request.items, &send, deadline.clone()).await {
+                    Err(Stopped) => return false,
+                    Ok(None) => {}
+                    Ok(Some(message)) => {
+                        metrics.dropped(request.items);
+                        if let Some(held_back) = metrics.drop_log.check() {
+                            error!(exporter = %name, error = %message, dropped_items = request.items, similar_lines_held_back = held_back, "backend refused a request; dropped it");
+                        }
                     }
                 }
             }
+            true
         });
     }
-    while lanes.join_next().await.is_some() {}
+    let mut settled = true;
+    while let Some(done) = lanes.join_next().await {
+        settled &= done.unwrap_or(false);
+    }
+    settled
 }
 
 /// `base` spread by ± `factor`, from a cheap per-thread generator (no crypto needed).

@@ -79,6 +79,7 @@ fn settings() -> ExportSettings {
             ..RetrySettings::default()
         },
         max_request_bytes: None,
+        persist: None,
     }
 }
 

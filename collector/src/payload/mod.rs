@@ -300,6 +300,20 @@ impl<S: Signal> Batch<S> {
         })
     }
 
+    /// Wraps an encoded request this process checked before and stored with its item
+    /// count under a checksum (the persistent queue), without walking it again.
+    pub(crate) fn from_stored(body: Bytes, items: usize) -> Self {
+        let chunks = if body.is_empty() {
+            Vec::new()
+        } else {
+            vec![(body, items)]
+        };
+        Batch {
+            repr: Repr::Encoded(chunks),
+            items,
+        }
+    }
+
     /// Spans, metric data points or log records.
     pub fn len(&self) -> usize {
         self.items

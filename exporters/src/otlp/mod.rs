@@ -190,6 +190,7 @@ impl ExporterConfig for Config {
             queue: self.sending_queue.clone(),
             retry: self.retry_on_failure.clone(),
             max_request_bytes: Some(self.max_request_size),
+            persist: self.sending_queue.persist(),
         }
     }
 

@@ -79,6 +79,9 @@ pub struct Config {
     /// Only `snappy`, which the protocol requires.
     pub compression: String,
     pub remote_write_queue: RemoteWriteQueue,
+    /// Only the persistent queue's keys (`storage`, `when_full`, `sizer`, `queue_size`):
+    /// sending is set by `remote_write_queue`.
+    pub sending_queue: sidekick_collector::exporter::PersistentQueueSettings,
     /// Default: start at 50ms, at most 200ms apart, give up after 1m.
     pub retry_on_failure: RetrySettings,
     /// Deprecated Collector switch; `false` means `UnderscoreEscapingWithoutSuffixes`.
@@ -151,6 +154,7 @@ impl Default for Config {
             max_batch_size_bytes: 3_000_000,
             compression: "snappy".into(),
             remote_write_queue: RemoteWriteQueue::default(),
+            sending_queue: Default::default(),
             add_metric_suffixes: None,
             protobuf_message: None,
             write_buffer_size: None,
@@ -312,10 +316,12 @@ impl ExporterConfig for Config {
                     (false, _) => Some(1),
                     (true, n) => n,
                 },
+                ..QueueSettings::default()
             },
             retry: self.retry_on_failure.clone(),
             // Requests are cut below max_batch_size_bytes by the exporter itself.
             max_request_bytes: None,
+            persist: self.sending_queue.persist(),
         }
     }
 

@@ -230,6 +230,13 @@ impl Config {
 impl ReceiverConfig for Config {
     const SIGNALS: &'static [SignalKind] = &[SignalKind::Logs];
 
+    fn storage_uses(&self) -> Vec<(String, String)> {
+        self.storage
+            .iter()
+            .map(|s| ("storage".to_string(), s.clone()))
+            .collect()
+    }
+
     fn validate(&self) -> Vec<FieldError> {
         let mut out = Vec::new();
         if self.include.is_empty() {

@@ -1,0 +1,382 @@
+use std::sync::atomic::AtomicUsize;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+use super::*;
+use crate::exporter::deadline_pair;
+use crate::payload::TracesSignal;
+use crate::pipe::{channel_with, Account, Input};
+
+fn dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "sidekick-journal-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn settings() -> JournalSettings {
+    JournalSettings {
+        limit: Limit::bytes(64 << 20),
+        drop_oldest: false,
+        fsync: false,
+        segment_bytes: 4096,
+    }
+}
+
+/// A batch of `n` spans named `{tag}-{i}`.
+fn spans(tag: &str, n: usize) -> Batch<TracesSignal> {
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: format!("{tag}-{i}"),
+            ..Span::default()
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Batch::from_encoded(Bytes::from(req.encode_to_vec())).unwrap()
+}
+
+fn names(batch: &Batch<TracesSignal>) -> Vec<String> {
+    batch
+        .to_request()
+        .unwrap()
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+fn open(d: &Path, s: JournalSettings) -> Arc<Journal<TracesSignal>> {
+    Journal::open(d.to_path_buf(), "traces", s, None).unwrap()
+}
+
+/// Starts a feeder into a fresh queue; returns its input and the deadline trigger.
+fn start_feed(
+    j: &Arc<Journal<TracesSignal>>,
+) -> (Input<TracesSignal>, crate::exporter::DeadlineTrigger) {
+    let (tx, rx) = channel_with::<TracesSignal>(
+        Limit::bytes(64 << 20),
+        Gauge::default(),
+        Gauge::default(),
+        Arc::new(Account::default()),
+    );
+    let (trigger, deadline) = deadline_pair();
+    tokio::spawn(feed(Arc::clone(j), Output::new(vec![tx]), deadline));
+    (rx, trigger)
+}
+
+#[tokio::test]
+async fn entries_go_on_in_order_and_delivered_ones_are_not_sent_again() {
+    let d = dir();
+    let j = open(&d, settings());
+    let w = j.sender();
+    for i in 0..50 {
+        j.append(&spans(&format!("e{i}"), 3)).unwrap();
+    }
+    let (mut rx, _trigger) = start_feed(&j);
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        let (batch, hold) = rx.recv_held().await.unwrap();
+        assert!(hold.is_durable());
+        got.extend(names(&batch));
+        hold.release();
+    }
+    assert_eq!(got[0], "e0-0");
+    assert_eq!(got[59], "e19-2");
+    // Twenty entries delivered; the next ten are received but not delivered.
+    let mut undelivered = Vec::new();
+    for _ in 0..10 {
+        undelivered.push(rx.recv_held().await.unwrap());
+    }
+    drop(undelivered);
+    drop(w);
+    while let Some((_, h)) = rx.recv_held().await {
+        drop(h);
+    }
+    assert_eq!(j.close(), 30 * 3);
+    drop(j);
+
+    let j = open(&d, settings());
+    assert_eq!(j.items(), 30 * 3);
+    let w = j.sender();
+    j.append(&spans("new", 1)).unwrap();
+    drop(w);
+    let (mut rx, _trigger) = start_feed(&j);
+    let mut again = Vec::new();
+    while let Some((batch, hold)) = rx.recv_held().await {
+        again.extend(names(&batch));
+        hold.release();
+    }
+    assert_eq!(again.len(), 30 * 3 + 1, "{again:?}");
+    assert_eq!(again[0], "e20-0");
+    assert_eq!(again[89], "e49-2");
+    assert_eq!(again[90], "new-0");
+    // Everything delivered: the disk is empty but for the open segment.
+    assert_eq!(j.items(), 0);
+    assert_eq!(j.close(), 0);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn a_backlog_larger_than_the_cache_is_read_back_from_disk() {
+    let d = dir();
+    let j = open(&d, settings());
+    let w = j.sender();
+    // About 5 MiB: more than the cache holds.
+    let big = spans("big", 2000);
+    let n = (5 << 20) / big.size() + 1;
+    for _ in 0..n {
+        j.append(&big).unwrap();
+    }
+    drop(w);
+    let (mut rx, _trigger) = start_feed(&j);
+    let mut items = 0;
+    while let Some((batch, hold)) = rx.recv_held().await {
+        items += batch.len();
+        assert_eq!(names(&batch)[1999], "big-1999");
+        hold.release();
+    }
+    assert_eq!(items, n * 2000);
+    assert_eq!(j.items(), 0);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn a_torn_last_record_is_cut_counted_and_the_rest_delivered() {
+    let d = dir();
+    let j = open(&d, settings());
+    let w = j.sender();
+    for i in 0..5 {
+        j.append(&spans(&format!("e{i}"), 2)).unwrap();
+    }
+    drop(w);
+    j.close();
+    drop(j);
+    // A crash in the middle of the last write: the file ends inside its record.
+    let seg = d.join(segment_name(0));
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = File::options().write(true).open(&seg).unwrap();
+    f.set_len(len - 7).unwrap();
+    drop(f);
+    std::fs::write(d.join("notes.txt"), "not ours").unwrap();
+
+    let t = Telemetry::new();
+    let j = Journal::<TracesSignal>::open(d.clone(), "traces", settings(), Some(&t)).unwrap();
+    assert_eq!(j.items(), 4 * 2);
+    let rendered = t.render();
+    assert!(
+        rendered.contains("sidekick_persistent_queue_corrupt_records_total{pipeline=\"traces\"} 1"),
+        "{rendered}"
+    );
+    let w = j.sender();
+    j.append(&spans("after", 1)).unwrap();
+    drop(w);
+    let (mut rx, _trigger) = start_feed(&j);
+    let mut got = Vec::new();
+    while let Some((batch, hold)) = rx.recv_held().await {
+        got.extend(names(&batch));
+        hold.release();
+    }
+    assert_eq!(got.first().map(String::as_str), Some("e0-0"));
+    assert_eq!(got.len(), 4 * 2 + 1, "{got:?}");
+    assert_eq!(got.last().map(String::as_str), Some("after-0"));
+    assert_eq!(std::fs::read_to_string(d.join("notes.txt")).unwrap(), "not ours");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_record_in_the_middle_costs_only_its_segment() {
+    let d = dir();
+    let j = open(&d, settings());
+    let w = j.sender();
+    // Several segments of 4 KiB.
+    for i in 0..60 {
+        j.append(&spans(&format!("e{i}"), 4)).unwrap();
+    }
+    drop(w);
+    j.close();
+    drop(j);
+    let mut segs: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 3, "{segs:?}");
+    // Flip a payload byte of the second segment's first record.
+    let mut bytes = std::fs::read(&segs[1]).unwrap();
+    bytes[HEADER + 3] ^= 0xff;
+    std::fs::write(&segs[1], &bytes).unwrap();
+
+    let j = open(&d, settings());
+    drop(j.sender());
+    let (mut rx, _trigger) = start_feed(&j);
+    let mut got = Vec::new();
+    while let Some((batch, hold)) = rx.recv_held().await {
+        got.extend(names(&batch));
+        hold.release();
+    }
+    assert_eq!(got[0], "e0-0");
+    assert_eq!(got.last().map(String::as_str), Some("e59-3"));
+    assert!(got.len() < 240 && got.len() > 120, "{}", got.len());
+    assert_eq!(j.items(), 0);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_until_data_is_delivered_or_drops_its_oldest() {
+    let d = dir();
+    let one = spans("x", 10);
+    let record = (one.size() + HEADER) as u64;
+    let s = JournalSettings {
+        limit: Limit::bytes(record as usize * 8),
+        segment_bytes: record * 2,
+        ..settings()
+    };
+    let j = open(&d, s);
+    let w = j.sender();
+    for _ in 0..8 {
+        j.append(&one).unwrap();
+    }
+    assert_eq!(j.append(&one), Err(AppendError::Full));
+    let (mut rx, _trigger) = start_feed(&j);
+    // Two entries delivered retire a whole segment: room again.
+    for _ in 0..2 {
+        let (_, hold) = rx.recv_held().await.unwrap();
+        hold.release();
+    }
+    tokio::time::timeout(Duration::from_secs(5), j.wait_room(&one, None))
+        .await
+        .unwrap()
+        .unwrap();
+    j.append(&one).unwrap();
+    drop(w);
+    drop(rx);
+    std::fs::remove_dir_all(&d).unwrap();
+
+    let d = dir();
+    let t = Telemetry::new();
+    let s = JournalSettings {
+        drop_oldest: true,
+        ..s
+    };
+    let j = Journal::<TracesSignal>::open(d.clone(), "traces", s, Some(&t)).unwrap();
+    let w = j.sender();
+    for i in 0..12 {
+        j.append(&spans(&format!("e{i}"), 10)).unwrap();
+    }
+    drop(w);
+    assert!(t.dropped() >= 40, "{}", t.dropped());
+    let (mut rx, _trigger) = start_feed(&j);
+    let mut got = Vec::new();
+    while let Some((batch, hold)) = rx.recv_held().await {
+        got.extend(names(&batch));
+        hold.release();
+    }
+    // The newest survive, in order; what went is counted.
+    assert_eq!(got.last().map(String::as_str), Some("e11-9"));
+    assert_eq!(got.len() as u64 + t.dropped(), 120);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn with_fsync_an_append_is_synced_before_it_is_acknowledged() {
+    let d = dir();
+    let t = Telemetry::new();
+    let s = JournalSettings {
+        fsync: true,
+        ..settings()
+    };
+    let j = Journal::<TracesSignal>::open(d.clone(), "traces", s, Some(&t)).unwrap();
+    let _w = j.sender();
+    let mut waits = Vec::new();
+    for i in 0..20 {
+        let seq = j.append(&spans(&format!("e{i}"), 1)).unwrap();
+        let j = Arc::clone(&j);
+        waits.push(tokio::spawn(async move { j.synced(seq).await }));
+    }
+    for w in waits {
+        w.await.unwrap().unwrap();
+    }
+    let rendered = t.render();
+    let fsyncs: u64 = rendered
+        .lines()
+        .find(|l| l.starts_with("sidekick_persistent_queue_fsyncs_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // Appends that arrive during a sync share the next one.
+    assert!((1..=20).contains(&fsyncs), "{fsyncs}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn tickets_follow_items_through_joins_and_splits() {
+    let d = dir();
+    let j = open(&d, settings());
+    let w = j.sender();
+    j.append(&spans("a", 3)).unwrap();
+    j.append(&spans("b", 4)).unwrap();
+    drop(w);
+    let (mut rx, _trigger) = start_feed(&j);
+    // As the batch processor does: join both, then send the first five items.
+    let (mut batch, mut held) = rx.recv_held().await.unwrap();
+    let (second, hold) = rx.recv_held().await.unwrap();
+    batch.append(second);
+    held.merge(hold);
+    let rest = batch.split_off(5);
+    let first = held.split(batch.len(), batch.size());
+    assert_eq!(first.items(), 5);
+    first.release();
+    // `a` is done; `b` still has two items undelivered.
+    assert_eq!(j.items(), 4);
+    // Stopped at shutdown: `b` stays for the next start.
+    drop(held);
+    assert_eq!(rest.len(), 2);
+    assert!(rx.recv_held().await.is_none());
+    assert_eq!(j.close(), 4);
+    drop(j);
+    let j = open(&d, settings());
+    assert_eq!(j.items(), 4);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn a_second_journal_over_the_same_files_sees_what_the_first_kept() {
+    // Reopening after a crash: the cursor may lag, so some delivered entries come back,
+    // never fewer than were kept.
+    let d = dir();
+    let j = open(&d, settings());
+    let w = j.sender();
+    for i in 0..10 {
+        j.append(&spans(&format!("e{i}"), 1)).unwrap();
+    }
+    drop(w);
+    let (mut rx, _trigger) = start_feed(&j);
+    for _ in 0..4 {
+        rx.recv_held().await.unwrap().1.release();
+    }
+    // No close: as after kill -9.
+    std::mem::forget(rx);
+    let again = open(&d, settings());
+    assert!((6..=10).contains(&again.items()), "{}", again.items());
+    std::fs::remove_dir_all(&d).unwrap();
+}
