@@ -51,7 +51,7 @@ const HEADER: usize = 20;
 const MAX_RECORD: u64 = 1 << 30;
 /// The cursor file is rewritten at most this often while entries retire (and at stop):
 /// after a crash, entries retired in the last interval are sent again.
-const CURSOR_EVERY: Duration = Duration::from_millis(100);
+const CURSOR_EVERY: Duration = Duration::from_millis(20);
 const SEGMENT_EXT: &str = "seg";
 
 /// How a journal is bounded and synced.
@@ -108,8 +108,12 @@ struct State<S: Signal> {
     retired: BTreeMap<u64, u64>,
     live_items: u64,
     live_entries: u64,
+    /// Bytes of the records not yet retired: what the byte bound counts.
+    live_bytes: u64,
+    /// Bytes of the segment files (at most one segment more than `live_bytes`).
     disk_bytes: u64,
-    cursor_written: u64,
+    /// Whether retirement changed since the cursor was written.
+    cursor_dirty: bool,
     cursor_at: Instant,
     /// Entries at or above this are written but not yet synced (fsync policy).
     synced: u64,
@@ -163,7 +167,7 @@ impl From<AppendError> for SendError {
 
 /// Retires entries when their tickets are done; type-erased so holds need no signal.
 pub trait Retire: Send + Sync {
-    fn retire(&self, seq: u64, items: u64);
+    fn retire(&self, seq: u64, items: u64, bytes: u64);
 }
 
 /// An entry's claim: cloned into every piece of the entry that travels through the
@@ -175,15 +179,17 @@ pub struct Ticket(Arc<TicketInner>);
 struct TicketInner {
     seq: u64,
     items: u64,
+    bytes: u64,
     kept: AtomicBool,
     journal: Weak<dyn Retire>,
 }
 
 impl Ticket {
-    fn new(journal: Weak<dyn Retire>, seq: u64, items: u64) -> Self {
+    fn new(journal: Weak<dyn Retire>, seq: u64, items: u64, bytes: u64) -> Self {
         Ticket(Arc::new(TicketInner {
             seq,
             items,
+            bytes,
             kept: AtomicBool::new(false),
             journal,
         }))
@@ -205,7 +211,7 @@ impl Drop for TicketInner {
     fn drop(&mut self) {
         if !*self.kept.get_mut() {
             if let Some(j) = self.journal.upgrade() {
-                j.retire(self.seq, self.items);
+                j.retire(self.seq, self.items, self.bytes);
             }
         }
     }
@@ -290,9 +296,12 @@ impl<S: Signal> Journal<S> {
         settings: JournalSettings,
         telemetry: Option<&Telemetry>,
     ) -> Result<Arc<Self>, String> {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let metrics = telemetry.map(|t| journal_metrics(t, name, &settings)).unwrap_or_default();
-        let low = read_cursor(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let metrics = telemetry
+            .map(|t| journal_metrics(t, name, &settings))
+            .unwrap_or_default();
+        let (low, retired) = read_cursor(&dir);
         let mut firsts = Vec::new();
         let listing =
             std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
@@ -314,13 +323,16 @@ impl<S: Signal> Journal<S> {
         let mut segments = VecDeque::new();
         let mut next_seq = low;
         let mut live_items = 0;
+        let mut live_bytes = 0;
         let mut disk_bytes = 0;
         for first in firsts {
             let path = dir.join(segment_name(first));
-            let seg = scan_segment(&path, first, low, &mut recovered, name)?;
+            let is_live = |seq: u64| seq >= low && !in_ranges(&retired, seq);
+            let seg = scan_segment(&path, first, &is_live, &mut recovered, name)?;
             match seg {
-                Some((seg, live)) => {
+                Some((seg, live, bytes)) => {
                     live_items += live;
+                    live_bytes += bytes;
                     next_seq = next_seq.max(seg.next);
                     disk_bytes += seg.bytes;
                     segments.push_back(seg);
@@ -354,11 +366,12 @@ impl<S: Signal> Journal<S> {
                 cache_bytes: 0,
                 cache_open: true,
                 low: feed_seq,
-                retired: BTreeMap::new(),
+                retired,
                 live_items,
                 live_entries: recovered.entries,
+                live_bytes,
                 disk_bytes,
-                cursor_written: low,
+                cursor_dirty: false,
                 cursor_at: Instant::now(),
                 synced: next_seq,
                 syncing: false,
@@ -379,7 +392,7 @@ impl<S: Signal> Journal<S> {
     }
 
     fn update_gauges(&self, st: &State<S>) {
-        self.metrics.bytes.set(st.disk_bytes as i64);
+        self.metrics.bytes.set(st.live_bytes as i64);
         self.metrics.items.set(st.live_items as i64);
     }
 
@@ -396,10 +409,10 @@ impl<S: Signal> Journal<S> {
     fn fits(&self, st: &State<S>, bytes: u64, items: u64) -> bool {
         let l = &self.settings.limit;
         // Into an empty journal anything goes, so one oversized request cannot stall it.
-        if st.live_entries == 0 && st.disk_bytes == 0 {
+        if st.live_entries == 0 {
             return true;
         }
-        l.bytes.is_none_or(|b| st.disk_bytes + bytes <= b as u64)
+        l.bytes.is_none_or(|b| st.live_bytes + bytes <= b as u64)
             && l.items.is_none_or(|i| st.live_items + items <= i as u64)
             && l.requests.is_none_or(|r| st.live_entries < r as u64)
     }
@@ -407,11 +420,16 @@ impl<S: Signal> Journal<S> {
     /// Whether an entry of this size fits now (or would, after dropping the oldest).
     pub fn has_room(&self, batch: &Batch<S>) -> bool {
         let st = self.lock();
-        self.settings.drop_oldest || self.fits(&st, batch.size() as u64 + HEADER as u64, batch.len() as u64)
+        self.settings.drop_oldest
+            || self.fits(&st, batch.size() as u64 + HEADER as u64, batch.len() as u64)
     }
 
     /// Waits up to `wait` for room for `batch`.
-    pub async fn wait_room(&self, batch: &Batch<S>, wait: Option<Duration>) -> Result<(), SendError> {
+    pub async fn wait_room(
+        &self,
+        batch: &Batch<S>,
+        wait: Option<Duration>,
+    ) -> Result<(), SendError> {
         let until = wait.map(|w| tokio::time::Instant::now() + w);
         loop {
             let progress = self.progress.notified();
@@ -449,6 +467,7 @@ impl<S: Signal> Journal<S> {
         let entries = seg.next - seg.first;
         let _ = std::fs::remove_file(&seg.path);
         st.disk_bytes -= seg.bytes;
+        st.live_bytes = st.live_bytes.saturating_sub(seg.bytes);
         st.live_items = st.live_items.saturating_sub(seg.items);
         st.live_entries = st.live_entries.saturating_sub(entries);
         while st.cache.front().is_some_and(|c| c.seq < seg.next) {
@@ -537,7 +556,13 @@ impl<S: Signal> Journal<S> {
         let seq = st.next_seq;
         let needs_new = match st.segments.back() {
             None => true,
-            Some(last) => last.bytes >= self.settings.segment_bytes || st.file.is_none(),
+            // A full segment, one left by the previous run, or one whose every entry
+            // was sent (so its file can go at once).
+            Some(last) => {
+                last.bytes >= self.settings.segment_bytes
+                    || st.file.is_none()
+                    || (last.bytes > 0 && last.next <= st.low)
+            }
         };
         if needs_new {
             if let (Some(f), true) = (&st.file, self.settings.fsync) {
@@ -557,6 +582,7 @@ impl<S: Signal> Journal<S> {
             if self.settings.fsync {
                 sync_dir(&self.dir)?;
             }
+            self.remove_sent_segments(st);
         }
         let mut buf = std::mem::take(&mut st.buf);
         buf.clear();
@@ -570,9 +596,15 @@ impl<S: Signal> Journal<S> {
         }
         let crc = crc32fast::hash(&buf[8..]);
         buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        let file = st.file.as_mut().ok_or_else(|| std::io::Error::other("no open segment"))?;
+        let file = st
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no open segment"))?;
         let written = file.write_all(&buf);
-        let last = st.segments.back_mut().ok_or_else(|| std::io::Error::other("no segment"))?;
+        let last = st
+            .segments
+            .back_mut()
+            .ok_or_else(|| std::io::Error::other("no segment"))?;
         if let Err(e) = written {
             // Cut a partly written record off, so the next append starts clean.
             let _ = file.set_len(last.bytes);
@@ -586,6 +618,7 @@ impl<S: Signal> Journal<S> {
         st.next_seq = seq + 1;
         st.live_items += items;
         st.live_entries += 1;
+        st.live_bytes += buf.len() as u64;
         if buf.capacity() <= CACHE_BYTES {
             st.buf = buf;
         }
@@ -682,15 +715,30 @@ impl<S: Signal> Journal<S> {
                         }
                         Some(i) => {
                             let seg = &st.segments[i];
-                            let offset = if seg.first == st.read_segment { st.read_offset } else { 0 };
+                            let offset = if seg.first == st.read_segment {
+                                st.read_offset
+                            } else {
+                                0
+                            };
                             let following = st.segments.get(i + 1).map(|s| s.first);
-                            Some((seg.path.clone(), seg.first, offset, seg.bytes, following, st.generation))
+                            Some((
+                                seg.path.clone(),
+                                seg.first,
+                                offset,
+                                seg.bytes,
+                                following,
+                                st.generation,
+                            ))
                         }
                     }
                 }
             };
             let Some((path, first, offset, end, following, generation)) = read else {
-                appended.await;
+                // Idle: save the cursor if deliveries changed it since it was last saved.
+                tokio::select! {
+                    _ = appended => {}
+                    _ = tokio::time::sleep(CURSOR_EVERY) => self.write_cursor(&mut self.lock()),
+                }
                 continue;
             };
             // Read outside the lock: appends go on meanwhile.
@@ -705,6 +753,15 @@ impl<S: Signal> Journal<S> {
             }
             match outcome {
                 ReadOutcome::Record(r) if r.seq < st.feed_seq => {
+                    st.read_segment = first;
+                    st.read_offset = offset + r.len;
+                }
+                // Delivered before a restart (the cursor says so): not again.
+                ReadOutcome::Record(r) if in_ranges(&st.retired, r.seq) => {
+                    if r.seq > st.feed_seq {
+                        self.skip(st, r.seq);
+                    }
+                    st.feed_seq = r.seq + 1;
                     st.read_segment = first;
                     st.read_offset = offset + r.len;
                 }
@@ -746,7 +803,8 @@ impl<S: Signal> Journal<S> {
                 ReadOutcome::Corrupt(why) => {
                     self.metrics.corrupt.add(1);
                     error!(queue = %self.name, file = %path.display(), error = %why, "persistent queue record is damaged: skipping the rest of its segment");
-                    let to = following.unwrap_or_else(|| st.cache.front().map_or(st.next_seq, |c| c.seq));
+                    let to = following
+                        .unwrap_or_else(|| st.cache.front().map_or(st.next_seq, |c| c.seq));
                     self.skip(st, to);
                     st.read_segment = following.unwrap_or(st.next_seq);
                     st.read_offset = 0;
@@ -760,22 +818,43 @@ impl<S: Signal> Journal<S> {
         if to > st.feed_seq {
             let from = st.feed_seq;
             st.feed_seq = to;
-            self.retire_range(st, from, to, 0, to - from);
+            self.retire_range(st, from, to, (0, 0, to - from));
         }
     }
 
-    fn retire_range(&self, st: &mut State<S>, from: u64, to: u64, items: u64, entries: u64) {
+    fn retire_range(
+        &self,
+        st: &mut State<S>,
+        from: u64,
+        to: u64,
+        (items, bytes, entries): (u64, u64, u64),
+    ) {
         st.live_items = st.live_items.saturating_sub(items);
+        st.live_bytes = st.live_bytes.saturating_sub(bytes);
         st.live_entries = st.live_entries.saturating_sub(entries);
         if from > st.low {
             st.retired.insert(from, to);
         } else {
             st.low = st.low.max(to);
         }
-        while let Some(end) = st.retired.remove(&st.low) {
-            st.low = end;
+        while let Some((&start, &end)) = st.retired.first_key_value() {
+            if start > st.low {
+                break;
+            }
+            st.retired.remove(&start);
+            st.low = st.low.max(end);
         }
-        // Whole segments below `low` go (the last one stays open for appends).
+        self.remove_sent_segments(st);
+        st.cursor_dirty = true;
+        if st.cursor_at.elapsed() >= CURSOR_EVERY {
+            self.write_cursor(st);
+        }
+        self.update_gauges(st);
+        self.progress.notify_waiters();
+    }
+
+    /// Deletes whole segments below `low` (the last one stays open for appends).
+    fn remove_sent_segments(&self, st: &mut State<S>) {
         while st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.next <= st.low) {
             if let Some(seg) = st.segments.pop_front() {
                 st.disk_bytes -= seg.bytes;
@@ -784,16 +863,14 @@ impl<S: Signal> Journal<S> {
                 }
             }
         }
-        if st.low != st.cursor_written && st.cursor_at.elapsed() >= CURSOR_EVERY {
-            self.write_cursor(st);
-        }
-        self.update_gauges(st);
-        self.progress.notify_waiters();
     }
 
     fn write_cursor(&self, st: &mut State<S>) {
-        match write_cursor(&self.dir, st.low, self.settings.fsync) {
-            Ok(()) => st.cursor_written = st.low,
+        if !st.cursor_dirty {
+            return;
+        }
+        match write_cursor(&self.dir, st.low, &st.retired, self.settings.fsync) {
+            Ok(()) => st.cursor_dirty = false,
             Err(e) => {
                 if let Some(held_back) = self.error_log.check() {
                     warn!(queue = %self.name, directory = %self.dir.display(), error = %e, similar_lines_held_back = held_back, "cannot save the persistent queue's cursor: sent data may be sent again after a restart");
@@ -848,12 +925,12 @@ impl<S: Signal> Close for Journal<S> {
 }
 
 impl<S: Signal> Retire for Journal<S> {
-    fn retire(&self, seq: u64, items: u64) {
+    fn retire(&self, seq: u64, items: u64, bytes: u64) {
         let mut st = self.lock();
-        if seq < st.low {
+        if seq < st.low || in_ranges(&st.retired, seq) {
             return;
         }
-        self.retire_range(&mut st, seq, seq + 1, items, 1);
+        self.retire_range(&mut st, seq, seq + 1, (items, bytes, 1));
     }
 }
 
@@ -862,10 +939,10 @@ impl<S: Signal> Retire for Journal<S> {
 fn scan_segment(
     path: &Path,
     first: u64,
-    low: u64,
+    is_live: &dyn Fn(u64) -> bool,
     recovered: &mut Recovered,
     name: &str,
-) -> Result<Option<(Segment, u64)>, String> {
+) -> Result<Option<(Segment, u64, u64)>, String> {
     let file = match File::options().read(true).write(true).open(path) {
         Ok(f) => f,
         Err(e) => {
@@ -879,6 +956,7 @@ fn scan_segment(
     let mut next = first;
     let mut items = 0;
     let mut live = 0;
+    let mut live_bytes = 0;
     loop {
         match read_record(&file, offset, end) {
             ReadOutcome::Record(r) => {
@@ -891,8 +969,9 @@ fn scan_segment(
                 offset += r.len;
                 next = r.seq + 1;
                 items += r.items as u64;
-                if r.seq >= low {
+                if is_live(r.seq) {
                     live += r.items as u64;
+                    live_bytes += r.len;
                     recovered.entries += 1;
                     recovered.items += r.items as u64;
                 }
@@ -902,13 +981,16 @@ fn scan_segment(
                 recovered.corrupt += 1;
                 error!(queue = %name, file = %path.display(), error = %why, lost_bytes = end - offset, "persistent queue segment is damaged (a write cut short by a crash, or changed on disk): keeping what is before the damage");
                 if let Err(e) = file.set_len(offset) {
-                    return Err(format!("cannot cut the damaged segment {}: {e}", path.display()));
+                    return Err(format!(
+                        "cannot cut the damaged segment {}: {e}",
+                        path.display()
+                    ));
                 }
                 break;
             }
         }
     }
-    if next <= low || offset == 0 {
+    if live_bytes == 0 {
         return Ok(None);
     }
     Ok(Some((
@@ -920,34 +1002,70 @@ fn scan_segment(
             path: path.to_path_buf(),
         },
         live,
+        live_bytes,
     )))
 }
 
-fn read_cursor(dir: &Path) -> u64 {
+/// Whether `seq` is in one of the retired ranges.
+fn in_ranges(ranges: &BTreeMap<u64, u64>, seq: u64) -> bool {
+    ranges
+        .range(..=seq)
+        .next_back()
+        .is_some_and(|(_, &end)| seq < end)
+}
+
+/// Retired ranges saved in the cursor beyond this many are left out (they are sent again
+/// after a crash; the cursor stays small).
+const CURSOR_RANGES: usize = 4096;
+
+/// The cursor: `low u64, n u32, n × (from u64, to u64), crc32 u32`. What is below `low`
+/// and in the ranges was delivered. A damaged cursor means everything on disk is sent
+/// again (duplicates, never loss).
+fn read_cursor(dir: &Path) -> (u64, BTreeMap<u64, u64>) {
     let path = dir.join("cursor");
-    match std::fs::read(&path) {
-        Ok(b) if b.len() == 12 => {
-            let low = u64::from_le_bytes(b[0..8].try_into().unwrap_or_default());
-            let crc = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default());
-            if crc32fast::hash(&b[0..8]) == crc {
-                return low;
+    let parse = |b: &[u8]| -> Option<(u64, BTreeMap<u64, u64>)> {
+        let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let low = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
+        let n = u32::from_le_bytes(body.get(8..12)?.try_into().ok()?) as usize;
+        let mut ranges = BTreeMap::new();
+        for i in 0..n {
+            let at = 12 + i * 16;
+            let from = u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?);
+            let to = u64::from_le_bytes(body.get(at + 8..at + 16)?.try_into().ok()?);
+            if from > low && to > from {
+                ranges.insert(from, to);
             }
-            warn!(file = %path.display(), "persistent queue cursor is damaged: sending everything on disk again");
-            0
         }
-        Ok(_) => {
+        Some((low, ranges))
+    };
+    match std::fs::read(&path) {
+        Ok(b) => parse(&b).unwrap_or_else(|| {
             warn!(file = %path.display(), "persistent queue cursor is damaged: sending everything on disk again");
-            0
-        }
-        Err(_) => 0,
+            (0, BTreeMap::new())
+        }),
+        Err(_) => (0, BTreeMap::new()),
     }
 }
 
-fn write_cursor(dir: &Path, low: u64, fsync: bool) -> std::io::Result<()> {
-    let mut b = [0u8; 12];
-    b[0..8].copy_from_slice(&low.to_le_bytes());
-    let crc = crc32fast::hash(&b[0..8]);
-    b[8..12].copy_from_slice(&crc.to_le_bytes());
+fn write_cursor(
+    dir: &Path,
+    low: u64,
+    ranges: &BTreeMap<u64, u64>,
+    fsync: bool,
+) -> std::io::Result<()> {
+    let n = ranges.len().min(CURSOR_RANGES);
+    let mut b = Vec::with_capacity(16 + n * 16);
+    b.extend_from_slice(&low.to_le_bytes());
+    b.extend_from_slice(&(n as u32).to_le_bytes());
+    for (from, to) in ranges.iter().take(n) {
+        b.extend_from_slice(&from.to_le_bytes());
+        b.extend_from_slice(&to.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
     let tmp = dir.join("cursor.tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(&b)?;
@@ -961,12 +1079,22 @@ fn journal_metrics(t: &Telemetry, name: &str, settings: &JournalSettings) -> Met
     let labels = [("pipeline", name)];
     let capacity = |n: &str, v: Option<usize>| {
         if let Some(v) = v {
-            t.gauge(n, "Fixed capacity of the persistent queue.", &labels).set(v as i64);
+            t.gauge(n, "Fixed capacity of the persistent queue.", &labels)
+                .set(v as i64);
         }
     };
-    capacity("sidekick_persistent_queue_capacity_bytes", settings.limit.bytes);
-    capacity("sidekick_persistent_queue_capacity_items", settings.limit.items);
-    capacity("sidekick_persistent_queue_capacity_requests", settings.limit.requests);
+    capacity(
+        "sidekick_persistent_queue_capacity_bytes",
+        settings.limit.bytes,
+    );
+    capacity(
+        "sidekick_persistent_queue_capacity_items",
+        settings.limit.items,
+    );
+    capacity(
+        "sidekick_persistent_queue_capacity_requests",
+        settings.limit.requests,
+    );
     Metrics {
         persisted: t.counter(
             "sidekick_persistent_queue_persisted_items_total",
@@ -1056,7 +1184,8 @@ pub async fn feed<S: Signal>(journal: Arc<Journal<S>>, output: Output<S>, mut de
         };
         let Some((seq, batch)) = next else { return };
         let items = batch.len();
-        let ticket = Ticket::new(weak.clone(), seq, items as u64);
+        let bytes = (batch.size() + HEADER) as u64;
+        let ticket = Ticket::new(weak.clone(), seq, items as u64, bytes);
         let sent = tokio::select! {
             r = output.send_ticketed(batch, vec![(ticket.clone(), items)]) => r.is_ok(),
             _ = deadline.passed() => false,

@@ -36,8 +36,8 @@ use crate::component::{
     Registry,
 };
 use crate::exporter::{self, Deadline, Export, ExportSettings, ExporterMetrics};
-use crate::payload::{LogsSignal, MetricsSignal, Signal, TracesSignal};
 use crate::journal::{self, Journal, JournalSettings};
+use crate::payload::{LogsSignal, MetricsSignal, Signal, TracesSignal};
 use crate::pipe::{self, Output, Sender, StopTrigger, Target};
 use crate::telemetry::{Gauge, Telemetry};
 
@@ -548,27 +548,37 @@ impl Plan {
         let Some(first) = asks.first() else {
             return Ok(None);
         };
-        let storage = storages
-            .get(&first.storage)
-            .ok_or_else(|| BuildError::new(format!("sending_queue.storage: \"{}\" is not an enabled file_storage extension", first.storage)))?;
+        let storage = storages.get(&first.storage).ok_or_else(|| {
+            BuildError::new(format!(
+                "sending_queue.storage: \"{}\" is not an enabled file_storage extension",
+                first.storage
+            ))
+        })?;
         let min = |a: Option<usize>, b: Option<usize>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let limit = asks.iter().fold(pipe::Limit::default(), |l, x| pipe::Limit {
-            requests: min(l.requests, x.limit.requests),
-            items: min(l.items, x.limit.items),
-            bytes: min(l.bytes, x.limit.bytes),
-        });
+        let limit = asks
+            .iter()
+            .fold(pipe::Limit::default(), |l, x| pipe::Limit {
+                requests: min(l.requests, x.limit.requests),
+                items: min(l.items, x.limit.items),
+                bytes: min(l.bytes, x.limit.bytes),
+            });
         let drop_oldest = asks
             .iter()
             .all(|x| x.when_full == exporter::WhenFull::DropOldest);
-        let dir: String = p
-            .id
-            .to_string()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
-            .collect();
+        let dir: String =
+            p.id.to_string()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
         Ok(Some((
             storage.directory().join(format!("queue-{dir}")),
             JournalSettings {
@@ -601,6 +611,7 @@ impl Plan {
             processors: Vec::new(),
             exporters: Vec::new(),
             journals: Vec::new(),
+            storages: Default::default(),
             extensions: Vec::new(),
             admin: None,
             stop_receivers,
@@ -695,7 +706,9 @@ impl Plan {
             };
             let mut entry = Entries::default();
             match p.id.signal {
-                SignalKind::Traces => entry.traces = wire_pipeline::<TracesSignal>(&mut svc, p, &w)?,
+                SignalKind::Traces => {
+                    entry.traces = wire_pipeline::<TracesSignal>(&mut svc, p, &w)?
+                }
                 SignalKind::Metrics => {
                     entry.metrics = wire_pipeline::<MetricsSignal>(&mut svc, p, &w)?
                 }
@@ -760,6 +773,7 @@ impl Plan {
             m.auth.as_ref(),
         )?;
         svc.admin = Some((listener, metrics, options));
+        svc.storages = storages;
         Ok(svc)
     }
 }
@@ -962,6 +976,8 @@ pub struct Service {
     processors: Vec<Task>,
     exporters: Vec<Task>,
     journals: Vec<Arc<dyn journal::Close>>,
+    /// Held for the whole run: each keeps its directory locked.
+    storages: crate::storage::Storages,
     extensions: Vec<Box<dyn Extension>>,
     admin: Option<(TcpListener, Option<Telemetry>, ServerOptions)>,
     stop_receivers: StopTrigger,
@@ -993,6 +1009,7 @@ impl Service {
             processors,
             exporters,
             journals,
+            storages,
             extensions,
             admin,
             stop_receivers,
@@ -1066,6 +1083,7 @@ impl Service {
         stop_admin.fire();
         while admin_tasks.join_next().await.is_some() {}
         let kept: u64 = journals.iter().map(|j| j.close()).sum();
+        drop(storages);
         let account = telemetry.account();
         let lost = account.lost();
         let dropped = telemetry.dropped();
@@ -1243,7 +1261,13 @@ mod tests {
         assert!(health.is_ready());
         tx.send(()).unwrap();
         let outcome = run.await.unwrap();
-        assert_eq!(outcome, Outcome { dropped: 0, kept: 0 });
+        assert_eq!(
+            outcome,
+            Outcome {
+                dropped: 0,
+                kept: 0
+            }
+        );
         assert!(!health.is_ready());
     }
 

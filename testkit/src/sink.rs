@@ -170,6 +170,11 @@ impl OtlpSink {
         f.extend(std::iter::repeat_n(failure, n));
     }
 
+    /// Forgets the failures still queued by [`OtlpSink::fail_next`]: the backend is back.
+    pub fn recover(&self) {
+        self.state.failures.lock().unwrap().clear();
+    }
+
     pub fn traces(&self) -> Vec<ExportTraceServiceRequest> {
         self.state.traces.lock().unwrap().clone()
     }

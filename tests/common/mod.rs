@@ -161,6 +161,13 @@ impl Sidekick {
         }
     }
 
+    /// Kills the process with SIGKILL, as an OOM kill or a node failure would, and
+    /// waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The admin endpoint's `/metrics` page.
     pub fn metrics(&self) -> String {
         http_get(self.admin, "/metrics").1

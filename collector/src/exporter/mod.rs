@@ -210,9 +210,10 @@ impl QueueSettings {
         match (self.sizer, self.queue_size) {
             (None, None) => Limit::bytes(DEFAULT_PERSISTENT_BYTES),
             (None, Some(n)) => Limit::sized(Sizer::Requests, n, MAX_PERSISTENT_BYTES),
-            (Some(Sizer::Bytes), n) => {
-                Limit::bytes(n.unwrap_or(DEFAULT_PERSISTENT_BYTES).min(MAX_PERSISTENT_BYTES))
-            }
+            (Some(Sizer::Bytes), n) => Limit::bytes(
+                n.unwrap_or(DEFAULT_PERSISTENT_BYTES)
+                    .min(MAX_PERSISTENT_BYTES),
+            ),
             (Some(sizer), n) => Limit::sized(sizer, n.unwrap_or(100_000), MAX_PERSISTENT_BYTES),
         }
     }
@@ -350,7 +351,12 @@ impl ExportSettings {
                 "a persistent queue needs the queue: remove enabled: false",
             ));
         }
-        if self.queue.storage.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        if self
+            .queue
+            .storage
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
             out.push(FieldError::new(
                 "sending_queue.storage",
                 "name a file_storage extension, e.g. storage: file_storage",

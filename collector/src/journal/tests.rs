@@ -197,7 +197,10 @@ async fn a_torn_last_record_is_cut_counted_and_the_rest_delivered() {
     assert_eq!(got.first().map(String::as_str), Some("e0-0"));
     assert_eq!(got.len(), 4 * 2 + 1, "{got:?}");
     assert_eq!(got.last().map(String::as_str), Some("after-0"));
-    assert_eq!(std::fs::read_to_string(d.join("notes.txt")).unwrap(), "not ours");
+    assert_eq!(
+        std::fs::read_to_string(d.join("notes.txt")).unwrap(),
+        "not ours"
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }
 
