@@ -15,6 +15,11 @@
 //!   CPU-seconds and peak RSS until the last line arrived. The OpenTelemetry Collector's
 //!   contrib build runs the same config in the same run when `--collector PATH` is given
 //!   or `otelcol-contrib` is found (`$PEERS/otel_collector/bin/otelcol-contrib_linux_amd64`).
+//! - `persistent`: the `traces` load three times, through the in-memory queue, through a
+//!   persistent queue (`sending_queue.storage`, the default `fsync: false`) and through one
+//!   with `fsync: true`: spans/s, CPU-seconds per million spans, disk bytes per span and
+//!   fsyncs per second; then a backlog of `--spans` kept on disk while the backend is
+//!   down, and the replay after a restart to a healthy backend (spans/s).
 //! - `churn`: the `prw` scenario with a tenth of the page's series replaced by new names
 //!   every scrape (as Pod names and request ids do), for `--minutes` (10); prints RSS and
 //!   CPU minute by minute: RSS must stay flat.
@@ -240,12 +245,15 @@ fn main() {
                 }
             }
             "filelog" => filelog(&args, &rt),
+            "persistent" => persistent(&args, &rt),
             "churn" => {
                 for &series in &args.series {
                     metrics::churn(&args, &rt, series);
                 }
             }
-            other => panic!("unknown scenario {other}: traces, prw, exporter, filelog or churn"),
+            other => panic!(
+                "unknown scenario {other}: traces, prw, exporter, filelog, persistent or churn"
+            ),
         }
     }
 }
@@ -296,6 +304,171 @@ fn traces(args: &Args, rt: &tokio::runtime::Runtime) {
         total,
         elapsed.as_secs_f64(),
         cpu
+    );
+}
+
+/// A traces config: OTLP/gRPC → `batch` → `otlp`, with a persistent queue in `storage`
+/// (and `fsync`) when given.
+fn traces_config(grpc: u16, backend: &str, admin: u16, storage: Option<(&str, bool)>) -> String {
+    let (extension, queue, service) = match storage {
+        Some((dir, fsync)) => (
+            format!("extensions:\n  file_storage:\n    directory: {dir}\n    fsync: {fsync}\n"),
+            "    sending_queue:\n      storage: file_storage\n",
+            "  extensions: [file_storage]\n",
+        ),
+        None => (String::new(), "", ""),
+    };
+    format!(
+        "{extension}receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\nprocessors:\n  batch:\nexporters:\n  otlp:\n    endpoint: {backend}\n    compression: none\n    retry_on_failure:\n      initial_interval: 100ms\n      max_interval: 1s\n      max_elapsed_time: 0s\n{queue}service:\n{service}  shutdown_timeout: 2s\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [otlp]\n  telemetry:\n    logs:\n      level: warn\n    metrics:\n      address: 127.0.0.1:{admin}\n"
+    )
+}
+
+/// Sends `requests` requests of [`SPANS_PER_REQUEST`] spans over [`CLIENTS`] connections.
+async fn load(grpc: u16, requests: usize) {
+    let body = Bytes::from(traces_request(0, 1, SPANS_PER_REQUEST).encode_to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(client(grpc, body.clone(), Arc::clone(&next), requests)))
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// A counter or gauge from Sidekick's admin page (0 when absent).
+fn admin_value(admin: u16, series: &str) -> f64 {
+    let addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let (_, page) = http_get(addr, "/metrics");
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The persistent-queue scenario (see the module docs).
+fn persistent(args: &Args, rt: &tokio::runtime::Runtime) {
+    let requests = args.spans / SPANS_PER_REQUEST;
+    let total = requests * SPANS_PER_REQUEST;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut memory_cpu = 0.0;
+    for (label, storage) in [
+        ("memory", None),
+        ("persistent", Some(false)),
+        ("persistent_fsync", Some(true)),
+    ] {
+        let sink = rt.block_on(OtlpSink::start_counting());
+        let dir = std::env::temp_dir().join(format!("sidekick-bench-queue-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (grpc, admin) = (free_port(), free_port());
+        let config = traces_config(
+            grpc,
+            &format!("http://{}", sink.address),
+            admin,
+            storage.map(|f| (dir.to_str().unwrap(), f)),
+        );
+        let mut child = run_sidekick(&args.binary, "sidekick-bench-persistent", &config, &[]);
+        let pid = child.id();
+        rt.block_on(wait_for_port(grpc));
+        let (cpu_before, _, _) = proc_stats(pid);
+        let started = Instant::now();
+        rt.block_on(async {
+            load(grpc, requests).await;
+            let arrived = sink
+                .wait_until(Duration::from_secs(120), |s| s.counted() >= total)
+                .await;
+            assert!(arrived, "only {} of {total} spans arrived", sink.counted());
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        let (cpu_after, _, peak) = proc_stats(pid);
+        let cpu = cpu_after - cpu_before;
+        let series = "{pipeline=\"traces\"}";
+        let fsyncs = admin_value(
+            admin,
+            &format!("sidekick_persistent_queue_fsyncs_total{series}"),
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        let per_million = cpu / (total as f64 / 1e6);
+        if storage.is_none() {
+            memory_cpu = per_million;
+        }
+        // Each request is one record: its body and a 20-byte header.
+        let body = traces_request(0, 1, SPANS_PER_REQUEST).encoded_len();
+        let disk = if storage.is_some() {
+            (body + 20) as f64 / SPANS_PER_REQUEST as f64
+        } else {
+            0.0
+        };
+        println!(
+            "e2e/sidekick/traces_{label}_queue/{total}: {:.0} spans/s, {per_million:.2} CPU-s per million spans ({:.2}x the in-memory queue), peak RSS {:.1} MiB, {disk:.0} disk bytes per span, {:.0} fsyncs/s",
+            total as f64 / elapsed,
+            per_million / memory_cpu,
+            mib(peak),
+            fsyncs / elapsed,
+        );
+    }
+
+    // Replay: a backlog kept on disk while the backend is down, sent after a restart.
+    let sink = rt.block_on(OtlpSink::start_counting());
+    let dir = std::env::temp_dir().join(format!("sidekick-bench-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (grpc, admin) = (free_port(), free_port());
+    let config = traces_config(grpc, &dead, admin, Some((dir.to_str().unwrap(), false)));
+    let mut child = run_sidekick(&args.binary, "sidekick-bench-fill", &config, &[]);
+    rt.block_on(async {
+        wait_for_port(grpc).await;
+        load(grpc, requests).await;
+    });
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    let on_disk: u64 = std::fs::read_dir(dir.join("queue-traces"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let (grpc, admin) = (free_port(), free_port());
+    let config = traces_config(
+        grpc,
+        &format!("http://{}", sink.address),
+        admin,
+        Some((dir.to_str().unwrap(), false)),
+    );
+    let started = Instant::now();
+    let mut child = run_sidekick(&args.binary, "sidekick-bench-replay", &config, &[]);
+    let pid = child.id();
+    rt.block_on(async {
+        let arrived = sink
+            .wait_until(Duration::from_secs(300), |s| s.counted() >= total)
+            .await;
+        assert!(arrived, "only {} of {total} spans replayed", sink.counted());
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let (cpu, _, peak) = proc_stats(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "e2e/sidekick/traces_replay/{total}: {:.0} spans/s from disk to a healthy backend after a restart ({:.1} MiB on disk, stop exit code {:?}), {:.2} CPU-s per million spans, peak RSS {:.1} MiB",
+        total as f64 / elapsed,
+        mib(on_disk),
+        status.code(),
+        cpu / (total as f64 / 1e6),
+        mib(peak),
     );
 }
 
