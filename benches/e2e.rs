@@ -313,7 +313,7 @@ fn traces_config(grpc: u16, backend: &str, admin: u16, storage: Option<(&str, bo
     let (extension, queue, service) = match storage {
         Some((dir, fsync)) => (
             format!("extensions:\n  file_storage:\n    directory: {dir}\n    fsync: {fsync}\n"),
-            "    sending_queue:\n      storage: file_storage\n",
+            "    sending_queue:\n      storage: file_storage\n      sizer: bytes\n      queue_size: 1073741824\n",
             "  extensions: [file_storage]\n",
         ),
         None => (String::new(), "", ""),

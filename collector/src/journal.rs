@@ -93,7 +93,6 @@ struct State<S: Signal> {
     /// The last segment, open for appending.
     file: Option<File>,
     next_seq: u64,
-    buf: Vec<u8>,
     /// The next entry to hand to the pipeline, and where its record is on disk.
     feed_seq: u64,
     read_segment: u64,
@@ -357,7 +356,6 @@ impl<S: Signal> Journal<S> {
                 segments,
                 file: None,
                 next_seq,
-                buf: Vec::new(),
                 feed_seq,
                 read_segment,
                 read_offset: 0,
@@ -584,23 +582,20 @@ impl<S: Signal> Journal<S> {
             }
             self.remove_sent_segments(st);
         }
-        let mut buf = std::mem::take(&mut st.buf);
-        buf.clear();
-        buf.reserve(HEADER + size);
-        buf.extend_from_slice(&(size as u32).to_le_bytes());
-        buf.extend_from_slice(&[0; 4]);
-        buf.extend_from_slice(&seq.to_le_bytes());
-        buf.extend_from_slice(&(items as u32).to_le_bytes());
-        for c in chunks {
-            buf.extend_from_slice(c);
-        }
-        let crc = crc32fast::hash(&buf[8..]);
-        buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        // The header, then the batch's own chunks: no copy of the payload here.
+        let mut header = [0u8; HEADER];
+        header[0..4].copy_from_slice(&(size as u32).to_le_bytes());
+        header[8..16].copy_from_slice(&seq.to_le_bytes());
+        header[16..20].copy_from_slice(&(items as u32).to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header[8..20]);
+        chunks.iter().for_each(|c| crc.update(c));
+        header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
         let file = st
             .file
             .as_mut()
             .ok_or_else(|| std::io::Error::other("no open segment"))?;
-        let written = file.write_all(&buf);
+        let written = write_all_vectored(file, &header, chunks);
         let last = st
             .segments
             .back_mut()
@@ -608,20 +603,17 @@ impl<S: Signal> Journal<S> {
         if let Err(e) = written {
             // Cut a partly written record off, so the next append starts clean.
             let _ = file.set_len(last.bytes);
-            st.buf = buf;
             return Err(e);
         }
-        last.bytes += buf.len() as u64;
+        let len = (HEADER + size) as u64;
+        last.bytes += len;
         last.next = seq + 1;
         last.items += items;
-        st.disk_bytes += buf.len() as u64;
+        st.disk_bytes += len;
         st.next_seq = seq + 1;
         st.live_items += items;
         st.live_entries += 1;
-        st.live_bytes += buf.len() as u64;
-        if buf.capacity() <= CACHE_BYTES {
-            st.buf = buf;
-        }
+        st.live_bytes += len;
         Ok(seq)
     }
 
@@ -1004,6 +996,25 @@ fn scan_segment(
         live,
         live_bytes,
     )))
+}
+
+/// Writes `header` and `chunks` with as few system calls as the kernel allows.
+fn write_all_vectored(file: &mut File, header: &[u8], chunks: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> = std::iter::once(header)
+        .chain(chunks.iter().map(|c| c.as_ref()))
+        .filter(|s| !s.is_empty())
+        .map(std::io::IoSlice::new)
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Whether `seq` is in one of the retired ranges.
