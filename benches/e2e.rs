@@ -335,6 +335,20 @@ async fn load(grpc: u16, requests: usize) {
     }
 }
 
+/// An empty directory for a persistent queue.
+fn fresh_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sidekick-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits until `sink` counted `total` items.
+async fn all_arrive(sink: &OtlpSink, total: usize, limit: Duration) {
+    let arrived = sink.wait_until(limit, |s| s.counted() >= total).await;
+    assert!(arrived, "only {} of {total} spans arrived", sink.counted());
+}
+
 /// A counter or gauge from Sidekick's admin page (0 when absent).
 fn admin_value(admin: u16, series: &str) -> f64 {
     let addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
@@ -362,9 +376,7 @@ fn persistent(args: &Args, rt: &tokio::runtime::Runtime) {
         ("persistent_fsync", Some(true)),
     ] {
         let sink = rt.block_on(OtlpSink::start_counting());
-        let dir = std::env::temp_dir().join(format!("sidekick-bench-queue-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("queue");
         let (grpc, admin) = (free_port(), free_port());
         let config = traces_config(
             grpc,
@@ -379,10 +391,7 @@ fn persistent(args: &Args, rt: &tokio::runtime::Runtime) {
         let started = Instant::now();
         rt.block_on(async {
             load(grpc, requests).await;
-            let arrived = sink
-                .wait_until(Duration::from_secs(120), |s| s.counted() >= total)
-                .await;
-            assert!(arrived, "only {} of {total} spans arrived", sink.counted());
+            all_arrive(&sink, total, Duration::from_secs(120)).await;
         });
         let elapsed = started.elapsed().as_secs_f64();
         let (cpu_after, _, peak) = proc_stats(pid);
@@ -417,9 +426,7 @@ fn persistent(args: &Args, rt: &tokio::runtime::Runtime) {
 
     // Replay: a backlog kept on disk while the backend is down, sent after a restart.
     let sink = rt.block_on(OtlpSink::start_counting());
-    let dir = std::env::temp_dir().join(format!("sidekick-bench-replay-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("replay");
     let dead = format!("http://127.0.0.1:{}", free_port());
     let (grpc, admin) = (free_port(), free_port());
     let config = traces_config(grpc, &dead, admin, Some((dir.to_str().unwrap(), false)));
@@ -451,12 +458,7 @@ fn persistent(args: &Args, rt: &tokio::runtime::Runtime) {
     let started = Instant::now();
     let mut child = run_sidekick(&args.binary, "sidekick-bench-replay", &config, &[]);
     let pid = child.id();
-    rt.block_on(async {
-        let arrived = sink
-            .wait_until(Duration::from_secs(300), |s| s.counted() >= total)
-            .await;
-        assert!(arrived, "only {} of {total} spans replayed", sink.counted());
-    });
+    rt.block_on(all_arrive(&sink, total, Duration::from_secs(300)));
     let elapsed = started.elapsed().as_secs_f64();
     let (cpu, _, peak) = proc_stats(pid);
     let _ = child.kill();

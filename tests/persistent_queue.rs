@@ -33,6 +33,38 @@ impl Drop for Dir {
     }
 }
 
+/// The runtime, a sink and a storage directory every test here starts with.
+fn setup() -> (tokio::runtime::Runtime, OtlpSink, Dir) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    (rt, sink, Dir::new())
+}
+
+/// A URL where nothing listens: a backend that is down.
+fn dead_backend() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+/// POSTs spans named `names` to the OTLP/HTTP receiver at `addr`.
+fn post(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    names: &[String],
+) -> reqwest::Response {
+    rt.block_on(async {
+        client
+            .post(format!("http://{addr}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(request(names))
+            .send()
+            .await
+            .unwrap()
+    })
+}
+
 fn config(dir: &Path, backend: &str, queue: &str) -> String {
     format!(
         "extensions:\n  file_storage:\n    directory: {}\nreceivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:0\nprocessors:\n  batch:\n    send_batch_size: 200\n    timeout: 100ms\nexporters:\n  otlphttp:\n    endpoint: {backend}\n    retry_on_failure:\n      initial_interval: 50ms\n      max_interval: 200ms\n      max_elapsed_time: 0s\n    sending_queue:\n      storage: file_storage\n{queue}service:\n  extensions: [file_storage]\n  shutdown_timeout: 1s\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [otlphttp]\n",
@@ -126,10 +158,7 @@ impl Lcg {
 
 #[test]
 fn nothing_acknowledged_is_lost_to_kill_9() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = runtime();
-    let sink = rt.block_on(OtlpSink::start());
-    let dir = Dir::new();
+    let (rt, sink, dir) = setup();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -140,10 +169,7 @@ fn nothing_acknowledged_is_lost_to_kill_9() {
     let started = Instant::now();
     let mut iterations = 0;
     // The backend is down (nothing listens) on even rounds, flaky on odd ones.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    let dead = dead_backend();
     while iterations < 20 || (iterations < 40 && started.elapsed() < Duration::from_secs(20)) {
         let backend = if iterations % 2 == 0 {
             dead.clone()
@@ -208,31 +234,15 @@ fn nothing_acknowledged_is_lost_to_kill_9() {
 
 #[test]
 fn sigterm_with_a_dead_backend_keeps_the_backlog_for_the_next_start() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = runtime();
-    let sink = rt.block_on(OtlpSink::start());
-    let dir = Dir::new();
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    let (rt, sink, dir) = setup();
+    let dead = dead_backend();
     let mut sk = Sidekick::start(&config(&dir.0, &dead, ""));
     let addr = sk.http.unwrap();
     let client = reqwest::Client::new();
     let mut names = Vec::new();
     for k in 0..50 {
         let batch: Vec<String> = (0..20).map(|j| format!("kept-{k}-{j}")).collect();
-        let status = rt.block_on(async {
-            client
-                .post(format!("http://{addr}/v1/traces"))
-                .header("content-type", "application/x-protobuf")
-                .body(request(&batch))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        });
-        assert_eq!(status, 200);
+        assert_eq!(post(&rt, &client, addr, &batch).status(), 200);
         names.extend(batch);
     }
     let status = sk.terminate();
@@ -292,10 +302,7 @@ fn sigterm_with_a_dead_backend_keeps_the_backlog_for_the_next_start() {
 
 #[test]
 fn a_full_queue_refuses_retryably_and_takes_data_again_once_it_drains() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = runtime();
-    let sink = rt.block_on(OtlpSink::start());
-    let dir = Dir::new();
+    let (rt, sink, dir) = setup();
     // The backend fails everything for now.
     sink.fail_next(1_000_000, Failure::Http(503, None));
     let mut sk = Sidekick::start(&config(
@@ -307,20 +314,9 @@ fn a_full_queue_refuses_retryably_and_takes_data_again_once_it_drains() {
     let client = reqwest::Client::new();
     let post = |k: usize| {
         let batch: Vec<String> = (0..50).map(|j| format!("full-{k}-{j}")).collect();
-        let status = rt.block_on(async {
-            client
-                .post(format!("http://{addr}/v1/traces"))
-                .header("content-type", "application/x-protobuf")
-                .body(request(&batch))
-                .send()
-                .await
-                .unwrap()
-        });
-        (
-            batch,
-            status.status().as_u16(),
-            status.headers().contains_key("retry-after"),
-        )
+        let answer = post(&rt, &client, addr, &batch);
+        let status = answer.status().as_u16();
+        (batch, status, answer.headers().contains_key("retry-after"))
     };
     let mut acked = Vec::new();
     let mut refused = false;

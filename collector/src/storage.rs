@@ -103,6 +103,20 @@ impl BuildContext<'_> {
     }
 }
 
+/// `name` with every character but ASCII letters, digits, `-` and `.` made `_`: safe
+/// in a file name (component and pipeline ids hold `/`).
+pub fn file_name_part(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 impl Storage {
     /// Opens (and locks) `directory`.
     pub fn open(config: &FileStorageConfig) -> Result<Storage, String> {
@@ -140,17 +154,8 @@ impl Storage {
     }
 
     fn path(&self, key: &str) -> PathBuf {
-        let safe: String = key
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.directory.join(format!("{safe}.state"))
+        self.directory
+            .join(format!("{}.state", file_name_part(key)))
     }
 
     /// The value under `key`, or `None` if there is none (or it cannot be read: a warning

@@ -568,17 +568,7 @@ impl Plan {
         let drop_oldest = asks
             .iter()
             .all(|x| x.when_full == exporter::WhenFull::DropOldest);
-        let dir: String =
-            p.id.to_string()
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
+        let dir = crate::storage::file_name_part(&p.id.to_string());
         Ok(Some((
             storage.directory().join(format!("queue-{dir}")),
             JournalSettings {

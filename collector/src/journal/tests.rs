@@ -82,6 +82,16 @@ fn start_feed(
     (rx, trigger)
 }
 
+/// Receives (and delivers) everything until the feeder is done; the span names in order.
+async fn drain(rx: &mut Input<TracesSignal>) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Some((batch, hold)) = rx.recv_held().await {
+        got.extend(names(&batch));
+        hold.release();
+    }
+    got
+}
+
 #[tokio::test]
 async fn entries_go_on_in_order_and_delivered_ones_are_not_sent_again() {
     let d = dir();
@@ -119,11 +129,7 @@ async fn entries_go_on_in_order_and_delivered_ones_are_not_sent_again() {
     j.append(&spans("new", 1)).unwrap();
     drop(w);
     let (mut rx, _trigger) = start_feed(&j);
-    let mut again = Vec::new();
-    while let Some((batch, hold)) = rx.recv_held().await {
-        again.extend(names(&batch));
-        hold.release();
-    }
+    let again = drain(&mut rx).await;
     assert_eq!(again.len(), 30 * 3 + 1, "{again:?}");
     assert_eq!(again[0], "e20-0");
     assert_eq!(again[89], "e49-2");
@@ -189,11 +195,7 @@ async fn a_torn_last_record_is_cut_counted_and_the_rest_delivered() {
     j.append(&spans("after", 1)).unwrap();
     drop(w);
     let (mut rx, _trigger) = start_feed(&j);
-    let mut got = Vec::new();
-    while let Some((batch, hold)) = rx.recv_held().await {
-        got.extend(names(&batch));
-        hold.release();
-    }
+    let got = drain(&mut rx).await;
     assert_eq!(got.first().map(String::as_str), Some("e0-0"));
     assert_eq!(got.len(), 4 * 2 + 1, "{got:?}");
     assert_eq!(got.last().map(String::as_str), Some("after-0"));
@@ -232,11 +234,7 @@ async fn a_damaged_record_in_the_middle_costs_only_its_segment() {
     let j = open(&d, settings());
     drop(j.sender());
     let (mut rx, _trigger) = start_feed(&j);
-    let mut got = Vec::new();
-    while let Some((batch, hold)) = rx.recv_held().await {
-        got.extend(names(&batch));
-        hold.release();
-    }
+    let got = drain(&mut rx).await;
     assert_eq!(got[0], "e0-0");
     assert_eq!(got.last().map(String::as_str), Some("e59-3"));
     assert!(got.len() < 240 && got.len() > 120, "{}", got.len());
@@ -289,11 +287,7 @@ async fn a_full_queue_refuses_until_data_is_delivered_or_drops_its_oldest() {
     drop(w);
     assert!(t.dropped() >= 40, "{}", t.dropped());
     let (mut rx, _trigger) = start_feed(&j);
-    let mut got = Vec::new();
-    while let Some((batch, hold)) = rx.recv_held().await {
-        got.extend(names(&batch));
-        hold.release();
-    }
+    let got = drain(&mut rx).await;
     // The newest survive, in order; what went is counted.
     assert_eq!(got.last().map(String::as_str), Some("e11-9"));
     assert_eq!(got.len() as u64 + t.dropped(), 120);
