@@ -377,3 +377,26 @@ fn a_second_sidekick_on_the_same_storage_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("in use by another Sidekick"), "{stderr}");
 }
+
+#[test]
+fn a_full_disk_is_refused_retryably_and_writing_resumes_when_space_returns() {
+    let (rt, sink, dir) = setup();
+    let mut sk = Sidekick::start(&config(&dir.0, &sink.url(), ""));
+    let addr = sk.http.unwrap();
+    let client = reqwest::Client::new();
+    // The queue's first segment would land on a device that is always full.
+    let segment = dir.0.join("queue-traces/00000000000000000000.seg");
+    std::os::unix::fs::symlink("/dev/full", &segment).unwrap();
+    let names: Vec<String> = (0..10).map(|j| format!("disk-full-{j}")).collect();
+    let refused = post(&rt, &client, addr, &names);
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let lines = sk.lines().join("\n");
+    assert!(lines.contains("persistent queue cannot write"), "{lines}");
+    assert!(lines.contains("No space left on device"), "{lines}");
+    // Space is back (the empty segment went): the client's retry is taken and delivered.
+    let _ = std::fs::remove_file(&segment);
+    assert_eq!(post(&rt, &client, addr, &names).status(), 200);
+    assert!(rt.block_on(sink.wait_until(Duration::from_secs(10), |s| s.span_count() >= 10)));
+    assert_eq!(sk.terminate().code(), Some(0), "{}", sk.lines().join("\n"));
+}

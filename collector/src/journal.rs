@@ -601,8 +601,15 @@ impl<S: Signal> Journal<S> {
             .back_mut()
             .ok_or_else(|| std::io::Error::other("no segment"))?;
         if let Err(e) = written {
-            // Cut a partly written record off, so the next append starts clean.
+            // Cut a partly written record off, and begin a new segment with the next
+            // append (an empty one is removed), so writing resumes once space returns.
             let _ = file.set_len(last.bytes);
+            st.file = None;
+            if last.bytes == 0 {
+                if let Some(seg) = st.segments.pop_back() {
+                    let _ = std::fs::remove_file(&seg.path);
+                }
+            }
             return Err(e);
         }
         let len = (HEADER + size) as u64;

@@ -377,3 +377,24 @@ async fn a_second_journal_over_the_same_files_sees_what_the_first_kept() {
     assert!((6..=10).contains(&again.items()), "{}", again.items());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[tokio::test]
+async fn a_full_disk_refuses_appends_until_space_returns() {
+    let d = dir();
+    let j = open(&d, settings());
+    let w = j.sender();
+    // The next segment lands on a device that is always full.
+    let seg = d.join(segment_name(0));
+    std::os::unix::fs::symlink("/dev/full", &seg).unwrap();
+    let refused = j.append(&spans("lost", 2)).unwrap_err();
+    assert!(matches!(refused, AppendError::Storage(_)), "{refused:?}");
+    assert_eq!(SendError::from(refused), SendError::Full);
+    assert_eq!(j.items(), 0);
+    // Space is back.
+    let _ = std::fs::remove_file(&seg);
+    j.append(&spans("kept", 2)).unwrap();
+    drop(w);
+    let (mut rx, _trigger) = start_feed(&j);
+    assert_eq!(drain(&mut rx).await, ["kept-0", "kept-1"]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
