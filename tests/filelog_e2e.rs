@@ -198,3 +198,82 @@ service:
     assert!(seen.values().all(|n| *n == 1), "none twice");
     assert!(sk.terminate().success());
 }
+
+/// With a persistent queue on the pipeline, lines count as handed on once they are in
+/// it: `kill -9` while the backend is down loses none of what was read, and the next
+/// start delivers them and reads on.
+#[test]
+fn kill_9_with_a_persistent_queue_loses_no_line() {
+    let (rt, sink, _marker, dir, log) = setup();
+    let config = |backend: &str| {
+        format!(
+            "extensions:
+  file_storage:
+    directory: {state}
+    create_directory: true
+receivers:
+  filelog:
+    include: [{log}]
+    start_at: beginning
+    poll_interval: 50ms
+    storage: file_storage
+processors:
+  batch:
+    timeout: 5s
+exporters:
+  otlphttp:
+    endpoint: {backend}
+    retry_on_failure:
+      initial_interval: 50ms
+      max_interval: 200ms
+    sending_queue:
+      storage: file_storage
+service:
+  extensions: [file_storage]
+  pipelines:
+    logs:
+      receivers: [filelog]
+      processors: [batch]
+      exporters: [otlphttp]
+",
+            state = dir.join("state").display(),
+            log = log.display(),
+        )
+    };
+    let total = 2000;
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    for seq in 0..total / 2 {
+        writeln!(file, "line {seq}").unwrap();
+    }
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut sk = Sidekick::start(&config(&dead));
+    // Read, queued on disk, held by a 5 s batch or retrying against a dead backend.
+    std::thread::sleep(Duration::from_millis(1500));
+    sk.kill();
+    for seq in total / 2..total {
+        writeln!(file, "line {seq}").unwrap();
+    }
+    let mut sk = Sidekick::start(&config(&sink.url()));
+    let done = rt.block_on(sink.wait_until(Duration::from_secs(30), |s| {
+        let mut seen = std::collections::BTreeSet::new();
+        for req in s.logs() {
+            for r in req
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .flat_map(|s| &s.log_records)
+            {
+                if let Some(Value::StringValue(b)) = r.body.as_ref().and_then(|b| b.value.as_ref())
+                {
+                    seen.insert(b.clone());
+                }
+            }
+        }
+        seen.len() >= total
+    }));
+    assert!(done, "{} records for {total} lines", sink.log_count());
+    assert!(sk.terminate().success(), "{}", sk.lines().join("\n"));
+}

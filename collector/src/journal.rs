@@ -97,8 +97,10 @@ struct State<S: Signal> {
     feed_seq: u64,
     read_segment: u64,
     read_offset: u64,
-    /// Bumped when segments are removed under the feeder (drop-oldest).
+    /// Bumped when the feeder's position moves under it (drop-oldest).
     generation: u64,
+    /// The segment the feeder reads, kept open (a deleted file stays readable).
+    reader: Option<(u64, Arc<File>)>,
     cache: VecDeque<Cached<S>>,
     cache_bytes: usize,
     cache_open: bool,
@@ -117,6 +119,9 @@ struct State<S: Signal> {
     /// Entries at or above this are written but not yet synced (fsync policy).
     synced: u64,
     syncing: bool,
+    /// Entries below this (and not below `synced`) could not be synced: their appends
+    /// are answered with an error.
+    sync_failed_below: u64,
     writers: usize,
     closed: bool,
 }
@@ -216,6 +221,41 @@ impl Drop for TicketInner {
     }
 }
 
+/// A sync in progress; if its caller goes away before it ends, the next caller starts one.
+struct SyncTurn<'a, S: Signal> {
+    journal: &'a Journal<S>,
+    done: bool,
+}
+
+impl<S: Signal> Drop for SyncTurn<'_, S> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.journal.lock().syncing = false;
+            self.journal.progress.notify_waiters();
+        }
+    }
+}
+
+/// What a read gave the feeder.
+enum Taken<S: Signal> {
+    Entry(u64, Batch<S>),
+    /// Look again (moved on, or the state changed meanwhile).
+    Again,
+    /// The file could not be read: wait, then try again.
+    Backoff,
+}
+
+/// Where the feeder reads next, found under the lock and read outside it.
+struct Pending {
+    path: PathBuf,
+    first: u64,
+    offset: u64,
+    end: u64,
+    following: Option<u64>,
+    generation: u64,
+    reader: Option<Arc<File>>,
+}
+
 /// A record read back from a segment.
 struct Record {
     seq: u64,
@@ -230,6 +270,8 @@ enum ReadOutcome {
     End,
     /// A record that fails its checksum or framing, at this offset.
     Corrupt(String),
+    /// The file could not be read (not a fault of the data: try again).
+    Io(std::io::Error),
 }
 
 fn read_record(file: &File, offset: u64, end: u64) -> ReadOutcome {
@@ -241,7 +283,7 @@ fn read_record(file: &File, offset: u64, end: u64) -> ReadOutcome {
     }
     let mut header = [0u8; HEADER];
     if let Err(e) = file.read_exact_at(&mut header, offset) {
-        return ReadOutcome::Corrupt(format!("cannot read at byte {offset}: {e}"));
+        return ReadOutcome::Io(e);
     }
     let len = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default()) as u64;
     let crc = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default());
@@ -254,7 +296,7 @@ fn read_record(file: &File, offset: u64, end: u64) -> ReadOutcome {
     }
     let mut payload = vec![0u8; len as usize];
     if let Err(e) = file.read_exact_at(&mut payload, offset + HEADER as u64) {
-        return ReadOutcome::Corrupt(format!("cannot read at byte {offset}: {e}"));
+        return ReadOutcome::Io(e);
     }
     let mut h = crc32fast::Hasher::new();
     h.update(&header[8..20]);
@@ -327,19 +369,20 @@ impl<S: Signal> Journal<S> {
         for first in firsts {
             let path = dir.join(segment_name(first));
             let is_live = |seq: u64| seq >= low && !in_ranges(&retired, seq);
-            let seg = scan_segment(&path, first, &is_live, &mut recovered, name)?;
-            match seg {
-                Some((seg, live, bytes)) => {
-                    live_items += live;
-                    live_bytes += bytes;
-                    next_seq = next_seq.max(seg.next);
-                    disk_bytes += seg.bytes;
-                    segments.push_back(seg);
-                }
-                None => {
-                    let _ = std::fs::remove_file(&path);
-                }
+            let scanned = scan_segment(&path, first, &is_live, &mut recovered, name)?;
+            // Sequence numbers go on after every entry ever written, sent or not.
+            next_seq = next_seq.max(scanned.segment.next);
+            if scanned.live_bytes == 0 {
+                let _ = std::fs::remove_file(&path);
+                continue;
             }
+            live_items += scanned.live_items;
+            live_bytes += scanned.live_bytes;
+            disk_bytes += scanned.segment.bytes;
+            segments.push_back(scanned.segment);
+        }
+        if let Some((_, &end)) = retired.last_key_value() {
+            next_seq = next_seq.max(end);
         }
         let feed_seq = low.min(next_seq);
         let read_segment = segments.front().map(|s| s.first).unwrap_or(next_seq);
@@ -360,6 +403,7 @@ impl<S: Signal> Journal<S> {
                 read_segment,
                 read_offset: 0,
                 generation: 0,
+                reader: None,
                 cache: VecDeque::new(),
                 cache_bytes: 0,
                 cache_open: true,
@@ -373,6 +417,7 @@ impl<S: Signal> Journal<S> {
                 cursor_at: Instant::now(),
                 synced: next_seq,
                 syncing: false,
+                sync_failed_below: 0,
                 writers: 0,
                 closed: false,
             }),
@@ -447,43 +492,89 @@ impl<S: Signal> Journal<S> {
         }
     }
 
-    /// Deletes the oldest segment if none of it was handed on yet, counting its entries
-    /// as dropped. False when there is no such segment.
+    /// Deletes the oldest entry not yet handed on, counting it as dropped. False when
+    /// every entry was handed on already.
     fn drop_oldest(&self, st: &mut State<S>) -> bool {
-        if st.segments.len() < 2 {
-            return false;
-        }
-        let Some(seg) = st.segments.front() else {
+        let Some((seq, items, bytes)) = self.take_oldest_unfed(st) else {
             return false;
         };
-        if st.feed_seq > seg.first || st.low > seg.first {
-            return false;
+        if seq > st.feed_seq {
+            self.skip(st, seq);
         }
-        let Some(seg) = st.segments.pop_front() else {
-            return false;
-        };
-        let entries = seg.next - seg.first;
-        let _ = std::fs::remove_file(&seg.path);
-        st.disk_bytes -= seg.bytes;
-        st.live_bytes = st.live_bytes.saturating_sub(seg.bytes);
-        st.live_items = st.live_items.saturating_sub(seg.items);
-        st.live_entries = st.live_entries.saturating_sub(entries);
-        while st.cache.front().is_some_and(|c| c.seq < seg.next) {
-            if let Some(c) = st.cache.pop_front() {
-                st.cache_bytes -= c.batch.size();
+        st.feed_seq = seq + 1;
+        st.generation += 1;
+        self.retire_range(st, seq, seq + 1, (items, bytes, 1));
+        self.metrics.dropped.add(items);
+        if let Some(t) = &self.metrics.telemetry {
+            t.record_dropped(items);
+        }
+        if let Some(held_back) = self.error_log.check() {
+            error!(queue = %self.name, dropped_items = items, similar_lines_held_back = held_back, "persistent queue is full: dropped its oldest data not yet sent (when_full: drop_oldest)");
+        }
+        true
+    }
+
+    /// The oldest entry not yet handed on (sequence, items, record bytes), taken from the
+    /// cache or found by reading record headers from the feeder's position on.
+    fn take_oldest_unfed(&self, st: &mut State<S>) -> Option<(u64, u64, u64)> {
+        if st.feed_seq >= st.next_seq {
+            return None;
+        }
+        if st.cache.front().is_some_and(|c| c.seq == st.feed_seq) {
+            let c = st.cache.pop_front()?;
+            st.cache_bytes -= c.batch.size();
+            st.read_segment = c.segment;
+            st.read_offset = c.end;
+            return Some((
+                c.seq,
+                c.batch.len() as u64,
+                (c.batch.size() + HEADER) as u64,
+            ));
+        }
+        loop {
+            let i = self.read_index(st)?;
+            let seg = &st.segments[i];
+            let offset = if seg.first == st.read_segment {
+                st.read_offset
+            } else {
+                0
+            };
+            if offset + HEADER as u64 > seg.bytes {
+                let next = st.segments.get(i + 1)?.first;
+                st.read_segment = next;
+                st.read_offset = 0;
+                continue;
+            }
+            let file = File::open(&seg.path).ok()?;
+            let mut header = [0u8; HEADER];
+            file.read_exact_at(&mut header, offset).ok()?;
+            let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as u64;
+            let seq = u64::from_le_bytes(header[8..16].try_into().ok()?);
+            let items = u32::from_le_bytes(header[16..20].try_into().ok()?) as u64;
+            if offset + HEADER as u64 + len > seg.bytes {
+                return None;
+            }
+            st.read_segment = seg.first;
+            st.read_offset = offset + HEADER as u64 + len;
+            if seq >= st.feed_seq && !in_ranges(&st.retired, seq) {
+                // Whatever of it is still cached goes with it.
+                while st.cache.front().is_some_and(|c| c.seq <= seq) {
+                    if let Some(c) = st.cache.pop_front() {
+                        st.cache_bytes -= c.batch.size();
+                    }
+                }
+                return Some((seq, items, HEADER as u64 + len));
             }
         }
-        st.feed_seq = seg.next;
-        st.low = st.low.max(seg.next);
-        st.read_segment = st.segments.front().map(|s| s.first).unwrap_or(st.next_seq);
-        st.read_offset = 0;
-        st.generation += 1;
-        self.metrics.dropped.add(seg.items);
-        if let Some(t) = &self.metrics.telemetry {
-            t.record_dropped(seg.items);
-        }
-        error!(queue = %self.name, file = %seg.path.display(), dropped_items = seg.items, "persistent queue is full: dropped its oldest data (drop_oldest)");
-        true
+    }
+
+    /// The segment holding the feeder's position: the one it reads, else the first that
+    /// still holds entries it has not handed on.
+    fn read_index(&self, st: &State<S>) -> Option<usize> {
+        st.segments
+            .iter()
+            .position(|s| s.first == st.read_segment)
+            .or_else(|| st.segments.iter().position(|s| s.next > st.feed_seq))
     }
 
     /// Appends `batch` as one entry. Returns the entry's sequence number once it is
@@ -604,6 +695,13 @@ impl<S: Signal> Journal<S> {
             // Cut a partly written record off, and begin a new segment with the next
             // append (an empty one is removed), so writing resumes once space returns.
             let _ = file.set_len(last.bytes);
+            // What this file holds must still be synced before its appends are answered.
+            if self.settings.fsync && st.synced < st.next_seq {
+                match file.sync_data() {
+                    Ok(()) => st.synced = st.next_seq,
+                    Err(_) => st.sync_failed_below = st.next_seq,
+                }
+            }
             st.file = None;
             if last.bytes == 0 {
                 if let Some(seg) = st.segments.pop_back() {
@@ -639,6 +737,9 @@ impl<S: Signal> Journal<S> {
                 if st.synced > seq {
                     return Ok(());
                 }
+                if seq < st.sync_failed_below {
+                    return Err(AppendError::Storage("cannot sync to disk".into()));
+                }
                 if st.syncing {
                     None
                 } else {
@@ -651,6 +752,11 @@ impl<S: Signal> Journal<S> {
                 progress.await;
                 continue;
             };
+            // Whoever started a sync ends it, even if this future is dropped meanwhile.
+            let mut turn = SyncTurn {
+                journal: self,
+                done: false,
+            };
             let result = match file {
                 Some(Ok(f)) => tokio::task::spawn_blocking(move || f.sync_data())
                     .await
@@ -661,6 +767,7 @@ impl<S: Signal> Journal<S> {
             {
                 let mut st = self.lock();
                 st.syncing = false;
+                turn.done = true;
                 if result.is_ok() {
                     st.synced = st.synced.max(upto);
                     self.metrics.fsyncs.add(1);
@@ -679,6 +786,7 @@ impl<S: Signal> Journal<S> {
     /// The next entry to hand on, or `None` once every writer is gone and everything
     /// was handed on.
     async fn next_entry(self: &Arc<Self>) -> Option<(u64, Batch<S>)> {
+        let mut io_wait = Duration::from_millis(100);
         loop {
             let appended = self.appended.notified();
             tokio::pin!(appended);
@@ -700,12 +808,7 @@ impl<S: Signal> Journal<S> {
                     st.read_offset = c.end;
                     return Some((c.seq, c.batch));
                 } else {
-                    let at = st
-                        .segments
-                        .iter()
-                        .position(|s| s.first == st.read_segment)
-                        .or_else(|| (!st.segments.is_empty()).then_some(0));
-                    match at {
+                    match self.read_index(st) {
                         None => {
                             // Nothing on disk below the cache: go on from the cache.
                             let to = st.cache.front().map_or(st.next_seq, |c| c.seq);
@@ -719,20 +822,25 @@ impl<S: Signal> Journal<S> {
                             } else {
                                 0
                             };
-                            let following = st.segments.get(i + 1).map(|s| s.first);
-                            Some((
-                                seg.path.clone(),
-                                seg.first,
+                            let reader = st
+                                .reader
+                                .as_ref()
+                                .filter(|(first, _)| *first == seg.first)
+                                .map(|(_, f)| Arc::clone(f));
+                            Some(Pending {
+                                path: seg.path.clone(),
+                                first: seg.first,
                                 offset,
-                                seg.bytes,
-                                following,
-                                st.generation,
-                            ))
+                                end: seg.bytes,
+                                following: st.segments.get(i + 1).map(|s| s.first),
+                                generation: st.generation,
+                                reader,
+                            })
                         }
                     }
                 }
             };
-            let Some((path, first, offset, end, following, generation)) = read else {
+            let Some(at) = read else {
                 // Idle: save the cursor if deliveries changed it since it was last saved.
                 tokio::select! {
                     _ = appended => {}
@@ -741,15 +849,38 @@ impl<S: Signal> Journal<S> {
                 continue;
             };
             // Read outside the lock: appends go on meanwhile.
-            let outcome = match File::open(&path) {
-                Ok(f) => read_record(&f, offset, end),
-                Err(e) => ReadOutcome::Corrupt(format!("cannot open: {e}")),
+            let file = match at.reader.clone() {
+                Some(f) => Ok(f),
+                None => File::open(&at.path).map(Arc::new),
             };
-            let mut guard = self.lock();
-            let st = &mut *guard;
-            if st.generation != generation {
-                continue;
+            let outcome = match &file {
+                Ok(f) => read_record(f, at.offset, at.end),
+                Err(e) => ReadOutcome::Io(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            let taken = self.take_read(&at, file.ok(), outcome);
+            match taken {
+                Taken::Entry(seq, batch) => return Some((seq, batch)),
+                Taken::Again => {}
+                Taken::Backoff => {
+                    tokio::time::sleep(io_wait).await;
+                    io_wait = (io_wait * 2).min(Duration::from_secs(5));
+                }
             }
+        }
+    }
+
+    /// Takes what the feeder read at `at` into the state.
+    fn take_read(&self, at: &Pending, file: Option<Arc<File>>, outcome: ReadOutcome) -> Taken<S> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if let Some(f) = file {
+            st.reader = Some((at.first, f));
+        }
+        if st.generation != at.generation {
+            return Taken::Again;
+        }
+        let (first, offset) = (at.first, at.offset);
+        {
             match outcome {
                 ReadOutcome::Record(r) if r.seq < st.feed_seq => {
                     st.read_segment = first;
@@ -777,7 +908,7 @@ impl<S: Signal> Journal<S> {
                             st.cache_bytes -= c.batch.size();
                         }
                     }
-                    return Some((r.seq, Batch::from_stored(r.payload, r.items as usize)));
+                    return Taken::Entry(r.seq, Batch::from_stored(r.payload, r.items as usize));
                 }
                 ReadOutcome::End => {
                     let grown = st
@@ -785,7 +916,7 @@ impl<S: Signal> Journal<S> {
                         .iter()
                         .find(|s| s.first == first)
                         .is_some_and(|s| s.bytes > offset);
-                    match following {
+                    match at.following {
                         // Appended to since it was looked at: read on.
                         _ if grown => {}
                         Some(next) => {
@@ -799,17 +930,33 @@ impl<S: Signal> Journal<S> {
                         }
                     }
                 }
+                ReadOutcome::Io(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && !st.segments.iter().any(|s| s.first == first) =>
+                {
+                    // Sent and deleted meanwhile: look again.
+                }
+                ReadOutcome::Io(e) => {
+                    // Not the data's fault (too many open files, a flaky device): the
+                    // entries stay and the read is tried again.
+                    if let Some(held_back) = self.error_log.check() {
+                        error!(queue = %self.name, file = %at.path.display(), error = %e, similar_lines_held_back = held_back, "cannot read the persistent queue: trying again");
+                    }
+                    return Taken::Backoff;
+                }
                 ReadOutcome::Corrupt(why) => {
                     self.metrics.corrupt.add(1);
-                    error!(queue = %self.name, file = %path.display(), error = %why, "persistent queue record is damaged: skipping the rest of its segment");
-                    let to = following
+                    error!(queue = %self.name, file = %at.path.display(), error = %why, "persistent queue record is damaged: skipping the rest of its segment");
+                    let to = at
+                        .following
                         .unwrap_or_else(|| st.cache.front().map_or(st.next_seq, |c| c.seq));
                     self.skip(st, to);
-                    st.read_segment = following.unwrap_or(st.next_seq);
+                    st.read_segment = at.following.unwrap_or(st.next_seq);
                     st.read_offset = 0;
                 }
             }
         }
+        Taken::Again
     }
 
     /// Entries from `feed_seq` up to `to` are not there to hand on: retire them.
@@ -817,7 +964,9 @@ impl<S: Signal> Journal<S> {
         if to > st.feed_seq {
             let from = st.feed_seq;
             st.feed_seq = to;
-            self.retire_range(st, from, to, (0, 0, to - from));
+            // Never counted as live (gaps), or counted and now lost to damage: the
+            // counts are left as they are rather than guessed.
+            self.retire_range(st, from, to, (0, 0, 0));
         }
     }
 
@@ -832,7 +981,7 @@ impl<S: Signal> Journal<S> {
         st.live_bytes = st.live_bytes.saturating_sub(bytes);
         st.live_entries = st.live_entries.saturating_sub(entries);
         if from > st.low {
-            st.retired.insert(from, to);
+            insert_range(&mut st.retired, from, to);
         } else {
             st.low = st.low.max(to);
         }
@@ -852,14 +1001,31 @@ impl<S: Signal> Journal<S> {
         self.progress.notify_waiters();
     }
 
-    /// Deletes whole segments below `low` (the last one stays open for appends).
+    /// Deletes the segments every entry of which is retired (the last one stays open
+    /// for appends): those below `low`, and those inside one retired range (sent while
+    /// an older entry is still being retried, or dropped by `drop_oldest`).
     fn remove_sent_segments(&self, st: &mut State<S>) {
-        while st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.next <= st.low) {
-            if let Some(seg) = st.segments.pop_front() {
-                st.disk_bytes -= seg.bytes;
-                if let Err(e) = std::fs::remove_file(&seg.path) {
-                    warn!(queue = %self.name, file = %seg.path.display(), error = %e, "cannot delete a sent segment");
-                }
+        let last = st.segments.len().saturating_sub(1);
+        let (low, retired) = (st.low, &st.retired);
+        let mut gone = Vec::new();
+        let mut i = 0;
+        st.segments.retain(|seg| {
+            let keep = i == last
+                || !(seg.next <= low
+                    || retired
+                        .range(..=seg.first)
+                        .next_back()
+                        .is_some_and(|(_, &end)| end >= seg.next));
+            i += 1;
+            if !keep {
+                gone.push((seg.path.clone(), seg.bytes));
+            }
+            keep
+        });
+        for (path, bytes) in gone {
+            st.disk_bytes -= bytes;
+            if let Err(e) = std::fs::remove_file(&path) {
+                warn!(queue = %self.name, file = %path.display(), error = %e, "cannot delete a sent segment");
             }
         }
     }
@@ -933,24 +1099,30 @@ impl<S: Signal> Retire for Journal<S> {
     }
 }
 
-/// Reads a segment left by a previous run: its entries at or above `low` are live. A
-/// damaged record cuts the segment there (counted). `None`: nothing live in it.
+/// What a segment left by a previous run holds.
+struct Scanned {
+    segment: Segment,
+    live_items: u64,
+    live_bytes: u64,
+}
+
+/// Reads a segment left by a previous run: its entries `is_live` says are not yet
+/// delivered are live. A damaged record cuts the segment there (counted). A segment that
+/// cannot be read at all stops the start: its data must not be taken for gone.
 fn scan_segment(
     path: &Path,
     first: u64,
     is_live: &dyn Fn(u64) -> bool,
     recovered: &mut Recovered,
     name: &str,
-) -> Result<Option<(Segment, u64, u64)>, String> {
-    let file = match File::options().read(true).write(true).open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            error!(queue = %name, file = %path.display(), error = %e, "cannot open a persistent queue segment: skipping it");
-            recovered.corrupt += 1;
-            return Ok(None);
-        }
-    };
-    let end = file.metadata().map(|m| m.len()).unwrap_or(0);
+) -> Result<Scanned, String> {
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(cannot)?;
+    let end = file.metadata().map_err(cannot)?.len();
     let mut offset = 0;
     let mut next = first;
     let mut items = 0;
@@ -976,6 +1148,7 @@ fn scan_segment(
                 }
             }
             ReadOutcome::End => break,
+            ReadOutcome::Io(e) => return Err(cannot(e)),
             ReadOutcome::Corrupt(why) => {
                 recovered.corrupt += 1;
                 error!(queue = %name, file = %path.display(), error = %why, lost_bytes = end - offset, "persistent queue segment is damaged (a write cut short by a crash, or changed on disk): keeping what is before the damage");
@@ -989,20 +1162,17 @@ fn scan_segment(
             }
         }
     }
-    if live_bytes == 0 {
-        return Ok(None);
-    }
-    Ok(Some((
-        Segment {
+    Ok(Scanned {
+        segment: Segment {
             first,
             next,
             bytes: offset,
             items,
             path: path.to_path_buf(),
         },
-        live,
+        live_items: live,
         live_bytes,
-    )))
+    })
 }
 
 /// Writes `header` and `chunks` with as few system calls as the kernel allows.
@@ -1022,6 +1192,26 @@ fn write_all_vectored(file: &mut File, header: &[u8], chunks: &[Bytes]) -> std::
         }
     }
     Ok(())
+}
+
+/// Adds `from..to` to `ranges`, merged with the ranges it overlaps or touches, so the map
+/// stays one entry per run of retired entries.
+fn insert_range(ranges: &mut BTreeMap<u64, u64>, mut from: u64, mut to: u64) {
+    if let Some((&start, &end)) = ranges.range(..=from).next_back() {
+        if end >= from {
+            from = start;
+            to = to.max(end);
+            ranges.remove(&start);
+        }
+    }
+    while let Some((&start, &end)) = ranges.range(from..).next() {
+        if start > to {
+            break;
+        }
+        to = to.max(end);
+        ranges.remove(&start);
+    }
+    ranges.insert(from, to);
 }
 
 /// Whether `seq` is in one of the retired ranges.

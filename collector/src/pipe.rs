@@ -696,7 +696,8 @@ impl<S: Signal> Output<S> {
         tickets: Tickets,
     ) -> Result<(), SendError> {
         let mut appended = Vec::with_capacity(self.journals.len());
-        for j in &self.journals {
+        // An empty request has nothing to keep (and no ticket to wait for).
+        for j in self.journals.iter().filter(|_| !batch.is_empty()) {
             appended.push((j, j.journal().append(&batch)?));
         }
         let last = reserved.len().saturating_sub(1);
