@@ -113,7 +113,7 @@ impl Default for TargetInfo {
 pub struct RemoteWriteQueue {
     pub enabled: bool,
     /// Batches waiting to be sent, when set (as in the Collector). Unset, the queue
-    /// holds 6 MiB of encoded batches, like every exporter's: counting batches alone
+    /// holds 4 MiB of encoded batches, like every exporter's: counting batches alone
     /// lets a slow backend pile up scrapes of any size in memory.
     pub queue_size: Option<usize>,
     /// Concurrent senders, each with its own share of the series. Default 5.
