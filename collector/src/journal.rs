@@ -369,7 +369,19 @@ impl<S: Signal> Journal<S> {
         for first in firsts {
             let path = dir.join(segment_name(first));
             let is_live = |seq: u64| seq >= low && !in_ranges(&retired, seq);
-            let scanned = scan_segment(&path, first, &is_live, &mut recovered, name)?;
+            let scanned = match scan_segment(&path, first, &is_live, &mut recovered, name) {
+                Ok(scanned) => scanned,
+                Err(e) => {
+                    // Left in place (perhaps readable next time) and counted; its
+                    // numbers are never used again.
+                    recovered.corrupt += 1;
+                    error!(queue = %name, error = %e, "cannot read a persistent queue segment: skipping it");
+                    let most =
+                        std::fs::metadata(&path).map_or(1 << 32, |m| m.len() / HEADER as u64);
+                    next_seq = next_seq.max(first + most + 1);
+                    continue;
+                }
+            };
             // Sequence numbers go on after every entry ever written, sent or not.
             next_seq = next_seq.max(scanned.segment.next);
             if scanned.live_bytes == 0 {
@@ -1107,8 +1119,8 @@ struct Scanned {
 }
 
 /// Reads a segment left by a previous run: its entries `is_live` says are not yet
-/// delivered are live. A damaged record cuts the segment there (counted). A segment that
-/// cannot be read at all stops the start: its data must not be taken for gone.
+/// delivered are live. A damaged record cuts the segment there (counted). An error: the
+/// segment cannot be read at all (it is left in place, never deleted as empty).
 fn scan_segment(
     path: &Path,
     first: u64,

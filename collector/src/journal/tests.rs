@@ -478,3 +478,21 @@ fn retired_ranges_merge() {
     insert_range(&mut r, 40, 55);
     assert_eq!(r.into_iter().collect::<Vec<_>>(), [(40, 100)]);
 }
+
+#[tokio::test]
+async fn a_segment_that_cannot_be_read_is_left_alone_and_counted() {
+    let d = dir();
+    std::fs::create_dir_all(d.join(segment_name(7))).unwrap();
+    let t = Telemetry::new();
+    let j = Journal::<TracesSignal>::open(d.clone(), "traces", settings(), Some(&t)).unwrap();
+    assert!(t
+        .render()
+        .contains("sidekick_persistent_queue_corrupt_records_total{pipeline=\"traces\"} 1"));
+    let w = j.sender();
+    assert!(j.append(&spans("after", 1)).unwrap() > 7);
+    drop(w);
+    let (mut rx, _trigger) = start_feed(&j);
+    assert_eq!(drain(&mut rx).await, ["after-0"]);
+    assert!(d.join(segment_name(7)).is_dir());
+    std::fs::remove_dir_all(&d).unwrap();
+}
