@@ -1053,7 +1053,11 @@ impl Service {
             };
             tokio::pin!(drain);
             if tokio::time::timeout_at(deadline, &mut drain).await.is_err() {
-                warn!("shutdown deadline passed; dropping what is still queued");
+                if journals.is_empty() {
+                    warn!("shutdown deadline passed; dropping what is still queued");
+                } else {
+                    warn!("shutdown deadline passed; dropping what is still queued in memory, keeping what is in persistent queues");
+                }
                 deadline_trigger.fire();
                 // Exporters now count what is left and return; receivers and processors
                 // finish as soon as their outputs stop blocking.
