@@ -270,23 +270,13 @@ fn traces(args: &Args, rt: &tokio::runtime::Runtime) {
     std::thread::sleep(Duration::from_secs(2));
     let (_, idle_rss, _) = proc_stats(pid);
 
-    let body = Bytes::from(traces_request(0, 1, SPANS_PER_REQUEST).encode_to_vec());
     let requests = args.spans / SPANS_PER_REQUEST;
     let total = requests * SPANS_PER_REQUEST;
     let (cpu_before, _, _) = proc_stats(pid);
     let started = Instant::now();
     rt.block_on(async {
-        let next = Arc::new(AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..CLIENTS)
-            .map(|_| tokio::spawn(client(grpc, body.clone(), Arc::clone(&next), requests)))
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let arrived = sink
-            .wait_until(Duration::from_secs(120), |s| s.counted() >= total)
-            .await;
-        assert!(arrived, "only {} of {total} spans arrived", sink.counted());
+        load(grpc, requests).await;
+        all_arrive(&sink, total, Duration::from_secs(120)).await;
     });
     let elapsed = started.elapsed();
     let (cpu_after, _, peak_rss) = proc_stats(pid);
