@@ -496,3 +496,124 @@ async fn a_segment_that_cannot_be_read_is_left_alone_and_counted() {
     assert!(d.join(segment_name(7)).is_dir());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+mod damaged_files {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Damage done to the journal's files between two runs.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        /// Cut a file at this fraction of its length.
+        Truncate(usize, u8),
+        /// Overwrite a byte at this fraction of a file's length.
+        Flip(usize, u8, u8),
+        /// Add garbage at a file's end.
+        Append(usize, Vec<u8>),
+        /// Replace the cursor.
+        Cursor(Vec<u8>),
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            (0usize..8, any::<u8>()).prop_map(|(f, at)| Damage::Truncate(f, at)),
+            (0usize..8, any::<u8>(), any::<u8>()).prop_map(|(f, at, b)| Damage::Flip(f, at, b)),
+            (0usize..8, prop::collection::vec(any::<u8>(), 1..64))
+                .prop_map(|(f, g)| Damage::Append(f, g)),
+            prop::collection::vec(any::<u8>(), 0..40).prop_map(Damage::Cursor),
+        ]
+    }
+
+    fn apply(d: &Path, damage: &Damage) {
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        segs.sort();
+        let pick = |f: usize| segs.get(f % segs.len().max(1)).cloned();
+        let at = |len: u64, frac: u8| len * frac as u64 / 256;
+        match damage {
+            Damage::Truncate(f, frac) => {
+                if let Some(p) = pick(*f) {
+                    let len = std::fs::metadata(&p).unwrap().len();
+                    File::options()
+                        .write(true)
+                        .open(&p)
+                        .unwrap()
+                        .set_len(at(len, *frac))
+                        .unwrap();
+                }
+            }
+            Damage::Flip(f, frac, b) => {
+                if let Some(p) = pick(*f) {
+                    let mut bytes = std::fs::read(&p).unwrap();
+                    if !bytes.is_empty() {
+                        let i = at(bytes.len() as u64, *frac) as usize;
+                        bytes[i] ^= b | 1;
+                        std::fs::write(&p, bytes).unwrap();
+                    }
+                }
+            }
+            Damage::Append(f, garbage) => {
+                if let Some(p) = pick(*f) {
+                    let mut file = File::options().append(true).open(&p).unwrap();
+                    file.write_all(garbage).unwrap();
+                }
+            }
+            Damage::Cursor(bytes) => std::fs::write(d.join("cursor"), bytes).unwrap(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever happened to the files, the next start opens the journal, delivers
+        /// entries that were written, oldest first and each at most once, and takes new
+        /// data; it never panics.
+        #[test]
+        fn a_journal_opens_and_delivers_whatever_was_done_to_its_files(
+            damages in prop::collection::vec(damage(), 1..4),
+            delivered in 0usize..30,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let d = dir();
+                let j = open(&d, settings());
+                let w = j.sender();
+                for i in 0..30 {
+                    j.append(&spans(&format!("e{i:02}"), 3)).unwrap();
+                }
+                drop(w);
+                let (mut rx, _trigger) = start_feed(&j);
+                for _ in 0..delivered {
+                    rx.recv_held().await.unwrap().1.release();
+                }
+                drop(rx);
+                j.close();
+                drop(j);
+                for damage in &damages {
+                    apply(&d, damage);
+                }
+                let j = open(&d, settings());
+                let w = j.sender();
+                j.append(&spans("new", 1)).unwrap();
+                drop(w);
+                let (mut rx, _trigger) = start_feed(&j);
+                let got = tokio::time::timeout(Duration::from_secs(10), drain(&mut rx))
+                    .await
+                    .expect("the feeder finishes");
+                // The new entry always arrives, last; the old ones in order, each once.
+                assert_eq!(got.last().map(String::as_str), Some("new-0"));
+                let old: Vec<&String> = got.iter().filter(|n| n.starts_with('e')).collect();
+                let mut sorted = old.clone();
+                sorted.sort();
+                sorted.dedup();
+                assert_eq!(old, sorted);
+                std::fs::remove_dir_all(&d).unwrap();
+            });
+        }
+    }
+}
