@@ -236,6 +236,15 @@ impl<S: Signal> Drop for SyncTurn<'_, S> {
     }
 }
 
+/// Forgets cached entries up to `seq` (handed on from disk, or dropped).
+fn uncache_through<S: Signal>(st: &mut State<S>, seq: u64) {
+    while st.cache.front().is_some_and(|c| c.seq <= seq) {
+        if let Some(c) = st.cache.pop_front() {
+            st.cache_bytes -= c.batch.size();
+        }
+    }
+}
+
 /// What a read gave the feeder.
 enum Taken<S: Signal> {
     Entry(u64, Batch<S>),
@@ -570,11 +579,7 @@ impl<S: Signal> Journal<S> {
             st.read_offset = offset + HEADER as u64 + len;
             if seq >= st.feed_seq && !in_ranges(&st.retired, seq) {
                 // Whatever of it is still cached goes with it.
-                while st.cache.front().is_some_and(|c| c.seq <= seq) {
-                    if let Some(c) = st.cache.pop_front() {
-                        st.cache_bytes -= c.batch.size();
-                    }
-                }
+                uncache_through(st, seq);
                 return Some((seq, items, HEADER as u64 + len));
             }
         }
@@ -915,11 +920,7 @@ impl<S: Signal> Journal<S> {
                     st.read_segment = first;
                     st.read_offset = offset + r.len;
                     // Entries read back from disk may still sit in the cache.
-                    while st.cache.front().is_some_and(|c| c.seq <= r.seq) {
-                        if let Some(c) = st.cache.pop_front() {
-                            st.cache_bytes -= c.batch.size();
-                        }
-                    }
+                    uncache_through(st, r.seq);
                     return Taken::Entry(r.seq, Batch::from_stored(r.payload, r.items as usize));
                 }
                 ReadOutcome::End => {

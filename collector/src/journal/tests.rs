@@ -63,6 +63,18 @@ fn names(batch: &Batch<TracesSignal>) -> Vec<String> {
         .collect()
 }
 
+/// The segment files in `d`, oldest first.
+fn segment_files(d: &Path) -> Vec<PathBuf> {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs
+}
+
 fn open(d: &Path, s: JournalSettings) -> Arc<Journal<TracesSignal>> {
     Journal::open(d.to_path_buf(), "traces", s, None).unwrap()
 }
@@ -218,13 +230,7 @@ async fn a_damaged_record_in_the_middle_costs_only_its_segment() {
     drop(w);
     j.close();
     drop(j);
-    let mut segs: Vec<_> = std::fs::read_dir(&d)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
+    let segs = segment_files(&d);
     assert!(segs.len() >= 3, "{segs:?}");
     // Flip a payload byte of the second segment's first record.
     let mut bytes = std::fs::read(&segs[1]).unwrap();
@@ -526,13 +532,7 @@ mod damaged_files {
     }
 
     fn apply(d: &Path, damage: &Damage) {
-        let mut segs: Vec<PathBuf> = std::fs::read_dir(d)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .collect();
-        segs.sort();
+        let segs = segment_files(d);
         let pick = |f: usize| segs.get(f % segs.len().max(1)).cloned();
         let at = |len: u64, frac: u8| len * frac as u64 / 256;
         match damage {
