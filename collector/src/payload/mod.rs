@@ -6,6 +6,7 @@
 //! batching appends chunks, splitting rewrites at most one resource, and fan-out to
 //! several exporters clones reference-counted bytes.
 
+pub mod detached;
 pub mod validate;
 pub mod wire;
 
@@ -22,6 +23,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use sidekick_config::Signal as SignalKind;
 
+pub use detached::Attrs;
 pub use wire::WireError;
 
 /// What differs between traces, metrics and logs.
@@ -208,6 +210,9 @@ enum Repr<S: Signal> {
 
 struct Decoded<S: Signal> {
     request: S::Request,
+    /// Empty, or one entry per item, in item order: attributes that belong after the
+    /// item's own (see [`detached`]).
+    detached: Vec<Arc<Attrs>>,
     /// The encoding, made at most once however many exporters ask.
     encoded: OnceLock<Bytes>,
     /// The encoded size, computed at most once (queues bound their bytes with it).
@@ -218,6 +223,7 @@ impl<S: Signal> Clone for Decoded<S> {
     fn clone(&self) -> Self {
         Decoded {
             request: self.request.clone(),
+            detached: self.detached.clone(),
             encoded: OnceLock::new(),
             size: OnceLock::new(),
         }
@@ -272,10 +278,23 @@ impl<S: Signal> Default for Batch<S> {
 
 impl<S: Signal> Batch<S> {
     pub fn from_request(request: S::Request) -> Self {
+        Self::from_detached(request, Vec::new())
+    }
+
+    /// A decoded request whose items' attributes are partly kept apart: item `i` has its
+    /// own attributes followed by `detached[i]`. `detached` is empty or has an entry per
+    /// item; extra entries are ignored and missing ones taken as empty.
+    pub fn from_detached(request: S::Request, mut detached: Vec<Arc<Attrs>>) -> Self {
         let items = S::count(&request);
+        if !detached.is_empty() && detached.len() != items {
+            debug_assert!(false, "{} detached for {items} items", detached.len());
+            let empty = Arc::new(Attrs::default());
+            detached.resize(items, empty);
+        }
         Batch {
             repr: Repr::Decoded(Arc::new(Decoded {
                 request,
+                detached,
                 encoded: OnceLock::new(),
                 size: OnceLock::new(),
             })),
@@ -333,7 +352,11 @@ impl<S: Signal> Batch<S> {
                     .encoded
                     .get_or_init(|| {
                         count_codec(1, 0);
-                        Bytes::from(d.request.encode_to_vec())
+                        if d.detached.is_empty() {
+                            Bytes::from(d.request.encode_to_vec())
+                        } else {
+                            Bytes::from(attached(d).encode_to_vec())
+                        }
                     })
                     .clone();
                 if bytes.is_empty() {
@@ -350,7 +373,11 @@ impl<S: Signal> Batch<S> {
     pub fn size(&self) -> usize {
         match &self.repr {
             Repr::Encoded(chunks) => chunks.iter().map(|(b, _)| b.len()).sum(),
-            Repr::Decoded(d) => *d.size.get_or_init(|| d.request.encoded_len()),
+            // With detached attributes, a close estimate (the lengths of the messages
+            // around them may take a byte more).
+            Repr::Decoded(d) => *d.size.get_or_init(|| {
+                d.request.encoded_len() + d.detached.iter().map(|a| a.encoded_len()).sum::<usize>()
+            }),
         }
     }
 
@@ -368,18 +395,30 @@ impl<S: Signal> Batch<S> {
         }
     }
 
-    /// The request, if this batch is held decoded (no work is done here).
+    /// The request, if this batch is held decoded with every attribute in place (no
+    /// work is done here).
     pub fn decoded(&self) -> Option<&S::Request> {
         match &self.repr {
-            Repr::Decoded(d) => Some(&d.request),
+            Repr::Decoded(d) if d.detached.is_empty() => Some(&d.request),
+            _ => None,
+        }
+    }
+
+    /// The request and its detached attributes (empty, or one entry per item), if this
+    /// batch is held decoded (no work is done here).
+    pub fn decoded_detached(&self) -> Option<(&S::Request, &[Arc<Attrs>])> {
+        match &self.repr {
+            Repr::Decoded(d) => Some((&d.request, &d.detached)),
             Repr::Encoded(_) => None,
         }
     }
 
-    /// The decoded request (decodes an encoded batch; does not change `self`).
+    /// The decoded request with every attribute in place (decodes an encoded batch; does
+    /// not change `self`).
     pub fn to_request(&self) -> Result<S::Request, DecodeError> {
         match &self.repr {
-            Repr::Decoded(d) => Ok(d.request.clone()),
+            Repr::Decoded(d) if d.detached.is_empty() => Ok(d.request.clone()),
+            Repr::Decoded(d) => Ok(attached(d)),
             Repr::Encoded(chunks) => decode_chunks::<S>(chunks),
         }
     }
@@ -391,6 +430,7 @@ impl<S: Signal> Batch<S> {
             let request = decode_chunks::<S>(chunks)?;
             self.repr = Repr::Decoded(Arc::new(Decoded {
                 request,
+                detached: Vec::new(),
                 encoded: OnceLock::new(),
                 size: OnceLock::new(),
             }));
@@ -400,6 +440,10 @@ impl<S: Signal> Batch<S> {
                 let d = Arc::make_mut(d);
                 d.encoded = OnceLock::new();
                 d.size = OnceLock::new();
+                if !d.detached.is_empty() {
+                    let detached = std::mem::take(&mut d.detached);
+                    attach::<S>(&mut d.request, &detached);
+                }
                 Ok(&mut d.request)
             }
             Repr::Encoded(_) => unreachable!("decoded above"),
@@ -449,13 +493,23 @@ impl<S: Signal> Batch<S> {
         let items = self.items + other.items;
         match (&mut self.repr, other.repr) {
             (Repr::Decoded(mine), Repr::Decoded(theirs)) => {
-                let theirs = Arc::try_unwrap(theirs)
-                    .map(|d| d.request)
-                    .unwrap_or_else(|shared| shared.request.clone());
+                let (theirs, theirs_detached) = Arc::try_unwrap(theirs)
+                    .map(|d| (d.request, d.detached))
+                    .unwrap_or_else(|shared| (shared.request.clone(), shared.detached.clone()));
                 let mine = Arc::make_mut(mine);
                 mine.encoded = OnceLock::new();
                 mine.size = OnceLock::new();
                 S::merge(&mut mine.request, theirs);
+                // Detached attributes stay detached: the side without any gets empty ones.
+                if !mine.detached.is_empty() || !theirs_detached.is_empty() {
+                    let empty = Arc::new(Attrs::default());
+                    mine.detached.resize(self.items, Arc::clone(&empty));
+                    if theirs_detached.is_empty() {
+                        mine.detached.resize(items, empty);
+                    } else {
+                        mine.detached.extend(theirs_detached);
+                    }
+                }
             }
             (Repr::Encoded(mine), theirs) => mine.extend(counted_chunks(theirs, other.items)),
             (Repr::Decoded(_), theirs) => {
@@ -498,6 +552,23 @@ impl<S: Signal> Batch<S> {
             items: total - at,
         }
     }
+}
+
+/// A copy of a decoded request with its detached attributes put back.
+fn attached<S: Signal>(d: &Decoded<S>) -> S::Request {
+    let mut request = d.request.clone();
+    attach::<S>(&mut request, &d.detached);
+    request
+}
+
+/// Appends `detached[i]` to the attributes of item `i`.
+fn attach<S: Signal>(request: &mut S::Request, detached: &[Arc<Attrs>]) {
+    let mut next = detached.iter();
+    S::item_attributes_mut(request, &mut |attrs| {
+        if let Some(a) = next.next() {
+            a.push_key_values(attrs);
+        }
+    });
 }
 
 /// Re-encodes the `resource` (field 1) of each top-level resource message (field 1) of

@@ -195,6 +195,96 @@ fn points(n: usize, start: usize) -> Vec<NumberDataPoint> {
         .collect()
 }
 
+/// A gauge of `n` points whose attributes are `own` on each point.
+fn gauge(n: usize, start: usize, own: &[KeyValue]) -> ExportMetricsServiceRequest {
+    let mut data_points = points(n, start);
+    data_points
+        .iter_mut()
+        .for_each(|p| p.attributes = own.to_vec());
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource::default()),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "g".into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Each point's attributes, in order.
+fn point_attrs(r: &ExportMetricsServiceRequest) -> Vec<Vec<KeyValue>> {
+    let mut out = Vec::new();
+    let mut r = r.clone();
+    MetricsSignal::item_attributes_mut(&mut r, &mut |a| out.push(a.clone()));
+    out
+}
+
+#[test]
+fn detached_attributes_stay_apart_until_a_stage_needs_otlp() {
+    let series = |i: usize| Arc::new(Attrs::new([("pod", "a"), ("n", ["0", "1", "2"][i])]));
+    let own = [kv("own", "x")];
+    let detached = Metrics::from_detached(gauge(3, 0, &own), (0..3).map(series).collect());
+    assert_eq!(detached.len(), 3);
+    // Stages that read plain OTLP never see the bare request.
+    assert!(detached.decoded().is_none());
+    let (bare, apart) = detached.decoded_detached().unwrap();
+    assert_eq!(point_attrs(bare)[0], own.to_vec());
+    assert_eq!(apart.len(), 3);
+    let whole = detached.to_request().unwrap();
+    assert_eq!(
+        point_attrs(&whole)[2],
+        vec![kv("own", "x"), kv("pod", "a"), kv("n", "2")]
+    );
+    // The size is the encoding's, give or take the lengths around the attributes.
+    let encoded = detached.encoded();
+    assert_eq!(
+        Metrics::from_encoded(encoded.clone())
+            .unwrap()
+            .to_request()
+            .unwrap(),
+        whole
+    );
+    assert!(
+        detached.size().abs_diff(encoded.len()) <= 3 * 2,
+        "{} vs {}",
+        detached.size(),
+        encoded.len()
+    );
+
+    // Joined with a batch without detached attributes, each point keeps its own.
+    let mut joined = detached.clone();
+    joined.append(Metrics::from_request(gauge(2, 3, &[kv("plain", "y")])));
+    assert!(joined.decoded().is_none());
+    let attrs = point_attrs(&joined.to_request().unwrap());
+    assert_eq!(attrs.len(), 5);
+    assert_eq!(attrs[1], vec![kv("own", "x"), kv("pod", "a"), kv("n", "1")]);
+    assert_eq!(attrs[4], vec![kv("plain", "y")]);
+    let mut first = Metrics::from_request(gauge(1, 9, &[]));
+    first.append(detached.clone());
+    let attrs = point_attrs(&first.to_request().unwrap());
+    assert_eq!(attrs[0], Vec::<KeyValue>::new());
+    assert_eq!(attrs[3], vec![kv("own", "x"), kv("pod", "a"), kv("n", "2")]);
+
+    // Split and edited, the attributes are put back first.
+    let mut split = detached.clone();
+    let rest = split.split_off(1);
+    assert_eq!(
+        point_attrs(&rest.to_request().unwrap())[1],
+        point_attrs(&whole)[2]
+    );
+    let mut edited = detached.clone();
+    edited.request_mut().unwrap();
+    assert_eq!(edited.decoded().map(point_attrs), Some(point_attrs(&whole)));
+    // The original is untouched by its copies' edits.
+    assert_eq!(detached.to_request().unwrap(), whole);
+}
+
 #[test]
 fn metrics_count_and_split_by_data_point() {
     let req = ExportMetricsServiceRequest {

@@ -19,7 +19,9 @@ mod names;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
+use sidekick_collector::payload::Attrs;
 use sidekick_collector::util::KeyMap;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -424,20 +426,29 @@ struct Ctx<'a> {
 }
 
 impl<'c> Ctx<'c> {
-    /// A point's labels into `out`: its attributes, then job/instance/scope, then the
-    /// extra labels (which never override); empty values left out; sorted by name.
-    fn labels<'a>(&'a self, attrs: &'a [KeyValue], out: &mut Vec<Label<'a>>) {
+    /// A point's labels into `out`: its attributes (its own, then `detached`), then
+    /// job/instance/scope, then the extra labels (which never override); empty values
+    /// left out; sorted by name.
+    fn labels<'a>(
+        &'a self,
+        attrs: &'a [KeyValue],
+        detached: Option<&'a Attrs>,
+        out: &mut Vec<Label<'a>>,
+    ) {
         out.clear();
         out.extend(
             attrs
                 .iter()
                 .map(|kv| (label_name_of(&kv.key), label_value_of(&kv.value))),
         );
+        if let Some(d) = detached {
+            out.extend(d.iter().map(|(k, v)| (label_name_of(k), Cow::Borrowed(v))));
+        }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         if out.windows(2).any(|w| w[0].0 == w[1].0) {
             // Keys that collide once sanitised: their values joined, the slow way.
             let mut joined = Vec::new();
-            labels_from(attrs, &mut joined);
+            labels_from(&with_detached(attrs, detached), &mut joined);
             out.clear();
             out.extend(
                 joined
@@ -456,18 +467,36 @@ impl<'c> Ctx<'c> {
     }
 }
 
-/// A batch's request: borrowed when the batch is decoded, decoded here when it arrived
-/// encoded.
+/// A point's own attributes followed by its detached ones, as one owned list.
+fn with_detached<'a>(attrs: &'a [KeyValue], detached: Option<&Attrs>) -> Cow<'a, [KeyValue]> {
+    match detached {
+        Some(d) if !d.is_empty() => {
+            let mut all = attrs.to_vec();
+            d.push_key_values(&mut all);
+            Cow::Owned(all)
+        }
+        _ => Cow::Borrowed(attrs),
+    }
+}
+
+/// A batch's request and its points' detached attributes: borrowed when the batch is
+/// decoded, decoded here when it arrived encoded.
 pub fn request_of(
     batch: &sidekick_collector::payload::Metrics,
-) -> Result<Cow<'_, ExportMetricsServiceRequest>, sidekick_collector::exporter::ExportError> {
-    match batch.decoded() {
-        Some(r) => Ok(Cow::Borrowed(r)),
-        None => batch.to_request().map(Cow::Owned).map_err(|e| {
-            sidekick_collector::exporter::ExportError::permanent(format!(
-                "cannot decode batch: {e}"
-            ))
-        }),
+) -> Result<
+    (Cow<'_, ExportMetricsServiceRequest>, &[Arc<Attrs>]),
+    sidekick_collector::exporter::ExportError,
+> {
+    match batch.decoded_detached() {
+        Some((r, detached)) => Ok((Cow::Borrowed(r), detached)),
+        None => batch
+            .to_request()
+            .map(|r| (Cow::Owned(r), &[][..]))
+            .map_err(|e| {
+                sidekick_collector::exporter::ExportError::permanent(format!(
+                    "cannot decode batch: {e}"
+                ))
+            }),
     }
 }
 
@@ -479,10 +508,11 @@ pub fn translate_batch_with(
     acc: &std::sync::Mutex<Accumulator>,
     emit: &mut dyn FnMut(&Sample<'_>),
 ) -> Result<Translation, sidekick_collector::exporter::ExportError> {
-    let request = request_of(batch)?;
+    let (request, detached) = request_of(batch)?;
     let mut acc = acc.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(translate_with(
+    Ok(translate_detached(
         &request,
+        detached,
         settings,
         &mut acc,
         sidekick_collector::util::now_ms(),
@@ -511,6 +541,19 @@ pub fn translate(
 /// the families and what was dropped; its `series` is empty.
 pub fn translate_with(
     request: &ExportMetricsServiceRequest,
+    settings: &Settings,
+    acc: &mut Accumulator,
+    now_ms: i64,
+    emit: &mut dyn FnMut(&Sample<'_>),
+) -> Translation {
+    translate_detached(request, &[], settings, acc, now_ms, emit)
+}
+
+/// [`translate_with`] for a request whose data points have attributes kept apart:
+/// `detached[i]` follows the own attributes of point `i` (empty: none kept apart).
+pub fn translate_detached(
+    request: &ExportMetricsServiceRequest,
+    detached: &[Arc<Attrs>],
     settings: &Settings,
     acc: &mut Accumulator,
     now_ms: i64,
@@ -569,6 +612,7 @@ pub fn translate_with(
             for m in &sm.metrics {
                 let seen = translate_metric(
                     m,
+                    detached,
                     &ctx,
                     &mut t,
                     &mut index,
@@ -615,7 +659,7 @@ pub fn translate_with(
                 resource,
             };
             let mut labels = Vec::new();
-            ctx.labels(&info_attrs, &mut labels);
+            ctx.labels(&info_attrs, None, &mut labels);
             let def = &t.families[family];
             emit(&Sample {
                 family,
@@ -688,6 +732,7 @@ impl Scratch {
 #[allow(clippy::too_many_arguments)]
 fn translate_metric(
     m: &Metric,
+    detached: &[Arc<Attrs>],
     ctx: &Ctx<'_>,
     t: &mut Translation,
     index: &mut HashMap<(String, Kind), usize>,
@@ -709,6 +754,7 @@ fn translate_metric(
                 h.data_points.len(),
                 "exponential histograms are not translated",
             ));
+            *next_point += h.data_points.len();
             return 0;
         }
         None => return 0,
@@ -723,6 +769,7 @@ fn translate_metric(
         },
         latest: 0,
         point: *next_point,
+        detached,
         emit,
     };
     match &m.data {
@@ -751,6 +798,8 @@ struct Out<'m, 'e> {
     latest: i64,
     /// The number the next data point gets.
     point: usize,
+    /// The request's detached attributes, by point number.
+    detached: &'m [Arc<Attrs>],
     emit: &'e mut dyn FnMut(&Sample<'_>),
 }
 
@@ -764,11 +813,16 @@ struct Of<'m> {
     now_ms: i64,
 }
 
-impl Out<'_, '_> {
+impl<'m> Out<'m, '_> {
     /// Takes the next point's number.
     fn next_point(&mut self) -> Option<usize> {
         self.point += 1;
         Some(self.point - 1)
+    }
+
+    /// Point `point`'s detached attributes.
+    fn detached(&self, point: Option<usize>) -> Option<&'m Attrs> {
+        point.and_then(|p| self.detached.get(p)).map(|a| &**a)
     }
 
     /// A point's time in ms (`now_ms` when it has none), noted as seen.
@@ -833,11 +887,13 @@ fn numbers(
         };
         let ts = out.time(p.time_unix_nano);
         let point = out.next_point();
+        let detached = out.detached(point);
         if delta && p.flags & 1 == 0 {
-            let key = Accumulator::key(out.at.name, &p.attributes, ctx.resource);
+            let attrs = with_detached(&p.attributes, detached);
+            let key = Accumulator::key(out.at.name, &attrs, ctx.resource);
             value = acc.add_sum(key, value, out.at.now_ms);
         }
-        ctx.labels(&p.attributes, &mut labels);
+        ctx.labels(&p.attributes, detached, &mut labels);
         let ex = p.exemplars.last().map(exemplar);
         let sample = Sample {
             value: shown(p.flags, value),
@@ -867,10 +923,11 @@ fn histogram(
     for p in &h.data_points {
         let ts = out.time(p.time_unix_nano);
         let point = out.next_point();
+        let detached = out.detached(point);
         let accumulated;
         let (counts, sum, count) = if delta && p.flags & 1 == 0 {
             accumulated = acc.add_histogram(
-                Accumulator::key(name, &p.attributes, ctx.resource),
+                Accumulator::key(name, &with_detached(&p.attributes, detached), ctx.resource),
                 &p.bucket_counts,
                 p.sum.unwrap_or(0.0),
                 p.count,
@@ -881,7 +938,7 @@ fn histogram(
             (&p.bucket_counts[..], p.sum.unwrap_or(0.0), p.count)
         };
         let v = |x: f64| shown(p.flags, x);
-        ctx.labels(&p.attributes, &mut labels);
+        ctx.labels(&p.attributes, detached, &mut labels);
         let base = Sample {
             name: &bucket,
             ..out.at.sample(&labels, ts, point)
@@ -934,7 +991,7 @@ fn summary(s: &Summary, ctx: &Ctx<'_>, out: &mut Out<'_, '_>) {
         let ts = out.time(p.time_unix_nano);
         let point = out.next_point();
         let v = |x: f64| shown(p.flags, x);
-        ctx.labels(&p.attributes, &mut labels);
+        ctx.labels(&p.attributes, out.detached(point), &mut labels);
         let base = out.at.sample(&labels, ts, point);
         for q in &p.quantile_values {
             let text = format_bound(q.quantile);

@@ -201,13 +201,14 @@ impl ScrapeExporter {
         // An encoded batch is decoded before the lock is taken; then samples go into the
         // store as the translation makes them, under its lock (a render holds it only
         // to copy the page's references out).
-        let request = prom::request_of(batch)?;
+        let (request, detached) = prom::request_of(batch)?;
         let mut acc = self.accumulator.lock().unwrap_or_else(|p| p.into_inner());
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         store.begin_batch();
         let now = std::time::Instant::now();
-        let translation = prom::translate_with(
+        let translation = prom::translate_detached(
             &request,
+            detached,
             &self.settings,
             &mut acc,
             sidekick_collector::util::now_ms(),

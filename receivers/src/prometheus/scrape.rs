@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use sidekick_collector::component::BuildError;
 use sidekick_collector::config::Secret;
-use sidekick_collector::payload::{Metrics, MetricsSignal};
+use sidekick_collector::payload::{Attrs, Metrics, MetricsSignal};
 use sidekick_collector::pipe::{Output, Stop};
 use sidekick_collector::telemetry::{Counter, Gauge as GaugeMetric, Telemetry};
 use sidekick_collector::util::{error_chain, now_ms};
@@ -521,13 +521,14 @@ impl ScrapeTarget {
             .map_err(ScrapeError::from),
         };
         let duration = started.elapsed().as_secs_f64();
-        let (mut request, up, scraped, post, added) = match result {
+        let (mut request, mut detached, up, scraped, post, added) = match result {
             Ok(t) => {
                 if let Some(since) = failing.take() {
                     info!(scrape_target = %self.url, down_for = ?since.elapsed(), "target is back up");
                 }
                 (
                     t.request,
+                    t.detached,
                     1.0,
                     t.samples_scraped,
                     t.samples_post_relabel,
@@ -558,8 +559,9 @@ impl ScrapeTarget {
                 }
                 let mut request = translate::empty_request(&self.target);
                 let stale = translate::all_stale(tracker, time_ms, &self.target, &self.options());
+                let (stale, detached) = translate::flatten(stale);
                 request.resource_metrics[0].scope_metrics.extend(stale);
-                (request, 0.0, 0, 0, 0)
+                (request, detached, 0.0, 0, 0, 0)
             }
         };
         let synthetic = [
@@ -612,6 +614,18 @@ impl ScrapeTarget {
                 rm.scope_metrics.len() - 1
             }
         };
+        // Their attributes are their own; none detached, at their place among the points.
+        let points_before: usize = rm.scope_metrics[..=at]
+            .iter()
+            .flat_map(|s| &s.metrics)
+            .map(translate::point_count)
+            .sum();
+        if !detached.is_empty() {
+            let empty = Arc::new(Attrs::default());
+            let tail = detached.split_off(points_before.min(detached.len()));
+            detached.extend(std::iter::repeat_n(empty, synthetic.len()));
+            detached.extend(tail);
+        }
         for (name, help, value) in synthetic {
             rm.scope_metrics[at].metrics.push(Metric {
                 name: name.into(),
@@ -633,6 +647,6 @@ impl ScrapeTarget {
             });
         }
         tracked.set(tracker.tracked() as i64);
-        Metrics::from_request(request)
+        Metrics::from_detached(request, detached)
     }
 }

@@ -8,13 +8,14 @@
 //! budget spent is still delivered, with start = its scrape time (or its `_created`) on
 //! every scrape, as on first sight; it is counted in
 //! `sidekick_scrape_series_state_overflow`. Staleness markers do not depend on the budget:
-//! they come from the previous scrape's series hashes (8 bytes each) and its page text,
-//! both bounded by the page, which `body_size_limit` and `sample_limit` bound.
+//! they come from the previous scrape's series (a hash and the shared attributes each)
+//! and its page text, both bounded by the page, which `body_size_limit` and `sample_limit` bound.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sidekick_collector::payload::Attrs;
 use sidekick_collector::telemetry::{Counter, LogBurst};
 use sidekick_collector::util::{KeyMap, KeySet};
 use tracing::warn;
@@ -116,8 +117,10 @@ pub struct Tracker {
     target: String,
     /// Series of the current scrape that found the budget spent.
     overflowed: u64,
-    /// Series hashes of the last successful scrape, and its page.
-    previous: KeySet,
+    /// The series of the last successful scrape, with their attributes (shared with the
+    /// points of every scrape that carries them, so a series' attributes are built once),
+    /// and its page.
+    previous: KeyMap<Arc<Attrs>>,
     /// Snappy-compressed (a page is mostly repeated names: about a third of its size),
     /// since it is read only when series vanish.
     previous_page: Option<(Vec<u8>, Format)>,
@@ -146,7 +149,7 @@ impl Tracker {
             budget,
             target: target.to_string(),
             overflowed: 0,
-            previous: KeySet::default(),
+            previous: KeyMap::default(),
             previous_page: None,
             resets: 0,
         }
@@ -199,22 +202,31 @@ impl Tracker {
         entry.start_ms
     }
 
+    /// The series of the last successful scrape and their attributes.
+    pub fn known(&self) -> &KeyMap<Arc<Attrs>> {
+        &self.previous
+    }
+
     /// Series in `current` that the previous scrape did not have.
-    pub fn count_new(&self, current: &KeySet) -> usize {
+    pub fn count_new(&self, current: &KeyMap<Arc<Attrs>>) -> usize {
         current
-            .iter()
-            .filter(|h| !self.previous.contains(h))
+            .keys()
+            .filter(|h| !self.previous.contains_key(h))
             .count()
     }
 
     /// Series of the previous scrape that are not in `current`.
-    pub fn gone(&self, current: &KeySet) -> KeySet {
-        self.previous.difference(current).copied().collect()
+    pub fn gone(&self, current: &KeyMap<Arc<Attrs>>) -> KeySet {
+        self.previous
+            .keys()
+            .filter(|h| !current.contains_key(h))
+            .copied()
+            .collect()
     }
 
     /// After a failed scrape: every series of the last good one is gone (once).
     pub fn forget_previous(&mut self) -> KeySet {
-        std::mem::take(&mut self.previous)
+        std::mem::take(&mut self.previous).into_keys().collect()
     }
 
     /// The last good scrape's page, to rebuild staleness markers from.
@@ -241,7 +253,7 @@ impl Tracker {
     }
 
     /// Ends a successful scrape: remembers its series and forgets long-gone ones.
-    pub fn finish_scrape(&mut self, current: KeySet, time_ms: i64) {
+    pub fn finish_scrape(&mut self, current: KeyMap<Arc<Attrs>>, time_ms: i64) {
         self.previous = current;
         let before = self.series.len();
         self.series
@@ -286,7 +298,7 @@ mod tests {
         t.start_time(2, 0, 1.0, None);
         assert_eq!(t.start_time(3, 7, 1.0, None), 7);
         assert_eq!(t.tracked(), 2);
-        t.finish_scrape(KeySet::default(), FORGET_AFTER_MS + 1);
+        t.finish_scrape(KeyMap::default(), FORGET_AFTER_MS + 1);
         assert_eq!(t.tracked(), 0, "forgotten after five minutes unseen");
     }
 }

@@ -43,7 +43,9 @@ fn opts() -> Options<'static> {
 }
 
 fn run(text: &str, format: Format, time: i64, tracker: &mut Tracker) -> Translated {
-    translate(text, format, time, &target(), &opts(), tracker).unwrap()
+    translate(text, format, time, &target(), &opts(), tracker)
+        .unwrap()
+        .attached()
 }
 
 fn metrics(r: &ExportMetricsServiceRequest) -> Vec<&Metric> {
@@ -346,7 +348,7 @@ fn resets_start_new_streams_and_vanished_series_get_one_stale_marker() {
         .all(|p| p.flags == 0));
     // Target down: everything goes stale once.
     let markers = all_stale(&mut tracker, T0 + 60_000, &target(), &opts());
-    assert_eq!(markers.iter().map(|s| s.metrics.len()).sum::<usize>(), 1);
+    assert_eq!(markers.iter().map(|s| s.0.metrics.len()).sum::<usize>(), 1);
     assert!(all_stale(&mut tracker, T0 + 75_000, &target(), &opts()).is_empty());
 }
 
@@ -418,7 +420,8 @@ fn honor_labels_and_metric_relabeling() {
         &honored,
         &mut Tracker::new(10),
     )
-    .unwrap();
+    .unwrap()
+    .attached();
     let p = &number_points(find(&out.request, "x"))[0];
     assert_eq!(attr(&p.attributes, "team"), Some("other"));
     assert_eq!(attr(&p.attributes, "exported_team"), None);
@@ -454,7 +457,8 @@ fn honor_labels_and_metric_relabeling() {
         &relabeled,
         &mut Tracker::new(10),
     )
-    .unwrap();
+    .unwrap()
+    .attached();
     assert_eq!(out.samples_scraped, 2);
     assert_eq!(out.samples_post_relabel, 1);
     assert_eq!(
@@ -679,7 +683,8 @@ fn sample_limit_counts_samples_after_metric_relabeling() {
         &o,
         &mut Tracker::new(10),
     )
-    .unwrap();
+    .unwrap()
+    .attached();
     assert_eq!((out.samples_scraped, out.samples_post_relabel), (6, 3));
     let o = Options {
         sample_limit: 2,
@@ -1033,7 +1038,7 @@ mod over_http {
             .scrape_once(&mut tracker, &mut None, &Gauge::default(), &counters)
             .await;
         let took = started.elapsed();
-        let up = value(&number_points(find(batch.decoded().unwrap(), "up"))[0]);
+        let up = value(&number_points(find(&batch.to_request().unwrap(), "up"))[0]);
         let instance = sc.static_configs[0].targets[0].as_str();
         let reasons = [
             "timeout",
@@ -1099,7 +1104,7 @@ mod over_http {
             )
             .await;
         let scope_of = |metric: &str| {
-            batch.decoded().unwrap().resource_metrics[0]
+            batch.to_request().unwrap().resource_metrics[0]
                 .scope_metrics
                 .iter()
                 .find(|s| s.metrics.iter().any(|m| m.name == metric))

@@ -15,10 +15,12 @@
 //! Start times and staleness need memory of earlier scrapes; that lives in
 //! [`super::series::Tracker`].
 
+use sidekick_collector::payload::Attrs;
 use sidekick_collector::prometheus::ucum_for_word;
 use sidekick_collector::util::{series_hasher, FastMap, KeyMap, KeySet};
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -230,10 +232,25 @@ fn check_label_limits(
 /// The result of one scrape.
 #[derive(Debug, Default)]
 pub struct Translated {
+    /// The points' attributes are kept apart, in `detached`.
     pub request: ExportMetricsServiceRequest,
+    /// One entry per data point of `request`, in order.
+    pub detached: Vec<Arc<Attrs>>,
     pub samples_scraped: usize,
     pub samples_post_relabel: usize,
     pub series_added: usize,
+}
+
+impl Translated {
+    /// With the detached attributes put back into the request (plain OTLP).
+    pub fn attached(mut self) -> Self {
+        let batch = sidekick_collector::payload::Metrics::from_detached(
+            std::mem::take(&mut self.request),
+            std::mem::take(&mut self.detached),
+        );
+        self.request = batch.to_request().unwrap_or_default();
+        self
+    }
 }
 
 /// The scope of metrics without `otel_scope_name`, with no metrics yet.
@@ -360,7 +377,8 @@ fn unit_for(family: &str, declared: Option<&str>) -> String {
 struct Point {
     /// The page line of its first sample.
     line: usize,
-    attrs: Vec<KeyValue>,
+    /// The series' attributes, shared with the tracker and every batch that carries it.
+    attrs: Arc<Attrs>,
     hash: u64,
     time_ms: i64,
     value: f64,
@@ -400,18 +418,18 @@ struct Family<'a> {
 }
 
 /// The hash that identifies a series across scrapes: scope, metric and attributes.
-pub fn series_hash(scope: &InstrumentationScope, metric: &str, attrs: &[KeyValue]) -> u64 {
+pub fn series_hash<'a>(
+    scope: &InstrumentationScope,
+    metric: &str,
+    attrs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> u64 {
     let mut h = series_hasher();
     scope.name.hash(&mut h);
     scope.version.hash(&mut h);
     metric.hash(&mut h);
-    for kv in attrs {
-        kv.key.hash(&mut h);
-        if let Some(any_value::Value::StringValue(v)) =
-            kv.value.as_ref().and_then(|v| v.value.as_ref())
-        {
-            v.hash(&mut h);
-        }
+    for (k, v) in attrs {
+        k.hash(&mut h);
+        v.hash(&mut h);
     }
     h.finish()
 }
@@ -464,14 +482,14 @@ pub fn translate(
     tracker: &mut Tracker,
 ) -> Result<Translated, PageError> {
     let text = text.into();
-    let mut page = read_page(&text, format, time_ms, target, opts)?;
+    let mut page = read_page(&text, format, time_ms, target, opts, tracker.known())?;
     let (scraped, post_relabel) = (page.scraped, page.post_relabel);
-    let mut current = KeySet::with_capacity_and_hasher(page.points(), Default::default());
+    let mut current = KeyMap::with_capacity_and_hasher(page.points(), Default::default());
     let mut resource_attrs = target.resource_attributes();
     resource_attrs.append(&mut page.resource_extra);
-    let mut scope_metrics = page.build(
-        &mut |hash| {
-            current.insert(hash);
+    let mut scopes = page.build(
+        &mut |hash, attrs| {
+            current.insert(hash, Arc::clone(attrs));
             true
         },
         &mut |hash, time, value, created| tracker.start_time(hash, time, value, created),
@@ -479,12 +497,13 @@ pub fn translate(
     let series_added = tracker.count_new(&current);
     let gone = tracker.gone(&current);
     if !gone.is_empty() {
-        scope_metrics.extend(stale_markers(tracker, &gone, time_ms, target, opts));
+        scopes.extend(stale_markers(tracker, &gone, time_ms, target, opts));
     }
-    scope_metrics.retain(|s| !s.metrics.is_empty());
+    let (scope_metrics, detached) = flatten(scopes);
     tracker.finish_scrape(current, time_ms);
     tracker.remember_page(text, format);
     Ok(Translated {
+        detached,
         request: ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
@@ -501,13 +520,29 @@ pub fn translate(
     })
 }
 
+/// Scopes with their metrics and, per data point in order, its detached attributes.
+pub type Scoped = Vec<(ScopeMetrics, Vec<Arc<Attrs>>)>;
+
+/// The scopes that have metrics, and their points' detached attributes in order.
+pub fn flatten(scopes: Scoped) -> (Vec<ScopeMetrics>, Vec<Arc<Attrs>>) {
+    let mut detached = Vec::with_capacity(scopes.iter().map(|(_, d)| d.len()).sum());
+    let mut out = Vec::with_capacity(scopes.len());
+    for (scope, attrs) in scopes {
+        if !scope.metrics.is_empty() {
+            detached.extend(attrs);
+            out.push(scope);
+        }
+    }
+    (out, detached)
+}
+
 /// After a failed scrape: a staleness marker for every series of the last good one, once.
 pub fn all_stale(
     tracker: &mut Tracker,
     time_ms: i64,
     target: &Target,
     opts: &Options<'_>,
-) -> Vec<ScopeMetrics> {
+) -> Scoped {
     let gone = tracker.forget_previous();
     let markers = if gone.is_empty() {
         Vec::new()
@@ -526,22 +561,22 @@ fn stale_markers(
     time_ms: i64,
     target: &Target,
     opts: &Options<'_>,
-) -> Vec<ScopeMetrics> {
+) -> Scoped {
     let Some((text, format)) = tracker.previous_page() else {
         return Vec::new();
     };
     // The page passed before with the same options; should it not now, no markers.
-    let Ok(page) = read_page(&text, format, time_ms, target, opts) else {
+    let Ok(page) = read_page(&text, format, time_ms, target, opts, tracker.known()) else {
         return Vec::new();
     };
     // One marker a series, even when the page gave it several timestamped points.
     let mut marked = KeySet::default();
     let mut scopes = page.build(
-        &mut |hash| gone.contains(&hash) && marked.insert(hash),
+        &mut |hash, _| gone.contains(&hash) && marked.insert(hash),
         &mut |_, t, _, _| t,
     );
     let time = ms_to_ns(time_ms);
-    for m in scopes.iter_mut().flat_map(|s| &mut s.metrics) {
+    for m in scopes.iter_mut().flat_map(|(s, _)| &mut s.metrics) {
         mark_stale(m, time);
     }
     scopes
@@ -586,52 +621,65 @@ impl Page<'_> {
         self.families.iter().map(|f| f.points.len()).sum()
     }
 
-    /// The OTLP metrics, one `ScopeMetrics` per scope: `keep` says which series to build
-    /// (and sees each one that is), `start` gives a cumulative series' start time.
-    fn build(
-        self,
-        keep: &mut dyn FnMut(u64) -> bool,
-        start: &mut StartTime<'_>,
-    ) -> Vec<ScopeMetrics> {
-        let mut scope_metrics: Vec<ScopeMetrics> = self
+    /// The OTLP metrics, one `ScopeMetrics` per scope with its points' attributes kept
+    /// apart: `keep` says which series to build (and sees each one that is), `start`
+    /// gives a cumulative series' start time.
+    fn build(self, keep: &mut Keep<'_>, start: &mut StartTime<'_>) -> Scoped {
+        let mut scopes: Scoped = self
             .scopes
             .into_iter()
-            .map(|s| ScopeMetrics {
-                scope: Some(s),
-                ..Default::default()
+            .map(|s| {
+                let scope = ScopeMetrics {
+                    scope: Some(s),
+                    ..Default::default()
+                };
+                (scope, Vec::new())
             })
             .collect();
         for f in self.families {
-            if let Some((metric, scope)) = build_metric(f, keep, start) {
-                if metric_has_points(&metric) {
-                    scope_metrics[scope].metrics.push(metric);
-                }
+            let scope = f.scope;
+            let (metrics, detached) = &mut scopes[scope];
+            let before = detached.len();
+            match build_metric(f, keep, start, detached) {
+                Some(metric) if metric_has_points(&metric) => metrics.metrics.push(metric),
+                _ => detached.truncate(before),
             }
         }
-        scope_metrics
+        scopes
     }
 }
 
 /// Gives a cumulative series' start time: (series hash, point time, value, `_created`).
 type StartTime<'a> = dyn FnMut(u64, i64, f64, Option<i64>) -> i64 + 'a;
 
+/// Says whether to build a series' point: (series hash, its attributes).
+type Keep<'a> = dyn FnMut(u64, &Arc<Attrs>) -> bool + 'a;
+
 fn metric_has_points(m: &Metric) -> bool {
+    point_count(m) > 0
+}
+
+/// A metric's data points.
+pub fn point_count(m: &Metric) -> usize {
     match &m.data {
-        Some(metric::Data::Gauge(g)) => !g.data_points.is_empty(),
-        Some(metric::Data::Sum(s)) => !s.data_points.is_empty(),
-        Some(metric::Data::Histogram(h)) => !h.data_points.is_empty(),
-        Some(metric::Data::Summary(s)) => !s.data_points.is_empty(),
-        _ => false,
+        Some(metric::Data::Gauge(g)) => g.data_points.len(),
+        Some(metric::Data::Sum(s)) => s.data_points.len(),
+        Some(metric::Data::Histogram(h)) => h.data_points.len(),
+        Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(metric::Data::Summary(s)) => s.data_points.len(),
+        None => 0,
     }
 }
 
 /// Parses, relabels and checks a page and gathers its samples into points.
+/// `known` holds the attributes of series seen before, to share rather than build again.
 fn read_page<'a>(
     text: &'a str,
     format: Format,
     time_ms: i64,
     target: &'a Target,
     opts: &Options<'_>,
+    known: &KeyMap<Arc<Attrs>>,
 ) -> Result<Page<'a>, PageError> {
     let mut meta: FastMap<&str, Meta<'_>> = FastMap::default();
     let mut scopes: Vec<InstrumentationScope> =
@@ -729,7 +777,6 @@ fn read_page<'a>(
             scope_name,
             scope_version,
             mut scope_attrs,
-            attrs,
             le,
             quantile,
         } = split_labels(&labels, kind, role);
@@ -760,7 +807,8 @@ fn read_page<'a>(
             m,
         );
         let fam = &mut families[fi];
-        let hash = series_hash(&scopes[scope], &fam.name, &attrs);
+        let attrs = attr_pairs(&labels, kind, role);
+        let hash = series_hash(&scopes[scope], &fam.name, attrs.clone());
         let time = match (opts.honor_timestamps, sample.timestamp_ms) {
             (true, Some(t)) => t,
             _ => time_ms,
@@ -773,6 +821,10 @@ fn read_page<'a>(
             _ => hash,
         };
         let pi = *fam.index.entry(point_key).or_insert_with(|| {
+            let attrs = match known.get(&hash) {
+                Some(a) => Arc::clone(a),
+                None => Arc::new(Attrs::new(attrs)),
+            };
             fam.points.push(Point {
                 line,
                 attrs,
@@ -898,13 +950,12 @@ fn first_at(seen: &mut KeyMap<Option<i64>>, hash: u64, ts: Option<i64>, openmetr
     }
 }
 
-/// A sample's labels sorted out: its scope (from `otel_scope_*`), its attributes (all
-/// but `job`, `instance`, the scope's and the `le` / `quantile` its role reads).
+/// A sample's labels sorted out: its scope (from `otel_scope_*`) and the `le` /
+/// `quantile` its role reads. The rest are its attributes ([`attr_pairs`]).
 struct Split<'l> {
     scope_name: Option<&'l str>,
     scope_version: &'l str,
     scope_attrs: Vec<KeyValue>,
-    attrs: Vec<KeyValue>,
     le: Option<&'l str>,
     quantile: Option<&'l str>,
 }
@@ -914,13 +965,11 @@ fn split_labels<'l>(labels: &'l LabelSet<'_>, kind: Kind, role: Role) -> Split<'
         scope_name: None,
         scope_version: "",
         scope_attrs: Vec::new(),
-        attrs: Vec::with_capacity(labels.len()),
         le: None,
         quantile: None,
     };
     for (k, v) in labels {
         match k.as_ref() {
-            "job" | "instance" => {}
             "otel_scope_name" => split.scope_name = Some(v.as_ref()),
             "otel_scope_version" => split.scope_version = v,
             "otel_scope_schema_url" => {}
@@ -928,13 +977,33 @@ fn split_labels<'l>(labels: &'l LabelSet<'_>, kind: Kind, role: Role) -> Split<'
             "quantile" if kind == Kind::Summary && role == Role::Value => {
                 split.quantile = Some(v.as_ref())
             }
-            other => match other.strip_prefix("otel_scope_") {
-                Some(attr) => split.scope_attrs.push(string_kv(attr, v)),
-                None => split.attrs.push(string_kv(other, v)),
-            },
+            other => {
+                if let Some(attr) = other.strip_prefix("otel_scope_") {
+                    split.scope_attrs.push(string_kv(attr, v));
+                }
+            }
         }
     }
     split
+}
+
+/// A sample's attributes: its labels but `job`, `instance`, the scope's (`otel_scope_*`)
+/// and the `le` / `quantile` its role reads, in label order.
+fn attr_pairs<'l>(
+    labels: &'l LabelSet<'_>,
+    kind: Kind,
+    role: Role,
+) -> impl Iterator<Item = (&'l str, &'l str)> + Clone {
+    labels.iter().filter_map(move |(k, v)| {
+        let k: &str = k;
+        let attr = match k {
+            "job" | "instance" => false,
+            "le" => role != Role::Bucket,
+            "quantile" => !(kind == Kind::Summary && role == Role::Value),
+            _ => !k.starts_with("otel_scope_"),
+        };
+        attr.then_some((k, v.as_ref()))
+    })
 }
 
 impl Point {
@@ -1021,11 +1090,13 @@ fn metadata(kind: Kind) -> Vec<KeyValue> {
     vec![string_kv("prometheus.type", kind.as_str())]
 }
 
+/// One family's metric; each point's attributes go to the end of `detached`.
 fn build_metric(
     f: Family<'_>,
-    keep: &mut dyn FnMut(u64) -> bool,
+    keep: &mut Keep<'_>,
     start_time: &mut StartTime<'_>,
-) -> Option<(Metric, usize)> {
+    detached: &mut Vec<Arc<Attrs>>,
+) -> Option<Metric> {
     let mut m = Metric {
         name: f.name.clone(),
         description: f.help,
@@ -1042,7 +1113,7 @@ fn build_metric(
                     // Only a `_created` line, no value: nothing to report.
                     continue;
                 }
-                if !keep(p.hash) {
+                if !keep(p.hash, &p.attrs) {
                     continue;
                 }
                 let start = if f.kind == Kind::Counter {
@@ -1050,8 +1121,9 @@ fn build_metric(
                 } else {
                     p.time_ms
                 };
+                detached.push(p.attrs);
                 points.push(NumberDataPoint {
-                    attributes: p.attrs,
+                    attributes: Vec::new(),
                     start_time_unix_nano: if cumulative { ms_to_ns(start) } else { 0 },
                     time_unix_nano: ms_to_ns(p.time_ms),
                     exemplars: p.exemplars,
@@ -1077,7 +1149,7 @@ fn build_metric(
                 let mut parts = p.parts.take().map(|b| *b).unwrap_or_default();
                 // `_count` is required; without it the point is dropped.
                 let Some(count) = parts.count else { continue };
-                if !keep(p.hash) {
+                if !keep(p.hash, &p.attrs) {
                     continue;
                 }
                 parts.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -1094,8 +1166,9 @@ fn build_metric(
                 }
                 counts.push((count - below).max(0.0) as u64);
                 let start = start_time(p.hash, p.time_ms, count, p.created_ms);
+                detached.push(p.attrs);
                 points.push(HistogramDataPoint {
-                    attributes: p.attrs,
+                    attributes: Vec::new(),
                     start_time_unix_nano: ms_to_ns(start),
                     time_unix_nano: ms_to_ns(p.time_ms),
                     count: count.max(0.0) as u64,
@@ -1116,13 +1189,14 @@ fn build_metric(
             for mut p in f.points {
                 let mut parts = p.parts.take().map(|b| *b).unwrap_or_default();
                 let Some(count) = parts.count else { continue };
-                if !keep(p.hash) {
+                if !keep(p.hash, &p.attrs) {
                     continue;
                 }
                 parts.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let start = start_time(p.hash, p.time_ms, count, p.created_ms);
+                detached.push(p.attrs);
                 points.push(SummaryDataPoint {
-                    attributes: p.attrs,
+                    attributes: Vec::new(),
                     start_time_unix_nano: ms_to_ns(start),
                     time_unix_nano: ms_to_ns(p.time_ms),
                     count: count.max(0.0) as u64,
@@ -1143,5 +1217,5 @@ fn build_metric(
         Kind::GaugeHistogram => return None,
     };
     m.data = Some(data);
-    Some((m, f.scope))
+    Some(m)
 }
