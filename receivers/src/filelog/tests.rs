@@ -299,7 +299,12 @@ async fn deleted_and_recreated_files_are_released_and_picked_up() {
 async fn a_partial_last_line_waits_for_its_end_then_is_flushed() {
     let dir = Dir::new();
     let log = dir.path("app.log");
-    let mut r = start(config(&dir.glob("*.log")));
+    // Longer than `expect`'s quiet check after the first line (250 ms plus polling), so
+    // the half line cannot be flushed before its end is written.
+    let mut r = start(Config {
+        force_flush_period: ConfigDuration::from_millis(1_500),
+        ..config(&dir.glob("*.log"))
+    });
     append(&log, b"complete\nhalf of a ");
     assert_eq!(r.expect(1).await, ["complete"]);
     append(&log, b"line\n");
