@@ -44,6 +44,37 @@ struct FamilyEntry {
     family: Arc<Family>,
     /// Keyed by [`prom::Series::key`]: updates hash, they do not render.
     series: KeyMap<Entry>,
+    /// The keys in page order (by rendered text); keys of removed series may linger.
+    order: Vec<u64>,
+    /// False once a series was added since `order` was made: the next render sorts.
+    ordered: bool,
+}
+
+impl FamilyEntry {
+    fn new(family: &Family) -> Self {
+        FamilyEntry {
+            family: Arc::new(family.clone()),
+            series: KeyMap::default(),
+            order: Vec::new(),
+            ordered: true,
+        }
+    }
+
+    /// The series in page order. Sorts only when series were added since the last time:
+    /// a page of unchanged series costs lookups, not string comparisons.
+    fn in_order(&mut self) -> impl Iterator<Item = &Entry> {
+        if !self.ordered {
+            let mut keyed: Vec<(&str, u64)> =
+                self.series.iter().map(|(k, e)| (&*e.text, *k)).collect();
+            keyed.sort_unstable();
+            self.order = keyed.into_iter().map(|(_, k)| k).collect();
+            self.ordered = true;
+        } else if self.order.len() > self.series.len() {
+            let series = &self.series;
+            self.order.retain(|k| series.contains_key(k));
+        }
+        self.order.iter().filter_map(|k| self.series.get(k))
+    }
 }
 
 /// One series' rendered name and labels, value, timestamp and exemplar.
@@ -152,12 +183,16 @@ impl Store {
             return;
         }
         let exemplar = s.exemplar.and_then(exemplar_text).map(Arc::from);
-        let e = entry.series.entry(key).or_insert_with(|| Entry {
-            text: Arc::from(s.series_text()),
-            value: s.value,
-            timestamp_ms: s.timestamp_ms,
-            updated: now,
-            exemplar: None,
+        let ordered = &mut entry.ordered;
+        let e = entry.series.entry(key).or_insert_with(|| {
+            *ordered = false;
+            Entry {
+                text: Arc::from(s.series_text()),
+                value: s.value,
+                timestamp_ms: s.timestamp_ms,
+                updated: now,
+                exemplar: None,
+            }
         });
         // Samples older than what the page shows do not move it back.
         if s.timestamp_ms >= e.timestamp_ms {
@@ -180,10 +215,7 @@ impl Store {
                     Arc::make_mut(&mut entry.family).help = f.help.clone();
                 }
             } else {
-                *entry = FamilyEntry {
-                    family: Arc::new(f.clone()),
-                    series: KeyMap::default(),
-                };
+                *entry = FamilyEntry::new(f);
                 // The family this batch knew under that name is gone.
                 for cached in &mut self.this_batch {
                     if *cached == Some(at) {
@@ -193,10 +225,7 @@ impl Store {
             }
             return at;
         }
-        self.families.push(FamilyEntry {
-            family: Arc::new(f.clone()),
-            series: KeyMap::default(),
-        });
+        self.families.push(FamilyEntry::new(f));
         self.by_name.insert(f.name.clone(), self.families.len() - 1);
         self.families.len() - 1
     }
@@ -226,15 +255,14 @@ impl Store {
     /// Copies out what a render needs (and drops expired series), families by name.
     pub fn snapshot(&mut self) -> Snapshot {
         self.expire();
-        let mut families: Vec<&FamilyEntry> = self.families.iter().collect();
+        let mut families: Vec<&mut FamilyEntry> = self.families.iter_mut().collect();
         families.sort_unstable_by(|a, b| a.family.name.cmp(&b.family.name));
         Snapshot {
             families: families
                 .into_iter()
                 .map(|f| {
                     let series = f
-                        .series
-                        .values()
+                        .in_order()
                         .map(|e| {
                             (
                                 Arc::clone(&e.text),
@@ -259,13 +287,12 @@ impl Store {
 
 impl Snapshot {
     /// The page, with `extra` (e.g. Sidekick's own metrics) after the stored families.
-    pub fn render(mut self, format: Format, extra: Translation) -> String {
+    pub fn render(self, format: Format, extra: Translation) -> String {
         let om = format == Format::OpenMetrics;
         let total: usize = self.families.iter().map(|(_, s)| s.len()).sum();
         let mut out = String::with_capacity(total * 80 + 1024);
         let names: Vec<String> = self.families.iter().map(|(f, _)| f.name.clone()).collect();
-        for (family, series) in &mut self.families {
-            series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (family, series) in &self.families {
             header(&mut out, family, om);
             for (text, value, timestamp_ms, exemplar) in series.iter() {
                 out.push_str(text);

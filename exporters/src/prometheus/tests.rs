@@ -164,6 +164,58 @@ fn stale_markers_and_expiry_remove_series() {
     assert_eq!(expiring.render(Format::Text, Translation::default()), "");
 }
 
+/// A gauge `g` with one point per `paths` entry, valued `value` (the stale NaN with
+/// `flags` 1).
+fn paths(paths: &[&str], flags: u32) -> ExportMetricsServiceRequest {
+    let data_points = paths
+        .iter()
+        .map(|p| NumberDataPoint {
+            attributes: vec![kv("path", p)],
+            time_unix_nano: T,
+            flags,
+            value: Some(number_data_point::Value::AsInt(1)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "g".into(),
+                    data: Some(Data::Gauge(Gauge { data_points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[test]
+fn series_render_in_order_as_they_come_and_go() {
+    let mut store = Store::new(Duration::from_secs(300), false);
+    let mut send = |req: ExportMetricsServiceRequest| {
+        store.update(prom::translate(
+            &req,
+            &Settings::default(),
+            &mut Accumulator::default(),
+            0,
+        ));
+        let page = store.render(Format::Text, Translation::default());
+        page.lines()
+            .filter_map(|l| l.strip_prefix("g{path=\""))
+            .map(|l| l.split('"').next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(send(paths(&["c", "a"], 0)), ["a", "c"]);
+    // Unchanged series keep their order without sorting; new ones take their place.
+    assert_eq!(send(paths(&["a", "c"], 0)), ["a", "c"]);
+    assert_eq!(send(paths(&["b"], 0)), ["a", "b", "c"]);
+    assert_eq!(send(paths(&["a"], 1)), ["b", "c"]);
+    assert_eq!(send(paths(&["a", "d"], 0)), ["a", "b", "c", "d"]);
+}
+
 #[test]
 fn self_metrics_get_prometheus_names() {
     let telemetry = Telemetry::new();
