@@ -148,7 +148,7 @@ impl Series {
 }
 
 /// The result of translating one request.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Translation {
     pub families: Vec<Family>,
     pub series: Vec<Series>,

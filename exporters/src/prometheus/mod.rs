@@ -267,10 +267,12 @@ impl Extension for ScrapeServer {
                 Some((telemetry, settings)) => store::self_metrics(telemetry, settings),
                 None => prom::Translation::default(),
             };
-            // Only the copy-out holds the lock; formatting happens after it.
+            // Only the copy-out holds the lock; the page is written after it, a piece
+            // at a time as the connection takes it.
             let snapshot = store.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
-            let body = snapshot.render(format, extra);
-            response(StatusCode::OK, format.content_type(), body)
+            let mut r = response(StatusCode::OK, format.content_type(), "");
+            *r.body_mut() = axum::body::Body::new(PageBody(snapshot.pages(format, extra)));
+            r
         };
         let router = Router::new()
             .route("/metrics", get(page))
@@ -282,6 +284,22 @@ impl Extension for ScrapeServer {
                 )
             });
         Box::pin(async move { serve_with(listener, router, &options, stop.fired()).await })
+    }
+}
+
+/// A page as a response body, written a piece at a time.
+struct PageBody(store::Pages);
+
+impl http_body::Body for PageBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let chunk = self.0.next();
+        std::task::Poll::Ready(chunk.map(|c| Ok(http_body::Frame::data(c.into()))))
     }
 }
 

@@ -288,53 +288,127 @@ impl Store {
 impl Snapshot {
     /// The page, with `extra` (e.g. Sidekick's own metrics) after the stored families.
     pub fn render(self, format: Format, extra: Translation) -> String {
-        let om = format == Format::OpenMetrics;
-        let total: usize = self.families.iter().map(|(_, s)| s.len()).sum();
-        let mut out = String::with_capacity(total * 80 + 1024);
-        let names: Vec<String> = self.families.iter().map(|(f, _)| f.name.clone()).collect();
-        for (family, series) in &self.families {
-            header(&mut out, family, om);
-            for (text, value, timestamp_ms, exemplar) in series.iter() {
-                out.push_str(text);
-                out.push(' ');
-                push_value(&mut out, *value);
-                if self.send_timestamps {
-                    if om {
-                        let _ = write!(out, " {}", *timestamp_ms as f64 / 1000.0);
-                    } else {
-                        let _ = write!(out, " {timestamp_ms}");
-                    }
-                }
-                if om {
-                    let exemplar_ok = family.kind == Kind::Counter || text.contains("_bucket{");
-                    if let Some(x) = exemplar.as_ref().filter(|_| exemplar_ok) {
-                        out.push_str(x);
-                    }
-                }
-                out.push('\n');
-            }
-        }
-        let mut grouped: BTreeMap<usize, Vec<&prom::Series>> = BTreeMap::new();
-        for s in &extra.series {
-            grouped.entry(s.family).or_default().push(s);
-        }
-        for (i, series) in grouped {
-            let f = &extra.families[i];
-            if names.contains(&f.name) {
-                continue;
-            }
-            header(&mut out, f, om);
-            for s in series {
-                out.push_str(&series_text(&s.name, &s.labels));
-                out.push(' ');
-                push_value(&mut out, s.value);
-                out.push('\n');
-            }
-        }
-        if om {
-            out.push_str("# EOF\n");
+        let mut pages = self.pages(format, extra);
+        let mut out = String::new();
+        while let Some(chunk) = pages.next_chunk(usize::MAX) {
+            out.push_str(&chunk);
         }
         out
+    }
+
+    /// The page in pieces, written as they are asked for: a scrape of a big page holds
+    /// one piece at a time, not the whole text.
+    pub fn pages(self, format: Format, extra: Translation) -> Pages {
+        let names: Vec<&str> = self.families.iter().map(|(f, _)| f.name.as_str()).collect();
+        let mut grouped: BTreeMap<usize, Vec<prom::Series>> = BTreeMap::new();
+        for s in extra.series {
+            if !names.contains(&extra.families[s.family].name.as_str()) {
+                grouped.entry(s.family).or_default().push(s);
+            }
+        }
+        let extra = grouped
+            .into_iter()
+            .map(|(i, series)| (extra.families[i].clone(), series))
+            .collect();
+        Pages {
+            snapshot: self,
+            extra,
+            om: format == Format::OpenMetrics,
+            family: 0,
+            series: 0,
+            done: false,
+        }
+    }
+}
+
+/// A page being written piece by piece ([`Snapshot::pages`]).
+pub struct Pages {
+    snapshot: Snapshot,
+    /// Sidekick's own families that the stored ones do not already name.
+    extra: Vec<(Family, Vec<prom::Series>)>,
+    om: bool,
+    /// The family (stored ones first, then `extra`) and series to write next.
+    family: usize,
+    series: usize,
+    done: bool,
+}
+
+impl Pages {
+    /// About `max` bytes of the page (whole lines), or `None` when it is all written.
+    pub fn next_chunk(&mut self, max: usize) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        let mut out = String::with_capacity(max.min(1 << 20) + 512);
+        let stored = self.snapshot.families.len();
+        while out.len() < max {
+            if self.family < stored {
+                let (family, series) = &self.snapshot.families[self.family];
+                if self.series == 0 {
+                    header(&mut out, family, self.om);
+                }
+                match series.get(self.series) {
+                    Some(s) => {
+                        self.line(&mut out, self.family, s);
+                        self.series += 1;
+                    }
+                    None => (self.family, self.series) = (self.family + 1, 0),
+                }
+            } else if let Some((family, series)) = self.extra.get(self.family - stored) {
+                if self.series == 0 {
+                    header(&mut out, family, self.om);
+                }
+                match series.get(self.series) {
+                    Some(s) => {
+                        out.push_str(&series_text(&s.name, &s.labels));
+                        out.push(' ');
+                        push_value(&mut out, s.value);
+                        out.push('\n');
+                        self.series += 1;
+                    }
+                    None => (self.family, self.series) = (self.family + 1, 0),
+                }
+            } else {
+                if self.om {
+                    out.push_str("# EOF\n");
+                }
+                self.done = true;
+                break;
+            }
+        }
+        Some(out)
+    }
+
+    /// One stored series' line.
+    fn line(&self, out: &mut String, family: usize, s: &SnapshotSeries) {
+        let (text, value, timestamp_ms, exemplar) = s;
+        let family = &self.snapshot.families[family].0;
+        out.push_str(text);
+        out.push(' ');
+        push_value(out, *value);
+        if self.snapshot.send_timestamps {
+            if self.om {
+                let _ = write!(out, " {}", *timestamp_ms as f64 / 1000.0);
+            } else {
+                let _ = write!(out, " {timestamp_ms}");
+            }
+        }
+        if self.om {
+            let exemplar_ok = family.kind == Kind::Counter || text.contains("_bucket{");
+            if let Some(x) = exemplar.as_ref().filter(|_| exemplar_ok) {
+                out.push_str(x);
+            }
+        }
+        out.push('\n');
+    }
+}
+
+impl Iterator for Pages {
+    type Item = String;
+
+    /// Pieces of about 64 KiB.
+    fn next(&mut self) -> Option<String> {
+        self.next_chunk(64 << 10).filter(|c| !c.is_empty())
     }
 }
 

@@ -217,6 +217,45 @@ fn series_render_in_order_as_they_come_and_go() {
 }
 
 #[test]
+fn a_page_written_in_pieces_is_the_whole_page() {
+    let many: Vec<String> = (0..500).map(|i| format!("/p{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let mut store = store_with(&request(0), Duration::from_secs(300));
+    store.update(prom::translate(
+        &paths(&many, 0),
+        &Settings::default(),
+        &mut Accumulator::default(),
+        0,
+    ));
+    let telemetry = Telemetry::new();
+    telemetry
+        .counter("sidekick_test", "A test counter.", &[])
+        .add(2);
+    for format in [Format::Text, Format::OpenMetrics] {
+        // Once: the process figures change from one call to the next.
+        let once = store::self_metrics(&telemetry, &Settings::default());
+        let extra = || once.clone();
+        let whole = store.snapshot().render(format, extra());
+        assert!(whole.contains("sidekick_test_total 2\n"), "{whole}");
+        let mut pages = store.snapshot().pages(format, extra());
+        let mut pieces = Vec::new();
+        while let Some(piece) = pages.next_chunk(1_000) {
+            pieces.push(piece);
+        }
+        assert!(pieces.len() >= 8, "{} pieces", pieces.len());
+        // Whole lines, each piece at most one line over.
+        assert!(pieces
+            .iter()
+            .all(|p| p.ends_with('\n') && p.len() < 1_000 + 200));
+        assert_eq!(pieces.concat(), whole);
+        assert_eq!(
+            store.snapshot().pages(format, extra()).collect::<String>(),
+            whole
+        );
+    }
+}
+
+#[test]
 fn self_metrics_get_prometheus_names() {
     let telemetry = Telemetry::new();
     telemetry
