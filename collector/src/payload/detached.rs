@@ -15,6 +15,8 @@ pub struct Attrs {
     text: Box<str>,
     /// Per attribute: where its key ends and where its value ends in `text`.
     ends: Box<[(u32, u32)]>,
+    /// [`Attrs::encoded_len`], worked out once.
+    encoded: usize,
 }
 
 impl Attrs {
@@ -33,10 +35,13 @@ impl Attrs {
             text.push_str(v);
             ends.push((key_end, text.len() as u32));
         }
-        Attrs {
+        let mut attrs = Attrs {
             text: text.into_boxed_str(),
             ends: ends.into_boxed_slice(),
-        }
+            encoded: 0,
+        };
+        attrs.encoded = attrs.measure();
+        attrs
     }
 
     pub fn len(&self) -> usize {
@@ -73,6 +78,10 @@ impl Attrs {
     /// The bytes these attributes add to an encoded OTLP item (each a `KeyValue` with a
     /// string `AnyValue`).
     pub fn encoded_len(&self) -> usize {
+        self.encoded
+    }
+
+    fn measure(&self) -> usize {
         let field = |n: usize| 1 + prost::encoding::encoded_len_varint(n as u64) + n;
         self.iter()
             .map(|(k, v)| {

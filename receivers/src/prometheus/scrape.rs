@@ -558,7 +558,7 @@ impl ScrapeTarget {
                     *failing = Some(Instant::now());
                 }
                 let mut request = translate::empty_request(&self.target);
-                let stale = translate::all_stale(tracker, time_ms, &self.target, &self.options());
+                let stale = translate::all_stale(tracker, time_ms);
                 let (stale, detached) = translate::flatten(stale);
                 request.resource_metrics[0].scope_metrics.extend(stale);
                 (request, detached, 0.0, 0, 0, 0)

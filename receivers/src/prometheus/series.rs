@@ -1,6 +1,7 @@
 //! What a target's scrapes remember: per-series start times (so an app restart shows as a
-//! reset, not a negative rate) and the previous scrape's series (so a series that
-//! disappears gets one staleness marker, rebuilt from the previous page's text).
+//! reset, not a negative rate) and the previous scrape's series, each with what its
+//! staleness marker needs should it disappear (its attributes, shared with every batch
+//! that carries the series, and its family).
 //!
 //! Memory is bounded: a remembered start time costs one hash-map entry of [`ENTRY_BYTES`];
 //! series unseen for [`FORGET_AFTER_MS`] are forgotten, and all the targets of a receiver
@@ -8,19 +9,20 @@
 //! budget spent is still delivered, with start = its scrape time (or its `_created`) on
 //! every scrape, as on first sight; it is counted in
 //! `sidekick_scrape_series_state_overflow`. Staleness markers do not depend on the budget:
-//! they come from the previous scrape's series (a hash and the shared attributes each)
-//! and its page text, both bounded by the page, which `body_size_limit` and `sample_limit` bound.
+//! they come from the previous scrape's series ([`Seen`]), bounded by the page, which
+//! `body_size_limit` and `sample_limit` bound.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use sidekick_collector::payload::Attrs;
 use sidekick_collector::telemetry::{Counter, LogBurst};
 use sidekick_collector::util::{KeyMap, KeySet};
 use tracing::warn;
 
-use super::parse::Format;
+use super::parse::Kind;
 
 /// OTLP `DataPointFlags.FLAG_NO_RECORDED_VALUE`: the Prometheus staleness marker.
 pub const NO_RECORDED_VALUE: u32 = 1;
@@ -110,6 +112,25 @@ impl SeriesBudget {
     }
 }
 
+/// A family as one scrape had it: what a staleness marker of its series needs.
+#[derive(Debug, PartialEq)]
+pub struct Shape {
+    pub scope: InstrumentationScope,
+    pub name: String,
+    pub kind: Kind,
+    pub unit: String,
+    pub help: String,
+}
+
+/// A series of the previous scrape.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub attrs: Arc<Attrs>,
+    pub shape: Arc<Shape>,
+    /// A histogram's bucket bounds (`+Inf` included) or a summary's quantiles.
+    pub parts: Arc<[f64]>,
+}
+
 pub struct Tracker {
     series: KeyMap<State>,
     budget: Arc<SeriesBudget>,
@@ -117,13 +138,9 @@ pub struct Tracker {
     target: String,
     /// Series of the current scrape that found the budget spent.
     overflowed: u64,
-    /// The series of the last successful scrape, with their attributes (shared with the
-    /// points of every scrape that carries them, so a series' attributes are built once),
-    /// and its page.
-    previous: KeyMap<Arc<Attrs>>,
-    /// Snappy-compressed (a page is mostly repeated names: about a third of its size),
-    /// since it is read only when series vanish.
-    previous_page: Option<(Vec<u8>, Format)>,
+    /// The series of the last successful scrape. Their attributes are shared with the
+    /// points of every scrape that carries them, so a series' attributes are built once.
+    previous: KeyMap<Seen>,
     /// Resets seen since start.
     pub resets: u64,
 }
@@ -150,7 +167,6 @@ impl Tracker {
             target: target.to_string(),
             overflowed: 0,
             previous: KeyMap::default(),
-            previous_page: None,
             resets: 0,
         }
     }
@@ -202,13 +218,13 @@ impl Tracker {
         entry.start_ms
     }
 
-    /// The series of the last successful scrape and their attributes.
-    pub fn known(&self) -> &KeyMap<Arc<Attrs>> {
+    /// The series of the last successful scrape.
+    pub fn known(&self) -> &KeyMap<Seen> {
         &self.previous
     }
 
     /// Series in `current` that the previous scrape did not have.
-    pub fn count_new(&self, current: &KeyMap<Arc<Attrs>>) -> usize {
+    pub fn count_new(&self, current: &KeyMap<Seen>) -> usize {
         current
             .keys()
             .filter(|h| !self.previous.contains_key(h))
@@ -216,7 +232,7 @@ impl Tracker {
     }
 
     /// Series of the previous scrape that are not in `current`.
-    pub fn gone(&self, current: &KeyMap<Arc<Attrs>>) -> KeySet {
+    pub fn gone(&self, current: &KeyMap<Seen>) -> KeySet {
         self.previous
             .keys()
             .filter(|h| !current.contains_key(h))
@@ -225,35 +241,12 @@ impl Tracker {
     }
 
     /// After a failed scrape: every series of the last good one is gone (once).
-    pub fn forget_previous(&mut self) -> KeySet {
-        std::mem::take(&mut self.previous).into_keys().collect()
-    }
-
-    /// The last good scrape's page, to rebuild staleness markers from.
-    pub fn previous_page(&self) -> Option<(String, Format)> {
-        let (packed, format) = self.previous_page.as_ref()?;
-        let bytes = snap::raw::Decoder::new().decompress_vec(packed).ok()?;
-        Some((String::from_utf8(bytes).ok()?, *format))
-    }
-
-    /// Keeps the page of a good scrape, compressed.
-    pub fn remember_page(&mut self, text: String, format: Format) {
-        // The old page goes first, so two compressed pages are never held at once.
-        self.previous_page = None;
-        let packed = snap::raw::Encoder::new()
-            .compress_vec(text.as_bytes())
-            .ok()
-            .map(|p| (p, format));
-        drop(text);
-        self.previous_page = packed;
-    }
-
-    pub fn forget_page(&mut self) {
-        self.previous_page = None;
+    pub fn forget_previous(&mut self) -> KeyMap<Seen> {
+        std::mem::take(&mut self.previous)
     }
 
     /// Ends a successful scrape: remembers its series and forgets long-gone ones.
-    pub fn finish_scrape(&mut self, current: KeyMap<Arc<Attrs>>, time_ms: i64) {
+    pub fn finish_scrape(&mut self, current: KeyMap<Seen>, time_ms: i64) {
         self.previous = current;
         let before = self.series.len();
         self.series

@@ -347,9 +347,90 @@ fn resets_start_new_streams_and_vanished_series_get_one_stale_marker() {
         .flat_map(|m| number_points(m).to_vec())
         .all(|p| p.flags == 0));
     // Target down: everything goes stale once.
-    let markers = all_stale(&mut tracker, T0 + 60_000, &target(), &opts());
+    let markers = all_stale(&mut tracker, T0 + 60_000);
     assert_eq!(markers.iter().map(|s| s.0.metrics.len()).sum::<usize>(), 1);
-    assert!(all_stale(&mut tracker, T0 + 75_000, &target(), &opts()).is_empty());
+    assert!(all_stale(&mut tracker, T0 + 75_000).is_empty());
+}
+
+#[test]
+fn markers_keep_each_vanished_series_family_shape_and_scope() {
+    let mut tracker = Tracker::new(100);
+    let full = "# HELP lat_seconds Latency.\n# TYPE lat_seconds histogram\n\
+        lat_seconds_bucket{r=\"a\",le=\"0.1\"} 1\nlat_seconds_bucket{r=\"a\",le=\"1\"} 2\n\
+        lat_seconds_bucket{r=\"a\",le=\"+Inf\"} 3\nlat_seconds_sum{r=\"a\"} 1.5\nlat_seconds_count{r=\"a\"} 3\n\
+        # TYPE rpc summary\nrpc{s=\"x\",quantile=\"0.5\"} 1\nrpc{s=\"x\",quantile=\"0.9\"} 2\n\
+        rpc_sum{s=\"x\"} 3\nrpc_count{s=\"x\"} 4\n\
+        # TYPE lib_total counter\nlib_total{otel_scope_name=\"lib\",otel_scope_version=\"2\",k=\"v\"} 5\n\
+        # TYPE kept gauge\nkept 1\n";
+    let first = run(full, Format::Prometheus, T0, &mut tracker);
+    let second = run(
+        "# TYPE kept gauge\nkept 2\n",
+        Format::Prometheus,
+        T0 + 15_000,
+        &mut tracker,
+    );
+    let find_in = |out: &Translated, name: &str| {
+        let scopes = &out.request.resource_metrics[0].scope_metrics;
+        scopes
+            .iter()
+            .find_map(|s| {
+                s.metrics
+                    .iter()
+                    .find(|m| m.name == name)
+                    .map(|m| (s.scope.clone(), m.clone()))
+            })
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let marker_time = (T0 + 15_000) as u64 * 1_000_000;
+    for name in ["lat_seconds", "rpc", "lib_total"] {
+        let (scope_was, was) = find_in(&first, name);
+        let (scope, marker) = find_in(&second, name);
+        assert_eq!(scope, scope_was, "{name}");
+        assert_eq!(
+            (&marker.unit, &marker.description, &marker.metadata),
+            (&was.unit, &was.description, &was.metadata),
+            "{name}"
+        );
+        match (&was.data, &marker.data) {
+            (Some(Data::Histogram(w)), Some(Data::Histogram(m))) => {
+                let (w, m) = (&w.data_points[0], &m.data_points[0]);
+                assert_eq!(m.explicit_bounds, w.explicit_bounds);
+                assert_eq!(m.bucket_counts.len(), w.bucket_counts.len());
+                assert_eq!(
+                    (m.flags, m.time_unix_nano),
+                    (NO_RECORDED_VALUE, marker_time)
+                );
+                assert_eq!(m.attributes, w.attributes);
+            }
+            (Some(Data::Summary(w)), Some(Data::Summary(m))) => {
+                let (w, m) = (&w.data_points[0], &m.data_points[0]);
+                let qs = |p: &opentelemetry_proto::tonic::metrics::v1::SummaryDataPoint| {
+                    p.quantile_values
+                        .iter()
+                        .map(|q| q.quantile)
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(qs(m), qs(w));
+                assert_eq!(
+                    (m.flags, m.time_unix_nano),
+                    (NO_RECORDED_VALUE, marker_time)
+                );
+                assert_eq!(m.attributes, w.attributes);
+            }
+            (Some(Data::Sum(w)), Some(Data::Sum(m))) => {
+                assert_eq!(m.data_points[0].flags, NO_RECORDED_VALUE);
+                assert_eq!(m.data_points[0].attributes, w.data_points[0].attributes);
+                assert_eq!(
+                    (m.is_monotonic, m.aggregation_temporality),
+                    (w.is_monotonic, w.aggregation_temporality)
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // The series still there is no marker.
+    let (_, kept) = find_in(&second, "kept");
+    assert_eq!(number_points(&kept)[0].flags, 0);
 }
 
 #[test]

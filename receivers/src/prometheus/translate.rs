@@ -17,7 +17,7 @@
 
 use sidekick_collector::payload::Attrs;
 use sidekick_collector::prometheus::ucum_for_word;
-use sidekick_collector::util::{series_hasher, FastMap, KeyMap, KeySet};
+use sidekick_collector::util::{series_hasher, FastMap, KeyMap};
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use super::openmetrics::{self, Role};
 use super::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
 use super::relabel::{self, LabelSet, Rule};
-use super::series::{Tracker, NO_RECORDED_VALUE};
+use super::series::{Seen, Shape, Tracker, NO_RECORDED_VALUE};
 
 /// The scope of metrics that carry no `otel_scope_name`: none (an empty name), so that
 /// the series come back out of the Prometheus exporters with exactly the labels the page
@@ -303,10 +303,10 @@ struct Meta<'a> {
 /// info metrics are named by their series (`x_total`, `x_info`) so the name a Prometheus
 /// user queries survives the trip; histograms and summaries by their family. Also returns
 /// the name the family's metadata (`HELP`, `UNIT`) is under.
-fn family<'a, 'n>(
-    name: &'n str,
-    meta: &FastMap<&'a str, Meta<'a>>,
-) -> (Cow<'n, str>, Kind, Role, Option<&'a str>) {
+/// A sample's family name, kind, role and where its metadata is ([`family`]).
+type FamilyOf<'n, 'a> = (Cow<'n, str>, Kind, Role, Option<&'a str>);
+
+fn family<'a, 'n>(name: &'n str, meta: &FastMap<&'a str, Meta<'a>>) -> FamilyOf<'n, 'a> {
     let typed = |n: &str| meta.get_key_value(n).and_then(|(k, m)| Some((m.kind?, *k)));
     if let Some((kind, m)) = typed(name) {
         return (Cow::Borrowed(name), kind, Role::Value, Some(m));
@@ -466,8 +466,8 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 
 /// Translates one page. `tracker` supplies start times, counts resets and adds the
 /// staleness markers for series that were in the previous scrape but not in this one;
-/// it keeps the page's text (the most compact form of its series' identities, about 80
-/// bytes a series) to build those markers from when the series vanish.
+/// it keeps each series' attributes and family ([`Seen`]) to build those markers from
+/// when the series vanish.
 ///
 /// One pass: each sample is parsed, relabeled, checked against the limits and added to
 /// its point before the next line is read, so a page over `sample_limit` or a label limit
@@ -484,24 +484,28 @@ pub fn translate(
     let text = text.into();
     let mut page = read_page(&text, format, time_ms, target, opts, tracker.known())?;
     let (scraped, post_relabel) = (page.scraped, page.post_relabel);
-    let mut current = KeyMap::with_capacity_and_hasher(page.points(), Default::default());
+    let mut current: KeyMap<Seen> =
+        KeyMap::with_capacity_and_hasher(page.points(), Default::default());
     let mut resource_attrs = target.resource_attributes();
     resource_attrs.append(&mut page.resource_extra);
     let mut scopes = page.build(
-        &mut |hash, attrs| {
-            current.insert(hash, Arc::clone(attrs));
-            true
+        &mut |hash, seen| {
+            current.insert(hash, seen);
         },
         &mut |hash, time, value, created| tracker.start_time(hash, time, value, created),
     );
+    drop(text);
     let series_added = tracker.count_new(&current);
     let gone = tracker.gone(&current);
     if !gone.is_empty() {
-        scopes.extend(stale_markers(tracker, &gone, time_ms, target, opts));
+        let known = tracker.known();
+        scopes.extend(stale_markers(
+            gone.iter().filter_map(|h| known.get(h)),
+            time_ms,
+        ));
     }
     let (scope_metrics, detached) = flatten(scopes);
     tracker.finish_scrape(current, time_ms);
-    tracker.remember_page(text, format);
     Ok(Translated {
         detached,
         request: ExportMetricsServiceRequest {
@@ -537,47 +541,90 @@ pub fn flatten(scopes: Scoped) -> (Vec<ScopeMetrics>, Vec<Arc<Attrs>>) {
 }
 
 /// After a failed scrape: a staleness marker for every series of the last good one, once.
-pub fn all_stale(
-    tracker: &mut Tracker,
-    time_ms: i64,
-    target: &Target,
-    opts: &Options<'_>,
-) -> Scoped {
+pub fn all_stale(tracker: &mut Tracker, time_ms: i64) -> Scoped {
     let gone = tracker.forget_previous();
-    let markers = if gone.is_empty() {
-        Vec::new()
-    } else {
-        stale_markers(tracker, &gone, time_ms, target, opts)
-    };
-    tracker.forget_page();
-    markers
+    stale_markers(gone.values(), time_ms)
 }
 
-/// Markers for the `gone` series, rebuilt from the previous page: the same points with no
-/// recorded value, stamped `time_ms`.
-fn stale_markers(
-    tracker: &Tracker,
-    gone: &KeySet,
-    time_ms: i64,
-    target: &Target,
-    opts: &Options<'_>,
-) -> Scoped {
-    let Some((text, format)) = tracker.previous_page() else {
+/// Markers for the `gone` series, built from what the tracker kept of them: a point with
+/// no recorded value, stamped `time_ms`, one a series; families and scopes in name order,
+/// series in attribute order.
+fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scoped {
+    let mut gone: Vec<&Seen> = gone.collect();
+    if gone.is_empty() {
         return Vec::new();
-    };
-    // The page passed before with the same options; should it not now, no markers.
-    let Ok(page) = read_page(&text, format, time_ms, target, opts, tracker.known()) else {
-        return Vec::new();
-    };
-    // One marker a series, even when the page gave it several timestamped points.
-    let mut marked = KeySet::default();
-    let mut scopes = page.build(
-        &mut |hash, _| gone.contains(&hash) && marked.insert(hash),
-        &mut |_, t, _, _| t,
-    );
-    let time = ms_to_ns(time_ms);
-    for m in scopes.iter_mut().flat_map(|(s, _)| &mut s.metrics) {
-        mark_stale(m, time);
+    }
+    let scope_key = |s: &Seen| (s.shape.scope.name.clone(), s.shape.scope.version.clone());
+    gone.sort_by(|a, b| {
+        (&a.shape.scope.name, &a.shape.scope.version, &a.shape.name)
+            .cmp(&(&b.shape.scope.name, &b.shape.scope.version, &b.shape.name))
+            .then_with(|| a.attrs.iter().cmp(b.attrs.iter()))
+    });
+    let mut scopes: Scoped = Vec::new();
+    let mut scope_of: Vec<(String, String)> = Vec::new();
+    let mut i = 0;
+    while i < gone.len() {
+        let shape = &gone[i].shape;
+        let same = gone[i..]
+            .iter()
+            .take_while(|s| Arc::ptr_eq(&s.shape, shape) || *s.shape == **shape)
+            .count();
+        let key = scope_key(gone[i]);
+        let at = match scope_of.iter().position(|k| *k == key) {
+            Some(at) => at,
+            None => {
+                scope_of.push(key);
+                let scope = ScopeMetrics {
+                    scope: Some(shape.scope.clone()),
+                    ..Default::default()
+                };
+                scopes.push((scope, Vec::new()));
+                scopes.len() - 1
+            }
+        };
+        let points = gone[i..i + same]
+            .iter()
+            .map(|s| Point {
+                line: 0,
+                attrs: Arc::clone(&s.attrs),
+                hash: 0,
+                time_ms,
+                value: f64::NAN,
+                created_ms: None,
+                parts: match shape.kind {
+                    Kind::Histogram => Some(Box::new(Parts {
+                        buckets: s.parts.iter().map(|&le| (le, 0.0)).collect(),
+                        count: Some(0.0),
+                        ..Parts::default()
+                    })),
+                    Kind::Summary => Some(Box::new(Parts {
+                        quantiles: s.parts.iter().map(|&q| (q, f64::NAN)).collect(),
+                        count: Some(0.0),
+                        ..Parts::default()
+                    })),
+                    _ => None,
+                },
+                exemplars: Vec::new(),
+            })
+            .collect();
+        let family = Family {
+            name: shape.name.clone(),
+            kind: shape.kind,
+            meta: None,
+            help: shape.help.clone(),
+            unit: shape.unit.clone(),
+            scope: at,
+            points,
+            index: KeyMap::default(),
+        };
+        let (metrics, detached) = &mut scopes[at];
+        if let Some(mut m) =
+            build_metric(family, &mut |_, _, _| true, &mut |_, t, _, _| t, detached)
+        {
+            mark_stale(&mut m, ms_to_ns(time_ms));
+            metrics.metrics.push(m);
+        }
+        i += same;
     }
     scopes
 }
@@ -622,9 +669,9 @@ impl Page<'_> {
     }
 
     /// The OTLP metrics, one `ScopeMetrics` per scope with its points' attributes kept
-    /// apart: `keep` says which series to build (and sees each one that is), `start`
-    /// gives a cumulative series' start time.
-    fn build(self, keep: &mut Keep<'_>, start: &mut StartTime<'_>) -> Scoped {
+    /// apart: `see` is told of each series built (what its staleness marker would need),
+    /// `start` gives a cumulative series' start time.
+    fn build(self, see: &mut dyn FnMut(u64, Seen), start: &mut StartTime<'_>) -> Scoped {
         let mut scopes: Scoped = self
             .scopes
             .into_iter()
@@ -636,11 +683,33 @@ impl Page<'_> {
                 (scope, Vec::new())
             })
             .collect();
+        let no_parts: Arc<[f64]> = Arc::new([]);
         for f in self.families {
             let scope = f.scope;
             let (metrics, detached) = &mut scopes[scope];
+            let shape = Arc::new(Shape {
+                scope: metrics.scope.clone().unwrap_or_default(),
+                name: f.name.clone(),
+                kind: f.kind,
+                unit: f.unit.clone(),
+                help: f.help.clone(),
+            });
+            // Series of a family mostly share their bounds or quantiles: one copy.
+            let mut parts = Arc::clone(&no_parts);
+            let mut keep = |hash, attrs: &Arc<Attrs>, these: &[f64]| {
+                if *parts != *these {
+                    parts = Arc::from(these);
+                }
+                let seen = Seen {
+                    attrs: Arc::clone(attrs),
+                    shape: Arc::clone(&shape),
+                    parts: Arc::clone(&parts),
+                };
+                see(hash, seen);
+                true
+            };
             let before = detached.len();
-            match build_metric(f, keep, start, detached) {
+            match build_metric(f, &mut keep, start, detached) {
                 Some(metric) if metric_has_points(&metric) => metrics.metrics.push(metric),
                 _ => detached.truncate(before),
             }
@@ -652,8 +721,9 @@ impl Page<'_> {
 /// Gives a cumulative series' start time: (series hash, point time, value, `_created`).
 type StartTime<'a> = dyn FnMut(u64, i64, f64, Option<i64>) -> i64 + 'a;
 
-/// Says whether to build a series' point: (series hash, its attributes).
-type Keep<'a> = dyn FnMut(u64, &Arc<Attrs>) -> bool + 'a;
+/// Says whether to build a series' point: (series hash, its attributes, its histogram
+/// bounds or summary quantiles, sorted).
+type Keep<'a> = dyn FnMut(u64, &Arc<Attrs>, &[f64]) -> bool + 'a;
 
 fn metric_has_points(m: &Metric) -> bool {
     point_count(m) > 0
@@ -679,7 +749,7 @@ fn read_page<'a>(
     time_ms: i64,
     target: &'a Target,
     opts: &Options<'_>,
-    known: &KeyMap<Arc<Attrs>>,
+    known: &KeyMap<Seen>,
 ) -> Result<Page<'a>, PageError> {
     let mut meta: FastMap<&str, Meta<'_>> = FastMap::default();
     let mut scopes: Vec<InstrumentationScope> =
@@ -687,8 +757,12 @@ fn read_page<'a>(
     let mut families: Vec<Family<'_>> = Vec::new();
     // Per scope: family name → index in `families`.
     let mut family_index: Vec<FastMap<String, usize>> = vec![FastMap::default()];
-    // Series seen → the explicit timestamp of its last sample.
-    let mut seen: KeyMap<Option<i64>> = KeyMap::default();
+    // Series seen → the explicit timestamp of its last sample. Sized for the page (about
+    // 80 bytes a sample) so it is not rehashed as it fills.
+    let mut seen: KeyMap<Option<i64>> =
+        KeyMap::with_capacity_and_hasher((text.len() / 80).min(1 << 20), Default::default());
+    // The last sample name's family: a family's samples come together.
+    let mut last_family: Option<(&str, FamilyOf<'_, '_>)> = None;
     let mut resource_extra: Vec<KeyValue> = Vec::new();
     let mut scraped = 0;
     let mut post_relabel = 0;
@@ -762,7 +836,20 @@ fn read_page<'a>(
             });
         }
 
-        let (family_name, kind, role, m) = family(&name, &meta);
+        let (family_name, kind, role, m) = match name {
+            Cow::Borrowed(n) => match &last_family {
+                Some((last, found)) if *last == n => found.clone(),
+                _ => {
+                    let found = family(n, &meta);
+                    last_family = Some((n, found.clone()));
+                    found
+                }
+            },
+            Cow::Owned(ref n) => {
+                let (f, kind, role, m) = family(n, &meta);
+                (Cow::Owned(f.into_owned()), kind, role, m)
+            }
+        };
         if family_name == "target_info" {
             if resource_extra.is_empty() {
                 resource_extra = labels
@@ -822,7 +909,7 @@ fn read_page<'a>(
         };
         let pi = *fam.index.entry(point_key).or_insert_with(|| {
             let attrs = match known.get(&hash) {
-                Some(a) => Arc::clone(a),
+                Some(seen) => Arc::clone(&seen.attrs),
                 None => Arc::new(Attrs::new(attrs)),
             };
             fam.points.push(Point {
@@ -1113,7 +1200,7 @@ fn build_metric(
                     // Only a `_created` line, no value: nothing to report.
                     continue;
                 }
-                if !keep(p.hash, &p.attrs) {
+                if !keep(p.hash, &p.attrs, &[]) {
                     continue;
                 }
                 let start = if f.kind == Kind::Counter {
@@ -1149,10 +1236,11 @@ fn build_metric(
                 let mut parts = p.parts.take().map(|b| *b).unwrap_or_default();
                 // `_count` is required; without it the point is dropped.
                 let Some(count) = parts.count else { continue };
-                if !keep(p.hash, &p.attrs) {
+                parts.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let les: Vec<f64> = parts.buckets.iter().map(|b| b.0).collect();
+                if !keep(p.hash, &p.attrs, &les) {
                     continue;
                 }
-                parts.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let mut bounds = Vec::with_capacity(parts.buckets.len());
                 let mut counts = Vec::with_capacity(parts.buckets.len() + 1);
                 let mut below = 0.0;
@@ -1189,10 +1277,11 @@ fn build_metric(
             for mut p in f.points {
                 let mut parts = p.parts.take().map(|b| *b).unwrap_or_default();
                 let Some(count) = parts.count else { continue };
-                if !keep(p.hash, &p.attrs) {
+                parts.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let qs: Vec<f64> = parts.quantiles.iter().map(|q| q.0).collect();
+                if !keep(p.hash, &p.attrs, &qs) {
                     continue;
                 }
-                parts.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let start = start_time(p.hash, p.time_ms, count, p.created_ms);
                 detached.push(p.attrs);
                 points.push(SummaryDataPoint {
