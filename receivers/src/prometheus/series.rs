@@ -113,22 +113,23 @@ impl SeriesBudget {
 }
 
 /// A family as one scrape had it: what a staleness marker of its series needs.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
     pub scope: InstrumentationScope,
     pub name: String,
     pub kind: Kind,
     pub unit: String,
     pub help: String,
+    /// The series' histogram bucket bounds (`+Inf` included) or summary quantiles: most
+    /// series of a family share them, and one that does not gets a shape of its own.
+    pub parts: Vec<f64>,
 }
 
-/// A series of the previous scrape.
+/// A series of the previous scrape (two pointers: the map of them stays small).
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub attrs: Arc<Attrs>,
     pub shape: Arc<Shape>,
-    /// A histogram's bucket bounds (`+Inf` included) or a summary's quantiles.
-    pub parts: Arc<[f64]>,
 }
 
 pub struct Tracker {

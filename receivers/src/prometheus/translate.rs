@@ -593,12 +593,12 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
                 created_ms: None,
                 parts: match shape.kind {
                     Kind::Histogram => Some(Box::new(Parts {
-                        buckets: s.parts.iter().map(|&le| (le, 0.0)).collect(),
+                        buckets: shape.parts.iter().map(|&le| (le, 0.0)).collect(),
                         count: Some(0.0),
                         ..Parts::default()
                     })),
                     Kind::Summary => Some(Box::new(Parts {
-                        quantiles: s.parts.iter().map(|&q| (q, f64::NAN)).collect(),
+                        quantiles: shape.parts.iter().map(|&q| (q, f64::NAN)).collect(),
                         count: Some(0.0),
                         ..Parts::default()
                     })),
@@ -683,27 +683,27 @@ impl Page<'_> {
                 (scope, Vec::new())
             })
             .collect();
-        let no_parts: Arc<[f64]> = Arc::new([]);
         for f in self.families {
             let scope = f.scope;
             let (metrics, detached) = &mut scopes[scope];
-            let shape = Arc::new(Shape {
+            let mut shape = Arc::new(Shape {
                 scope: metrics.scope.clone().unwrap_or_default(),
                 name: f.name.clone(),
                 kind: f.kind,
                 unit: f.unit.clone(),
                 help: f.help.clone(),
+                parts: Vec::new(),
             });
-            // Series of a family mostly share their bounds or quantiles: one copy.
-            let mut parts = Arc::clone(&no_parts);
-            let mut keep = |hash, attrs: &Arc<Attrs>, these: &[f64]| {
-                if *parts != *these {
-                    parts = Arc::from(these);
+            let mut keep = |hash, attrs: &Arc<Attrs>, parts: &[f64]| {
+                if shape.parts != parts {
+                    // The first series with parts, or one whose parts differ.
+                    let mut own = Shape::clone(&shape);
+                    own.parts = parts.to_vec();
+                    shape = Arc::new(own);
                 }
                 let seen = Seen {
                     attrs: Arc::clone(attrs),
                     shape: Arc::clone(&shape),
-                    parts: Arc::clone(&parts),
                 };
                 see(hash, seen);
                 true
