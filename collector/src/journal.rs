@@ -83,6 +83,10 @@ struct Segment {
 struct Cached<S: Signal> {
     seq: u64,
     batch: Batch<S>,
+    /// The bytes its record holds after the header, as written. The batch's own
+    /// [`Batch::size`] may be an estimate (detached attributes), and the queue's byte
+    /// account must take off exactly what it added.
+    bytes: usize,
     /// Where its record ends, for the feeder's disk position.
     segment: u64,
     end: u64,
@@ -240,7 +244,7 @@ impl<S: Signal> Drop for SyncTurn<'_, S> {
 fn uncache_through<S: Signal>(st: &mut State<S>, seq: u64) {
     while st.cache.front().is_some_and(|c| c.seq <= seq) {
         if let Some(c) = st.cache.pop_front() {
-            st.cache_bytes -= c.batch.size();
+            st.cache_bytes -= c.bytes;
         }
     }
 }
@@ -543,14 +547,10 @@ impl<S: Signal> Journal<S> {
         }
         if st.cache.front().is_some_and(|c| c.seq == st.feed_seq) {
             let c = st.cache.pop_front()?;
-            st.cache_bytes -= c.batch.size();
+            st.cache_bytes -= c.bytes;
             st.read_segment = c.segment;
             st.read_offset = c.end;
-            return Some((
-                c.seq,
-                c.batch.len() as u64,
-                (c.batch.size() + HEADER) as u64,
-            ));
+            return Some((c.seq, c.batch.len() as u64, (c.bytes + HEADER) as u64));
         }
         loop {
             let i = self.read_index(st)?;
@@ -638,6 +638,7 @@ impl<S: Signal> Journal<S> {
             st.cache.push_back(Cached {
                 seq,
                 batch: batch.clone(),
+                bytes: size,
                 segment,
                 end,
             });
@@ -802,7 +803,9 @@ impl<S: Signal> Journal<S> {
 
     /// The next entry to hand on, or `None` once every writer is gone and everything
     /// was handed on.
-    async fn next_entry(self: &Arc<Self>) -> Option<(u64, Batch<S>)> {
+    /// The next entry to hand on: its number, batch and the bytes its record holds after
+    /// the header.
+    async fn next_entry(self: &Arc<Self>) -> Option<(u64, Batch<S>, usize)> {
         let mut io_wait = Duration::from_millis(100);
         loop {
             let appended = self.appended.notified();
@@ -819,11 +822,11 @@ impl<S: Signal> Journal<S> {
                     None
                 } else if st.cache.front().is_some_and(|c| c.seq == st.feed_seq) {
                     let c = st.cache.pop_front()?;
-                    st.cache_bytes -= c.batch.size();
+                    st.cache_bytes -= c.bytes;
                     st.feed_seq = c.seq + 1;
                     st.read_segment = c.segment;
                     st.read_offset = c.end;
-                    return Some((c.seq, c.batch));
+                    return Some((c.seq, c.batch, c.bytes));
                 } else {
                     match self.read_index(st) {
                         None => {
@@ -876,7 +879,11 @@ impl<S: Signal> Journal<S> {
             };
             let taken = self.take_read(&at, file.ok(), outcome);
             match taken {
-                Taken::Entry(seq, batch) => return Some((seq, batch)),
+                // Read back from disk: encoded as stored, so its size is exact.
+                Taken::Entry(seq, batch) => {
+                    let bytes = batch.size();
+                    return Some((seq, batch, bytes));
+                }
                 Taken::Again => {}
                 Taken::Backoff => {
                     tokio::time::sleep(io_wait).await;
@@ -1083,6 +1090,11 @@ impl<S: Signal> Journal<S> {
     /// Bytes on disk.
     pub fn bytes(&self) -> u64 {
         self.lock().disk_bytes
+    }
+
+    /// Bytes of the entries not yet retired, as the queue's limit counts them.
+    pub fn live_bytes(&self) -> u64 {
+        self.lock().live_bytes
     }
 
     pub fn name(&self) -> &str {
@@ -1403,9 +1415,11 @@ pub async fn feed<S: Signal>(journal: Arc<Journal<S>>, output: Output<S>, mut de
             n = journal.next_entry() => n,
             _ = deadline.passed() => return,
         };
-        let Some((seq, batch)) = next else { return };
+        let Some((seq, batch, bytes)) = next else {
+            return;
+        };
         let items = batch.len();
-        let bytes = (batch.size() + HEADER) as u64;
+        let bytes = (bytes + HEADER) as u64;
         let ticket = Ticket::new(weak.clone(), seq, items as u64, bytes);
         let sent = tokio::select! {
             r = output.send_ticketed(batch, vec![(ticket.clone(), items)]) => r.is_ok(),

@@ -617,3 +617,86 @@ mod damaged_files {
         }
     }
 }
+
+/// A metrics batch of `n` gauge points whose attributes are kept apart from the request,
+/// as the scrape receiver makes them (their encoding is a little longer than the batch's
+/// own size estimate).
+fn detached_points(n: usize) -> Batch<crate::payload::MetricsSignal> {
+    use crate::payload::Attrs;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    let long = "v".repeat(120);
+    let data_points = (0..n)
+        .map(|i| NumberDataPoint {
+            time_unix_nano: 1,
+            value: Some(
+                opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(
+                    i as f64,
+                ),
+            ),
+            ..Default::default()
+        })
+        .collect();
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "g".into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let attrs = (0..n)
+        .map(|i| {
+            Arc::new(Attrs::new([
+                ("k", long.as_str()),
+                ("i", i.to_string().as_str()),
+            ]))
+        })
+        .collect();
+    Batch::from_detached(request, attrs)
+}
+
+#[tokio::test]
+async fn delivered_entries_give_back_exactly_the_bytes_they_took() {
+    use crate::payload::MetricsSignal;
+    let d = dir();
+    let j: Arc<Journal<MetricsSignal>> =
+        Journal::open(d.clone(), "metrics", settings(), None).unwrap();
+    let w = j.sender();
+    let batch = detached_points(50);
+    assert_ne!(
+        batch.size(),
+        batch.encoded().len(),
+        "the estimate is not the encoding"
+    );
+    for _ in 0..20 {
+        j.append(&batch).unwrap();
+    }
+    assert!(j.live_bytes() > 0);
+    drop(w);
+    let (tx, mut rx) = channel_with::<MetricsSignal>(
+        Limit::bytes(64 << 20),
+        Gauge::default(),
+        Gauge::default(),
+        Arc::new(Account::default()),
+    );
+    let (_trigger, deadline) = deadline_pair();
+    tokio::spawn(feed(Arc::clone(&j), Output::new(vec![tx]), deadline));
+    let mut points = 0;
+    while let Some((batch, hold)) = rx.recv_held().await {
+        points += batch.len();
+        hold.release();
+    }
+    assert_eq!(points, 20 * 50);
+    assert_eq!(j.items(), 0);
+    assert_eq!(j.live_bytes(), 0, "the byte account drifted");
+    assert_eq!(j.close(), 0);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -123,6 +123,8 @@ pub struct Shape {
     /// The series' histogram bucket bounds (`+Inf` included) or summary quantiles: most
     /// series of a family share them, and one that does not gets a shape of its own.
     pub parts: Vec<f64>,
+    /// Whether its histogram points had a `_sum` (its marker then ends that series too).
+    pub sum: bool,
 }
 
 /// A series of the previous scrape (two pointers: the map of them stays small).

@@ -395,6 +395,8 @@ fn markers_keep_each_vanished_series_family_shape_and_scope() {
             (Some(Data::Histogram(w)), Some(Data::Histogram(m))) => {
                 let (w, m) = (&w.data_points[0], &m.data_points[0]);
                 assert_eq!(m.explicit_bounds, w.explicit_bounds);
+                // Its `_sum` goes stale with it.
+                assert!(w.sum.is_some() && m.sum.is_some());
                 assert_eq!(m.bucket_counts.len(), w.bucket_counts.len());
                 assert_eq!(
                     (m.flags, m.time_unix_nano),

@@ -555,9 +555,20 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
         return Vec::new();
     }
     let scope_key = |s: &Seen| (s.shape.scope.name.clone(), s.shape.scope.version.clone());
+    // By scope and family, the series of one shape together, then by attributes.
     gone.sort_by(|a, b| {
-        (&a.shape.scope.name, &a.shape.scope.version, &a.shape.name)
-            .cmp(&(&b.shape.scope.name, &b.shape.scope.version, &b.shape.name))
+        let key = |s: &Seen| {
+            let shape = &s.shape;
+            let (scope, at) = (&shape.scope, Arc::as_ptr(shape) as usize);
+            (
+                scope.name.clone(),
+                scope.version.clone(),
+                shape.name.clone(),
+                at,
+            )
+        };
+        key(a)
+            .cmp(&key(b))
             .then_with(|| a.attrs.iter().cmp(b.attrs.iter()))
     });
     let mut scopes: Scoped = Vec::new();
@@ -567,7 +578,7 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
         let shape = &gone[i].shape;
         let same = gone[i..]
             .iter()
-            .take_while(|s| Arc::ptr_eq(&s.shape, shape) || *s.shape == **shape)
+            .take_while(|s| Arc::ptr_eq(&s.shape, shape))
             .count();
         let key = scope_key(gone[i]);
         let at = match scope_of.iter().position(|k| *k == key) {
@@ -595,6 +606,7 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
                     Kind::Histogram => Some(Box::new(Parts {
                         buckets: shape.parts.iter().map(|&le| (le, 0.0)).collect(),
                         count: Some(0.0),
+                        sum: shape.sum.then_some(0.0),
                         ..Parts::default()
                     })),
                     Kind::Summary => Some(Box::new(Parts {
@@ -618,9 +630,12 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
             index: KeyMap::default(),
         };
         let (metrics, detached) = &mut scopes[at];
-        if let Some(mut m) =
-            build_metric(family, &mut |_, _, _| true, &mut |_, t, _, _| t, detached)
-        {
+        if let Some(mut m) = build_metric(
+            family,
+            &mut |_, _, _, _| true,
+            &mut |_, t, _, _| t,
+            detached,
+        ) {
             mark_stale(&mut m, ms_to_ns(time_ms));
             metrics.metrics.push(m);
         }
@@ -686,26 +701,40 @@ impl Page<'_> {
         for f in self.families {
             let scope = f.scope;
             let (metrics, detached) = &mut scopes[scope];
-            let mut shape = Arc::new(Shape {
+            let family = Arc::new(Shape {
                 scope: metrics.scope.clone().unwrap_or_default(),
                 name: f.name.clone(),
                 kind: f.kind,
                 unit: f.unit.clone(),
                 help: f.help.clone(),
                 parts: Vec::new(),
+                sum: false,
             });
-            let mut keep = |hash, attrs: &Arc<Attrs>, parts: &[f64]| {
-                if shape.parts != parts {
-                    // The first series with parts, or one whose parts differ.
-                    let mut own = Shape::clone(&shape);
-                    own.parts = parts.to_vec();
-                    shape = Arc::new(own);
-                }
-                let seen = Seen {
-                    attrs: Arc::clone(attrs),
-                    shape: Arc::clone(&shape),
+            // The family's shape, with the bounds or quantiles of its first series with
+            // any; a series whose differ gets a shape of its own.
+            let mut common: Option<Arc<Shape>> = None;
+            let mut keep = |hash, attrs: &Arc<Attrs>, parts: &[f64], sum: bool| {
+                let fits = |s: &Shape| s.parts == parts && s.sum == sum;
+                let shape = match &common {
+                    _ if parts.is_empty() && !sum => Arc::clone(&family),
+                    Some(c) if fits(c) => Arc::clone(c),
+                    _ => {
+                        let own = Arc::new(Shape {
+                            parts: parts.to_vec(),
+                            sum,
+                            ..Shape::clone(&family)
+                        });
+                        common.get_or_insert_with(|| Arc::clone(&own));
+                        own
+                    }
                 };
-                see(hash, seen);
+                see(
+                    hash,
+                    Seen {
+                        attrs: Arc::clone(attrs),
+                        shape,
+                    },
+                );
                 true
             };
             let before = detached.len();
@@ -722,8 +751,8 @@ impl Page<'_> {
 type StartTime<'a> = dyn FnMut(u64, i64, f64, Option<i64>) -> i64 + 'a;
 
 /// Says whether to build a series' point: (series hash, its attributes, its histogram
-/// bounds or summary quantiles, sorted).
-type Keep<'a> = dyn FnMut(u64, &Arc<Attrs>, &[f64]) -> bool + 'a;
+/// bounds or summary quantiles, sorted, and whether it has a `_sum`).
+type Keep<'a> = dyn FnMut(u64, &Arc<Attrs>, &[f64], bool) -> bool + 'a;
 
 fn metric_has_points(m: &Metric) -> bool {
     point_count(m) > 0
@@ -779,6 +808,8 @@ fn read_page<'a>(
         let line = parser.line();
         let Some(sample) = note_metadata(entry?, &mut meta, &mut checker, openmetrics, line)?
         else {
+            // Metadata may change what a name it follows belongs to.
+            last_family = None;
             continue;
         };
         if openmetrics {
@@ -908,9 +939,11 @@ fn read_page<'a>(
             _ => hash,
         };
         let pi = *fam.index.entry(point_key).or_insert_with(|| {
+            // Shared when the series is the one the previous scrape had under this hash
+            // (checked: a colliding hash must not lend another series its labels).
             let attrs = match known.get(&hash) {
-                Some(seen) => Arc::clone(&seen.attrs),
-                None => Arc::new(Attrs::new(attrs)),
+                Some(seen) if seen.attrs.iter().eq(attrs.clone()) => Arc::clone(&seen.attrs),
+                _ => Arc::new(Attrs::new(attrs)),
             };
             fam.points.push(Point {
                 line,
@@ -1200,7 +1233,7 @@ fn build_metric(
                     // Only a `_created` line, no value: nothing to report.
                     continue;
                 }
-                if !keep(p.hash, &p.attrs, &[]) {
+                if !keep(p.hash, &p.attrs, &[], false) {
                     continue;
                 }
                 let start = if f.kind == Kind::Counter {
@@ -1238,7 +1271,7 @@ fn build_metric(
                 let Some(count) = parts.count else { continue };
                 parts.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let les: Vec<f64> = parts.buckets.iter().map(|b| b.0).collect();
-                if !keep(p.hash, &p.attrs, &les) {
+                if !keep(p.hash, &p.attrs, &les, parts.sum.is_some()) {
                     continue;
                 }
                 let mut bounds = Vec::with_capacity(parts.buckets.len());
@@ -1279,7 +1312,7 @@ fn build_metric(
                 let Some(count) = parts.count else { continue };
                 parts.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let qs: Vec<f64> = parts.quantiles.iter().map(|q| q.0).collect();
-                if !keep(p.hash, &p.attrs, &qs) {
+                if !keep(p.hash, &p.attrs, &qs, true) {
                     continue;
                 }
                 let start = start_time(p.hash, p.time_ms, count, p.created_ms);
