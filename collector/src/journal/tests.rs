@@ -623,35 +623,7 @@ mod damaged_files {
 /// own size estimate).
 fn detached_points(n: usize) -> Batch<crate::payload::MetricsSignal> {
     use crate::payload::Attrs;
-    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::metrics::v1::{
-        metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-    };
     let long = "v".repeat(120);
-    let data_points = (0..n)
-        .map(|i| NumberDataPoint {
-            time_unix_nano: 1,
-            value: Some(
-                opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(
-                    i as f64,
-                ),
-            ),
-            ..Default::default()
-        })
-        .collect();
-    let request = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "g".into(),
-                    data: Some(metric::Data::Gauge(Gauge { data_points })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
     let attrs = (0..n)
         .map(|i| {
             Arc::new(Attrs::new([
@@ -660,7 +632,7 @@ fn detached_points(n: usize) -> Batch<crate::payload::MetricsSignal> {
             ]))
         })
         .collect();
-    Batch::from_detached(request, attrs)
+    Batch::from_detached(crate::payload::tests::gauge(n, 0, &[]), attrs)
 }
 
 #[tokio::test]

@@ -644,4 +644,4 @@ fn counted_chunks<S: Signal>(repr: Repr<S>, items: usize) -> Vec<(Bytes, usize)>
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -196,7 +196,7 @@ fn points(n: usize, start: usize) -> Vec<NumberDataPoint> {
 }
 
 /// A gauge of `n` points whose attributes are `own` on each point.
-fn gauge(n: usize, start: usize, own: &[KeyValue]) -> ExportMetricsServiceRequest {
+pub(crate) fn gauge(n: usize, start: usize, own: &[KeyValue]) -> ExportMetricsServiceRequest {
     let mut data_points = points(n, start);
     data_points
         .iter_mut()
