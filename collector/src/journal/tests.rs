@@ -80,10 +80,8 @@ fn open(d: &Path, s: JournalSettings) -> Arc<Journal<TracesSignal>> {
 }
 
 /// Starts a feeder into a fresh queue; returns its input and the deadline trigger.
-fn start_feed(
-    j: &Arc<Journal<TracesSignal>>,
-) -> (Input<TracesSignal>, crate::exporter::DeadlineTrigger) {
-    let (tx, rx) = channel_with::<TracesSignal>(
+fn start_feed<S: Signal>(j: &Arc<Journal<S>>) -> (Input<S>, crate::exporter::DeadlineTrigger) {
+    let (tx, rx) = channel_with::<S>(
         Limit::bytes(64 << 20),
         Gauge::default(),
         Gauge::default(),
@@ -653,14 +651,7 @@ async fn delivered_entries_give_back_exactly_the_bytes_they_took() {
     }
     assert!(j.live_bytes() > 0);
     drop(w);
-    let (tx, mut rx) = channel_with::<MetricsSignal>(
-        Limit::bytes(64 << 20),
-        Gauge::default(),
-        Gauge::default(),
-        Arc::new(Account::default()),
-    );
-    let (_trigger, deadline) = deadline_pair();
-    tokio::spawn(feed(Arc::clone(&j), Output::new(vec![tx]), deadline));
+    let (mut rx, _trigger) = start_feed(&j);
     let mut points = 0;
     while let Some((batch, hold)) = rx.recv_held().await {
         points += batch.len();

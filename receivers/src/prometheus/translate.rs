@@ -557,16 +557,11 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
     let scope_key = |s: &Seen| (s.shape.scope.name.clone(), s.shape.scope.version.clone());
     // By scope and family, the series of one shape together, then by attributes.
     gone.sort_by(|a, b| {
-        let key = |s: &Seen| {
-            let shape = &s.shape;
-            let (scope, at) = (&shape.scope, Arc::as_ptr(shape) as usize);
-            (
-                scope.name.clone(),
-                scope.version.clone(),
-                shape.name.clone(),
-                at,
-            )
-        };
+        fn key(s: &Seen) -> (&str, &str, &str, usize) {
+            let shape = &*s.shape;
+            let at = shape as *const Shape as usize;
+            (&shape.scope.name, &shape.scope.version, &shape.name, at)
+        }
         key(a)
             .cmp(&key(b))
             .then_with(|| a.attrs.iter().cmp(b.attrs.iter()))
@@ -713,14 +708,18 @@ impl Page<'_> {
             // The family's shape, with the bounds or quantiles of its first series with
             // any; a series whose differ gets a shape of its own.
             let mut common: Option<Arc<Shape>> = None;
-            let mut keep = |hash, attrs: &Arc<Attrs>, parts: &[f64], sum: bool| {
-                let fits = |s: &Shape| s.parts == parts && s.sum == sum;
+            let mut keep = |hash, attrs: &Arc<Attrs>, parts: &[(f64, f64)], sum: bool| {
+                let fits = |s: &Shape| {
+                    s.sum == sum
+                        && s.parts.len() == parts.len()
+                        && s.parts.iter().zip(parts).all(|(a, (b, _))| a == b)
+                };
                 let shape = match &common {
                     _ if parts.is_empty() && !sum => Arc::clone(&family),
                     Some(c) if fits(c) => Arc::clone(c),
                     _ => {
                         let own = Arc::new(Shape {
-                            parts: parts.to_vec(),
+                            parts: parts.iter().map(|(at, _)| *at).collect(),
                             sum,
                             ..Shape::clone(&family)
                         });
@@ -751,8 +750,8 @@ impl Page<'_> {
 type StartTime<'a> = dyn FnMut(u64, i64, f64, Option<i64>) -> i64 + 'a;
 
 /// Says whether to build a series' point: (series hash, its attributes, its histogram
-/// bounds or summary quantiles, sorted, and whether it has a `_sum`).
-type Keep<'a> = dyn FnMut(u64, &Arc<Attrs>, &[f64], bool) -> bool + 'a;
+/// buckets or summary quantiles as (bound or quantile, value), sorted, and whether it has a `_sum`).
+type Keep<'a> = dyn FnMut(u64, &Arc<Attrs>, &[(f64, f64)], bool) -> bool + 'a;
 
 fn metric_has_points(m: &Metric) -> bool {
     point_count(m) > 0
@@ -1270,8 +1269,7 @@ fn build_metric(
                 // `_count` is required; without it the point is dropped.
                 let Some(count) = parts.count else { continue };
                 parts.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let les: Vec<f64> = parts.buckets.iter().map(|b| b.0).collect();
-                if !keep(p.hash, &p.attrs, &les, parts.sum.is_some()) {
+                if !keep(p.hash, &p.attrs, &parts.buckets, parts.sum.is_some()) {
                     continue;
                 }
                 let mut bounds = Vec::with_capacity(parts.buckets.len());
@@ -1311,8 +1309,7 @@ fn build_metric(
                 let mut parts = p.parts.take().map(|b| *b).unwrap_or_default();
                 let Some(count) = parts.count else { continue };
                 parts.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let qs: Vec<f64> = parts.quantiles.iter().map(|q| q.0).collect();
-                if !keep(p.hash, &p.attrs, &qs, true) {
+                if !keep(p.hash, &p.attrs, &parts.quantiles, true) {
                     continue;
                 }
                 let start = start_time(p.hash, p.time_ms, count, p.created_ms);
