@@ -19,7 +19,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use sidekick_collector::payload::Attrs;
 use sidekick_collector::telemetry::{Counter, LogBurst};
-use sidekick_collector::util::{KeyMap, KeySet};
+use sidekick_collector::util::KeyMap;
 use tracing::warn;
 
 use super::parse::Kind;
@@ -134,6 +134,86 @@ pub struct Seen {
     pub shape: Arc<Shape>,
 }
 
+/// The series of the last successful scrape, in the order that scrape built them, with
+/// an index by hash. A page lists its series in the same order scrape after scrape, so
+/// the next scrape finds most of them with a [`Cursor`] walking this list, which reads
+/// memory in order, and the index serves the rest.
+#[derive(Default)]
+pub struct Known {
+    entries: Vec<(u64, Seen)>,
+    index: KeyMap<u32>,
+}
+
+impl Known {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The series at `at` (a place a [`Cursor`] gave).
+    pub fn at(&self, at: usize) -> &Seen {
+        &self.entries[at].1
+    }
+
+    /// The series, in the order they were built.
+    pub fn iter(&self) -> impl Iterator<Item = &(u64, Seen)> {
+        self.entries.iter()
+    }
+
+    /// The series not `taken` (one flag per place).
+    pub fn not_taken<'a>(&'a self, taken: &'a [bool]) -> impl Iterator<Item = &'a Seen> {
+        self.entries
+            .iter()
+            .zip(taken)
+            .filter(|(_, t)| !**t)
+            .map(|((_, s), _)| s)
+    }
+
+    /// Takes over `entries` (one per hash), keeping the index when they come in the
+    /// same order as before (the usual case: nothing to rehash).
+    fn replace(&mut self, entries: Vec<(u64, Seen)>) {
+        let same = entries.len() == self.entries.len()
+            && entries
+                .iter()
+                .zip(&self.entries)
+                .all(|((a, _), (b, _))| a == b);
+        if !same {
+            self.index.clear();
+            self.index.reserve(entries.len());
+            for (i, (h, _)) in entries.iter().enumerate() {
+                self.index.insert(*h, i as u32);
+            }
+            // Hand back the memory of a burst of series once they are gone.
+            if self.index.capacity() > 4 * entries.len().max(1024) {
+                self.index.shrink_to(2 * entries.len());
+            }
+        }
+        self.entries = entries;
+    }
+}
+
+/// Finds series of a page in [`Known`]: first where the last one found was followed, then
+/// by the index.
+#[derive(Default)]
+pub struct Cursor {
+    next: usize,
+}
+
+impl Cursor {
+    /// The place of `hash` in `known`.
+    pub fn find(&mut self, known: &Known, hash: u64) -> Option<usize> {
+        let at = match known.entries.get(self.next) {
+            Some((h, _)) if *h == hash => self.next,
+            _ => *known.index.get(&hash)? as usize,
+        };
+        self.next = at + 1;
+        Some(at)
+    }
+}
+
 pub struct Tracker {
     series: KeyMap<State>,
     budget: Arc<SeriesBudget>,
@@ -143,7 +223,7 @@ pub struct Tracker {
     overflowed: u64,
     /// The series of the last successful scrape. Their attributes are shared with the
     /// points of every scrape that carries them, so a series' attributes are built once.
-    previous: KeyMap<Seen>,
+    previous: Known,
     /// Resets seen since start.
     pub resets: u64,
 }
@@ -169,7 +249,7 @@ impl Tracker {
             budget,
             target: target.to_string(),
             overflowed: 0,
-            previous: KeyMap::default(),
+            previous: Known::default(),
             resets: 0,
         }
     }
@@ -222,35 +302,19 @@ impl Tracker {
     }
 
     /// The series of the last successful scrape.
-    pub fn known(&self) -> &KeyMap<Seen> {
+    pub fn known(&self) -> &Known {
         &self.previous
     }
 
-    /// Series in `current` that the previous scrape did not have.
-    pub fn count_new(&self, current: &KeyMap<Seen>) -> usize {
-        current
-            .keys()
-            .filter(|h| !self.previous.contains_key(h))
-            .count()
-    }
-
-    /// Series of the previous scrape that are not in `current`.
-    pub fn gone(&self, current: &KeyMap<Seen>) -> KeySet {
-        self.previous
-            .keys()
-            .filter(|h| !current.contains_key(h))
-            .copied()
-            .collect()
-    }
-
     /// After a failed scrape: every series of the last good one is gone (once).
-    pub fn forget_previous(&mut self) -> KeyMap<Seen> {
+    pub fn forget_previous(&mut self) -> Known {
         std::mem::take(&mut self.previous)
     }
 
-    /// Ends a successful scrape: remembers its series and forgets long-gone ones.
-    pub fn finish_scrape(&mut self, current: KeyMap<Seen>, time_ms: i64) {
-        self.previous = current;
+    /// Ends a successful scrape: remembers its series (one entry a hash, in the order
+    /// they were built) and forgets long-gone ones.
+    pub fn finish_scrape(&mut self, current: Vec<(u64, Seen)>, time_ms: i64) {
+        self.previous.replace(current);
         let before = self.series.len();
         self.series
             .retain(|_, s| time_ms.saturating_sub(s.last_ms) <= FORGET_AFTER_MS);
@@ -294,7 +358,7 @@ mod tests {
         t.start_time(2, 0, 1.0, None);
         assert_eq!(t.start_time(3, 7, 1.0, None), 7);
         assert_eq!(t.tracked(), 2);
-        t.finish_scrape(KeyMap::default(), FORGET_AFTER_MS + 1);
+        t.finish_scrape(Vec::new(), FORGET_AFTER_MS + 1);
         assert_eq!(t.tracked(), 0, "forgotten after five minutes unseen");
     }
 }

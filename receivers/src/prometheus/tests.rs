@@ -353,6 +353,123 @@ fn resets_start_new_streams_and_vanished_series_get_one_stale_marker() {
 }
 
 #[test]
+fn series_keep_their_identity_when_the_page_reorders_adds_and_drops_them() {
+    // A counter and a histogram; `keep` lists the series on the page, in page order.
+    let page = |keep: &[usize], value: f64| {
+        let mut p = String::from("# TYPE req_total counter\n");
+        for &i in keep {
+            p.push_str(&format!("req_total{{path=\"/{i}\"}} {value}\n"));
+        }
+        p.push_str("# TYPE lat_seconds histogram\n");
+        for &i in keep {
+            for le in ["0.1", "+Inf"] {
+                p.push_str(&format!(
+                    "lat_seconds_bucket{{route=\"/{i}\",le=\"{le}\"}} {value}\n"
+                ));
+            }
+            p.push_str(&format!("lat_seconds_count{{route=\"/{i}\"}} {value}\n"));
+        }
+        p
+    };
+    // Each series' shared attributes, by its one label's value.
+    let attrs_of =
+        |out: &Translated| -> HashMap<String, std::sync::Arc<sidekick_collector::payload::Attrs>> {
+            out.detached
+                .iter()
+                .map(|a| (a.iter().next().unwrap().1.to_string(), a.clone()))
+                .collect()
+        };
+    let markers = |out: &Translated| -> Vec<String> {
+        let r = out.clone().attached().request;
+        let mut gone: Vec<String> = metrics(&r)
+            .iter()
+            .flat_map(|m| match &m.data {
+                Some(Data::Sum(s)) => s
+                    .data_points
+                    .iter()
+                    .filter(|p| p.flags & NO_RECORDED_VALUE != 0)
+                    .map(|p| attr(&p.attributes, "path").unwrap().to_string())
+                    .collect::<Vec<_>>(),
+                Some(Data::Histogram(h)) => h
+                    .data_points
+                    .iter()
+                    .filter(|p| p.flags & NO_RECORDED_VALUE != 0)
+                    .map(|p| attr(&p.attributes, "route").unwrap().to_string())
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        gone.sort();
+        gone
+    };
+    let mut tracker = Tracker::new(1000);
+    let scrape = |tracker: &mut Tracker, keep: &[usize], value: f64, t: i64| {
+        translate(
+            page(keep, value),
+            Format::Prometheus,
+            t,
+            &target(),
+            &opts(),
+            tracker,
+        )
+        .unwrap()
+    };
+    let first = scrape(&mut tracker, &[0, 1, 2, 3, 4, 5], 1.0, T0);
+    assert_eq!(first.series_added, 12);
+    let before = attrs_of(&first);
+
+    // Reversed, /2 dropped, /9 added between /4 and /3.
+    let second = scrape(&mut tracker, &[5, 4, 9, 3, 1, 0], 2.0, T0 + 15_000);
+    assert_eq!(second.series_added, 2, "/9 in both families");
+    assert_eq!(
+        markers(&second),
+        ["/2", "/2"],
+        "/2 in both families, once each"
+    );
+    let after = attrs_of(&second);
+    for key in ["/0", "/1", "/3", "/4", "/5"] {
+        assert!(
+            std::sync::Arc::ptr_eq(&before[key], &after[key]),
+            "{key} keeps its attributes"
+        );
+    }
+    // A counter that kept going keeps its start.
+    let r = second.clone().attached().request;
+    let start = number_points(find(&r, "req_total"))
+        .iter()
+        .find(|p| attr(&p.attributes, "path") == Some("/0"))
+        .unwrap()
+        .start_time_unix_nano;
+    assert_eq!(start, T0 as u64 * 1_000_000);
+
+    // The same order again: nothing new, nothing gone.
+    let third = scrape(&mut tracker, &[5, 4, 9, 3, 1, 0], 3.0, T0 + 30_000);
+    assert_eq!(third.series_added, 0);
+    assert!(markers(&third).is_empty());
+    assert!(std::sync::Arc::ptr_eq(
+        &after["/9"],
+        &attrs_of(&third)["/9"]
+    ));
+
+    // A page that lists a series twice is refused and the next good one still matches.
+    let doubled = translate(
+        page(&[0, 1, 0], 4.0),
+        Format::Prometheus,
+        T0 + 45_000,
+        &target(),
+        &opts(),
+        &mut tracker,
+    );
+    assert!(matches!(doubled, Err(PageError::Duplicate { .. })));
+    let fourth = scrape(&mut tracker, &[0, 1], 5.0, T0 + 60_000);
+    assert_eq!(fourth.series_added, 0);
+    assert_eq!(
+        markers(&fourth),
+        ["/3", "/3", "/4", "/4", "/5", "/5", "/9", "/9"]
+    );
+}
+
+#[test]
 fn markers_keep_each_vanished_series_family_shape_and_scope() {
     let mut tracker = Tracker::new(100);
     let full = "# HELP lat_seconds Latency.\n# TYPE lat_seconds histogram\n\

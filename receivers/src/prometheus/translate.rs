@@ -17,7 +17,7 @@
 
 use sidekick_collector::payload::Attrs;
 use sidekick_collector::prometheus::ucum_for_word;
-use sidekick_collector::util::{series_hasher, FastMap, KeyMap};
+use sidekick_collector::util::{series_hasher, FastMap, KeyMap, KeySet};
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use super::openmetrics::{self, Role};
 use super::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
 use super::relabel::{self, LabelSet, Rule};
-use super::series::{Seen, Shape, Tracker, NO_RECORDED_VALUE};
+use super::series::{Cursor, Known, Seen, Shape, Tracker, NO_RECORDED_VALUE};
 
 /// The scope of metrics that carry no `otel_scope_name`: none (an empty name), so that
 /// the series come back out of the Prometheus exporters with exactly the labels the page
@@ -230,7 +230,7 @@ fn check_label_limits(
 }
 
 /// The result of one scrape.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Translated {
     /// The points' attributes are kept apart, in `detached`.
     pub request: ExportMetricsServiceRequest,
@@ -379,6 +379,8 @@ struct Point {
     line: usize,
     /// The series' attributes, shared with the tracker and every batch that carries it.
     attrs: Arc<Attrs>,
+    /// Its place among the previous scrape's series, when it was there.
+    known_at: Option<u32>,
     hash: u64,
     time_ms: i64,
     value: f64,
@@ -484,25 +486,29 @@ pub fn translate(
     let text = text.into();
     let mut page = read_page(&text, format, time_ms, target, opts, tracker.known())?;
     let (scraped, post_relabel) = (page.scraped, page.post_relabel);
-    let mut current: KeyMap<Seen> =
-        KeyMap::with_capacity_and_hasher(page.points(), Default::default());
+    // This scrape's series, one entry a hash in the order they are built; which of the
+    // previous scrape's came again (by place); and the hashes of those that are new.
+    let mut current: Vec<(u64, Seen)> = Vec::with_capacity(page.points());
+    let mut again = vec![false; tracker.known().len()];
+    let mut new = KeySet::default();
     let mut resource_attrs = target.resource_attributes();
     resource_attrs.append(&mut page.resource_extra);
     let mut scopes = page.build(
-        &mut |hash, seen| {
-            current.insert(hash, seen);
+        &mut |hash, known_at, seen| {
+            let first = match known_at {
+                Some(at) => !std::mem::replace(&mut again[at as usize], true),
+                None => new.insert(hash),
+            };
+            if first {
+                current.push((hash, seen));
+            }
         },
         &mut |hash, time, value, created| tracker.start_time(hash, time, value, created),
     );
     drop(text);
-    let series_added = tracker.count_new(&current);
-    let gone = tracker.gone(&current);
-    if !gone.is_empty() {
-        let known = tracker.known();
-        scopes.extend(stale_markers(
-            gone.iter().filter_map(|h| known.get(h)),
-            time_ms,
-        ));
+    let series_added = new.len();
+    if again.contains(&false) {
+        scopes.extend(stale_markers(tracker.known().not_taken(&again), time_ms));
     }
     let (scope_metrics, detached) = flatten(scopes);
     tracker.finish_scrape(current, time_ms);
@@ -543,7 +549,7 @@ pub fn flatten(scopes: Scoped) -> (Vec<ScopeMetrics>, Vec<Arc<Attrs>>) {
 /// After a failed scrape: a staleness marker for every series of the last good one, once.
 pub fn all_stale(tracker: &mut Tracker, time_ms: i64) -> Scoped {
     let gone = tracker.forget_previous();
-    stale_markers(gone.values(), time_ms)
+    stale_markers(gone.iter().map(|(_, seen)| seen), time_ms)
 }
 
 /// Markers for the `gone` series, built from what the tracker kept of them: a point with
@@ -593,6 +599,7 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
             .map(|s| Point {
                 line: 0,
                 attrs: Arc::clone(&s.attrs),
+                known_at: None,
                 hash: 0,
                 time_ms,
                 value: f64::NAN,
@@ -625,12 +632,9 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
             index: KeyMap::default(),
         };
         let (metrics, detached) = &mut scopes[at];
-        if let Some(mut m) = build_metric(
-            family,
-            &mut |_, _, _, _| true,
-            &mut |_, t, _, _| t,
-            detached,
-        ) {
+        if let Some(mut m) =
+            build_metric(family, &mut |_, _, _| true, &mut |_, t, _, _| t, detached)
+        {
             mark_stale(&mut m, ms_to_ns(time_ms));
             metrics.metrics.push(m);
         }
@@ -681,7 +685,11 @@ impl Page<'_> {
     /// The OTLP metrics, one `ScopeMetrics` per scope with its points' attributes kept
     /// apart: `see` is told of each series built (what its staleness marker would need),
     /// `start` gives a cumulative series' start time.
-    fn build(self, see: &mut dyn FnMut(u64, Seen), start: &mut StartTime<'_>) -> Scoped {
+    fn build(
+        self,
+        see: &mut dyn FnMut(u64, Option<u32>, Seen),
+        start: &mut StartTime<'_>,
+    ) -> Scoped {
         let mut scopes: Scoped = self
             .scopes
             .into_iter()
@@ -708,7 +716,7 @@ impl Page<'_> {
             // The family's shape, with the bounds or quantiles of its first series with
             // any; a series whose differ gets a shape of its own.
             let mut common: Option<Arc<Shape>> = None;
-            let mut keep = |hash, attrs: &Arc<Attrs>, parts: &[(f64, f64)], sum: bool| {
+            let mut keep = |p: &Point, parts: &[(f64, f64)], sum: bool| {
                 let fits = |s: &Shape| {
                     s.sum == sum
                         && s.parts.len() == parts.len()
@@ -728,9 +736,10 @@ impl Page<'_> {
                     }
                 };
                 see(
-                    hash,
+                    p.hash,
+                    p.known_at,
                     Seen {
-                        attrs: Arc::clone(attrs),
+                        attrs: Arc::clone(&p.attrs),
                         shape,
                     },
                 );
@@ -751,7 +760,7 @@ type StartTime<'a> = dyn FnMut(u64, i64, f64, Option<i64>) -> i64 + 'a;
 
 /// Says whether to build a series' point: (series hash, its attributes, its histogram
 /// buckets or summary quantiles as (bound or quantile, value), sorted, and whether it has a `_sum`).
-type Keep<'a> = dyn FnMut(u64, &Arc<Attrs>, &[(f64, f64)], bool) -> bool + 'a;
+type Keep<'a> = dyn FnMut(&Point, &[(f64, f64)], bool) -> bool + 'a;
 
 fn metric_has_points(m: &Metric) -> bool {
     point_count(m) > 0
@@ -777,7 +786,7 @@ fn read_page<'a>(
     time_ms: i64,
     target: &'a Target,
     opts: &Options<'_>,
-    known: &KeyMap<Seen>,
+    known: &Known,
 ) -> Result<Page<'a>, PageError> {
     let mut meta: FastMap<&str, Meta<'_>> = FastMap::default();
     let mut scopes: Vec<InstrumentationScope> =
@@ -787,6 +796,8 @@ fn read_page<'a>(
     let mut family_index: Vec<FastMap<String, usize>> = vec![FastMap::default()];
     // Series seen → the explicit timestamp of its last sample. Sized for the page (about
     // 80 bytes a sample) so it is not rehashed as it fills.
+    // Finds the series of the previous scrape, which most often come in the same order.
+    let mut cursor = Cursor::default();
     let mut seen: KeyMap<Option<i64>> =
         KeyMap::with_capacity_and_hasher((text.len() / 80).min(1 << 20), Default::default());
     // The last sample name's family: a family's samples come together.
@@ -940,13 +951,16 @@ fn read_page<'a>(
         let pi = *fam.index.entry(point_key).or_insert_with(|| {
             // Shared when the series is the one the previous scrape had under this hash
             // (checked: a colliding hash must not lend another series its labels).
-            let attrs = match known.get(&hash) {
-                Some(seen) if seen.attrs.iter().eq(attrs.clone()) => Arc::clone(&seen.attrs),
-                _ => Arc::new(Attrs::new(attrs)),
+            let (attrs, known_at) = match cursor.find(known, hash) {
+                Some(at) if known.at(at).attrs.iter().eq(attrs.clone()) => {
+                    (Arc::clone(&known.at(at).attrs), Some(at as u32))
+                }
+                _ => (Arc::new(Attrs::new(attrs)), None),
             };
             fam.points.push(Point {
                 line,
                 attrs,
+                known_at,
                 hash,
                 time_ms: time,
                 value: f64::NAN,
@@ -1232,7 +1246,7 @@ fn build_metric(
                     // Only a `_created` line, no value: nothing to report.
                     continue;
                 }
-                if !keep(p.hash, &p.attrs, &[], false) {
+                if !keep(&p, &[], false) {
                     continue;
                 }
                 let start = if f.kind == Kind::Counter {
@@ -1269,7 +1283,7 @@ fn build_metric(
                 // `_count` is required; without it the point is dropped.
                 let Some(count) = parts.count else { continue };
                 parts.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-                if !keep(p.hash, &p.attrs, &parts.buckets, parts.sum.is_some()) {
+                if !keep(&p, &parts.buckets, parts.sum.is_some()) {
                     continue;
                 }
                 let mut bounds = Vec::with_capacity(parts.buckets.len());
@@ -1309,7 +1323,7 @@ fn build_metric(
                 let mut parts = p.parts.take().map(|b| *b).unwrap_or_default();
                 let Some(count) = parts.count else { continue };
                 parts.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
-                if !keep(p.hash, &p.attrs, &parts.quantiles, true) {
+                if !keep(&p, &parts.quantiles, true) {
                     continue;
                 }
                 let start = start_time(p.hash, p.time_ms, count, p.created_ms);
