@@ -31,6 +31,8 @@ impl Format {
 }
 
 struct Entry {
+    /// [`prom::Sample::key`].
+    key: u64,
     /// The rendered `name{labels}`, made once when the series first arrives.
     text: Arc<str>,
     value: f64,
@@ -42,10 +44,17 @@ struct Entry {
 
 struct FamilyEntry {
     family: Arc<Family>,
-    /// Keyed by [`prom::Series::key`]: updates hash, they do not render.
-    series: KeyMap<Entry>,
-    /// The keys in page order (by rendered text); keys of removed series may linger.
-    order: Vec<u64>,
+    /// The series in the order they first came, `None` where one was removed. Batches
+    /// bring a family's series in the same order time after time, so the place after
+    /// the last one updated is where the next one usually is: updates read this list in
+    /// order instead of hashing into a table at random.
+    slots: Vec<Option<Entry>>,
+    /// [`prom::Sample::key`] → place in `slots`, for the series the cursor misses.
+    index: KeyMap<u32>,
+    /// Where the series after the last one updated is expected.
+    cursor: usize,
+    /// Places in page order (by rendered text); may name removed series.
+    order: Vec<u32>,
     /// False once a series was added since `order` was made: the next render sorts.
     ordered: bool,
 }
@@ -54,26 +63,81 @@ impl FamilyEntry {
     fn new(family: &Family) -> Self {
         FamilyEntry {
             family: Arc::new(family.clone()),
-            series: KeyMap::default(),
+            slots: Vec::new(),
+            index: KeyMap::default(),
+            cursor: 0,
             order: Vec::new(),
             ordered: true,
         }
     }
 
+    /// The place of series `key`.
+    fn find(&self, key: u64) -> Option<usize> {
+        match self.slots.get(self.cursor) {
+            Some(Some(e)) if e.key == key => Some(self.cursor),
+            _ => self.index.get(&key).map(|&at| at as usize),
+        }
+    }
+
+    fn remove(&mut self, at: usize) {
+        if let Some(e) = self.slots[at].take() {
+            self.index.remove(&e.key);
+        }
+        self.compact_if_sparse();
+    }
+
+    /// Closes the gaps removed series left once they are most of the list (series
+    /// churn would otherwise grow it without end); page order is kept.
+    fn compact_if_sparse(&mut self) {
+        let live = self.index.len();
+        if self.slots.len() < 2 * live + 1024 {
+            return;
+        }
+        let mut moved = vec![u32::MAX; self.slots.len()];
+        let mut kept = 0u32;
+        let mut slots = Vec::with_capacity(live);
+        for (at, slot) in self.slots.drain(..).enumerate() {
+            if let Some(e) = slot {
+                moved[at] = kept;
+                kept += 1;
+                slots.push(Some(e));
+            }
+        }
+        self.slots = slots;
+        self.index.clear();
+        self.index.shrink_to(live);
+        for (at, e) in self.slots.iter().enumerate() {
+            if let Some(e) = e {
+                self.index.insert(e.key, at as u32);
+            }
+        }
+        self.order.retain_mut(|at| {
+            *at = moved[*at as usize];
+            *at != u32::MAX
+        });
+        self.cursor = 0;
+    }
+
     /// The series in page order. Sorts only when series were added since the last time:
-    /// a page of unchanged series costs lookups, not string comparisons.
+    /// a page of unchanged series costs no string comparisons.
     fn in_order(&mut self) -> impl Iterator<Item = &Entry> {
         if !self.ordered {
-            let mut keyed: Vec<(&str, u64)> =
-                self.series.iter().map(|(k, e)| (&*e.text, *k)).collect();
+            let mut keyed: Vec<(&str, u32)> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(at, e)| Some((&*e.as_ref()?.text, at as u32)))
+                .collect();
             keyed.sort_unstable();
-            self.order = keyed.into_iter().map(|(_, k)| k).collect();
+            self.order = keyed.into_iter().map(|(_, at)| at).collect();
             self.ordered = true;
-        } else if self.order.len() > self.series.len() {
-            let series = &self.series;
-            self.order.retain(|k| series.contains_key(k));
+        } else if self.order.len() > self.index.len() {
+            let slots = &self.slots;
+            self.order.retain(|&at| slots[at as usize].is_some());
         }
-        self.order.iter().filter_map(|k| self.series.get(k))
+        self.order
+            .iter()
+            .filter_map(|&at| self.slots[at as usize].as_ref())
     }
 }
 
@@ -144,7 +208,7 @@ impl Store {
     }
 
     pub fn series(&self) -> usize {
-        self.families.iter().map(|f| f.series.len()).sum()
+        self.families.iter().map(|f| f.index.len()).sum()
     }
 
     /// Starts a batch: [`Store::ingest`] calls until the next one take family indexes
@@ -178,22 +242,35 @@ impl Store {
         };
         let entry = &mut self.families[at];
         let key = s.key();
+        let found = entry.find(key);
         if is_stale_nan(s.value) {
-            entry.series.remove(&key);
+            if let Some(at) = found {
+                entry.remove(at);
+            }
             return;
         }
         let exemplar = s.exemplar.and_then(exemplar_text).map(Arc::from);
-        let ordered = &mut entry.ordered;
-        let e = entry.series.entry(key).or_insert_with(|| {
-            *ordered = false;
-            Entry {
-                text: Arc::from(s.series_text()),
-                value: s.value,
-                timestamp_ms: s.timestamp_ms,
-                updated: now,
-                exemplar: None,
+        let at = match found {
+            Some(at) => at,
+            None => {
+                entry.slots.push(Some(Entry {
+                    key,
+                    text: Arc::from(s.series_text()),
+                    value: s.value,
+                    timestamp_ms: s.timestamp_ms,
+                    updated: now,
+                    exemplar: None,
+                }));
+                let at = entry.slots.len() - 1;
+                entry.index.insert(key, at as u32);
+                entry.ordered = false;
+                at
             }
-        });
+        };
+        entry.cursor = at + 1;
+        let Some(e) = entry.slots[at].as_mut() else {
+            return;
+        };
         // Samples older than what the page shows do not move it back.
         if s.timestamp_ms >= e.timestamp_ms {
             e.value = s.value;
@@ -237,10 +314,17 @@ impl Store {
             return;
         };
         for f in &mut self.families {
-            f.series.retain(|_, e| e.updated > cutoff);
+            for slot in &mut f.slots {
+                if slot.as_ref().is_some_and(|e| e.updated <= cutoff) {
+                    if let Some(e) = slot.take() {
+                        f.index.remove(&e.key);
+                    }
+                }
+            }
+            f.compact_if_sparse();
         }
         let before = self.families.len();
-        self.families.retain(|f| !f.series.is_empty());
+        self.families.retain(|f| !f.index.is_empty());
         if self.families.len() != before {
             self.by_name = self
                 .families

@@ -217,6 +217,92 @@ fn series_render_in_order_as_they_come_and_go() {
 }
 
 #[test]
+fn series_update_in_any_order_and_churn_keeps_the_page_whole() {
+    let mut store = Store::new(Duration::from_secs(300), false);
+    // Gauge `g`, one series a path, each with its value.
+    let send = |store: &mut Store, points: &[(String, i64)], flags: u32| {
+        let mut req = paths(&[], flags);
+        let Some(Data::Gauge(g)) = &mut req.resource_metrics[0].scope_metrics[0].metrics[0].data
+        else {
+            unreachable!()
+        };
+        g.data_points = points
+            .iter()
+            .map(|(p, v)| NumberDataPoint {
+                attributes: vec![kv("path", p)],
+                time_unix_nano: T,
+                flags,
+                value: Some(number_data_point::Value::AsInt(*v)),
+                ..Default::default()
+            })
+            .collect();
+        store.update(prom::translate(
+            &req,
+            &Settings::default(),
+            &mut Accumulator::default(),
+            0,
+        ));
+    };
+    let page = |store: &mut Store| -> Vec<(String, String)> {
+        store
+            .render(Format::Text, Translation::default())
+            .lines()
+            .filter_map(|l| l.strip_prefix("g{path=\""))
+            .map(|l| {
+                let (path, value) = l.split_once("\"} ").unwrap();
+                (path.to_string(), value.to_string())
+            })
+            .collect()
+    };
+    let named = |names: &[&str], v: i64| -> Vec<(String, i64)> {
+        names.iter().map(|n| (n.to_string(), v)).collect()
+    };
+    send(&mut store, &named(&["a", "b", "c"], 1), 0);
+    // Another order, another value each: every series updated, none added.
+    send(
+        &mut store,
+        &[("c".into(), 3), ("a".into(), 4), ("b".into(), 5)],
+        0,
+    );
+    assert_eq!(
+        page(&mut store),
+        [("a", "4"), ("b", "5"), ("c", "3")].map(|(p, v)| (p.to_string(), v.to_string()))
+    );
+
+    // Churn: rounds of 1,000 new series, each round's predecessors going stale.
+    let round = |r: usize| -> Vec<String> { (0..1000).map(|i| format!("r{r}-{i:04}")).collect() };
+    for r in 0..6 {
+        let new: Vec<(String, i64)> = round(r).into_iter().map(|p| (p, r as i64)).collect();
+        send(&mut store, &new, 0);
+        assert_eq!(page(&mut store).len(), 3 + 1000 * (1 + usize::from(r > 0)));
+        if r > 0 {
+            let old: Vec<(String, i64)> = round(r - 1).into_iter().map(|p| (p, 0)).collect();
+            send(&mut store, &old, 1);
+        }
+        // Rendered after the gaps closed, with no series added since.
+        let shown = page(&mut store);
+        assert_eq!(shown.len(), 1003);
+        assert!(shown[3..]
+            .iter()
+            .all(|(p, _)| p.starts_with(&format!("r{r}-"))));
+        assert!(shown.windows(2).all(|w| w[0] < w[1]), "page order");
+        // Updating the survivors after a gap closed still finds each of them.
+        let again: Vec<(String, i64)> = round(r).into_iter().map(|p| (p, 10 + r as i64)).collect();
+        send(&mut store, &again, 0);
+    }
+    let shown = page(&mut store);
+    let mut want: Vec<(String, String)> = named(&["a", "b", "c"], 0)
+        .into_iter()
+        .zip(["4", "5", "3"])
+        .map(|((p, _), v)| (p, v.to_string()))
+        .chain(round(5).into_iter().map(|p| (p, "15".to_string())))
+        .collect();
+    want.sort();
+    assert_eq!(shown, want);
+    assert_eq!(store.series(), 1003);
+}
+
+#[test]
 fn a_page_written_in_pieces_is_the_whole_page() {
     let many: Vec<String> = (0..500).map(|i| format!("/p{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
