@@ -203,11 +203,15 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The place of `hash` in `known`.
+    /// The place of `hash` in `known`: where the last one found was followed, the last
+    /// one found again (another sample of its series), or else by the index.
     pub fn find(&mut self, known: &Known, hash: u64) -> Option<usize> {
         let at = match known.entries.get(self.next) {
             Some((h, _)) if *h == hash => self.next,
-            _ => *known.index.get(&hash)? as usize,
+            _ => match self.next.checked_sub(1).and_then(|i| known.entries.get(i)) {
+                Some((h, _)) if *h == hash => return Some(self.next - 1),
+                _ => *known.index.get(&hash)? as usize,
+            },
         };
         self.next = at + 1;
         Some(at)

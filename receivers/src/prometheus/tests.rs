@@ -470,6 +470,45 @@ fn series_keep_their_identity_when_the_page_reorders_adds_and_drops_them() {
 }
 
 #[test]
+fn a_series_whose_samples_are_apart_on_the_page_is_one_point() {
+    // Each series' samples together, then the same series with every `_count` last.
+    let together = "# TYPE h histogram\n\
+        h_bucket{r=\"a\",le=\"1\"} 1\nh_bucket{r=\"a\",le=\"+Inf\"} 2\nh_count{r=\"a\"} 2\n\
+        h_bucket{r=\"b\",le=\"1\"} 3\nh_bucket{r=\"b\",le=\"+Inf\"} 4\nh_count{r=\"b\"} 4\n";
+    let apart = "# TYPE h histogram\n\
+        h_bucket{r=\"a\",le=\"1\"} 5\nh_bucket{r=\"b\",le=\"1\"} 7\n\
+        h_bucket{r=\"a\",le=\"+Inf\"} 6\nh_bucket{r=\"b\",le=\"+Inf\"} 8\n\
+        h_count{r=\"b\"} 8\nh_count{r=\"a\"} 6\n";
+    let mut tracker = Tracker::new(100);
+    let points = |out: &Translated| {
+        let Some(Data::Histogram(h)) = &find(&out.request, "h").data else {
+            panic!("not a histogram")
+        };
+        let mut p: Vec<(String, u64, Vec<u64>)> = h
+            .data_points
+            .iter()
+            .map(|p| {
+                let r = attr(&p.attributes, "r").unwrap().to_string();
+                (r, p.count, p.bucket_counts.clone())
+            })
+            .collect();
+        p.sort();
+        p
+    };
+    let first = run(together, Format::Prometheus, T0, &mut tracker);
+    assert_eq!(
+        points(&first),
+        [("a".into(), 2, vec![1, 1]), ("b".into(), 4, vec![3, 1])]
+    );
+    let second = run(apart, Format::Prometheus, T0 + 15_000, &mut tracker);
+    assert_eq!(
+        points(&second),
+        [("a".into(), 6, vec![5, 1]), ("b".into(), 8, vec![7, 1])]
+    );
+    assert_eq!(second.series_added, 0);
+}
+
+#[test]
 fn markers_keep_each_vanished_series_family_shape_and_scope() {
     let mut tracker = Tracker::new(100);
     let full = "# HELP lat_seconds Latency.\n# TYPE lat_seconds histogram\n\

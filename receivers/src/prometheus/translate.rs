@@ -406,12 +406,9 @@ static NO_PARTS: Parts = Parts {
     quantiles: Vec::new(),
 };
 
-struct Family<'a> {
+struct Family {
     name: String,
     kind: Kind,
-    /// Where its `HELP` and `UNIT` are, read when the page is done (they may follow the
-    /// first sample; `TYPE` may not, as both formats say).
-    meta: Option<&'a str>,
     help: String,
     unit: String,
     scope: usize,
@@ -485,6 +482,8 @@ pub fn translate(
 ) -> Result<Translated, PageError> {
     let text = text.into();
     let mut page = read_page(&text, format, time_ms, target, opts, tracker.known())?;
+    // The points own what they took from the text: it goes before they become OTLP.
+    drop(text);
     let (scraped, post_relabel) = (page.scraped, page.post_relabel);
     // This scrape's series, one entry a hash in the order they are built; which of the
     // previous scrape's came again (by place); and the hashes of those that are new.
@@ -505,7 +504,6 @@ pub fn translate(
         },
         &mut |hash, time, value, created| tracker.start_time(hash, time, value, created),
     );
-    drop(text);
     let series_added = new.len();
     if again.contains(&false) {
         scopes.extend(stale_markers(tracker.known().not_taken(&again), time_ms));
@@ -624,7 +622,6 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
         let family = Family {
             name: shape.name.clone(),
             kind: shape.kind,
-            meta: None,
             help: shape.help.clone(),
             unit: shape.unit.clone(),
             scope: at,
@@ -668,16 +665,16 @@ fn mark_stale(m: &mut Metric, time_ns: u64) {
 
 /// A page read and checked, its samples gathered into points, before any state is
 /// touched.
-struct Page<'a> {
+struct Page {
     scopes: Vec<InstrumentationScope>,
-    families: Vec<Family<'a>>,
+    families: Vec<Family>,
     /// `target_info`'s labels, for the resource.
     resource_extra: Vec<KeyValue>,
     scraped: usize,
     post_relabel: usize,
 }
 
-impl Page<'_> {
+impl Page {
     fn points(&self) -> usize {
         self.families.iter().map(|f| f.points.len()).sum()
     }
@@ -787,17 +784,22 @@ fn read_page<'a>(
     target: &'a Target,
     opts: &Options<'_>,
     known: &Known,
-) -> Result<Page<'a>, PageError> {
+) -> Result<Page, PageError> {
     let mut meta: FastMap<&str, Meta<'_>> = FastMap::default();
     let mut scopes: Vec<InstrumentationScope> =
         vec![default_scope_metrics().scope.unwrap_or_default()];
-    let mut families: Vec<Family<'_>> = Vec::new();
+    let mut families: Vec<Family> = Vec::new();
+    // Per family, where its `HELP` and `UNIT` are, read when the page is done (they may
+    // follow the first sample; `TYPE` may not, as both formats say).
+    let mut metas: Vec<Option<&str>> = Vec::new();
     // Per scope: family name → index in `families`.
     let mut family_index: Vec<FastMap<String, usize>> = vec![FastMap::default()];
     // Series seen → the explicit timestamp of its last sample. Sized for the page (about
     // 80 bytes a sample) so it is not rehashed as it fills.
     // Finds the series of the previous scrape, which most often come in the same order.
     let mut cursor = Cursor::default();
+    // Per series of the previous scrape, its point on this page once made: (family, point).
+    let mut made: Vec<(u32, u32)> = vec![(u32::MAX, 0); known.len()];
     let mut seen: KeyMap<Option<i64>> =
         KeyMap::with_capacity_and_hasher((text.len() / 80).min(1 << 20), Default::default());
     // The last sample name's family: a family's samples come together.
@@ -928,6 +930,7 @@ fn read_page<'a>(
         };
         let fi = family_slot(
             &mut families,
+            &mut metas,
             &mut family_index,
             scope,
             family_name,
@@ -948,28 +951,46 @@ fn read_page<'a>(
             }
             _ => hash,
         };
-        let pi = *fam.index.entry(point_key).or_insert_with(|| {
-            // Shared when the series is the one the previous scrape had under this hash
-            // (checked: a colliding hash must not lend another series its labels).
-            let (attrs, known_at) = match cursor.find(known, hash) {
-                Some(at) if known.at(at).attrs.iter().eq(attrs.clone()) => {
-                    (Arc::clone(&known.at(at).attrs), Some(at as u32))
+        // A series of the previous scrape is found by the cursor (in page order, no
+        // hashing) and its point here through `made`; the others through the family's index.
+        let at = cursor.find(known, hash);
+        let apart = openmetrics && sample.timestamp_ms.is_some();
+        let pi = match at.map(|at| made[at]) {
+            Some((f, p)) if !apart && f == fi as u32 => p as usize,
+            _ => {
+                let make = || {
+                    // Shared when the series is the one the previous scrape had under
+                    // this hash (checked: a colliding hash must not lend another series
+                    // its labels).
+                    let (attrs, known_at) = match at {
+                        Some(at) if known.at(at).attrs.iter().eq(attrs.clone()) => {
+                            (Arc::clone(&known.at(at).attrs), Some(at as u32))
+                        }
+                        _ => (Arc::new(Attrs::new(attrs)), None),
+                    };
+                    fam.points.push(Point {
+                        line,
+                        attrs,
+                        known_at,
+                        hash,
+                        time_ms: time,
+                        value: f64::NAN,
+                        created_ms: None,
+                        parts: None,
+                        exemplars: Vec::new(),
+                    });
+                    fam.points.len() - 1
+                };
+                match at {
+                    Some(at) if !apart => {
+                        let pi = make();
+                        made[at] = (fi as u32, pi as u32);
+                        pi
+                    }
+                    _ => *fam.index.entry(point_key).or_insert_with(make),
                 }
-                _ => (Arc::new(Attrs::new(attrs)), None),
-            };
-            fam.points.push(Point {
-                line,
-                attrs,
-                known_at,
-                hash,
-                time_ms: time,
-                value: f64::NAN,
-                created_ms: None,
-                parts: None,
-                exemplars: Vec::new(),
-            });
-            fam.points.len() - 1
-        });
+            }
+        };
         let p = &mut fam.points[pi];
         p.add(kind, role, le, quantile, sample.value);
         if let Some(e) = exemplar_from(&sample, time_ms) {
@@ -980,8 +1001,8 @@ fn read_page<'a>(
     if openmetrics {
         check_shapes(&families).map_err(|(line, rule, name)| violation(line, rule, name))?;
     }
-    for f in &mut families {
-        let m = f.meta.and_then(|k| meta.get(k));
+    for (f, m) in families.iter_mut().zip(metas) {
+        let m = m.and_then(|k| meta.get(k));
         f.unit = unit_for(&f.name, m.and_then(|m| m.unit));
         f.help = m.and_then(|m| m.help.as_deref()).unwrap_or("").to_string();
     }
@@ -1038,7 +1059,8 @@ fn note_metadata<'a>(
 
 /// The index of family `name` of `scope` in `families`, added when new.
 fn family_slot<'a>(
-    families: &mut Vec<Family<'a>>,
+    families: &mut Vec<Family>,
+    metas: &mut Vec<Option<&'a str>>,
     index: &mut Vec<FastMap<String, usize>>,
     scope: usize,
     name: Cow<'_, str>,
@@ -1051,8 +1073,8 @@ fn family_slot<'a>(
     if let Some(&i) = index[scope].get(name.as_ref()) {
         return i;
     }
+    metas.push(meta);
     families.push(Family {
-        meta,
         help: String::new(),
         unit: String::new(),
         name: name.to_string(),
@@ -1177,7 +1199,7 @@ impl Point {
 /// The OpenMetrics rules on a point's shape (histogram buckets, `_sum` with `_count`):
 /// the first point that breaks one, as (line, rule, family).
 fn check_shapes<'f>(
-    families: &'f [Family<'_>],
+    families: &'f [Family],
 ) -> Result<(), (usize, openmetrics::Violation, &'f str)> {
     for f in families {
         for p in &f.points {
@@ -1225,7 +1247,7 @@ fn metadata(kind: Kind) -> Vec<KeyValue> {
 
 /// One family's metric; each point's attributes go to the end of `detached`.
 fn build_metric(
-    f: Family<'_>,
+    f: Family,
     keep: &mut Keep<'_>,
     start_time: &mut StartTime<'_>,
     detached: &mut Vec<Arc<Attrs>>,
