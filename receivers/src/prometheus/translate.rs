@@ -1198,9 +1198,7 @@ impl Point {
 
 /// The OpenMetrics rules on a point's shape (histogram buckets, `_sum` with `_count`):
 /// the first point that breaks one, as (line, rule, family).
-fn check_shapes<'f>(
-    families: &'f [Family],
-) -> Result<(), (usize, openmetrics::Violation, &'f str)> {
+fn check_shapes(families: &[Family]) -> Result<(), (usize, openmetrics::Violation, &str)> {
     for f in families {
         for p in &f.points {
             let shape = match f.kind {
