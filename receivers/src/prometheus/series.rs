@@ -3,11 +3,14 @@
 //! staleness marker needs should it disappear (its attributes, shared with every batch
 //! that carries the series, and its family).
 //!
-//! Memory is bounded: a remembered start time costs one hash-map entry of [`ENTRY_BYTES`];
-//! series unseen for [`FORGET_AFTER_MS`] are forgotten, and all the targets of a receiver
-//! share one [`SeriesBudget`] of entries (`max_series_state`). A series that finds the
-//! budget spent is still delivered, with start = its scrape time (or its `_created`) on
-//! every scrape, as on first sight; it is counted in
+//! A series on the page keeps its start time in its entry of the previous scrape's
+//! series ([`Known`]), which the next scrape reads in page order; a series that left the
+//! page keeps it in a table for [`FORGET_AFTER_MS`], in case it comes back.
+//!
+//! Memory is bounded: a remembered start time costs about [`ENTRY_BYTES`]; all the
+//! targets of a receiver share one [`SeriesBudget`] of them (`max_series_state`). A
+//! series that finds the budget spent is still delivered, with start = its scrape time
+//! (or its `_created`) on every scrape, as on first sight; it is counted in
 //! `sidekick_scrape_series_state_overflow`. Staleness markers do not depend on the budget:
 //! they come from the previous scrape's series ([`Seen`]), bounded by the page, which
 //! `body_size_limit` and `sample_limit` bound.
@@ -30,7 +33,8 @@ pub const NO_RECORDED_VALUE: u32 = 1;
 /// Series unseen this long are forgotten (Prometheus keeps staleness state 5 minutes).
 pub const FORGET_AFTER_MS: i64 = 5 * 60 * 1000;
 
-/// Approximate bytes per tracked series: key, state and hash-map overhead.
+/// Approximate bytes per remembered start time: a state, and its key and hash-map
+/// overhead once its series left the page.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<(u64, State)>() + 8;
 
 /// Default `max_series_state`: start times remembered at most, over all the targets of a
@@ -45,6 +49,19 @@ pub struct State {
     start_ms: i64,
     last_ms: i64,
     last_value: f64,
+}
+
+impl State {
+    /// No state: a gauge, or a series that found the budget spent.
+    const NONE: State = State {
+        start_ms: i64::MIN,
+        last_ms: i64::MIN,
+        last_value: 0.0,
+    };
+
+    fn is_some(&self) -> bool {
+        self.start_ms != i64::MIN
+    }
 }
 
 /// The start-time entries a receiver may hold, shared by its targets' trackers.
@@ -140,8 +157,16 @@ pub struct Seen {
 /// memory in order, and the index serves the rest.
 #[derive(Default)]
 pub struct Known {
-    entries: Vec<(u64, Seen)>,
+    entries: Vec<Series>,
     index: KeyMap<u32>,
+}
+
+/// A series of the last successful scrape.
+struct Series {
+    hash: u64,
+    seen: Seen,
+    /// Its start time, when it has one.
+    state: State,
 }
 
 impl Known {
@@ -155,36 +180,27 @@ impl Known {
 
     /// The series at `at` (a place a [`Cursor`] gave).
     pub fn at(&self, at: usize) -> &Seen {
-        &self.entries[at].1
+        &self.entries[at].seen
     }
 
     /// The series, in the order they were built.
-    pub fn iter(&self) -> impl Iterator<Item = &(u64, Seen)> {
-        self.entries.iter()
-    }
-
-    /// The series not `taken` (one flag per place).
-    pub fn not_taken<'a>(&'a self, taken: &'a [bool]) -> impl Iterator<Item = &'a Seen> {
-        self.entries
-            .iter()
-            .zip(taken)
-            .filter(|(_, t)| !**t)
-            .map(|((_, s), _)| s)
+    pub fn iter(&self) -> impl Iterator<Item = &Seen> {
+        self.entries.iter().map(|e| &e.seen)
     }
 
     /// Takes over `entries` (one per hash), keeping the index when they come in the
     /// same order as before (the usual case: nothing to rehash).
-    fn replace(&mut self, entries: Vec<(u64, Seen)>) {
+    fn replace(&mut self, entries: Vec<Series>) {
         let same = entries.len() == self.entries.len()
             && entries
                 .iter()
                 .zip(&self.entries)
-                .all(|((a, _), (b, _))| a == b);
+                .all(|(a, b)| a.hash == b.hash);
         if !same {
             self.index.clear();
             self.index.reserve(entries.len());
-            for (i, (h, _)) in entries.iter().enumerate() {
-                self.index.insert(*h, i as u32);
+            for (i, e) in entries.iter().enumerate() {
+                self.index.insert(e.hash, i as u32);
             }
             // Hand back the memory of a burst of series once they are gone.
             if self.index.capacity() > 4 * entries.len().max(1024) {
@@ -207,9 +223,9 @@ impl Cursor {
     /// one found again (another sample of its series), or else by the index.
     pub fn find(&mut self, known: &Known, hash: u64) -> Option<usize> {
         let at = match known.entries.get(self.next) {
-            Some((h, _)) if *h == hash => self.next,
+            Some(e) if e.hash == hash => self.next,
             _ => match self.next.checked_sub(1).and_then(|i| known.entries.get(i)) {
-                Some((h, _)) if *h == hash => return Some(self.next - 1),
+                Some(e) if e.hash == hash => return Some(self.next - 1),
                 _ => *known.index.get(&hash)? as usize,
             },
         };
@@ -219,14 +235,18 @@ impl Cursor {
 }
 
 pub struct Tracker {
-    series: KeyMap<State>,
+    /// Start times of series that left the page (in case they come back).
+    away: KeyMap<State>,
+    /// Start times held, on the page and away: what this tracker took from the budget.
+    states: usize,
     budget: Arc<SeriesBudget>,
     /// Names the target in the overflow log line.
     target: String,
     /// Series of the current scrape that found the budget spent.
     overflowed: u64,
-    /// The series of the last successful scrape. Their attributes are shared with the
-    /// points of every scrape that carries them, so a series' attributes are built once.
+    /// The series of the last successful scrape, with their start times. Their attributes
+    /// are shared with the points of every scrape that carries them, so a series'
+    /// attributes are built once.
     previous: Known,
     /// Resets seen since start.
     pub resets: u64,
@@ -234,7 +254,105 @@ pub struct Tracker {
 
 impl Drop for Tracker {
     fn drop(&mut self) {
-        self.budget.give_back(self.series.len());
+        self.budget.give_back(self.states);
+    }
+}
+
+/// A scrape's series as they are built ([`Tracker::scrape`]).
+pub struct Scrape<'t> {
+    tracker: &'t mut Tracker,
+    /// This scrape's series, one entry a hash, in the order they are built.
+    current: Vec<Series>,
+    /// Per place in the previous scrape: its place in `current` once it came again.
+    again: Vec<u32>,
+    /// Series the previous scrape did not have: hash → place in `current`.
+    new: KeyMap<u32>,
+}
+
+impl Scrape<'_> {
+    /// Notes a series built (its place among the previous scrape's, when it was there)
+    /// and gives its place in this scrape, for [`Scrape::start_time`].
+    pub fn see(&mut self, hash: u64, known_at: Option<u32>, seen: Seen) -> usize {
+        let next = self.current.len() as u32;
+        let (at, state) = match known_at {
+            Some(k) => match &mut self.again[k as usize] {
+                at if *at == u32::MAX => {
+                    *at = next;
+                    let before = &mut self.tracker.previous.entries[k as usize].state;
+                    (next, std::mem::replace(before, State::NONE))
+                }
+                at => (*at, State::NONE),
+            },
+            None => (*self.new.entry(hash).or_insert(next), State::NONE),
+        };
+        if at == next {
+            self.current.push(Series { hash, seen, state });
+        }
+        at as usize
+    }
+
+    /// The start time for a cumulative point of the series at `at`. `_created` wins when
+    /// the page has it; otherwise the first sight of a series starts it (start = time,
+    /// the OTLP way to say "unknown start"), and a value lower than the last one is a
+    /// reset that starts a new stream just after the previous point.
+    pub fn start_time(&mut self, at: usize, time_ms: i64, value: f64, created: Option<i64>) -> i64 {
+        let tracker = &mut *self.tracker;
+        let series = &mut self.current[at];
+        if !series.state.is_some() {
+            match tracker.away.remove(&series.hash) {
+                Some(state) => series.state = state,
+                None if !tracker.budget.take() => {
+                    tracker.overflowed += 1;
+                    return created.unwrap_or(time_ms);
+                }
+                None => {
+                    tracker.states += 1;
+                    series.state = State {
+                        start_ms: created.unwrap_or(time_ms),
+                        last_ms: time_ms,
+                        last_value: value,
+                    };
+                    return series.state.start_ms;
+                }
+            }
+        }
+        let entry = &mut series.state;
+        if let Some(c) = created {
+            if c != entry.start_ms && entry.last_ms != time_ms {
+                tracker.resets += u64::from(c > entry.start_ms);
+            }
+            entry.start_ms = c;
+        } else if value < entry.last_value {
+            tracker.resets += 1;
+            entry.start_ms = entry.last_ms.saturating_add(1);
+        }
+        entry.last_ms = time_ms;
+        entry.last_value = value;
+        entry.start_ms
+    }
+
+    /// Series of the previous scrape that this one did not have.
+    pub fn gone(&self) -> impl Iterator<Item = &Seen> {
+        self.tracker
+            .previous
+            .entries
+            .iter()
+            .zip(&self.again)
+            .filter(|(_, a)| **a == u32::MAX)
+            .map(|(e, _)| &e.seen)
+    }
+
+    /// Series this scrape had that the previous one did not.
+    pub fn added(&self) -> usize {
+        self.new.len()
+    }
+
+    /// Ends a successful scrape: remembers its series and forgets long-gone ones.
+    pub fn finish(self, time_ms: i64) {
+        let Scrape {
+            tracker, current, ..
+        } = self;
+        tracker.finish_scrape(current, time_ms);
     }
 }
 
@@ -249,7 +367,8 @@ impl Tracker {
     /// targets of the receiver.
     pub fn with_budget(budget: Arc<SeriesBudget>, target: &str) -> Self {
         Tracker {
-            series: KeyMap::default(),
+            away: KeyMap::default(),
+            states: 0,
             budget,
             target: target.to_string(),
             overflowed: 0,
@@ -258,51 +377,9 @@ impl Tracker {
         }
     }
 
+    /// Start times held.
     pub fn tracked(&self) -> usize {
-        self.series.len()
-    }
-
-    /// The start time for a cumulative point. `_created` wins when the page has it;
-    /// otherwise the first sight of a series starts it (start = time, the OTLP way to say
-    /// "unknown start"), and a value lower than the last one is a reset that starts a new
-    /// stream just after the previous point.
-    pub fn start_time(
-        &mut self,
-        hash: u64,
-        time_ms: i64,
-        value: f64,
-        created_ms: Option<i64>,
-    ) -> i64 {
-        let entry = match self.series.get_mut(&hash) {
-            Some(s) => s,
-            None if !self.budget.take() => {
-                self.overflowed += 1;
-                return created_ms.unwrap_or(time_ms);
-            }
-            None => {
-                self.series.insert(
-                    hash,
-                    State {
-                        start_ms: created_ms.unwrap_or(time_ms),
-                        last_ms: time_ms,
-                        last_value: value,
-                    },
-                );
-                return created_ms.unwrap_or(time_ms);
-            }
-        };
-        if let Some(c) = created_ms {
-            if c != entry.start_ms && entry.last_ms != time_ms {
-                self.resets += u64::from(c > entry.start_ms);
-            }
-            entry.start_ms = c;
-        } else if value < entry.last_value {
-            self.resets += 1;
-            entry.start_ms = entry.last_ms.saturating_add(1);
-        }
-        entry.last_ms = time_ms;
-        entry.last_value = value;
-        entry.start_ms
+        self.states
     }
 
     /// The series of the last successful scrape.
@@ -310,22 +387,48 @@ impl Tracker {
         &self.previous
     }
 
-    /// After a failed scrape: every series of the last good one is gone (once).
-    pub fn forget_previous(&mut self) -> Known {
-        std::mem::take(&mut self.previous)
+    /// Starts taking a scrape's series (of `points` data points or so).
+    pub fn scrape(&mut self, points: usize) -> Scrape<'_> {
+        Scrape {
+            again: vec![u32::MAX; self.previous.len()],
+            current: Vec::with_capacity(points),
+            new: KeyMap::default(),
+            tracker: self,
+        }
     }
 
-    /// Ends a successful scrape: remembers its series (one entry a hash, in the order
-    /// they were built) and forgets long-gone ones.
-    pub fn finish_scrape(&mut self, current: Vec<(u64, Seen)>, time_ms: i64) {
+    /// After a failed scrape: every series of the last good one is gone (once); their
+    /// start times stay, in case they come back.
+    pub fn forget_previous(&mut self) -> Known {
+        let mut gone = std::mem::take(&mut self.previous);
+        for e in &mut gone.entries {
+            if e.state.is_some() {
+                self.away
+                    .insert(e.hash, std::mem::replace(&mut e.state, State::NONE));
+            }
+        }
+        gone
+    }
+
+    /// Remembers a scrape's series; the start times of those that left go away, and
+    /// those away too long are forgotten.
+    fn finish_scrape(&mut self, current: Vec<Series>, time_ms: i64) {
+        for e in &mut self.previous.entries {
+            // Those that came again gave their state to `current`.
+            if e.state.is_some() {
+                self.away.insert(e.hash, e.state);
+            }
+        }
         self.previous.replace(current);
-        let before = self.series.len();
-        self.series
+        let before = self.away.len();
+        self.away
             .retain(|_, s| time_ms.saturating_sub(s.last_ms) <= FORGET_AFTER_MS);
-        self.budget.give_back(before - self.series.len());
+        let forgotten = before - self.away.len();
+        self.states -= forgotten;
+        self.budget.give_back(forgotten);
         // Hand back the memory of a burst of series once most of them are gone.
-        if self.series.capacity() > 4 * self.series.len().max(1024) {
-            self.series.shrink_to(2 * self.series.len());
+        if self.away.capacity() > 4 * self.away.len().max(1024) {
+            self.away.shrink_to(2 * self.away.len());
         }
         if self.overflowed > 0 {
             self.budget
@@ -338,31 +441,83 @@ impl Tracker {
 mod tests {
     use super::*;
 
+    fn seen() -> Seen {
+        Seen {
+            attrs: Arc::new(Attrs::default()),
+            shape: Arc::new(Shape {
+                scope: InstrumentationScope::default(),
+                name: "c_total".into(),
+                kind: Kind::Counter,
+                unit: String::new(),
+                help: String::new(),
+                parts: Vec::new(),
+                sum: false,
+            }),
+        }
+    }
+
+    /// A scrape of the series `hashes`, each with one point (time, value, `_created`):
+    /// their start times.
+    fn scrape(t: &mut Tracker, points: &[(u64, i64, f64, Option<i64>)]) -> Vec<i64> {
+        let mut cursor = Cursor::default();
+        let found: Vec<Option<u32>> = points
+            .iter()
+            .map(|p| cursor.find(t.known(), p.0).map(|at| at as u32))
+            .collect();
+        let mut s = t.scrape(points.len());
+        let starts = points
+            .iter()
+            .zip(found)
+            .map(|(&(hash, time, value, created), known_at)| {
+                let at = s.see(hash, known_at, seen());
+                s.start_time(at, time, value, created)
+            })
+            .collect();
+        s.finish(points.first().map_or(0, |p| p.1));
+        starts
+    }
+
     #[test]
     fn start_times_follow_first_sight_and_resets() {
         let mut t = Tracker::new(10);
         assert_eq!(
-            t.start_time(1, 1000, 5.0, None),
-            1000,
+            scrape(&mut t, &[(1, 1000, 5.0, None)]),
+            [1000],
             "first sight: start = time"
         );
-        assert_eq!(t.start_time(1, 2000, 7.0, None), 1000);
+        assert_eq!(scrape(&mut t, &[(1, 2000, 7.0, None)]), [1000]);
         // The app restarted: the value fell.
-        assert_eq!(t.start_time(1, 3000, 2.0, None), 2001);
-        assert_eq!(t.start_time(1, 4000, 3.0, None), 2001);
+        assert_eq!(scrape(&mut t, &[(1, 3000, 2.0, None)]), [2001]);
+        // Series 1 leaves the page for a scrape and comes back: its start stays.
+        assert_eq!(scrape(&mut t, &[(2, 3500, 1.0, Some(3400))]), [3400]);
+        assert_eq!(scrape(&mut t, &[(1, 4000, 3.0, None)]), [2001]);
         assert_eq!(t.resets, 1);
+        assert_eq!(t.tracked(), 2);
         // `_created` wins.
-        assert_eq!(t.start_time(2, 5000, 1.0, Some(4500)), 4500);
+        assert_eq!(scrape(&mut t, &[(2, 5000, 1.0, Some(4500))]), [4500]);
+        // A failed scrape keeps the start times.
+        t.forget_previous();
+        assert_eq!(scrape(&mut t, &[(1, 6000, 4.0, None)]), [2001]);
     }
 
     #[test]
     fn memory_is_bounded() {
         let mut t = Tracker::new(2);
-        t.start_time(1, 0, 1.0, None);
-        t.start_time(2, 0, 1.0, None);
-        assert_eq!(t.start_time(3, 7, 1.0, None), 7);
+        let starts = scrape(
+            &mut t,
+            &[(1, 7, 1.0, None), (2, 7, 1.0, None), (3, 7, 1.0, None)],
+        );
+        assert_eq!(starts, [7, 7, 7]);
         assert_eq!(t.tracked(), 2);
-        t.finish_scrape(Vec::new(), FORGET_AFTER_MS + 1);
+        // Series 3 has no state: on every scrape it starts at its scrape time.
+        let starts = scrape(
+            &mut t,
+            &[(1, 9, 2.0, None), (2, 9, 2.0, None), (3, 9, 2.0, None)],
+        );
+        assert_eq!(starts, [7, 7, 9]);
+        scrape(&mut t, &[]);
+        assert_eq!(t.tracked(), 2, "away, not yet forgotten");
+        t.finish_scrape(Vec::new(), FORGET_AFTER_MS + 10);
         assert_eq!(t.tracked(), 0, "forgotten after five minutes unseen");
     }
 }

@@ -17,7 +17,7 @@
 
 use sidekick_collector::payload::Attrs;
 use sidekick_collector::prometheus::ucum_for_word;
-use sidekick_collector::util::{series_hasher, FastMap, KeyMap, KeySet};
+use sidekick_collector::util::{series_hasher, FastMap, KeyMap};
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -485,31 +485,20 @@ pub fn translate(
     // The points own what they took from the text: it goes before they become OTLP.
     drop(text);
     let (scraped, post_relabel) = (page.scraped, page.post_relabel);
-    // This scrape's series, one entry a hash in the order they are built; which of the
-    // previous scrape's came again (by place); and the hashes of those that are new.
-    let mut current: Vec<(u64, Seen)> = Vec::with_capacity(page.points());
-    let mut again = vec![false; tracker.known().len()];
-    let mut new = KeySet::default();
     let mut resource_attrs = target.resource_attributes();
     resource_attrs.append(&mut page.resource_extra);
-    let mut scopes = page.build(
-        &mut |hash, known_at, seen| {
-            let first = match known_at {
-                Some(at) => !std::mem::replace(&mut again[at as usize], true),
-                None => new.insert(hash),
-            };
-            if first {
-                current.push((hash, seen));
-            }
-        },
-        &mut |hash, time, value, created| tracker.start_time(hash, time, value, created),
-    );
-    let series_added = new.len();
-    if again.contains(&false) {
-        scopes.extend(stale_markers(tracker.known().not_taken(&again), time_ms));
-    }
+    let mut scrape = tracker.scrape(page.points());
+    let mut scopes = page.build(&mut |p, seen, value| {
+        let at = scrape.see(p.hash, p.known_at, seen);
+        match value {
+            Some(v) => scrape.start_time(at, p.time_ms, v, p.created_ms),
+            None => p.time_ms,
+        }
+    });
+    let series_added = scrape.added();
+    scopes.extend(stale_markers(scrape.gone(), time_ms));
+    scrape.finish(time_ms);
     let (scope_metrics, detached) = flatten(scopes);
-    tracker.finish_scrape(current, time_ms);
     Ok(Translated {
         detached,
         request: ExportMetricsServiceRequest {
@@ -547,7 +536,7 @@ pub fn flatten(scopes: Scoped) -> (Vec<ScopeMetrics>, Vec<Arc<Attrs>>) {
 /// After a failed scrape: a staleness marker for every series of the last good one, once.
 pub fn all_stale(tracker: &mut Tracker, time_ms: i64) -> Scoped {
     let gone = tracker.forget_previous();
-    stale_markers(gone.iter().map(|(_, seen)| seen), time_ms)
+    stale_markers(gone.iter(), time_ms)
 }
 
 /// Markers for the `gone` series, built from what the tracker kept of them: a point with
@@ -629,9 +618,7 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
             index: KeyMap::default(),
         };
         let (metrics, detached) = &mut scopes[at];
-        if let Some(mut m) =
-            build_metric(family, &mut |_, _, _| true, &mut |_, t, _, _| t, detached)
-        {
+        if let Some(mut m) = build_metric(family, &mut |p, _, _, _| p.time_ms, detached) {
             mark_stale(&mut m, ms_to_ns(time_ms));
             metrics.metrics.push(m);
         }
@@ -682,11 +669,7 @@ impl Page {
     /// The OTLP metrics, one `ScopeMetrics` per scope with its points' attributes kept
     /// apart: `see` is told of each series built (what its staleness marker would need),
     /// `start` gives a cumulative series' start time.
-    fn build(
-        self,
-        see: &mut dyn FnMut(u64, Option<u32>, Seen),
-        start: &mut StartTime<'_>,
-    ) -> Scoped {
+    fn build(self, see: &mut dyn FnMut(&Point, Seen, Option<f64>) -> i64) -> Scoped {
         let mut scopes: Scoped = self
             .scopes
             .into_iter()
@@ -713,7 +696,7 @@ impl Page {
             // The family's shape, with the bounds or quantiles of its first series with
             // any; a series whose differ gets a shape of its own.
             let mut common: Option<Arc<Shape>> = None;
-            let mut keep = |p: &Point, parts: &[(f64, f64)], sum: bool| {
+            let mut keep = |p: &Point, parts: &[(f64, f64)], sum: bool, value: Option<f64>| {
                 let fits = |s: &Shape| {
                     s.sum == sum
                         && s.parts.len() == parts.len()
@@ -732,18 +715,14 @@ impl Page {
                         own
                     }
                 };
-                see(
-                    p.hash,
-                    p.known_at,
-                    Seen {
-                        attrs: Arc::clone(&p.attrs),
-                        shape,
-                    },
-                );
-                true
+                let seen = Seen {
+                    attrs: Arc::clone(&p.attrs),
+                    shape,
+                };
+                see(p, seen, value)
             };
             let before = detached.len();
-            match build_metric(f, &mut keep, start, detached) {
+            match build_metric(f, &mut keep, detached) {
                 Some(metric) if metric_has_points(&metric) => metrics.metrics.push(metric),
                 _ => detached.truncate(before),
             }
@@ -752,12 +731,11 @@ impl Page {
     }
 }
 
-/// Gives a cumulative series' start time: (series hash, point time, value, `_created`).
-type StartTime<'a> = dyn FnMut(u64, i64, f64, Option<i64>) -> i64 + 'a;
-
-/// Says whether to build a series' point: (series hash, its attributes, its histogram
-/// buckets or summary quantiles as (bound or quantile, value), sorted, and whether it has a `_sum`).
-type Keep<'a> = dyn FnMut(&Point, &[(f64, f64)], bool) -> bool + 'a;
+/// Takes note of a series' point as it is built and gives its start time: (the point,
+/// its histogram buckets or summary quantiles as (bound or quantile, value), sorted,
+/// whether it has a `_sum`, and the value a reset shows in, `None` when the point has no
+/// start time of its own).
+type Keep<'a> = dyn FnMut(&Point, &[(f64, f64)], bool, Option<f64>) -> i64 + 'a;
 
 fn metric_has_points(m: &Metric) -> bool {
     point_count(m) > 0
@@ -1244,12 +1222,7 @@ fn metadata(kind: Kind) -> Vec<KeyValue> {
 }
 
 /// One family's metric; each point's attributes go to the end of `detached`.
-fn build_metric(
-    f: Family,
-    keep: &mut Keep<'_>,
-    start_time: &mut StartTime<'_>,
-    detached: &mut Vec<Arc<Attrs>>,
-) -> Option<Metric> {
+fn build_metric(f: Family, keep: &mut Keep<'_>, detached: &mut Vec<Arc<Attrs>>) -> Option<Metric> {
     let mut m = Metric {
         name: f.name.clone(),
         description: f.help,
@@ -1266,14 +1239,7 @@ fn build_metric(
                     // Only a `_created` line, no value: nothing to report.
                     continue;
                 }
-                if !keep(&p, &[], false) {
-                    continue;
-                }
-                let start = if f.kind == Kind::Counter {
-                    start_time(p.hash, p.time_ms, p.value, p.created_ms)
-                } else {
-                    p.time_ms
-                };
+                let start = keep(&p, &[], false, (f.kind == Kind::Counter).then_some(p.value));
                 detached.push(p.attrs);
                 points.push(NumberDataPoint {
                     attributes: Vec::new(),
@@ -1303,9 +1269,7 @@ fn build_metric(
                 // `_count` is required; without it the point is dropped.
                 let Some(count) = parts.count else { continue };
                 parts.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-                if !keep(&p, &parts.buckets, parts.sum.is_some()) {
-                    continue;
-                }
+                let start = keep(&p, &parts.buckets, parts.sum.is_some(), Some(count));
                 let mut bounds = Vec::with_capacity(parts.buckets.len());
                 let mut counts = Vec::with_capacity(parts.buckets.len() + 1);
                 let mut below = 0.0;
@@ -1318,7 +1282,6 @@ fn build_metric(
                     below = *cumulative;
                 }
                 counts.push((count - below).max(0.0) as u64);
-                let start = start_time(p.hash, p.time_ms, count, p.created_ms);
                 detached.push(p.attrs);
                 points.push(HistogramDataPoint {
                     attributes: Vec::new(),
@@ -1343,10 +1306,7 @@ fn build_metric(
                 let mut parts = p.parts.take().map(|b| *b).unwrap_or_default();
                 let Some(count) = parts.count else { continue };
                 parts.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
-                if !keep(&p, &parts.quantiles, true) {
-                    continue;
-                }
-                let start = start_time(p.hash, p.time_ms, count, p.created_ms);
+                let start = keep(&p, &parts.quantiles, true, Some(count));
                 detached.push(p.attrs);
                 points.push(SummaryDataPoint {
                     attributes: Vec::new(),
