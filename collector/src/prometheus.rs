@@ -62,6 +62,17 @@ pub fn word_for_ucum(unit: &str) -> Option<&'static str> {
 }
 
 /// Appends a label value escaped for the text formats (`\\`, `\"`, `\n`).
+/// Label names in order (byte order, as Prometheus sorts them). Names of one series
+/// mostly differ in their first byte: that is compared before calling `memcmp`, which
+/// costs more than the comparison itself on names this short.
+#[inline]
+pub fn label_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 pub fn escape_label_value(v: &str, out: &mut String) {
     if !v.contains(['\\', '"', '\n']) {
         out.push_str(v);
@@ -191,6 +202,18 @@ pub mod prompb {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn label_order_is_byte_order() {
+        let mut names = [
+            "job", "instance", "le", "", "a", "method", "methods", "_x", "Z", "jobs",
+        ];
+        let mut want = names;
+        want.sort();
+        names.sort_by(|a, b| label_order(a, b));
+        assert_eq!(names, want);
+    }
+
     use super::*;
 
     #[test]

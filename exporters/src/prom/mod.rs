@@ -444,7 +444,7 @@ impl<'c> Ctx<'c> {
         if let Some(d) = detached {
             out.extend(d.iter().map(|(k, v)| (label_name_of(k), Cow::Borrowed(v))));
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| sidekick_collector::prometheus::label_order(&a.0, &b.0));
         if out.windows(2).any(|w| w[0].0 == w[1].0) {
             // Keys that collide once sanitised: their values joined, the slow way.
             let mut joined = Vec::new();

@@ -324,26 +324,39 @@ fn sample_len(value: f64, timestamp_ms: i64) -> usize {
 }
 
 /// A `Label` as field 1 of a `TimeSeries`.
+/// One `Label` (field 1 of a `TimeSeries`): room for it is made once, and the lengths
+/// (almost always under 128) are written a byte at a time.
 fn write_label(buf: &mut Vec<u8>, name: &str, value: &str) {
-    let mut len = 0;
-    if !name.is_empty() {
-        len += 1 + encoded_len_varint(name.len() as u64) + name.len();
-    }
-    if !value.is_empty() {
-        len += 1 + encoded_len_varint(value.len() as u64) + value.len();
-    }
+    let field = |n: usize| {
+        if n == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(n as u64) + n
+        }
+    };
+    let len = field(name.len()) + field(value.len());
+    buf.reserve(1 + encoded_len_varint(len as u64) + len);
     buf.push(0x0a);
-    encode_varint(len as u64, buf);
+    put_varint(buf, len);
     if !name.is_empty() {
         buf.push(0x0a);
-        encode_varint(name.len() as u64, buf);
+        put_varint(buf, name.len());
         buf.extend_from_slice(name.as_bytes());
     }
     if !value.is_empty() {
         buf.push(0x12);
-        encode_varint(value.len() as u64, buf);
+        put_varint(buf, value.len());
         buf.extend_from_slice(value.as_bytes());
     }
+}
+
+#[inline]
+fn put_varint(buf: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        buf.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    buf.push(n as u8);
 }
 
 #[cfg(test)]
@@ -352,6 +365,25 @@ mod tests {
 
     use super::*;
     use crate::prom::{Exemplar, Series};
+
+    #[test]
+    fn labels_encode_as_prost_does_at_every_length() {
+        let long = |c: char, n: usize| std::iter::repeat_n(c, n).collect::<String>();
+        for (name, value) in [
+            ("job".to_string(), "app".to_string()),
+            ("a".into(), long('x', 127)),
+            ("a".into(), long('x', 128)),
+            (long('b', 200), long('y', 20_000)),
+            (String::new(), "z".into()),
+            ("k".into(), String::new()),
+        ] {
+            let mut ours = b"before".to_vec();
+            write_label(&mut ours, &name, &value);
+            let mut theirs = b"before".to_vec();
+            prost::encoding::message::encode(1, &proto::Label { name, value }, &mut theirs);
+            assert_eq!(ours, theirs);
+        }
+    }
 
     const NOW: i64 = 1_800_000_000_000;
 

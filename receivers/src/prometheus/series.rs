@@ -271,15 +271,22 @@ pub struct Scrape<'t> {
 
 impl Scrape<'_> {
     /// Notes a series built (its place among the previous scrape's, when it was there)
-    /// and gives its place in this scrape, for [`Scrape::start_time`].
-    pub fn see(&mut self, hash: u64, known_at: Option<u32>, seen: Seen) -> usize {
+    /// and gives its place in this scrape, for [`Scrape::start_time`]. A `cumulative`
+    /// series takes its start time along; another leaves it to go away and be forgotten
+    /// in time (a counter that became a gauge starts afresh should it turn back).
+    pub fn see(&mut self, hash: u64, known_at: Option<u32>, seen: Seen, cumulative: bool) -> usize {
         let next = self.current.len() as u32;
         let (at, state) = match known_at {
             Some(k) => match &mut self.again[k as usize] {
                 at if *at == u32::MAX => {
                     *at = next;
                     let before = &mut self.tracker.previous.entries[k as usize].state;
-                    (next, std::mem::replace(before, State::NONE))
+                    let state = if cumulative {
+                        std::mem::replace(before, State::NONE)
+                    } else {
+                        State::NONE
+                    };
+                    (next, state)
                 }
                 at => (*at, State::NONE),
             },
@@ -402,22 +409,29 @@ impl Tracker {
     pub fn forget_previous(&mut self) -> Known {
         let mut gone = std::mem::take(&mut self.previous);
         for e in &mut gone.entries {
-            if e.state.is_some() {
-                self.away
-                    .insert(e.hash, std::mem::replace(&mut e.state, State::NONE));
-            }
+            let state = std::mem::replace(&mut e.state, State::NONE);
+            self.go_away(e.hash, state);
         }
         gone
+    }
+
+    /// Keeps the start time of a series that left the page. Two series under one hash
+    /// (a collision) keep one: the other's entry goes back to the budget.
+    fn go_away(&mut self, hash: u64, state: State) {
+        if state.is_some() && self.away.insert(hash, state).is_some() {
+            self.states -= 1;
+            self.budget.give_back(1);
+        }
     }
 
     /// Remembers a scrape's series; the start times of those that left go away, and
     /// those away too long are forgotten.
     fn finish_scrape(&mut self, current: Vec<Series>, time_ms: i64) {
-        for e in &mut self.previous.entries {
-            // Those that came again gave their state to `current`.
-            if e.state.is_some() {
-                self.away.insert(e.hash, e.state);
-            }
+        // Those that came again gave their state to `current`.
+        for i in 0..self.previous.entries.len() {
+            let e = &mut self.previous.entries[i];
+            let (hash, state) = (e.hash, std::mem::replace(&mut e.state, State::NONE));
+            self.go_away(hash, state);
         }
         self.previous.replace(current);
         let before = self.away.len();
@@ -469,7 +483,7 @@ mod tests {
             .iter()
             .zip(found)
             .map(|(&(hash, time, value, created), known_at)| {
-                let at = s.see(hash, known_at, seen());
+                let at = s.see(hash, known_at, seen(), true);
                 s.start_time(at, time, value, created)
             })
             .collect();
@@ -498,6 +512,44 @@ mod tests {
         // A failed scrape keeps the start times.
         t.forget_previous();
         assert_eq!(scrape(&mut t, &[(1, 6000, 4.0, None)]), [2001]);
+    }
+
+    #[test]
+    fn a_series_that_stops_being_cumulative_lets_its_start_go() {
+        let mut t = Tracker::new(10);
+        assert_eq!(scrape(&mut t, &[(1, 1000, 5.0, None)]), [1000]);
+        // A gauge now: no start time taken along, so it ages out as if gone.
+        for time in [2000, 2000 + FORGET_AFTER_MS] {
+            let at = Cursor::default().find(t.known(), 1).map(|at| at as u32);
+            let mut s = t.scrape(1);
+            s.see(1, at, seen(), false);
+            s.finish(time);
+        }
+        assert_eq!(t.tracked(), 0);
+        // A counter again: a fresh start, not a reset against the old value.
+        let time = 3000 + FORGET_AFTER_MS;
+        assert_eq!(scrape(&mut t, &[(1, time, 1.0, None)]), [time]);
+        assert_eq!(t.resets, 0);
+    }
+
+    #[test]
+    fn two_series_under_one_hash_give_back_what_they_took() {
+        let budget = Arc::new(SeriesBudget::new(10, Counter::default(), ""));
+        let mut t = Tracker::with_budget(Arc::clone(&budget), "");
+        scrape(&mut t, &[(7, 1000, 1.0, None)]);
+        // The one found in the previous scrape, and another that only shares its hash.
+        let mut s = t.scrape(2);
+        for known_at in [Some(0), None] {
+            let at = s.see(7, known_at, seen(), true);
+            s.start_time(at, 2000, 2.0, None);
+        }
+        s.finish(2000);
+        assert_eq!((t.tracked(), budget.used()), (2, 2));
+        // Both leave the page: one start time is kept for the hash.
+        scrape(&mut t, &[]);
+        assert_eq!((t.tracked(), budget.used()), (1, 1));
+        t.finish_scrape(Vec::new(), 2000 + FORGET_AFTER_MS + 1);
+        assert_eq!((t.tracked(), budget.used()), (0, 0));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! [`super::series::Tracker`].
 
 use sidekick_collector::payload::Attrs;
-use sidekick_collector::prometheus::ucum_for_word;
+use sidekick_collector::prometheus::{label_order, ucum_for_word};
 use sidekick_collector::util::{series_hasher, FastMap, KeyMap};
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
@@ -489,7 +489,7 @@ pub fn translate(
     resource_attrs.append(&mut page.resource_extra);
     let mut scrape = tracker.scrape(page.points());
     let mut scopes = page.build(&mut |p, seen, value| {
-        let at = scrape.see(p.hash, p.known_at, seen);
+        let at = scrape.see(p.hash, p.known_at, seen, value.is_some());
         match value {
             Some(v) => scrape.start_time(at, p.time_ms, v, p.created_ms),
             None => p.time_ms,
@@ -772,12 +772,12 @@ fn read_page<'a>(
     let mut metas: Vec<Option<&str>> = Vec::new();
     // Per scope: family name → index in `families`.
     let mut family_index: Vec<FastMap<String, usize>> = vec![FastMap::default()];
-    // Series seen → the explicit timestamp of its last sample. Sized for the page (about
-    // 80 bytes a sample) so it is not rehashed as it fills.
     // Finds the series of the previous scrape, which most often come in the same order.
     let mut cursor = Cursor::default();
     // Per series of the previous scrape, its point on this page once made: (family, point).
     let mut made: Vec<(u32, u32)> = vec![(u32::MAX, 0); known.len()];
+    // Series seen → the explicit timestamp of its last sample. Sized for the page (about
+    // 80 bytes a sample) so it is not rehashed as it fills.
     let mut seen: KeyMap<Option<i64>> =
         KeyMap::with_capacity_and_hasher((text.len() / 80).min(1 << 20), Default::default());
     // The last sample name's family: a family's samples come together.
@@ -844,7 +844,7 @@ fn read_page<'a>(
                 limit: opts.sample_limit,
             });
         }
-        labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        labels.sort_unstable_by(|a, b| label_order(&a.0, &b.0));
         // A page may not hold the same series twice, but OpenMetrics may give a series
         // several samples with increasing explicit timestamps.
         let mut h = series_hasher();
@@ -960,7 +960,9 @@ fn read_page<'a>(
                     fam.points.len() - 1
                 };
                 match at {
-                    Some(at) if !apart => {
+                    // Not when another family's series took the place (a colliding
+                    // hash): that one keeps it, this one goes by the family's index.
+                    Some(at) if !apart && made[at].0 == u32::MAX => {
                         let pi = make();
                         made[at] = (fi as u32, pi as u32);
                         pi
