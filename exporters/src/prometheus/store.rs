@@ -37,9 +37,11 @@ struct Entry {
     text: Arc<str>,
     value: f64,
     timestamp_ms: i64,
-    updated: Instant,
-    /// ` # {labels} value timestamp`, for OpenMetrics.
-    exemplar: Option<Arc<str>>,
+    /// When it was last updated: milliseconds since the store was made.
+    updated_ms: u64,
+    /// ` # {labels} value timestamp`, for OpenMetrics (a thin pointer: most series have
+    /// none, and the entry stays 56 bytes).
+    exemplar: Option<Arc<String>>,
 }
 
 struct FamilyEntry {
@@ -122,6 +124,11 @@ impl FamilyEntry {
     /// a page of unchanged series costs no string comparisons.
     fn in_order(&mut self) -> impl Iterator<Item = &Entry> {
         if !self.ordered {
+            // Series were added: the list grew by doubling; give back what it will
+            // likely not use (a page's series set settles after its first scrapes).
+            if self.slots.capacity() > self.slots.len() + self.slots.len() / 4 + 64 {
+                self.slots.shrink_to_fit();
+            }
             let mut keyed: Vec<(&str, u32)> = self
                 .slots
                 .iter()
@@ -142,7 +149,7 @@ impl FamilyEntry {
 }
 
 /// One series' rendered name and labels, value, timestamp and exemplar.
-type SnapshotSeries = (Arc<str>, f64, i64, Option<Arc<str>>);
+type SnapshotSeries = (Arc<str>, f64, i64, Option<Arc<String>>);
 
 /// What a render needs, copied out under the lock (reference-counted text, no
 /// formatting), so rendering itself does not hold up ingestion.
@@ -160,6 +167,8 @@ pub struct Store {
     this_batch: Vec<Option<usize>>,
     expiration: Duration,
     send_timestamps: bool,
+    /// What [`Entry::updated_ms`] counts from.
+    started: Instant,
 }
 
 /// `name{a="1",b="2"}`.
@@ -204,7 +213,12 @@ impl Store {
             this_batch: Vec::new(),
             expiration,
             send_timestamps,
+            started: Instant::now(),
         }
+    }
+
+    fn ms_since_start(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
     }
 
     pub fn series(&self) -> usize {
@@ -249,7 +263,9 @@ impl Store {
             }
             return;
         }
-        let exemplar = s.exemplar.and_then(exemplar_text).map(Arc::from);
+        let exemplar = s.exemplar.and_then(exemplar_text).map(Arc::new);
+        let now = self.ms_since_start(now);
+        let entry = &mut self.families[at];
         let at = match found {
             Some(at) => at,
             None => {
@@ -258,7 +274,7 @@ impl Store {
                     text: Arc::from(s.series_text()),
                     value: s.value,
                     timestamp_ms: s.timestamp_ms,
-                    updated: now,
+                    updated_ms: now,
                     exemplar: None,
                 }));
                 let at = entry.slots.len() - 1;
@@ -275,7 +291,7 @@ impl Store {
         if s.timestamp_ms >= e.timestamp_ms {
             e.value = s.value;
             e.timestamp_ms = s.timestamp_ms;
-            e.updated = now;
+            e.updated_ms = now;
             if exemplar.is_some() {
                 e.exemplar = exemplar;
             }
@@ -310,12 +326,13 @@ impl Store {
     /// Drops series not updated within the expiration. Reads the clock once: on some
     /// virtual machines each read is a system call.
     fn expire(&mut self) {
-        let Some(cutoff) = Instant::now().checked_sub(self.expiration) else {
+        let now = self.ms_since_start(Instant::now());
+        let Some(cutoff) = now.checked_sub(self.expiration.as_millis() as u64) else {
             return;
         };
         for f in &mut self.families {
             for slot in &mut f.slots {
-                if slot.as_ref().is_some_and(|e| e.updated <= cutoff) {
+                if slot.as_ref().is_some_and(|e| e.updated_ms <= cutoff) {
                     if let Some(e) = slot.take() {
                         f.index.remove(&e.key);
                     }
