@@ -1621,11 +1621,14 @@ fn openmetrics_samples_of_one_series_with_their_own_timestamps_are_points_apart(
     };
     let counts: Vec<u64> = h.data_points.iter().map(|p| p.count).collect();
     assert_eq!(counts, [1, 3]);
-    // Still refused: the same timestamp twice, going back in time, or no timestamps.
+    // Still refused: the same timestamp twice, going back in time, no timestamps, or
+    // one sample with a timestamp and one without, either way round.
     for bad in [
         "a 1 1700000000\na 2 1700000000\n# EOF\n",
         "a 1 1700000005\na 2 1700000000\n# EOF\n",
         "a 1\na 2\n# EOF\n",
+        "a 1\na 2 1700000000\n# EOF\n",
+        "a 1 1700000000\na 2\n# EOF\n",
     ] {
         let mut tracker = Tracker::new(100);
         let err = translate(

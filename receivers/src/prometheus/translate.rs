@@ -17,7 +17,7 @@
 
 use sidekick_collector::payload::Attrs;
 use sidekick_collector::prometheus::{label_order, ucum_for_word};
-use sidekick_collector::util::{series_hasher, FastMap, KeyMap};
+use sidekick_collector::util::{series_hasher, FastMap, KeyMap, KeySet};
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -776,10 +776,8 @@ fn read_page<'a>(
     let mut cursor = Cursor::default();
     // Per series of the previous scrape, its point on this page once made: (family, point).
     let mut made: Vec<(u32, u32)> = vec![(u32::MAX, 0); known.len()];
-    // Series seen → the explicit timestamp of its last sample. Sized for the page (about
-    // 80 bytes a sample) so it is not rehashed as it fills.
-    let mut seen: KeyMap<Option<i64>> =
-        KeyMap::with_capacity_and_hasher((text.len() / 80).min(1 << 20), Default::default());
+    // Sized for the page (about 80 bytes a sample) so it is not rehashed as it fills.
+    let mut seen = Shown::with_capacity((text.len() / 80).min(1 << 20));
     // The last sample name's family: a family's samples come together.
     let mut last_family: Option<(&str, FamilyOf<'_, '_>)> = None;
     let mut resource_extra: Vec<KeyValue> = Vec::new();
@@ -850,7 +848,7 @@ fn read_page<'a>(
         let mut h = series_hasher();
         name.hash(&mut h);
         labels.hash(&mut h);
-        if !first_at(&mut seen, h.finish(), sample.timestamp_ms, openmetrics) {
+        if !seen.first(h.finish(), sample.timestamp_ms, openmetrics) {
             return Err(PageError::Duplicate {
                 line,
                 series: render_series(&name, &labels),
@@ -1067,21 +1065,42 @@ fn family_slot<'a>(
     families.len() - 1
 }
 
-/// Notes a sample of the series `hash`; false when the page already had it (OpenMetrics
-/// allows it again with a later explicit timestamp).
-fn first_at(seen: &mut KeyMap<Option<i64>>, hash: u64, ts: Option<i64>, openmetrics: bool) -> bool {
-    match seen.entry(hash) {
-        std::collections::hash_map::Entry::Vacant(e) => {
-            e.insert(ts);
-            true
+/// The series a page has shown so far (a sample's name and labels, hashed), to refuse a
+/// second sample of one. OpenMetrics allows one again with a later explicit timestamp:
+/// those series keep their last timestamp, apart, so the others cost 8 bytes each.
+struct Shown {
+    plain: KeySet,
+    stamped: KeyMap<i64>,
+}
+
+impl Shown {
+    fn with_capacity(n: usize) -> Self {
+        Shown {
+            plain: KeySet::with_capacity_and_hasher(n, Default::default()),
+            stamped: KeyMap::default(),
         }
-        std::collections::hash_map::Entry::Occupied(mut e) => match (*e.get(), ts) {
-            (Some(before), Some(t)) if openmetrics && t > before => {
-                e.insert(Some(t));
-                true
+    }
+
+    /// Notes a sample of the series `hash`; false when the page already had it.
+    fn first(&mut self, hash: u64, ts: Option<i64>, openmetrics: bool) -> bool {
+        match ts.filter(|_| openmetrics) {
+            None => {
+                (self.stamped.is_empty() || !self.stamped.contains_key(&hash))
+                    && self.plain.insert(hash)
             }
-            _ => false,
-        },
+            Some(_) if self.plain.contains(&hash) => false,
+            Some(t) => match self.stamped.entry(hash) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(t);
+                    true
+                }
+                std::collections::hash_map::Entry::Occupied(mut e) if t > *e.get() => {
+                    e.insert(t);
+                    true
+                }
+                std::collections::hash_map::Entry::Occupied(_) => false,
+            },
+        }
     }
 }
 
