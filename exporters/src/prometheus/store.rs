@@ -254,6 +254,7 @@ impl Store {
                 at
             }
         };
+        let now = self.ms_since_start(now);
         let entry = &mut self.families[at];
         let key = s.key();
         let found = entry.find(key);
@@ -264,8 +265,6 @@ impl Store {
             return;
         }
         let exemplar = s.exemplar.and_then(exemplar_text).map(Arc::new);
-        let now = self.ms_since_start(now);
-        let entry = &mut self.families[at];
         let at = match found {
             Some(at) => at,
             None => {
@@ -332,10 +331,8 @@ impl Store {
         };
         for f in &mut self.families {
             for slot in &mut f.slots {
-                if slot.as_ref().is_some_and(|e| e.updated_ms <= cutoff) {
-                    if let Some(e) = slot.take() {
-                        f.index.remove(&e.key);
-                    }
+                if let Some(e) = slot.take_if(|e| e.updated_ms <= cutoff) {
+                    f.index.remove(&e.key);
                 }
             }
             f.compact_if_sparse();

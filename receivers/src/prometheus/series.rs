@@ -202,12 +202,16 @@ impl Known {
             for (i, e) in entries.iter().enumerate() {
                 self.index.insert(e.hash, i as u32);
             }
-            // Hand back the memory of a burst of series once they are gone.
-            if self.index.capacity() > 4 * entries.len().max(1024) {
-                self.index.shrink_to(2 * entries.len());
-            }
+            shrink_after_burst(&mut self.index);
         }
         self.entries = entries;
+    }
+}
+
+/// Hands back the memory of a burst of series once most of them are gone.
+fn shrink_after_burst<V>(map: &mut KeyMap<V>) {
+    if map.capacity() > 4 * map.len().max(1024) {
+        map.shrink_to(2 * map.len());
     }
 }
 
@@ -440,10 +444,7 @@ impl Tracker {
         let forgotten = before - self.away.len();
         self.states -= forgotten;
         self.budget.give_back(forgotten);
-        // Hand back the memory of a burst of series once most of them are gone.
-        if self.away.capacity() > 4 * self.away.len().max(1024) {
-            self.away.shrink_to(2 * self.away.len());
-        }
+        shrink_after_burst(&mut self.away);
         if self.overflowed > 0 {
             self.budget
                 .report_overflow(std::mem::take(&mut self.overflowed), &self.target);

@@ -667,8 +667,8 @@ impl Page {
     }
 
     /// The OTLP metrics, one `ScopeMetrics` per scope with its points' attributes kept
-    /// apart: `see` is told of each series built (what its staleness marker would need),
-    /// `start` gives a cumulative series' start time.
+    /// apart: `see` is told of each series built (what its staleness marker would need)
+    /// and gives its start time ([`Keep`]).
     fn build(self, see: &mut dyn FnMut(&Point, Seen, Option<f64>) -> i64) -> Scoped {
         let mut scopes: Scoped = self
             .scopes
