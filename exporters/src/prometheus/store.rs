@@ -33,7 +33,9 @@ impl Format {
 struct Entry {
     /// [`prom::Sample::key`].
     key: u64,
-    /// The rendered `name{labels}`, made once when the series first arrives.
+    /// The rendered `name{labels}` without the family's name, which every series of the
+    /// family starts with (`_bucket{le="1"}`, `{code="200"}`): made once when the series
+    /// first arrives.
     text: Arc<str>,
     value: f64,
     timestamp_ms: i64,
@@ -148,7 +150,8 @@ impl FamilyEntry {
     }
 }
 
-/// One series' rendered name and labels, value, timestamp and exemplar.
+/// One series' rendered name (without the family's) and labels, value, timestamp and
+/// exemplar.
 type SnapshotSeries = (Arc<str>, f64, i64, Option<Arc<String>>);
 
 /// What a render needs, copied out under the lock (reference-counted text, no
@@ -270,7 +273,7 @@ impl Store {
             None => {
                 entry.slots.push(Some(Entry {
                     key,
-                    text: Arc::from(s.series_text()),
+                    text: Arc::from(s.series_text_after(&s.family_def.name)),
                     value: s.value,
                     timestamp_ms: s.timestamp_ms,
                     updated_ms: now,
@@ -481,6 +484,7 @@ impl Pages {
     fn line(&self, out: &mut String, family: usize, s: &SnapshotSeries) {
         let (text, value, timestamp_ms, exemplar) = s;
         let family = &self.snapshot.families[family].0;
+        out.push_str(&family.name);
         out.push_str(text);
         out.push(' ');
         push_value(out, *value);
@@ -492,7 +496,7 @@ impl Pages {
             }
         }
         if self.om {
-            let exemplar_ok = family.kind == Kind::Counter || text.contains("_bucket{");
+            let exemplar_ok = family.kind == Kind::Counter || text.starts_with("_bucket{");
             if let Some(x) = exemplar.as_ref().filter(|_| exemplar_ok) {
                 out.push_str(x);
             }
