@@ -373,30 +373,35 @@ fn unit_for(family: &str, declared: Option<&str>) -> String {
         .to_string()
 }
 
-/// A data point being assembled from one or more samples.
+/// A data point being assembled from one or more samples (64 bytes: a page's points
+/// are all held while it is read).
 struct Point {
-    /// The page line of its first sample.
-    line: usize,
     /// The series' attributes, shared with the tracker and every batch that carries it.
     attrs: Arc<Attrs>,
-    /// Its place among the previous scrape's series, when it was there.
-    known_at: Option<u32>,
     hash: u64,
     time_ms: i64,
     value: f64,
-    created_ms: Option<i64>,
-    /// A histogram's or summary's other parts (boxed: most points are single values).
+    /// From a `_created` line; [`NOT_CREATED`] when there was none ([`Point::created`]).
+    created_ms: i64,
+    /// A histogram's or summary's other parts, and exemplars (boxed: most points are
+    /// single values without any).
     parts: Option<Box<Parts>>,
-    exemplars: Vec<Exemplar>,
+    /// The page line of its first sample.
+    line: u32,
+    /// Its place among the previous scrape's series, when it was there.
+    known_at: Option<u32>,
 }
 
-/// The parts of a histogram or summary point.
+const _: () = assert!(std::mem::size_of::<Point>() == 64);
+
+/// The parts of a histogram or summary point, and any point's exemplars.
 #[derive(Default)]
 struct Parts {
     buckets: Vec<(f64, f64)>,
     sum: Option<f64>,
     count: Option<f64>,
     quantiles: Vec<(f64, f64)>,
+    exemplars: Vec<Exemplar>,
 }
 
 static NO_PARTS: Parts = Parts {
@@ -404,6 +409,7 @@ static NO_PARTS: Parts = Parts {
     sum: None,
     count: None,
     quantiles: Vec::new(),
+    exemplars: Vec::new(),
 };
 
 struct Family {
@@ -491,7 +497,7 @@ pub fn translate(
     let mut scopes = page.build(&mut |p, seen, value| {
         let at = scrape.see(p.hash, p.known_at, seen, value.is_some());
         match value {
-            Some(v) => scrape.start_time(at, p.time_ms, v, p.created_ms),
+            Some(v) => scrape.start_time(at, p.time_ms, v, p.created()),
             None => p.time_ms,
         }
     });
@@ -590,7 +596,7 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
                 hash: 0,
                 time_ms,
                 value: f64::NAN,
-                created_ms: None,
+                created_ms: NOT_CREATED,
                 parts: match shape.kind {
                     Kind::Histogram => Some(Box::new(Parts {
                         buckets: shape.parts.iter().map(|&le| (le, 0.0)).collect(),
@@ -605,7 +611,6 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
                     })),
                     _ => None,
                 },
-                exemplars: Vec::new(),
             })
             .collect();
         let family = Family {
@@ -945,15 +950,14 @@ fn read_page<'a>(
                         _ => (Arc::new(Attrs::new(attrs)), None),
                     };
                     fam.points.push(Point {
-                        line,
+                        line: u32::try_from(line).unwrap_or(u32::MAX),
                         attrs,
                         known_at,
                         hash,
                         time_ms: time,
                         value: f64::NAN,
-                        created_ms: None,
+                        created_ms: NOT_CREATED,
                         parts: None,
-                        exemplars: Vec::new(),
                     });
                     fam.points.len() - 1
                 };
@@ -972,7 +976,7 @@ fn read_page<'a>(
         let p = &mut fam.points[pi];
         p.add(kind, role, le, quantile, sample.value);
         if let Some(e) = exemplar_from(&sample, time_ms) {
-            p.exemplars.push(e);
+            p.parts().exemplars.push(e);
         }
     }
     drop(seen);
@@ -1160,7 +1164,16 @@ fn attr_pairs<'l>(
     })
 }
 
+/// [`Point::created_ms`] when the page gave no `_created` (an `Option` would make every
+/// point 8 bytes bigger).
+const NOT_CREATED: i64 = i64::MIN;
+
 impl Point {
+    /// When the series was created, from its `_created` line.
+    fn created(&self) -> Option<i64> {
+        (self.created_ms != NOT_CREATED).then_some(self.created_ms)
+    }
+
     fn parts(&mut self) -> &mut Parts {
         self.parts.get_or_insert_with(Box::default)
     }
@@ -1190,7 +1203,7 @@ impl Point {
             Role::Sum => self.parts().sum = Some(value),
             Role::Count => self.parts().count = Some(value),
             // `_created` is in seconds.
-            Role::Created => self.created_ms = Some((value * 1000.0) as i64),
+            Role::Created => self.created_ms = ((value * 1000.0) as i64).max(NOT_CREATED + 1),
         }
     }
 }
@@ -1211,7 +1224,7 @@ fn check_shapes(families: &[Family]) -> Result<(), (usize, openmetrics::Violatio
                 }
                 _ => Ok(()),
             };
-            shape.map_err(|rule| (p.line, rule, f.name.as_str()))?;
+            shape.map_err(|rule| (p.line as usize, rule, f.name.as_str()))?;
         }
     }
     Ok(())
@@ -1256,17 +1269,18 @@ fn build_metric(f: Family, keep: &mut Keep<'_>, detached: &mut Vec<Arc<Attrs>>) 
             let cumulative = matches!(f.kind, Kind::Counter | Kind::Info | Kind::StateSet);
             let mut points = Vec::with_capacity(f.points.len());
             for p in f.points {
-                if p.value.is_nan() && p.created_ms.is_some() && f.kind == Kind::Counter {
+                if p.value.is_nan() && p.created().is_some() && f.kind == Kind::Counter {
                     // Only a `_created` line, no value: nothing to report.
                     continue;
                 }
                 let start = keep(&p, &[], false, (f.kind == Kind::Counter).then_some(p.value));
+                let exemplars = p.parts.map(|b| b.exemplars).unwrap_or_default();
                 detached.push(p.attrs);
                 points.push(NumberDataPoint {
                     attributes: Vec::new(),
                     start_time_unix_nano: if cumulative { ms_to_ns(start) } else { 0 },
                     time_unix_nano: ms_to_ns(p.time_ms),
-                    exemplars: p.exemplars,
+                    exemplars,
                     value: Some(number_data_point::Value::AsDouble(p.value)),
                     ..Default::default()
                 });
@@ -1312,7 +1326,7 @@ fn build_metric(f: Family, keep: &mut Keep<'_>, detached: &mut Vec<Arc<Attrs>>) 
                     sum: parts.sum,
                     bucket_counts: counts,
                     explicit_bounds: bounds,
-                    exemplars: p.exemplars,
+                    exemplars: parts.exemplars,
                     ..Default::default()
                 });
             }
