@@ -37,7 +37,8 @@ fn len_of(n: usize) -> usize {
     (usize::BITS - n.leading_zeros()).div_ceil(6).max(1) as usize
 }
 
-/// The number [`put_len`] wrote at `at`, and where the next thing starts (0 past the end).
+/// The number [`put_len`] wrote at `at`, and where the next thing starts (0 and the
+/// end when `at` is past it).
 fn get_len(data: &[u8], mut at: usize) -> (usize, usize) {
     let (mut n, mut shift) = (0usize, 0);
     while let Some(&b) = data.get(at) {
@@ -103,9 +104,11 @@ impl Attrs {
         (0..count).map(move |_| {
             let (k, next) = get_len(data.as_bytes(), at);
             let (v, next) = get_len(data.as_bytes(), next);
-            let pair = (&data[next..next + k], &data[next + k..next + k + v]);
+            // Slices `new` wrote, so always there; `get` keeps a mistake from panicking.
+            let key = data.get(next..next + k).unwrap_or("");
+            let value = data.get(next + k..next + k + v).unwrap_or("");
             at = next + k + v;
-            pair
+            (key, value)
         })
     }
 
@@ -195,7 +198,7 @@ mod tests {
         let many = Attrs::new(names.iter().map(|n| (n.as_str(), "v")));
         assert_eq!(many.len(), 300);
         assert_eq!(many.iter().nth(299), Some(("k299", "v")));
-        for n in [0, 1, 63, 64, 4095, 4096, 1 << 30] {
+        for n in [0, 1, 63, 64, 4095, 4096, 1 << 30, usize::MAX] {
             let mut out = String::new();
             put_len(&mut out, n);
             assert_eq!(out.len(), len_of(n), "{n}");
