@@ -28,9 +28,14 @@
 //! (`--warmup`, 20 s) for one window (`--window`, 60 s), and report CPU-seconds per
 //! minute, RSS at the end and the window's peak, and samples delivered per second.
 //!
+//! `cargo bench` builds `target/release/sidekick` itself, with the bench profile (no LTO:
+//! a bigger binary, more code pages resident). To measure the release binary, build it
+//! and keep a copy apart before running the bench:
+//!
 //! ```text
 //! cargo bench --bench e2e                                   # everything (bench profile)
-//! cargo bench --bench e2e -- --binary target/release/sidekick --scenario prw --series 100000
+//! cargo build --release && cp target/release/sidekick target/sidekick-lto
+//! cargo bench --bench e2e -- --binary target/sidekick-lto --scenario prw --series 100000
 //! cargo bench --bench e2e -- --scenario traces --spans 4000000
 //! cargo bench --bench e2e -- --scenario traces --rotel $(python3 -c 'import rotel,os;print(...)')
 //! ```
