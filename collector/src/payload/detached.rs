@@ -147,6 +147,18 @@ mod tests {
     use super::*;
     use prost::Message;
 
+    /// `a` as OTLP key-values, after checking its encoded size against prost's.
+    fn encoded_as_prost_does(a: &Attrs) -> Vec<KeyValue> {
+        let mut kvs = Vec::new();
+        a.push_key_values(&mut kvs);
+        let expected: usize = kvs
+            .iter()
+            .map(|kv| prost::encoding::message::encoded_len(1, kv))
+            .sum();
+        assert_eq!(a.encoded_len(), expected);
+        kvs
+    }
+
     #[test]
     fn pairs_round_trip_and_size_matches_the_encoding() {
         let pairs = [
@@ -157,13 +169,7 @@ mod tests {
         ];
         let a = Attrs::new(pairs);
         assert_eq!(a.iter().collect::<Vec<_>>(), pairs);
-        let mut kvs = Vec::new();
-        a.push_key_values(&mut kvs);
-        let expected: usize = kvs
-            .iter()
-            .map(|kv| prost::encoding::message::encoded_len(1, kv))
-            .sum();
-        assert_eq!(a.encoded_len(), expected);
+        let kvs = encoded_as_prost_does(&a);
         assert_eq!(kvs[1].key, "path");
         assert!(Attrs::default().is_empty());
         // An empty key-value still encodes its value message.
@@ -186,13 +192,7 @@ mod tests {
         let a = Attrs::new(pairs.iter().copied());
         assert_eq!(a.iter().collect::<Vec<_>>(), pairs);
         assert_eq!(a.len(), pairs.len());
-        let mut kvs = Vec::new();
-        a.push_key_values(&mut kvs);
-        let expected: usize = kvs
-            .iter()
-            .map(|kv| prost::encoding::message::encoded_len(1, kv))
-            .sum();
-        assert_eq!(a.encoded_len(), expected);
+        encoded_as_prost_does(&a);
         // More attributes than one length byte counts.
         let names: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
         let many = Attrs::new(names.iter().map(|n| (n.as_str(), "v")));
