@@ -349,11 +349,12 @@ impl<'s> Sample<'s> {
         h.finish()
     }
 
-    /// `name{a="1",b="2"}` without `prefix` (the family's name, which every series name
-    /// starts with: `_bucket{le="1"}`), label values escaped.
-    pub fn series_text_after(&self, prefix: &str) -> String {
-        debug_assert!(self.name.starts_with(prefix));
-        let name = self.name.strip_prefix(prefix).unwrap_or(self.name);
+    /// `name{a="1",b="2"}` without the family's name, which every series name starts
+    /// with (`_bucket{le="1"}`), label values escaped.
+    pub fn series_text_in_family(&self) -> String {
+        let family = self.family_def.name.as_str();
+        debug_assert!(self.name.starts_with(family));
+        let name = self.name.strip_prefix(family).unwrap_or(self.name);
         let mut labels: Vec<(&str, &str)> = Vec::with_capacity(self.labels.len() + 1);
         self.for_each_label(|k, v| labels.push((k, v)));
         let mut out = String::with_capacity(name.len() + self.labels.len() * 24 + 16);

@@ -273,7 +273,7 @@ impl Store {
             None => {
                 entry.slots.push(Some(Entry {
                     key,
-                    text: Arc::from(s.series_text_after(&s.family_def.name)),
+                    text: Arc::from(s.series_text_in_family()),
                     value: s.value,
                     timestamp_ms: s.timestamp_ms,
                     updated_ms: now,
