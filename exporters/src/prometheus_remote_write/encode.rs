@@ -29,10 +29,8 @@ pub struct Request {
 
 /// Requests are cut at this many bytes (before compression) even when
 /// `max_batch_size_bytes` allows more: each shard's buffer stays this small, and a big
-/// scrape goes out as several requests per shard, sent one after the other. About 2,000
-/// series of a usual page, what the Prometheus agent sends per request
-/// (`max_samples_per_send`).
-pub const REQUEST_BYTES: usize = 256 << 10;
+/// scrape goes out as several requests per shard, sent one after the other.
+pub const REQUEST_BYTES: usize = 1 << 20;
 
 /// Samples older than this (relative to the batch's clock) are sent apart.
 pub const APART_OLDER_MS: i64 = 3_600_000;
@@ -45,7 +43,7 @@ pub struct Encoder {
     shards: Vec<(Writer, Writer)>,
     /// One series' labels while they are written.
     scratch: Vec<u8>,
-    snappy: Snappy,
+    snappy: snap::raw::Encoder,
     now_ms: i64,
     samples: usize,
     apart_samples: usize,
@@ -76,7 +74,7 @@ impl Encoder {
                 })
                 .collect(),
             scratch: Vec::with_capacity(256),
-            snappy: Snappy::default(),
+            snappy: snap::raw::Encoder::new(),
             now_ms,
             samples: 0,
             apart_samples: 0,
@@ -260,7 +258,7 @@ impl Writer {
         value: f64,
         timestamp_ms: i64,
         exemplar: Option<&proto::Exemplar>,
-        snappy: &mut Snappy,
+        snappy: &mut snap::raw::Encoder,
     ) {
         let sample = sample_len(value, timestamp_ms);
         let mut len = labels.len() + 1 + encoded_len_varint(sample as u64) + sample;
@@ -295,10 +293,10 @@ impl Writer {
         self.series += 1;
     }
 
-    fn cut(&mut self, snappy: &mut Snappy) {
-        let body = snappy.compress(&self.buf);
+    fn cut(&mut self, snappy: &mut snap::raw::Encoder) {
+        let body = snappy.compress_vec(&self.buf).unwrap_or_default();
         self.done.push(Request {
-            body,
+            body: Bytes::from(body),
             series: self.series,
         });
         self.buf.clear();
@@ -306,38 +304,11 @@ impl Writer {
     }
 
     /// Cuts what is left (a request with only metadata too).
-    fn flush(&mut self, lane: &mut Vec<Request>, snappy: &mut Snappy) {
+    fn flush(&mut self, lane: &mut Vec<Request>, snappy: &mut snap::raw::Encoder) {
         if !self.buf.is_empty() {
             self.cut(snappy);
         }
         lane.append(&mut self.done);
-    }
-}
-
-/// Snappy block compression into one reused buffer. A request's body is then copied out at
-/// its compressed size: compressing straight into a body would hold room for the worst
-/// case (the input plus a sixth) for every request until it is sent, four to five times
-/// the compressed size of a scrape's usual series.
-struct Snappy {
-    encoder: snap::raw::Encoder,
-    out: Vec<u8>,
-}
-
-impl Default for Snappy {
-    fn default() -> Self {
-        Snappy {
-            encoder: snap::raw::Encoder::new(),
-            out: Vec::new(),
-        }
-    }
-}
-
-impl Snappy {
-    fn compress(&mut self, raw: &[u8]) -> Bytes {
-        self.out.resize(snap::raw::max_compress_len(raw.len()), 0);
-        // Fails only for inputs over 4 GiB; requests are cut at `REQUEST_BYTES`.
-        let n = self.encoder.compress(raw, &mut self.out).unwrap_or(0);
-        Bytes::copy_from_slice(&self.out[..n])
     }
 }
 
@@ -542,35 +513,6 @@ mod tests {
         }
         assert_eq!(seen.len(), 300);
         assert!(seen.values().all(|(_, t)| t == &[NOW, NOW + 1]));
-    }
-
-    /// A body holds its compressed bytes and no more (compressing straight into it held
-    /// room for the uncompressed size and a sixth, until the request was sent); requests
-    /// are cut at `REQUEST_BYTES` however much `max_bytes` allows.
-    #[test]
-    fn bodies_hold_only_their_compressed_bytes_and_requests_stay_under_the_cut() {
-        let mut e = Encoder::new(1, 64 << 20, NOW);
-        for i in 0..10_000 {
-            let id = i.to_string();
-            e.push_series(&series("http_requests_total", &[("id", &id)], 1.0, NOW));
-        }
-        let lane = e.finish(Vec::new()).lanes.remove(0);
-        assert!(lane.len() > 1, "a scrape this size is cut in several");
-        let mut series = 0;
-        for r in lane {
-            let raw = snap::raw::Decoder::new().decompress_vec(&r.body).unwrap();
-            assert!(raw.len() <= REQUEST_BYTES, "{} bytes", raw.len());
-            assert!(r.body.len() * 2 < raw.len(), "the page's labels compress");
-            let len = r.body.len();
-            let owned = r.body.try_into_mut().expect("the only reference");
-            assert_eq!(
-                owned.capacity(),
-                len,
-                "room held beyond the compressed bytes"
-            );
-            series += r.series;
-        }
-        assert_eq!(series, 10_000);
     }
 
     /// A histogram point from the future is many samples left out, but one point: what
