@@ -19,13 +19,13 @@ fn main() {
 /// Functions that run, linked first and together (`layout/record.py` writes the list): the
 /// kernel maps code in blocks around each page touched, so code that runs, scattered
 /// among code that never does, keeps most of `.text` resident. Measured with the built-in
-/// config at idle, 10.0 MiB RSS without, 8.1 with; scraping 10k series to remote-write,
-/// 15.0-15.2 MiB peak without, 12.1-12.7 with.
+/// config at idle, 9.5-10.0 MiB RSS without, 7.8-7.9 with.
 ///
-/// Only for release builds on x86_64 Linux with Rust 1.90 or later, which link with LLD
-/// (GNU ld lacks the option). The names carry hashes of the compiler, the dependencies and
-/// the profile; names the binary no longer has are skipped, so a stale list costs nothing
-/// but its benefit, and a build with another compiler than the list's says so.
+/// Only for release builds for x86_64 Linux whose linker takes the list (LLD, the default
+/// of rustup's Rust 1.90 and later, and mold; GNU ld does not): a one-line program is
+/// linked with it first. The names carry hashes of the compiler, the dependencies and the
+/// profile; names the binary no longer has are skipped, so a stale list costs nothing but
+/// its benefit, and a build with another compiler than the list's says so.
 /// `SIDEKICK_CODE_LAYOUT=off` leaves the linker's own order.
 fn code_layout(target: &str) {
     let order = "layout/x86_64-unknown-linux-gnu.order";
@@ -41,8 +41,12 @@ fn code_layout(target: &str) {
     let Ok(text) = std::fs::read_to_string(&path) else {
         return;
     };
-    let rustc = rustc_version();
-    if !links_with_lld(&rustc) {
+    let args = [
+        format!("-Wl,--symbol-ordering-file={}", path.display()),
+        "-Wl,--no-warn-symbol-ordering".to_string(),
+    ];
+    if !links_with(target, &args) {
+        println!("cargo:warning=the linker does not take {order} (LLD or mold does): the binary keeps the linker's own code layout (about 2 MiB more RSS)");
         return;
     }
     // The list's header names the compiler it was recorded with: "# rustc 1.95.0 (...)".
@@ -50,7 +54,8 @@ fn code_layout(target: &str) {
         .lines()
         .find_map(|l| l.strip_prefix("# rustc "))
         .and_then(|v| v.split_whitespace().next());
-    let current = rustc.split_whitespace().nth(1);
+    let version = rustc_version();
+    let current = version.split_whitespace().nth(1);
     if recorded != current {
         println!(
             "cargo:warning={order} was recorded with rustc {}, this is {}: its function names will not match and the binary keeps the linker's own code layout (about 2 MiB more RSS); run layout/record.py to record it again",
@@ -58,39 +63,52 @@ fn code_layout(target: &str) {
             current.unwrap_or("(unknown)")
         );
     }
-    println!(
-        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
-        path.display()
-    );
-    println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    for arg in args {
+        println!("cargo:rustc-link-arg-bins={arg}");
+    }
+}
+
+fn rustc() -> String {
+    std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into())
 }
 
 /// `rustc -V`: "rustc 1.95.0 (59807616e 2026-04-14)".
 fn rustc_version() -> String {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    std::process::Command::new(rustc)
+    std::process::Command::new(rustc())
         .arg("-V")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
 }
 
-/// Whether rustc links x86_64 Linux binaries with its own LLD: the default from 1.90 on,
-/// unless the flags pick another linker.
-fn links_with_lld(rustc: &str) -> bool {
-    let minor = rustc
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.split('.').nth(1))
-        .and_then(|m| m.parse::<u32>().ok());
+/// Whether a one-line program links for `target` with these linker arguments, with the
+/// build's own flags and linker.
+fn links_with(target: &str, link_args: &[String]) -> bool {
+    let Ok(out) = std::env::var("OUT_DIR") else {
+        return false;
+    };
+    let out = std::path::Path::new(&out);
+    let source = out.join("layout_probe.rs");
+    if std::fs::write(&source, "fn main() {}\n").is_err() {
+        return false;
+    }
+    let mut cmd = std::process::Command::new(rustc());
+    cmd.arg("--crate-name=layout_probe")
+        .arg("--edition=2021")
+        .arg(format!("--target={target}"))
+        .arg("-o")
+        .arg(out.join("layout_probe"))
+        .arg(&source);
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    let other_linker = [
-        "linker=",
-        "linker-features=-lld",
-        "link-self-contained=-linker",
-        "fuse-ld",
-    ]
-    .iter()
-    .any(|f| flags.contains(f));
-    minor.is_some_and(|m| m >= 90) && !other_linker
+    cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    if let Ok(linker) = std::env::var("RUSTC_LINKER") {
+        cmd.arg(format!("-Clinker={linker}"));
+    }
+    for arg in link_args {
+        cmd.arg(format!("-Clink-arg={arg}"));
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -25,6 +25,7 @@ script prints how many names of the old file the binary still has).
 import argparse
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -98,30 +99,38 @@ def find_pid(exe, deadline):
 
 
 def watch(exe, segs, proc):
-    """Present pages of `exe` at its last look before it exits (or `proc` ends)."""
+    """Pages of `exe` present at any look until it exits (or `proc` ends)."""
     pid = find_pid(exe, time.time() + 120)
     if pid is None:
         raise SystemExit(f"{exe} did not start")
-    last = set()
+    seen = set()
     while proc.poll() is None:
         try:
-            last = present_pages(pid, exe, segs)
+            seen |= present_pages(pid, exe, segs)
         except OSError:
             break
         time.sleep(0.3)
-    return last
+    return seen
 
 
 def record(exe, segs):
     runs = {}
+    # Built first, so that a scenario's start is not a compile.
+    subprocess.run(["cargo", "bench", "--bench", "e2e", "--no-run"], check=True)
     for scenario in SCENARIOS:
         evict(exe)
         cmd = ["cargo", "bench", "--bench", "e2e", "--", "--binary", exe, "--scenario", *scenario]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        pages = watch(exe, segs, proc)
-        output = proc.communicate()[0]
-        if proc.returncode != 0:
-            sys.exit(f"{' '.join(cmd)} failed:\n{output}")
+        with tempfile.TemporaryFile(mode="w+") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+            try:
+                pages = watch(exe, segs, proc)
+                proc.wait()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            if proc.returncode != 0:
+                log.seek(0)
+                sys.exit(f"{' '.join(cmd)} failed:\n{log.read()}")
         runs[scenario[0]] = pages
         print(f"{scenario[0]}: {len(pages)} pages", flush=True)
     evict(exe)
@@ -139,6 +148,15 @@ def record(exe, segs):
         idle.terminate()
         idle.wait()
     return runs
+
+
+def compiler(binary):
+    """The compiler that built `binary`, as `rustc -V` names it (from its .comment section)."""
+    out = subprocess.run(["readelf", "-p", ".comment", binary], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if "rustc version " in line:
+            return "rustc " + line.split("rustc version ", 1)[1].strip()
+    sys.exit(f"{binary} does not name the rustc that built it")
 
 
 def functions(binary):
@@ -168,6 +186,18 @@ def order(funcs, runs):
     return sorted(picked, key=picked.get)
 
 
+def read_ahead_file(path):
+    """The read-ahead setting of the disk that holds `path`."""
+    device = os.stat(path).st_dev
+    if os.major(device) == 0:
+        sys.exit(f"{path} is not on a disk (tmpfs, overlayfs, btrfs?): pass a --binary on one")
+    block = os.path.realpath(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}")
+    for queue in (os.path.join(block, "queue"), os.path.join(os.path.dirname(block), "queue")):
+        if os.path.exists(os.path.join(queue, "read_ahead_kb")):  # a partition: its disk's
+            return os.path.join(queue, "read_ahead_kb")
+    sys.exit(f"no read_ahead_kb for {block}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--binary", default="target/release/sidekick")
@@ -182,25 +212,28 @@ def main():
         kept = sum(1 for n in old if n in names)
         print(f"{args.out}: {kept} of its {len(old)} names are in {args.binary}")
 
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so that the read-ahead is put back.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit("stopped"))
     work = tempfile.mkdtemp(prefix="sidekick-layout-", dir=os.path.dirname(os.path.abspath(args.binary)))
-    exe = os.path.join(work, "sidekick")
-    shutil.copy2(args.binary, exe)
-    device = os.stat(exe).st_dev
-    ra = f"/sys/dev/block/{os.major(device)}:{os.minor(device)}"
-    ra = os.path.join(os.path.realpath(ra), "queue/read_ahead_kb")
-    if not os.path.exists(ra):  # a partition: the queue is its disk's
-        ra = os.path.join(os.path.dirname(os.path.dirname(ra)), "..", "queue/read_ahead_kb")
-    saved = open(ra).read().strip()
     try:
-        open(ra, "w").write("0")
-        runs = record(exe, load_segments(exe))
+        exe = os.path.realpath(os.path.join(work, "sidekick"))
+        shutil.copy2(args.binary, exe)
+        ra = read_ahead_file(exe)
+        saved = open(ra).read().strip()
+        print(f"{ra}: {saved}, 0 while recording", flush=True)
+        try:
+            open(ra, "w").write("0")
+            runs = record(exe, load_segments(exe))
+        finally:
+            open(ra, "w").write(saved)
     finally:
-        open(ra, "w").write(saved)
-        shutil.rmtree(work)
+        shutil.rmtree(work, ignore_errors=True)
 
     picked = order(funcs, runs)
-    size = sum(s for _, s, n in funcs if n in set(picked))
-    rustc = subprocess.run(["rustc", "-V"], capture_output=True, text=True, check=True).stdout.strip()
+    chosen = set(picked)
+    size = sum(s for _, s, n in funcs if n in chosen)
+    rustc = compiler(args.binary)
     with open(args.out, "w") as out:
         # build.rs compares this compiler with its own (the linker skips '#' lines).
         out.write("# Code layout of the sidekick release binary, written by layout/record.py.\n")
