@@ -7,9 +7,9 @@ fn main() {
     // Relative relocations packed as bitmaps (DT_RELR, glibc 2.36+, GNU ld 2.38+): the
     // position-independent binary's relocation table, read at every start, shrinks from
     // about 400 KiB to 8 KiB (idle RSS 0.1-0.15 MiB lower, a 400 KB smaller binary). The
-    // image is still loaded at a random address. The binary then needs glibc 2.36 or later where it runs (the
-    // image's distroless Debian 12 has it). Not for a static glibc build, whose start-up
-    // code may predate DT_RELR.
+    // image is still loaded at a random address. The binary then needs glibc 2.36 or
+    // later where it runs (the image's distroless Debian 12 has it). Not for a static
+    // glibc build, whose start-up code may predate DT_RELR.
     if target.ends_with("-linux-gnu") && !features.split(',').any(|f| f == "crt-static") {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
