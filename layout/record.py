@@ -13,7 +13,7 @@ and together (build.rs passes this file to the linker), the same work maps far f
 How: each scenario runs a copy of the binary with its pages evicted from the page cache
 and the disk's read-ahead off, so every page of the binary that is mapped was touched. The
 present pages (`/proc/PID/pagemap`) are read until the process exits. Every function on a
-touched page is picked; those touched in more scenarios come first.
+touched page is picked, and grouped by the scenarios that touched it (see `order`).
 
 The scenarios are `cargo bench --bench e2e`'s (10k-series scrape to remote-write and to
 the `prometheus` exporter, OTLP traces, file tailing) and the built-in config at idle with
@@ -171,17 +171,40 @@ def functions(binary):
     return funcs
 
 
+# Scenarios by weight: each scenario's code is kept together, the first ones' most.
+BY_WEIGHT = ["prw", "exporter", "idle", "traces", "filelog"]
+
+
 def order(funcs, runs):
-    """Names of the functions on touched pages: touched in more scenarios first, then by address."""
-    touched = {}
-    for pages in runs.values():
-        for page in pages:
-            touched[page] = touched.get(page, 0) + 1
+    """Names of the functions on touched pages, grouped by the scenarios that touched them.
+
+    A function's scenarios are a set of bits, the first scenario the highest. Groups go
+    in reflected binary (Gray) code order: the groups with the first scenario are one
+    run, those with the second are one run too (across the middle), the third's two,
+    and so on. So every page a scenario maps is mostly its own code, not code of others
+    that happens to sit between. Within a group, functions keep their address order.
+    """
+    page_bits = {}
+    for i, name in enumerate(BY_WEIGHT):
+        bit = 1 << (len(BY_WEIGHT) - 1 - i)
+        for page in runs.get(name, ()):
+            page_bits[page] = page_bits.get(page, 0) | bit
+
+    def rank(bits):
+        """Where `bits` comes in the Gray code sequence."""
+        n, shift = bits, 1
+        while bits >> shift:
+            n ^= bits >> shift
+            shift += 1
+        return n
+
     picked = {}
     for addr, size, name in funcs:
-        count = max(touched.get(p * 4096, 0) for p in range(addr // 4096, (addr + size - 1) // 4096 + 1))
-        if count:
-            key = (-count, addr)
+        bits = 0
+        for p in range(addr // 4096, (addr + size - 1) // 4096 + 1):
+            bits |= page_bits.get(p * 4096, 0)
+        if bits:
+            key = (-rank(bits), addr)
             picked[name] = min(picked.get(name, key), key)
     return sorted(picked, key=picked.get)
 

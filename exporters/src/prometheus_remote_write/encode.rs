@@ -2,9 +2,12 @@
 //!
 //! Each sample's labels are encoded once, as protobuf, into a scratch buffer while the
 //! series key is hashed; the key picks the shard, and the `TimeSeries` goes straight into
-//! that shard's request buffer, cut under the size limit and snappy-compressed. Nothing
-//! is kept per series and nothing is allocated per sample: the memory is the requests
-//! themselves. A series met twice in a batch (two scrapes batched together) gets two
+//! that shard's request buffer, cut under the size limit. Nothing is kept per series and
+//! nothing is allocated per sample: the memory is the requests themselves, compressed
+//! as they fill. Snappy compresses in independent 64 KiB blocks, so each full block is
+//! compressed at once and only the last, partial one stays uncompressed; the body is
+//! the total length and the blocks one after the other, exactly what one call over the
+//! whole request would give. A series met twice in a batch (two scrapes batched together) gets two
 //! `TimeSeries` in its shard, in the order met, which is time order.
 //!
 //! One odd timestamp must not take a whole request down. Prometheus refuses a request
@@ -43,7 +46,7 @@ pub struct Encoder {
     shards: Vec<(Writer, Writer)>,
     /// One series' labels while they are written.
     scratch: Vec<u8>,
-    snappy: snap::raw::Encoder,
+    packer: Packer,
     now_ms: i64,
     samples: usize,
     apart_samples: usize,
@@ -69,12 +72,16 @@ impl Encoder {
             shards: (0..shards)
                 .map(|_| {
                     let mut normal = Writer::new(max_bytes);
-                    normal.buf.reserve(expected);
+                    // Snappy shrinks these requests to about a quarter.
+                    normal.packed.reserve(PREAMBLE + expected / 4);
                     (normal, Writer::new(max_bytes))
                 })
                 .collect(),
             scratch: Vec::with_capacity(256),
-            snappy: snap::raw::Encoder::new(),
+            packer: Packer {
+                snappy: snap::raw::Encoder::new(),
+                out: Vec::new(),
+            },
             now_ms,
             samples: 0,
             apart_samples: 0,
@@ -174,7 +181,7 @@ impl Encoder {
             value,
             timestamp_ms,
             exemplar.as_ref(),
-            &mut self.snappy,
+            &mut self.packer,
         );
     }
 
@@ -194,14 +201,14 @@ impl Encoder {
                     .iter()
                     .map(|m| prost::encoding::message::encoded_len(3, m))
                     .sum();
-                if target.series > 0 && target.buf.len() + bytes > target.max_bytes {
-                    target.cut(&mut self.snappy);
+                if target.series > 0 && target.len() + bytes > target.max_bytes {
+                    target.cut(&mut self.packer);
                 }
-                target.metadata(&metadata);
+                target.metadata(&metadata, &mut self.packer);
             }
             let mut lane = Vec::with_capacity(1);
-            normal.flush(&mut lane, &mut self.snappy);
-            apart.flush(&mut lane, &mut self.snappy);
+            normal.flush(&mut lane, &mut self.packer);
+            apart.flush(&mut lane, &mut self.packer);
             lanes.push(lane);
         }
         Finished {
@@ -225,9 +232,40 @@ pub struct Finished {
     pub ahead_points: usize,
 }
 
+/// Snappy's block: the compressor starts afresh every this many bytes.
+const BLOCK: usize = 1 << 16;
+/// Room left before the compressed blocks for the body's length (a varint).
+const PREAMBLE: usize = 10;
+
+/// Compresses full blocks.
+struct Packer {
+    snappy: snap::raw::Encoder,
+    /// One block's compressed form, with its own length in front.
+    out: Vec<u8>,
+}
+
+impl Packer {
+    /// Appends `block` compressed, without the length snappy puts in front of it.
+    fn pack(&mut self, block: &[u8], to: &mut Vec<u8>) {
+        let max = snap::raw::max_compress_len(block.len());
+        if self.out.len() < max {
+            self.out.resize(max, 0);
+        }
+        // Only an input over 4 GiB fails, and a block is at most 64 KiB.
+        let n = self.snappy.compress(block, &mut self.out).unwrap_or(0);
+        let own = encoded_len_varint(block.len() as u64);
+        to.extend_from_slice(&self.out[own.min(n)..n]);
+    }
+}
+
 /// Fills one request after another.
 struct Writer {
+    /// The request's last, partial block, not yet compressed.
     buf: Vec<u8>,
+    /// The request's full blocks, compressed, after `PREAMBLE` bytes kept for its length.
+    packed: Vec<u8>,
+    /// Bytes compressed into `packed` so far.
+    packed_len: usize,
     series: usize,
     max_bytes: usize,
     /// Requests cut so far.
@@ -238,15 +276,23 @@ impl Writer {
     fn new(max_bytes: usize) -> Self {
         Writer {
             buf: Vec::new(),
+            packed: Vec::new(),
+            packed_len: 0,
             series: 0,
             max_bytes: max_bytes.min(REQUEST_BYTES),
             done: Vec::new(),
         }
     }
 
-    fn metadata(&mut self, metadata: &[proto::MetricMetadata]) {
+    /// The request's size so far, before compression.
+    fn len(&self) -> usize {
+        self.packed_len + self.buf.len()
+    }
+
+    fn metadata(&mut self, metadata: &[proto::MetricMetadata], packer: &mut Packer) {
         for m in metadata {
             prost::encoding::message::encode(3, m, &mut self.buf);
+            self.pack_full(packer);
         }
     }
 
@@ -258,7 +304,7 @@ impl Writer {
         value: f64,
         timestamp_ms: i64,
         exemplar: Option<&proto::Exemplar>,
-        snappy: &mut snap::raw::Encoder,
+        packer: &mut Packer,
     ) {
         let sample = sample_len(value, timestamp_ms);
         let mut len = labels.len() + 1 + encoded_len_varint(sample as u64) + sample;
@@ -266,13 +312,12 @@ impl Writer {
             len += prost::encoding::message::encoded_len(3, e);
         }
         let total = 1 + encoded_len_varint(len as u64) + len;
-        if self.series > 0 && self.buf.len() + total > self.max_bytes {
-            self.cut(snappy);
+        if self.series > 0 && self.len() + total > self.max_bytes {
+            self.cut(packer);
         }
         if self.buf.capacity() == 0 {
-            // Grows by doubling to at most `max_bytes`: a few copies of small buffers.
-            self.buf
-                .reserve(total.max(64 << 10).min(self.max_bytes.max(total)));
+            // A block and a series or two past it; a bigger series grows it.
+            self.buf.reserve(BLOCK + total.max(1024));
         }
         self.buf.push(0x0a);
         encode_varint(len as u64, &mut self.buf);
@@ -291,22 +336,51 @@ impl Writer {
             prost::encoding::message::encode(3, e, &mut self.buf);
         }
         self.series += 1;
+        self.pack_full(packer);
     }
 
-    fn cut(&mut self, snappy: &mut snap::raw::Encoder) {
-        let body = snappy.compress_vec(&self.buf).unwrap_or_default();
+    /// Compresses the full blocks in `buf`, keeping the rest.
+    fn pack_full(&mut self, packer: &mut Packer) {
+        if self.buf.len() < BLOCK {
+            return;
+        }
+        if self.packed.is_empty() {
+            self.packed.resize(PREAMBLE, 0);
+        }
+        let full = self.buf.len() / BLOCK * BLOCK;
+        for block in self.buf[..full].chunks(BLOCK) {
+            packer.pack(block, &mut self.packed);
+        }
+        self.packed_len += full;
+        self.buf.drain(..full);
+    }
+
+    fn cut(&mut self, packer: &mut Packer) {
+        let total = self.len();
+        let mut packed = std::mem::take(&mut self.packed);
+        if packed.is_empty() {
+            packed.resize(PREAMBLE, 0);
+        }
+        if !self.buf.is_empty() {
+            packer.pack(&self.buf, &mut packed);
+        }
+        // The length goes right before the blocks, in the room kept for it.
+        let start = PREAMBLE - encoded_len_varint(total as u64);
+        let mut length = &mut packed[start..PREAMBLE];
+        encode_varint(total as u64, &mut length);
         self.done.push(Request {
-            body: Bytes::from(body),
+            body: Bytes::from(packed).slice(start..),
             series: self.series,
         });
         self.buf.clear();
+        self.packed_len = 0;
         self.series = 0;
     }
 
     /// Cuts what is left (a request with only metadata too).
-    fn flush(&mut self, lane: &mut Vec<Request>, snappy: &mut snap::raw::Encoder) {
-        if !self.buf.is_empty() {
-            self.cut(snappy);
+    fn flush(&mut self, lane: &mut Vec<Request>, packer: &mut Packer) {
+        if self.len() > 0 {
+            self.cut(packer);
         }
         lane.append(&mut self.done);
     }
@@ -513,6 +587,53 @@ mod tests {
         }
         assert_eq!(seen.len(), 300);
         assert!(seen.values().all(|(_, t)| t == &[NOW, NOW + 1]));
+    }
+
+    /// Blocks end inside series, one series is bigger than a block, and requests are
+    /// cut between blocks: each body is still byte for byte what one snappy call over
+    /// the whole request gives.
+    #[test]
+    fn a_request_compressed_block_by_block_is_the_whole_compressed_at_once() {
+        let max = 3 * BLOCK + 1_000;
+        let mut e = Encoder::new(1, max, NOW);
+        let mut sent = Vec::new();
+        for i in 0..6_000usize {
+            let value = if i == 2_500 {
+                "v".repeat(BLOCK + 300)
+            } else {
+                "x".repeat(i % 97)
+            };
+            let s = series("m", &[("a", &value), ("i", &i.to_string())], i as f64, NOW);
+            e.push_series(&s);
+            sent.push(proto::TimeSeries {
+                labels: vec![
+                    label("__name__", "m"),
+                    label("a", &value),
+                    label("i", &i.to_string()),
+                ],
+                samples: vec![proto::Sample {
+                    value: i as f64,
+                    timestamp: NOW,
+                }],
+                exemplars: vec![],
+            });
+        }
+        let f = e.finish(Vec::new());
+        let requests = &f.lanes[0];
+        assert!(requests.len() >= 3, "{} requests", requests.len());
+        let mut next = 0;
+        for r in requests {
+            let whole = proto::WriteRequest {
+                timeseries: sent[next..next + r.series].to_vec(),
+                metadata: vec![],
+            }
+            .encode_to_vec();
+            assert!(whole.len() <= max);
+            let at_once = snap::raw::Encoder::new().compress_vec(&whole).unwrap();
+            assert_eq!(r.body[..], at_once[..], "request of {} series", r.series);
+            next += r.series;
+        }
+        assert_eq!(next, sent.len());
     }
 
     /// A histogram point from the future is many samples left out, but one point: what
