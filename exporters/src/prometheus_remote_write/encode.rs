@@ -7,8 +7,8 @@
 //! as they fill. Snappy compresses in independent 64 KiB blocks, so each full block is
 //! compressed at once and only the last, partial one stays uncompressed; the body is
 //! the total length and the blocks one after the other, exactly what one call over the
-//! whole request would give. A series met twice in a batch (two scrapes batched together) gets two
-//! `TimeSeries` in its shard, in the order met, which is time order.
+//! whole request would give. A series met twice in a batch (two scrapes batched
+//! together) gets two `TimeSeries` in its shard, in the order met, which is time order.
 //!
 //! One odd timestamp must not take a whole request down. Prometheus refuses a request
 //! outright when one sample is older than its head block accepts (about an hour behind
