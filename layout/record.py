@@ -184,6 +184,9 @@ def order(funcs, runs):
     and so on. So every page a scenario maps is mostly its own code, not code of others
     that happens to sit between. Within a group, functions keep their address order.
     """
+    unweighed = set(runs) - set(BY_WEIGHT)
+    if unweighed:
+        sys.exit(f"scenarios missing from BY_WEIGHT: {', '.join(sorted(unweighed))}")
     page_bits = {}
     for i, name in enumerate(BY_WEIGHT):
         bit = 1 << (len(BY_WEIGHT) - 1 - i)

@@ -63,8 +63,9 @@ impl Encoder {
         Self::for_points(shards, max_bytes, now_ms, 0)
     }
 
-    /// [`Encoder::new`] for a batch of about `points` data points: each shard's buffer
-    /// is sized for them at once (about 128 bytes a series), not grown by copying.
+    /// [`Encoder::new`] for a batch of about `points` data points: each shard's
+    /// compressed request is given room for them at once (about 128 bytes a series before
+    /// compression, a quarter after), so it is seldom grown by copying.
     pub fn for_points(shards: usize, max_bytes: usize, now_ms: i64, points: usize) -> Self {
         let shards = shards.max(1);
         let expected = (points.saturating_mul(128) / shards).min(max_bytes.min(REQUEST_BYTES));
@@ -634,6 +635,74 @@ mod tests {
             next += r.series;
         }
         assert_eq!(next, sent.len());
+    }
+
+    /// A request cut exactly at a block's end (nothing partial left to compress), and
+    /// one of metadata alone, are what one snappy call gives too.
+    #[test]
+    fn requests_cut_at_a_block_end_and_metadata_alone_compress_as_one_call() {
+        let one = |pad: usize, i: usize| proto::TimeSeries {
+            labels: vec![
+                label("__name__", "m"),
+                label("i", &format!("{i:05}")),
+                label("p", &"x".repeat(pad)),
+            ],
+            samples: vec![proto::Sample {
+                value: 1.0,
+                timestamp: NOW,
+            }],
+            exemplars: vec![],
+        };
+        // A padding that makes each series exactly 64 bytes on the wire, so that 1,024
+        // of them fill a block to its last byte.
+        let pad = (0..64)
+            .find(|&pad| {
+                let len = one(pad, 0).encoded_len();
+                1 + encoded_len_varint(len as u64) + len == 64
+            })
+            .unwrap();
+        let mut e = Encoder::new(1, 2 * BLOCK, NOW);
+        let sent: Vec<_> = (0..5_000).map(|i| one(pad, i)).collect();
+        for ts in &sent {
+            let labels: Vec<_> = ts.labels[1..]
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect();
+            e.push_series(&series("m", &labels, 1.0, NOW));
+        }
+        let f = e.finish(Vec::new());
+        let sizes: Vec<_> = f.lanes[0].iter().map(|r| r.series).collect();
+        assert_eq!(sizes, [2_048, 2_048, 904]);
+        let mut next = 0;
+        for r in &f.lanes[0] {
+            let whole = proto::WriteRequest {
+                timeseries: sent[next..next + r.series].to_vec(),
+                metadata: vec![],
+            }
+            .encode_to_vec();
+            let at_once = snap::raw::Encoder::new().compress_vec(&whole).unwrap();
+            assert_eq!(r.body[..], at_once[..]);
+            next += r.series;
+        }
+
+        let metadata: Vec<_> = (0..3_000)
+            .map(|i| proto::MetricMetadata {
+                r#type: 1,
+                metric_family_name: format!("family_{i}_total"),
+                help: "Requests served, by path and code.".into(),
+                unit: String::new(),
+            })
+            .collect();
+        let f = Encoder::new(1, REQUEST_BYTES, NOW).finish(metadata.clone());
+        let whole = proto::WriteRequest {
+            timeseries: vec![],
+            metadata,
+        }
+        .encode_to_vec();
+        assert!(whole.len() > BLOCK);
+        assert_eq!(f.lanes[0].len(), 1);
+        let at_once = snap::raw::Encoder::new().compress_vec(&whole).unwrap();
+        assert_eq!(f.lanes[0][0].body[..], at_once[..]);
     }
 
     /// A histogram point from the future is many samples left out, but one point: what
