@@ -19,8 +19,8 @@ fn main() {
 /// Functions that run, linked first and together (`layout/record.py` writes the list): the
 /// kernel maps code in blocks around each page touched, so code that runs, scattered
 /// among code that never does, keeps most of `.text` resident. Measured with the built-in
-/// config at idle, 9.2-10.0 MiB RSS without, 7.8-8.0 with; scraping 10k series to remote-write,
-/// peaks of 14.5-15.2 MiB without, 12.1-13.2 with.
+/// config at idle, 9.2-10.0 MiB RSS without, 6.6-6.9 with; scraping 10k series to
+/// remote-write, peaks of 14.5-15.2 MiB without, 11.0-11.5 with (see the README).
 ///
 /// Only for release builds for x86_64 Linux whose linker takes the list (LLD, the default
 /// of rustup's Rust 1.90 and later, and mold; GNU ld does not): a one-line program is
@@ -47,7 +47,7 @@ fn code_layout(target: &str) {
         "-Wl,--no-warn-symbol-ordering".to_string(),
     ];
     if !links_with(target, &args) {
-        println!("cargo:warning=the linker does not take {order} (LLD or mold does): the binary keeps the linker's own code layout (about 2 MiB more RSS)");
+        println!("cargo:warning=the linker does not take {order} (LLD or mold does): the binary keeps the linker's own code layout (about 3 MiB more RSS)");
         return;
     }
     // The list's header names the compiler it was recorded with: "# rustc 1.95.0 (...)".
@@ -59,7 +59,7 @@ fn code_layout(target: &str) {
     let current = version.split_whitespace().nth(1);
     if recorded != current {
         println!(
-            "cargo:warning={order} was recorded with rustc {}, this is {}: its function names will not match and the binary keeps the linker's own code layout (about 2 MiB more RSS); run layout/record.py to record it again",
+            "cargo:warning={order} was recorded with rustc {}, this is {}: its function names will not match and the binary keeps the linker's own code layout (about 3 MiB more RSS); run layout/record.py to record it again",
             recorded.unwrap_or("(unknown)"),
             current.unwrap_or("(unknown)")
         );

@@ -280,7 +280,7 @@ fn dockerfile_runs_as_non_root_with_the_known_ports() {
 }
 
 /// The image is built with the compiler the code layout was recorded with: with another,
-/// the layout's function names do not match and the image's binary keeps about 2 MiB
+/// the layout's function names do not match and the image's binary keeps about 3 MiB
 /// more code resident.
 #[test]
 fn dockerfile_builds_with_the_compiler_the_code_layout_was_recorded_with() {

@@ -342,38 +342,36 @@ impl Writer {
 
     /// Compresses the full blocks in `buf`, keeping the rest.
     fn pack_full(&mut self, packer: &mut Packer) {
-        if self.buf.len() < BLOCK {
-            return;
+        if self.buf.len() >= BLOCK {
+            self.pack(self.buf.len() / BLOCK * BLOCK, packer);
         }
+    }
+
+    /// Compresses the first `len` bytes of `buf` a block at a time, after the room kept
+    /// for the request's length.
+    fn pack(&mut self, len: usize, packer: &mut Packer) {
         if self.packed.is_empty() {
             self.packed.resize(PREAMBLE, 0);
         }
-        let full = self.buf.len() / BLOCK * BLOCK;
-        for block in self.buf[..full].chunks(BLOCK) {
+        for block in self.buf[..len].chunks(BLOCK) {
             packer.pack(block, &mut self.packed);
         }
-        self.packed_len += full;
-        self.buf.drain(..full);
+        self.packed_len += len;
+        self.buf.drain(..len);
     }
 
     fn cut(&mut self, packer: &mut Packer) {
-        let total = self.len();
+        self.pack(self.buf.len(), packer);
+        let total = self.packed_len as u64;
         let mut packed = std::mem::take(&mut self.packed);
-        if packed.is_empty() {
-            packed.resize(PREAMBLE, 0);
-        }
-        if !self.buf.is_empty() {
-            packer.pack(&self.buf, &mut packed);
-        }
         // The length goes right before the blocks, in the room kept for it.
-        let start = PREAMBLE - encoded_len_varint(total as u64);
+        let start = PREAMBLE - encoded_len_varint(total);
         let mut length = &mut packed[start..PREAMBLE];
-        encode_varint(total as u64, &mut length);
+        encode_varint(total, &mut length);
         self.done.push(Request {
             body: Bytes::from(packed).slice(start..),
             series: self.series,
         });
-        self.buf.clear();
         self.packed_len = 0;
         self.series = 0;
     }
