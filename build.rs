@@ -20,7 +20,7 @@ fn main() {
 /// kernel maps code in blocks around each page touched, so code that runs, scattered
 /// among code that never does, keeps most of `.text` resident. Measured with the built-in
 /// config at idle, 9.2-10.0 MiB RSS without, 6.6-6.9 with; scraping 10k series to
-/// remote-write, peaks of 14.5-15.2 MiB without, 11.0-11.5 with (see the README).
+/// remote-write, peaks of 14.5-15.2 MiB without, 11.0-11.7 with (see the README).
 ///
 /// Only for release builds for x86_64 Linux whose linker takes the list (LLD, the default
 /// of rustup's Rust 1.90 and later, and mold; GNU ld does not): a one-line program is
