@@ -28,16 +28,21 @@
 //! (`--warmup`, 20 s) for one window (`--window`, 60 s), and report CPU-seconds per
 //! minute, RSS at the end and the window's peak, and samples delivered per second.
 //!
-//! `cargo bench` builds `target/release/sidekick` itself, with the bench profile (no LTO:
-//! a bigger binary, more code pages resident). To measure the release binary, build it
-//! and keep a copy apart before running the bench:
+//! Memory is reported as peak RSS and anonymous memory (`RssAnon`: heap, stacks, written
+//! pages), sampled every 100 ms: anonymous memory is what every Pod pays for, while the
+//! binary's code pages are shared by every process of the same image.
+//!
+//! `cargo bench` builds the binary with the bench profile (the release profile's code, no
+//! cross-crate LTO). The image ships the `dist` build: build it first and name it.
+//! `--report FILE` appends the figures to FILE as a dated section with the machine, the
+//! commit and the command:
 //!
 //! ```text
 //! cargo bench --bench e2e                                   # everything (bench profile)
-//! cargo build --release && cp target/release/sidekick target/sidekick-lto
-//! cargo bench --bench e2e -- --binary target/sidekick-lto --scenario prw --series 100000
-//! cargo bench --bench e2e -- --scenario traces --spans 4000000
-//! cargo bench --bench e2e -- --scenario traces --rotel $(python3 -c 'import rotel,os;print(...)')
+//! cargo build --profile dist
+//! cargo bench --bench e2e -- --binary target/dist/sidekick --scenario prw --series 100000
+//! cargo bench --bench e2e -- --binary target/dist/sidekick --report BENCHMARKS.md
+//! cargo bench --bench e2e -- --scenario traces --rotel PATH_TO_ROTEL
 //! ```
 
 use std::net::SocketAddr;
@@ -71,6 +76,7 @@ struct Args {
     minutes: u64,
     lines: usize,
     collector: Option<String>,
+    report: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -86,6 +92,7 @@ fn parse_args() -> Args {
         minutes: 10,
         lines: 1_000_000,
         collector: None,
+        report: None,
     };
     let secs = |v: Option<String>, flag: &str| {
         Duration::from_secs(
@@ -120,6 +127,7 @@ fn parse_args() -> Args {
             "--prometheus" => args.prometheus = it.next().expect("--prometheus PATH"),
             "--lines" => args.lines = it.next().and_then(|n| n.parse().ok()).expect("--lines N"),
             "--collector" => args.collector = Some(it.next().expect("--collector PATH")),
+            "--report" => args.report = Some(it.next().expect("--report FILE")),
             "--minutes" => {
                 args.minutes = it.next().and_then(|n| n.parse().ok()).expect("--minutes N")
             }
@@ -131,8 +139,20 @@ fn parse_args() -> Args {
     args
 }
 
-/// (CPU seconds, RSS bytes, peak RSS bytes) of a process from /proc.
-fn proc_stats(pid: u32) -> (f64, u64, u64) {
+/// A process's figures from /proc.
+#[derive(Clone, Copy, Default)]
+struct Stats {
+    /// User and system CPU seconds.
+    cpu: f64,
+    /// Resident set, bytes.
+    rss: u64,
+    /// The kernel's peak resident set (`VmHWM`), bytes.
+    peak_rss: u64,
+    /// Anonymous resident memory (`RssAnon`), bytes.
+    anon: u64,
+}
+
+fn proc_stats(pid: u32) -> Stats {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -148,7 +168,119 @@ fn proc_stats(pid: u32) -> (f64, u64, u64) {
             .unwrap_or(0)
             * 1024
     };
-    (ticks / 100.0, kib("VmRSS:"), kib("VmHWM:"))
+    Stats {
+        cpu: ticks / 100.0,
+        rss: kib("VmRSS:"),
+        peak_rss: kib("VmHWM:"),
+        anon: kib("RssAnon:"),
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Samples a process's anonymous memory every 100 ms until stopped; the kernel keeps
+/// no peak of it.
+struct AnonPeak {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl AnonPeak {
+    fn watch(pid: u32) -> AnonPeak {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while !done.load(Ordering::Relaxed) {
+                    peak = peak.max(proc_stats(pid).anon);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                peak.max(proc_stats(pid).anon)
+            })
+        };
+        AnonPeak { done, thread }
+    }
+
+    /// The highest anonymous memory seen, bytes.
+    fn stop(self) -> u64 {
+        self.done.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+/// Figure lines, printed as they come and kept for `--report`.
+static REPORT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Prints a figure line and keeps it for the report.
+macro_rules! figure {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        println!("{line}");
+        REPORT.lock().unwrap().push(line);
+    }};
+}
+
+/// Appends this run's figure lines to `path` as a section: date, machine, commit,
+/// binary and command, so that every figure in the file says where it came from.
+fn write_report(path: &str, args: &Args) {
+    use std::io::Write as _;
+    let run = |cmd: &str, argv: &[&str]| {
+        Command::new(cmd)
+            .args(argv)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0.0, |kib| kib as f64 / (1024.0 * 1024.0));
+    let commit = run("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = if run("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        ""
+    } else {
+        " (with uncommitted changes)"
+    };
+    let date = run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let argv: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut section = format!(
+        "\n## {date}, commit {commit}{dirty}\n\n- machine: {model}, {cores} cores, {memory:.0} GiB, `{}`\n- binary: `{}`\n- command: `cargo bench --bench e2e -- {}`\n- load shapes: see the scenario list in `benches/e2e.rs`; every line names its scenario\n\n```text\n",
+        run("uname", &["-sr"]),
+        args.binary,
+        argv.join(" "),
+    );
+    for line in REPORT.lock().unwrap().iter() {
+        section.push_str(line);
+        section.push('\n');
+    }
+    section.push_str("```\n");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+    file.write_all(section.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+    println!("e2e: figures appended to {path}");
 }
 
 fn start_sidekick(binary: &str, grpc: u16, sink: SocketAddr) -> Child {
@@ -261,6 +393,9 @@ fn main() {
             ),
         }
     }
+    if let Some(path) = &args.report {
+        write_report(path, &args);
+    }
 }
 
 fn traces(args: &Args, rt: &tokio::runtime::Runtime) {
@@ -273,29 +408,32 @@ fn traces(args: &Args, rt: &tokio::runtime::Runtime) {
     let pid = child.id();
     rt.block_on(wait_for_port(grpc));
     std::thread::sleep(Duration::from_secs(2));
-    let (_, idle_rss, _) = proc_stats(pid);
+    let idle = proc_stats(pid);
 
     let requests = args.spans / SPANS_PER_REQUEST;
     let total = requests * SPANS_PER_REQUEST;
-    let (cpu_before, _, _) = proc_stats(pid);
+    let cpu_before = proc_stats(pid).cpu;
+    let anon = AnonPeak::watch(pid);
     let started = Instant::now();
     rt.block_on(async {
         load(grpc, requests).await;
         all_arrive(&sink, total, Duration::from_secs(120)).await;
     });
     let elapsed = started.elapsed();
-    let (cpu_after, _, peak_rss) = proc_stats(pid);
+    let after = proc_stats(pid);
+    let peak_anon = anon.stop();
     let _ = child.kill();
     let _ = child.wait();
 
-    let cpu = cpu_after - cpu_before;
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    println!(
-        "e2e/{name}/traces_grpc_batch_otlp/{total}: {:.0} spans/s, {:.2} CPU-s per million spans, idle RSS {:.1} MiB, peak RSS {:.1} MiB ({} spans in {:.2}s, {:.2} CPU-s)",
+    let cpu = after.cpu - cpu_before;
+    figure!(
+        "e2e/{name}/traces_grpc_batch_otlp/{total}: {:.0} spans/s, {:.2} CPU-s per million spans, idle RSS {:.1} MiB (anonymous {:.1}), peak RSS {:.1} MiB (anonymous {:.1}) ({} spans in {:.2}s, {:.2} CPU-s)",
         total as f64 / elapsed.as_secs_f64(),
         cpu / (total as f64 / 1e6),
-        mib(idle_rss),
-        mib(peak_rss),
+        mib(idle.rss),
+        mib(idle.anon),
+        mib(after.peak_rss),
+        mib(peak_anon),
         total,
         elapsed.as_secs_f64(),
         cpu
@@ -363,7 +501,6 @@ fn admin_value(admin: u16, series: &str) -> f64 {
 fn persistent(args: &Args, rt: &tokio::runtime::Runtime) {
     let requests = args.spans / SPANS_PER_REQUEST;
     let total = requests * SPANS_PER_REQUEST;
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let mut memory_cpu = 0.0;
     for (label, storage) in [
         ("memory", None),
@@ -382,15 +519,17 @@ fn persistent(args: &Args, rt: &tokio::runtime::Runtime) {
         let mut child = run_sidekick(&args.binary, "sidekick-bench-persistent", &config, &[]);
         let pid = child.id();
         rt.block_on(wait_for_port(grpc));
-        let (cpu_before, _, _) = proc_stats(pid);
+        let cpu_before = proc_stats(pid).cpu;
+        let anon = AnonPeak::watch(pid);
         let started = Instant::now();
         rt.block_on(async {
             load(grpc, requests).await;
             all_arrive(&sink, total, Duration::from_secs(120)).await;
         });
         let elapsed = started.elapsed().as_secs_f64();
-        let (cpu_after, _, peak) = proc_stats(pid);
-        let cpu = cpu_after - cpu_before;
+        let after = proc_stats(pid);
+        let peak_anon = anon.stop();
+        let cpu = after.cpu - cpu_before;
         let series = "{pipeline=\"traces\"}";
         let fsyncs = admin_value(
             admin,
@@ -410,11 +549,12 @@ fn persistent(args: &Args, rt: &tokio::runtime::Runtime) {
         } else {
             0.0
         };
-        println!(
-            "e2e/sidekick/traces_{label}_queue/{total}: {:.0} spans/s, {per_million:.2} CPU-s per million spans ({:.2}x the in-memory queue), peak RSS {:.1} MiB, {disk:.0} disk bytes per span, {:.0} fsyncs/s",
+        figure!(
+            "e2e/sidekick/traces_{label}_queue/{total}: {:.0} spans/s, {per_million:.2} CPU-s per million spans ({:.2}x the in-memory queue), peak RSS {:.1} MiB (anonymous {:.1}), {disk:.0} disk bytes per span, {:.0} fsyncs/s",
             total as f64 / elapsed,
             per_million / memory_cpu,
-            mib(peak),
+            mib(after.peak_rss),
+            mib(peak_anon),
             fsyncs / elapsed,
         );
     }
@@ -453,19 +593,22 @@ fn persistent(args: &Args, rt: &tokio::runtime::Runtime) {
     let started = Instant::now();
     let mut child = run_sidekick(&args.binary, "sidekick-bench-replay", &config, &[]);
     let pid = child.id();
+    let anon = AnonPeak::watch(pid);
     rt.block_on(all_arrive(&sink, total, Duration::from_secs(300)));
     let elapsed = started.elapsed().as_secs_f64();
-    let (cpu, _, peak) = proc_stats(pid);
+    let after = proc_stats(pid);
+    let peak_anon = anon.stop();
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "e2e/sidekick/traces_replay/{total}: {:.0} spans/s from disk to a healthy backend after a restart ({:.1} MiB on disk, stop exit code {:?}), {:.2} CPU-s per million spans, peak RSS {:.1} MiB",
+    figure!(
+        "e2e/sidekick/traces_replay/{total}: {:.0} spans/s from disk to a healthy backend after a restart ({:.1} MiB on disk, stop exit code {:?}), {:.2} CPU-s per million spans, peak RSS {:.1} MiB (anonymous {:.1})",
         total as f64 / elapsed,
         mib(on_disk),
         status.code(),
-        cpu / (total as f64 / 1e6),
-        mib(peak),
+        after.cpu / (total as f64 / 1e6),
+        mib(after.peak_rss),
+        mib(peak_anon),
     );
 }
 
@@ -531,17 +674,19 @@ fn filelog(args: &Args, rt: &tokio::runtime::Runtime) {
                     .expect("start the collector")
             }
             (_, None) => {
-                println!(
+                figure!(
                     "e2e/otelcol-contrib/filelog: skipped (not found; --collector PATH or $PEERS)"
                 );
                 continue;
             }
         };
         let started = Instant::now();
+        let anon = AnonPeak::watch(child.id());
         let arrived =
             rt.block_on(sink.wait_until(Duration::from_secs(300), |s| s.counted() >= args.lines));
         let elapsed = started.elapsed();
-        let (cpu, _, peak) = proc_stats(child.id());
+        let Stats { cpu, peak_rss, .. } = proc_stats(child.id());
+        let peak_anon = anon.stop();
         let _ = child.kill();
         let _ = child.wait();
         assert!(
@@ -550,16 +695,17 @@ fn filelog(args: &Args, rt: &tokio::runtime::Runtime) {
             sink.counted(),
             args.lines
         );
-        let peak_mib = peak as f64 / (1024.0 * 1024.0);
-        println!(
-            "e2e/{who}/filelog_batch_otlphttp_gzip/{}_lines: {cpu:.2} CPU-s, peak RSS {peak_mib:.1} MiB, {:.0} lines/s",
+        let peak_mib = mib(peak_rss);
+        figure!(
+            "e2e/{who}/filelog_batch_otlphttp_gzip/{}_lines: {cpu:.2} CPU-s, peak RSS {peak_mib:.1} MiB (anonymous {:.1}), {:.0} lines/s",
             args.lines,
+            mib(peak_anon),
             args.lines as f64 / elapsed.as_secs_f64()
         );
         figures.push((cpu, peak_mib));
     }
     if let [(cpu, rss), (c_cpu, c_rss)] = figures[..] {
-        println!(
+        figure!(
             "e2e/ratio/filelog: Sidekick uses {:.2}x the Collector's CPU and {:.2}x its peak RSS",
             cpu / c_cpu,
             rss / c_rss
@@ -579,6 +725,8 @@ mod metrics {
         cpu_per_min: f64,
         rss_end_mib: f64,
         rss_peak_mib: f64,
+        anon_end_mib: f64,
+        anon_peak_mib: f64,
         samples_per_s: f64,
     }
 
@@ -649,32 +797,38 @@ mod metrics {
     /// Watches `pid` for the window: CPU, RSS (sampled every 250 ms), and what
     /// `delivered()` counted.
     fn measure(pid: u32, window: Duration, delivered: impl Fn() -> u64) -> Figures {
-        let (cpu0, _, _) = proc_stats(pid);
+        let cpu0 = proc_stats(pid).cpu;
         let d0 = delivered();
         let started = Instant::now();
-        let mut peak = 0;
-        let mut end = 0;
+        let (mut peak, mut end) = (Stats::default(), Stats::default());
         while started.elapsed() < window {
-            std::thread::sleep(Duration::from_millis(250));
-            let (_, rss, _) = proc_stats(pid);
-            peak = peak.max(rss);
-            end = rss;
+            std::thread::sleep(Duration::from_millis(100));
+            end = proc_stats(pid);
+            peak.rss = peak.rss.max(end.rss);
+            peak.anon = peak.anon.max(end.anon);
         }
-        let (cpu1, _, _) = proc_stats(pid);
+        let cpu1 = proc_stats(pid).cpu;
         let secs = started.elapsed().as_secs_f64();
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         Figures {
             cpu_per_min: (cpu1 - cpu0) / secs * 60.0,
-            rss_end_mib: mib(end),
-            rss_peak_mib: mib(peak),
+            rss_end_mib: mib(end.rss),
+            rss_peak_mib: mib(peak.rss),
+            anon_end_mib: mib(end.anon),
+            anon_peak_mib: mib(peak.anon),
             samples_per_s: (delivered() - d0) as f64 / secs,
         }
     }
 
     fn print(scenario: &str, who: &str, series: usize, f: &Figures) {
-        println!(
-            "e2e/{who}/{scenario}/{series}_series: {:.2} CPU-s per minute, RSS end {:.1} MiB, peak {:.1} MiB, {:.0} samples/s delivered (expected {:.0})",
-            f.cpu_per_min, f.rss_end_mib, f.rss_peak_mib, f.samples_per_s, series as f64 / 5.0
+        figure!(
+            "e2e/{who}/{scenario}/{series}_series: {:.2} CPU-s per minute, RSS end {:.1} MiB, peak {:.1} MiB, anonymous end {:.1} MiB, peak {:.1} MiB, {:.0} samples/s delivered (expected {:.0})",
+            f.cpu_per_min,
+            f.rss_end_mib,
+            f.rss_peak_mib,
+            f.anon_end_mib,
+            f.anon_peak_mib,
+            f.samples_per_s,
+            series as f64 / 5.0
         );
     }
 
@@ -730,7 +884,7 @@ mod metrics {
         let sink = rt.block_on(RemoteWriteSink::start_counting());
         let Some((agent, storage)) = prometheus_agent(&args.prometheus, target.address, &sink)
         else {
-            println!(
+            figure!(
                 "e2e/prometheus-agent/{scenario}/{series}_series: skipped ({} not found)",
                 args.prometheus
             );
@@ -741,11 +895,11 @@ mod metrics {
         stop(agent);
         let _ = std::fs::remove_dir_all(storage);
         print(scenario, "prometheus-agent", series, &f);
-        println!(
-            "e2e/ratio/{scenario}/{series}_series: Sidekick uses {:.2}x the agent's CPU, {:.2}x its peak RSS, {:.2}x its end RSS",
+        figure!(
+            "e2e/ratio/{scenario}/{series}_series: Sidekick uses {:.2}x the agent's CPU, {:.2}x its peak RSS, {:.2}x its peak anonymous memory",
             sidekick.cpu_per_min / f.cpu_per_min,
             sidekick.rss_peak_mib / f.rss_peak_mib,
-            sidekick.rss_end_mib / f.rss_end_mib
+            sidekick.anon_peak_mib / f.anon_peak_mib
         );
     }
 
@@ -782,9 +936,9 @@ mod metrics {
         let mut last = 0.0;
         for minute in 1..=args.minutes {
             let f = measure(child.id(), Duration::from_secs(60), || sink.samples());
-            println!(
-                "e2e/sidekick/churn/{series}_series/minute_{minute}: {:.2} CPU-s per minute, RSS end {:.1} MiB, peak {:.1} MiB, {:.0} samples/s delivered",
-                f.cpu_per_min, f.rss_end_mib, f.rss_peak_mib, f.samples_per_s
+            figure!(
+                "e2e/sidekick/churn/{series}_series/minute_{minute}: {:.2} CPU-s per minute, RSS end {:.1} MiB, peak {:.1} MiB, anonymous peak {:.1} MiB, {:.0} samples/s delivered",
+                f.cpu_per_min, f.rss_end_mib, f.rss_peak_mib, f.anon_peak_mib, f.samples_per_s
             );
             first.get_or_insert(f.rss_peak_mib);
             last = f.rss_peak_mib;
@@ -792,7 +946,7 @@ mod metrics {
         done.store(true, Ordering::Relaxed);
         let _ = pager.join();
         stop(child);
-        println!(
+        figure!(
             "e2e/sidekick/churn/{series}_series: peak RSS {:.1} MiB in the first minute, {:.1} MiB in the last",
             first.unwrap_or(0.0),
             last

@@ -213,19 +213,47 @@ fn serve(plan: Plan, name: &str) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Resolves on SIGTERM (Kubernetes stopping the Pod) or SIGINT (Ctrl-C).
+/// Resolves on the first signal whose default action would end the process: SIGTERM
+/// (Kubernetes stopping the Pod), SIGINT (Ctrl-C), and every other one a person or a tool
+/// may send (SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, ...). All of them take the same
+/// path: drain, then count what could not be delivered. Only SIGKILL and the faults a
+/// program cannot survive (SIGSEGV, SIGBUS, ...) end Sidekick without it.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops Sidekick");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    const ENDING: &[(libc::c_int, &str)] = &[
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGIO, "SIGIO"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGSTKFLT, "SIGSTKFLT"),
+    ];
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    for &(number, name) in ENDING {
+        match signal(SignalKind::from_raw(number)) {
+            Ok(mut stream) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if stream.recv().await.is_some() {
+                        let _ = tx.send(name);
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(signal = name, error = %e, "cannot handle the signal"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("received SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+    }
+    drop(tx);
+    match rx.recv().await {
+        Some(name) => tracing::info!(signal = name, "signal received, stopping"),
+        // No handler could be installed: only SIGKILL stops Sidekick then.
+        None => std::future::pending::<()>().await,
     }
 }

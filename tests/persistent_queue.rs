@@ -1,5 +1,6 @@
 //! The persistent queue with the real binary: what Sidekick acknowledged survives
-//! `kill -9`, SIGTERM with a dead backend, a torn segment and a full queue.
+//! `kill -9`, SIGTERM (and every other signal that ends the process) with a dead backend,
+//! a torn segment and a full queue.
 
 mod common;
 
@@ -229,6 +230,39 @@ fn nothing_acknowledged_is_lost_to_kill_9() {
         acked.len(),
         duplicates
     );
+    assert_eq!(sk.terminate().code(), Some(0), "{}", sk.lines().join("\n"));
+}
+
+/// A signal that would end the process by default (a `kill -HUP` by hand, a tool's
+/// SIGQUIT or SIGUSR1) takes the SIGTERM path: the exporter drains until the deadline and
+/// what it could not send is kept (exit 4), never dropped with the process.
+#[test]
+fn every_ending_signal_drains_like_sigterm() {
+    let (rt, sink, dir) = setup();
+    let client = reqwest::Client::new();
+    let dead = dead_backend();
+    let mut sent = Vec::new();
+    for signal in ["HUP", "QUIT", "USR1", "USR2", "INT", "ALRM"] {
+        let mut sk = Sidekick::start(&config(&dir.0, &dead, ""));
+        let addr = sk.http.unwrap();
+        let batch: Vec<String> = (0..10).map(|j| format!("{signal}-{j}")).collect();
+        assert_eq!(post(&rt, &client, addr, &batch).status(), 200);
+        sent.extend(batch);
+        let status = sk.signal(signal);
+        let lines = sk.lines().join("\n");
+        assert_eq!(status.code(), Some(4), "SIG{signal}: {lines}");
+        assert!(lines.contains(&format!("SIG{signal}")), "{lines}");
+        assert!(lines.contains("kept in the persistent queue"), "{lines}");
+    }
+    // Everything kept arrives once the backend is up.
+    let mut sk = Sidekick::start(&config(&dir.0, &sink.url(), ""));
+    assert!(
+        rt.block_on(sink.wait_until(Duration::from_secs(20), |s| s.span_count() >= sent.len())),
+        "{}",
+        sk.lines().join("\n")
+    );
+    let seen = received(&sink);
+    assert!(sent.iter().all(|n| seen.contains_key(n)), "{seen:?}");
     assert_eq!(sk.terminate().code(), Some(0), "{}", sk.lines().join("\n"));
 }
 

@@ -139,8 +139,13 @@ impl Sidekick {
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Sends the signal `name` (`kill -NAME`) and waits for the exit.
+    pub fn signal(&mut self, name: &str) -> ExitStatus {
         let ok = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status()
             .unwrap();

@@ -151,11 +151,10 @@ pub enum WhenFull {
     DropOldest,
 }
 
-/// Default exporter queue: 4 MiB of encoded data. Measured at full speed (4 clients,
-/// 100-span requests, batches of 8192 spans, about 3.6 MB each): 16 MiB peaked at
-/// 70 MiB RSS, 8 MiB at 51 MiB, 6 MiB at 41 MiB, with the same throughput; later, 4 MiB
-/// against 6: 988k vs 940k spans/s (100-span requests) and 3.95M vs 3.80M (512-span),
-/// peak RSS 36 vs 37 and 26.5 vs 29.3 MiB, and tailing a file 22 MiB instead of 25.
+/// Default exporter queue: 4 MiB of encoded data, batches being sent included. Bounded in
+/// bytes, it holds one or a few batches of the batch processor's default size: enough to
+/// keep the senders busy at full speed, while peak RSS stays low. A larger queue holds
+/// more memory without sending faster (figures in BENCHMARKS.md).
 pub const DEFAULT_QUEUE_BYTES: usize = 4 << 20;
 
 /// Whatever the sizer, no exporter queue holds more than this many bytes.
