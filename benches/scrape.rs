@@ -9,7 +9,7 @@ use std::alloc::System;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sidekick_receivers::prometheus::parse::{Format, Parser};
+use sidekick_prometheus::parse::{Format, Parser};
 use sidekick_receivers::prometheus::series::Tracker;
 use sidekick_receivers::prometheus::translate::{translate, Options, Target};
 use sidekick_testkit::gen::prometheus_page;

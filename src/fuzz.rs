@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
-use sidekick_receivers::prometheus::parse::Format;
+use sidekick_prometheus::parse::Format;
 use sidekick_receivers::prometheus::series::Tracker;
 use sidekick_receivers::prometheus::translate::{self, translate, Options};
 

@@ -1,9 +1,8 @@
 //! Every component kind Sidekick has, one line each. Adding a component means adding its
 //! folder in its crate and one line here.
 
-use sidekick_collector::admin::HealthCheckConfig;
-use sidekick_collector::auth::AuthExtension;
 use sidekick_collector::component::Registry;
+use sidekick_collector::extensions::{AuthExtension, HealthCheckConfig};
 use sidekick_collector::storage::FileStorageConfig;
 use sidekick_collector::transport::auth::{BasicAuthSettings, BearerTokenSettings};
 use sidekick_exporters::{

@@ -225,8 +225,8 @@ fn prometheus_text() {
         "prometheus_text",
         vec![
             prometheus_page(40).into_bytes(),
-            file("receivers/testdata/prometheus/prometheus.prom"),
-            file("receivers/testdata/prometheus/node_exporter.prom")[..4096].to_vec(),
+            file("prometheus/testdata/prometheus/prometheus.prom"),
+            file("prometheus/testdata/prometheus/node_exporter.prom")[..4096].to_vec(),
         ],
     );
 }
@@ -236,7 +236,7 @@ fn openmetrics() {
     smoke(
         "openmetrics",
         vec![
-            file("receivers/testdata/prometheus/openmetrics.txt"),
+            file("prometheus/testdata/prometheus/openmetrics.txt"),
             b"# TYPE h histogram\n# UNIT h seconds\nh_bucket{le=\"1\"} 1 # {trace_id=\"0102030405060708090a0b0c0d0e0f10\"} 0.5\nh_bucket{le=\"+Inf\"} 2\nh_count 2\nh_sum 3\n# TYPE c counter\nc_total 4 1700000000\nc_total 5 1700000005\n# TYPE s stateset\ns{s=\"a\"} 1\n# TYPE i info\ni_info{v=\"1\"} 1\n# EOF\n".to_vec(),
             // Found by this run: a timestamp past the end of time, then a reset
             // (regression test: receivers' timestamps_at_the_ends_of_time_...).

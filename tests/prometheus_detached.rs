@@ -4,7 +4,7 @@
 
 use sidekick_collector::payload::Metrics;
 use sidekick_exporters::prom::{self, Accumulator, Series, Settings};
-use sidekick_receivers::prometheus::parse::Format;
+use sidekick_prometheus::parse::Format;
 use sidekick_receivers::prometheus::series::Tracker;
 use sidekick_receivers::prometheus::translate::{translate, Options, Target};
 use sidekick_testkit::gen::prometheus_page;

@@ -22,25 +22,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use sidekick_testkit::free_port;
-
-/// The path of an external binary, or `None` (outside CI) after saying it is missing.
-fn binary(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or(None);
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is required in CI: apt-get install -y prometheus"
-        );
-        eprintln!("SKIPPING: {name} is not installed (apt-get install -y prometheus)");
-    }
-    found
-}
+use sidekick_testkit::promtool::{binary, check_metrics as promtool_check};
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -113,32 +95,6 @@ fn post_protobuf(addr: SocketAddr, path: &str, body: &[u8]) {
     let mut out = String::new();
     std::io::Read::read_to_string(&mut s, &mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-}
-
-/// Runs `promtool check metrics` on a page: it must pass without a single complaint (lint
-/// warnings included, such as a counter without `_total`).
-fn promtool_check(promtool: &PathBuf, page: &str) {
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool ({}): {}{}\n{page}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn encode(q: &str) -> String {
@@ -689,4 +645,39 @@ service:
     }
     promtool_check(&promtool, &scrape_page);
     assert!(sk.terminate().success());
+}
+
+/// `promtool check metrics` accepts the self-metrics page as the registry renders it,
+/// with constant labels, one of which a series sets itself.
+#[test]
+fn self_metrics_registry_page_passes_promtool_with_constant_labels() {
+    let Some(promtool) = binary("promtool") else {
+        return;
+    };
+    let t = sidekick_collector::telemetry::Telemetry::new();
+    t.counter(
+        "otelcol_receiver_accepted_spans",
+        "Number of spans successfully pushed into the pipeline.",
+        &[("receiver", "otlp"), ("transport", "grpc")],
+    )
+    .add(3);
+    t.gauge(
+        "otelcol_exporter_queue_size",
+        "Current size of the retry queue (in batches).",
+        &[("exporter", "otlp"), ("data_type", "traces")],
+    )
+    .set(1);
+    t.counter("sidekick_receiver_refused_requests", "Refused.", &[])
+        .add(1);
+    for consts in [
+        Vec::new(),
+        vec![
+            ("service.name".to_string(), "sidekick".to_string()),
+            ("service_version".to_string(), "0.1.0".to_string()),
+            ("exporter".to_string(), "clash".to_string()),
+        ],
+    ] {
+        t.set_const_labels(consts);
+        promtool_check(&promtool, &t.render());
+    }
 }

@@ -2,33 +2,15 @@
 //! Prometheus text format), `/healthz` (the process is alive) and `/readyz` (pipelines
 //! started and not shutting down).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use axum::routing::get;
 use axum::Router;
 use http::StatusCode;
 use sidekick_transport::server::{response, serve_with, ServerOptions};
 use tokio::net::TcpListener;
 
-use crate::pipe::Stop;
+pub use crate::base::Health;
+use crate::base::Stop;
 use crate::telemetry::Telemetry;
-
-/// Readiness shared between the runtime and whoever serves health endpoints.
-#[derive(Clone, Default)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-}
-
-impl Health {
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-}
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -73,106 +55,4 @@ pub fn router(telemetry: Option<Telemetry>, health: Health) -> Router {
             "not found: try /metrics, /healthz or /readyz\n",
         )
     })
-}
-
-/// The `health_check` extension, for configs written for the OpenTelemetry Collector:
-/// `GET <path>` on its own port answers 200 while Sidekick is ready, 503 otherwise.
-/// Sidekick's admin port also serves `/healthz` and `/readyz`.
-///
-/// ```yaml
-/// extensions:
-///   health_check:
-///     endpoint: 0.0.0.0:13133
-/// service:
-///   extensions: [health_check]
-/// ```
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthCheckConfig {
-    /// Default `127.0.0.1:13133`.
-    pub endpoint: String,
-    /// Default `/`.
-    pub path: String,
-}
-
-impl Default for HealthCheckConfig {
-    fn default() -> Self {
-        HealthCheckConfig {
-            endpoint: "127.0.0.1:13133".into(),
-            path: "/".into(),
-        }
-    }
-}
-
-impl crate::component::ExtensionConfig for HealthCheckConfig {
-    fn validate(&self) -> Vec<crate::component::FieldError> {
-        if self.path.starts_with('/') {
-            Vec::new()
-        } else {
-            vec![crate::component::FieldError::new(
-                "path",
-                "must start with /",
-            )]
-        }
-    }
-
-    fn listen_addresses(&self) -> Vec<crate::component::Listen> {
-        vec![crate::component::Listen {
-            field: "endpoint".into(),
-            address: self.endpoint.clone(),
-        }]
-    }
-
-    fn build(
-        self,
-        ctx: &crate::component::BuildContext,
-        health: Health,
-    ) -> Result<Box<dyn crate::component::Extension>, crate::component::BuildError> {
-        let listener = sidekick_transport::server::bind(&self.endpoint, "endpoint")?;
-        Ok(Box::new(HealthCheck {
-            listener,
-            path: self.path,
-            health,
-            options: ctx
-                .telemetry
-                .listener_options(&format!("extensions.{}", ctx.id)),
-        }))
-    }
-}
-
-struct HealthCheck {
-    listener: TcpListener,
-    path: String,
-    health: Health,
-    options: ServerOptions,
-}
-
-impl crate::component::Extension for HealthCheck {
-    fn run(self: Box<Self>, stop: Stop) -> crate::component::BoxFuture<'static, ()> {
-        let HealthCheck {
-            listener,
-            path,
-            health,
-            options,
-        } = *self;
-        let started = std::time::SystemTime::now();
-        let check = move || async move {
-            let up_since = started
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let uptime = started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
-            let (status, text) = if health.is_ready() {
-                (StatusCode::OK, "Server available")
-            } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "Server not available")
-            };
-            let body = format!(
-                "{{\"status\":\"{text}\",\"upSince\":{up_since},\"uptime\":\"{uptime:.3}s\"}}"
-            );
-            response(status, "application/json", body)
-        };
-        let router = Router::new().route(&path, get(check));
-        Box::pin(async move { serve_with(listener, router, &options, stop.fired()).await })
-    }
 }

@@ -23,10 +23,7 @@ use std::sync::Arc;
 use sidekick_config::{AuthRef, BuildError, FieldError, ServerTls};
 pub use sidekick_transport::auth::Authenticator;
 use sidekick_transport::auth::{BasicAuthSettings, BearerTokenSettings};
-use sidekick_transport::server::ServerOptions;
 use sidekick_transport::tls::listener;
-
-use crate::component::{BuildContext, Extension, ExtensionConfig};
 
 /// Where an authenticator is used from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,42 +101,6 @@ impl Authenticators {
     }
 }
 
-impl BuildContext<'_> {
-    /// The authenticator for an `auth:` block at `field`, if one is set.
-    pub fn authenticator(
-        &self,
-        reference: Option<&AuthRef>,
-        field: &str,
-        side: AuthSide,
-    ) -> Result<Option<Arc<Authenticator>>, BuildError> {
-        reference
-            .map(|r| self.authenticators.get(r, field, side))
-            .transpose()
-    }
-}
-
-impl BuildContext<'_> {
-    /// `options` with a listener's `tls` and `auth` applied; `prefix` is where they sit
-    /// in the component's config, e.g. `protocols.grpc.` (or empty).
-    pub fn secure_listener(
-        &self,
-        options: ServerOptions,
-        prefix: &str,
-        tls: Option<&ServerTls>,
-        auth: Option<&AuthRef>,
-    ) -> Result<ServerOptions, BuildError> {
-        let tls = tls
-            .map(|t| listener::acceptor(t, &format!("{prefix}tls")))
-            .transpose()?;
-        let auth = self.authenticator(auth, &format!("{prefix}auth"), AuthSide::Listener)?;
-        Ok(ServerOptions {
-            tls,
-            auth,
-            ..options
-        })
-    }
-}
-
 /// What `validate` says about a listener at `prefix` listening on `endpoint`: its `tls`
 /// files read and parsed, and a warning when it takes credentials in clear text from
 /// beyond this machine.
@@ -200,34 +161,5 @@ impl AuthSettings for BasicAuthSettings {
             listener: self.htpasswd.is_some(),
             exporter: self.client_auth.is_some(),
         }
-    }
-}
-
-/// An authenticator extension kind: register `AuthExtension<BearerTokenSettings>` as
-/// `bearertokenauth` and `AuthExtension<BasicAuthSettings>` as `basicauth`.
-#[derive(serde::Deserialize)]
-#[serde(transparent)]
-pub struct AuthExtension<S>(pub S);
-
-impl<S: AuthSettings> ExtensionConfig for AuthExtension<S> {
-    fn validate(&self) -> Vec<FieldError> {
-        self.0.check()
-    }
-
-    fn authenticator(&self) -> Option<Result<Authenticator, BuildError>> {
-        let made = self.0.make();
-        Some(made.map_err(|e| BuildError::new(format!("{}: {}", e.field, e.message))))
-    }
-
-    fn auth_abilities(&self) -> Option<AuthAbilities> {
-        Some(self.0.abilities())
-    }
-
-    fn build(
-        self,
-        _ctx: &BuildContext,
-        _health: crate::admin::Health,
-    ) -> Result<Box<dyn Extension>, BuildError> {
-        Ok(Box::new(crate::component::NoTask))
     }
 }

@@ -8,22 +8,23 @@
 //! kind name with [`Registry::receiver`] and friends.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use sidekick_config::de::{from_node_partial, sort_by_position};
+use sidekick_config::{AuthRef, ComponentId, ConfigError, Node, ServerTls, Signal};
 pub use sidekick_config::{BuildError, FieldError};
-use sidekick_config::{ComponentId, ConfigError, Node, Signal};
+use sidekick_transport::server::ServerOptions;
+use sidekick_transport::tls::listener;
 
-use crate::auth::{AuthAbilities, AuthUse, Authenticator, Authenticators};
+use crate::auth::{AuthAbilities, AuthSide, AuthUse, Authenticator, Authenticators};
+pub use crate::base::BoxFuture;
+use crate::base::Stop;
 use crate::exporter::{Export, ExportSettings};
 use crate::payload::{LogsSignal, MetricsSignal, TracesSignal};
-use crate::pipe::{Input, Output, Stop};
+use crate::pipe::{Input, Output};
+use crate::storage::Storage;
 use crate::telemetry::Telemetry;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// An address a component will listen on, for conflict checks before anything binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,7 +395,7 @@ pub trait ExtensionConfig: DeserializeOwned + Send + 'static {
     fn build(
         self,
         ctx: &BuildContext,
-        health: crate::admin::Health,
+        health: crate::base::Health,
     ) -> Result<Box<dyn Extension>, BuildError>;
 }
 
@@ -421,7 +422,7 @@ pub trait LoadedExtension: Send {
     fn build(
         self: Box<Self>,
         ctx: &BuildContext,
-        health: crate::admin::Health,
+        health: crate::base::Health,
     ) -> Result<Box<dyn Extension>, BuildError>;
 }
 
@@ -449,7 +450,7 @@ impl<C: ExtensionConfig> LoadedExtension for C {
     fn build(
         self: Box<Self>,
         ctx: &BuildContext,
-        health: crate::admin::Health,
+        health: crate::base::Health,
     ) -> Result<Box<dyn Extension>, BuildError> {
         ExtensionConfig::build(*self, ctx, health)
     }
@@ -517,5 +518,59 @@ impl Registry {
         });
         self.extensions.insert(kind, Kind { signals: &[], load });
         self
+    }
+}
+
+impl BuildContext<'_> {
+    /// The authenticator for an `auth:` block at `field`, if one is set.
+    pub fn authenticator(
+        &self,
+        reference: Option<&AuthRef>,
+        field: &str,
+        side: AuthSide,
+    ) -> Result<Option<Arc<Authenticator>>, BuildError> {
+        reference
+            .map(|r| self.authenticators.get(r, field, side))
+            .transpose()
+    }
+}
+
+impl BuildContext<'_> {
+    /// `options` with a listener's `tls` and `auth` applied; `prefix` is where they sit
+    /// in the component's config, e.g. `protocols.grpc.` (or empty).
+    pub fn secure_listener(
+        &self,
+        options: ServerOptions,
+        prefix: &str,
+        tls: Option<&ServerTls>,
+        auth: Option<&AuthRef>,
+    ) -> Result<ServerOptions, BuildError> {
+        let tls = tls
+            .map(|t| listener::acceptor(t, &format!("{prefix}tls")))
+            .transpose()?;
+        let auth = self.authenticator(auth, &format!("{prefix}auth"), AuthSide::Listener)?;
+        Ok(ServerOptions {
+            tls,
+            auth,
+            ..options
+        })
+    }
+}
+
+impl BuildContext<'_> {
+    /// The storage extension named at `field` (e.g. a receiver's `storage`), if set.
+    pub fn storage(
+        &self,
+        name: Option<&str>,
+        field: &str,
+    ) -> Result<Option<Arc<Storage>>, BuildError> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        self.storages.get(name).cloned().map(Some).ok_or_else(|| {
+            BuildError::new(format!(
+                "{field}: \"{name}\" is not a file_storage extension in service.extensions: define it under extensions and list it in service.extensions"
+            ))
+        })
     }
 }

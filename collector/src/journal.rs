@@ -27,7 +27,6 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,7 +34,8 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::exporter::Deadline;
+use crate::base::Deadline;
+pub use crate::base::{Retire, Ticket};
 use crate::payload::{Batch, Signal};
 use crate::pipe::{Limit, Output, SendError};
 use crate::telemetry::{Counter, Gauge, LogBurst, Telemetry};
@@ -170,58 +170,6 @@ pub enum AppendError {
 impl From<AppendError> for SendError {
     fn from(_: AppendError) -> Self {
         SendError::Full
-    }
-}
-
-/// Retires entries when their tickets are done; type-erased so holds need no signal.
-pub trait Retire: Send + Sync {
-    fn retire(&self, seq: u64, items: u64, bytes: u64);
-}
-
-/// An entry's claim: cloned into every piece of the entry that travels through the
-/// pipeline. When the last clone goes, the entry is retired, unless a piece was
-/// [kept](Ticket::keep) (stopped undelivered at shutdown): then it stays for the next start.
-#[derive(Clone)]
-pub struct Ticket(Arc<TicketInner>);
-
-struct TicketInner {
-    seq: u64,
-    items: u64,
-    bytes: u64,
-    kept: AtomicBool,
-    journal: Weak<dyn Retire>,
-}
-
-impl Ticket {
-    fn new(journal: Weak<dyn Retire>, seq: u64, items: u64, bytes: u64) -> Self {
-        Ticket(Arc::new(TicketInner {
-            seq,
-            items,
-            bytes,
-            kept: AtomicBool::new(false),
-            journal,
-        }))
-    }
-
-    /// This piece was not delivered: keep the entry for the next start.
-    pub fn keep(&self) {
-        self.0.kept.store(true, Ordering::Relaxed);
-    }
-}
-
-impl std::fmt::Debug for Ticket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ticket({})", self.0.seq)
-    }
-}
-
-impl Drop for TicketInner {
-    fn drop(&mut self) {
-        if !*self.kept.get_mut() {
-            if let Some(j) = self.journal.upgrade() {
-                j.retire(self.seq, self.items, self.bytes);
-            }
-        }
     }
 }
 

@@ -2,6 +2,9 @@
 //! shutdown, self-telemetry and health.
 //!
 //! Layout:
+//! - [`base`]: the nouns every layer shares and that depend on nothing else: boxed
+//!   futures, [`Stop`](base::Stop), [`Deadline`](base::Deadline), [`Health`](base::Health),
+//!   the [`Account`](base::Account) of held data, the persistent queue's [`Ticket`](base::Ticket).
 //! - [`payload`]: [`Batch`](payload::Batch) of traces, metrics or logs, kept encoded
 //!   until a stage needs to look inside; [`payload::wire`] walks the protobuf framing.
 //! - [`component`]: the config-is-factory traits and the [`Registry`](component::Registry).
@@ -10,6 +13,8 @@
 //! - [`topology`]: config document → checked plan → built service → run and drain.
 //! - [`telemetry`]: self-metrics under the OpenTelemetry Collector's names.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`extensions`]: the extension kinds (`health_check`, `bearertokenauth`, `basicauth`,
+//!   `file_storage`).
 //! - [`storage`]: the `file_storage` extension (state kept across restarts).
 //! - [`journal`]: the persistent queue at the entry of a pipeline whose exporters name
 //!   `sending_queue.storage`.
@@ -18,18 +23,22 @@
 //! - [`util`]: clock and error-formatting helpers.
 //! - [`logging`]: `tracing` output, text or JSON.
 //!
+//! Prometheus's formats (the admin page's writer, names, units) live in
+//! `sidekick-prometheus`.
+//!
 //! Listeners, clients, TLS and codecs live in `sidekick-transport`, re-exported here as
 //! [`transport`].
 
 pub mod admin;
 pub mod auth;
+pub mod base;
 pub mod component;
 pub mod exporter;
+pub mod extensions;
 pub mod journal;
 pub mod logging;
 pub mod payload;
 pub mod pipe;
-pub mod prometheus;
 pub mod storage;
 pub mod telemetry;
 pub mod topology;

@@ -6,14 +6,16 @@
 //! delivered everywhere or nowhere and a slow target slows its producers down instead of
 //! growing a queue.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::journal::{JournalSender, Ticket};
+use crate::base::Ticket;
+pub use crate::base::{stop_pair, Account, Stop, StopTrigger};
+use crate::journal::JournalSender;
 use crate::payload::{Batch, Signal};
 use crate::telemetry::Gauge;
 
@@ -73,34 +75,6 @@ impl Limit {
                 ..Limit::default()
             },
         }
-    }
-}
-
-/// The data held anywhere in the pipelines — queued, buffered by a processor, being
-/// sent — in encoded bytes and items, shared by every queue of a running service. The
-/// memory limiter decides from it; shutdown reports what was still held as dropped.
-#[derive(Debug, Default)]
-pub struct Account {
-    bytes: AtomicUsize,
-    items: AtomicUsize,
-    /// Items whose hold ended without being handed on or counted: lost.
-    lost: AtomicU64,
-}
-
-impl Account {
-    /// Encoded bytes held now.
-    pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// Items held now.
-    pub fn items(&self) -> usize {
-        self.items.load(Ordering::Relaxed)
-    }
-
-    /// Items lost so far (held, then dropped without being delivered or counted).
-    pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
     }
 }
 
@@ -717,45 +691,6 @@ impl<S: Signal> Output<S> {
             j.journal().synced(seq).await?;
         }
         Ok(())
-    }
-}
-
-/// Tells a component to stop taking new data. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Stop(watch::Receiver<bool>);
-
-/// Fires every [`Stop`] made with it.
-#[derive(Debug)]
-pub struct StopTrigger(watch::Sender<bool>);
-
-pub fn stop_pair() -> (StopTrigger, Stop) {
-    let (tx, rx) = watch::channel(false);
-    (StopTrigger(tx), Stop(rx))
-}
-
-impl StopTrigger {
-    pub fn fire(&self) {
-        let _ = self.0.send(true);
-    }
-
-    pub fn stop(&self) -> Stop {
-        Stop(self.0.subscribe())
-    }
-}
-
-impl Stop {
-    /// Resolves once stop has been fired (or the trigger is gone).
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|s| *s).await;
-    }
-
-    /// A future that resolves once stop has been fired, for servers that take one.
-    pub async fn fired(mut self) {
-        self.wait().await
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        *self.0.borrow()
     }
 }
 

@@ -26,9 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use sidekick_config::{BuildError, FieldError};
-
-use crate::component::{BuildContext, Extension, ExtensionConfig};
 
 /// `file_storage`, in the Collector's shape.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,24 +79,6 @@ impl Storages {
 
     pub fn get(&self, id: &str) -> Option<&Arc<Storage>> {
         self.0.get(id)
-    }
-}
-
-impl BuildContext<'_> {
-    /// The storage extension named at `field` (e.g. a receiver's `storage`), if set.
-    pub fn storage(
-        &self,
-        name: Option<&str>,
-        field: &str,
-    ) -> Result<Option<Arc<Storage>>, BuildError> {
-        let Some(name) = name else {
-            return Ok(None);
-        };
-        self.storages.0.get(name).cloned().map(Some).ok_or_else(|| {
-            BuildError::new(format!(
-                "{field}: \"{name}\" is not a file_storage extension in service.extensions: define it under extensions and list it in service.extensions"
-            ))
-        })
     }
 }
 
@@ -196,46 +175,6 @@ impl Storage {
     /// Whether writes are synced to the device before they are relied on.
     pub fn fsync(&self) -> bool {
         self.fsync
-    }
-}
-
-impl ExtensionConfig for FileStorageConfig {
-    fn validate(&self) -> Vec<FieldError> {
-        let mut out = Vec::new();
-        if self.directory.trim().is_empty() {
-            out.push(FieldError::new(
-                "directory",
-                "write a directory, e.g. /var/lib/sidekick",
-            ));
-        }
-        for (field, set) in [
-            ("timeout", self.timeout.is_some()),
-            ("compaction", self.compaction.is_some()),
-        ] {
-            if set {
-                out.push(FieldError::no_effect(
-                    field,
-                    "Sidekick keeps each value in a small file of its own, with no database to wait for or compact",
-                ));
-            }
-        }
-        out
-    }
-
-    fn provides_storage(&self) -> bool {
-        true
-    }
-
-    fn storage(&self) -> Option<Result<Storage, BuildError>> {
-        Some(Storage::open(self).map_err(|e| BuildError::new(format!("directory: {e}"))))
-    }
-
-    fn build(
-        self,
-        _ctx: &BuildContext,
-        _health: crate::admin::Health,
-    ) -> Result<Box<dyn Extension>, BuildError> {
-        Ok(Box::new(crate::component::NoTask))
     }
 }
 

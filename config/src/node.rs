@@ -330,6 +330,32 @@ fn valid_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+const UNSET_PREFIX: &str = "environment variable ";
+const UNSET_SUFFIX: &str = " is not set; using an empty value";
+
+/// Adds to each error whose value came from an unset `${env:VAR}` which variable it
+/// was, since the error alone ("endpoint is required") would not say why it is empty.
+pub fn name_unset_variables(errors: &mut crate::Errors, warnings: &[ConfigError]) {
+    for w in warnings {
+        let Some(name) = w
+            .message
+            .strip_prefix(UNSET_PREFIX)
+            .and_then(|m| m.strip_suffix(UNSET_SUFFIX))
+        else {
+            continue;
+        };
+        for e in errors
+            .0
+            .iter_mut()
+            .filter(|e| e.mark.is_some() && e.mark == w.mark)
+        {
+            e.message.push_str(&format!(
+                " (the value comes from ${{env:{name}}}, which is not set)"
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,31 +425,5 @@ mod tests {
     fn anchors_and_aliases_copy_nodes() {
         let (root, _) = parse("x: &v {k: 1}\ny: *v\n", &env()).unwrap();
         assert_eq!(root.get("y").unwrap().get("k").unwrap().as_str(), Some("1"));
-    }
-}
-
-const UNSET_PREFIX: &str = "environment variable ";
-const UNSET_SUFFIX: &str = " is not set; using an empty value";
-
-/// Adds to each error whose value came from an unset `${env:VAR}` which variable it
-/// was, since the error alone ("endpoint is required") would not say why it is empty.
-pub fn name_unset_variables(errors: &mut crate::Errors, warnings: &[ConfigError]) {
-    for w in warnings {
-        let Some(name) = w
-            .message
-            .strip_prefix(UNSET_PREFIX)
-            .and_then(|m| m.strip_suffix(UNSET_SUFFIX))
-        else {
-            continue;
-        };
-        for e in errors
-            .0
-            .iter_mut()
-            .filter(|e| e.mark.is_some() && e.mark == w.mark)
-        {
-            e.message.push_str(&format!(
-                " (the value comes from ${{env:{name}}}, which is not set)"
-            ));
-        }
     }
 }

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use prost::Message;
 use sidekick_collector::pipe::{stop_pair, StopTrigger};
-use sidekick_collector::prometheus::prompb::WriteRequest;
+use sidekick_prometheus::prompb::WriteRequest;
 use tokio::sync::Notify;
 
 /// One received series: labels in the order sent, and its samples.

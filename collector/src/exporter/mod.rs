@@ -16,10 +16,11 @@ use tokio::time::Instant;
 
 use serde::Deserialize;
 use sidekick_config::Duration as ConfigDuration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{error, warn};
 
-use crate::component::BoxFuture;
+use crate::base::BoxFuture;
+pub use crate::base::{deadline_pair, Deadline, DeadlineTrigger};
 use crate::payload::{Batch, Signal};
 use crate::pipe::{Input, Limit, Sizer};
 use crate::telemetry::{Counter, LogBurst, Telemetry};
@@ -331,8 +332,8 @@ impl ExportSettings {
         }
     }
 
-    pub fn validate(&self) -> Vec<crate::component::FieldError> {
-        use crate::component::FieldError;
+    pub fn validate(&self) -> Vec<sidekick_config::FieldError> {
+        use sidekick_config::FieldError;
         let mut out = Vec::new();
         if self.queue.enabled && self.queue.queue_size == Some(0) {
             out.push(FieldError::new(
@@ -395,29 +396,6 @@ impl ExportSettings {
         } else {
             1
         }
-    }
-}
-
-/// Fires when the shutdown deadline has passed: stop retrying, count what is left.
-#[derive(Clone)]
-pub struct Deadline(watch::Receiver<bool>);
-
-pub struct DeadlineTrigger(watch::Sender<bool>);
-
-pub fn deadline_pair() -> (DeadlineTrigger, Deadline) {
-    let (tx, rx) = watch::channel(false);
-    (DeadlineTrigger(tx), Deadline(rx))
-}
-
-impl DeadlineTrigger {
-    pub fn fire(&self) {
-        let _ = self.0.send(true);
-    }
-}
-
-impl Deadline {
-    pub async fn passed(&mut self) {
-        let _ = self.0.wait_for(|d| *d).await;
     }
 }
 

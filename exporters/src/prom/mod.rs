@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use sidekick_collector::payload::Attrs;
 use sidekick_collector::util::KeyMap;
+use sidekick_prometheus::names::label_name_cow;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -33,7 +34,8 @@ use serde::Deserialize;
 
 pub use names::{label_name, label_value, metric_name, unit_word};
 
-pub use sidekick_collector::prometheus::{escape_label_value, is_stale_nan, stale_nan, STALE_NAN};
+pub use sidekick_prometheus::text::escape_label_value;
+pub use sidekick_prometheus::{is_stale_nan, stale_nan, STALE_NAN};
 
 /// `translation_strategy`, as the OpenTelemetry Collector's exporters name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -358,7 +360,7 @@ impl<'s> Sample<'s> {
         let mut labels: Vec<(&str, &str)> = Vec::with_capacity(self.labels.len() + 1);
         self.for_each_label(|k, v| labels.push((k, v)));
         let mut out = String::with_capacity(name.len() + self.labels.len() * 24 + 16);
-        sidekick_collector::prometheus::push_series(&mut out, name, labels);
+        sidekick_prometheus::text::push_series(&mut out, name, labels);
         out
     }
 
@@ -401,20 +403,6 @@ impl SeriesHasher {
     }
 }
 
-/// A label name for an attribute key, borrowed when it is already one.
-fn label_name_of(key: &str) -> Cow<'_, str> {
-    let b = key.as_bytes();
-    let clean = !b.is_empty()
-        && !b[0].is_ascii_digit()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-        && !key.contains("__");
-    if clean {
-        Cow::Borrowed(key)
-    } else {
-        Cow::Owned(label_name(key))
-    }
-}
-
 /// A label value for an attribute value, borrowed when it is a string.
 fn label_value_of(v: &Option<AnyValue>) -> Cow<'_, str> {
     match v.as_ref().and_then(|v| v.value.as_ref()) {
@@ -443,12 +431,12 @@ impl<'c> Ctx<'c> {
         out.extend(
             attrs
                 .iter()
-                .map(|kv| (label_name_of(&kv.key), label_value_of(&kv.value))),
+                .map(|kv| (label_name_cow(&kv.key), label_value_of(&kv.value))),
         );
         if let Some(d) = detached {
-            out.extend(d.iter().map(|(k, v)| (label_name_of(k), Cow::Borrowed(v))));
+            out.extend(d.iter().map(|(k, v)| (label_name_cow(k), Cow::Borrowed(v))));
         }
-        out.sort_by(|a, b| sidekick_collector::prometheus::label_order(&a.0, &b.0));
+        out.sort_by(|a, b| sidekick_prometheus::text::label_order(&a.0, &b.0));
         if out.windows(2).any(|w| w[0].0 == w[1].0) {
             // Keys that collide once sanitised: their values joined, the slow way.
             let mut joined = Vec::new();

@@ -5,34 +5,7 @@ use std::fmt::Write as _;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 
 use super::{Kind, Settings, TranslationStrategy};
-
-/// Replaces characters outside `[a-zA-Z0-9_:]` (and `:` too, for labels) with `_`,
-/// collapses runs of `_`, and keeps the name from starting with a digit.
-fn sanitize(s: &str, allow_colon: bool, digit_prefix: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 1);
-    let mut last_underscore = false;
-    for c in s.chars() {
-        let ok = c.is_ascii_alphanumeric() || c == '_' || (allow_colon && c == ':');
-        let c = if ok { c } else { '_' };
-        if c == '_' && last_underscore {
-            continue;
-        }
-        last_underscore = c == '_';
-        out.push(c);
-    }
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert_str(0, digit_prefix);
-    }
-    out
-}
-
-/// A label name: `[a-zA-Z_][a-zA-Z0-9_]*`; one starting with a digit gets `key_`.
-pub fn label_name(key: &str) -> String {
-    if key.is_empty() {
-        return "key_empty".into();
-    }
-    sanitize(key, false, "key_")
-}
+pub use sidekick_prometheus::names::{label_name, sanitize};
 
 /// A label value for an attribute value, per the OpenTelemetry "AnyValue representation
 /// for non-OTLP protocols" rules the Prometheus compatibility spec points to: strings as
@@ -214,7 +187,7 @@ fn main_word(u: &str) -> String {
     if u == "1" {
         return String::new();
     }
-    match sidekick_collector::prometheus::word_for_ucum(u) {
+    match sidekick_prometheus::units::word_for_ucum(u) {
         Some(word) => word.to_string(),
         None => sanitize(u, false, "_").trim_matches('_').to_string(),
     }
@@ -336,12 +309,5 @@ mod tests {
             metric_name("up.time", "s", Kind::Counter, &ns),
             "sidekick_up_time_seconds_total"
         );
-    }
-
-    #[test]
-    fn label_names() {
-        assert_eq!(label_name("http.method"), "http_method");
-        assert_eq!(label_name("9lives"), "key_9lives");
-        assert_eq!(label_name("a..b"), "a_b");
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sidekick_collector::telemetry::Telemetry;
 use sidekick_collector::util::{FastMap, KeyMap};
 
-use sidekick_collector::prometheus::{escape_help, escape_label_value, push_series, push_value};
+use sidekick_prometheus::text::{escape_label_value, push_family_header, push_series, push_value};
 
 use crate::prom::{self, is_stale_nan, Family, Kind, Sample, Settings, Translation};
 
@@ -527,11 +527,12 @@ fn header(out: &mut String, f: &Family, om: bool) {
     } else {
         f.help.as_str()
     };
-    let _ = writeln!(out, "# HELP {name} {}", escape_help(help, om));
-    let _ = writeln!(out, "# TYPE {name} {}", f.kind.as_str());
-    if om && !f.unit.is_empty() && name.ends_with(&format!("_{}", f.unit)) {
-        let _ = writeln!(out, "# UNIT {name} {}", f.unit);
-    }
+    let unit = if name.ends_with(&format!("_{}", f.unit)) {
+        f.unit.as_str()
+    } else {
+        ""
+    };
+    push_family_header(out, name, help, f.kind.as_str(), unit, om);
 }
 
 /// Sidekick's own metrics as series, under exactly the names the admin endpoint's

@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
-use sidekick_collector::prometheus::prompb as proto;
+use sidekick_prometheus::prompb as proto;
 
 use crate::prom::{self, Sample, SeriesHasher};
 

@@ -41,7 +41,7 @@ use tracing::warn;
 
 use crate::collector_options;
 use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
-use sidekick_collector::prometheus::prompb as proto;
+use sidekick_prometheus::prompb as proto;
 use sidekick_transport::client::{
     check_headers, check_proxy_url, header_map, http_client, plaintext_credentials, BasicAuth,
     Credentials, RequestHeaders,

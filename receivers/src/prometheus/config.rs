@@ -9,7 +9,7 @@ use sidekick_collector::component::FieldError;
 use sidekick_collector::config::Secret;
 use sidekick_transport::client::plaintext_credentials;
 
-use super::relabel::RuleConfig;
+use sidekick_prometheus::relabel::RuleConfig;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]

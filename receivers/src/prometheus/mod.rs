@@ -29,8 +29,6 @@
 mod config;
 mod discovery;
 pub mod openmetrics;
-pub mod parse;
-pub mod relabel;
 mod scrape;
 pub mod series;
 pub mod translate;

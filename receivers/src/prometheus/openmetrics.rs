@@ -21,7 +21,7 @@
 
 use sidekick_collector::util::FastMap;
 
-use super::parse::{Kind, Sample};
+use sidekick_prometheus::parse::{Kind, Sample};
 
 /// Where a page's samples are, family by family.
 #[derive(Default)]
@@ -93,7 +93,7 @@ impl<'a> Checker<'a> {
                 return Err("a summary count is negative or NaN")
             }
             (Kind::Summary, Role::Value) => {
-                let q = quantile.and_then(super::parse::parse_value);
+                let q = quantile.and_then(sidekick_prometheus::parse::parse_value);
                 if !q.is_some_and(|q| (0.0..=1.0).contains(&q)) {
                     return Err("a summary quantile is missing or outside [0, 1]");
                 }

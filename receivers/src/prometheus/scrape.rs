@@ -25,11 +25,11 @@ use sidekick_transport::client::Credentials;
 use tracing::{info, warn};
 
 use super::config::{body_limit, timing};
-use super::parse::Format;
-use super::relabel::{self, LabelSet, Rule};
 use super::series::{SeriesBudget, Tracker};
 use super::translate::{self, string_kv, Options, Target};
 use super::{Global, ScrapeConfig};
+use sidekick_prometheus::parse::Format;
+use sidekick_prometheus::relabel::{self, LabelSet, Rule};
 
 /// What Prometheus asks for: OpenMetrics first, then the text format.
 const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -91,12 +91,13 @@ pub fn targets_for(
     telemetry: &Telemetry,
 ) -> Result<Vec<ScrapeTarget>, BuildError> {
     let (interval, timeout) = timing(global, sc);
-    let compile = |rules: &[super::relabel::RuleConfig]| -> Result<Vec<Rule>, BuildError> {
-        rules
-            .iter()
-            .map(|r| r.compile().map_err(|(_, m)| BuildError::new(m)))
-            .collect()
-    };
+    let compile =
+        |rules: &[sidekick_prometheus::relabel::RuleConfig]| -> Result<Vec<Rule>, BuildError> {
+            rules
+                .iter()
+                .map(|r| r.compile().map_err(|(_, m)| BuildError::new(m)))
+                .collect()
+        };
     let relabel_rules = compile(&sc.relabel_configs)?;
     let metric_relabel = Arc::new(compile(&sc.metric_relabel_configs)?);
     let body_limit = body_limit(sc).map_err(BuildError::new)?;

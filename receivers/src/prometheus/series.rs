@@ -25,7 +25,7 @@ use sidekick_collector::telemetry::{Counter, LogBurst};
 use sidekick_collector::util::KeyMap;
 use tracing::warn;
 
-use super::parse::Kind;
+use sidekick_prometheus::parse::Kind;
 
 /// OTLP `DataPointFlags.FLAG_NO_RECORDED_VALUE`: the Prometheus staleness marker.
 pub const NO_RECORDED_VALUE: u32 = 1;

@@ -12,16 +12,19 @@ use sidekick_collector::config::{from_node, node};
 use sidekick_collector::telemetry::Telemetry;
 
 use super::config::parse_prom_duration;
-use super::parse::Format;
-use super::relabel::RuleConfig;
 use super::series::{Tracker, NO_RECORDED_VALUE};
 use super::translate::{all_stale, translate, Options, PageError, Target, Translated};
 use super::*;
+use sidekick_prometheus::parse::Format;
+use sidekick_prometheus::relabel::{self, RuleConfig};
 
 const T0: i64 = 1_700_000_000_000;
 
 fn fixture(name: &str) -> String {
-    let path = format!("{}/testdata/prometheus/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../prometheus/testdata/prometheus/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

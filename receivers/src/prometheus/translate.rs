@@ -16,8 +16,9 @@
 //! [`super::series::Tracker`].
 
 use sidekick_collector::payload::Attrs;
-use sidekick_collector::prometheus::{label_order, ucum_for_word};
 use sidekick_collector::util::{series_hasher, FastMap, KeyMap, KeySet};
+use sidekick_prometheus::text::label_order;
+use sidekick_prometheus::units::ucum_for_word;
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -32,9 +33,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::openmetrics::{self, Role};
-use super::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
-use super::relabel::{self, LabelSet, Rule};
 use super::series::{Cursor, Known, Seen, Shape, Tracker, NO_RECORDED_VALUE};
+use sidekick_prometheus::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
+use sidekick_prometheus::relabel::{self, LabelSet, Rule};
 
 /// The scope of metrics that carry no `otel_scope_name`: none (an empty name), so that
 /// the series come back out of the Prometheus exporters with exactly the labels the page
@@ -1187,7 +1188,7 @@ impl Point {
         quantile: Option<&str>,
         value: f64,
     ) {
-        use super::parse::parse_value;
+        use sidekick_prometheus::parse::parse_value;
         match role {
             Role::Value if kind == Kind::Summary => {
                 if let Some(q) = quantile.and_then(parse_value) {

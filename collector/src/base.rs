@@ -1,0 +1,172 @@
+//! The runtime's basic nouns, which every other module may use and which use none of
+//! them: boxed futures, the stop and deadline signals, readiness, the account of what
+//! the pipelines hold, and the acknowledgement ticket a durable entry hands out.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use tokio::sync::watch;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Tells a component to stop taking new data. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Stop(watch::Receiver<bool>);
+
+/// Fires every [`Stop`] made with it.
+#[derive(Debug)]
+pub struct StopTrigger(watch::Sender<bool>);
+
+pub fn stop_pair() -> (StopTrigger, Stop) {
+    let (tx, rx) = watch::channel(false);
+    (StopTrigger(tx), Stop(rx))
+}
+
+impl StopTrigger {
+    pub fn fire(&self) {
+        let _ = self.0.send(true);
+    }
+
+    pub fn stop(&self) -> Stop {
+        Stop(self.0.subscribe())
+    }
+}
+
+impl Stop {
+    /// Resolves once stop has been fired (or the trigger is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+
+    /// A future that resolves once stop has been fired, for servers that take one.
+    pub async fn fired(mut self) {
+        self.wait().await
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Fires when the shutdown deadline has passed: stop retrying, count what is left.
+#[derive(Clone)]
+pub struct Deadline(watch::Receiver<bool>);
+
+pub struct DeadlineTrigger(watch::Sender<bool>);
+
+pub fn deadline_pair() -> (DeadlineTrigger, Deadline) {
+    let (tx, rx) = watch::channel(false);
+    (DeadlineTrigger(tx), Deadline(rx))
+}
+
+impl DeadlineTrigger {
+    pub fn fire(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Deadline {
+    pub async fn passed(&mut self) {
+        let _ = self.0.wait_for(|d| *d).await;
+    }
+}
+
+/// Readiness shared between the runtime and whoever serves health endpoints.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// The data held anywhere in the pipelines — queued, buffered by a processor, being
+/// sent — in encoded bytes and items, shared by every queue of a running service. The
+/// memory limiter decides from it; shutdown reports what was still held as dropped.
+#[derive(Debug, Default)]
+pub struct Account {
+    pub(crate) bytes: AtomicUsize,
+    pub(crate) items: AtomicUsize,
+    /// Items whose hold ended without being handed on or counted: lost.
+    pub(crate) lost: AtomicU64,
+}
+
+impl Account {
+    /// Encoded bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Items held now.
+    pub fn items(&self) -> usize {
+        self.items.load(Ordering::Relaxed)
+    }
+
+    /// Items lost so far (held, then dropped without being delivered or counted).
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+/// Retires a durable entry when its tickets are done (the persistent queue does);
+/// type-erased so holds need no signal.
+pub trait Retire: Send + Sync {
+    fn retire(&self, seq: u64, items: u64, bytes: u64);
+}
+
+/// An entry's claim: cloned into every piece of the entry that travels through the
+/// pipeline. When the last clone goes, the entry is retired, unless a piece was
+/// [kept](Ticket::keep) (stopped undelivered at shutdown): then it stays for the next start.
+/// Queues carry tickets without knowing what issued them.
+#[derive(Clone)]
+pub struct Ticket(Arc<TicketInner>);
+
+struct TicketInner {
+    seq: u64,
+    items: u64,
+    bytes: u64,
+    kept: AtomicBool,
+    journal: Weak<dyn Retire>,
+}
+
+impl Ticket {
+    pub(crate) fn new(journal: Weak<dyn Retire>, seq: u64, items: u64, bytes: u64) -> Self {
+        Ticket(Arc::new(TicketInner {
+            seq,
+            items,
+            bytes,
+            kept: AtomicBool::new(false),
+            journal,
+        }))
+    }
+
+    /// This piece was not delivered: keep the entry for the next start.
+    pub fn keep(&self) {
+        self.0.kept.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ticket({})", self.0.seq)
+    }
+}
+
+impl Drop for TicketInner {
+    fn drop(&mut self) {
+        if !*self.kept.get_mut() {
+            if let Some(j) = self.journal.upgrade() {
+                j.retire(self.seq, self.items, self.bytes);
+            }
+        }
+    }
+}
