@@ -50,26 +50,27 @@ impl Stop {
     }
 }
 
-/// Fires when the shutdown deadline has passed: stop retrying, count what is left.
+/// Fires when the shutdown deadline has passed: stop retrying, count what is left. The
+/// same one-shot latch as [`Stop`], under its own name so the two cannot be mixed up.
 #[derive(Clone)]
-pub struct Deadline(watch::Receiver<bool>);
+pub struct Deadline(Stop);
 
-pub struct DeadlineTrigger(watch::Sender<bool>);
+pub struct DeadlineTrigger(StopTrigger);
 
 pub fn deadline_pair() -> (DeadlineTrigger, Deadline) {
-    let (tx, rx) = watch::channel(false);
-    (DeadlineTrigger(tx), Deadline(rx))
+    let (trigger, stop) = stop_pair();
+    (DeadlineTrigger(trigger), Deadline(stop))
 }
 
 impl DeadlineTrigger {
     pub fn fire(&self) {
-        let _ = self.0.send(true);
+        self.0.fire();
     }
 }
 
 impl Deadline {
     pub async fn passed(&mut self) {
-        let _ = self.0.wait_for(|d| *d).await;
+        self.0.wait().await
     }
 }
 
