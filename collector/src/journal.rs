@@ -34,10 +34,11 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use crate::base::BoxFuture;
 use crate::base::Deadline;
 pub use crate::base::{Retire, Ticket};
 use crate::payload::{Batch, Signal};
-use crate::pipe::{Limit, Output, SendError};
+use crate::pipe::{Durable, Limit, Output, SendError};
 use crate::telemetry::{Counter, Gauge, LogBurst, Telemetry};
 
 /// Segments are closed and a new one begun past this size (by default).
@@ -1347,6 +1348,36 @@ impl<S: Signal> JournalSender<S> {
 
     pub fn journal(&self) -> &Arc<Journal<S>> {
         &self.journal
+    }
+}
+
+impl<S: Signal> Durable<S> for JournalSender<S> {
+    fn has_room(&self, batch: &Batch<S>) -> bool {
+        self.journal.has_room(batch)
+    }
+
+    fn wait_room<'a>(
+        &'a self,
+        batch: &'a Batch<S>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(self.journal.wait_room(batch, wait))
+    }
+
+    fn append(&self, batch: &Batch<S>) -> Result<u64, SendError> {
+        Ok(self.journal.append(batch)?)
+    }
+
+    fn synced(&self, seq: u64) -> BoxFuture<'_, Result<(), SendError>> {
+        Box::pin(async move { Ok(self.journal.synced(seq).await?) })
+    }
+
+    fn item_limit(&self) -> Option<usize> {
+        self.item_limit
+    }
+
+    fn clone_box(&self) -> Box<dyn Durable<S>> {
+        Box::new(self.clone())
     }
 }
 

@@ -13,9 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::base::Ticket;
 pub use crate::base::{stop_pair, Account, Stop, StopTrigger};
-use crate::journal::JournalSender;
+use crate::base::{BoxFuture, Ticket};
 use crate::payload::{Batch, Signal};
 use crate::telemetry::Gauge;
 
@@ -517,14 +516,14 @@ impl<S: Signal> Sender<S> {
 /// pipeline with a persistent queue, that queue's journal.
 pub struct Output<S: Signal> {
     targets: Vec<Sender<S>>,
-    journals: Vec<JournalSender<S>>,
+    durables: Vec<Box<dyn Durable<S>>>,
 }
 
 impl<S: Signal> Clone for Output<S> {
     fn clone(&self) -> Self {
         Output {
             targets: self.targets.clone(),
-            journals: self.journals.clone(),
+            durables: self.durables.iter().map(|d| d.clone_box()).collect(),
         }
     }
 }
@@ -532,16 +531,37 @@ impl<S: Signal> Clone for Output<S> {
 /// One destination of a receiver: a pipeline's first queue, or its persistent queue.
 pub enum Target<S: Signal> {
     Queue(Sender<S>),
-    Journal(JournalSender<S>),
+    Durable(Box<dyn Durable<S>>),
 }
 
 impl<S: Signal> Clone for Target<S> {
     fn clone(&self) -> Self {
         match self {
             Target::Queue(s) => Target::Queue(s.clone()),
-            Target::Journal(j) => Target::Journal(j.clone()),
+            Target::Durable(d) => Target::Durable(d.clone_box()),
         }
     }
+}
+
+/// A target that keeps what it takes (a pipeline's persistent queue): an output
+/// appends the batch and, once every queue has it too, waits until it is durable
+/// before the receiver answers. Queues do not know what implements it.
+pub trait Durable<S: Signal>: Send + Sync {
+    /// Whether `batch` fits now.
+    fn has_room(&self, batch: &Batch<S>) -> bool;
+    /// Waits up to `wait` (forever with `None`) for room for `batch`.
+    fn wait_room<'a>(
+        &'a self,
+        batch: &'a Batch<S>,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), SendError>>;
+    /// Appends `batch`; the number to wait for with [`Durable::synced`].
+    fn append(&self, batch: &Batch<S>) -> Result<u64, SendError>;
+    /// Resolves once the entry `seq` is on the device (at once without syncing).
+    fn synced(&self, seq: u64) -> BoxFuture<'_, Result<(), SendError>>;
+    /// The largest item the exporters behind it can send on.
+    fn item_limit(&self) -> Option<usize>;
+    fn clone_box(&self) -> Box<dyn Durable<S>>;
 }
 
 /// Why an output did not take a batch.
@@ -563,7 +583,7 @@ impl<S: Signal> Output<S> {
     pub fn new(targets: Vec<Sender<S>>) -> Self {
         Output {
             targets,
-            journals: Vec::new(),
+            durables: Vec::new(),
         }
     }
 
@@ -573,14 +593,14 @@ impl<S: Signal> Output<S> {
         for t in targets {
             match t {
                 Target::Queue(s) => out.targets.push(s),
-                Target::Journal(j) => out.journals.push(j),
+                Target::Durable(d) => out.durables.push(d),
             }
         }
         out
     }
 
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty() && self.journals.is_empty()
+        self.targets.is_empty() && self.durables.is_empty()
     }
 
     /// Delivers to every target, waiting as long as it takes for room. With a
@@ -596,8 +616,8 @@ impl<S: Signal> Output<S> {
         for t in &self.targets {
             reserved.push(t.reserve(&batch).await?);
         }
-        for j in &self.journals {
-            j.journal().wait_room(&batch, None).await?;
+        for d in &self.durables {
+            d.wait_room(&batch, None).await?;
         }
         self.deliver(reserved, batch, tickets).await
     }
@@ -605,8 +625,8 @@ impl<S: Signal> Output<S> {
     /// The largest item every target can send on.
     pub fn item_limit(&self) -> Option<usize> {
         let queues = self.targets.iter().filter_map(Sender::item_limit);
-        let journals = self.journals.iter().filter_map(JournalSender::item_limit);
-        queues.chain(journals).min()
+        let durables = self.durables.iter().filter_map(|d| d.item_limit());
+        queues.chain(durables).min()
     }
 
     /// Refuses a batch holding an item that no request could carry: it would only be
@@ -648,9 +668,9 @@ impl<S: Signal> Output<S> {
                 };
                 reserved.push(r);
             }
-            for j in &self.journals {
-                if !j.journal().has_room(&batch) {
-                    j.journal().wait_room(&batch, Some(wait)).await?;
+            for d in &self.durables {
+                if !d.has_room(&batch) {
+                    d.wait_room(&batch, Some(wait)).await?;
                 }
             }
             Ok::<_, SendError>(reserved)
@@ -669,10 +689,10 @@ impl<S: Signal> Output<S> {
         batch: Batch<S>,
         tickets: Tickets,
     ) -> Result<(), SendError> {
-        let mut appended = Vec::with_capacity(self.journals.len());
+        let mut appended = Vec::with_capacity(self.durables.len());
         // An empty request has nothing to keep (and no ticket to wait for).
-        for j in self.journals.iter().filter(|_| !batch.is_empty()) {
-            appended.push((j, j.journal().append(&batch)?));
+        for d in self.durables.iter().filter(|_| !batch.is_empty()) {
+            appended.push((d, d.append(&batch)?));
         }
         let last = reserved.len().saturating_sub(1);
         let mut batch = Some(batch);
@@ -687,8 +707,8 @@ impl<S: Signal> Output<S> {
             target.queue.queued_bytes.add(hold.bytes as i64);
             r.slot.send(Queued { batch: b, hold });
         }
-        for (j, seq) in appended {
-            j.journal().synced(seq).await?;
+        for (d, seq) in appended {
+            d.synced(seq).await?;
         }
         Ok(())
     }

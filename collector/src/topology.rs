@@ -957,7 +957,7 @@ fn wire_pipeline<S: Route>(
         w.deadline.clone(),
     )));
     svc.journals.push(journal);
-    Ok(vec![Target::Journal(sender)])
+    Ok(vec![Target::Durable(Box::new(sender))])
 }
 
 /// A built topology, ready to run.
