@@ -5,13 +5,14 @@
 //! - [`base`]: the nouns every layer shares and that depend on nothing else: boxed
 //!   futures, [`Stop`](base::Stop), [`Deadline`](base::Deadline), [`Health`](base::Health),
 //!   the [`Account`](base::Account) of held data, the persistent queue's [`Ticket`](base::Ticket).
-//! - [`payload`]: [`Batch`](payload::Batch) of traces, metrics or logs, kept encoded
-//!   until a stage needs to look inside; [`payload::wire`] walks the protobuf framing.
+//! - [`payload`] and [`util`]: re-exported from `sidekick-core`, the crate below this one
+//!   and the Prometheus crate: encoded batches, hashing maps, clocks.
 //! - [`component`]: the config-is-factory traits and the [`Registry`](component::Registry).
 //! - [`pipe`]: bounded queues ([`Input`](pipe::Input), [`Output`](pipe::Output)) and [`Stop`](pipe::Stop).
 //! - [`exporter`]: queue, consumers, timeout and retry shared by every exporter.
 //! - [`topology`]: config document → checked plan → built service → run and drain.
-//! - [`telemetry`]: self-metrics under the OpenTelemetry Collector's names.
+//! - [`telemetry`]: the self-metrics registry, under the OpenTelemetry Collector's names
+//!   (its counter and gauge handles and log-burst limiting are `sidekick-core`'s).
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`extensions`]: the extension kinds (`health_check`, `bearertokenauth`, `basicauth`,
 //!   `file_storage`).
@@ -20,7 +21,6 @@
 //!   `sending_queue.storage`.
 //! - [`auth`]: the `bearertokenauth` and `basicauth` extensions, looked up by listeners
 //!   and exporters at build time.
-//! - [`util`]: clock and error-formatting helpers.
 //! - [`logging`]: `tracing` output, text or JSON.
 //!
 //! Prometheus's formats (the admin page's writer, names, units) live in
@@ -37,12 +37,11 @@ pub mod exporter;
 pub mod extensions;
 pub mod journal;
 pub mod logging;
-pub mod payload;
 pub mod pipe;
 pub mod storage;
 pub mod telemetry;
 pub mod topology;
-pub mod util;
 
 pub use sidekick_config as config;
+pub use sidekick_core::{payload, util};
 pub use sidekick_transport as transport;

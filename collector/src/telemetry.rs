@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+pub use sidekick_core::log::LogBurst;
+pub use sidekick_core::metrics::{Counter, Gauge};
 use sidekick_prometheus::{names, text};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -86,38 +88,6 @@ struct Inner {
     account: Arc<crate::base::Account>,
     /// Labels on every series, sorted by name (see [`Telemetry::set_const_labels`]).
     const_labels: Mutex<Vec<(String, String)>>,
-}
-
-/// A monotonically increasing count.
-#[derive(Clone, Debug, Default)]
-pub struct Counter(Arc<AtomicU64>);
-
-impl Counter {
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Clone, Debug, Default)]
-pub struct Gauge(Arc<AtomicI64>);
-
-impl Gauge {
-    pub fn add(&self, n: i64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn set(&self, n: i64) {
-        self.0.store(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
 }
 
 impl Series {
@@ -198,7 +168,7 @@ impl Telemetry {
                 .find(|s| s.has_labels(labels))
             {
                 if let Source::Count(c) = &existing.source {
-                    return Counter(Arc::clone(c));
+                    return Counter::shared(Arc::clone(c));
                 }
             }
         }
@@ -210,7 +180,7 @@ impl Telemetry {
             labels,
             Source::Count(Arc::clone(&value)),
         );
-        Counter(value)
+        Counter::shared(value)
     }
 
     pub fn gauge(&self, name: &str, help: &'static str, labels: &[(&str, &str)]) -> Gauge {
@@ -222,7 +192,7 @@ impl Telemetry {
             labels,
             Source::Level(Arc::clone(&value)),
         );
-        Gauge(value)
+        Gauge::shared(value)
     }
 
     /// A gauge computed when rendered.
@@ -441,39 +411,6 @@ fn read(source: &Source) -> f64 {
         Source::Count(c) => c.load(Ordering::Relaxed) as f64,
         Source::Level(g) => g.load(Ordering::Relaxed) as f64,
         Source::Func(func) => func(),
-    }
-}
-
-/// Lets a repeated log line through at most once per interval, counting the ones it held
-/// back, so a backend that rejects every batch produces one line per burst, not a flood.
-pub struct LogBurst {
-    every: std::time::Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl LogBurst {
-    pub fn new(every: std::time::Duration) -> Self {
-        LogBurst {
-            every,
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// `Some(held_back)` when this occurrence should be logged; `None` to stay quiet.
-    pub fn check(&self) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match state.0 {
-            Some(last) if now.duration_since(last) < self.every => {
-                state.1 += 1;
-                None
-            }
-            _ => {
-                let held = state.1;
-                *state = (Some(now), 0);
-                Some(held)
-            }
-        }
     }
 }
 

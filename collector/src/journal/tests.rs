@@ -630,7 +630,30 @@ fn detached_points(n: usize) -> Batch<crate::payload::MetricsSignal> {
             ]))
         })
         .collect();
-    Batch::from_detached(crate::payload::tests::gauge(n, 0, &[]), attrs)
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    let data_points = (0..n)
+        .map(|i| NumberDataPoint {
+            value: Some(number_data_point::Value::AsInt(i as i64)),
+            ..Default::default()
+        })
+        .collect();
+    let metric = Metric {
+        name: "g".into(),
+        data: Some(metric::Data::Gauge(Gauge { data_points })),
+        ..Default::default()
+    };
+    let request = opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![metric],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Batch::from_detached(request, attrs)
 }
 
 #[tokio::test]

@@ -321,7 +321,7 @@ impl<S: Signal> Batch<S> {
 
     /// Wraps an encoded request this process checked before and stored with its item
     /// count under a checksum (the persistent queue), without walking it again.
-    pub(crate) fn from_stored(body: Bytes, items: usize) -> Self {
+    pub fn from_stored(body: Bytes, items: usize) -> Self {
         let chunks = if body.is_empty() {
             Vec::new()
         } else {
