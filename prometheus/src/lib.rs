@@ -1,4 +1,5 @@
-//! The Prometheus side of Sidekick: the formats and rules, apart from any pipeline. The
+//! The Prometheus side of Sidekick: the formats, the rules and the translation to and
+//! from OTLP, apart from any pipeline. The
 //! scrape receiver, the `prometheus` and `prometheusremotewrite` exporters and Sidekick's
 //! own `/metrics` page all call this crate, so they never disagree on a name, an escape
 //! or a unit.
@@ -9,14 +10,22 @@
 //! - [`names`]: the one metric and label name sanitiser;
 //! - [`units`]: UCUM units and Prometheus unit words, both ways;
 //! - [`relabel`]: `relabel_configs` and `metric_relabel_configs`;
+//! - [`to_otlp`]: a scraped page to OTLP metrics, with the series state kept between
+//!   scrapes (start times, staleness) and OpenMetrics' extra rules;
+//! - [`from_otlp`]: OTLP metrics to Prometheus series (names, labels, accumulating
+//!   deltas), for the `prometheus` and `prometheusremotewrite` exporters;
+//! - [`remote_write`]: those series written straight into snappy-compressed requests;
 //! - [`prompb`]: the remote-write 1.0 messages;
 //! - the stale NaN that marks a series gone ([`STALE_NAN`]).
 
+pub mod from_otlp;
 pub mod names;
 pub mod parse;
 pub mod prompb;
 pub mod relabel;
+pub mod remote_write;
 pub mod text;
+pub mod to_otlp;
 pub mod units;
 
 /// The bit pattern Prometheus uses to mark a series stale.

@@ -95,6 +95,13 @@ pub enum ExportError {
     Rejected { message: String },
 }
 
+/// A batch that cannot be decoded cannot be sent either, however often it is tried.
+impl From<crate::payload::DecodeError> for ExportError {
+    fn from(e: crate::payload::DecodeError) -> Self {
+        ExportError::permanent(format!("cannot decode batch: {e}"))
+    }
+}
+
 impl ExportError {
     pub fn retryable(message: impl Into<String>) -> Self {
         ExportError::Retryable {

@@ -10,7 +10,7 @@
 //!       cluster: prod-eu
 //! ```
 //!
-//! Each batch is translated once ([`crate::prom`]), split into requests of at most
+//! Each batch is translated once ([`crate::prom`], `sidekick-prometheus`'s OTLP → Prometheus translation), split into requests of at most
 //! `max_batch_size_bytes`, snappy-compressed and sent with the protocol's headers.
 //! Failures follow the spec: 5xx and 429 are retried (honouring `Retry-After`) within
 //! `retry_on_failure`; other 4xx are never retried, and their samples are logged and
@@ -568,7 +568,7 @@ impl Export<MetricsSignal> for RemoteWriteExporter {
     }
 }
 
-mod encode;
+use sidekick_prometheus::remote_write as encode;
 
 pub use encode::{Encoder, Finished, Request};
 

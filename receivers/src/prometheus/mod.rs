@@ -21,17 +21,16 @@
 //! ```
 //!
 //! Layout: `config` is the configuration and its checks; `discovery` finds the Pod's
-//! annotated target; [`parse`] reads Prometheus text and OpenMetrics; [`openmetrics`]
-//! checks the OpenMetrics rules beyond syntax; [`translate`] maps a page to OTLP;
-//! [`series`] remembers start times and the previous scrape (resets, staleness);
-//! [`relabel`] applies relabel configs; `scrape` fetches pages and runs each target.
+//! annotated target; `scrape` fetches pages and runs each target. Reading a page and
+//! turning it into OTLP ([`translate`], with [`series`] remembering start times and the
+//! previous scrape, and [`openmetrics`]' rules) is `sidekick-prometheus`'s, like the
+//! parser and relabeling.
 
 mod config;
 mod discovery;
-pub mod openmetrics;
 mod scrape;
-pub mod series;
-pub mod translate;
+pub use sidekick_prometheus::to_otlp as translate;
+pub use sidekick_prometheus::to_otlp::{openmetrics, series};
 
 use std::sync::Arc;
 

@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-use sidekick_collector::payload::Attrs;
-use sidekick_collector::telemetry::{Counter, LogBurst};
-use sidekick_collector::util::KeyMap;
+use sidekick_core::log::LogBurst;
+use sidekick_core::metrics::Counter;
+use sidekick_core::payload::Attrs;
+use sidekick_core::util::KeyMap;
 use tracing::warn;
 
-use sidekick_prometheus::parse::Kind;
+use crate::parse::Kind;
 
 /// OTLP `DataPointFlags.FLAG_NO_RECORDED_VALUE`: the Prometheus staleness marker.
 pub const NO_RECORDED_VALUE: u32 = 1;

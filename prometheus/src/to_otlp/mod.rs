@@ -13,12 +13,15 @@
 //! - exemplars → OTLP exemplars (`trace_id`/`span_id` labels become ids).
 //!
 //! Start times and staleness need memory of earlier scrapes; that lives in
-//! [`super::series::Tracker`].
+//! [`self::series::Tracker`].
 
-use sidekick_collector::payload::Attrs;
-use sidekick_collector::util::{series_hasher, FastMap, KeyMap, KeySet};
-use sidekick_prometheus::text::label_order;
-use sidekick_prometheus::units::ucum_for_word;
+pub mod openmetrics;
+pub mod series;
+
+use crate::text::label_order;
+use crate::units::ucum_for_word;
+use sidekick_core::payload::Attrs;
+use sidekick_core::util::{series_hasher, FastMap, KeyMap, KeySet};
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -32,10 +35,10 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::openmetrics::{self, Role};
-use super::series::{Cursor, Known, Seen, Shape, Tracker, NO_RECORDED_VALUE};
-use sidekick_prometheus::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
-use sidekick_prometheus::relabel::{self, LabelSet, Rule};
+use self::openmetrics::Role;
+use self::series::{Cursor, Known, Seen, Shape, Tracker, NO_RECORDED_VALUE};
+use crate::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
+use crate::relabel::{self, LabelSet, Rule};
 
 /// The scope of metrics that carry no `otel_scope_name`: none (an empty name), so that
 /// the series come back out of the Prometheus exporters with exactly the labels the page
@@ -245,7 +248,7 @@ pub struct Translated {
 impl Translated {
     /// With the detached attributes put back into the request (plain OTLP).
     pub fn attached(mut self) -> Self {
-        let batch = sidekick_collector::payload::Metrics::from_detached(
+        let batch = sidekick_core::payload::Metrics::from_detached(
             std::mem::take(&mut self.request),
             std::mem::take(&mut self.detached),
         );
@@ -1188,7 +1191,7 @@ impl Point {
         quantile: Option<&str>,
         value: f64,
     ) {
-        use sidekick_prometheus::parse::parse_value;
+        use crate::parse::parse_value;
         match role {
             Role::Value if kind == Kind::Summary => {
                 if let Some(q) = quantile.and_then(parse_value) {

@@ -19,9 +19,9 @@
 //! name (`x_total` before `# TYPE x counter`: the samples are read as untyped, as
 //! Prometheus does); `_created` values (any timestamp is accepted).
 
-use sidekick_collector::util::FastMap;
+use sidekick_core::util::FastMap;
 
-use sidekick_prometheus::parse::{Kind, Sample};
+use crate::parse::{Kind, Sample};
 
 /// Where a page's samples are, family by family.
 #[derive(Default)]
@@ -36,7 +36,7 @@ pub struct Checker<'a> {
     unit: FastMap<&'a str, ()>,
 }
 
-/// What is wrong, for [`super::translate::PageError::OpenMetrics`].
+/// What is wrong, for [`super::PageError::OpenMetrics`].
 pub type Violation = &'static str;
 
 /// The longest exemplar label set, in characters (names and values together).
@@ -93,7 +93,7 @@ impl<'a> Checker<'a> {
                 return Err("a summary count is negative or NaN")
             }
             (Kind::Summary, Role::Value) => {
-                let q = quantile.and_then(sidekick_prometheus::parse::parse_value);
+                let q = quantile.and_then(crate::parse::parse_value);
                 if !q.is_some_and(|q| (0.0..=1.0).contains(&q)) {
                     return Err("a summary quantile is missing or outside [0, 1]");
                 }

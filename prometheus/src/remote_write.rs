@@ -18,11 +18,11 @@
 //! dropped): a backend that accepted it would then refuse everything of that series
 //! until real time caught up.
 
+use crate::prompb as proto;
 use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
-use sidekick_prometheus::prompb as proto;
 
-use crate::prom::{self, Sample, SeriesHasher};
+use crate::from_otlp::{self as prom, Sample, SeriesHasher};
 
 /// One request ready to send: its compressed body and how many series it carries.
 pub struct Request {
@@ -437,7 +437,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::prom::{Exemplar, Series};
+    use crate::from_otlp::{Exemplar, Series};
 
     #[test]
     fn labels_encode_as_prost_does_at_every_length() {

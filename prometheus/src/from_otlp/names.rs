@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 
 use super::{Kind, Settings, TranslationStrategy};
-pub use sidekick_prometheus::names::{label_name, sanitize};
+pub use crate::names::{label_name, sanitize};
 
 /// A label value for an attribute value, per the OpenTelemetry "AnyValue representation
 /// for non-OTLP protocols" rules the Prometheus compatibility spec points to: strings as
@@ -187,7 +187,7 @@ fn main_word(u: &str) -> String {
     if u == "1" {
         return String::new();
     }
-    match sidekick_prometheus::units::word_for_ucum(u) {
+    match crate::units::word_for_ucum(u) {
         Some(word) => word.to_string(),
         None => sanitize(u, false, "_").trim_matches('_').to_string(),
     }

@@ -21,9 +21,9 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use sidekick_collector::payload::Attrs;
-use sidekick_collector::util::KeyMap;
-use sidekick_prometheus::names::label_name_cow;
+use crate::names::label_name_cow;
+use sidekick_core::payload::{Attrs, DecodeError};
+use sidekick_core::util::KeyMap;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -34,8 +34,8 @@ use serde::Deserialize;
 
 pub use names::{label_name, label_value, metric_name, unit_word};
 
-pub use sidekick_prometheus::text::escape_label_value;
-pub use sidekick_prometheus::{is_stale_nan, stale_nan, STALE_NAN};
+pub use crate::text::escape_label_value;
+pub use crate::{is_stale_nan, stale_nan, STALE_NAN};
 
 /// `translation_strategy`, as the OpenTelemetry Collector's exporters name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -240,7 +240,7 @@ const ACCUMULATOR_TTL_MS: i64 = 3_600_000;
 
 impl Accumulator {
     fn key(name: &str, attrs: &[KeyValue], resource: &[KeyValue]) -> u64 {
-        let mut h = sidekick_collector::util::series_hasher();
+        let mut h = sidekick_core::util::series_hasher();
         name.hash(&mut h);
         for kv in resource.iter().chain(attrs) {
             kv.key.hash(&mut h);
@@ -360,7 +360,7 @@ impl<'s> Sample<'s> {
         let mut labels: Vec<(&str, &str)> = Vec::with_capacity(self.labels.len() + 1);
         self.for_each_label(|k, v| labels.push((k, v)));
         let mut out = String::with_capacity(name.len() + self.labels.len() * 24 + 16);
-        sidekick_prometheus::text::push_series(&mut out, name, labels);
+        crate::text::push_series(&mut out, name, labels);
         out
     }
 
@@ -385,7 +385,7 @@ pub struct SeriesHasher(foldhash::fast::FoldHasher<'static>);
 
 impl SeriesHasher {
     pub fn new(name: &str) -> Self {
-        let mut h = sidekick_collector::util::series_hasher();
+        let mut h = sidekick_core::util::series_hasher();
         h.write(name.as_bytes());
         h.write_u8(0xff);
         SeriesHasher(h)
@@ -436,7 +436,7 @@ impl<'c> Ctx<'c> {
         if let Some(d) = detached {
             out.extend(d.iter().map(|(k, v)| (label_name_cow(k), Cow::Borrowed(v))));
         }
-        out.sort_by(|a, b| sidekick_prometheus::text::label_order(&a.0, &b.0));
+        out.sort_by(|a, b| crate::text::label_order(&a.0, &b.0));
         if out.windows(2).any(|w| w[0].0 == w[1].0) {
             // Keys that collide once sanitised: their values joined, the slow way.
             let mut joined = Vec::new();
@@ -474,32 +474,22 @@ fn with_detached<'a>(attrs: &'a [KeyValue], detached: Option<&Attrs>) -> Cow<'a,
 /// A batch's request and its points' detached attributes: borrowed when the batch is
 /// decoded, decoded here when it arrived encoded.
 pub fn request_of(
-    batch: &sidekick_collector::payload::Metrics,
-) -> Result<
-    (Cow<'_, ExportMetricsServiceRequest>, &[Arc<Attrs>]),
-    sidekick_collector::exporter::ExportError,
-> {
+    batch: &sidekick_core::payload::Metrics,
+) -> Result<(Cow<'_, ExportMetricsServiceRequest>, &[Arc<Attrs>]), DecodeError> {
     match batch.decoded_detached() {
         Some((r, detached)) => Ok((Cow::Borrowed(r), detached)),
-        None => batch
-            .to_request()
-            .map(|r| (Cow::Owned(r), &[][..]))
-            .map_err(|e| {
-                sidekick_collector::exporter::ExportError::permanent(format!(
-                    "cannot decode batch: {e}"
-                ))
-            }),
+        None => batch.to_request().map(|r| (Cow::Owned(r), &[][..])),
     }
 }
 
 /// Translates a batch with the exporter's shared delta accumulator, handing each sample
 /// to `emit`.
 pub fn translate_batch_with(
-    batch: &sidekick_collector::payload::Metrics,
+    batch: &sidekick_core::payload::Metrics,
     settings: &Settings,
     acc: &std::sync::Mutex<Accumulator>,
     emit: &mut dyn FnMut(&Sample<'_>),
-) -> Result<Translation, sidekick_collector::exporter::ExportError> {
+) -> Result<Translation, DecodeError> {
     let (request, detached) = request_of(batch)?;
     let mut acc = acc.lock().unwrap_or_else(|p| p.into_inner());
     Ok(translate_detached(
@@ -507,7 +497,7 @@ pub fn translate_batch_with(
         detached,
         settings,
         &mut acc,
-        sidekick_collector::util::now_ms(),
+        sidekick_core::util::now_ms(),
         emit,
     ))
 }
