@@ -31,8 +31,21 @@ use crate::telemetry::{Counter, LogBurst, Telemetry};
 /// translated, sharded requests) that the helper sends one at a time with
 /// [`Export::send_prepared`]. Either way the helper owns queueing, consumers, retry with
 /// jitter, timeouts, counting and the shutdown deadline.
+///
+/// An exporter takes one of two shapes: it sends a whole batch in one attempt
+/// ([`Export::export`]), or it makes its own requests from a batch ([`Export::prepare`])
+/// and sends them one at a time ([`Export::send_prepared`]); the helper calls only the
+/// methods of the shape the exporter has.
 pub trait Export<S: Signal>: Send + Sync + 'static {
-    fn export<'a>(&'a self, batch: &'a Batch<S>) -> BoxFuture<'a, Result<Delivered, ExportError>>;
+    /// Sends one batch (one attempt). Not called for an exporter that prepares its
+    /// own requests.
+    fn export<'a>(&'a self, _batch: &'a Batch<S>) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(async {
+            Err(ExportError::permanent(
+                "this exporter sends prepared requests",
+            ))
+        })
+    }
 
     /// The requests a batch becomes, for exporters that make their own. `None` (the
     /// default): the batch is sent with [`Export::export`].

@@ -534,28 +534,6 @@ impl RemoteWriteExporter {
 }
 
 impl Export<MetricsSignal> for RemoteWriteExporter {
-    /// One batch, its shards one after the other (for callers outside the helper).
-    fn export<'a>(&'a self, batch: &'a Metrics) -> BoxFuture<'a, Result<Delivered, ExportError>> {
-        Box::pin(async move {
-            let prepared = self.prepare_batch(batch)?;
-            let (mut failed, mut first_error) = (0, None);
-            for r in prepared.lanes.iter().flatten() {
-                if let Err(e) = self.post(&r.body).await {
-                    failed += r.items;
-                    first_error.get_or_insert(e);
-                }
-            }
-            match first_error {
-                // Nothing got through: the caller sees the error itself.
-                Some(e) if failed + prepared.unsendable >= batch.len() => Err(e),
-                _ => Ok(Delivered {
-                    rejected: (failed + prepared.unsendable).min(batch.len()),
-                    reason: prepared.reason,
-                }),
-            }
-        })
-    }
-
     fn prepare(&self, batch: &Metrics) -> Option<Result<Prepared, ExportError>> {
         Some(self.prepare_batch(batch))
     }

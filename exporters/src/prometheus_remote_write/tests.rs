@@ -28,9 +28,8 @@ fn exporter(config: Config) -> Arc<dyn Export<MetricsSignal>> {
 #[tokio::test]
 async fn sends_what_the_protocol_requires() {
     let sink = RemoteWriteSink::start().await;
-    let e = exporter(config(&sink));
-    let delivered = e.export(&metrics(0, 2, 3)).await.unwrap();
-    assert_eq!(delivered, Delivered::default());
+    let m = through_helper(config(&sink), vec![metrics(0, 2, 3)]).await;
+    assert_eq!((m.sent.get(), m.send_failed.get()), (6, 0));
     let h = &sink.headers()[0];
     assert_eq!(h["content-encoding"], "snappy");
     assert_eq!(h["content-type"], "application/x-protobuf");
@@ -67,15 +66,16 @@ async fn sends_what_the_protocol_requires() {
 #[tokio::test]
 async fn splits_requests_at_max_batch_size_bytes() {
     let sink = RemoteWriteSink::start().await;
-    let e = exporter(Config {
+    let config = Config {
         max_batch_size_bytes: 2048,
         remote_write_queue: RemoteWriteQueue {
             num_consumers: 1,
             ..RemoteWriteQueue::default()
         },
         ..config(&sink)
-    });
-    e.export(&metrics(0, 1, 200)).await.unwrap();
+    };
+    let m = through_helper(config, vec![metrics(0, 1, 200)]).await;
+    assert_eq!((m.sent.get(), m.send_failed.get()), (200, 0));
     assert!(sink.requests() > 5, "{} requests", sink.requests());
     assert_eq!(sink.series().len(), 201);
 }
