@@ -1,0 +1,370 @@
+//! One metric's points written as Prometheus samples: numbers, histograms (buckets,
+//! sum, count, exemplars), summaries, each under its family's name and unit suffix.
+
+use super::*;
+
+pub(super) fn exemplar(e: &opentelemetry_proto::tonic::metrics::v1::Exemplar) -> Exemplar {
+    let mut labels = Vec::new();
+    if e.trace_id.len() == 16 {
+        labels.push((
+            "trace_id".into(),
+            e.trace_id.iter().map(|b| format!("{b:02x}")).collect(),
+        ));
+    }
+    if e.span_id.len() == 8 {
+        labels.push((
+            "span_id".into(),
+            e.span_id.iter().map(|b| format!("{b:02x}")).collect(),
+        ));
+    }
+    labels_from(&e.filtered_attributes, &mut labels);
+    Exemplar {
+        labels,
+        value: exemplar_value(e),
+        timestamp_ms: ms(e.time_unix_nano),
+    }
+}
+
+pub(super) fn exemplar_value(e: &opentelemetry_proto::tonic::metrics::v1::Exemplar) -> f64 {
+    match e.value {
+        Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(d)) => d,
+        Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsInt(i)) => i as f64,
+        None => 0.0,
+    }
+}
+
+/// What a metric's translation reuses from one point to the next.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// `le` texts for `bounds`, the last bucket bounds seen.
+    pub(super) bounds: Vec<f64>,
+    pub(super) bound_texts: Vec<String>,
+}
+
+impl Scratch {
+    /// The `le` label values for `bounds` (made again only when the bounds change).
+    pub(super) fn bound_texts(&mut self, bounds: &[f64]) -> &[String] {
+        if self.bounds != bounds {
+            self.bounds.clear();
+            self.bounds.extend_from_slice(bounds);
+            self.bound_texts = bounds.iter().map(|b| format_bound(*b)).collect();
+        }
+        &self.bound_texts
+    }
+}
+
+/// Translates one metric; returns the latest point time seen (ms).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn translate_metric(
+    m: &Metric,
+    detached: &[Arc<Attrs>],
+    ctx: &Ctx<'_>,
+    t: &mut Translation,
+    index: &mut HashMap<(String, Kind), usize>,
+    acc: &mut Accumulator,
+    now_ms: i64,
+    scratch: &mut Scratch,
+    emit: &mut dyn FnMut(&Sample<'_>),
+    next_point: &mut usize,
+) -> i64 {
+    let delta = |temporality: i32| temporality == AggregationTemporality::Delta as i32;
+    let kind = match &m.data {
+        Some(metric::Data::Gauge(_)) => Kind::Gauge,
+        Some(metric::Data::Sum(s)) if s.is_monotonic => Kind::Counter,
+        Some(metric::Data::Sum(_)) => Kind::Gauge,
+        Some(metric::Data::Histogram(_)) => Kind::Histogram,
+        Some(metric::Data::Summary(_)) => Kind::Summary,
+        Some(metric::Data::ExponentialHistogram(h)) => {
+            t.dropped.push((
+                h.data_points.len(),
+                "exponential histograms are not translated",
+            ));
+            *next_point += h.data_points.len();
+            return 0;
+        }
+        None => return 0,
+    };
+    let (name, family) = family_of(m, kind, ctx.settings, t, index);
+    let out = &mut Out {
+        at: Of {
+            family,
+            def: &t.families[family],
+            name: &name,
+            now_ms,
+        },
+        latest: 0,
+        point: *next_point,
+        detached,
+        emit,
+    };
+    match &m.data {
+        Some(metric::Data::Gauge(g)) => numbers(&g.data_points, false, ctx, acc, out),
+        Some(metric::Data::Sum(s)) => numbers(
+            &s.data_points,
+            delta(s.aggregation_temporality),
+            ctx,
+            acc,
+            out,
+        ),
+        Some(metric::Data::Histogram(h)) => {
+            histogram(h, delta(h.aggregation_temporality), ctx, acc, scratch, out)
+        }
+        Some(metric::Data::Summary(s)) => summary(s, ctx, out),
+        _ => {}
+    }
+    *next_point = out.point;
+    out.latest
+}
+
+/// What the translation of one metric's points shares.
+pub(super) struct Out<'m, 'e> {
+    pub(super) at: Of<'m>,
+    /// The latest point time seen (ms).
+    pub(super) latest: i64,
+    /// The number the next data point gets.
+    pub(super) point: usize,
+    /// The request's detached attributes, by point number.
+    pub(super) detached: &'m [Arc<Attrs>],
+    pub(super) emit: &'e mut dyn FnMut(&Sample<'_>),
+}
+
+/// The metric being translated.
+#[derive(Clone, Copy)]
+pub(super) struct Of<'m> {
+    pub(super) family: usize,
+    pub(super) def: &'m Family,
+    /// The series name (the family's).
+    pub(super) name: &'m str,
+    pub(super) now_ms: i64,
+}
+
+impl<'m> Out<'m, '_> {
+    /// Takes the next point's number.
+    pub(super) fn next_point(&mut self) -> Option<usize> {
+        self.point += 1;
+        Some(self.point - 1)
+    }
+
+    /// Point `point`'s detached attributes.
+    pub(super) fn detached(&self, point: Option<usize>) -> Option<&'m Attrs> {
+        point.and_then(|p| self.detached.get(p)).map(|a| &**a)
+    }
+
+    /// A point's time in ms (`now_ms` when it has none), noted as seen.
+    pub(super) fn time(&mut self, nanos: u64) -> i64 {
+        let ms = if nanos == 0 {
+            self.at.now_ms
+        } else {
+            ms(nanos)
+        };
+        self.latest = self.latest.max(ms);
+        ms
+    }
+}
+
+impl<'m> Of<'m> {
+    pub(super) fn sample<'s>(
+        &self,
+        labels: &'s [Label<'s>],
+        timestamp_ms: i64,
+        point: Option<usize>,
+    ) -> Sample<'s>
+    where
+        'm: 's,
+    {
+        Sample {
+            family: self.family,
+            family_def: self.def,
+            name: self.name,
+            labels,
+            extra: None,
+            value: 0.0,
+            timestamp_ms,
+            exemplar: None,
+            point,
+        }
+    }
+}
+
+/// The value a point shows: the stale NaN for a point flagged as having none.
+pub(super) fn shown(flags: u32, value: f64) -> f64 {
+    if flags & 1 != 0 {
+        stale_nan()
+    } else {
+        value
+    }
+}
+
+/// Gauges and sums: one sample a point (deltas accumulated into totals).
+pub(super) fn numbers(
+    points: &[NumberDataPoint],
+    delta: bool,
+    ctx: &Ctx<'_>,
+    acc: &mut Accumulator,
+    out: &mut Out<'_, '_>,
+) {
+    let mut labels: Vec<Label<'_>> = Vec::new();
+    for p in points {
+        let mut value = match p.value {
+            Some(number_data_point::Value::AsDouble(d)) => d,
+            Some(number_data_point::Value::AsInt(i)) => i as f64,
+            None => f64::NAN,
+        };
+        let ts = out.time(p.time_unix_nano);
+        let point = out.next_point();
+        let detached = out.detached(point);
+        if delta && p.flags & 1 == 0 {
+            let attrs = with_detached(&p.attributes, detached);
+            let key = Accumulator::key(out.at.name, &attrs, ctx.resource);
+            value = acc.add_sum(key, value, out.at.now_ms);
+        }
+        ctx.labels(&p.attributes, detached, &mut labels);
+        let ex = p.exemplars.last().map(exemplar);
+        let sample = Sample {
+            value: shown(p.flags, value),
+            exemplar: ex.as_ref(),
+            ..out.at.sample(&labels, ts, point)
+        };
+        (out.emit)(&sample);
+    }
+}
+
+/// Histograms: cumulative `_bucket{le}` series with `+Inf`, `_sum`, `_count`.
+pub(super) fn histogram(
+    h: &Histogram,
+    delta: bool,
+    ctx: &Ctx<'_>,
+    acc: &mut Accumulator,
+    scratch: &mut Scratch,
+    out: &mut Out<'_, '_>,
+) {
+    let name = out.at.name;
+    let (bucket, sum_name, count_name) = (
+        format!("{name}_bucket"),
+        format!("{name}_sum"),
+        format!("{name}_count"),
+    );
+    let mut labels: Vec<Label<'_>> = Vec::new();
+    for p in &h.data_points {
+        let ts = out.time(p.time_unix_nano);
+        let point = out.next_point();
+        let detached = out.detached(point);
+        let accumulated;
+        let (counts, sum, count) = if delta && p.flags & 1 == 0 {
+            accumulated = acc.add_histogram(
+                Accumulator::key(name, &with_detached(&p.attributes, detached), ctx.resource),
+                &p.bucket_counts,
+                p.sum.unwrap_or(0.0),
+                p.count,
+                out.at.now_ms,
+            );
+            (&accumulated.0[..], accumulated.1, accumulated.2)
+        } else {
+            (&p.bucket_counts[..], p.sum.unwrap_or(0.0), p.count)
+        };
+        let v = |x: f64| shown(p.flags, x);
+        ctx.labels(&p.attributes, detached, &mut labels);
+        let base = Sample {
+            name: &bucket,
+            ..out.at.sample(&labels, ts, point)
+        };
+        let mut cumulative = 0u64;
+        let texts = scratch.bound_texts(&p.explicit_bounds);
+        for (i, bound) in p.explicit_bounds.iter().enumerate() {
+            cumulative = cumulative.saturating_add(counts.get(i).copied().unwrap_or(0));
+            let ex = p
+                .exemplars
+                .iter()
+                .rfind(|e| {
+                    let ev = exemplar_value(e);
+                    ev <= *bound && (i == 0 || ev > p.explicit_bounds[i - 1])
+                })
+                .map(exemplar);
+            (out.emit)(&Sample {
+                extra: Some(("le", &texts[i])),
+                value: v(cumulative as f64),
+                exemplar: ex.as_ref(),
+                ..base
+            });
+        }
+        (out.emit)(&Sample {
+            extra: Some(("le", "+Inf")),
+            value: v(count as f64),
+            ..base
+        });
+        if p.sum.is_some() || delta {
+            (out.emit)(&Sample {
+                name: &sum_name,
+                value: v(sum),
+                ..base
+            });
+        }
+        (out.emit)(&Sample {
+            name: &count_name,
+            value: v(count as f64),
+            ..base
+        });
+    }
+}
+
+/// Summaries: a series a quantile, `_sum`, `_count`.
+pub(super) fn summary(s: &Summary, ctx: &Ctx<'_>, out: &mut Out<'_, '_>) {
+    let name = out.at.name;
+    let (sum_name, count_name) = (format!("{name}_sum"), format!("{name}_count"));
+    let mut labels: Vec<Label<'_>> = Vec::new();
+    for p in &s.data_points {
+        let ts = out.time(p.time_unix_nano);
+        let point = out.next_point();
+        let v = |x: f64| shown(p.flags, x);
+        ctx.labels(&p.attributes, out.detached(point), &mut labels);
+        let base = out.at.sample(&labels, ts, point);
+        for q in &p.quantile_values {
+            let text = format_bound(q.quantile);
+            (out.emit)(&Sample {
+                extra: Some(("quantile", &text)),
+                value: v(q.value),
+                ..base
+            });
+        }
+        let sum = Sample {
+            name: &sum_name,
+            value: v(p.sum),
+            ..base
+        };
+        (out.emit)(&sum);
+        let count = Sample {
+            name: &count_name,
+            value: v(p.count as f64),
+            ..base
+        };
+        (out.emit)(&count);
+    }
+}
+
+/// The Prometheus name of a metric and its family's index, registering the family.
+pub(super) fn family_of(
+    m: &Metric,
+    kind: Kind,
+    settings: &Settings,
+    t: &mut Translation,
+    index: &mut HashMap<(String, Kind), usize>,
+) -> (String, usize) {
+    let name = metric_name(&m.name, &m.unit, kind, settings);
+    let family = t.family(
+        index,
+        Family {
+            name: name.clone(),
+            kind,
+            help: m.description.clone(),
+            unit: unit_suffix_for(&m.unit, kind, settings),
+        },
+    );
+    (name, family)
+}
+
+pub(super) fn unit_suffix_for(unit: &str, kind: Kind, settings: &Settings) -> String {
+    match settings.strategy {
+        TranslationStrategy::UnderscoreEscapingWithSuffixes => unit_word(unit, kind),
+        TranslationStrategy::UnderscoreEscapingWithoutSuffixes => String::new(),
+    }
+}
