@@ -99,6 +99,8 @@ pub struct Account {
     pub(crate) items: AtomicUsize,
     /// Items whose hold ended without being handed on or counted: lost.
     pub(crate) lost: AtomicU64,
+    /// Items counted as dropped where they were dropped.
+    dropped: AtomicU64,
 }
 
 impl Account {
@@ -115,6 +117,18 @@ impl Account {
     /// Items lost so far (held, then dropped without being delivered or counted).
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Records items that were accepted but will never reach a backend. Every drop path
+    /// calls this besides its own counter, so the exit code can say whether data was lost.
+    pub fn record_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Items dropped since start, over all components: those counted where they were
+    /// dropped, and those whose hold in a queue ended without delivery.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed) + self.lost()
     }
 }
 

@@ -522,6 +522,14 @@ impl Registry {
 }
 
 impl BuildContext<'_> {
+    /// Server options for the listener named `listener` (e.g. `receivers.otlp/grpc`),
+    /// its connection counts registered as self-metrics.
+    pub fn listener_options(&self, listener: &str) -> ServerOptions {
+        crate::listener::options(self.telemetry, listener)
+    }
+}
+
+impl BuildContext<'_> {
     /// The authenticator for an `auth:` block at `field`, if one is set.
     pub fn authenticator(
         &self,

@@ -72,9 +72,7 @@ impl crate::component::ExtensionConfig for HealthCheckConfig {
             listener,
             path: self.path,
             health,
-            options: ctx
-                .telemetry
-                .listener_options(&format!("extensions.{}", ctx.id)),
+            options: ctx.listener_options(&format!("extensions.{}", ctx.id)),
         }))
     }
 }

@@ -21,6 +21,7 @@
 //!   `sending_queue.storage`.
 //! - [`auth`]: the `bearertokenauth` and `basicauth` extensions, looked up by listeners
 //!   and exporters at build time.
+//! - [`listener`]: a listener's options with its connection self-metrics.
 //! - [`logging`]: `tracing` output, text or JSON.
 //!
 //! Prometheus's formats (the admin page's writer, names, units) live in
@@ -36,6 +37,7 @@ pub mod component;
 pub mod exporter;
 pub mod extensions;
 pub mod journal;
+pub mod listener;
 pub mod logging;
 pub mod pipe;
 pub mod storage;
@@ -43,5 +45,5 @@ pub mod telemetry;
 pub mod topology;
 
 pub use sidekick_config as config;
-pub use sidekick_core::{payload, util};
+pub use sidekick_core::{payload, process, util};
 pub use sidekick_transport as transport;

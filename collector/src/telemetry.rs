@@ -11,7 +11,10 @@
 //! one naming; the `prometheus` exporter's `include_self_metrics` page uses it too.
 //!
 //! Components register their series at build time and get cheap atomic handles; the hot
-//! path only does relaxed atomic adds.
+//! path only does relaxed atomic adds. This module is the registry alone: the handles and
+//! log-burst limiting are `sidekick-core`'s, the count of dropped data is the service's
+//! [`Account`](crate::base::Account), a listener's metrics are wired in
+//! [`listener`](crate::listener), and the page is written with `sidekick-prometheus`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,7 +86,6 @@ pub struct Telemetry {
 
 struct Inner {
     families: Mutex<Vec<Family>>,
-    dropped: Arc<AtomicU64>,
     /// What the pipelines hold, in bytes and items; lost holds count as dropped.
     account: Arc<crate::base::Account>,
     /// Labels on every series, sorted by name (see [`Telemetry::set_const_labels`]).
@@ -110,7 +112,6 @@ impl Telemetry {
         let t = Telemetry {
             inner: Arc::new(Inner {
                 families: Mutex::new(Vec::new()),
-                dropped: Arc::new(AtomicU64::new(0)),
                 account: Arc::new(crate::base::Account::default()),
                 const_labels: Mutex::new(Vec::new()),
             }),
@@ -215,75 +216,6 @@ impl Telemetry {
         f: impl Fn() -> f64 + Send + Sync + 'static,
     ) {
         self.register(name, help, Kind::Counter, labels, Source::Func(Box::new(f)));
-    }
-
-    /// Server options for a listener named `listener` (e.g. `receivers.otlp/grpc`), with
-    /// its connection counts registered as self-metrics.
-    pub fn listener_options(&self, listener: &str) -> sidekick_transport::server::ServerOptions {
-        use sidekick_transport::server::{ListenerStats, ServerOptions};
-        let stats = Arc::new(ListenerStats::default());
-        let labels = [("listener", listener)];
-        let s = Arc::clone(&stats);
-        self.gauge_fn(
-            "sidekick_listener_open_connections",
-            "Connections open on a listener.",
-            &labels,
-            move || s.open_connections() as f64,
-        );
-        let s = Arc::clone(&stats);
-        self.counter_fn(
-            "sidekick_listener_refused_connections",
-            "Connections closed at once because the listener had max_connections open.",
-            &labels,
-            move || s.refused_connections() as f64,
-        );
-        let s = Arc::clone(&stats);
-        self.counter_fn(
-            "sidekick_listener_tls_handshake_failures",
-            "TLS handshakes that failed or did not finish in time (no or an untrusted client certificate, plain HTTP on a TLS port).",
-            &labels,
-            move || s.tls_failures() as f64,
-        );
-        let s = Arc::clone(&stats);
-        self.counter_fn(
-            "sidekick_listener_unauthenticated_requests",
-            "Requests refused by the listener's authenticator (HTTP 401, gRPC UNAUTHENTICATED).",
-            &labels,
-            move || s.unauthenticated() as f64,
-        );
-        for (kind, read) in [
-            (
-                "header",
-                ListenerStats::header_timeouts as fn(&ListenerStats) -> u64,
-            ),
-            ("body", ListenerStats::body_timeouts),
-            ("idle", ListenerStats::idle_closed),
-        ] {
-            let s = Arc::clone(&stats);
-            self.counter_fn(
-                "sidekick_listener_timeouts",
-                "Connections or requests cut by a timeout: header read, body read, idle.",
-                &[("listener", listener), ("timeout", kind)],
-                move || read(&s) as f64,
-            );
-        }
-        ServerOptions {
-            stats: Some(stats),
-            ..ServerOptions::default()
-        }
-    }
-
-    /// Records items that were accepted but will never reach a backend. Every drop path
-    /// calls this besides its own counter, so the exit code can say whether data was lost.
-    pub fn record_dropped(&self, n: u64) {
-        self.inner.dropped.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Items dropped since start, over all components: those counted where they were
-    /// dropped, and those whose hold in a queue ended without delivery (see
-    /// `pipe::Hold`).
-    pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed) + self.inner.account.lost()
     }
 
     /// The account every queue of this service counts its data in.
@@ -395,13 +327,13 @@ impl Telemetry {
             "otelcol_process_memory_rss",
             "Total physical memory (resident set size) in bytes.",
             &[],
-            || process_rss_bytes().unwrap_or(0) as f64,
+            || sidekick_core::process::rss_bytes().unwrap_or(0) as f64,
         );
         self.counter_fn(
             "otelcol_process_cpu_seconds",
             "Total CPU user and system time in seconds.",
             &[],
-            || process_cpu_seconds().unwrap_or(0.0),
+            || sidekick_core::process::cpu_seconds().unwrap_or(0.0),
         );
     }
 }
@@ -414,39 +346,9 @@ fn read(source: &Source) -> f64 {
     }
 }
 
-/// Resident set size from `/proc/self/status` (Linux only; `None` elsewhere).
-pub fn process_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// User + system CPU time from `/proc/self/stat`, assuming the usual 100 ticks/s.
-pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may contain spaces) start after ") ".
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_bursts_are_collapsed() {
-        let burst = LogBurst::new(std::time::Duration::from_secs(3600));
-        assert_eq!(burst.check(), Some(0));
-        assert_eq!(burst.check(), None);
-        assert_eq!(burst.check(), None);
-        let quick = LogBurst::new(std::time::Duration::ZERO);
-        assert_eq!(quick.check(), Some(0));
-        assert_eq!(quick.check(), Some(0));
-    }
 
     #[test]
     fn renders_text_format() {

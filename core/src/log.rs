@@ -35,3 +35,19 @@ impl LogBurst {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_bursts_are_collapsed() {
+        let burst = LogBurst::new(std::time::Duration::from_secs(3600));
+        assert_eq!(burst.check(), Some(0));
+        assert_eq!(burst.check(), None);
+        assert_eq!(burst.check(), None);
+        let quick = LogBurst::new(std::time::Duration::ZERO);
+        assert_eq!(quick.check(), Some(0));
+        assert_eq!(quick.check(), Some(0));
+    }
+}

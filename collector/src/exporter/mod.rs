@@ -232,7 +232,7 @@ impl ExporterMetrics {
 
     fn dropped(&self, n: usize) {
         self.send_failed.add(n as u64);
-        self.telemetry.record_dropped(n as u64);
+        self.telemetry.account().record_dropped(n as u64);
     }
 }
 

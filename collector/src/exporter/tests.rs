@@ -172,7 +172,7 @@ async fn permanent_errors_drop_once_and_count() {
     assert_eq!(exporter.attempts.lock().unwrap().len(), 2);
     assert_eq!(h.metrics.send_failed.get(), 4);
     assert_eq!(h.metrics.sent.get(), 2);
-    assert_eq!(h.telemetry.dropped(), 4);
+    assert_eq!(h.telemetry.account().dropped(), 4);
 }
 
 #[tokio::test(start_paused = true)]
@@ -199,7 +199,7 @@ async fn deadline_counts_in_flight_and_queued_as_dropped() {
     h.deadline.fire();
     let h = h.finish().await;
     assert_eq!(h.metrics.send_failed.get(), 5);
-    assert_eq!(h.telemetry.dropped(), 5);
+    assert_eq!(h.telemetry.account().dropped(), 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -224,7 +224,7 @@ async fn partial_success_counts_rejected_items() {
     let h = h.finish().await;
     assert_eq!(h.metrics.sent.get(), 3);
     assert_eq!(h.metrics.send_failed.get(), 2);
-    assert_eq!(h.telemetry.dropped(), 2);
+    assert_eq!(h.telemetry.account().dropped(), 2);
 }
 
 /// Refuses any request that holds a span named `bad`, as a backend validating its
@@ -291,7 +291,7 @@ async fn a_rejected_batch_is_split_so_only_the_bad_item_is_dropped() {
     let h = h.finish().await;
     assert_eq!(h.metrics.sent.get(), 100);
     assert_eq!(h.metrics.send_failed.get(), 1);
-    assert_eq!(h.telemetry.dropped(), 1);
+    assert_eq!(h.telemetry.account().dropped(), 1);
     // Every good span arrived once, in order.
     assert_eq!(*exporter.accepted.lock().unwrap(), names);
     // Bisecting costs about two requests per halving, not one per span.
@@ -396,7 +396,7 @@ async fn the_deadline_drops_only_the_requests_not_sent() {
     let h = h.finish().await;
     assert_eq!(h.metrics.sent.get(), 8);
     assert_eq!(h.metrics.send_failed.get(), 2);
-    assert_eq!(h.telemetry.dropped(), 2);
+    assert_eq!(h.telemetry.account().dropped(), 2);
 }
 
 /// With a backlog behind a failing backend, one batch probes every second while the

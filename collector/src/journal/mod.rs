@@ -334,7 +334,7 @@ impl<S: Signal> Journal<S> {
         self.retire_range(st, seq, seq + 1, (items, bytes, 1));
         self.metrics.dropped.add(items);
         if let Some(t) = &self.metrics.telemetry {
-            t.record_dropped(items);
+            t.account().record_dropped(items);
         }
         if let Some(held_back) = self.error_log.check() {
             error!(queue = %self.name, dropped_items = items, similar_lines_held_back = held_back, "persistent queue is full: dropped its oldest data not yet sent (when_full: drop_oldest)");

@@ -289,12 +289,12 @@ async fn a_full_queue_refuses_until_data_is_delivered_or_drops_its_oldest() {
         j.append(&spans(&format!("e{i}"), 10)).unwrap();
     }
     drop(w);
-    assert!(t.dropped() >= 40, "{}", t.dropped());
+    assert!(t.account().dropped() >= 40, "{}", t.account().dropped());
     let (mut rx, _trigger) = start_feed(&j);
     let got = drain(&mut rx).await;
     // The newest survive, in order; what went is counted.
     assert_eq!(got.last().map(String::as_str), Some("e11-9"));
-    assert_eq!(got.len() as u64 + t.dropped(), 120);
+    assert_eq!(got.len() as u64 + t.account().dropped(), 120);
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -459,13 +459,13 @@ async fn drop_oldest_drops_what_waits_behind_a_stuck_send_and_frees_its_disk() {
     for i in 0..40 {
         j.append(&spans(&format!("e{i}"), 10)).unwrap();
     }
-    assert!(t.dropped() >= 300, "{}", t.dropped());
+    assert!(t.account().dropped() >= 300, "{}", t.account().dropped());
     // Disk stays near the bound although the oldest entry is not delivered.
     assert!(j.bytes() <= record * 12, "{} on disk", j.bytes());
     drop(w);
     let got = drain(&mut rx).await;
     assert_eq!(got.last().map(String::as_str), Some("e39-9"));
-    assert_eq!(got.len() as u64 + t.dropped(), 400);
+    assert_eq!(got.len() as u64 + t.account().dropped(), 400);
     stuck.release();
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -251,7 +251,7 @@ impl Plan {
         };
         let m = &self.telemetry.metrics;
         let options = ctx.secure_listener(
-            telemetry.listener_options("service.telemetry.metrics"),
+            ctx.listener_options("service.telemetry.metrics"),
             "service.telemetry.metrics.",
             m.tls.as_ref(),
             m.auth.as_ref(),

@@ -139,7 +139,7 @@ impl Service {
         drop(storages);
         let account = telemetry.account();
         let lost = account.lost();
-        let dropped = telemetry.dropped();
+        let dropped = telemetry.account().dropped();
         if dropped > 0 {
             tracing::error!(
                 dropped_items = dropped,

@@ -142,8 +142,7 @@ impl ExporterConfig for Config {
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
         let options = ctx.secure_listener(
-            ctx.telemetry
-                .listener_options(&format!("exporters.{}", ctx.id)),
+            ctx.listener_options(&format!("exporters.{}", ctx.id)),
             "",
             self.tls.as_ref(),
             self.auth.as_ref(),

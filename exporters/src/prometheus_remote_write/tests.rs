@@ -218,7 +218,7 @@ async fn a_down_receiver_fills_a_bounded_queue_then_refuses() {
     trigger.fire();
     drop(out);
     task.await.unwrap();
-    assert_eq!(telemetry.dropped(), accepted as u64);
+    assert_eq!(telemetry.account().dropped(), accepted as u64);
 }
 
 /// Unset, the queue is bounded in bytes like every exporter's; a `queue_size` counts

@@ -32,7 +32,8 @@ use sidekick_collector::component::{
 use sidekick_collector::config::{Duration, Signal as SignalKind};
 use sidekick_collector::payload::Signal;
 use sidekick_collector::pipe::{Input, Output};
-use sidekick_collector::telemetry::{process_rss_bytes, Counter};
+use sidekick_collector::process::rss_bytes as process_rss_bytes;
+use sidekick_collector::telemetry::Counter;
 use tracing::{info, warn};
 
 #[derive(Debug, Clone, Deserialize)]

@@ -276,7 +276,7 @@ impl FileLog {
                 // Our own encoding is wrong: a bug, not data to retry.
                 warn!(receiver = %self.name, error = %e, dropped = n, "filelog wrote an invalid request");
                 self.counters.refused.add(n);
-                self.counters.telemetry.record_dropped(n);
+                self.counters.telemetry.account().record_dropped(n);
                 return true;
             }
         };

@@ -366,8 +366,7 @@ impl Config {
         let name = ctx.id.to_string();
         let options = |what: &str, tls, auth| {
             ctx.secure_listener(
-                ctx.telemetry
-                    .listener_options(&format!("receivers.{name}/{what}")),
+                ctx.listener_options(&format!("receivers.{name}/{what}")),
                 &format!("protocols.{what}."),
                 tls,
                 auth,

@@ -478,7 +478,7 @@ impl ScrapeTarget {
                 Ok(()) => counters.accepted.add(n),
                 Err(e) => {
                     counters.refused.add(n);
-                    counters.telemetry.record_dropped(n);
+                    counters.telemetry.account().record_dropped(n);
                     warn!(scrape_target = %self.url, points = n, error = %e, "pipeline did not take a scrape; its points are dropped");
                 }
             }
