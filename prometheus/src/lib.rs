@@ -1,8 +1,7 @@
 //! The Prometheus side of Sidekick: the formats, the rules and the translation to and
-//! from OTLP, apart from any pipeline. The
-//! scrape receiver, the `prometheus` and `prometheusremotewrite` exporters and Sidekick's
-//! own `/metrics` page all call this crate, so they never disagree on a name, an escape
-//! or a unit.
+//! from OTLP, apart from any pipeline. The scrape receiver, the `prometheus` and
+//! `prometheusremotewrite` exporters and Sidekick's own `/metrics` page all call this
+//! crate, so they never disagree on a name, an escape or a unit.
 //!
 //! Layout:
 //! - [`parse`]: the text format (0.0.4) and OpenMetrics 1.0 parser, borrowing from the page;
