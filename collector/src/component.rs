@@ -20,7 +20,7 @@ use sidekick_transport::tls::listener;
 use crate::auth::{AuthAbilities, AuthSide, AuthUse, Authenticator, Authenticators};
 pub use crate::base::BoxFuture;
 use crate::base::Stop;
-use crate::exporter::{Export, ExportSettings};
+use crate::exporter::{ClientRules, ClientSettings, Export, ExportSettings};
 use crate::payload::{LogsSignal, MetricsSignal, TracesSignal};
 use crate::pipe::{Input, Output};
 use crate::storage::Storage;
@@ -169,6 +169,33 @@ impl ExporterParts {
 pub trait ExporterConfig: DeserializeOwned + Send + 'static {
     const SIGNALS: &'static [Signal];
 
+    /// Set by an exporter that sends over the network: it keeps the shared
+    /// [`ClientSettings`] in a `#[serde(skip)]` field ([`Self::client`]), which the
+    /// registry reads and checks for it (see [`crate::exporter::client`]).
+    const CLIENT: Option<ClientRules> = None;
+
+    /// The shared settings, for an exporter with [`Self::CLIENT`].
+    fn client(&self) -> Option<&ClientSettings> {
+        None
+    }
+
+    fn client_mut(&mut self) -> Option<&mut ClientSettings> {
+        None
+    }
+
+    /// Where its requests go, from `endpoint` and any keys of its own: one URI per
+    /// target, or what is wrong with the key that names it.
+    fn endpoints(&self) -> Vec<Result<String, FieldError>> {
+        Vec::new()
+    }
+
+    /// Its own keys that carry credentials and are set, for the clear-text warning.
+    fn credential_fields(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Checks of its own keys; the registry checks the shared ones and the export
+    /// settings (see [`check_exporter`]).
     fn validate(&self) -> Vec<FieldError> {
         Vec::new()
     }
@@ -183,7 +210,9 @@ pub trait ExporterConfig: DeserializeOwned + Send + 'static {
 
     /// The `auth:` blocks of this config, checked against `service.extensions`.
     fn auth_uses(&self) -> Vec<AuthUse> {
-        Vec::new()
+        self.client()
+            .map(ClientSettings::auth_uses)
+            .unwrap_or_default()
     }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError>;
@@ -267,6 +296,18 @@ impl<C: ExporterConfig> LoadedExporter for C {
     }
 }
 
+/// Every check of an exporter's config: the shared client settings (for a network
+/// exporter), the export settings, then its own `validate()`.
+pub fn check_exporter<C: ExporterConfig>(config: &C) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    if let (Some(rules), Some(client)) = (C::CLIENT, config.client()) {
+        out.extend(client.validate(&rules, config.endpoints(), &config.credential_fields()));
+    }
+    out.extend(config.export_settings().validate());
+    out.extend(config.validate());
+    out
+}
+
 /// Parses a component's subtree into its config type and runs its `validate()`, turning
 /// field errors into located config errors. Warnings come back beside the config.
 fn load<C: DeserializeOwned>(
@@ -274,7 +315,33 @@ fn load<C: DeserializeOwned>(
     path: &str,
     validate: impl FnOnce(&C) -> Vec<FieldError>,
 ) -> Result<Loaded<C>, Vec<ConfigError>> {
-    let (config, mut errors) = from_node_partial::<C>(node, path);
+    let (config, errors) = from_node_partial::<C>(node, path);
+    checked(node, path, config, errors, validate)
+}
+
+/// An exporter's config as the registry reads it (a network exporter's shared keys apart
+/// from its own), checked by [`check_exporter`].
+pub fn load_exporter<C: ExporterConfig>(
+    node: &Node,
+    path: &str,
+) -> Result<Loaded<C>, Vec<ConfigError>> {
+    match C::CLIENT {
+        None => load::<C>(node, path, check_exporter),
+        Some(rules) => {
+            let (config, errors) = crate::exporter::client::read::<C>(node, path, &rules);
+            checked(node, path, config, errors, check_exporter)
+        }
+    }
+}
+
+/// A config as read, with its problems located in `node`.
+fn checked<C>(
+    node: &Node,
+    path: &str,
+    config: Option<C>,
+    mut errors: Vec<ConfigError>,
+    validate: impl FnOnce(&C) -> Vec<FieldError>,
+) -> Result<Loaded<C>, Vec<ConfigError>> {
     let Some(config) = config else {
         return Err(errors);
     };
@@ -301,6 +368,7 @@ fn load<C: DeserializeOwned>(
 }
 
 /// A component config that loaded, and what is worth telling about it.
+#[derive(Debug)]
 pub struct Loaded<T> {
     pub config: T,
     pub warnings: Vec<ConfigError>,
@@ -497,8 +565,16 @@ impl Registry {
     }
 
     pub fn exporter<C: ExporterConfig>(mut self, kind: &'static str) -> Self {
+        if C::CLIENT.is_some() {
+            let shared = crate::exporter::client::shared_keys();
+            let own = sidekick_config::de::struct_fields::<C>();
+            assert!(
+                !own.iter().any(|k| shared.contains(k)),
+                "exporter {kind}: a key of its own shadows a shared client key"
+            );
+        }
         let load: LoadFn<Box<dyn LoadedExporter>> = Box::new(|node, path| {
-            load::<C>(node, path, |c| c.validate())
+            load_exporter::<C>(node, path)
                 .map(|l| l.map(|c| Box::new(c) as Box<dyn LoadedExporter>))
         });
         self.exporters.insert(

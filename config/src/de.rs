@@ -525,6 +525,59 @@ impl<'de> de::VariantAccess<'de> for NodeDe<'de> {
     }
 }
 
+/// The keys a struct config type reads, as its derived `Deserialize` declares them;
+/// empty for a type that is not a struct. Lets a caller that hands parts of one map to
+/// several types say which type a key belongs to, and suggest across all of them.
+pub fn struct_fields<'de, T: de::Deserialize<'de>>() -> &'static [&'static str] {
+    match T::deserialize(FieldsProbe) {
+        Err(Probe(Some(fields))) => fields,
+        _ => &[],
+    }
+}
+
+/// A deserializer that stops at the first `deserialize_struct` with the struct's fields.
+struct FieldsProbe;
+
+#[derive(Debug)]
+struct Probe(Option<&'static [&'static str]>);
+
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a struct")
+    }
+}
+
+impl std::error::Error for Probe {}
+
+impl de::Error for Probe {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Probe(None)
+    }
+}
+
+impl<'de> de::Deserializer<'de> for FieldsProbe {
+    type Error = Probe;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Probe> {
+        Err(Probe(None))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Probe> {
+        Err(Probe(Some(fields)))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+        identifier ignored_any
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashMap};
@@ -579,6 +632,23 @@ mod tests {
         let (root, _) = parse("otlp:\n", &HashMap::new()).unwrap();
         let g: Grpc = from_node(root.get("otlp").unwrap(), "receivers.otlp").unwrap();
         assert_eq!(g, Grpc::default());
+    }
+
+    #[test]
+    fn struct_fields_lists_a_struct_s_keys() {
+        assert_eq!(
+            struct_fields::<Grpc>(),
+            [
+                "endpoint",
+                "max_recv_msg_size_mib",
+                "enabled",
+                "ratio",
+                "tags",
+                "headers",
+                "level"
+            ]
+        );
+        assert!(struct_fields::<String>().is_empty());
     }
 
     #[test]

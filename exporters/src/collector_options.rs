@@ -5,7 +5,7 @@
 use serde::de::IgnoredAny;
 use std::sync::Arc;
 
-use sidekick_collector::auth::{AuthSide, AuthUse, Authenticator};
+use sidekick_collector::auth::{AuthSide, Authenticator};
 use sidekick_collector::component::{BuildContext, BuildError, FieldError};
 use sidekick_collector::config::AuthRef;
 
@@ -31,14 +31,6 @@ pub fn batcher(batcher: &Option<IgnoredAny>) -> Vec<FieldError> {
         )],
         None => Vec::new(),
     }
-}
-
-/// `auth: {authenticator: …}` of a network exporter: the extension sends its credentials
-/// with every request.
-pub fn auth_uses(auth: &Option<AuthRef>) -> Vec<AuthUse> {
-    auth.iter()
-        .map(|a| AuthUse::new("auth", a, AuthSide::Exporter))
-        .collect()
 }
 
 /// The authenticator a network exporter's `auth` names, if set.

@@ -26,20 +26,18 @@ fn build<C: ExporterConfig>(config: C) -> ExporterParts {
 }
 
 fn http_exporter(sink: &OtlpSink, tls: TlsSettings) -> ExporterParts {
-    build(otlp_http::Config {
-        endpoint: format!("https://localhost:{}", sink.address.port()),
-        tls,
-        ..otlp_http::Config::default()
-    })
+    let mut config = otlp_http::Config::default();
+    config.client.endpoint = format!("https://localhost:{}", sink.address.port());
+    config.client.tls = tls;
+    build(config)
 }
 
 fn grpc_exporter(sink: &OtlpSink, tls: TlsSettings) -> ExporterParts {
     // No scheme and no `insecure`: TLS, as in the Collector.
-    build(otlp::Config {
-        endpoint: format!("localhost:{}", sink.address.port()),
-        tls,
-        ..otlp::Config::default()
-    })
+    let mut config = otlp::Config::default();
+    config.client.endpoint = format!("localhost:{}", sink.address.port());
+    config.client.tls = tls;
+    build(config)
 }
 
 #[tokio::test]
@@ -122,15 +120,10 @@ async fn certificates_rotated_in_place_are_used_by_new_connections() {
 
 #[test]
 fn unreadable_tls_files_fail_validation_with_the_field_named() {
-    let config = otlp_http::Config {
-        endpoint: "https://localhost:1".into(),
-        tls: TlsSettings {
-            ca_file: Some("/nonexistent/ca.pem".into()),
-            ..TlsSettings::default()
-        },
-        ..otlp_http::Config::default()
-    };
-    let problems = sidekick_collector::component::ExporterConfig::validate(&config);
+    let mut config = otlp_http::Config::default();
+    config.client.endpoint = "https://localhost:1".into();
+    config.client.tls.ca_file = Some("/nonexistent/ca.pem".into());
+    let problems = sidekick_collector::component::check_exporter(&config);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].field, "tls.ca_file");
     assert!(

@@ -53,7 +53,7 @@ pub fn build_exporter<C: sidekick_collector::component::ExporterConfig>(
     config: C,
 ) -> Result<sidekick_collector::component::ExporterParts, sidekick_collector::component::BuildError>
 {
-    let problems = config.validate();
+    let problems = sidekick_collector::component::check_exporter(&config);
     assert!(problems.is_empty(), "{id}: {problems:?}");
     let id: sidekick_collector::config::ComponentId = id.parse().expect("component id");
     let telemetry = sidekick_collector::telemetry::Telemetry::new();

@@ -10,10 +10,13 @@
 //! whatever is still queued or in flight is counted as dropped.
 //!
 //! Layout: this module holds the [`Export`] trait, its errors and the queue's run loop;
-//! `settings` the queue, retry and timeout settings.
+//! `settings` the queue, retry and timeout settings; `client` the settings every network
+//! exporter shares.
 
+pub mod client;
 mod settings;
 
+pub use client::{ClientRules, ClientSettings};
 pub use settings::*;
 
 use std::sync::Arc;

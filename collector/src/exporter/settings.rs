@@ -121,30 +121,6 @@ impl QueueSettings {
     }
 }
 
-/// `sending_queue` of an exporter whose sending is set elsewhere
-/// (`prometheusremotewrite`'s `remote_write_queue`): only the persistent queue's keys.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PersistentQueueSettings {
-    pub storage: Option<String>,
-    pub when_full: WhenFull,
-    pub sizer: Option<Sizer>,
-    pub queue_size: Option<usize>,
-}
-
-impl PersistentQueueSettings {
-    pub fn persist(&self) -> Option<Persist> {
-        QueueSettings {
-            storage: self.storage.clone(),
-            when_full: self.when_full,
-            sizer: self.sizer,
-            queue_size: self.queue_size,
-            ..QueueSettings::default()
-        }
-        .persist()
-    }
-}
-
 /// A persistent queue asked for by an exporter's `sending_queue.storage`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Persist {

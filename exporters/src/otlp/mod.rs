@@ -15,7 +15,6 @@
 //! Batches that arrived encoded are sent as they are: the request body is the received
 //! bytes (appended, when batched), never decoded and re-encoded.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use serde::de::IgnoredAny;
@@ -23,15 +22,13 @@ use serde::Deserialize;
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError,
 };
-use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as SignalKind};
+use sidekick_collector::config::{Duration as ConfigDuration, Signal as SignalKind};
 use sidekick_collector::exporter::{
-    Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
+    ClientRules, ClientSettings, Delivered, Export, ExportError, ExportSettings,
 };
 use sidekick_collector::payload::{Batch, Signal};
-use sidekick_transport::client::plaintext_credentials;
 use sidekick_transport::client::{grpc_channel, Keepalive};
 use sidekick_transport::grpc::RawCodec;
-use sidekick_transport::tls::TlsSettings;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -44,17 +41,13 @@ use crate::partial;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// `host:port` (TLS unless `tls.insecure`), or `http://host:port` / `https://host:port`.
-    pub endpoint: String,
-    pub tls: TlsSettings,
-    /// Extra request metadata, e.g. an API key. Values are kept out of logs.
-    pub headers: BTreeMap<String, Secret>,
+    /// `endpoint`, `tls`, `headers`, `timeout` (default 5s), `auth`, `sending_queue` and
+    /// `retry_on_failure`. `endpoint` is `host:port` (TLS unless `tls.insecure`), or
+    /// `http://host:port` / `https://host:port`.
+    #[serde(skip)]
+    pub client: ClientSettings,
     /// `gzip` (default), `zstd` or `none`.
     pub compression: Compression,
-    /// Per attempt. Default 5s.
-    pub timeout: ConfigDuration,
-    pub sending_queue: QueueSettings,
-    pub retry_on_failure: RetrySettings,
     /// Largest request sent, in bytes before compression; larger batches are split.
     /// Default 4 MiB, gRPC's default receive limit.
     pub max_request_size: usize,
@@ -65,8 +58,6 @@ pub struct Config {
     pub read_buffer_size: Option<usize>,
     pub write_buffer_size: Option<usize>,
     pub batcher: Option<IgnoredAny>,
-    /// An authenticator extension whose credentials go with every request.
-    pub auth: Option<sidekick_collector::config::AuthRef>,
 }
 
 /// `keepalive:` of a gRPC client, as in the Collector.
@@ -84,28 +75,15 @@ pub struct KeepaliveConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            endpoint: String::new(),
-            tls: TlsSettings::default(),
-            headers: BTreeMap::new(),
+            client: ClientSettings::default(),
             compression: Compression::Gzip,
-            timeout: ConfigDuration::from_secs(5),
-            sending_queue: QueueSettings::default(),
-            retry_on_failure: RetrySettings::default(),
             max_request_size: 4 << 20,
             keepalive: None,
             balancer_name: None,
             read_buffer_size: None,
             write_buffer_size: None,
             batcher: None,
-            auth: None,
         }
-    }
-}
-
-impl Config {
-    /// `auth`, when set, as a credential-bearing field for the clear-text warning.
-    fn auth_fields(&self) -> Vec<&'static str> {
-        self.auth.iter().map(|_| "auth").collect()
     }
 }
 
@@ -115,7 +93,7 @@ const MAX_RESPONSE: usize = 4 << 20;
 impl Config {
     /// The URI to connect to and whether it uses TLS.
     fn target(&self) -> Result<(String, bool), String> {
-        let e = self.endpoint.trim();
+        let e = self.client.endpoint.trim();
         if e.is_empty() {
             return Err("endpoint is required, e.g. backend:4317".into());
         }
@@ -127,7 +105,7 @@ impl Config {
             Err(format!(
                 "unsupported scheme in \"{e}\": use host:port, http:// or https://"
             ))
-        } else if self.tls.insecure {
+        } else if self.client.tls.insecure {
             Ok((format!("http://{e}"), false))
         } else {
             Ok((format!("https://{e}"), true))
@@ -137,39 +115,34 @@ impl Config {
 
 impl ExporterConfig for Config {
     const SIGNALS: &'static [SignalKind] = &SignalKind::ALL;
+    const CLIENT: Option<ClientRules> = Some(ClientRules {
+        reserved_headers: &[],
+        no_proxy: Some(
+            "the gRPC exporter connects to its endpoint directly: use otlphttp to send through a proxy",
+        ),
+        sends_with: None,
+    });
+
+    fn client(&self) -> Option<&ClientSettings> {
+        Some(&self.client)
+    }
+
+    fn client_mut(&mut self) -> Option<&mut ClientSettings> {
+        Some(&mut self.client)
+    }
+
+    fn endpoints(&self) -> Vec<Result<String, FieldError>> {
+        let target = self
+            .target()
+            .and_then(|(uri, _)| match Endpoint::from_shared(uri.clone()) {
+                Ok(_) => Ok(uri),
+                Err(_) => Err(format!("invalid endpoint \"{}\"", self.client.endpoint)),
+            });
+        vec![target.map_err(|message| FieldError::new("endpoint", message))]
+    }
 
     fn validate(&self) -> Vec<FieldError> {
         let mut out = Vec::new();
-        match self.target() {
-            Err(message) => out.push(FieldError::new("endpoint", message)),
-            Ok((uri, tls)) => {
-                if tls {
-                    out.extend(self.tls.validate());
-                } else {
-                    out.extend(plaintext_credentials(
-                        &uri,
-                        &self.headers,
-                        &self.auth_fields(),
-                    ));
-                }
-                if Endpoint::from_shared(uri).is_err() {
-                    out.push(FieldError::new(
-                        "endpoint",
-                        format!("invalid endpoint \"{}\"", self.endpoint),
-                    ));
-                }
-            }
-        }
-        for name in self.headers.keys() {
-            if MetadataKey::<tonic::metadata::Ascii>::from_str(&name.to_ascii_lowercase()).is_err()
-            {
-                out.push(FieldError::new(
-                    format!("headers.{name}"),
-                    "invalid header name",
-                ));
-            }
-        }
-        out.extend(self.export_settings().validate());
         if self.balancer_name.is_some() {
             out.push(FieldError::no_effect(
                 "balancer_name",
@@ -185,24 +158,14 @@ impl ExporterConfig for Config {
     }
 
     fn export_settings(&self) -> ExportSettings {
-        ExportSettings {
-            timeout: self.timeout.get(),
-            queue: self.sending_queue.clone(),
-            retry: self.retry_on_failure.clone(),
-            max_request_bytes: Some(self.max_request_size),
-            persist: self.sending_queue.persist(),
-        }
-    }
-
-    fn auth_uses(&self) -> Vec<sidekick_collector::auth::AuthUse> {
-        collector_options::auth_uses(&self.auth)
+        self.client.export_settings(Some(self.max_request_size))
     }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
-        let auth = collector_options::authenticator(ctx, &self.auth)?;
+        let auth = collector_options::authenticator(ctx, &self.client.auth)?;
         let (uri, tls) = self.target().map_err(BuildError::new)?;
         let tls = if tls {
-            Some(self.tls.rustls_config()?)
+            Some(self.client.tls.rustls_config()?)
         } else {
             None
         };
@@ -215,11 +178,11 @@ impl ExporterConfig for Config {
         let channel = grpc_channel(
             &uri,
             tls,
-            self.tls.server_name_override.as_deref(),
+            self.client.tls.server_name_override.as_deref(),
             keepalive,
         )?;
         let mut headers = Vec::new();
-        for (name, value) in &self.headers {
+        for (name, value) in &self.client.headers {
             let key = MetadataKey::from_str(&name.to_ascii_lowercase())
                 .map_err(|_| BuildError::new(format!("headers.{name}: invalid header name")))?;
             let value = MetadataValue::try_from(value.expose())

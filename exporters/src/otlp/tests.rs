@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
-use sidekick_collector::config::{from_node, node};
+use sidekick_collector::component::{check_exporter, load_exporter};
+use sidekick_collector::config::{node, Secret};
 use sidekick_testkit::gen::{metrics, span_names, traces};
 use sidekick_testkit::harness::build_exporter;
 use sidekick_testkit::sink::{Failure, OtlpSink};
@@ -11,37 +12,37 @@ fn build(config: Config) -> ExporterParts {
     build_exporter("otlp", config).unwrap()
 }
 
+fn to(endpoint: impl Into<String>) -> Config {
+    let mut c = Config::default();
+    c.client.endpoint = endpoint.into();
+    c
+}
+
 fn config_for(sink: &OtlpSink, compression: Compression) -> Config {
-    Config {
-        endpoint: sink.address.to_string(),
-        tls: TlsSettings {
-            insecure: true,
-            ..TlsSettings::default()
-        },
-        headers: [("x-tenant".to_string(), Secret("team-a".into()))].into(),
+    let mut c = Config {
         compression,
-        ..Config::default()
-    }
+        ..to(sink.address.to_string())
+    };
+    c.client.tls.insecure = true;
+    c.client.headers = [("x-tenant".to_string(), Secret("team-a".into()))].into();
+    c
 }
 
 #[test]
 fn config_example_parses() {
     let text = "endpoint: otel-gateway.observability:4317\ntls:\n  insecure: true\ncompression: gzip\nheaders:\n  x-tenant: team-a\ntimeout: 5s\n";
     let (root, _) = node::parse(text, &HashMap::new()).unwrap();
-    let c: Config = from_node(&root, "exporters.otlp").unwrap();
-    assert!(c.validate().is_empty());
+    let c: Config = load_exporter(&root, "exporters.otlp").unwrap().config;
+    assert!(check_exporter(&c).is_empty());
     assert_eq!(
         c.target().unwrap(),
         ("http://otel-gateway.observability:4317".into(), false)
     );
-    let c = Config {
-        endpoint: "backend:4317".into(),
-        ..Config::default()
-    };
+    let c = to("backend:4317");
     assert_eq!(c.target().unwrap(), ("https://backend:4317".into(), true));
     let c = Config::default();
     assert_eq!(
-        c.validate()[0].message,
+        check_exporter(&c)[0].message,
         "endpoint is required, e.g. backend:4317"
     );
 }
@@ -113,10 +114,7 @@ async fn unreachable_backend_is_retryable() {
         .local_addr()
         .unwrap()
         .port();
-    let parts = build(Config {
-        endpoint: format!("http://127.0.0.1:{port}"),
-        ..Config::default()
-    });
+    let parts = build(to(format!("http://127.0.0.1:{port}")));
     let result = parts.traces.unwrap().export(&traces(0, 1, 1)).await;
     assert!(
         matches!(result, Err(ExportError::Retryable { .. })),

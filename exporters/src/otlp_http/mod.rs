@@ -12,16 +12,14 @@
 //! Retries follow the OTLP/HTTP spec: 429, 502, 503 and 504 (and network failures) are
 //! retried, honouring `Retry-After`; other statuses drop the batch and count it.
 
-use std::collections::BTreeMap;
-
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sidekick_collector::component::{
     BoxFuture, BuildContext, BuildError, ExporterConfig, ExporterParts, FieldError,
 };
-use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as SignalKind};
+use sidekick_collector::config::{Duration as ConfigDuration, Signal as SignalKind};
 use sidekick_collector::exporter::{
-    Delivered, Export, ExportError, ExportSettings, QueueSettings, RetrySettings,
+    ClientRules, ClientSettings, Delivered, Export, ExportError, ExportSettings,
 };
 use sidekick_collector::payload::{Batch, LogsSignal, MetricsSignal, Signal, TracesSignal};
 use sidekick_collector::util::error_chain;
@@ -29,34 +27,25 @@ use sidekick_collector::util::error_chain;
 use crate::collector_options;
 use crate::compression::Compression;
 use crate::partial;
-use sidekick_transport::client::{
-    check_headers, check_proxy_url, header_map, http_client, plaintext_credentials, RequestHeaders,
-};
-use sidekick_transport::tls::TlsSettings;
+use sidekick_transport::client::{header_map, http_client, RequestHeaders};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Base URL; `/v1/traces`, `/v1/metrics` and `/v1/logs` are appended.
-    pub endpoint: String,
+    /// `endpoint`, `tls`, `headers`, `proxy_url`, `timeout` (default 30s), `auth`,
+    /// `sending_queue` and `retry_on_failure`. `endpoint` is the base URL:
+    /// `/v1/traces`, `/v1/metrics` and `/v1/logs` are appended. Without `proxy_url`, the
+    /// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` environment variables apply.
+    #[serde(skip)]
+    pub client: ClientSettings,
     /// Full URL for traces, overriding `endpoint`.
     pub traces_endpoint: Option<String>,
     pub metrics_endpoint: Option<String>,
     pub logs_endpoint: Option<String>,
-    pub tls: TlsSettings,
-    /// Extra request headers, e.g. `authorization`. Values are kept out of logs.
-    pub headers: BTreeMap<String, Secret>,
-    /// Send every request through this HTTP proxy (`http://host:port`). Default: the
-    /// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` environment variables.
-    pub proxy_url: Option<String>,
     /// `gzip` (default), `zstd` or `none`.
     pub compression: Compression,
     /// Only `proto` is supported.
     pub encoding: String,
-    /// Per attempt. Default 30s.
-    pub timeout: ConfigDuration,
-    pub sending_queue: QueueSettings,
-    pub retry_on_failure: RetrySettings,
     /// Largest request body sent, in bytes before compression; larger batches are
     /// split. Default 8 MiB.
     pub max_request_size: usize,
@@ -65,31 +54,22 @@ pub struct Config {
     /// The Collector's development profiles signal, which Sidekick does not carry.
     pub profiles_endpoint: Option<String>,
     pub batcher: Option<IgnoredAny>,
-    /// An authenticator extension whose credentials go with every request.
-    pub auth: Option<sidekick_collector::config::AuthRef>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            endpoint: String::new(),
+            client: ClientSettings::with_timeout(ConfigDuration::from_secs(30)),
             traces_endpoint: None,
             metrics_endpoint: None,
             logs_endpoint: None,
-            tls: TlsSettings::default(),
-            headers: BTreeMap::new(),
-            proxy_url: None,
             compression: Compression::Gzip,
             encoding: "proto".into(),
-            timeout: ConfigDuration::from_secs(30),
-            sending_queue: QueueSettings::default(),
-            retry_on_failure: RetrySettings::default(),
             max_request_size: 8 << 20,
             read_buffer_size: None,
             write_buffer_size: None,
             profiles_endpoint: None,
             batcher: None,
-            auth: None,
         }
     }
 }
@@ -98,8 +78,11 @@ impl Config {
     fn url(&self, explicit: &Option<String>, path: &str) -> Option<String> {
         match explicit {
             Some(u) => Some(u.clone()),
-            None if self.endpoint.is_empty() => None,
-            None => Some(format!("{}{path}", self.endpoint.trim_end_matches('/'))),
+            None if self.client.endpoint.is_empty() => None,
+            None => Some(format!(
+                "{}{path}",
+                self.client.endpoint.trim_end_matches('/')
+            )),
         }
     }
 
@@ -121,70 +104,67 @@ impl Config {
     }
 }
 
+/// An absolute `http://` or `https://` URL.
+fn valid_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://")) && reqwest::Url::parse(url).is_ok()
+}
+
 impl ExporterConfig for Config {
     const SIGNALS: &'static [SignalKind] = &SignalKind::ALL;
+    const CLIENT: Option<ClientRules> = Some(ClientRules {
+        reserved_headers: &["content-type", "content-encoding"],
+        no_proxy: None,
+        sends_with: None,
+    });
 
-    fn validate(&self) -> Vec<FieldError> {
+    fn client(&self) -> Option<&ClientSettings> {
+        Some(&self.client)
+    }
+
+    fn client_mut(&mut self) -> Option<&mut ClientSettings> {
+        Some(&mut self.client)
+    }
+
+    fn endpoints(&self) -> Vec<Result<String, FieldError>> {
+        let endpoint = &self.client.endpoint;
         let mut out = Vec::new();
-        if self.encoding != "proto" {
-            out.push(FieldError::new("encoding", "only \"proto\" is supported"));
+        if !endpoint.is_empty() && !valid_url(endpoint) {
+            out.push(Err(FieldError::new(
+                "endpoint",
+                format!("invalid URL \"{endpoint}\": write http://host:port or https://host:port"),
+            )));
         }
-        let valid = |u: &str| {
-            (u.starts_with("http://") || u.starts_with("https://"))
-                && reqwest::Url::parse(u).is_ok()
-        };
         let explicit = [
             ("traces_endpoint", &self.traces_endpoint),
             ("metrics_endpoint", &self.metrics_endpoint),
             ("logs_endpoint", &self.logs_endpoint),
         ];
-        let urls =
-            std::iter::once(&self.endpoint).chain(explicit.iter().filter_map(|(_, u)| u.as_ref()));
-        for url in urls {
-            out.extend(plaintext_credentials(
-                url,
-                &self.headers,
-                if self.auth.is_some() { &["auth"] } else { &[] },
-            ));
-        }
-        if !self.endpoint.is_empty() && !valid(&self.endpoint) {
-            out.push(FieldError::new(
-                "endpoint",
-                format!(
-                    "invalid URL \"{}\": write http://host:port or https://host:port",
-                    self.endpoint
-                ),
-            ));
-        }
+        let mut required = false;
         for (field, url) in explicit {
             match url {
-                Some(u) if !valid(u) => out.push(FieldError::new(
+                Some(u) if valid_url(u) => out.push(Ok(u.clone())),
+                Some(u) => out.push(Err(FieldError::new(
                     field,
                     format!("invalid URL \"{u}\": write http://host:port/v1/... or https://..."),
-                )),
-                None if self.endpoint.is_empty() => {
-                    out.push(FieldError::new(
-                        "endpoint",
-                        "endpoint is required (or traces_endpoint, metrics_endpoint and logs_endpoint)",
-                    ));
-                    break;
-                }
-                _ => {}
+                ))),
+                None if endpoint.is_empty() => required = true,
+                None if valid_url(endpoint) => out.push(Ok(endpoint.clone())),
+                None => {}
             }
         }
-        out.extend(check_headers(
-            &self.headers,
-            &["content-type", "content-encoding"],
-        ));
-        if let Some(p) = &self.proxy_url {
-            out.extend(check_proxy_url(p));
+        if required {
+            out.push(Err(FieldError::new(
+                "endpoint",
+                "endpoint is required (or traces_endpoint, metrics_endpoint and logs_endpoint)",
+            )));
         }
-        let uses_tls = std::iter::once(Some(&self.endpoint))
-            .chain(explicit.iter().map(|(_, u)| u.as_ref()))
-            .flatten()
-            .any(|u| u.starts_with("https://"));
-        if uses_tls {
-            out.extend(self.tls.validate());
+        out
+    }
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut out = Vec::new();
+        if self.encoding != "proto" {
+            out.push(FieldError::new("encoding", "only \"proto\" is supported"));
         }
         if self.profiles_endpoint.is_some() {
             out.push(FieldError::no_effect(
@@ -197,28 +177,20 @@ impl ExporterConfig for Config {
             self.write_buffer_size,
         ));
         out.extend(collector_options::batcher(&self.batcher));
-        out.extend(self.export_settings().validate());
         out
     }
 
     fn export_settings(&self) -> ExportSettings {
-        ExportSettings {
-            timeout: self.timeout.get(),
-            queue: self.sending_queue.clone(),
-            retry: self.retry_on_failure.clone(),
-            max_request_bytes: Some(self.max_request_size),
-            persist: self.sending_queue.persist(),
-        }
-    }
-
-    fn auth_uses(&self) -> Vec<sidekick_collector::auth::AuthUse> {
-        collector_options::auth_uses(&self.auth)
+        self.client.export_settings(Some(self.max_request_size))
     }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
-        let auth = collector_options::authenticator(ctx, &self.auth)?;
-        let client = http_client(self.tls.rustls_config()?, self.proxy_url.as_deref())?;
-        let headers = RequestHeaders::new(header_map(&self.headers, None)?, auth);
+        let auth = collector_options::authenticator(ctx, &self.client.auth)?;
+        let client = http_client(
+            self.client.tls.rustls_config()?,
+            self.client.proxy_url.as_deref(),
+        )?;
+        let headers = RequestHeaders::new(header_map(&self.client.headers, None)?, auth);
         let [(_, traces), (_, metrics), (_, logs)] = self.urls();
         let exporter = std::sync::Arc::new(OtlpHttpExporter {
             client,

@@ -1,7 +1,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sidekick_collector::config::{from_node, node};
+use sidekick_collector::component::{check_exporter, load_exporter};
+use sidekick_collector::config::{node, Secret};
 use sidekick_testkit::gen::{logs, traces};
 use sidekick_testkit::harness::build_exporter;
 use sidekick_testkit::sink::{Failure, OtlpSink};
@@ -12,39 +13,41 @@ fn build(config: Config) -> ExporterParts {
     build_exporter("otlphttp", config).unwrap()
 }
 
+fn to(endpoint: impl Into<String>) -> Config {
+    let mut c = Config::default();
+    c.client.endpoint = endpoint.into();
+    c
+}
+
 fn config_for(sink: &OtlpSink, compression: Compression) -> Config {
-    Config {
-        endpoint: sink.url(),
-        headers: [("authorization".to_string(), Secret("Bearer t0ken".into()))].into(),
+    let mut c = Config {
         compression,
-        ..Config::default()
-    }
+        ..to(sink.url())
+    };
+    c.client.headers = [("authorization".to_string(), Secret("Bearer t0ken".into()))].into();
+    c
 }
 
 #[test]
 fn config_example_parses_and_checks_urls() {
     let text = "endpoint: https://otlp.example.com\ncompression: gzip\nheaders:\n  authorization: Bearer x\n";
     let (root, _) = node::parse(text, &HashMap::new()).unwrap();
-    let c: Config = from_node(&root, "exporters.otlphttp").unwrap();
-    assert!(c.validate().is_empty());
+    let c: Config = load_exporter(&root, "exporters.otlphttp").unwrap().config;
+    assert!(check_exporter(&c).is_empty());
     assert_eq!(
         c.urls()[0].1.as_deref(),
         Some("https://otlp.example.com/v1/traces")
     );
-    let c = Config {
-        endpoint: "otlp.example.com:4318".into(),
-        ..Config::default()
-    };
+    let c = to("otlp.example.com:4318");
     assert_eq!(
-        c.validate()[0].message,
+        check_exporter(&c)[0].message,
         "invalid URL \"otlp.example.com:4318\": write http://host:port or https://host:port"
     );
     let c = Config {
         encoding: "json".into(),
-        endpoint: "http://x".into(),
-        ..Config::default()
+        ..to("http://x")
     };
-    assert_eq!(c.validate()[0].message, "only \"proto\" is supported");
+    assert_eq!(check_exporter(&c)[0].message, "only \"proto\" is supported");
 }
 
 #[tokio::test]

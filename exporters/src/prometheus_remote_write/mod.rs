@@ -31,8 +31,8 @@ use sidekick_collector::component::{
 };
 use sidekick_collector::config::{Duration as ConfigDuration, Secret, Signal as SignalKind};
 use sidekick_collector::exporter::{
-    Delivered, Export, ExportError, ExportSettings, Prepared, PreparedRequest, QueueSettings,
-    RetrySettings,
+    ClientRules, ClientSettings, Delivered, Export, ExportError, ExportSettings, Prepared,
+    PreparedRequest, QueueSettings, RetrySettings,
 };
 use sidekick_collector::payload::{Metrics, MetricsSignal};
 use sidekick_collector::pipe::Sizer;
@@ -42,29 +42,24 @@ use tracing::warn;
 use crate::collector_options;
 use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
 use sidekick_prometheus::prompb as proto;
-use sidekick_transport::client::{
-    check_headers, check_proxy_url, header_map, http_client, plaintext_credentials, BasicAuth,
-    Credentials, RequestHeaders,
-};
-use sidekick_transport::tls::TlsSettings;
+use sidekick_transport::client::{header_map, http_client, BasicAuth, Credentials, RequestHeaders};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The remote-write URL, e.g. `http://prometheus:9090/api/v1/write`.
-    pub endpoint: String,
-    pub tls: TlsSettings,
-    /// Extra request headers. The protocol's own headers cannot be overridden.
-    pub headers: BTreeMap<String, Secret>,
-    /// Send every request through this HTTP proxy (`http://host:port`).
-    pub proxy_url: Option<String>,
+    /// `endpoint`, `tls`, `headers`, `proxy_url`, `timeout` (default 5s, per request),
+    /// `auth`, `sending_queue` (the persistent queue's keys only: sending is set by
+    /// `remote_write_queue`) and `retry_on_failure` (default: start at 50ms, at most
+    /// 200ms apart, give up after 1m). `endpoint` is the remote-write URL, e.g.
+    /// `http://prometheus:9090/api/v1/write`; the protocol's own headers cannot be
+    /// overridden.
+    #[serde(skip)]
+    pub client: ClientSettings,
     pub basic_auth: Option<BasicAuth>,
     /// `Authorization: Bearer <token>`.
     pub bearer_token: Option<Secret>,
     /// Read the bearer token from this file (e.g. a mounted Secret).
     pub bearer_token_file: Option<String>,
-    /// Per request. Default 5s.
-    pub timeout: ConfigDuration,
     /// Labels added to every series that does not have them.
     pub external_labels: BTreeMap<String, String>,
     /// Prefix for every metric name.
@@ -79,11 +74,6 @@ pub struct Config {
     /// Only `snappy`, which the protocol requires.
     pub compression: String,
     pub remote_write_queue: RemoteWriteQueue,
-    /// Only the persistent queue's keys (`storage`, `when_full`, `sizer`, `queue_size`):
-    /// sending is set by `remote_write_queue`.
-    pub sending_queue: sidekick_collector::exporter::PersistentQueueSettings,
-    /// Default: start at 50ms, at most 200ms apart, give up after 1m.
-    pub retry_on_failure: RetrySettings,
     /// Deprecated Collector switch; `false` means `UnderscoreEscapingWithoutSuffixes`.
     pub add_metric_suffixes: Option<bool>,
     /// `prometheus.WriteRequest` (remote-write 1.0, the only one Sidekick writes).
@@ -92,8 +82,6 @@ pub struct Config {
     pub max_batch_request_parallelism: Option<usize>,
     /// The Collector's write-ahead log; Sidekick has no such option yet.
     pub wal: Option<IgnoredAny>,
-    /// An authenticator extension whose credentials go with every request.
-    pub auth: Option<sidekick_collector::config::AuthRef>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,14 +125,20 @@ impl Default for RemoteWriteQueue {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            endpoint: String::new(),
-            tls: TlsSettings::default(),
-            headers: BTreeMap::new(),
-            proxy_url: None,
+            client: ClientSettings {
+                retry_on_failure: RetrySettings {
+                    enabled: true,
+                    initial_interval: ConfigDuration::from_millis(50),
+                    max_interval: ConfigDuration::from_millis(200),
+                    max_elapsed_time: ConfigDuration::from_secs(60),
+                    multiplier: 1.5,
+                    randomization_factor: 0.5,
+                },
+                ..ClientSettings::default()
+            },
             basic_auth: None,
             bearer_token: None,
             bearer_token_file: None,
-            timeout: ConfigDuration::from_secs(5),
             external_labels: BTreeMap::new(),
             namespace: String::new(),
             translation_strategy: TranslationStrategy::default(),
@@ -154,21 +148,11 @@ impl Default for Config {
             max_batch_size_bytes: 3_000_000,
             compression: "snappy".into(),
             remote_write_queue: RemoteWriteQueue::default(),
-            sending_queue: Default::default(),
             add_metric_suffixes: None,
             protobuf_message: None,
             write_buffer_size: None,
             max_batch_request_parallelism: None,
             wal: None,
-            auth: None,
-            retry_on_failure: RetrySettings {
-                enabled: true,
-                initial_interval: ConfigDuration::from_millis(50),
-                max_interval: ConfigDuration::from_millis(200),
-                max_elapsed_time: ConfigDuration::from_secs(60),
-                multiplier: 1.5,
-                randomization_factor: 0.5,
-            },
         }
     }
 }
@@ -183,22 +167,53 @@ const RESERVED_HEADERS: [&str; 4] = [
 
 impl ExporterConfig for Config {
     const SIGNALS: &'static [SignalKind] = &[SignalKind::Metrics];
+    const CLIENT: Option<ClientRules> = Some(ClientRules {
+        reserved_headers: &RESERVED_HEADERS,
+        no_proxy: None,
+        sends_with: Some("remote_write_queue"),
+    });
+
+    fn client(&self) -> Option<&ClientSettings> {
+        Some(&self.client)
+    }
+
+    fn client_mut(&mut self) -> Option<&mut ClientSettings> {
+        Some(&mut self.client)
+    }
+
+    fn endpoints(&self) -> Vec<Result<String, FieldError>> {
+        let endpoint = &self.client.endpoint;
+        let target = if endpoint.is_empty() {
+            Err(FieldError::new(
+                "endpoint",
+                "endpoint is required, e.g. http://prometheus:9090/api/v1/write",
+            ))
+        } else if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            || reqwest::Url::parse(endpoint).is_err()
+        {
+            Err(FieldError::new(
+                "endpoint",
+                format!("invalid URL \"{endpoint}\""),
+            ))
+        } else {
+            Ok(endpoint.clone())
+        };
+        vec![target]
+    }
+
+    fn credential_fields(&self) -> Vec<&'static str> {
+        [
+            ("basic_auth", self.basic_auth.is_some()),
+            ("bearer_token", self.bearer_token.is_some()),
+            ("bearer_token_file", self.bearer_token_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect()
+    }
 
     fn validate(&self) -> Vec<FieldError> {
         let mut out = Vec::new();
-        if self.endpoint.is_empty() {
-            out.push(FieldError::new(
-                "endpoint",
-                "endpoint is required, e.g. http://prometheus:9090/api/v1/write",
-            ));
-        } else if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://"))
-            || reqwest::Url::parse(&self.endpoint).is_err()
-        {
-            out.push(FieldError::new(
-                "endpoint",
-                format!("invalid URL \"{}\"", self.endpoint),
-            ));
-        }
         if self.compression != "snappy" {
             out.push(FieldError::new(
                 "compression",
@@ -216,27 +231,6 @@ impl ExporterConfig for Config {
                 "remote_write_queue.num_consumers",
                 "must be at least 1",
             ));
-        }
-        out.extend(check_headers(&self.headers, &RESERVED_HEADERS));
-        let credentials: Vec<&str> = [
-            ("basic_auth", self.basic_auth.is_some()),
-            ("bearer_token", self.bearer_token.is_some()),
-            ("bearer_token_file", self.bearer_token_file.is_some()),
-            ("auth", self.auth.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(field, set)| set.then_some(field))
-        .collect();
-        out.extend(plaintext_credentials(
-            &self.endpoint,
-            &self.headers,
-            &credentials,
-        ));
-        if let Some(p) = &self.proxy_url {
-            out.extend(check_proxy_url(p));
-        }
-        if self.endpoint.starts_with("https://") {
-            out.extend(self.tls.validate());
         }
         match self.protobuf_message.as_deref() {
             None | Some("prometheus.WriteRequest") => {}
@@ -271,13 +265,7 @@ impl ExporterConfig for Config {
             None,
             self.write_buffer_size,
         ));
-        let auths = [
-            self.basic_auth.is_some(),
-            self.bearer_token.is_some(),
-            self.bearer_token_file.is_some(),
-            self.auth.is_some(),
-        ];
-        if auths.iter().filter(|a| **a).count() > 1 {
+        if self.credential_fields().len() + usize::from(self.client.auth.is_some()) > 1 {
             out.push(FieldError::new(
                 "bearer_token",
                 "use only one of basic_auth, bearer_token, bearer_token_file and auth",
@@ -291,14 +279,13 @@ impl ExporterConfig for Config {
                 ));
             }
         }
-        out.extend(self.export_settings().validate());
         out
     }
 
     fn export_settings(&self) -> ExportSettings {
         ExportSettings {
             // Per request: the helper sends the prepared requests, a shard in order.
-            timeout: self.timeout.get(),
+            timeout: self.client.timeout.get(),
             queue: QueueSettings {
                 enabled: true,
                 num_consumers: 1,
@@ -318,19 +305,15 @@ impl ExporterConfig for Config {
                 },
                 ..QueueSettings::default()
             },
-            retry: self.retry_on_failure.clone(),
+            retry: self.client.retry_on_failure.clone(),
             // Requests are cut below max_batch_size_bytes by the exporter itself.
             max_request_bytes: None,
-            persist: self.sending_queue.persist(),
+            persist: self.client.sending_queue.persist(),
         }
     }
 
-    fn auth_uses(&self) -> Vec<sidekick_collector::auth::AuthUse> {
-        collector_options::auth_uses(&self.auth)
-    }
-
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
-        let auth = collector_options::authenticator(ctx, &self.auth)?;
+        let auth = collector_options::authenticator(ctx, &self.client.auth)?;
         let credentials = match (
             &self.basic_auth,
             &self.bearer_token,
@@ -348,8 +331,11 @@ impl ExporterConfig for Config {
             }),
             (None, None, None) => None,
         };
-        let headers = RequestHeaders::new(header_map(&self.headers, credentials)?, auth);
-        let client = http_client(self.tls.rustls_config()?, self.proxy_url.as_deref())?;
+        let headers = RequestHeaders::new(header_map(&self.client.headers, credentials)?, auth);
+        let client = http_client(
+            self.client.tls.rustls_config()?,
+            self.client.proxy_url.as_deref(),
+        )?;
         let settings = Settings {
             strategy: match self.add_metric_suffixes {
                 Some(false) => TranslationStrategy::UnderscoreEscapingWithoutSuffixes,
@@ -366,7 +352,7 @@ impl ExporterConfig for Config {
         };
         let exporter = Arc::new(RemoteWriteExporter {
             client,
-            endpoint: self.endpoint.clone(),
+            endpoint: self.client.endpoint.clone(),
             headers,
             settings,
             send_metadata: self.send_metadata,

@@ -10,11 +10,16 @@ use sidekick_testkit::remote_write::RemoteWriteSink;
 
 use super::*;
 
+fn to(endpoint: String) -> Config {
+    let mut c = Config::default();
+    c.client.endpoint = endpoint;
+    c
+}
+
 fn config(sink: &RemoteWriteSink) -> Config {
     Config {
-        endpoint: sink.url(),
         external_labels: [("cluster".to_string(), "test".to_string())].into(),
-        ..Config::default()
+        ..to(sink.url())
     }
 }
 
@@ -173,14 +178,13 @@ async fn a_down_receiver_fills_a_bounded_queue_then_refuses() {
         .unwrap()
         .port();
     let config = Config {
-        endpoint: format!("http://127.0.0.1:{port}/api/v1/write"),
         remote_write_queue: RemoteWriteQueue {
             enabled: true,
             queue_size: Some(2),
             num_consumers: 1,
             include_metadata_keys: None,
         },
-        ..Config::default()
+        ..to(format!("http://127.0.0.1:{port}/api/v1/write"))
     };
     let settings = config.export_settings();
     let e = exporter(config);
