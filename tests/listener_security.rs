@@ -568,3 +568,124 @@ fn auth_references_are_checked_when_the_config_loads() {
     ));
     assert!(client_only.contains("has no htpasswd"), "{client_only}");
 }
+
+/// `curl --http2` over TLS, posting `body` to `path` with `headers`: the status code it
+/// reports, or its error.
+fn curl_http2(
+    curl: &std::path::Path,
+    pki: &Pki,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[&str],
+    body: &std::path::Path,
+) -> String {
+    let mut cmd = std::process::Command::new(curl);
+    cmd.args([
+        "--http2",
+        "--silent",
+        "--show-error",
+        "--output",
+        "/dev/null",
+    ])
+    .args([
+        "--write-out",
+        "%{http_code}",
+        "--cacert",
+        &pki.path("ca.pem"),
+    ])
+    .arg("--data-binary")
+    .arg(format!("@{}", body.display()));
+    for h in headers {
+        cmd.args(["--header", h]);
+    }
+    let out = cmd
+        .arg(format!("https://localhost:{}{path}", addr.port()))
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    match out.status.success() {
+        true => code,
+        false => format!("{code} {}", String::from_utf8_lossy(&out.stderr).trim()),
+    }
+}
+
+/// Answers sent before the request body is read (401, 413, 415), and the 503 of a full
+/// pipeline (its backend down), reach a real HTTP/2 client over TLS every time: the client is not cut off
+/// with a stream error while it is still sending its body.
+#[test]
+fn early_answers_reach_http2_clients() {
+    setup();
+    let Some(curl) = sidekick_testkit::external::binary("curl", "curl") else {
+        return;
+    };
+    let pki = Pki::new("Sidekick listener CA");
+    let token_file = TempFile::new("token", &format!("{TOKEN}\n"));
+    let config = format!(
+        "extensions:
+  bearertokenauth:
+    filename: {token}
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+        max_request_body_size: 100000
+        tls:
+          cert_file: {cert}
+          key_file: {key}
+        auth:
+          authenticator: bearertokenauth
+exporters:
+  otlp:
+    endpoint: http://127.0.0.1:{dead}
+    sending_queue:
+      num_consumers: 1
+      sizer: requests
+      queue_size: 1
+    retry_on_failure:
+      max_elapsed_time: 0s
+service:
+  extensions: [bearertokenauth]
+  shutdown_timeout: 1s
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+",
+        dead = free_port(),
+        token = token_file.0.display(),
+        cert = pki.path("server.pem"),
+        key = pki.path("server-key.pem"),
+    );
+    let sk = Sidekick::start_with_telemetry(&config, &tls_telemetry(&pki), &[]);
+    let http = sk.http.unwrap();
+    // A body of an SDK's size, and one over max_request_body_size (concatenated
+    // requests are one valid request, their resources appended).
+    let one = traces_body();
+    let body = one.repeat(50_000 / one.len() + 1);
+    let small = TempFile::bytes("small.bin", &body);
+    let large = TempFile::bytes("large.bin", &body.repeat(4));
+    let token = format!("Authorization: Bearer {TOKEN}");
+    let protobuf = "Content-Type: application/x-protobuf";
+    let cases: [(&str, Vec<&str>, &TempFile); 4] = [
+        ("401", vec![protobuf], &small),
+        ("413", vec![protobuf, &token], &large),
+        ("415", vec!["Content-Type: text/plain", &token], &small),
+        ("503", vec![protobuf, &token], &small),
+    ];
+    for (status, headers, file) in &cases {
+        if *status == "503" {
+            // The backend is down: the first requests fill the exporter's queue.
+            let first = (0..5)
+                .map(|_| curl_http2(&curl, &pki, http, "/v1/traces", headers, &file.0))
+                .find(|got| got != "200");
+            assert_eq!(first.as_deref(), Some("503"));
+        }
+        // A full pipeline answers after waiting for room (half a second): fewer tries.
+        let attempts = if *status == "503" { 5 } else { 20 };
+        for attempt in 0..attempts {
+            let got = curl_http2(&curl, &pki, http, "/v1/traces", headers, &file.0);
+            assert_eq!(&got, status, "attempt {attempt} of {status}");
+        }
+    }
+}

@@ -9,9 +9,11 @@
 //! - [`target`]: a scrape target serving a page the test controls.
 //! - [`harness`]: run a processor between two queues and collect its output.
 //! - [`pki`]: a throwaway CA with server and client certificates as PEM files.
+//! - [`external`]: a real program on `PATH` (`curl`, …), required under CI.
 //! - [`promtool`]: the Debian `prometheus` package's binaries, and `promtool check metrics`.
 //! - [`free_port`]: a local port for a listener the test starts; [`http_get`]: a bare GET.
 
+pub mod external;
 pub mod gen;
 pub mod harness;
 pub mod pki;

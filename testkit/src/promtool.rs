@@ -5,22 +5,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The path of an external binary (`promtool`, `prometheus`) on `PATH`. Missing, it is a
-/// failure under CI (`CI` set) and `None` elsewhere, after saying so loudly.
+/// The path of a binary of the Debian `prometheus` package (`promtool`, `prometheus`) on
+/// `PATH`; see [`crate::external::binary`].
 pub fn binary(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is required in CI: apt-get install -y prometheus"
-        );
-        eprintln!("SKIPPING: {name} is not installed (apt-get install -y prometheus)");
-    }
-    found
+    crate::external::binary(name, "prometheus")
 }
 
 /// Runs `promtool check metrics` on `page`: it must pass without a single complaint,

@@ -25,6 +25,10 @@ pub struct TempFile(pub PathBuf);
 
 impl TempFile {
     pub fn new(name: &str, contents: &str) -> TempFile {
+        TempFile::bytes(name, contents.as_bytes())
+    }
+
+    pub fn bytes(name: &str, contents: &[u8]) -> TempFile {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "sidekick-test-{}-{}",

@@ -3,6 +3,7 @@
 //! read deadlines, and the per-request limits wrapped around the service.
 
 use super::*;
+use http_body_util::BodyExt;
 
 /// A listener's limits, shared by its connections.
 pub(super) struct Limits {
@@ -298,14 +299,72 @@ impl AsyncWrite for TrackedIo {
 pub(super) trait FromIncoming: Send {
     /// Whether the body enforces `body_read_timeout`.
     const TIMED: bool;
-    fn from_incoming(body: Incoming, deadline: Option<BodyDeadline>) -> Self;
+    fn from_incoming(body: Incoming, deadline: Option<BodyDeadline>, park: Option<Park>) -> Self;
 }
 
 impl FromIncoming for Incoming {
     const TIMED: bool = false;
 
-    fn from_incoming(body: Incoming, _: Option<BodyDeadline>) -> Self {
+    fn from_incoming(body: Incoming, _: Option<BodyDeadline>, _: Option<Park>) -> Self {
         body
+    }
+}
+
+/// Where an HTTP/2 request body that its handler let go of unread (an answer sent before
+/// the body is read: 401, 413, 415) waits, so that the client reads the answer instead of
+/// a failed upload. Before the answer goes out, the rest of the body is read and thrown
+/// away, up to [`DRAIN_BYTES`] within [`DRAIN_TIME`] (while it keeps coming): a client still sending its body
+/// when the stream is closed under it (curl, among others) reports a framing error, not
+/// the status. A longer body is let go after the answer is written, which ends the
+/// stream with NO_ERROR ("the response is complete, stop sending", RFC 9113 §8.1), never
+/// with the CANCEL that dropping it before the answer would send.
+#[derive(Clone, Default)]
+pub(super) struct Park(Arc<std::sync::Mutex<Option<Incoming>>>);
+
+/// How much of an unread HTTP/2 request body is read and thrown away before an early
+/// answer: more than an SDK's usual request, well below what a listener accepts.
+const DRAIN_BYTES: usize = 4 << 20;
+/// How long an early answer waits for the rest of the request body.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// How long it waits for the next part of the body: a client that waits for the answer
+/// before it sends its body gets the answer this soon.
+const DRAIN_GAP: Duration = Duration::from_millis(250);
+
+impl Park {
+    fn keep(&self, body: Incoming) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(body);
+        }
+    }
+
+    fn take(&self) -> Option<Incoming> {
+        self.0.lock().ok()?.take()
+    }
+
+    /// Reads and discards what is left of a parked body, within the bounds; a body that
+    /// does not end within them is parked again, to be let go after the answer.
+    pub(super) async fn drain(&self) {
+        let Some(mut body) = self.take() else {
+            return;
+        };
+        let mut read = 0usize;
+        let ended = tokio::time::timeout(DRAIN_TIME, async {
+            while read <= DRAIN_BYTES {
+                match tokio::time::timeout(DRAIN_GAP, body.frame()).await {
+                    Ok(Some(Ok(frame))) => {
+                        read += frame.data_ref().map_or(0, Bytes::len);
+                    }
+                    Ok(Some(Err(_)) | None) => return true,
+                    Err(_) => return false,
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if !ended {
+            self.keep(body);
+        }
     }
 }
 
@@ -318,7 +377,9 @@ pub(super) struct BodyDeadline {
 
 /// A request body that fails when it has not arrived `after` its first read.
 pub(super) struct TimedBody {
-    pub(super) inner: Incoming,
+    /// `None` only while being dropped.
+    pub(super) inner: Option<Incoming>,
+    pub(super) park: Option<Park>,
     pub(super) deadline: Option<BodyDeadline>,
     pub(super) started: Option<Instant>,
     pub(super) sleep: Option<Pin<Box<Sleep>>>,
@@ -328,9 +389,10 @@ pub(super) struct TimedBody {
 impl FromIncoming for TimedBody {
     const TIMED: bool = true;
 
-    fn from_incoming(inner: Incoming, deadline: Option<BodyDeadline>) -> Self {
+    fn from_incoming(inner: Incoming, deadline: Option<BodyDeadline>, park: Option<Park>) -> Self {
         TimedBody {
-            inner,
+            inner: Some(inner),
+            park,
             deadline,
             started: None,
             sleep: None,
@@ -348,12 +410,12 @@ impl Body for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if this.failed {
+        let Some(inner) = this.inner.as_mut().filter(|_| !this.failed) else {
             return Poll::Ready(None);
-        }
+        };
         let started = *this.started.get_or_insert_with(Instant::now);
         // What has arrived is always handed over, however late the reader is.
-        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+        if let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         let Some(deadline) = &this.deadline else {
@@ -373,11 +435,23 @@ impl Body for TimedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.failed || self.inner.is_end_stream()
+        self.failed || self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        if let (Some(park), Some(inner)) = (&self.park, self.inner.take()) {
+            if !inner.is_end_stream() {
+                park.keep(inner);
+            }
+        }
     }
 }
 
@@ -453,29 +527,39 @@ where
             _ => None,
         };
         let timed_out = deadline.as_ref().map(|d| d.timed_out.clone());
+        let park = (!http1).then(Park::default);
         let (parts, body) = req.into_parts();
         let future = self.inner.call(http::Request::from_parts(
             parts,
-            RB::from_incoming(body, deadline),
+            RB::from_incoming(body, deadline, park.clone()),
         ));
         Box::pin(async move {
             let response = future.await?;
+            if let Some(park) = &park {
+                park.drain().await;
+            }
             if !grpc && timed_out.is_some_and(|t| t.load(Ordering::SeqCst)) {
-                return Ok(request_timeout(http1, in_flight));
+                return Ok(request_timeout(http1, in_flight, park));
             }
             Ok(response.map(|body| Tracked {
                 body: Some(Box::pin(body)),
                 _in_flight: in_flight,
+                _park: park,
             }))
         })
     }
 }
 
 /// 408 with no body; HTTP/1 closes the connection (the rest of the body is not read).
-pub(super) fn request_timeout<B>(http1: bool, in_flight: InFlight) -> http::Response<Tracked<B>> {
+pub(super) fn request_timeout<B>(
+    http1: bool,
+    in_flight: InFlight,
+    park: Option<Park>,
+) -> http::Response<Tracked<B>> {
     let mut response = http::Response::new(Tracked {
         body: None,
         _in_flight: in_flight,
+        _park: park,
     });
     *response.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
     if http1 {
@@ -492,6 +576,8 @@ pub(super) fn request_timeout<B>(http1: bool, in_flight: InFlight) -> http::Resp
 pub(super) struct Tracked<B> {
     pub(super) body: Option<Pin<Box<B>>>,
     pub(super) _in_flight: InFlight,
+    /// The request body, if the handler left it unread: let go once this is written.
+    pub(super) _park: Option<Park>,
 }
 
 impl<B: Body> Body for Tracked<B> {
