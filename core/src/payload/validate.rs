@@ -459,9 +459,7 @@ impl Walk {
                     if wire_type != LEN {
                         return Err(fail(WRONG_WIRE_TYPE));
                     }
-                    // Most strings are ASCII, and checking that inline is cheaper than a
-                    // call for the short ones.
-                    if !payload.is_ascii() && std::str::from_utf8(payload).is_err() {
+                    if !is_utf8(payload) {
                         return Err(fail(INVALID_UTF8));
                     }
                 }
@@ -482,6 +480,14 @@ impl Walk {
                 Nested(inner) => {
                     if wire_type != LEN {
                         return Err(fail(WRONG_WIRE_TYPE));
+                    }
+                    // Attributes are most of a request's fields: the common shape is
+                    // checked straight through. Its `value` sits at depth + 2.
+                    if std::ptr::eq(inner, &KEY_VALUE)
+                        && depth + 1 < MAX_DEPTH
+                        && plain_key_value(payload)
+                    {
+                        continue;
                     }
                     if depth >= MAX_DEPTH {
                         return Err(fail(TOO_DEEP));
@@ -522,8 +528,147 @@ impl Walk {
     }
 }
 
+/// Whether `buf` is a `KeyValue` of the usual shape, and valid: a UTF-8 `key` (field 1)
+/// then a `value` (field 2) that is empty or holds one string (UTF-8), bool, int or
+/// double. This is what the general walk accepts for such bytes, without its table
+/// dispatch per field. Any other shape, valid or not, is `false` and left to the general
+/// walk, which then gives the exact error, if there is one.
+#[inline]
+fn plain_key_value(buf: &[u8]) -> bool {
+    const KEY: u8 = 1 << 3 | LEN;
+    const VALUE: u8 = 2 << 3 | LEN;
+    const STRING: u8 = 1 << 3 | LEN;
+    const BOOL: u8 = 2 << 3 | VARINT;
+    const INT: u8 = 3 << 3 | VARINT;
+    const DOUBLE: u8 = 4 << 3 | FIXED64;
+    let mut pos = 1;
+    if buf.first() != Some(&KEY) {
+        return false;
+    }
+    let Some(key) = len_delimited(buf, &mut pos) else {
+        return false;
+    };
+    if !is_utf8(key) || buf.get(pos) != Some(&VALUE) {
+        return false;
+    }
+    pos += 1;
+    let Some(value) = len_delimited(buf, &mut pos) else {
+        return false;
+    };
+    if pos != buf.len() {
+        return false;
+    }
+    let mut at = 1;
+    match value.first() {
+        None => true,
+        Some(&STRING) => len_delimited(value, &mut at).is_some_and(is_utf8) && at == value.len(),
+        Some(&BOOL | &INT) => read_varint(value, &mut at).is_ok() && at == value.len(),
+        Some(&DOUBLE) => value.len() == 9,
+        Some(_) => false,
+    }
+}
+
+/// The length-delimited payload at `pos` (its length varint first), moving past it.
+#[inline(always)]
+fn len_delimited<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+    let len = usize::try_from(read_varint(buf, pos).ok()?).ok()?;
+    let end = pos.checked_add(len)?;
+    let payload = buf.get(*pos..end)?;
+    *pos = end;
+    Some(payload)
+}
+
+/// Most strings are ASCII, and checking that inline is cheaper than a call for the short
+/// ones.
+#[inline(always)]
+fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
+}
+
 /// Like [`check`], but also refuses fields the schema does not know.
 #[cfg(test)]
 pub(super) fn check_strict(signal: SignalKind, buf: &[u8]) -> Result<usize, WireError> {
     Walk::new(true).request(signal, buf)
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    use proptest::prelude::*;
+    use prost::Message as _;
+
+    use super::*;
+
+    fn general(buf: &[u8]) -> bool {
+        Walk::new(true).message(&KEY_VALUE, buf, 0, 1).is_ok()
+    }
+
+    fn encoded(value: Option<Value>) -> Vec<u8> {
+        KeyValue {
+            key: "http.méthod".into(),
+            value: Some(AnyValue { value }),
+            ..KeyValue::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn the_usual_attributes_take_the_fast_path() {
+        for value in [
+            None,
+            Some(Value::StringValue("GET ✓".into())),
+            Some(Value::BoolValue(true)),
+            Some(Value::IntValue(-1)),
+            Some(Value::DoubleValue(0.5)),
+        ] {
+            let buf = encoded(value.clone());
+            assert!(plain_key_value(&buf), "{value:?}");
+            assert!(general(&buf), "{value:?}");
+        }
+        // Other shapes go the general way.
+        let bytes = encoded(Some(Value::BytesValue(vec![1, 2])));
+        assert!(!plain_key_value(&bytes) && general(&bytes));
+    }
+
+    proptest! {
+        /// The fast path never accepts what the general walk refuses: a well-framed
+        /// `KeyValue` around any key bytes and any value bytes (most starting with one of
+        /// the tags the fast path knows), and valid attributes with bytes changed, cut or
+        /// added anywhere.
+        #[test]
+        fn fast_path_accepts_nothing_the_walk_refuses(
+            key in proptest::collection::vec(any::<u8>(), 0..6),
+            tag in prop::sample::select(vec![0x0a_u8, 0x10, 0x18, 0x21, 0x2a, 0x12, 0x09]),
+            value in proptest::collection::vec(any::<u8>(), 0..12),
+            kind in 0usize..5,
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..4),
+        ) {
+            let mut framed = vec![0x0a, key.len() as u8];
+            framed.extend(&key);
+            framed.extend([0x12, value.len() as u8 + 1, tag]);
+            framed.extend(&value);
+            if plain_key_value(&framed) {
+                prop_assert!(general(&framed), "{framed:?}");
+            }
+            let values = [
+                None,
+                Some(Value::StringValue("v".repeat(3))),
+                Some(Value::BoolValue(false)),
+                Some(Value::IntValue(300)),
+                Some(Value::DoubleValue(1.0)),
+            ];
+            let mut buf = encoded(values[kind].clone());
+            for (at, byte, op) in edits {
+                let i = at.index(buf.len().max(1));
+                match op {
+                    0 if i < buf.len() => buf[i] = byte,
+                    1 if i < buf.len() => { buf.truncate(i); }
+                    _ => buf.insert(i.min(buf.len()), byte),
+                }
+            }
+            if plain_key_value(&buf) {
+                prop_assert!(general(&buf), "{buf:?}");
+            }
+        }
+    }
 }
