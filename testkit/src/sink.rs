@@ -29,6 +29,9 @@ pub enum Failure {
     Grpc(tonic::Code),
     /// An HTTP request gets this status, with `Retry-After` seconds when given.
     Http(u16, Option<u64>),
+    /// A gRPC request is taken, and answered with a partial success that rejects this
+    /// many items.
+    Partial(i64),
 }
 
 #[derive(Default)]
@@ -360,7 +363,8 @@ impl tonic::server::UnaryService<Bytes> for GrpcExport {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            if let Some(Failure::Grpc(code)) = next_failure(&this.state) {
+            let failure = next_failure(&this.state);
+            if let Some(Failure::Grpc(code)) = failure {
                 return Err(tonic::Status::new(code, "scripted failure"));
             }
             let limit = *this.state.max_request_bytes.lock().unwrap();
@@ -370,7 +374,22 @@ impl tonic::server::UnaryService<Bytes> for GrpcExport {
             }
             record(&this.state, &this.path, request.get_ref())
                 .map_err(tonic::Status::invalid_argument)?;
-            Ok(tonic::Response::new(Vec::new()))
+            let answer = match failure {
+                // The three signals' responses share this layout.
+                Some(Failure::Partial(rejected)) => vec![Bytes::from(
+                    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse {
+                        partial_success: Some(
+                            opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
+                                rejected_spans: rejected,
+                                error_message: "scripted partial success".into(),
+                            },
+                        ),
+                    }
+                    .encode_to_vec(),
+                )],
+                _ => Vec::new(),
+            };
+            Ok(tonic::Response::new(answer))
         })
     }
 }

@@ -15,8 +15,6 @@
 //! Batches that arrived encoded are sent as they are: the request body is the received
 //! bytes (appended, when batched), never decoded and re-encoded.
 
-use std::str::FromStr;
-
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sidekick_collector::component::{
@@ -28,9 +26,8 @@ use sidekick_collector::exporter::{
 };
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_transport::client::{grpc_channel, Keepalive};
-use sidekick_transport::grpc::RawCodec;
-use tonic::codec::CompressionEncoding;
-use tonic::metadata::{MetadataKey, MetadataValue};
+use sidekick_transport::client::{header_map, RequestHeaders};
+use sidekick_transport::grpc::{self, Message};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -181,23 +178,11 @@ impl ExporterConfig for Config {
             self.client.tls.server_name_override.as_deref(),
             keepalive,
         )?;
-        let mut headers = Vec::new();
-        for (name, value) in &self.client.headers {
-            let key = MetadataKey::from_str(&name.to_ascii_lowercase())
-                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header name")))?;
-            let value = MetadataValue::try_from(value.expose())
-                .map_err(|_| BuildError::new(format!("headers.{name}: invalid header value")))?;
-            headers.push((key, value));
-        }
+        let headers = RequestHeaders::new(header_map(&self.client.headers, None)?, auth);
         let exporter = std::sync::Arc::new(OtlpGrpcExporter {
             channel,
             headers,
-            auth,
-            compression: match self.compression {
-                Compression::Gzip => Some(CompressionEncoding::Gzip),
-                Compression::Zstd => Some(CompressionEncoding::Zstd),
-                Compression::None => None,
-            },
+            compression: self.compression,
             endpoint: uri,
         });
         Ok(ExporterParts::all(exporter))
@@ -206,41 +191,46 @@ impl ExporterConfig for Config {
 
 pub struct OtlpGrpcExporter {
     channel: Channel,
-    headers: Vec<(
-        MetadataKey<tonic::metadata::Ascii>,
-        MetadataValue<tonic::metadata::Ascii>,
-    )>,
-    /// Sends its credentials with every request, read as they are at the time.
-    auth: Option<std::sync::Arc<sidekick_collector::auth::Authenticator>>,
-    compression: Option<CompressionEncoding>,
+    /// `headers`, and the authenticator's credentials read as they are at each request.
+    headers: RequestHeaders,
+    compression: Compression,
     endpoint: String,
 }
 
 impl OtlpGrpcExporter {
+    /// One `Export` call whose body is the batch's encoded bytes as they are (or their
+    /// compressed form): the batch is never copied into a request buffer.
     async fn send<S: Signal>(&self, batch: &Batch<S>) -> Result<Delivered, ExportError> {
-        let mut client = tonic::client::Grpc::new(self.channel.clone())
-            .max_decoding_message_size(MAX_RESPONSE)
-            .max_encoding_message_size(usize::MAX);
-        if let Some(c) = self.compression {
-            client = client.send_compressed(c).accept_compressed(c);
-        }
-        client.ready().await.map_err(|e| {
-            ExportError::retryable(format!("cannot connect to {}: {e}", self.endpoint))
-        })?;
-        let mut request = tonic::Request::new(batch.encoded_chunks());
-        for (k, v) in &self.headers {
-            request.metadata_mut().insert(k.clone(), v.clone());
-        }
-        if let Some((name, value)) = self.auth.as_ref().and_then(|a| a.credentials()) {
-            let key = MetadataKey::from_str(name.as_str());
-            let value = MetadataValue::try_from(value.as_bytes());
-            if let (Ok(key), Ok(value)) = (key, value) {
-                request.metadata_mut().insert(key, value);
-            }
-        }
-        let path = http::uri::PathAndQuery::from_static(S::GRPC_PATH);
-        match client.unary(request, path, RawCodec).await {
-            Ok(response) => Ok(partial::delivered(response.get_ref())),
+        let chunks = batch.encoded_chunks();
+        let message = match self.compression.encoding() {
+            None => Message {
+                chunks,
+                encoding: None,
+            },
+            Some(encoding) => Message {
+                chunks: vec![self.compression.apply(&chunks).map_err(|e| {
+                    ExportError::Permanent {
+                        message: format!("cannot compress the request: {e}"),
+                    }
+                })?],
+                encoding: Some(encoding),
+            },
+        };
+        let mut channel = self.channel.clone();
+        let answer = grpc::unary(
+            &mut channel,
+            S::GRPC_PATH,
+            self.headers.current(),
+            message,
+            MAX_RESPONSE,
+        )
+        .await;
+        match answer {
+            Ok(response) => Ok(partial::delivered(&response)),
+            Err(status) if status.code() == Code::Unavailable => Err(ExportError::Retryable {
+                message: format!("{}: {}", self.endpoint, status.message()),
+                retry_after: partial::retry_delay(status.details()),
+            }),
             Err(status) => Err(classify(&status)),
         }
     }

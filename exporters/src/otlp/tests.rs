@@ -104,6 +104,25 @@ async fn classifies_grpc_failures() {
     ));
     exporter.export(&traces(0, 1, 1)).await.unwrap();
     assert_eq!(sink.rejected(), 3);
+    // A partial success is read from the answer's message.
+    sink.fail_next(1, Failure::Partial(2));
+    let delivered = exporter.export(&traces(0, 1, 3)).await.unwrap();
+    assert_eq!(delivered.rejected, 2);
+    assert_eq!(delivered.reason, "scripted partial success");
+}
+
+#[tokio::test]
+async fn a_batch_of_many_parts_is_sent_as_one_message() {
+    let sink = OtlpSink::start().await;
+    let parts = build(config_for(&sink, Compression::None));
+    let mut batch = traces(0, 1, 2);
+    for i in 1..50 {
+        batch.append(traces(i * 2, 1, 2));
+    }
+    parts.traces.unwrap().export(&batch).await.unwrap();
+    assert_eq!(sink.span_count(), 100);
+    assert_eq!(sink.traces().len(), 1);
+    assert_eq!(span_names(&sink.traces()[0])[99], "span-99");
 }
 
 #[tokio::test]
