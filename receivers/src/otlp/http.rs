@@ -248,7 +248,7 @@ fn from_json<S: Signal>(request: S::Request) -> Result<Batch<S>, String> {
     Batch::from_encoded(encoded).map_err(|e| format!("invalid OTLP/JSON: {}", e.reason))
 }
 
-enum DecompressError {
+pub(super) enum DecompressError {
     TooLarge,
     Unsupported,
     Corrupt(std::io::Error),
@@ -256,7 +256,11 @@ enum DecompressError {
 
 /// Decompresses into at most `limit` bytes; a body that would grow past it (a
 /// compression bomb) is refused without inflating the rest.
-fn decompress(encoding: &str, body: Bytes, limit: usize) -> Result<Bytes, DecompressError> {
+pub(super) fn decompress(
+    encoding: &str,
+    body: Bytes,
+    limit: usize,
+) -> Result<Bytes, DecompressError> {
     fn read_limited(reader: impl Read, limit: usize) -> Result<Bytes, DecompressError> {
         let mut out = Vec::new();
         reader
