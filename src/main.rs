@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! sidekick                          run the built-in config
-//! sidekick --config FILE            run FILE
+//! sidekick --config FILE            run FILE (SIGHUP reloads it; --watch-config: on change)
 //! sidekick validate --config FILE   check FILE and exit
 //! sidekick components               list the component kinds
 //! sidekick default-config           print the built-in config
@@ -15,16 +15,25 @@
 
 use std::process::ExitCode;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use anyhow::{bail, Context};
+use reload::Event;
 use sidekick::{plan, registry, DEFAULT_CONFIG};
+use sidekick_collector::component::Registry;
 use sidekick_collector::topology::Plan;
 use sidekick_collector::{logging, telemetry::Telemetry};
+use tokio::sync::mpsc;
+
+mod reload;
 
 const USAGE: &str = "\
 Sidekick: an OpenTelemetry agent for a Kubernetes Pod.
 
 Usage:
   sidekick [--config FILE]            run (with the built-in config when no FILE)
+           [--watch-config]           and reload FILE when it changes (also on SIGHUP)
   sidekick validate [--config FILE]   check a config and exit
   sidekick components                 list the component kinds
   sidekick default-config             print the built-in config
@@ -36,7 +45,8 @@ ${env:VAR:-default} are expanded. Self-metrics and health: http://0.0.0.0:8888
 ";
 
 enum Command {
-    Run(Option<String>),
+    /// The config file, if any, and whether to watch it for changes.
+    Run(Option<String>, bool),
     Validate(Option<String>),
     Components,
     DefaultConfig,
@@ -47,6 +57,7 @@ enum Command {
 fn parse_args(args: &[String]) -> anyhow::Result<Command> {
     let mut config = None;
     let mut sub = None;
+    let mut watch = false;
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -67,13 +78,17 @@ fn parse_args(args: &[String]) -> anyhow::Result<Command> {
                     bail!("--config given twice; Sidekick reads one config file");
                 }
             }
+            "--watch-config" => watch = true,
             "validate" | "components" | "default-config" if sub.is_none() => sub = Some(a),
             _ => bail!("unexpected argument \"{a}\"\n\n{USAGE}"),
         }
         i += 1;
     }
     Ok(match sub {
-        None => Command::Run(config),
+        None if watch && config.is_none() => {
+            bail!("--watch-config needs --config FILE: the built-in config does not change")
+        }
+        None => Command::Run(config, watch),
         Some("validate") => Command::Validate(config),
         Some("components") => Command::Components,
         _ => Command::DefaultConfig,
@@ -158,7 +173,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Run(file) => {
+        Command::Run(file, watch) => {
             let (text, name) = read_config(&file)?;
             let plan = match plan(&text, &name, &registry, &env_lookup) {
                 Ok(p) => p,
@@ -167,13 +182,29 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             };
-            serve(plan, &name)
+            let source = Source {
+                path: file.map(PathBuf::from),
+                name,
+                text,
+                watch,
+            };
+            serve(plan, source, &registry)
         }
     }
 }
 
-fn serve(plan: Plan, name: &str) -> anyhow::Result<ExitCode> {
-    logging::init(&plan.telemetry.logs);
+/// The config file a running Sidekick was started with.
+struct Source {
+    /// `None`: the built-in config, which cannot change.
+    path: Option<PathBuf>,
+    name: String,
+    /// The running config's text.
+    text: String,
+    watch: bool,
+}
+
+fn serve(first: Plan, mut source: Source, registry: &Registry) -> anyhow::Result<ExitCode> {
+    logging::init(&first.telemetry.logs);
     // Every TLS client uses ring; installing it once keeps rustls from guessing.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Connections are capped per listener from the open-file limit; take the hard
@@ -182,78 +213,140 @@ fn serve(plan: Plan, name: &str) -> anyhow::Result<ExitCode> {
         Ok(n) => tracing::debug!(open_files = n, "open-file limit raised"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    for w in &plan.warnings {
-        tracing::warn!(config = %name, "{w}");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sidekick")
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(async {
-        let service = plan.build(Telemetry::new())?;
-        tracing::info!(config = %name, version = env!("CARGO_PKG_VERSION"), "starting");
-        Ok::<_, sidekick_collector::component::BuildError>(service.run(shutdown_signal()).await)
+    let reloads = source.path.is_some();
+    if reloads {
+        sidekick_transport::server::keep_listeners_for_reloads();
+    }
+    let run = runtime.block_on(async {
+        let (events, mut rx) = mpsc::unbounded_channel();
+        reload::signals(&events, reloads);
+        if let (true, Some(path)) = (source.watch, &source.path) {
+            reload::watch(path.clone(), source.text.clone(), events.clone());
+        }
+        let stats = Arc::new(reload::Stats::default());
+        let mut plan = first;
+        let mut dropped = 0;
+        // The config that ran before a reload, until the reloaded one is built.
+        let mut previous: Option<String> = None;
+        loop {
+            for w in &plan.warnings {
+                tracing::warn!(config = %source.name, "{w}");
+            }
+            let telemetry = Telemetry::new();
+            let hash = reload::hash(&source.text);
+            stats.register(&telemetry, &hash);
+            let built = plan.build(telemetry);
+            let service = match (built, previous.take()) {
+                (Ok(service), None) => service,
+                (Ok(service), Some(_)) => {
+                    stats.succeeded();
+                    service
+                }
+                (Err(e), None) => return Err(e),
+                // It loaded but could not start (a port taken meanwhile, a file gone):
+                // the config that ran before starts again.
+                (Err(e), Some(text)) => {
+                    stats.failed();
+                    // What the new components bound is offered back with the rest.
+                    sidekick_transport::server::offer_kept_listeners();
+                    tracing::error!(config = %source.name, error = %e, "config reload failed: the new config cannot start; starting the previous one again");
+                    plan = sidekick::plan(&text, &source.name, registry, &env_lookup)
+                        .map_err(sidekick_collector::component::BuildError::new)?;
+                    source.text = text;
+                    continue;
+                }
+            };
+            sidekick_transport::server::close_unclaimed_listeners();
+            tracing::info!(config = %source.name, hash = %hash, version = env!("CARGO_PKG_VERSION"), "starting");
+            let mut next = None;
+            let outcome = service
+                .run(next_event(&mut rx, &mut source, registry, &stats, &mut next))
+                .await;
+            dropped += outcome.dropped;
+            match next {
+                None => return Ok::<_, sidekick_collector::component::BuildError>((dropped, outcome.kept)),
+                Some((new, old_text)) => {
+                    sidekick_transport::server::offer_kept_listeners();
+                    plan = new;
+                    previous = Some(old_text);
+                }
+            }
+        }
     });
-    let outcome = match outcome {
-        Ok(o) => o,
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let (dropped, kept) = match run {
+        Ok(counts) => counts,
         Err(e) => {
             // Logging is set up by now: one line, in the configured format.
             tracing::error!(error = %e, "cannot start");
             return Ok(ExitCode::from(1));
         }
     };
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    Ok(if outcome.dropped > 0 {
+    Ok(if dropped > 0 {
         ExitCode::from(3)
-    } else if outcome.kept > 0 {
+    } else if kept > 0 {
         ExitCode::from(4)
     } else {
         ExitCode::SUCCESS
     })
 }
 
-/// Resolves on the first signal whose default action would end the process: SIGTERM
-/// (Kubernetes stopping the Pod), SIGINT (Ctrl-C), and every other one a person or a tool
-/// may send (SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, ...). All of them take the same
-/// path: drain, then count what could not be delivered. Only SIGKILL and the faults a
-/// program cannot survive (SIGSEGV, SIGBUS, ...) end Sidekick without it.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    const ENDING: &[(libc::c_int, &str)] = &[
-        (libc::SIGTERM, "SIGTERM"),
-        (libc::SIGINT, "SIGINT"),
-        (libc::SIGHUP, "SIGHUP"),
-        (libc::SIGQUIT, "SIGQUIT"),
-        (libc::SIGUSR1, "SIGUSR1"),
-        (libc::SIGUSR2, "SIGUSR2"),
-        (libc::SIGALRM, "SIGALRM"),
-        (libc::SIGVTALRM, "SIGVTALRM"),
-        (libc::SIGPROF, "SIGPROF"),
-        (libc::SIGIO, "SIGIO"),
-        (libc::SIGXCPU, "SIGXCPU"),
-        (libc::SIGXFSZ, "SIGXFSZ"),
-        (libc::SIGPWR, "SIGPWR"),
-        (libc::SIGSTKFLT, "SIGSTKFLT"),
-    ];
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
-    for &(number, name) in ENDING {
-        match signal(SignalKind::from_raw(number)) {
-            Ok(mut stream) => {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    if stream.recv().await.is_some() {
-                        let _ = tx.send(name);
-                    }
-                });
+/// Waits for what ends the running service: a stop signal (`next` stays `None`), or a
+/// reload whose config loaded and differs from the running one (`next` is its plan and
+/// the running config's text, and `source` holds the new text). A reload that fails or changes nothing is logged and
+/// counted, and the service keeps running.
+async fn next_event(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    source: &mut Source,
+    registry: &Registry,
+    stats: &reload::Stats,
+    next: &mut Option<(Plan, String)>,
+) {
+    loop {
+        let trigger = match rx.recv().await {
+            Some(Event::Reload(trigger)) => trigger,
+            Some(Event::Stop(name)) => {
+                tracing::info!(signal = name, "signal received, stopping");
+                return;
             }
-            Err(e) => tracing::warn!(signal = name, error = %e, "cannot handle the signal"),
+            // No handler could be installed: only SIGKILL stops Sidekick then.
+            None => std::future::pending().await,
+        };
+        let Some(path) = &source.path else { continue };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                stats.failed();
+                tracing::error!(trigger, config = %source.name, error = %e, "config reload failed: cannot read the file; the running config stays");
+                continue;
+            }
+        };
+        if text == source.text {
+            stats.unchanged();
+            tracing::info!(trigger, config = %source.name, "config unchanged: nothing to reload");
+            continue;
         }
-    }
-    drop(tx);
-    match rx.recv().await {
-        Some(name) => tracing::info!(signal = name, "signal received, stopping"),
-        // No handler could be installed: only SIGKILL stops Sidekick then.
-        None => std::future::pending::<()>().await,
+        match plan(&text, &source.name, registry, &env_lookup) {
+            Ok(p) => {
+                tracing::info!(
+                    trigger,
+                    config = %source.name,
+                    hash = %reload::hash(&text),
+                    "config reloading: the running components drain and stop, then every component of the new config starts; listeners keep their sockets"
+                );
+                let running = std::mem::replace(&mut source.text, text);
+                *next = Some((p, running));
+                return;
+            }
+            Err(report) => {
+                stats.failed();
+                tracing::error!(trigger, config = %source.name, errors = %report, "config reload failed; the running config stays");
+            }
+        }
     }
 }

@@ -70,10 +70,21 @@ impl Sidekick {
     /// [`Sidekick::start_with_env`] with its own `telemetry:` block (which must keep JSON
     /// logs and an admin address, as [`TEST_TELEMETRY`] has them).
     pub fn start_with_telemetry(yaml: &str, telemetry: &str, env: &[(&str, &str)]) -> Sidekick {
+        Self::start_with_args(yaml, telemetry, env, &[])
+    }
+
+    /// [`Sidekick::start_with_telemetry`] with extra command-line arguments.
+    pub fn start_with_args(
+        yaml: &str,
+        telemetry: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Sidekick {
         let config = TempFile::new("sidekick.yaml", &format!("{yaml}{telemetry}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_sidekick"))
             .arg("--config")
             .arg(&config.0)
+            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -148,12 +159,7 @@ impl Sidekick {
 
     /// Sends the signal `name` (`kill -NAME`) and waits for the exit.
     pub fn signal(&mut self, name: &str) -> ExitStatus {
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        self.send_signal(name);
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -164,6 +170,39 @@ impl Sidekick {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "sidekick did not stop:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends the signal `name` (`kill -NAME`) and returns at once.
+    pub fn send_signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The config file it runs, which a test may rewrite.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self._config.0
+    }
+
+    /// Waits until a log line contains `text` (after the first `skip` lines that do).
+    pub fn wait_for_line(&self, text: &str, skip: usize) {
+        let started = Instant::now();
+        while self.lines().iter().filter(|l| l.contains(text)).count() <= skip {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no line with {text:?}:\n{}",
                 self.lines().join("\n")
             );
             std::thread::sleep(Duration::from_millis(20));

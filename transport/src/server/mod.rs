@@ -65,15 +65,93 @@ const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// The HTTP/2 client connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Binds a TCP listener now (at build time), so a taken port is a startup error.
+/// Binds a TCP listener now (at build time), so a taken port is a startup error. A socket
+/// that a config reload offered for the same address is taken over instead (see
+/// [`offer_kept_listeners`]).
 pub fn bind(address: &str, what: &str) -> Result<TcpListener, BuildError> {
-    let addr = resolve(address).map_err(|e| BuildError::new(format!("{what}: {e}")))?;
-    let std_listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| BuildError::new(format!("{what}: cannot listen on {addr}: {e}")))?;
-    std_listener
-        .set_nonblocking(true)
-        .map_err(|e| BuildError::new(format!("{what}: {e}")))?;
+    let std_listener = match kept::take(address) {
+        Some(listener) => listener,
+        None => {
+            let addr = resolve(address).map_err(|e| BuildError::new(format!("{what}: {e}")))?;
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| BuildError::new(format!("{what}: cannot listen on {addr}: {e}")))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| BuildError::new(format!("{what}: {e}")))?;
+            listener
+        }
+    };
+    kept::record(address, &std_listener);
     TcpListener::from_std(std_listener).map_err(|e| BuildError::new(format!("{what}: {e}")))
+}
+
+pub use kept::{close_unclaimed_listeners, keep_listeners_for_reloads, offer_kept_listeners};
+
+/// Listening sockets kept open across a config reload, so that a listener whose address
+/// did not change never refuses a connection: while the old components stop and the new
+/// ones start, new connections wait in the socket's backlog and are accepted by the new
+/// listener.
+mod kept {
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// Off unless the process can reload its config: a kept copy holds the port open
+    /// until the next generation takes it or the process ends.
+    static ON: AtomicBool = AtomicBool::new(false);
+
+    /// From now on, every socket bound is kept for the next config reload.
+    pub fn keep_listeners_for_reloads() {
+        ON.store(true, Ordering::Relaxed);
+    }
+
+    #[derive(Default)]
+    struct Kept {
+        /// A duplicate of every socket the running components listen on, by the address
+        /// asked for.
+        current: Vec<(String, TcpListener)>,
+        /// The previous generation's sockets, waiting for the next one to take them.
+        offered: Vec<(String, TcpListener)>,
+    }
+
+    static KEPT: Mutex<Kept> = Mutex::new(Kept {
+        current: Vec::new(),
+        offered: Vec::new(),
+    });
+
+    fn lock() -> std::sync::MutexGuard<'static, Kept> {
+        KEPT.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn take(address: &str) -> Option<TcpListener> {
+        let mut kept = lock();
+        let i = kept.offered.iter().position(|(a, _)| a == address)?;
+        Some(kept.offered.swap_remove(i).1)
+    }
+
+    pub(super) fn record(address: &str, listener: &TcpListener) {
+        // Port 0 asks for any port: a reload gets a new one, as a restart would.
+        let any_port = super::resolve(address).is_ok_and(|a| a.port() == 0);
+        if !ON.load(Ordering::Relaxed) || any_port {
+            return;
+        }
+        if let Ok(copy) = listener.try_clone() {
+            lock().current.push((address.to_string(), copy));
+        }
+    }
+
+    /// Before the components of a reloaded config are built: the running ones' sockets
+    /// are offered to them, by address.
+    pub fn offer_kept_listeners() {
+        let mut kept = lock();
+        let current = std::mem::take(&mut kept.current);
+        kept.offered.extend(current);
+    }
+
+    /// After they are built: the sockets no component took are closed.
+    pub fn close_unclaimed_listeners() {
+        lock().offered.clear();
+    }
 }
 
 /// `host:port` → a socket address; `localhost` means the IPv4 loopback.

@@ -1,0 +1,322 @@
+//! Reloading the config of a running Sidekick: on SIGHUP and, with `--watch-config`, when
+//! the file changes. A reload loads and checks the new file first: a broken one leaves
+//! the running config in place; an unchanged one rebuilds nothing; a changed one drains
+//! the running components and starts the new ones on the same sockets, so clients are
+//! never refused and nothing they were told was accepted is lost.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{metric_value, runtime, Sidekick};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use prost::Message;
+use sidekick_testkit::free_port;
+use sidekick_testkit::gen::traces_request;
+use sidekick_testkit::sink::OtlpSink;
+
+/// OTLP/HTTP in on `port`, a resource attribute `generation`, batches of `timeout`, out
+/// to `sink`.
+fn config(port: u16, sink: &OtlpSink, generation: &str, timeout: &str) -> String {
+    format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{port}
+processors:
+  batch:
+    timeout: {timeout}
+  resource:
+    attributes:
+      - key: generation
+        value: {generation}
+        action: upsert
+exporters:
+  otlp:
+    endpoint: {sink}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [resource, batch]
+      exporters: [otlp]
+",
+        sink = sink.url()
+    )
+}
+
+/// reqwest's TLS needs a crypto provider installed in the process.
+fn setup() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// JSON logs and the admin endpoint on a fixed port, which a reload keeps.
+fn telemetry(admin: u16) -> String {
+    format!("  telemetry:\n    logs:\n      encoding: json\n    metrics:\n      address: 127.0.0.1:{admin}\n")
+}
+
+fn rewrite(sk: &Sidekick, yaml: &str) {
+    let admin = sk.admin.port();
+    std::fs::write(sk.config_path(), format!("{yaml}{}", telemetry(admin))).unwrap();
+}
+
+/// Every span's name at the sink, and the `generation` of the spans of each request.
+fn received(sink: &OtlpSink) -> (Vec<String>, Vec<String>) {
+    let mut names = Vec::new();
+    let mut generations = Vec::new();
+    for request in sink.traces() {
+        for rs in &request.resource_spans {
+            let generation = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "generation")
+                .and_then(|kv| kv.value.as_ref()?.value.clone());
+            if let Some(Value::StringValue(g)) = generation {
+                generations.push(g);
+            }
+            for ss in &rs.scope_spans {
+                names.extend(ss.spans.iter().map(|s| s.name.clone()));
+            }
+        }
+    }
+    (names, generations)
+}
+
+/// Sends requests of 10 spans over OTLP/HTTP until `stop`, each retried until it is
+/// accepted, as an SDK would; counts connections refused. Returns the requests sent.
+fn send_until(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    refused: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let rt = runtime();
+        let client = reqwest::Client::new();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let body = traces_request(n * 10, 1, 10).encode_to_vec();
+            let started = Instant::now();
+            loop {
+                let sent = rt.block_on(
+                    client
+                        .post(format!("http://{addr}/v1/traces"))
+                        .header("content-type", "application/x-protobuf")
+                        .body(body.clone())
+                        .send(),
+                );
+                match sent {
+                    Ok(r) if r.status() == 200 => break,
+                    Err(e) if e.is_connect() => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "never accepted"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            n += 1;
+        }
+        n
+    })
+}
+
+#[test]
+fn sighup_reloads_a_changed_config_on_the_same_socket_without_loss() {
+    setup();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let port = free_port();
+    let mut sk = Sidekick::start_with_telemetry(
+        &config(port, &sink, "one", "50ms"),
+        &telemetry(free_port()),
+        &[],
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let sender = send_until(addr, stop.clone(), refused.clone());
+    // New connections all along, as fresh clients would open them.
+    let connecting = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut refused = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if TcpStream::connect(addr).is_err() {
+                    refused += 1;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            refused
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, (generation, timeout)) in [("two", "20ms"), ("three", "100ms")].iter().enumerate() {
+        rewrite(&sk, &config(port, &sink, generation, timeout));
+        sk.send_signal("HUP");
+        sk.wait_for_line("config reloading", i);
+        sk.wait_for_line("everything is ready", i + 1);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let requests = sender.join().unwrap();
+    assert_eq!(
+        connecting.join().unwrap(),
+        0,
+        "connections refused during reloads"
+    );
+    assert_eq!(refused.load(Ordering::Relaxed), 0);
+    let page = sk.metrics();
+    assert_eq!(
+        metric_value(&page, "sidekick_config_reloads_total{result=\"success\"}"),
+        Some(2.0)
+    );
+    let status = sk.terminate();
+    assert!(status.success(), "exit {status}");
+    let (names, generations) = received(&sink);
+    let distinct: HashSet<&String> = names.iter().collect();
+    assert_eq!(names.len() as u64, requests * 10, "every span once");
+    assert_eq!(distinct.len(), names.len(), "no duplicates");
+    for g in ["one", "two", "three"] {
+        assert!(generations.iter().any(|x| x == g), "no span of {g}");
+    }
+    assert!(sk
+        .lines()
+        .iter()
+        .any(|l| l.contains("listeners keep their sockets")));
+}
+
+#[test]
+fn a_broken_or_unchanged_config_leaves_the_running_one() {
+    setup();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let port = free_port();
+    let yaml = config(port, &sink, "one", "20ms");
+    let mut sk = Sidekick::start_with_telemetry(&yaml, &telemetry(free_port()), &[]);
+    // Unchanged: nothing is rebuilt.
+    sk.send_signal("HUP");
+    sk.wait_for_line("config unchanged", 0);
+    // Broken: the error names its line, and the old config keeps serving.
+    rewrite(&sk, &format!("{yaml}  pipelines: [\n"));
+    sk.send_signal("HUP");
+    sk.wait_for_line("config reload failed", 0);
+    assert!(sk.running());
+    let failure = sk
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("config reload failed"))
+        .unwrap();
+    assert!(failure.contains("sidekick.yaml:"), "{failure}");
+    let client = reqwest::Client::new();
+    let accepted = rt.block_on(
+        client
+            .post(format!("http://127.0.0.1:{port}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(traces_request(0, 1, 3).encode_to_vec())
+            .send(),
+    );
+    assert_eq!(accepted.unwrap().status(), 200);
+    let page = sk.metrics();
+    assert_eq!(
+        metric_value(&page, "sidekick_config_reload_failures_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&page, "sidekick_config_reloads_total{result=\"unchanged\"}"),
+        Some(1.0)
+    );
+    assert!(!sk.lines().iter().any(|l| l.contains("config reloading")));
+    let status = sk.terminate();
+    assert_eq!(status.code(), Some(0), "{}", sk.lines().join("\n"));
+    assert_eq!(received(&sink).0.len(), 3);
+}
+
+#[test]
+fn a_watched_config_file_is_reloaded_when_it_changes() {
+    setup();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let port = free_port();
+    let admin = telemetry(free_port());
+    let mut sk = Sidekick::start_with_args(
+        &config(port, &sink, "one", "20ms"),
+        &admin,
+        &[],
+        &["--watch-config"],
+    );
+    // Written in two steps, as an editor might: the half-written file is not loaded.
+    let full = format!("{}{admin}", config(port, &sink, "two", "20ms"));
+    let (head, _) = full.split_at(full.len() / 2);
+    std::fs::write(sk.config_path(), head).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(sk.config_path(), &full).unwrap();
+    sk.wait_for_line("config reloading", 0);
+    sk.wait_for_line("everything is ready", 1);
+    assert!(!sk
+        .lines()
+        .iter()
+        .any(|l| l.contains("config reload failed")));
+    let client = reqwest::Client::new();
+    let accepted = rt.block_on(
+        client
+            .post(format!("http://127.0.0.1:{port}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(traces_request(0, 1, 2).encode_to_vec())
+            .send(),
+    );
+    assert_eq!(accepted.unwrap().status(), 200);
+    assert!(sk.terminate().success());
+    assert_eq!(received(&sink).1, ["two"]);
+}
+
+#[test]
+fn a_config_that_loads_but_cannot_start_gives_way_to_the_previous_one() {
+    setup();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let port = free_port();
+    let mut sk = Sidekick::start_with_telemetry(
+        &config(port, &sink, "one", "20ms"),
+        &telemetry(free_port()),
+        &[],
+    );
+    // The new config moves the receiver to a port another process holds: it loads, but
+    // cannot listen.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    rewrite(&sk, &config(taken_port, &sink, "two", "20ms"));
+    sk.send_signal("HUP");
+    sk.wait_for_line("starting the previous one again", 0);
+    sk.wait_for_line("everything is ready", 1);
+    assert!(sk.running());
+    let client = reqwest::Client::new();
+    let accepted = rt.block_on(
+        client
+            .post(format!("http://127.0.0.1:{port}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(traces_request(0, 1, 2).encode_to_vec())
+            .send(),
+    );
+    assert_eq!(accepted.unwrap().status(), 200);
+    let page = sk.metrics();
+    assert_eq!(
+        metric_value(&page, "sidekick_config_reloads_total{result=\"failure\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&page, "sidekick_config_reloads_total{result=\"success\"}"),
+        Some(0.0)
+    );
+    assert!(sk.terminate().success());
+    assert_eq!(received(&sink).1, ["one"]);
+    drop(taken);
+}
