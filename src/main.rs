@@ -34,6 +34,7 @@ Sidekick: an OpenTelemetry agent for a Kubernetes Pod.
 Usage:
   sidekick [--config FILE]            run (with the built-in config when no FILE)
            [--watch-config]           and reload FILE when it changes (also on SIGHUP)
+           [--reload-endpoint]        and on POST /-/reload on the admin listener
   sidekick validate [--config FILE]   check a config and exit
   sidekick components                 list the component kinds
   sidekick default-config             print the built-in config
@@ -45,8 +46,8 @@ ${env:VAR:-default} are expanded. Self-metrics and health: http://0.0.0.0:8888
 ";
 
 enum Command {
-    /// The config file, if any, and whether to watch it for changes.
-    Run(Option<String>, bool),
+    /// The config file, if any, and how it may be reloaded.
+    Run(Option<String>, Reloads),
     Validate(Option<String>),
     Components,
     DefaultConfig,
@@ -57,7 +58,7 @@ enum Command {
 fn parse_args(args: &[String]) -> anyhow::Result<Command> {
     let mut config = None;
     let mut sub = None;
-    let mut watch = false;
+    let mut reloads = Reloads::default();
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -78,17 +79,18 @@ fn parse_args(args: &[String]) -> anyhow::Result<Command> {
                     bail!("--config given twice; Sidekick reads one config file");
                 }
             }
-            "--watch-config" => watch = true,
+            "--watch-config" => reloads.watch = true,
+            "--reload-endpoint" => reloads.endpoint = true,
             "validate" | "components" | "default-config" if sub.is_none() => sub = Some(a),
             _ => bail!("unexpected argument \"{a}\"\n\n{USAGE}"),
         }
         i += 1;
     }
     Ok(match sub {
-        None if watch && config.is_none() => {
-            bail!("--watch-config needs --config FILE: the built-in config does not change")
+        None if (reloads.watch || reloads.endpoint) && config.is_none() => {
+            bail!("--watch-config and --reload-endpoint need --config FILE: the built-in config does not change")
         }
-        None => Command::Run(config, watch),
+        None => Command::Run(config, reloads),
         Some("validate") => Command::Validate(config),
         Some("components") => Command::Components,
         _ => Command::DefaultConfig,
@@ -173,7 +175,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Run(file, watch) => {
+        Command::Run(file, reloads) => {
             let (text, name) = read_config(&file)?;
             let plan = match plan(&text, &name, &registry, &env_lookup) {
                 Ok(p) => p,
@@ -186,7 +188,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
                 path: file.map(PathBuf::from),
                 name,
                 text,
-                watch,
+                reloads,
             };
             serve(plan, source, &registry)
         }
@@ -200,7 +202,16 @@ struct Source {
     name: String,
     /// The running config's text.
     text: String,
+    reloads: Reloads,
+}
+
+/// What reloads the config file besides SIGHUP.
+#[derive(Default)]
+struct Reloads {
+    /// A change of the file (`--watch-config`).
     watch: bool,
+    /// `POST /-/reload` on the admin listener (`--reload-endpoint`).
+    endpoint: bool,
 }
 
 fn serve(first: Plan, mut source: Source, registry: &Registry) -> anyhow::Result<ExitCode> {
@@ -225,7 +236,7 @@ fn serve(first: Plan, mut source: Source, registry: &Registry) -> anyhow::Result
     let run = runtime.block_on(async {
         let (events, mut rx) = mpsc::unbounded_channel();
         reload::signals(&events, reloads);
-        if let (true, Some(path)) = (source.watch, &source.path) {
+        if let (true, Some(path)) = (source.reloads.watch, &source.path) {
             reload::watch(path.clone(), source.text.clone(), events.clone());
         }
         let stats = Arc::new(reload::Stats::default());
@@ -262,6 +273,15 @@ fn serve(first: Plan, mut source: Source, registry: &Registry) -> anyhow::Result
                 }
             };
             sidekick_transport::server::close_unclaimed_listeners();
+            let service = match source.reloads.endpoint {
+                true => {
+                    let events = events.clone();
+                    service.with_reload_endpoint(Arc::new(move || {
+                        let _ = events.send(Event::Reload("POST /-/reload"));
+                    }))
+                }
+                false => service,
+            };
             tracing::info!(config = %source.name, hash = %hash, version = env!("CARGO_PKG_VERSION"), "starting");
             let mut next = None;
             let outcome = service

@@ -320,3 +320,41 @@ fn a_config_that_loads_but_cannot_start_gives_way_to_the_previous_one() {
     assert_eq!(received(&sink).1, ["one"]);
     drop(taken);
 }
+
+#[test]
+fn post_reload_on_the_admin_listener_when_enabled() {
+    setup();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let port = free_port();
+    let client = reqwest::Client::new();
+    let post = |sk: &Sidekick| {
+        rt.block_on(client.post(format!("http://{}/-/reload", sk.admin)).send())
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Off unless asked for.
+    let mut sk = Sidekick::start_with_telemetry(
+        &config(port, &sink, "one", "20ms"),
+        &telemetry(free_port()),
+        &[],
+    );
+    assert_eq!(post(&sk), 404);
+    assert!(sk.terminate().success());
+    let mut sk = Sidekick::start_with_args(
+        &config(port, &sink, "one", "20ms"),
+        &telemetry(free_port()),
+        &[],
+        &["--reload-endpoint"],
+    );
+    rewrite(&sk, &config(port, &sink, "two", "20ms"));
+    assert_eq!(post(&sk), 202);
+    sk.wait_for_line("config reloading", 0);
+    assert!(sk
+        .lines()
+        .iter()
+        .any(|l| l.contains("config reloading") && l.contains("POST /-/reload")));
+    sk.wait_for_line("everything is ready", 1);
+    assert!(sk.terminate().success());
+}

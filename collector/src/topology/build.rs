@@ -104,6 +104,7 @@ impl Plan {
             health: health.clone(),
             telemetry: telemetry.clone(),
             shutdown_timeout: self.shutdown_timeout,
+            reload: None,
         };
 
         // Authenticators before everything that names one in `auth:`.

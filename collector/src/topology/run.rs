@@ -35,6 +35,8 @@ pub struct Service {
     pub(super) health: Health,
     pub(super) telemetry: Telemetry,
     pub(super) shutdown_timeout: Duration,
+    /// `POST /-/reload` on the admin listener calls this, when set.
+    pub(super) reload: Option<admin::Reload>,
 }
 
 /// How a run ended.
@@ -49,6 +51,12 @@ pub struct Outcome {
 impl Service {
     pub fn health(&self) -> Health {
         self.health.clone()
+    }
+
+    /// Serves `POST /-/reload` on the admin listener, calling `reload` (off by default).
+    pub fn with_reload_endpoint(mut self, reload: admin::Reload) -> Self {
+        self.reload = Some(reload);
+        self
     }
 
     /// Runs until `shutdown` resolves, then drains within the shutdown timeout.
@@ -67,6 +75,7 @@ impl Service {
             health,
             telemetry,
             shutdown_timeout,
+            reload,
         } = self;
         let mut admin_tasks = JoinSet::new();
         if let Some((listener, metrics, options)) = admin {
@@ -75,8 +84,11 @@ impl Service {
             }
             admin_tasks.spawn(admin::run(
                 listener,
-                metrics,
-                health.clone(),
+                admin::Routes {
+                    telemetry: metrics,
+                    health: health.clone(),
+                    reload,
+                },
                 options,
                 stop_admin.stop(),
             ));
