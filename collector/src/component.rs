@@ -328,10 +328,33 @@ pub fn load_exporter<C: ExporterConfig>(
     match C::CLIENT {
         None => load::<C>(node, path, check_exporter),
         Some(rules) => {
-            let (config, errors) = crate::exporter::client::read::<C>(node, path, &rules);
+            let (config, errors) = read_network_exporter::<C>(node, path, &rules);
             checked(node, path, config, errors, check_exporter)
         }
     }
+}
+
+/// Reads a network exporter's config from `node`: the shared keys into its
+/// [`ClientSettings`] over the kind's defaults, the rest into its own type.
+fn read_network_exporter<C: ExporterConfig>(
+    node: &Node,
+    path: &str,
+    rules: &ClientRules,
+) -> (Option<C>, Vec<ConfigError>) {
+    use crate::exporter::client::{split, ClientKeys};
+    let own_keys = sidekick_config::de::struct_fields::<C>();
+    let (shared, own, mut errors) = split(node, path, own_keys, rules);
+    let (config, own_errors) = from_node_partial::<C>(&own, path);
+    let (keys, shared_errors) = from_node_partial::<ClientKeys>(&shared, path);
+    errors.extend(own_errors);
+    errors.extend(shared_errors);
+    let config = config.zip(keys).map(|(mut config, keys)| {
+        if let Some(client) = config.client_mut() {
+            keys.apply(client);
+        }
+        config
+    });
+    (config, errors)
 }
 
 /// A config as read, with its problems located in `node`.

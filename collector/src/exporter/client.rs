@@ -15,15 +15,16 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use sidekick_config::de::{from_node_partial, struct_fields};
+use sidekick_config::de::struct_fields;
 use sidekick_config::error::unknown;
-use sidekick_config::{AuthRef, ConfigError, Duration as ConfigDuration, Node, Secret, Value};
+use sidekick_config::{
+    AuthRef, ConfigError, Duration as ConfigDuration, FieldError, Node, Secret, Value,
+};
 use sidekick_transport::client::{check_headers, check_proxy_url, plaintext_credentials};
 use sidekick_transport::tls::TlsSettings;
 
 use super::{ExportSettings, QueueSettings, RetrySettings};
 use crate::auth::{AuthSide, AuthUse};
-use crate::component::{ExporterConfig, FieldError};
 
 /// The shared part of a network exporter's config.
 #[derive(Debug, Clone)]
@@ -146,7 +147,7 @@ impl ClientSettings {
 /// The shared keys as written: what is absent keeps the kind's default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct ClientKeys {
+pub(crate) struct ClientKeys {
     endpoint: Option<String>,
     tls: Option<TlsSettings>,
     headers: Option<BTreeMap<String, Secret>>,
@@ -158,7 +159,8 @@ struct ClientKeys {
 }
 
 impl ClientKeys {
-    fn apply(self, to: &mut ClientSettings) {
+    /// Sets what was written over `to`.
+    pub(crate) fn apply(self, to: &mut ClientSettings) {
         macro_rules! set {
             ($($field:ident),*) => {$(
                 if let Some(v) = self.$field {
@@ -188,30 +190,9 @@ pub fn shared_keys() -> &'static [&'static str] {
     struct_fields::<ClientKeys>()
 }
 
-/// Reads a network exporter's config from `node`: the shared keys into its
-/// [`ClientSettings`] over the kind's defaults, the rest into its own type. A key neither
-/// reads is reported with the nearest key of either.
-pub(crate) fn read<C: ExporterConfig>(
-    node: &Node,
-    path: &str,
-    rules: &ClientRules,
-) -> (Option<C>, Vec<ConfigError>) {
-    let (shared, own, mut errors) = split(node, path, struct_fields::<C>(), rules);
-    let (config, own_errors) = from_node_partial::<C>(&own, path);
-    let (keys, shared_errors) = from_node_partial::<ClientKeys>(&shared, path);
-    errors.extend(own_errors);
-    errors.extend(shared_errors);
-    let config = config.zip(keys).map(|(mut config, keys)| {
-        if let Some(client) = config.client_mut() {
-            keys.apply(client);
-        }
-        config
-    });
-    (config, errors)
-}
-
-/// `node`'s entries in two maps, the shared keys' and the exporter's own.
-fn split(
+/// `node`'s entries in two maps, the shared keys' and the exporter's own (`own_keys`); a
+/// key neither reads is reported with the nearest key of either.
+pub(crate) fn split(
     node: &Node,
     path: &str,
     own_keys: &[&str],
@@ -279,7 +260,8 @@ mod tests {
 
     use super::*;
     use crate::component::{
-        check_exporter, load_exporter, BuildContext, BuildError, ExporterParts, Loaded,
+        check_exporter, load_exporter, BuildContext, BuildError, ExporterConfig, ExporterParts,
+        Loaded,
     };
     use sidekick_config::Signal;
 
