@@ -21,14 +21,14 @@ use super::http::{decompress, DecompressError};
 use super::Entry;
 
 /// Serves one unary `Export` call into `entry`; `max` bounds the message, decompressed.
-pub(super) async fn export<S: Signal>(entry: Entry<S>, req: Request, max: usize) -> Response {
+pub(super) async fn export<S: Signal>(entry: &Entry<S>, req: Request, max: usize) -> Response {
     match call::<S>(entry, req, max).await {
         Ok(()) => ok(),
         Err(status) => status.into_http::<axum::body::Body>(),
     }
 }
 
-async fn call<S: Signal>(entry: Entry<S>, req: Request, max: usize) -> Result<(), Status> {
+async fn call<S: Signal>(entry: &Entry<S>, req: Request, max: usize) -> Result<(), Status> {
     let encoding = req
         .headers()
         .get("grpc-encoding")

@@ -196,7 +196,7 @@ async fn grpc_method<S: Pick>(Extract(state): Extract<Shared>, req: Request) -> 
             .record(Reason::NoPipeline, "POST", &path, &message);
         return grpc::unimplemented(&message);
     };
-    let response = grpc::export(entry.clone(), req, state.limits.grpc_message).await;
+    let response = grpc::export(entry, req, state.limits.grpc_message).await;
     match grpc::status_code(&response) {
         Some(tonic::Code::InvalidArgument) => {
             state
