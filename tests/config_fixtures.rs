@@ -120,7 +120,7 @@ fn collector_configs_validate_and_build() {
     }
     for expected in [
         "exporters.otlp.balancer_name: has no effect in Sidekick",
-        "exporters.otlp.batcher: has no effect in Sidekick: batching is done by the batch processor",
+        "exporters.otlp.batcher: has no effect in Sidekick: the Collector renamed it: write sending_queue.batch",
         "receivers.otlp.protocols.grpc.keepalive.enforcement_policy: has no effect",
         "processors.k8sattributes.pod_association: has no effect in Sidekick: Sidekick reads its own Pod from the downward API",
         "extract.metadata[3]: k8s.cluster.name is not available to a sidecar",

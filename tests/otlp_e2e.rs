@@ -641,3 +641,50 @@ fn a_backend_size_limit_is_met_by_splitting() {
     );
     assert!(sk.terminate().success());
 }
+
+/// `sending_queue.batch`, as current Collector releases configure exporter-side batching:
+/// small requests leave as one batch once `min_size` items wait, or after
+/// `flush_timeout`.
+#[test]
+fn an_exporter_batches_in_front_of_its_queue() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let mut sk = Sidekick::start(&format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:0\nexporters:\n  otlp:\n    endpoint: {}\n    sending_queue:\n      batch:\n        flush_timeout: 300ms\n        min_size: 50\n        max_size: 60\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [otlp]\n",
+        sink.url()
+    ));
+    let client = reqwest::Client::new();
+    let http = sk.http.unwrap();
+    // 7 requests of 10 spans: 50 go out together at once (60 at most), the other 20
+    // after the flush timeout.
+    for i in 0..7 {
+        assert_eq!(rt.block_on(post_traces(&client, http, i * 10, 10)), 200);
+    }
+    let started = std::time::Instant::now();
+    while sink.span_count() < 70 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "only {} spans",
+            sink.span_count()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sizes: Vec<usize> = sink
+        .traces()
+        .iter()
+        .map(|r| {
+            r.resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum()
+        })
+        .collect();
+    assert!(
+        sizes.len() <= 3 && sizes.iter().all(|n| (10..=60).contains(n)),
+        "{sizes:?}"
+    );
+    assert_eq!(sizes[0], 50, "{sizes:?}");
+    assert!(sk.terminate().success());
+}

@@ -33,6 +33,7 @@
 pub mod admin;
 pub mod auth;
 pub mod base;
+pub mod batching;
 pub mod component;
 pub mod exporter;
 pub mod extensions;

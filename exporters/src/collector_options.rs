@@ -22,12 +22,12 @@ pub fn buffer_sizes(read: Option<usize>, write: Option<usize>) -> Vec<FieldError
     out
 }
 
-/// `batcher`: the Collector's exporter-side batching.
+/// `batcher`: the Collector's first, since renamed, exporter-side batching.
 pub fn batcher(batcher: &Option<IgnoredAny>) -> Vec<FieldError> {
     match batcher {
         Some(_) => vec![FieldError::no_effect(
             "batcher",
-            "batching is done by the batch processor: put `batch` in the pipeline",
+            "the Collector renamed it: write sending_queue.batch (flush_timeout, min_size, max_size, sizer)",
         )],
         None => Vec::new(),
     }

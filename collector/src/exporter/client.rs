@@ -237,12 +237,21 @@ fn queue_keys(queue: &Node, path: &str, rules: &ClientRules) -> Vec<ConfigError>
         .iter()
         .filter_map(|(key, _)| {
             let name = key.as_str().unwrap_or_default();
+            let instead = match name {
+                "batch" => {
+                    "this exporter cuts its own requests: put a batch processor in the pipeline"
+                        .to_string()
+                }
+                _ => format!(
+                    "this exporter's sending is set by `{sends_with}`: write {sends_with}.{name}"
+                ),
+            };
             (!PERSISTENT_QUEUE_KEYS.contains(&name)).then(|| {
                 ConfigError::new(
                     format!("{path}.sending_queue.{name}"),
                     Some(key.mark),
                     format!(
-                        "this exporter's sending is set by `{sends_with}`: write {sends_with}.{name} (sending_queue takes only {}, for a persistent queue)",
+                        "{instead} (sending_queue takes only {}, for a persistent queue)",
                         PERSISTENT_QUEUE_KEYS.join(", ")
                     ),
                 )

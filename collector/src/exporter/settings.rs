@@ -27,6 +27,34 @@ pub struct QueueSettings {
     /// What a full persistent queue does: `refuse` new data, retryably (default), or
     /// `drop_oldest` data not yet sent (counted and logged).
     pub when_full: WhenFull,
+    /// Batching in front of the queue, as current Collector releases configure it.
+    pub batch: Option<QueueBatch>,
+}
+
+/// `sending_queue.batch`: batches joined (and split) in front of the exporter's queue, as
+/// the `batch` processor does in a pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueBatch {
+    /// Send what waits this long after its first item arrived. Default 200ms.
+    pub flush_timeout: ConfigDuration,
+    /// Send once this much waits. Default 8192.
+    pub min_size: usize,
+    /// Largest batch sent; larger ones are split. 0 (default): no limit.
+    pub max_size: usize,
+    /// What the sizes count: `items` (default) or `bytes` (encoded).
+    pub sizer: Option<Sizer>,
+}
+
+impl Default for QueueBatch {
+    fn default() -> Self {
+        QueueBatch {
+            flush_timeout: ConfigDuration::from_millis(200),
+            min_size: 8192,
+            max_size: 0,
+            sizer: None,
+        }
+    }
 }
 
 /// What a full persistent queue does with new data.
@@ -64,6 +92,7 @@ impl Default for QueueSettings {
             queue_size: None,
             storage: None,
             when_full: WhenFull::Refuse,
+            batch: None,
         }
     }
 }
@@ -227,6 +256,20 @@ impl ExportSettings {
                 "sending_queue.storage",
                 "name a file_storage extension, e.g. storage: file_storage",
             ));
+        }
+        if let Some(b) = &self.queue.batch {
+            if b.sizer == Some(Sizer::Requests) {
+                out.push(FieldError::new(
+                    "sending_queue.batch.sizer",
+                    "batches are sized in items or bytes: write sizer: items (the default) or sizer: bytes",
+                ));
+            }
+            if b.max_size != 0 && b.max_size < b.min_size {
+                out.push(FieldError::new(
+                    "sending_queue.batch.max_size",
+                    format!("must be 0 (no limit) or at least min_size ({})", b.min_size),
+                ));
+            }
         }
         if self.retry.multiplier < 1.0 {
             out.push(FieldError::new(

@@ -10,6 +10,7 @@ use tracing::warn;
 use super::plan::{Plan, PlannedPipeline};
 use super::run::{Service, Task};
 use crate::admin::Health;
+use crate::batching::{Batcher, Unit};
 use crate::component::{
     AnyProcessor, BuildContext, BuildError, ExporterParts, Processor, ReceiverOutputs,
 };
@@ -383,7 +384,48 @@ fn start_exporter<S: Route>(
         deadline.clone(),
     ));
     svc.exporters.push(task);
-    vec![tx]
+    let Some(batch) = &settings.queue.batch else {
+        return vec![tx];
+    };
+    // `sending_queue.batch`: a batcher in front of the queue, run with the processors
+    // so that it flushes before the exporter drains.
+    let item_limit = tx.item_limit();
+    let labels = [("exporter", name), ("data_type", S::KIND.as_str())];
+    let (front, input) = pipe::channel_with::<S>(
+        pipe::Limit::bytes(PROCESSOR_QUEUE_BYTES),
+        Gauge::default(),
+        t.gauge(
+            "sidekick_exporter_batch_queue_bytes",
+            "Encoded bytes waiting for an exporter's sending_queue.batch.",
+            &labels,
+        ),
+        t.account().clone(),
+    );
+    let batcher = Batcher {
+        send_size: batch.min_size.max(1),
+        max_size: match batch.max_size {
+            0 => usize::MAX,
+            n => n,
+        },
+        unit: match batch.sizer {
+            Some(pipe::Sizer::Bytes) => Unit::Bytes,
+            _ => Unit::Items,
+        },
+        timeout: batch.flush_timeout.get(),
+        size_triggers: t.counter(
+            "otelcol_exporter_batch_size_trigger_send",
+            "Number of times an exporter's sending_queue.batch sent because of its size.",
+            &labels,
+        ),
+        timeout_triggers: t.counter(
+            "otelcol_exporter_batch_timeout_trigger_send",
+            "Number of times an exporter's sending_queue.batch sent because of its flush_timeout.",
+            &labels,
+        ),
+    };
+    svc.processors
+        .push(Box::pin(batcher.run(input, Output::new(vec![tx]))));
+    vec![front.with_item_limit(item_limit)]
 }
 
 fn wire_pipeline<S: Route>(

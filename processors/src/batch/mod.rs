@@ -12,17 +12,18 @@
 //! ```
 //!
 //! Batches stay encoded: joining appends byte chunks and splitting rewrites at most one
-//! resource message, so no span is decoded here.
+//! resource message, so no span is decoded here. The batching itself is
+//! [`sidekick_collector::batching`], which an exporter's `sending_queue.batch` uses too.
 
 use serde::Deserialize;
+use sidekick_collector::batching::{Batcher, Unit};
 use sidekick_collector::component::{
-    forward, BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig,
+    BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig,
 };
 use sidekick_collector::config::{Duration, Signal as SignalKind};
-use sidekick_collector::payload::{Batch, Signal};
-use sidekick_collector::pipe::{Hold, Input, Output};
-use sidekick_collector::telemetry::{Counter, Telemetry};
-use tokio::time::{sleep_until, Instant};
+use sidekick_collector::payload::Signal;
+use sidekick_collector::pipe::{Input, Output};
+use sidekick_collector::telemetry::Telemetry;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -85,25 +86,18 @@ impl ProcessorConfig for Config {
     }
 }
 
-pub struct BatchProcessor {
-    /// Send once this many items wait; at least 1.
-    send_size: usize,
-    /// Largest batch sent; `usize::MAX` for no limit.
-    max_size: usize,
-    timeout: std::time::Duration,
-    size_triggers: Counter,
-    timeout_triggers: Counter,
-}
+pub struct BatchProcessor(Batcher);
 
 impl BatchProcessor {
     pub fn new(config: &Config, name: String, telemetry: &Telemetry) -> Self {
         let labels = [("processor", name.as_str())];
-        BatchProcessor {
+        BatchProcessor(Batcher {
             send_size: config.send_batch_size.max(1),
             max_size: match config.send_batch_max_size {
                 0 => usize::MAX,
                 n => n,
             },
+            unit: Unit::Items,
             timeout: config.timeout.get(),
             size_triggers: telemetry.counter(
                 "otelcol_processor_batch_batch_size_trigger_send",
@@ -115,66 +109,13 @@ impl BatchProcessor {
                 "Number of times the batch was sent due to a timeout trigger.",
                 &labels,
             ),
-        }
-    }
-
-    /// Sends `pending` on in pieces of at most `max_size`; `all` also sends a last
-    /// piece smaller than `send_size`. Each piece's share of `held` is freed once the
-    /// next stage has taken it.
-    async fn flush<S: Signal>(
-        &self,
-        pending: &mut Batch<S>,
-        held: &mut Hold,
-        output: &Output<S>,
-        all: bool,
-    ) {
-        while pending.len() >= self.send_size || (all && !pending.is_empty()) {
-            let rest = pending.split_off(self.max_size);
-            let batch = std::mem::replace(pending, rest);
-            let hold = held.split(batch.len(), batch.size());
-            forward(output, batch, hold).await;
-        }
-    }
-
-    async fn run<S: Signal>(self, mut input: Input<S>, output: Output<S>) {
-        let mut pending = Batch::<S>::default();
-        // The room the pending data took in our input queue: what the buffer holds is
-        // bounded with what waits in front of it.
-        let mut held = Hold::none();
-        let mut deadline: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                received = input.recv_held() => {
-                    let Some((batch, hold)) = received else { break };
-                    if pending.is_empty() {
-                        deadline = Some(Instant::now() + self.timeout);
-                    }
-                    pending.append(batch);
-                    held.merge(hold);
-                    if pending.len() >= self.send_size {
-                        self.size_triggers.add(1);
-                        self.flush(&mut pending, &mut held, &output, false).await;
-                        deadline = (!pending.is_empty()).then(|| Instant::now() + self.timeout);
-                    }
-                    if self.timeout.is_zero() && !pending.is_empty() {
-                        self.flush(&mut pending, &mut held, &output, true).await;
-                        deadline = None;
-                    }
-                }
-                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.timeout_triggers.add(1);
-                    self.flush(&mut pending, &mut held, &output, true).await;
-                    deadline = None;
-                }
-            }
-        }
-        self.flush(&mut pending, &mut held, &output, true).await;
+        })
     }
 }
 
 impl<S: Signal> Processor<S> for BatchProcessor {
     fn run(self: Box<Self>, input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
-        Box::pin((*self).run(input, output))
+        Box::pin(self.0.run(input, output))
     }
 }
 

@@ -2,6 +2,7 @@ use std::time::Duration as StdDuration;
 
 use proptest::prelude::*;
 use sidekick_collector::config::{from_node, node, ComponentId};
+use sidekick_collector::payload::Batch;
 use sidekick_collector::payload::TracesSignal;
 use sidekick_collector::telemetry::Telemetry;
 use sidekick_testkit::gen::{span_names, traces};
