@@ -8,7 +8,9 @@ use sidekick_collector::transport::auth::{BasicAuthSettings, BearerTokenSettings
 use sidekick_exporters::{
     debug, otlp, otlp_http, prometheus as prometheus_exporter, prometheus_remote_write,
 };
-use sidekick_processors::{attributes, batch, k8s_attributes, memory_limiter, resource};
+use sidekick_processors::{
+    attributes, batch, k8s_attributes, memory_limiter, resource, resourcedetection,
+};
 use sidekick_receivers::filelog;
 use sidekick_receivers::otlp as otlp_receiver;
 use sidekick_receivers::prometheus;
@@ -25,6 +27,7 @@ pub fn registry() -> Registry {
         // The OpenTelemetry Collector's name for it.
         .processor::<k8s_attributes::Config>("k8sattributes")
         .processor::<memory_limiter::Config>("memory_limiter")
+        .processor::<resourcedetection::Config>("resourcedetection")
         .exporter::<otlp::Config>("otlp")
         // The OpenTelemetry Collector's newer names for the same exporters.
         .exporter::<otlp::Config>("otlp_grpc")

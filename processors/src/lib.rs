@@ -7,9 +7,12 @@
 //! - [`resource`]: edits resource attributes, keeping encoded batches encoded.
 //! - [`memory_limiter`]: stops taking data above a memory limit (receivers refuse).
 //! - [`k8s_attributes`]: adds the Pod's identity from the downward API.
+//! - [`resourcedetection`]: resource attributes detected at start (`env`, `system`,
+//!   `k8snode`).
 
 pub mod attributes;
 pub mod batch;
 pub mod k8s_attributes;
 pub mod memory_limiter;
 pub mod resource;
+pub mod resourcedetection;
