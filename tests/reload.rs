@@ -358,3 +358,87 @@ fn post_reload_on_the_admin_listener_when_enabled() {
     sk.wait_for_line("everything is ready", 1);
     assert!(sk.terminate().success());
 }
+
+/// Prometheus's staleness marker: a NaN with this bit pattern.
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// A scrape pipeline reloaded while it scrapes: the job did not change, so its series go
+/// on without a staleness marker in the remote-write output.
+#[test]
+fn a_scrape_pipeline_reloaded_while_scraping_marks_nothing_stale() {
+    use sidekick_testkit::remote_write::RemoteWriteSink;
+    use sidekick_testkit::target::{ScrapeTarget, PROMETHEUS_TEXT};
+    let rt = runtime();
+    let sink = rt.block_on(RemoteWriteSink::start());
+    let target = rt.block_on(ScrapeTarget::start());
+    target.set_page(
+        PROMETHEUS_TEXT,
+        "# TYPE app_requests counter\napp_requests_total 5\n# TYPE app_temperature gauge\napp_temperature 20\n",
+    );
+    let config = |consumers: u32| {
+        format!(
+            "receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: app
+          scrape_interval: 200ms
+          static_configs: [{{targets: [\"{}\"]}}]
+exporters:
+  prometheusremotewrite:
+    endpoint: {}
+    remote_write_queue:
+      num_consumers: {consumers}
+service:
+  pipelines:
+    metrics:
+      receivers: [prometheus]
+      exporters: [prometheusremotewrite]
+",
+            target.address,
+            sink.url()
+        )
+    };
+    let temperatures = || {
+        sink.series()
+            .iter()
+            .filter(|s| s.label("__name__") == Some("app_temperature"))
+            .map(|s| s.samples.len())
+            .sum::<usize>()
+    };
+    let mut sk = Sidekick::start_with_telemetry(&config(2), &telemetry(free_port()), &[]);
+    let wait_for = |n: usize| {
+        let started = Instant::now();
+        while temperatures() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{} samples",
+                temperatures()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(3);
+    rewrite(&sk, &config(1));
+    sk.send_signal("HUP");
+    sk.wait_for_line("config reloading", 0);
+    sk.wait_for_line("everything is ready", 1);
+    let before = temperatures();
+    wait_for(before + 3);
+    assert!(sk.terminate().success());
+    let series = sink.series();
+    let stale: Vec<_> = series
+        .iter()
+        .filter(|s| s.samples.iter().any(|(v, _)| v.to_bits() == STALE_NAN))
+        .collect();
+    assert!(stale.is_empty(), "staleness markers: {stale:?}");
+    let requests: Vec<f64> = series
+        .iter()
+        .filter(|s| s.label("__name__") == Some("app_requests_total"))
+        .flat_map(|s| s.samples.iter().map(|(v, _)| *v))
+        .collect();
+    assert!(
+        requests.len() >= 6 && requests.iter().all(|v| *v == 5.0),
+        "{requests:?}"
+    );
+}
