@@ -101,7 +101,7 @@ impl Stats {
 /// The hex SHA-256 of a config's text.
 pub fn hash(text: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    sidekick_collector::util::hex(digest.as_ref())
 }
 
 /// Starts the signal handlers: SIGHUP reloads when `reload_on_hup`, every other ending

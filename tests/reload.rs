@@ -88,6 +88,18 @@ fn received(sink: &OtlpSink) -> (Vec<String>, Vec<String>) {
     (names, generations)
 }
 
+/// Posts one request of `spans` spans to the OTLP/HTTP receiver on `port`: its status.
+fn post_spans(rt: &tokio::runtime::Runtime, port: u16, spans: usize) -> u16 {
+    let sent = rt.block_on(
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(traces_request(0, 1, spans).encode_to_vec())
+            .send(),
+    );
+    sent.unwrap().status().as_u16()
+}
+
 /// Sends requests of 10 spans over OTLP/HTTP until `stop`, each retried until it is
 /// accepted, as an SDK would; counts connections refused. Returns the requests sent.
 fn send_until(
@@ -216,15 +228,7 @@ fn a_broken_or_unchanged_config_leaves_the_running_one() {
         .find(|l| l.contains("config reload failed"))
         .unwrap();
     assert!(failure.contains("sidekick.yaml:"), "{failure}");
-    let client = reqwest::Client::new();
-    let accepted = rt.block_on(
-        client
-            .post(format!("http://127.0.0.1:{port}/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(traces_request(0, 1, 3).encode_to_vec())
-            .send(),
-    );
-    assert_eq!(accepted.unwrap().status(), 200);
+    assert_eq!(post_spans(&rt, port, 3), 200);
     let page = sk.metrics();
     assert_eq!(
         metric_value(&page, "sidekick_config_reload_failures_total"),
@@ -265,15 +269,7 @@ fn a_watched_config_file_is_reloaded_when_it_changes() {
         .lines()
         .iter()
         .any(|l| l.contains("config reload failed")));
-    let client = reqwest::Client::new();
-    let accepted = rt.block_on(
-        client
-            .post(format!("http://127.0.0.1:{port}/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(traces_request(0, 1, 2).encode_to_vec())
-            .send(),
-    );
-    assert_eq!(accepted.unwrap().status(), 200);
+    assert_eq!(post_spans(&rt, port, 2), 200);
     assert!(sk.terminate().success());
     assert_eq!(received(&sink).1, ["two"]);
 }
@@ -298,15 +294,7 @@ fn a_config_that_loads_but_cannot_start_gives_way_to_the_previous_one() {
     sk.wait_for_line("starting the previous one again", 0);
     sk.wait_for_line("everything is ready", 1);
     assert!(sk.running());
-    let client = reqwest::Client::new();
-    let accepted = rt.block_on(
-        client
-            .post(format!("http://127.0.0.1:{port}/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(traces_request(0, 1, 2).encode_to_vec())
-            .send(),
-    );
-    assert_eq!(accepted.unwrap().status(), 200);
+    assert_eq!(post_spans(&rt, port, 2), 200);
     let page = sk.metrics();
     assert_eq!(
         metric_value(&page, "sidekick_config_reloads_total{result=\"failure\"}"),

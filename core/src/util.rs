@@ -11,6 +11,16 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Lower-case hex of `bytes` (ids, digests), two digits a byte.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// An error and its sources, `outer: inner: innermost` — HTTP clients hide the useful
 /// part (connection refused, certificate unknown) in the sources.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

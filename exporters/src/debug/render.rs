@@ -1,5 +1,6 @@
 //! Human-readable renderings of OTLP requests for the `debug` exporter.
 
+use sidekick_collector::util::hex;
 use std::fmt::Write as _;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -13,15 +14,6 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 pub trait Render {
     /// One line per item (`normal`), or every field (`detailed`).
     fn render(&self, detailed: bool) -> String;
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 pub fn value(v: &Option<AnyValue>) -> String {

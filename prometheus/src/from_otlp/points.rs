@@ -6,16 +6,10 @@ use super::*;
 pub(super) fn exemplar(e: &opentelemetry_proto::tonic::metrics::v1::Exemplar) -> Exemplar {
     let mut labels = Vec::new();
     if e.trace_id.len() == 16 {
-        labels.push((
-            "trace_id".into(),
-            e.trace_id.iter().map(|b| format!("{b:02x}")).collect(),
-        ));
+        labels.push(("trace_id".into(), sidekick_core::util::hex(&e.trace_id)));
     }
     if e.span_id.len() == 8 {
-        labels.push((
-            "span_id".into(),
-            e.span_id.iter().map(|b| format!("{b:02x}")).collect(),
-        ));
+        labels.push(("span_id".into(), sidekick_core::util::hex(&e.span_id)));
     }
     labels_from(&e.filtered_attributes, &mut labels);
     Exemplar {

@@ -31,6 +31,7 @@ mod files;
 pub mod operators;
 pub mod time;
 
+use sidekick_collector::util::hex;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -78,10 +79,6 @@ impl Default for Checkpoint {
                 .unwrap_or_else(std::time::Instant::now),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
