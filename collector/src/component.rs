@@ -124,6 +124,36 @@ impl<S: crate::payload::Signal, E: Edit<S>> Processor<S> for MapProcessor<E> {
     }
 }
 
+/// A per-batch stage that may remove items (`filter`, a sampler) or refuse a batch whole
+/// (`error_mode: propagate`), run by [`SieveProcessor`].
+pub trait Sieve<S: crate::payload::Signal>: Send + 'static {
+    /// Edits the batch in place; an error means the batch cannot go on.
+    fn sift(&mut self, batch: &mut crate::payload::Batch<S>) -> Result<(), String>;
+}
+
+/// Runs a [`Sieve`] on every batch. Items it removes on purpose are done with (a batch
+/// left empty goes no further); a batch it refuses is dropped through its hold, which
+/// counts its items as lost, and logged.
+pub struct SieveProcessor<E>(pub E);
+
+impl<S: crate::payload::Signal, E: Sieve<S>> Processor<S> for SieveProcessor<E> {
+    fn run(self: Box<Self>, mut input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
+        let mut sieve = self.0;
+        Box::pin(async move {
+            while let Some((mut batch, hold)) = input.recv_held().await {
+                match sieve.sift(&mut batch) {
+                    Ok(()) if batch.is_empty() => hold.release(),
+                    Ok(()) => forward(&output, batch, hold).await,
+                    Err(error) => {
+                        tracing::error!(dropped_items = hold.items(), %error, "a processor refused a batch (error_mode: propagate); dropped it");
+                        drop(hold);
+                    }
+                }
+            }
+        })
+    }
+}
+
 /// Sends `batch` on and frees its `hold`; if the next stage has shut down, the data
 /// is counted as dropped (through the hold) and logged.
 pub async fn forward<S: crate::payload::Signal>(

@@ -12,7 +12,9 @@
 
 pub mod attributes;
 pub mod batch;
+pub mod filter;
 pub mod k8s_attributes;
 pub mod memory_limiter;
+pub mod ottl;
 pub mod resource;
 pub mod resourcedetection;

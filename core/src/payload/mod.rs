@@ -471,6 +471,30 @@ impl<S: Signal> Batch<S> {
         }
     }
 
+    /// Visits every message at `depth` of the signal's [`wire::Schema`] (0: resource
+    /// messages; the last depth: the items) with its ancestors, keeping, dropping or
+    /// replacing each as `visit` says, without decoding the batch: kept messages are
+    /// copied as bytes, and a chunk nothing changed in is shared as it was. Scopes and
+    /// resources left without items are dropped. A decoded batch is encoded first (once).
+    pub fn edit_encoded(
+        &mut self,
+        depth: usize,
+        visit: &mut dyn FnMut(&wire::Ancestors<'_>, u32, &[u8]) -> wire::Edit,
+    ) {
+        let mut chunks = counted_chunks(std::mem::take(&mut self.repr), self.items);
+        let mut items = 0;
+        chunks.retain_mut(|(chunk, count)| {
+            if let Some((new, n)) = S::SCHEMA.edit(chunk, depth, visit) {
+                *chunk = Bytes::from(new);
+                *count = n;
+            }
+            items += *count;
+            !chunk.is_empty()
+        });
+        self.repr = Repr::Encoded(chunks);
+        self.items = items;
+    }
+
     /// Recounts items after an edit through [`Batch::request_mut`].
     pub fn recount(&mut self) {
         if let Repr::Decoded(d) = &self.repr {

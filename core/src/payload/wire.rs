@@ -367,3 +367,99 @@ pub fn put_len_field(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
     put_varint(out, payload.len() as u64);
     out.extend_from_slice(payload);
 }
+
+/// What becomes of one message an [`Schema::edit`] walk visits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    Keep,
+    Drop,
+    /// The message's new payload.
+    Replace(Vec<u8>),
+}
+
+/// The messages around a visited one, outermost first: each with the number of the
+/// field it sits in (a resource message, a scope message; for metrics also the metric
+/// and its data message, whose number says the metric's type).
+pub type Ancestors<'a> = [(u32, &'a [u8])];
+
+impl Schema {
+    /// Visits every message at `depth` (0: the resource messages; the last depth: the
+    /// items) in order, with its ancestors, and applies what `visit` returns. A message
+    /// whose item lists all became empty is dropped with them, as the Collector drops
+    /// empty scopes and resources. Returns the new request and its item count, or
+    /// `None` when nothing changed. `buf` must have passed [`Schema::count`].
+    pub fn edit(
+        &self,
+        buf: &[u8],
+        depth: usize,
+        visit: &mut dyn FnMut(&Ancestors<'_>, u32, &[u8]) -> Edit,
+    ) -> Option<(Vec<u8>, usize)> {
+        let mut out = Vec::new();
+        let mut ancestors = Vec::with_capacity(self.levels.len());
+        let walk = self.edit_message(buf, 0, depth, &mut ancestors, visit, &mut out);
+        walk.changed.then(|| {
+            let items = self.count_at(&out, 0, 0, false).unwrap_or(0);
+            (out, items)
+        })
+    }
+
+    fn edit_message<'a>(
+        &self,
+        buf: &'a [u8],
+        level: usize,
+        target: usize,
+        ancestors: &mut Vec<(u32, &'a [u8])>,
+        visit: &mut dyn FnMut(&Ancestors<'_>, u32, &[u8]) -> Edit,
+        out: &mut Vec<u8>,
+    ) -> EditWalk {
+        let mut walk = EditWalk::default();
+        let mut child = Vec::new();
+        for field in Fields::new(buf, 0).map_while(Result::ok) {
+            let raw = &buf[field.start..field.end];
+            if !self.levels[level].contains(&field.number) || field.wire_type != LEN {
+                out.extend_from_slice(raw);
+                continue;
+            }
+            walk.before += 1;
+            let payload = &buf[field.payload_start..field.end];
+            if level == target {
+                match visit(ancestors, field.number, payload) {
+                    Edit::Keep => {
+                        out.extend_from_slice(raw);
+                        walk.after += 1;
+                    }
+                    Edit::Drop => walk.changed = true,
+                    Edit::Replace(new) => {
+                        put_len_field(out, field.number, &new);
+                        walk.after += 1;
+                        walk.changed = true;
+                    }
+                }
+                continue;
+            }
+            ancestors.push((field.number, payload));
+            child.clear();
+            let inner = self.edit_message(payload, level + 1, target, ancestors, visit, &mut child);
+            ancestors.pop();
+            if !inner.changed {
+                out.extend_from_slice(raw);
+                walk.after += 1;
+            } else if inner.before > 0 && inner.after == 0 {
+                walk.changed = true;
+            } else {
+                put_len_field(out, field.number, &child);
+                walk.after += 1;
+                walk.changed = true;
+            }
+        }
+        walk
+    }
+}
+
+/// What one message's walk did to its lists: how many listed messages it had and kept.
+#[derive(Debug, Default)]
+struct EditWalk {
+    before: usize,
+    after: usize,
+    changed: bool,
+}
