@@ -18,3 +18,4 @@ pub mod memory_limiter;
 pub mod ottl;
 pub mod resource;
 pub mod resourcedetection;
+pub mod transform;

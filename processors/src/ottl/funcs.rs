@@ -434,12 +434,14 @@ impl Editor {
                     let keys = match args.literal_str(1)?.as_deref() {
                         Some("key") => true,
                         Some("value") => false,
-                        other => return Err(CompileError {
-                            at: args.at(1),
-                            message: format!(
+                        other => {
+                            return Err(CompileError {
+                                at: args.at(1),
+                                message: format!(
                                 "replace_all_patterns mode is \"key\" or \"value\", not {other:?}"
                             ),
-                        }),
+                            })
+                        }
                     };
                     Editor::ReplaceAllPatterns {
                         target: c.target(&args, 0, true)?,
