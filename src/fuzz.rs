@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("export_responses", export_responses),
     ("credentials", credentials),
     ("log_lines", log_lines),
+    ("ottl", ottl),
 ];
 
 /// Exercises a batch that passed the receivers' checks as the pipeline would.
@@ -233,4 +234,50 @@ pub fn export_responses(data: &[u8]) {
     let _ = partial::retry_delay(data);
     let _ = partial::status_message(data);
     let _ = partial::retry_after(&String::from_utf8_lossy(data));
+}
+
+/// OTTL text and an OTLP body: the first line is a statement or condition, compiled in
+/// every context; what compiles runs over the rest of the input taken as a request of
+/// each signal (the parser, the compiler and the evaluator on the encoded items).
+pub fn ottl(data: &[u8]) {
+    use sidekick_collector::config::Signal as SignalKind;
+    use sidekick_processors::ottl::config::contexts;
+    use sidekick_processors::ottl::run::for_each;
+    use sidekick_processors::ottl::{compile, Verdict};
+
+    let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+    let Ok(text) = std::str::from_utf8(&data[..split]) else {
+        return;
+    };
+    let body = Bytes::copy_from_slice(data.get(split + 1..).unwrap_or_default());
+    fn run<S: Signal>(text: &str, body: &Bytes, signal: SignalKind) {
+        let Ok(mut batch) = Batch::<S>::from_encoded(body.clone()) else {
+            return;
+        };
+        for &context in contexts(signal) {
+            let statement = compile::statement(text, context).ok();
+            let condition = compile::condition(text, context).ok();
+            if statement.is_none() && condition.is_none() {
+                continue;
+            }
+            for_each(&mut batch, context, &mut |item| {
+                if let Some(s) = &statement {
+                    let _ = s.run(item);
+                }
+                match condition.as_ref().map(|c| c.matches(item)) {
+                    Some(Ok(true)) => Verdict::Drop,
+                    _ => Verdict::Keep,
+                }
+            });
+            // What was written must still be a valid request.
+            let encoded = batch.encoded();
+            assert!(
+                Batch::<S>::from_encoded(encoded).is_ok(),
+                "an OTTL edit made an invalid request"
+            );
+        }
+    }
+    run::<TracesSignal>(text, &body, SignalKind::Traces);
+    run::<MetricsSignal>(text, &body, SignalKind::Metrics);
+    run::<LogsSignal>(text, &body, SignalKind::Logs);
 }

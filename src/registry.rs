@@ -9,7 +9,8 @@ use sidekick_exporters::{
     debug, otlp, otlp_http, prometheus as prometheus_exporter, prometheus_remote_write,
 };
 use sidekick_processors::{
-    attributes, batch, k8s_attributes, memory_limiter, resource, resourcedetection,
+    attributes, batch, filter, k8s_attributes, memory_limiter, resource, resourcedetection,
+    transform,
 };
 use sidekick_receivers::filelog;
 use sidekick_receivers::otlp as otlp_receiver;
@@ -28,6 +29,8 @@ pub fn registry() -> Registry {
         .processor::<k8s_attributes::Config>("k8sattributes")
         .processor::<memory_limiter::Config>("memory_limiter")
         .processor::<resourcedetection::Config>("resourcedetection")
+        .processor::<filter::Config>("filter")
+        .processor::<transform::Config>("transform")
         .exporter::<otlp::Config>("otlp")
         // The OpenTelemetry Collector's newer names for the same exporters.
         .exporter::<otlp::Config>("otlp_grpc")

@@ -307,3 +307,48 @@ fn log_lines() {
         ],
     );
 }
+
+#[test]
+fn ottl() {
+    let with_body = |text: &str, body: Vec<u8>| [text.as_bytes(), b"\n", &body].concat();
+    let traces = traces_request(0, 2, 3).encode_to_vec();
+    let metrics = metrics_request(0, 2, 3).encode_to_vec();
+    let logs = logs_request(0, 2, 3).encode_to_vec();
+    smoke(
+        "ottl",
+        vec![
+            with_body(
+                r#"set(attributes["env"], Concat([name, "x"], "-")) where IsMatch(name, "^s") and kind != 3"#,
+                traces.clone(),
+            ),
+            with_body(
+                r#"attributes["http.route"] == "/healthz" or status.code == STATUS_CODE_ERROR"#,
+                traces.clone(),
+            ),
+            with_body(
+                r#"limit(attributes, 1, []) where resource.attributes["service.name"] != nil"#,
+                traces,
+            ),
+            with_body(
+                r#"merge_maps(attributes, ParseJSON("{\"a\": [1, {\"b\": true}]}"), "upsert")"#,
+                logs.clone(),
+            ),
+            with_body(
+                r#"replace_all_patterns(attributes, "value", "(\\w+)", "$1$1")"#,
+                logs.clone(),
+            ),
+            with_body(
+                r#"truncate_all(attributes, 3) where severity_number >= SEVERITY_NUMBER_INFO"#,
+                logs,
+            ),
+            with_body(
+                r#"set(description, String(Split(name, ".")))"#,
+                metrics.clone(),
+            ),
+            with_body(
+                r#"metric.type == METRIC_DATA_TYPE_SUM and value_int * 2 > 3"#,
+                metrics,
+            ),
+        ],
+    );
+}

@@ -144,14 +144,14 @@ pub fn statement(text: &str) -> Result<Statement, ParseError> {
     } else {
         None
     };
-    p.end()?;
+    p.end("a statement is one editor call, optionally followed by `where` and a condition")?;
     Ok(Statement { editor, condition })
 }
 
 pub fn condition(text: &str) -> Result<Condition, ParseError> {
     let mut p = Parser::new(text)?;
     let c = p.or()?;
-    p.end()?;
+    p.end("a condition is comparisons and values joined by `and`, `or`, `not`")?;
     Ok(c)
 }
 
@@ -284,13 +284,11 @@ impl Parser {
         }
     }
 
-    fn end(&self) -> Result<(), ParseError> {
+    fn end(&self, what: &str) -> Result<(), ParseError> {
         match self.peek() {
             Tok::End => Ok(()),
-            t => Err(self.error(format!(
-                "unexpected {} (a statement is one editor call, optionally followed by `where` and a condition)",
-                t.describe()
-            ))),
+            Tok::Assign => Err(self.error("unexpected `=`: write `==` to compare".into())),
+            t => Err(self.error(format!("unexpected {} ({what})", t.describe()))),
         }
     }
 
