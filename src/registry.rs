@@ -9,8 +9,8 @@ use sidekick_exporters::{
     debug, otlp, otlp_http, prometheus as prometheus_exporter, prometheus_remote_write,
 };
 use sidekick_processors::{
-    attributes, batch, filter, k8s_attributes, memory_limiter, resource, resourcedetection,
-    transform,
+    attributes, batch, filter, k8s_attributes, memory_limiter, probabilistic_sampler, resource,
+    resourcedetection, transform,
 };
 use sidekick_receivers::filelog;
 use sidekick_receivers::otlp as otlp_receiver;
@@ -31,6 +31,7 @@ pub fn registry() -> Registry {
         .processor::<resourcedetection::Config>("resourcedetection")
         .processor::<filter::Config>("filter")
         .processor::<transform::Config>("transform")
+        .processor::<probabilistic_sampler::Config>("probabilistic_sampler")
         .exporter::<otlp::Config>("otlp")
         // The OpenTelemetry Collector's newer names for the same exporters.
         .exporter::<otlp::Config>("otlp_grpc")

@@ -16,6 +16,7 @@ pub mod filter;
 pub mod k8s_attributes;
 pub mod memory_limiter;
 pub mod ottl;
+pub mod probabilistic_sampler;
 pub mod resource;
 pub mod resourcedetection;
 pub mod transform;

@@ -177,15 +177,7 @@ impl<'a> Item<'a> {
     }
 
     fn attribute(&self, loc: &Loc, key: &str) -> Value<'_> {
-        let msg = self.message(loc.on);
-        let number = attr_number(loc, self.data);
-        let mut found = Value::Nil;
-        for f in Reader::new(msg).filter(|f| f.number == number) {
-            if let Some(any) = key_value_if(f.bytes(), key) {
-                found = Value::decode_any(any);
-            }
-        }
-        found
+        attribute(self.message(loc.on), attr_number(loc, self.data), key)
     }
 
     fn computed(&self, c: Computed) -> Value<'_> {
@@ -325,6 +317,18 @@ impl<'a> Item<'a> {
     pub fn describe(&self, on: On) -> &'static str {
         self.context_of(on).name()
     }
+}
+
+/// The last attribute `key` among the `KeyValue` fields `number` of `msg` (nil when
+/// absent), without decoding the other attributes.
+pub fn attribute<'m>(msg: &'m [u8], number: u32, key: &str) -> Value<'m> {
+    let mut found = Value::Nil;
+    for f in Reader::new(msg).filter(|f| f.number == number) {
+        if let Some(any) = key_value_if(f.bytes(), key) {
+            found = Value::decode_any(any);
+        }
+    }
+    found
 }
 
 /// The value of a `KeyValue` payload whose key is `key`.
