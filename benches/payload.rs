@@ -143,5 +143,73 @@ fn enrichment(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, otlp, batching, enrichment);
+/// The OTTL processors on an SDK-sized request (100 spans) and a full batch, against
+/// what a processor that decodes and re-encodes the batch would pay at least.
+fn processing(c: &mut Criterion) {
+    use sidekick_collector::component::Sieve;
+    use sidekick_collector::config::{from_node, node};
+    use sidekick_collector::payload::TracesSignal;
+    use sidekick_collector::telemetry::Telemetry;
+    use sidekick_processors::{filter, probabilistic_sampler, transform};
+
+    fn config<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+        let (root, _) = node::parse(yaml, &std::collections::HashMap::new()).unwrap();
+        from_node(&root, "processors.x").unwrap()
+    }
+    let telemetry = Telemetry::new();
+    // Drops one span in ten (testkit's span names end in their number), after an
+    // attribute lookup that finds nothing.
+    let filter_config: filter::Config = config(
+        r#"traces: {span: ['attributes["http.route"] == "/healthz"', 'IsMatch(name, "0$")']}"#,
+    );
+    let transform_config: transform::Config = config(
+        r#"trace_statements: ['set(span.attributes["deployment.environment.name"], "prod")']"#,
+    );
+    let sampler_config: probabilistic_sampler::Config =
+        config("{sampling_percentage: 50, mode: proportional}");
+    let mut g = c.benchmark_group("process");
+    for spans in [100, SPANS] {
+        let bytes = Bytes::from(
+            traces_request(0, 1.max(spans / 512), spans / 1.max(spans / 512)).encode_to_vec(),
+        );
+        let batch = Traces::from_encoded(bytes.clone()).unwrap();
+        g.throughput(Throughput::Elements(spans as u64));
+        let mut f = filter::Filter::from_config(&filter_config, Signal::Traces).unwrap();
+        g.bench_function(BenchmarkId::new("filter", spans), |b| {
+            b.iter(|| {
+                let mut copy = batch.clone();
+                Sieve::<TracesSignal>::sift(&mut f, &mut copy).unwrap();
+                copy.len()
+            })
+        });
+        let mut t =
+            transform::Transform::new(&transform_config, Signal::Traces, &telemetry, "t").unwrap();
+        g.bench_function(BenchmarkId::new("transform_set", spans), |b| {
+            b.iter(|| {
+                let mut copy = batch.clone();
+                Sieve::<TracesSignal>::sift(&mut t, &mut copy).unwrap();
+                copy.len()
+            })
+        });
+        let mut s =
+            probabilistic_sampler::Sampler::new(&sampler_config, Signal::Traces, &telemetry, "s");
+        g.bench_function(BenchmarkId::new("sample", spans), |b| {
+            b.iter(|| {
+                let mut copy = batch.clone();
+                Sieve::<TracesSignal>::sift(&mut s, &mut copy).unwrap();
+                copy.len()
+            })
+        });
+        g.bench_function(BenchmarkId::new("decode_encode", spans), |b| {
+            b.iter(|| {
+                ExportTraceServiceRequest::decode(black_box(&bytes[..]))
+                    .unwrap()
+                    .encode_to_vec()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, otlp, batching, enrichment, processing);
 criterion_main!(benches);
