@@ -101,6 +101,12 @@ pub trait ProcessorConfig: DeserializeOwned + Send + Sync + 'static {
 pub trait Processor<S: crate::payload::Signal>: Send {
     /// Runs until `input` closes, then flushes what it holds into `output` and returns.
     fn run(self: Box<Self>, input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()>;
+
+    /// A per-batch stage (no state across batches, no timers) gives itself up as a
+    /// [`Sieve`], so that consecutive ones run in one task as a [`Chain`]: a batch goes
+    /// through them without a channel and a task wake-up between each. Others keep
+    /// their own task.
+    fn into_sieve(self: Box<Self>) -> Result<Box<dyn Sieve<S>>, Box<dyn Processor<S>>>;
 }
 
 /// A processor that edits each batch on its own (no state across batches, no timers):
@@ -112,15 +118,20 @@ pub trait Edit<S: crate::payload::Signal>: Send + 'static {
 /// Runs an [`Edit`] on every batch between its input and output.
 pub struct MapProcessor<E>(pub E);
 
+impl<S: crate::payload::Signal, E: Edit<S>> Sieve<S> for MapProcessor<E> {
+    fn sift(&mut self, batch: &mut crate::payload::Batch<S>) -> Result<(), String> {
+        self.0.edit(batch);
+        Ok(())
+    }
+}
+
 impl<S: crate::payload::Signal, E: Edit<S>> Processor<S> for MapProcessor<E> {
-    fn run(self: Box<Self>, mut input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
-        let mut edit = self.0;
-        Box::pin(async move {
-            while let Some((mut batch, hold)) = input.recv_held().await {
-                edit.edit(&mut batch);
-                forward(&output, batch, hold).await;
-            }
-        })
+    fn run(self: Box<Self>, input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
+        Box::new(Chain(vec![self as Box<dyn Sieve<S>>])).run(input, output)
+    }
+
+    fn into_sieve(self: Box<Self>) -> Result<Box<dyn Sieve<S>>, Box<dyn Processor<S>>> {
+        Ok(self)
     }
 }
 
@@ -131,26 +142,53 @@ pub trait Sieve<S: crate::payload::Signal>: Send + 'static {
     fn sift(&mut self, batch: &mut crate::payload::Batch<S>) -> Result<(), String>;
 }
 
-/// Runs a [`Sieve`] on every batch. Items it removes on purpose are done with (a batch
-/// left empty goes no further); a batch it refuses is dropped through its hold, which
-/// counts its items as lost, and logged.
+/// Runs a [`Sieve`] on every batch.
 pub struct SieveProcessor<E>(pub E);
 
+impl<S: crate::payload::Signal, E: Sieve<S>> Sieve<S> for SieveProcessor<E> {
+    fn sift(&mut self, batch: &mut crate::payload::Batch<S>) -> Result<(), String> {
+        self.0.sift(batch)
+    }
+}
+
 impl<S: crate::payload::Signal, E: Sieve<S>> Processor<S> for SieveProcessor<E> {
+    fn run(self: Box<Self>, input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
+        Box::new(Chain(vec![self as Box<dyn Sieve<S>>])).run(input, output)
+    }
+
+    fn into_sieve(self: Box<Self>) -> Result<Box<dyn Sieve<S>>, Box<dyn Processor<S>>> {
+        Ok(self)
+    }
+}
+
+/// Consecutive [`Sieve`]s of a pipeline, run in order on each batch in one task. Items
+/// they remove on purpose are done with (a batch left empty goes no further); a batch
+/// one refuses is dropped through its hold, which counts its items as lost, and logged.
+pub struct Chain<S: crate::payload::Signal>(pub Vec<Box<dyn Sieve<S>>>);
+
+impl<S: crate::payload::Signal> Processor<S> for Chain<S> {
     fn run(self: Box<Self>, mut input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
-        let mut sieve = self.0;
+        let mut stages = self.0;
         Box::pin(async move {
-            while let Some((mut batch, hold)) = input.recv_held().await {
-                match sieve.sift(&mut batch) {
-                    Ok(()) if batch.is_empty() => hold.release(),
-                    Ok(()) => forward(&output, batch, hold).await,
-                    Err(error) => {
+            'batches: while let Some((mut batch, hold)) = input.recv_held().await {
+                for stage in &mut stages {
+                    if let Err(error) = stage.sift(&mut batch) {
                         tracing::error!(dropped_items = hold.items(), %error, "a processor refused a batch (error_mode: propagate); dropped it");
                         drop(hold);
+                        continue 'batches;
+                    }
+                    if batch.is_empty() {
+                        hold.release();
+                        continue 'batches;
                     }
                 }
+                forward(&output, batch, hold).await;
             }
         })
+    }
+
+    fn into_sieve(self: Box<Self>) -> Result<Box<dyn Sieve<S>>, Box<dyn Processor<S>>> {
+        Err(self)
     }
 }
 

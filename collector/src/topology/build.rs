@@ -12,7 +12,7 @@ use super::run::{Service, Task};
 use crate::admin::Health;
 use crate::batching::{Batcher, Unit};
 use crate::component::{
-    AnyProcessor, BuildContext, BuildError, ExporterParts, Processor, ReceiverOutputs,
+    AnyProcessor, BuildContext, BuildError, Chain, ExporterParts, Processor, ReceiverOutputs,
 };
 use crate::exporter::{self, Deadline, Export, ExportSettings, ExporterMetrics};
 use crate::journal::{self, Journal, JournalSettings};
@@ -428,18 +428,19 @@ fn start_exporter<S: Route>(
     vec![front.with_item_limit(item_limit)]
 }
 
-fn wire_pipeline<S: Route>(
-    svc: &mut Service,
-    p: &PlannedPipeline,
-    w: &Wiring,
-) -> Result<Vec<Target<S>>, BuildError> {
-    let telemetry = w.telemetry;
-    let mut next: Vec<Sender<S>> = p
-        .exporters
-        .iter()
-        .flat_map(|&i| S::senders(&w.exporters[i]).iter().cloned())
-        .collect();
-    for (id, loaded) in p.processors.iter().rev() {
+/// A task of a pipeline: the processor (or chain) and the id its queue is named by.
+type Stage<'p, S> = (&'p ComponentId, Box<dyn Processor<S>>);
+
+/// A pipeline's processors, built, as the stages that run as tasks: consecutive
+/// per-batch processors (see [`Processor::into_sieve`]) are one [`Chain`], named by its
+/// first processor (the one whose queue is in front of it).
+fn stages<'p, S: Route>(
+    p: &'p PlannedPipeline,
+    telemetry: &Telemetry,
+) -> Result<Vec<Stage<'p, S>>, BuildError> {
+    let mut stages: Vec<Stage<'p, S>> = Vec::new();
+    let mut chain: Option<(&ComponentId, Chain<S>)> = None;
+    for (id, loaded) in &p.processors {
         let ctx = BuildContext {
             id,
             telemetry,
@@ -453,6 +454,38 @@ fn wire_pipeline<S: Route>(
         let processor = S::processor(built).ok_or_else(|| {
             BuildError::new(format!("processors.{id}: built for the wrong signal"))
         })?;
+        match processor.into_sieve() {
+            Ok(sieve) => chain
+                .get_or_insert_with(|| (id, Chain(Vec::new())))
+                .1
+                 .0
+                .push(sieve),
+            Err(processor) => {
+                if let Some((first, sieves)) = chain.take() {
+                    stages.push((first, Box::new(sieves)));
+                }
+                stages.push((id, processor));
+            }
+        }
+    }
+    if let Some((first, sieves)) = chain {
+        stages.push((first, Box::new(sieves)));
+    }
+    Ok(stages)
+}
+
+fn wire_pipeline<S: Route>(
+    svc: &mut Service,
+    p: &PlannedPipeline,
+    w: &Wiring,
+) -> Result<Vec<Target<S>>, BuildError> {
+    let telemetry = w.telemetry;
+    let mut next: Vec<Sender<S>> = p
+        .exporters
+        .iter()
+        .flat_map(|&i| S::senders(&w.exporters[i]).iter().cloned())
+        .collect();
+    for (id, processor) in stages(p, telemetry)?.into_iter().rev() {
         let labels = [
             ("processor", id.to_string()),
             ("pipeline", p.id.to_string()),

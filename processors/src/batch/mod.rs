@@ -18,7 +18,7 @@
 use serde::Deserialize;
 use sidekick_collector::batching::{Batcher, Unit};
 use sidekick_collector::component::{
-    BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig,
+    BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig, Sieve,
 };
 use sidekick_collector::config::{Duration, Signal as SignalKind};
 use sidekick_collector::payload::Signal;
@@ -114,6 +114,10 @@ impl BatchProcessor {
 }
 
 impl<S: Signal> Processor<S> for BatchProcessor {
+    fn into_sieve(self: Box<Self>) -> Result<Box<dyn Sieve<S>>, Box<dyn Processor<S>>> {
+        Err(self)
+    }
+
     fn run(self: Box<Self>, input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
         Box::pin(self.0.run(input, output))
     }

@@ -343,3 +343,55 @@ fn bad_conditions_are_refused_at_load_with_where() {
         "a filter without conditions is refused"
     );
 }
+
+/// Consecutive per-batch processors run as one chain: each sees what the one before
+/// it left, a batch emptied on the way goes no further, and a refused batch is dropped
+/// without stopping the batches after it.
+#[tokio::test]
+async fn chained_per_batch_processors_run_in_order_in_one_task() {
+    use sidekick_collector::component::{Chain, Processor};
+    use sidekick_testkit::harness::run_processor;
+
+    let sieve = |yaml: &str| -> Box<dyn Sieve<TracesSignal>> {
+        Box::new(Filter::from_config(&config(yaml), SignalKind::Traces).unwrap())
+    };
+    let chain = Chain(vec![
+        sieve(r#"traces: {span: ['attributes["http.route"] == "/healthz"']}"#),
+        // Would refuse every /healthz span (a string is not a bool) had the first
+        // filter not removed them; refuses a batch with "b" in it.
+        sieve(
+            r#"{error_mode: propagate, traces: {span: ['attributes["http.route"]', 'name == "zzz"']}}"#,
+        ),
+    ]);
+    let mut h = run_processor::<TracesSignal>(Box::new(chain) as Box<dyn Processor<_>>);
+    let only = |names: &[(&str, &str)]| -> Batch<TracesSignal> {
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource("app"),
+                scope_spans: vec![ScopeSpans {
+                    spans: spans(names),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        Batch::from_encoded(Bytes::from(request.encode_to_vec())).unwrap()
+    };
+    h.send(only(&[("a", "/healthz")])).await; // emptied by the first
+    h.send(only(&[("b", "/users"), ("c", "/healthz")])).await; // refused by the second
+    h.send(only(&[("d", "/healthz")])).await; // emptied
+    h.close().await;
+    let out = h.drain();
+    assert!(out.is_empty(), "{} batches went on", out.len());
+
+    let mut h = run_processor::<TracesSignal>(Box::new(Chain(vec![
+        sieve(r#"traces: {span: ['attributes["http.route"] == "/healthz"']}"#),
+        sieve(r#"traces: {span: ['name == "e"']}"#),
+    ])));
+    h.send(only(&[("e", "/users"), ("f", "/healthz"), ("g", "/users")]))
+        .await;
+    h.close().await;
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(span_names(&out[0]), ["g"]);
+}

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use sidekick_collector::component::{
-    forward, BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig,
+    forward, BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig, Sieve,
 };
 use sidekick_collector::config::{Duration, Signal as SignalKind};
 use sidekick_collector::payload::Signal;
@@ -234,6 +234,10 @@ impl MemoryLimiter {
 }
 
 impl<S: Signal> Processor<S> for MemoryLimiter {
+    fn into_sieve(self: Box<Self>) -> Result<Box<dyn Sieve<S>>, Box<dyn Processor<S>>> {
+        Err(self)
+    }
+
     fn run(self: Box<Self>, mut input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             loop {

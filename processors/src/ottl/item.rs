@@ -122,8 +122,31 @@ pub struct Item<'a> {
     /// For a data point: the number of the field its metric keeps its data in (5 gauge,
     /// 7 sum, 9 histogram, 10 exponential histogram, 11 summary).
     pub data: u32,
-    /// For a data point: the data message (temporality, monotonicity).
-    pub data_msg: &'a [u8],
+    /// For a data point: its data message's aggregation temporality and monotonicity,
+    /// read once per data message by the walk.
+    pub data_kind: DataKind,
+}
+
+/// A metric data message's aggregation temporality (field 2) and monotonicity (field 3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataKind {
+    pub temporality: u64,
+    pub monotonic: bool,
+}
+
+impl DataKind {
+    /// Reads them from the data message (a `Sum`, `Histogram`, `ExponentialHistogram`).
+    pub fn of(msg: &[u8]) -> Self {
+        let mut kind = DataKind::default();
+        for f in Reader::new(msg) {
+            match f.number {
+                2 => kind.temporality = f.varint(),
+                3 => kind.monotonic = f.varint() != 0,
+                _ => {}
+            }
+        }
+        kind
+    }
 }
 
 impl<'a> Item<'a> {
@@ -135,7 +158,7 @@ impl<'a> Item<'a> {
             scope: &[],
             parent: &[],
             data: 0,
-            data_msg: &[],
+            data_kind: DataKind::default(),
         }
     }
 
@@ -189,34 +212,28 @@ impl<'a> Item<'a> {
                 Value::Str(Cow::Owned(super::funcs::hex(bytes)))
             }
             Computed::MetricType(on) => Value::Int(metric_type(self.metric_data(on).0)),
-            Computed::AggregationTemporality(_) | Computed::IsMonotonic(_) => {
-                let (data, msg) = match c {
-                    Computed::AggregationTemporality(on) | Computed::IsMonotonic(on) => {
-                        self.metric_data(on)
-                    }
-                    _ => (0, &[][..]),
-                };
-                let field = |n| wire::last(msg, n).map(|f| f.varint()).unwrap_or(0);
-                match c {
-                    Computed::IsMonotonic(_) => Value::Bool(data == 7 && field(3) != 0),
-                    _ if matches!(data, 7 | 9 | 10) => Value::Int(field(2) as i64),
-                    _ => Value::Int(0),
-                }
+            Computed::AggregationTemporality(on) => match self.metric_data(on) {
+                (7 | 9 | 10, kind) => Value::Int(kind.temporality as i64),
+                _ => Value::Int(0),
+            },
+            Computed::IsMonotonic(on) => {
+                let (data, kind) = self.metric_data(on);
+                Value::Bool(data == 7 && kind.monotonic)
             }
         }
     }
 
-    /// The metric's data field number and message.
-    fn metric_data(&self, on: On) -> (u32, &[u8]) {
+    /// The metric's data field number and kind.
+    fn metric_data(&self, on: On) -> (u32, DataKind) {
         if self.context == Context::DataPoint && on == On::Parent {
-            return (self.data, self.data_msg);
+            return (self.data, self.data_kind);
         }
         let metric = self.message(on);
         Reader::new(metric)
             .filter(|f| matches!(f.number, 5 | 7 | 9 | 10 | 11))
-            .map(|f| (f.number, f.bytes()))
+            .map(|f| (f.number, DataKind::of(f.bytes())))
             .last()
-            .unwrap_or((0, &[]))
+            .unwrap_or_default()
     }
 
     /// Writes `value` at a path of the item itself (the compiler refused other paths).
@@ -332,7 +349,8 @@ pub fn attribute<'m>(msg: &'m [u8], number: u32, key: &str) -> Value<'m> {
 }
 
 /// The value of a `KeyValue` payload whose key is `key`.
-fn key_value_if<'b>(kv: &'b [u8], key: &str) -> Option<&'b [u8]> {
+#[inline]
+pub fn key_value_if<'b>(kv: &'b [u8], key: &str) -> Option<&'b [u8]> {
     let mut matched = false;
     let mut value: &[u8] = &[];
     for f in Reader::new(kv) {

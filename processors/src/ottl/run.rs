@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use sidekick_collector::payload::wire::Edit;
 use sidekick_collector::payload::{Batch, Signal};
 
-use super::item::{Context, Item};
+use super::item::{Context, DataKind, Item};
 use super::wire::{self, Reader};
 
 /// What becomes of one item.
@@ -30,6 +30,54 @@ fn field1(msg: &[u8]) -> &[u8] {
     wire::last(msg, 1).map(|f| f.bytes()).unwrap_or(&[])
 }
 
+/// Field 1 of an ancestor (a `ResourceSpans`' resource, a `ScopeSpans`' scope), found
+/// once per ancestor rather than once per item: finding it reads past every item the
+/// ancestor holds. Remembered as a range of the ancestor last seen, since the walk
+/// hands out its slices afresh on each visit.
+#[derive(Default)]
+struct Field1 {
+    of: (usize, usize),
+    at: std::ops::Range<usize>,
+}
+
+impl Field1 {
+    fn get<'b>(&mut self, ancestor: Option<&(u32, &'b [u8])>) -> &'b [u8] {
+        let Some(&(_, msg)) = ancestor else {
+            return &[];
+        };
+        let key = (msg.as_ptr() as usize, msg.len());
+        if self.of != key {
+            let found = field1(msg);
+            let start = (found.as_ptr() as usize).saturating_sub(msg.as_ptr() as usize);
+            self.of = key;
+            self.at = if found.is_empty() {
+                0..0
+            } else {
+                start..start + found.len()
+            };
+        }
+        &msg[self.at.clone()]
+    }
+}
+
+/// A data message's kind, read once per data message: reading it passes every point.
+#[derive(Default)]
+struct DataKinds {
+    of: (usize, usize),
+    value: DataKind,
+}
+
+impl DataKinds {
+    fn get(&mut self, msg: &[u8]) -> DataKind {
+        let key = (msg.as_ptr() as usize, msg.len());
+        if self.of != key {
+            self.of = key;
+            self.value = DataKind::of(msg);
+        }
+        self.value
+    }
+}
+
 /// Runs `f` on every item of `context` in the batch, in order. `f` may edit the item
 /// (its `msg`) and says whether to keep it. Span events dropped leave their span;
 /// scopes, resources and metrics left empty are removed.
@@ -38,9 +86,11 @@ pub fn for_each<S: Signal>(
     context: Context,
     f: &mut dyn FnMut(&mut Item<'_>) -> Verdict,
 ) {
+    let (mut resource_of, mut scope_of) = (Field1::default(), Field1::default());
+    let mut data_kind = DataKinds::default();
     batch.edit_encoded(depth(context), &mut |ancestors, _number, msg| {
-        let resource = ancestors.first().map(|a| field1(a.1)).unwrap_or(&[]);
-        let scope = ancestors.get(1).map(|a| field1(a.1)).unwrap_or(&[]);
+        let resource = resource_of.get(ancestors.first());
+        let scope = scope_of.get(ancestors.get(1));
         match context {
             // The resource and scope are field 1 of the messages visited.
             Context::Resource | Context::Scope => {
@@ -68,7 +118,7 @@ pub fn for_each<S: Signal>(
                 if let Some(&(data, data_msg)) = ancestors.get(3) {
                     item.parent = ancestors[2].1;
                     item.data = data;
-                    item.data_msg = data_msg;
+                    item.data_kind = data_kind.get(data_msg);
                 }
                 match f(&mut item) {
                     Verdict::Drop => Edit::Drop,

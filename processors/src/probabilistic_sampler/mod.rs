@@ -26,7 +26,7 @@ use sidekick_collector::config::Signal as SignalKind;
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::telemetry::{Counter, LogBurst, Telemetry};
 
-use crate::ottl::item::{attribute, Context, Item};
+use crate::ottl::item::{attribute, key_value_if, Context, Item};
 use crate::ottl::run::{for_each, Verdict};
 use crate::ottl::value::{encode_key_value, Value};
 use crate::ottl::wire;
@@ -208,16 +208,26 @@ impl Sampler {
     /// One span: kept (its tracestate updated) or dropped.
     fn span(&self, item: &mut Item<'_>) -> Verdict {
         let msg: &[u8] = &item.msg;
-        let trace_id = trace_id(wire::last(msg, 1).map(|f| f.bytes()).unwrap_or(&[]));
-        let tracestate = wire::last(msg, 3)
-            .map(|f| String::from_utf8_lossy(f.bytes()))
-            .unwrap_or_default();
-        let priority = span_priority(msg);
+        // One pass over the span for all three fields a decision reads.
+        let (mut id, mut tracestate, mut priority) = (&[][..], &[][..], Value::Nil);
+        for f in wire::Reader::new(msg) {
+            match f.number {
+                1 => id = f.bytes(),
+                3 => tracestate = f.bytes(),
+                9 => {
+                    if let Some(v) = key_value_if(f.bytes(), "sampling.priority") {
+                        priority = Value::decode_any(v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let priority = span_priority(priority);
         let Ok(decision) = decide::decide_with_priority(
             self.mode,
             &self.decider,
-            &trace_id,
-            &tracestate,
+            &trace_id(id),
+            &String::from_utf8_lossy(tracestate),
             priority,
         ) else {
             return Verdict::Keep;
@@ -236,9 +246,7 @@ impl Sampler {
             return Verdict::Drop;
         }
         if let Some(ts) = decision.new_tracestate {
-            let mut field = Vec::with_capacity(ts.len() + 4);
-            wire::put_bytes(&mut field, 3, ts.as_bytes());
-            item.msg = Cow::Owned(wire::replace_field(&item.msg, 3, &field));
+            item.msg = Cow::Owned(wire::replace_bytes_field(&item.msg, 3, ts.as_bytes()));
         }
         Verdict::Keep
     }
@@ -372,8 +380,8 @@ fn record_attribute<'m>(msg: &'m [u8], key: &str) -> Value<'m> {
 }
 
 /// The `sampling.priority` span attribute: 0 never samples, more than 0 always does.
-fn span_priority(span: &[u8]) -> Priority {
-    let n = match attribute(span, 9, "sampling.priority") {
+fn span_priority(value: Value<'_>) -> Priority {
+    let n = match value {
         Value::Int(i) => i as f64,
         Value::Double(d) => d,
         Value::Str(s) => match s.parse::<f64>() {
