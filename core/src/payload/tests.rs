@@ -371,6 +371,71 @@ fn resources_mut_edits_encoded_batches_without_touching_spans() {
     );
 }
 
+/// An encoded edit gives what the same edit of the decoded request gives, with length
+/// prefixes right where a scope or resource grows or shrinks across a varint width
+/// (127/128 and 16383/16384 bytes), and the item count it returns is the truth.
+#[test]
+fn edit_encoded_matches_the_decoded_edit_across_length_widths() {
+    use prost::Message as _;
+    // Span n: dropped when n % 3 == 0, renamed to 300 bytes when n % 3 == 1, kept else.
+    let edit_span = |span: &mut Span| -> bool {
+        let n: usize = span.name["span-".len()..].parse().unwrap();
+        match n % 3 {
+            0 => false,
+            1 => {
+                span.name = format!("{}-{n}", "x".repeat(300));
+                true
+            }
+            _ => true,
+        }
+    };
+    for shape in [
+        &[&[1usize][..], &[2, 3]][..],
+        &[&[4], &[60]],
+        &[&[200, 1]],
+        &[&[3]],
+    ] {
+        let req = traces(shape);
+        let mut batch = Traces::from_encoded(Bytes::from(req.encode_to_vec())).unwrap();
+        batch.edit_encoded(2, &mut |_, _, msg| {
+            let mut span = Span::decode(msg).unwrap();
+            let before = span.clone();
+            match edit_span(&mut span) {
+                false => wire::Edit::Drop,
+                true if span == before => wire::Edit::Keep,
+                true => wire::Edit::Replace(span.encode_to_vec()),
+            }
+        });
+        let mut expected = req.clone();
+        for rs in &mut expected.resource_spans {
+            for ss in &mut rs.scope_spans {
+                ss.spans.retain_mut(|span| edit_span(span));
+            }
+            rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+        }
+        expected
+            .resource_spans
+            .retain(|rs| !rs.scope_spans.is_empty());
+        let count: usize = flatten(&expected).len();
+        assert_eq!(batch.len(), count, "{shape:?}");
+        if count == 0 {
+            assert!(batch.is_empty());
+            continue;
+        }
+        let bytes = batch.encoded();
+        assert_eq!(
+            ExportTraceServiceRequest::decode(&bytes[..]).unwrap(),
+            expected,
+            "{shape:?}"
+        );
+        assert_eq!(
+            Traces::from_encoded(bytes).unwrap().len(),
+            count,
+            "the output validates"
+        );
+    }
+}
+
 mod never_panics {
     use proptest::prelude::*;
 

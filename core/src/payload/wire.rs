@@ -394,15 +394,25 @@ impl Schema {
         depth: usize,
         visit: &mut dyn FnMut(&Ancestors<'_>, u32, &[u8]) -> Edit,
     ) -> Option<(Vec<u8>, usize)> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(buf.len() + buf.len() / 8);
         let mut ancestors = Vec::with_capacity(self.levels.len());
         let walk = self.edit_message(buf, 0, depth, &mut ancestors, visit, &mut out);
         walk.changed.then(|| {
-            let items = self.count_at(&out, 0, 0, false).unwrap_or(0);
+            // The walk counted what it kept at the target; the items are those when the
+            // target is the leaf level, else they are counted below what was kept.
+            let items = if depth + 1 == self.levels.len() {
+                walk.kept
+            } else {
+                self.count_at(&out, 0, 0, false).unwrap_or(0)
+            };
             (out, items)
         })
     }
 
+    /// Writes `buf`'s message, edited, to the end of `out`. A nested message is written
+    /// in place behind a length prefix sized for its old length and the prefix filled in
+    /// after (moving the bytes only in the rare case the new length needs another
+    /// width), so each kept byte is copied once whatever the depth.
     fn edit_message<'a>(
         &self,
         buf: &'a [u8],
@@ -413,7 +423,6 @@ impl Schema {
         out: &mut Vec<u8>,
     ) -> EditWalk {
         let mut walk = EditWalk::default();
-        let mut child = Vec::new();
         for field in Fields::new(buf, 0).map_while(Result::ok) {
             let raw = &buf[field.start..field.end];
             if !self.levels[level].contains(&field.number) || field.wire_type != LEN {
@@ -437,23 +446,49 @@ impl Schema {
                 }
                 continue;
             }
+            let mark = out.len();
+            put_varint(out, (u64::from(field.number) << 3) | u64::from(LEN));
+            let prefix_at = out.len();
+            let width = varint_width(payload.len() as u64);
+            out.resize(prefix_at + width, 0);
             ancestors.push((field.number, payload));
-            child.clear();
-            let inner = self.edit_message(payload, level + 1, target, ancestors, visit, &mut child);
+            let inner = self.edit_message(payload, level + 1, target, ancestors, visit, out);
             ancestors.pop();
-            if !inner.changed {
-                out.extend_from_slice(raw);
-                walk.after += 1;
-            } else if inner.before > 0 && inner.after == 0 {
+            walk.kept += inner.kept;
+            if inner.before > 0 && inner.after == 0 {
+                // Every list of it became empty: it goes with them.
+                out.truncate(mark);
                 walk.changed = true;
-            } else {
-                put_len_field(out, field.number, &child);
-                walk.after += 1;
-                walk.changed = true;
+                continue;
             }
+            walk.after += 1;
+            walk.changed |= inner.changed;
+            let len = (out.len() - prefix_at - width) as u64;
+            let needed = varint_width(len);
+            if needed != width {
+                let body = prefix_at + width..out.len();
+                let mut prefix = Vec::with_capacity(needed);
+                put_varint(&mut prefix, len);
+                out.splice(prefix_at..prefix_at + width, prefix);
+                debug_assert_eq!(out.len(), body.end - width + needed);
+            } else {
+                let mut v = len;
+                for b in &mut out[prefix_at..prefix_at + width] {
+                    *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
+                    v >>= 7;
+                }
+            }
+        }
+        if level == target {
+            walk.kept = walk.after;
         }
         walk
     }
+}
+
+/// The number of bytes `v` takes as a varint.
+fn varint_width(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// What one message's walk did to its lists: how many listed messages it had and kept.
@@ -462,4 +497,6 @@ struct EditWalk {
     before: usize,
     after: usize,
     changed: bool,
+    /// Messages kept at the target level, below and at this one.
+    kept: usize,
 }

@@ -320,12 +320,9 @@ impl<'a> Item<'a> {
     /// other attributes as bytes.
     fn set_attribute(&mut self, number: u32, key: &str, value: &Value<'_>) {
         let mut out = Vec::with_capacity(self.msg.len() + key.len() + 32);
-        for f in Reader::new(&self.msg) {
-            if f.number == number && key_value_if(f.bytes(), key).is_some() {
-                continue;
-            }
-            out.extend_from_slice(f.raw);
-        }
+        wire::copy_without(&mut out, &self.msg, |f| {
+            f.number == number && key_value_if(f.bytes(), key).is_some()
+        });
         encode_key_value(&mut out, number, key, value);
         self.msg = Cow::Owned(out);
     }
@@ -351,6 +348,27 @@ pub fn attribute<'m>(msg: &'m [u8], number: u32, key: &str) -> Value<'m> {
 /// The value of a `KeyValue` payload whose key is `key`.
 #[inline]
 pub fn key_value_if<'b>(kv: &'b [u8], key: &str) -> Option<&'b [u8]> {
+    // As encoders write it, a key and then a value ending the message: told apart
+    // without the general loop.
+    if let [0x0a, len, rest @ ..] = kv {
+        let len = usize::from(*len);
+        if len < 0x80 && rest.len() >= len {
+            let (k, tail) = rest.split_at(len);
+            let value = match tail {
+                [] => Some(&[][..]),
+                [0x12, more @ ..] => {
+                    let mut pos = 0;
+                    wire::varint(more, &mut pos)
+                        .filter(|&n| n == (more.len() - pos) as u64)
+                        .map(|_| &more[pos..])
+                }
+                _ => None,
+            };
+            if let Some(value) = value {
+                return (k == key.as_bytes()).then_some(value);
+            }
+        }
+    }
     let mut matched = false;
     let mut value: &[u8] = &[];
     for f in Reader::new(kv) {

@@ -65,7 +65,7 @@ impl<'a> Reader<'a> {
 
 /// A varint at `*pos`, most often one byte.
 #[inline(always)]
-fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+pub fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let &first = buf.get(*pos)?;
     *pos += 1;
     if first < 0x80 {
@@ -164,15 +164,28 @@ pub fn put_fixed32_field(out: &mut Vec<u8>, number: u32, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+/// Appends `msg` to `out` without the fields `drop` picks, copying runs of kept fields
+/// at once (usually the whole message in one copy).
+#[inline]
+pub fn copy_without(out: &mut Vec<u8>, msg: &[u8], mut drop: impl FnMut(&Field<'_>) -> bool) {
+    let mut run = 0;
+    let mut at = 0;
+    for f in Reader::new(msg) {
+        let next = at + f.raw.len();
+        if drop(&f) {
+            out.extend_from_slice(&msg[run..at]);
+            run = next;
+        }
+        at = next;
+    }
+    out.extend_from_slice(&msg[run..at]);
+}
+
 /// `msg` with every field `number` removed and `replacement` (whole encoded fields)
 /// appended.
 pub fn replace_field(msg: &[u8], number: u32, replacement: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.len() + replacement.len());
-    for f in Reader::new(msg) {
-        if f.number != number {
-            out.extend_from_slice(f.raw);
-        }
-    }
+    copy_without(&mut out, msg, |f| f.number == number);
     out.extend_from_slice(replacement);
     out
 }
@@ -182,22 +195,14 @@ pub fn replace_field(msg: &[u8], number: u32, replacement: &[u8]) -> Vec<u8> {
 pub fn replace_field_first(msg: &[u8], number: u32, replacement: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.len() + replacement.len());
     out.extend_from_slice(replacement);
-    for f in Reader::new(msg) {
-        if f.number != number {
-            out.extend_from_slice(f.raw);
-        }
-    }
+    copy_without(&mut out, msg, |f| f.number == number);
     out
 }
 
 /// `msg` with every field `number` removed and one field `number` of `payload` appended.
 pub fn replace_bytes_field(msg: &[u8], number: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.len() + payload.len() + 6);
-    for f in Reader::new(msg) {
-        if f.number != number {
-            out.extend_from_slice(f.raw);
-        }
-    }
+    copy_without(&mut out, msg, |f| f.number == number);
     put_bytes(&mut out, number, payload);
     out
 }
