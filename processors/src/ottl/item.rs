@@ -320,9 +320,13 @@ impl<'a> Item<'a> {
     /// other attributes as bytes.
     fn set_attribute(&mut self, number: u32, key: &str, value: &Value<'_>) {
         let mut out = Vec::with_capacity(self.msg.len() + key.len() + 32);
-        wire::copy_without(&mut out, &self.msg, |f| {
-            f.number == number && key_value_if(f.bytes(), key).is_some()
-        });
+        if mentions(&self.msg, key) {
+            wire::copy_without(&mut out, &self.msg, |f| {
+                f.number == number && key_value_if(f.bytes(), key).is_some()
+            });
+        } else {
+            out.extend_from_slice(&self.msg);
+        }
         encode_key_value(&mut out, number, key, value);
         self.msg = Cow::Owned(out);
     }
@@ -337,12 +341,22 @@ impl<'a> Item<'a> {
 /// absent), without decoding the other attributes.
 pub fn attribute<'m>(msg: &'m [u8], number: u32, key: &str) -> Value<'m> {
     let mut found = Value::Nil;
+    if !mentions(msg, key) {
+        return found;
+    }
     for f in Reader::new(msg).filter(|f| f.number == number) {
         if let Some(any) = key_value_if(f.bytes(), key) {
             found = Value::decode_any(any);
         }
     }
     found
+}
+
+/// Whether `key`'s bytes occur anywhere in `msg`: when they do not, no attribute of it
+/// has that key, which one fast search says without reading a field.
+#[inline]
+pub fn mentions(msg: &[u8], key: &str) -> bool {
+    key.is_empty() || memchr::memmem::find(msg, key.as_bytes()).is_some()
 }
 
 /// The value of a `KeyValue` payload whose key is `key`.

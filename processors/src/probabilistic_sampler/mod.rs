@@ -26,7 +26,7 @@ use sidekick_collector::config::Signal as SignalKind;
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::telemetry::{Counter, LogBurst, Telemetry};
 
-use crate::ottl::item::{attribute, key_value_if, Context, Item};
+use crate::ottl::item::{attribute, key_value_if, mentions, Context, Item};
 use crate::ottl::run::{for_each, Verdict};
 use crate::ottl::value::{encode_key_value, Value};
 use crate::ottl::wire;
@@ -163,6 +163,9 @@ pub struct Sampler {
     /// By policy, then [not sampled, sampled].
     counts: Vec<[Counter; 2]>,
     error_log: LogBurst,
+    /// hash_seed mode's threshold, and its `th` text when the fast path applies.
+    hash_seed_threshold: Threshold,
+    hash_seed_th: Option<String>,
 }
 
 impl Sampler {
@@ -191,6 +194,16 @@ impl Sampler {
                 .map(|(_, p)| [counter(p, "false"), counter(p, "true")])
                 .collect(),
             error_log: LogBurst::new(std::time::Duration::from_secs(10)),
+            hash_seed_threshold: decide::hash_seed_threshold(config.sampling_percentage.min(100.0)),
+            // The fast path covers a sampler that samples some (the never sampler and
+            // an invalid percentage take the general one).
+            hash_seed_th: (config.mode() == Mode::HashSeed
+                && config.decider().validate().is_ok()
+                && decide::hash_seed_scaled_rate(config.sampling_percentage.min(100.0)) > 0)
+                .then(|| {
+                    decide::hash_seed_threshold(config.sampling_percentage.min(100.0)).tvalue()
+                })
+                .filter(|th| !th.is_empty() && th.len() <= 14),
         }
     }
 
@@ -210,12 +223,13 @@ impl Sampler {
         let msg: &[u8] = &item.msg;
         // One pass over the span for all three fields a decision reads.
         let (mut id, mut tracestate, mut priority) = (&[][..], &[][..], Value::Nil);
+        let has_priority = mentions(msg, PRIORITY);
         for f in wire::Reader::new(msg) {
             match f.number {
                 1 => id = f.bytes(),
                 3 => tracestate = f.bytes(),
-                9 => {
-                    if let Some(v) = key_value_if(f.bytes(), "sampling.priority") {
+                9 if has_priority => {
+                    if let Some(v) = key_value_if(f.bytes(), PRIORITY) {
                         priority = Value::decode_any(v);
                     }
                 }
@@ -223,6 +237,14 @@ impl Sampler {
             }
         }
         let priority = span_priority(priority);
+        match self.plain_hash_seed(id, tracestate, priority) {
+            Some(None) => return Verdict::Drop,
+            Some(Some((ts, len))) => {
+                item.msg = Cow::Owned(wire::replace_bytes_field(&item.msg, 3, &ts[..len]));
+                return Verdict::Keep;
+            }
+            None => {}
+        }
         let Ok(decision) = decide::decide_with_priority(
             self.mode,
             &self.decider,
@@ -249,6 +271,38 @@ impl Sampler {
             item.msg = Cow::Owned(wire::replace_bytes_field(&item.msg, 3, ts.as_bytes()));
         }
         Verdict::Keep
+    }
+
+    /// hash_seed mode's common case, without parsing and rendering a tracestate: no
+    /// tracestate, no priority, a trace id. The same decision and the same written
+    /// tracestate as [`decide::decide_with_priority`] (a test holds them equal); `None`
+    /// for every other case, else the tracestate to write when sampled.
+    fn plain_hash_seed(
+        &self,
+        id: &[u8],
+        tracestate: &[u8],
+        priority: Priority,
+    ) -> Option<Option<([u8; 38], usize)>> {
+        let th = self.hash_seed_th.as_ref()?;
+        let id = <&[u8; 16]>::try_from(id).ok()?;
+        if !tracestate.is_empty() || priority != Priority::Defer || id.iter().all(|&b| b == 0) {
+            return None;
+        }
+        let randomness = decide::hash_randomness(self.decider.hash_seed, id);
+        let sampled = self.hash_seed_threshold.should_sample(randomness);
+        self.count(Policy::Hash, sampled);
+        if !sampled {
+            return Some(None);
+        }
+        let mut ts = [0u8; 6 + 14 + 4 + 14];
+        ts[..6].copy_from_slice(b"ot=rv:");
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in ts[6..20].iter_mut().enumerate() {
+            *b = HEX[((randomness >> (4 * (13 - i))) & 0xf) as usize];
+        }
+        ts[20..24].copy_from_slice(b";th:");
+        ts[24..24 + th.len()].copy_from_slice(th.as_bytes());
+        Some(Some((ts, 24 + th.len())))
     }
 
     /// One log record: by trace id or an attribute, with a per-record priority.
@@ -378,6 +432,9 @@ fn trace_id(bytes: &[u8]) -> [u8; 16] {
 fn record_attribute<'m>(msg: &'m [u8], key: &str) -> Value<'m> {
     attribute(msg, 6, key)
 }
+
+/// The span attribute that overrides the decision.
+const PRIORITY: &str = "sampling.priority";
 
 /// The `sampling.priority` span attribute: 0 never samples, more than 0 always does.
 fn span_priority(value: Value<'_>) -> Priority {

@@ -273,3 +273,63 @@ fn bad_settings_are_refused() {
         .validate()
         .is_empty());
 }
+
+/// The hash_seed fast path (no tracestate, no priority) decides and writes exactly what
+/// the general decision does, over many trace ids and the percentages whose `th` texts
+/// differ in length.
+#[test]
+fn the_hash_seed_fast_path_agrees_with_the_general_decision() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let ids: Vec<[u8; 16]> = (0..2000)
+        .map(|_| {
+            std::array::from_fn(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+        })
+        .collect();
+    for (pct, seed) in [
+        (0.5, 0),
+        (1.0, 7),
+        (20.0, 22),
+        (33.3, 1),
+        (50.0, 0),
+        (99.99, 5),
+        (100.0, 3),
+        (150.0, 0),
+    ] {
+        let spans = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Span {
+                trace_id: id.to_vec(),
+                span_id: vec![1; 8],
+                name: i.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        let mut batch = traces(spans);
+        sample(
+            &format!("{{sampling_percentage: {pct}, hash_seed: {seed}}}"),
+            &mut batch,
+        );
+        let cfg = Decider {
+            percentage: pct,
+            hash_seed: seed,
+            ..Decider::default()
+        };
+        let expected: Vec<(String, String)> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| {
+                let d = decide::decide(Mode::HashSeed, &cfg, id, "").unwrap();
+                d.sampled
+                    .then(|| (i.to_string(), d.new_tracestate.unwrap_or_default()))
+            })
+            .collect();
+        assert!(!expected.is_empty(), "{pct}");
+        assert_eq!(kept(&batch), expected, "{pct}% seed {seed}");
+    }
+}
