@@ -102,6 +102,39 @@ pub struct Access {
     pub source: Source,
     pub keys: Vec<Key>,
     pub text: String,
+    /// A search for the first key's bytes, made once: an item they do not occur in has
+    /// no attribute of that key.
+    pub finder: Option<KeyFinder>,
+}
+
+/// A compiled substring search for a key.
+#[derive(Debug, Clone)]
+pub struct KeyFinder(Box<memchr::memmem::Finder<'static>>);
+
+impl KeyFinder {
+    pub fn new(key: &str) -> Self {
+        KeyFinder(Box::new(
+            memchr::memmem::Finder::new(key.as_bytes()).into_owned(),
+        ))
+    }
+
+    pub fn occurs_in(&self, msg: &[u8]) -> bool {
+        self.0.needle().is_empty() || self.0.find(msg).is_some()
+    }
+}
+
+/// Paths compare by their text and keys; the search follows from the key.
+impl PartialEq for KeyFinder {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.needle() == other.0.needle()
+    }
+}
+
+impl Access {
+    /// Whether the first key may be among `msg`'s attributes.
+    fn mentioned_in(&self, msg: &[u8]) -> bool {
+        self.finder.as_ref().is_none_or(|f| f.occurs_in(msg))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -188,7 +221,11 @@ impl<'a> Item<'a> {
                 // `attributes["k"]`: found without decoding the other attributes.
                 if loc.ty == Ty::Attributes {
                     if let Some(Key::Str(k)) = access.keys.first() {
-                        let v = self.attribute(loc, k);
+                        let msg = self.message(loc.on);
+                        if !access.mentioned_in(msg) {
+                            return Value::Nil;
+                        }
+                        let v = scan_attribute(msg, attr_number(loc, self.data), k);
                         return index(v, &access.keys[1..]);
                     }
                 }
@@ -271,13 +308,14 @@ impl<'a> Item<'a> {
                     )),
                 },
                 Some((Key::Str(k), [])) => {
-                    self.set_attribute(number, k, &value);
+                    let present = access.mentioned_in(&self.msg);
+                    self.set_attribute(number, k, &value, present);
                     Ok(())
                 }
                 Some((Key::Str(k), rest)) => {
                     let mut top = self.attribute(loc, k).into_owned();
                     set_in(&mut top, rest, value.into_owned())?;
-                    self.set_attribute(number, k, &top);
+                    self.set_attribute(number, k, &top, true);
                     Ok(())
                 }
                 Some((Key::Int(_), _)) => {
@@ -318,9 +356,10 @@ impl<'a> Item<'a> {
 
     /// Replaces attribute `key` (every entry with that key) with one entry, keeping the
     /// other attributes as bytes.
-    fn set_attribute(&mut self, number: u32, key: &str, value: &Value<'_>) {
+    /// `present` false says the key's bytes do not occur in the item.
+    fn set_attribute(&mut self, number: u32, key: &str, value: &Value<'_>, present: bool) {
         let mut out = Vec::with_capacity(self.msg.len() + key.len() + 32);
-        if mentions(&self.msg, key) {
+        if present {
             wire::copy_without(&mut out, &self.msg, |f| {
                 f.number == number && key_value_if(f.bytes(), key).is_some()
             });
@@ -340,10 +379,15 @@ impl<'a> Item<'a> {
 /// The last attribute `key` among the `KeyValue` fields `number` of `msg` (nil when
 /// absent), without decoding the other attributes.
 pub fn attribute<'m>(msg: &'m [u8], number: u32, key: &str) -> Value<'m> {
-    let mut found = Value::Nil;
     if !mentions(msg, key) {
-        return found;
+        return Value::Nil;
     }
+    scan_attribute(msg, number, key)
+}
+
+/// [`attribute`] without the search first.
+fn scan_attribute<'m>(msg: &'m [u8], number: u32, key: &str) -> Value<'m> {
+    let mut found = Value::Nil;
     for f in Reader::new(msg).filter(|f| f.number == number) {
         if let Some(any) = key_value_if(f.bytes(), key) {
             found = Value::decode_any(any);
@@ -567,10 +611,17 @@ pub fn resolve(context: Context, path: &Path) -> Result<Access, String> {
             ));
         }
     }
+    let finder = match (&source, path.keys.first()) {
+        (Source::Loc(loc), Some(Key::Str(k))) if loc.ty == Ty::Attributes => {
+            Some(KeyFinder::new(k))
+        }
+        _ => None,
+    };
     Ok(Access {
         source,
         keys: path.keys.clone(),
         text,
+        finder,
     })
 }
 

@@ -26,7 +26,7 @@ use sidekick_collector::config::Signal as SignalKind;
 use sidekick_collector::payload::{Batch, Signal};
 use sidekick_collector::telemetry::{Counter, LogBurst, Telemetry};
 
-use crate::ottl::item::{attribute, key_value_if, mentions, Context, Item};
+use crate::ottl::item::{attribute, key_value_if, Context, Item, KeyFinder};
 use crate::ottl::run::{for_each, Verdict};
 use crate::ottl::value::{encode_key_value, Value};
 use crate::ottl::wire;
@@ -166,6 +166,7 @@ pub struct Sampler {
     /// hash_seed mode's threshold, and its `th` text when the fast path applies.
     hash_seed_threshold: Threshold,
     hash_seed_th: Option<String>,
+    priority_key: KeyFinder,
 }
 
 impl Sampler {
@@ -195,6 +196,7 @@ impl Sampler {
                 .collect(),
             error_log: LogBurst::new(std::time::Duration::from_secs(10)),
             hash_seed_threshold: decide::hash_seed_threshold(config.sampling_percentage.min(100.0)),
+            priority_key: KeyFinder::new(PRIORITY),
             // The fast path covers a sampler that samples some (the never sampler and
             // an invalid percentage take the general one).
             hash_seed_th: (config.mode() == Mode::HashSeed
@@ -223,7 +225,7 @@ impl Sampler {
         let msg: &[u8] = &item.msg;
         // One pass over the span for all three fields a decision reads.
         let (mut id, mut tracestate, mut priority) = (&[][..], &[][..], Value::Nil);
-        let has_priority = mentions(msg, PRIORITY);
+        let has_priority = self.priority_key.occurs_in(msg);
         for f in wire::Reader::new(msg) {
             match f.number {
                 1 => id = f.bytes(),

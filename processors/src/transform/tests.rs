@@ -291,3 +291,41 @@ trace_statements:
         "{text}"
     );
 }
+
+/// `set` of an attribute that exists replaces every entry of it; of one that does not
+/// (even where its name occurs in a value) adds one entry and keeps the rest as bytes.
+#[test]
+fn set_replaces_an_existing_attribute_and_adds_a_new_one_once() {
+    let mut b = traces();
+    sift(
+        r#"
+trace_statements:
+  - set(span.attributes["http.route"], "/items")
+  - set(span.attributes["secret"], "x")
+  - set(span.attributes["new"], "y")
+"#,
+        &mut b,
+    )
+    .unwrap();
+    let r = ExportTraceServiceRequest::decode(b.encoded()).unwrap();
+    for span in &r.resource_spans[0].scope_spans[0].spans {
+        let keys: Vec<&str> = span.attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "http.request.header.authorization",
+                "http.route",
+                "secret",
+                "new"
+            ],
+            "{}",
+            span.name
+        );
+        assert_eq!(get(&span.attributes, "http.route"), Some("/items"));
+        assert_eq!(
+            get(&span.attributes, "http.request.header.authorization"),
+            Some("secret")
+        );
+        assert_eq!(get(&span.attributes, "secret"), Some("x"));
+    }
+}
