@@ -484,7 +484,9 @@ impl<S: Signal> Batch<S> {
         let mut chunks = counted_chunks(std::mem::take(&mut self.repr), self.items);
         let mut items = 0;
         chunks.retain_mut(|(chunk, count)| {
-            if let Some((new, n)) = S::SCHEMA.edit(chunk, depth, visit) {
+            if let Some((mut new, n)) = S::SCHEMA.edit(chunk, depth, visit) {
+                // The chunk lives on in queues: it keeps no room it will not use.
+                new.shrink_to_fit();
                 *chunk = Bytes::from(new);
                 *count = n;
             }
