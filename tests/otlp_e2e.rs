@@ -6,14 +6,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{http_get, metric_value, runtime, Sidekick};
+use common::{attr, http_get, metric_value, runtime, Sidekick};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{LogExporter, MetricExporter, SpanExporter, WithExportConfig};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::KeyValue as ProtoKeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -70,16 +69,6 @@ fn resource() -> Resource {
         .with_service_name("e2e-app")
         .with_attribute(KeyValue::new("deployment.environment.name", "test"))
         .build()
-}
-
-fn attr<'a>(attrs: &'a [ProtoKeyValue], key: &str) -> Option<&'a Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()
 }
 
 fn string(s: &str) -> Value {

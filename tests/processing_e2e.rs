@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{metric_value, runtime, Sidekick};
+use common::{attr, metric_value, runtime, Sidekick};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
@@ -65,19 +65,6 @@ service:
 "#,
         url = sink.url()
     )
-}
-
-fn attr<'a>(
-    attrs: &'a [opentelemetry_proto::tonic::common::v1::KeyValue],
-    key: &str,
-) -> Option<&'a Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()
 }
 
 #[test]

@@ -30,51 +30,46 @@ fn field1(msg: &[u8]) -> &[u8] {
     wire::last(msg, 1).map(|f| f.bytes()).unwrap_or(&[])
 }
 
-/// Field 1 of an ancestor (a `ResourceSpans`' resource, a `ScopeSpans`' scope), found
-/// once per ancestor rather than once per item: finding it reads past every item the
-/// ancestor holds. Remembered as a range of the ancestor last seen, since the walk
-/// hands out its slices afresh on each visit.
+/// What was read from the message last asked about, read again only for another one:
+/// a resource's and a scope's field 1 (finding it reads past every item they hold) and
+/// a data message's kind (reading it passes every point) are read once per message
+/// rather than once per item. Keyed by the message's place, since the walk hands out
+/// its slices afresh on each visit.
 #[derive(Default)]
-struct Field1 {
+struct PerMessage<T> {
     of: (usize, usize),
-    at: std::ops::Range<usize>,
+    value: T,
 }
 
-impl Field1 {
-    fn get<'b>(&mut self, ancestor: Option<&(u32, &'b [u8])>) -> &'b [u8] {
-        let Some(&(_, msg)) = ancestor else {
-            return &[];
-        };
+impl<T: Clone> PerMessage<T> {
+    fn get(&mut self, msg: &[u8], read: impl FnOnce(&[u8]) -> T) -> T {
         let key = (msg.as_ptr() as usize, msg.len());
         if self.of != key {
-            let found = field1(msg);
-            let start = (found.as_ptr() as usize).saturating_sub(msg.as_ptr() as usize);
             self.of = key;
-            self.at = if found.is_empty() {
-                0..0
-            } else {
-                start..start + found.len()
-            };
+            self.value = read(msg);
         }
-        &msg[self.at.clone()]
+        self.value.clone()
     }
 }
 
-/// A data message's kind, read once per data message: reading it passes every point.
-#[derive(Default)]
-struct DataKinds {
-    of: (usize, usize),
-    value: DataKind,
+/// Where field 1 of `msg` lies in it (empty when absent).
+fn field1_range(msg: &[u8]) -> std::ops::Range<usize> {
+    let found = field1(msg);
+    if found.is_empty() {
+        return 0..0;
+    }
+    let start = found.as_ptr() as usize - msg.as_ptr() as usize;
+    start..start + found.len()
 }
 
-impl DataKinds {
-    fn get(&mut self, msg: &[u8]) -> DataKind {
-        let key = (msg.as_ptr() as usize, msg.len());
-        if self.of != key {
-            self.of = key;
-            self.value = DataKind::of(msg);
-        }
-        self.value
+/// Field 1 of an ancestor, through its memo.
+fn ancestor_field1<'b>(
+    memo: &mut PerMessage<std::ops::Range<usize>>,
+    ancestor: Option<&(u32, &'b [u8])>,
+) -> &'b [u8] {
+    match ancestor {
+        Some(&(_, msg)) => &msg[memo.get(msg, field1_range)],
+        None => &[],
     }
 }
 
@@ -86,11 +81,11 @@ pub fn for_each<S: Signal>(
     context: Context,
     f: &mut dyn FnMut(&mut Item<'_>) -> Verdict,
 ) {
-    let (mut resource_of, mut scope_of) = (Field1::default(), Field1::default());
-    let mut data_kind = DataKinds::default();
+    let (mut resource_of, mut scope_of) = (PerMessage::default(), PerMessage::default());
+    let mut data_kind = PerMessage::<DataKind>::default();
     batch.edit_encoded(depth(context), &mut |ancestors, _number, msg| {
-        let resource = resource_of.get(ancestors.first());
-        let scope = scope_of.get(ancestors.get(1));
+        let resource = ancestor_field1(&mut resource_of, ancestors.first());
+        let scope = ancestor_field1(&mut scope_of, ancestors.get(1));
         match context {
             // The resource and scope are field 1 of the messages visited.
             Context::Resource | Context::Scope => {
@@ -118,7 +113,7 @@ pub fn for_each<S: Signal>(
                 if let Some(&(data, data_msg)) = ancestors.get(3) {
                     item.parent = ancestors[2].1;
                     item.data = data;
-                    item.data_kind = data_kind.get(data_msg);
+                    item.data_kind = data_kind.get(data_msg, DataKind::of);
                 }
                 match f(&mut item) {
                     Verdict::Drop => Edit::Drop,
