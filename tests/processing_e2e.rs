@@ -247,3 +247,185 @@ fn a_sidecar_configs_processing_runs_with_the_collectors_semantics() {
         "nothing acknowledged was lost: filtered and unsampled items are not losses"
     );
 }
+
+/// `error_mode: propagate` on a processor that leads its pipeline: a request with an
+/// item the statement fails on is refused to the SDK (gRPC `INVALID_ARGUMENT`, HTTP 400,
+/// not retryable: it would fail the same way again) and none of its items goes on;
+/// other requests pass. Nothing refused was acknowledged, so nothing is lost.
+#[test]
+fn propagate_refuses_the_request_to_the_sdk() {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry::InstrumentationScope;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+    use prost::Message;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let mut sk = Sidekick::start(&format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+      http:
+        endpoint: 127.0.0.1:0
+processors:
+  memory_limiter:
+    limit_mib: 4000
+  transform:
+    error_mode: propagate
+    trace_statements:
+      - set(span.attributes["next"], span.attributes["count"] + 1)
+  batch:
+    timeout: 50ms
+exporters:
+  otlp:
+    endpoint: {url}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [memory_limiter, transform, batch]
+      exporters: [otlp]
+"#,
+        url = sink.url()
+    ));
+    let mut next_id = 0u64;
+    let mut span = |name: &str, count: opentelemetry::Value| {
+        next_id += 1;
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from_bytes((next_id as u128).to_be_bytes()),
+                SpanId::from_bytes(next_id.to_be_bytes()),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: name.to_string().into(),
+            start_time: std::time::SystemTime::now(),
+            end_time: std::time::SystemTime::now(),
+            attributes: vec![KeyValue::new("count", count)],
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("propagate").build(),
+        }
+    };
+    let good = vec![span("good-1", 1.into()), span("good-2", 41.into())];
+    let bad = vec![span("with-good", 5.into()), span("bad", "seven".into())];
+
+    let endpoint = format!("http://{}", sk.grpc.unwrap());
+    let (ok, refused) = rt.block_on(async {
+        let exporter = SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(&endpoint)
+            .build()
+            .unwrap();
+        (exporter.export(good).await, exporter.export(bad).await)
+    });
+    ok.unwrap();
+    let refused = refused.unwrap_err().to_string();
+    assert!(refused.contains("InvalidArgument"), "{refused}");
+    assert!(
+        sk.lines()
+            .iter()
+            .any(|l| l.contains("error_mode: propagate") && l.contains("math")),
+        "the refusal is logged with its reason:\n{}",
+        sk.lines().join("\n")
+    );
+
+    // The same over OTLP/HTTP.
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    opentelemetry_proto::tonic::trace::v1::Span {
+                        trace_id: vec![9; 16],
+                        span_id: vec![9; 8],
+                        name: "http-bad".into(),
+                        attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+                            key: "count".into(),
+                            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                                value: Some(Value::BoolValue(true)),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    1
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let http = sk.http.unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("http://{http}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(request.encode_to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 400);
+
+    assert!(rt.block_on(sink.wait_until(Duration::from_secs(10), |s| s.span_count() >= 2)));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut names = Vec::new();
+    for span in sink
+        .traces()
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+    {
+        let Some(Value::IntValue(count)) = attr(&span.attributes, "count").cloned() else {
+            panic!("count");
+        };
+        assert_eq!(
+            attr(&span.attributes, "next"),
+            Some(&Value::IntValue(count + 1))
+        );
+        names.push(span.name.clone());
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["good-1", "good-2"],
+        "nothing of a refused request goes on"
+    );
+
+    let page = sk.metrics();
+    assert_eq!(
+        metric_value(
+            &page,
+            r#"otelcol_receiver_refused_spans_total{receiver="otlp",transport="grpc"}"#
+        ),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric_value(
+            &page,
+            r#"otelcol_receiver_refused_spans_total{receiver="otlp",transport="http"}"#
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(
+        sk.terminate().success(),
+        "a refused request was never acknowledged, so nothing was lost"
+    );
+}

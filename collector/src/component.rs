@@ -107,6 +107,20 @@ pub trait Processor<S: crate::payload::Signal>: Send {
     /// through them without a channel and a task wake-up between each. Others keep
     /// their own task.
     fn into_sieve(self: Box<Self>) -> Result<Box<dyn Sieve<S>>, Box<dyn Processor<S>>>;
+
+    /// A stage that only decides whether the pipeline takes data now (the memory
+    /// limiter) gives its decision as an [`Admission`] when it leads its pipeline: it is
+    /// then asked in the receiver's call, which refuses the data retryably while it says
+    /// no, and the stage does not run as a task.
+    fn admission(&self) -> Option<Box<dyn Admission>> {
+        None
+    }
+}
+
+/// Whether a pipeline takes data now; see [`Processor::admission`].
+pub trait Admission: Send + Sync + 'static {
+    /// `None` while it takes data; otherwise how long to wait before asking again.
+    fn closed(&self) -> Option<std::time::Duration>;
 }
 
 /// A processor that edits each batch on its own (no state across batches, no timers):
@@ -189,6 +203,37 @@ impl<S: crate::payload::Signal> Processor<S> for Chain<S> {
 
     fn into_sieve(self: Box<Self>) -> Result<Box<dyn Sieve<S>>, Box<dyn Processor<S>>> {
         Err(self)
+    }
+}
+
+/// The processors that lead a pipeline and can run in the receiver's call: admissions,
+/// then a [`Chain`] of sieves. A batch the chain refuses is refused to the client; the
+/// chain runs under a lock, as it would in its own task, one batch at a time.
+pub struct Entry<S: crate::payload::Signal> {
+    pub admissions: Vec<Box<dyn Admission>>,
+    /// `None` when only admissions lead the pipeline.
+    pub chain: Option<std::sync::Mutex<Chain<S>>>,
+}
+
+impl<S: crate::payload::Signal> crate::pipe::Front<S> for Entry<S> {
+    fn closed(&self) -> Option<std::time::Duration> {
+        self.admissions.iter().find_map(|a| a.closed())
+    }
+
+    fn sift(&self, batch: &mut crate::payload::Batch<S>) -> Result<(), String> {
+        let Some(chain) = &self.chain else {
+            return Ok(());
+        };
+        // A stage that panicked left nothing half done that a later batch could see
+        // (each sift works on its own batch), so a poisoned lock is taken over.
+        let mut chain = chain.lock().unwrap_or_else(|e| e.into_inner());
+        for stage in &mut chain.0 {
+            stage.sift(batch)?;
+            if batch.is_empty() {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 

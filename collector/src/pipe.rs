@@ -513,10 +513,13 @@ impl<S: Signal> Sender<S> {
 }
 
 /// Where a component's batches go: one or more queues, and for a receiver feeding a
-/// pipeline with a persistent queue, that queue's journal.
+/// pipeline with a persistent queue, that queue's journal. A receiver's output may also
+/// hold pipelines whose first work runs in its own call ([`Front`]).
 pub struct Output<S: Signal> {
     targets: Vec<Sender<S>>,
     durables: Vec<Box<dyn Durable<S>>>,
+    /// Pipelines entered through their front, each with what comes after it.
+    fronted: Vec<(Arc<dyn Front<S>>, Output<S>)>,
 }
 
 impl<S: Signal> Clone for Output<S> {
@@ -524,14 +527,17 @@ impl<S: Signal> Clone for Output<S> {
         Output {
             targets: self.targets.clone(),
             durables: self.durables.iter().map(|d| d.clone_box()).collect(),
+            fronted: self.fronted.clone(),
         }
     }
 }
 
-/// One destination of a receiver: a pipeline's first queue, or its persistent queue.
+/// One destination of a receiver: a pipeline's first queue, its persistent queue, or
+/// its front with the destinations behind it.
 pub enum Target<S: Signal> {
     Queue(Sender<S>),
     Durable(Box<dyn Durable<S>>),
+    Front(Arc<dyn Front<S>>, Vec<Target<S>>),
 }
 
 impl<S: Signal> Clone for Target<S> {
@@ -539,8 +545,22 @@ impl<S: Signal> Clone for Target<S> {
         match self {
             Target::Queue(s) => Target::Queue(s.clone()),
             Target::Durable(d) => Target::Durable(d.clone_box()),
+            Target::Front(f, next) => Target::Front(Arc::clone(f), next.clone()),
         }
     }
+}
+
+/// The first work of a pipeline, done in the sender's call before the data is taken,
+/// so that what it refuses is refused to the client: admission (the memory limiter)
+/// and per-batch processors (filter, transform, sampling). Queues do not know what
+/// implements it.
+pub trait Front<S: Signal>: Send + Sync {
+    /// `None` while the pipeline takes data; otherwise how long to wait before asking
+    /// again.
+    fn closed(&self) -> Option<Duration>;
+    /// Edits the batch in place; `Err` refuses it (a processor's `error_mode:
+    /// propagate`), with the reason.
+    fn sift(&self, batch: &mut Batch<S>) -> Result<(), String>;
 }
 
 /// A target that keeps what it takes (a pipeline's persistent queue): an output
@@ -565,7 +585,7 @@ pub trait Durable<S: Signal>: Send + Sync {
 }
 
 /// Why an output did not take a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// Every target stayed full for the whole wait; retry later.
     #[error("pipeline is full")]
@@ -577,6 +597,10 @@ pub enum SendError {
     /// `max_request_size`); retrying cannot help.
     #[error("an item of {size} bytes is larger than the {limit}-byte request limit")]
     TooLarge { size: usize, limit: usize },
+    /// A processor at a pipeline's front refused the data (`error_mode: propagate`);
+    /// sending it again fails the same way.
+    #[error("refused by a processor: {0}")]
+    Refused(String),
 }
 
 impl<S: Signal> Output<S> {
@@ -584,23 +608,30 @@ impl<S: Signal> Output<S> {
         Output {
             targets,
             durables: Vec::new(),
+            fronted: Vec::new(),
         }
     }
 
-    /// Queues and persistent queues.
+    /// Queues, persistent queues and fronts.
     pub fn from_targets(targets: Vec<Target<S>>) -> Self {
         let mut out = Output::new(Vec::new());
         for t in targets {
             match t {
                 Target::Queue(s) => out.targets.push(s),
                 Target::Durable(d) => out.durables.push(d),
+                Target::Front(f, next) => out.fronted.push((f, Output::from_targets(next))),
             }
         }
         out
     }
 
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty() && self.durables.is_empty()
+        self.targets.is_empty() && self.durables.is_empty() && self.fronted.is_empty()
+    }
+
+    /// Whether it feeds queues or persistent queues directly (not through a front).
+    fn has_plain(&self) -> bool {
+        !self.targets.is_empty() || !self.durables.is_empty()
     }
 
     /// Delivers to every target, waiting as long as it takes for room. With a
@@ -612,21 +643,19 @@ impl<S: Signal> Output<S> {
     /// [`Output::send`] for items of persistent-queue entries: the next holds carry
     /// their tickets.
     pub async fn send_ticketed(&self, batch: Batch<S>, tickets: Tickets) -> Result<(), SendError> {
-        let mut reserved = Vec::with_capacity(self.targets.len());
-        for t in &self.targets {
-            reserved.push(t.reserve(&batch).await?);
-        }
-        for d in &self.durables {
-            d.wait_room(&batch, None).await?;
-        }
-        self.deliver(reserved, batch, tickets).await
+        let parts = self.sifted(batch, None).await?;
+        Self::deliver_parts(parts, None, tickets).await
     }
 
     /// The largest item every target can send on.
     pub fn item_limit(&self) -> Option<usize> {
         let queues = self.targets.iter().filter_map(Sender::item_limit);
         let durables = self.durables.iter().filter_map(|d| d.item_limit());
-        queues.chain(durables).min()
+        let fronted = self
+            .fronted
+            .iter()
+            .filter_map(|(_, next)| next.item_limit());
+        queues.chain(durables).chain(fronted).min()
     }
 
     /// Refuses a batch holding an item that no request could carry: it would only be
@@ -656,29 +685,93 @@ impl<S: Signal> Output<S> {
     }
 
     /// Delivers to every target if all have room within `wait`; otherwise delivers
-    /// nowhere, so the caller can refuse the data and the client can retry it.
+    /// nowhere, so the caller can refuse the data and the client can retry it. A
+    /// pipeline's front runs first: what it refuses is refused here.
     pub async fn offer(&self, batch: Batch<S>, wait: Duration) -> Result<(), SendError> {
-        self.check_item_sizes(&batch)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let parts = self.sifted(batch, Some(deadline)).await?;
+        for (out, b) in &parts {
+            out.check_item_sizes(b)?;
+        }
+        Self::deliver_parts(parts, Some(deadline), Vec::new()).await
+    }
+
+    /// The batch for each output that takes it without a front: this one's own queues,
+    /// and behind each front what the front let through (nothing when it removed every
+    /// item). Waits for a closed front until `deadline` (without one, as long as it
+    /// takes).
+    async fn sifted(
+        &self,
+        batch: Batch<S>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<(&Output<S>, Batch<S>)>, SendError> {
+        let mut parts = Vec::with_capacity(self.fronted.len() + 1);
+        let mut batch = Some(batch);
+        for (i, (front, next)) in self.fronted.iter().enumerate() {
+            wait_open(front.as_ref(), deadline).await?;
+            let mut b = if i + 1 == self.fronted.len() && !self.has_plain() {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.clone().unwrap_or_default()
+            };
+            front.sift(&mut b).map_err(SendError::Refused)?;
+            if !b.is_empty() {
+                parts.push((next, b));
+            }
+        }
+        if let Some(b) = batch.filter(|_| self.has_plain()) {
+            parts.push((self, b));
+        }
+        Ok(parts)
+    }
+
+    /// Reserves room for every part (until `deadline`, or as long as it takes), then
+    /// delivers each: everywhere or nowhere.
+    async fn deliver_parts(
+        parts: Vec<(&Output<S>, Batch<S>)>,
+        deadline: Option<tokio::time::Instant>,
+        tickets: Tickets,
+    ) -> Result<(), SendError> {
         let reserve = async {
-            let mut reserved = Vec::with_capacity(self.targets.len());
-            for t in &self.targets {
-                let r = match t.try_reserve(&batch)? {
-                    Some(r) => r,
-                    None => t.reserve(&batch).await?,
-                };
-                reserved.push(r);
+            let mut all = Vec::with_capacity(parts.len());
+            for (out, b) in &parts {
+                all.push(out.reserve(b, deadline).await?);
             }
-            for d in &self.durables {
-                if !d.has_room(&batch) {
-                    d.wait_room(&batch, Some(wait)).await?;
-                }
-            }
-            Ok::<_, SendError>(reserved)
+            Ok::<_, SendError>(all)
         };
-        let reserved = tokio::time::timeout(wait, reserve)
-            .await
-            .map_err(|_| SendError::Full)??;
-        self.deliver(reserved, batch, Vec::new()).await
+        let reserved = match deadline {
+            Some(d) => tokio::time::timeout_at(d, reserve)
+                .await
+                .map_err(|_| SendError::Full)??,
+            None => reserve.await?,
+        };
+        for ((out, b), r) in parts.into_iter().zip(reserved) {
+            out.deliver(r, b, tickets.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Room in this output's own queues and persistent queues.
+    async fn reserve(
+        &self,
+        batch: &Batch<S>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<Reserved<'_, S>>, SendError> {
+        let mut reserved = Vec::with_capacity(self.targets.len());
+        for t in &self.targets {
+            let r = match t.try_reserve(batch)? {
+                Some(r) => r,
+                None => t.reserve(batch).await?,
+            };
+            reserved.push(r);
+        }
+        for d in &self.durables {
+            if !d.has_room(batch) {
+                let wait = deadline.map(|d| d - tokio::time::Instant::now());
+                d.wait_room(batch, wait).await?;
+            }
+        }
+        Ok(reserved)
     }
 
     /// Hands the batch to the reserved queues, then appends it to the persistent queues
@@ -712,6 +805,24 @@ impl<S: Signal> Output<S> {
         }
         Ok(())
     }
+}
+
+/// Waits while `front` is closed: until `deadline` (then the data is refused
+/// retryably), or without one as long as it takes.
+async fn wait_open<S: Signal>(
+    front: &dyn Front<S>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(), SendError> {
+    while let Some(again) = front.closed() {
+        let now = tokio::time::Instant::now();
+        let until = now + again;
+        match deadline {
+            Some(d) if d <= now => return Err(SendError::Full),
+            Some(d) => tokio::time::sleep_until(until.min(d)).await,
+            None => tokio::time::sleep_until(until).await,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

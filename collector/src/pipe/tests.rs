@@ -145,3 +145,106 @@ async fn a_batch_larger_than_the_queue_passes_an_empty_queue() {
     rx.recv().await.unwrap();
     out.offer(spans(1), Duration::ZERO).await.unwrap();
 }
+
+/// A front that keeps the first `keep` items of a batch, refuses a batch of exactly
+/// `refuse` items, and is closed while `closed` is set.
+struct TestFront {
+    keep: usize,
+    refuse: usize,
+    closed: std::sync::atomic::AtomicBool,
+    sifted: AtomicUsize,
+}
+
+impl Front<TracesSignal> for TestFront {
+    fn closed(&self) -> Option<Duration> {
+        self.closed
+            .load(Ordering::SeqCst)
+            .then_some(Duration::from_millis(5))
+    }
+
+    fn sift(&self, batch: &mut Traces) -> Result<(), String> {
+        self.sifted.fetch_add(1, Ordering::SeqCst);
+        if batch.len() == self.refuse {
+            return Err(format!("{} items", batch.len()));
+        }
+        batch.split_off(self.keep.min(batch.len()));
+        Ok(())
+    }
+}
+
+fn test_front(keep: usize, refuse: usize) -> Arc<TestFront> {
+    Arc::new(TestFront {
+        keep,
+        refuse,
+        closed: false.into(),
+        sifted: AtomicUsize::new(0),
+    })
+}
+
+#[tokio::test]
+async fn a_front_runs_in_the_senders_call_and_what_it_refuses_reaches_no_pipeline() {
+    let (a, mut ia) = channel::<TracesSignal>(4, Gauge::default());
+    let (b, mut ib) = channel::<TracesSignal>(4, Gauge::default());
+    let front = test_front(2, 3);
+    // Pipeline A through the front, pipeline B directly.
+    let out = Output::from_targets(vec![
+        Target::Front(front.clone(), vec![Target::Queue(a)]),
+        Target::Queue(b),
+    ]);
+    out.offer(spans(5), Duration::ZERO).await.unwrap();
+    assert_eq!(ia.try_recv().unwrap().len(), 2, "the front kept two");
+    assert_eq!(
+        ib.try_recv().unwrap().len(),
+        5,
+        "the other pipeline is untouched"
+    );
+    assert_eq!(
+        out.offer(spans(3), Duration::ZERO).await,
+        Err(SendError::Refused("3 items".into()))
+    );
+    assert!(
+        ia.try_recv().is_none() && ib.try_recv().is_none(),
+        "nowhere"
+    );
+    // `send` (a file reader's) is refused the same way.
+    assert!(matches!(
+        out.send(spans(3)).await,
+        Err(SendError::Refused(_))
+    ));
+    assert_eq!(front.sifted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_front_that_removes_everything_queues_nothing() {
+    let (a, mut ia) = channel::<TracesSignal>(4, Gauge::default());
+    let out = Output::from_targets(vec![Target::Front(
+        test_front(0, usize::MAX),
+        vec![Target::Queue(a)],
+    )]);
+    out.offer(spans(4), Duration::ZERO).await.unwrap();
+    drop(out);
+    assert!(ia.recv().await.is_none(), "an emptied batch is not queued");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_front_refuses_retryably_after_the_wait_and_send_waits_it_out() {
+    let (a, mut ia) = channel::<TracesSignal>(4, Gauge::default());
+    let front = test_front(usize::MAX, usize::MAX);
+    front.closed.store(true, Ordering::SeqCst);
+    let out = Output::from_targets(vec![Target::Front(front.clone(), vec![Target::Queue(a)])]);
+    assert_eq!(
+        out.offer(spans(1), Duration::from_millis(50)).await,
+        Err(SendError::Full)
+    );
+    assert_eq!(
+        front.sifted.load(Ordering::SeqCst),
+        0,
+        "no work while closed"
+    );
+    let waiting = tokio::spawn(async move { out.send(spans(2)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(ia.try_recv().is_none());
+    front.closed.store(false, Ordering::SeqCst);
+    waiting.await.unwrap().unwrap();
+    assert_eq!(ia.recv().await.unwrap().len(), 2);
+}

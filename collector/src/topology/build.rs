@@ -12,7 +12,7 @@ use super::run::{Service, Task};
 use crate::admin::Health;
 use crate::batching::{Batcher, Unit};
 use crate::component::{
-    AnyProcessor, BuildContext, BuildError, Chain, ExporterParts, Processor, ReceiverOutputs,
+    AnyProcessor, BuildContext, BuildError, Chain, Entry, ExporterParts, Processor, ReceiverOutputs,
 };
 use crate::exporter::{self, Deadline, Export, ExportSettings, ExporterMetrics};
 use crate::journal::{self, Journal, JournalSettings};
@@ -431,13 +431,24 @@ fn start_exporter<S: Route>(
 /// A task of a pipeline: the processor (or chain) and the id its queue is named by.
 type Stage<'p, S> = (&'p ComponentId, Box<dyn Processor<S>>);
 
-/// A pipeline's processors, built, as the stages that run as tasks: consecutive
-/// per-batch processors (see [`Processor::into_sieve`]) are one [`Chain`], named by its
-/// first processor (the one whose queue is in front of it).
+/// A pipeline's processors as built: its entry, if processors lead it that run in the
+/// receiver's call, and its stages that run as tasks.
+type Stages<'p, S> = (Option<Entry<S>>, Vec<Stage<'p, S>>);
+
+/// A pipeline's processors, built: the [`Entry`] its receivers run in their own call
+/// (the admissions and per-batch processors that lead it, see
+/// [`Processor::admission`] and [`Processor::into_sieve`]), and the stages that run
+/// as tasks after it. Consecutive per-batch processors among those are one [`Chain`],
+/// named by its first processor (the one whose queue is in front of it).
 fn stages<'p, S: Route>(
     p: &'p PlannedPipeline,
     telemetry: &Telemetry,
-) -> Result<Vec<Stage<'p, S>>, BuildError> {
+) -> Result<Stages<'p, S>, BuildError> {
+    let mut entry = Entry {
+        admissions: Vec::new(),
+        chain: None,
+    };
+    let mut leading = Vec::new();
     let mut stages: Vec<Stage<'p, S>> = Vec::new();
     let mut chain: Option<(&ComponentId, Chain<S>)> = None;
     for (id, loaded) in &p.processors {
@@ -451,9 +462,22 @@ fn stages<'p, S: Route>(
         let built = loaded.build(S::KIND, &ctx).map_err(|err| {
             BuildError::new(format!("processors.{id} in pipeline {}: {err}", p.id))
         })?;
-        let processor = S::processor(built).ok_or_else(|| {
+        let mut processor = S::processor(built).ok_or_else(|| {
             BuildError::new(format!("processors.{id}: built for the wrong signal"))
         })?;
+        if stages.is_empty() && chain.is_none() {
+            if let Some(admission) = processor.admission() {
+                entry.admissions.push(admission);
+                continue;
+            }
+            processor = match processor.into_sieve() {
+                Ok(sieve) => {
+                    leading.push(sieve);
+                    continue;
+                }
+                Err(p) => p,
+            };
+        }
         match processor.into_sieve() {
             Ok(sieve) => chain
                 .get_or_insert_with(|| (id, Chain(Vec::new())))
@@ -471,7 +495,11 @@ fn stages<'p, S: Route>(
     if let Some((first, sieves)) = chain {
         stages.push((first, Box::new(sieves)));
     }
-    Ok(stages)
+    if !leading.is_empty() {
+        entry.chain = Some(std::sync::Mutex::new(Chain(leading)));
+    }
+    let entry = (!entry.admissions.is_empty() || entry.chain.is_some()).then_some(entry);
+    Ok((entry, stages))
 }
 
 fn wire_pipeline<S: Route>(
@@ -485,7 +513,8 @@ fn wire_pipeline<S: Route>(
         .iter()
         .flat_map(|&i| S::senders(&w.exporters[i]).iter().cloned())
         .collect();
-    for (id, processor) in stages(p, telemetry)?.into_iter().rev() {
+    let (entry, stages) = stages(p, telemetry)?;
+    for (id, processor) in stages.into_iter().rev() {
         let labels = [
             ("processor", id.to_string()),
             ("pipeline", p.id.to_string()),
@@ -511,8 +540,14 @@ fn wire_pipeline<S: Route>(
         svc.processors.push(processor.run(rx, Output::new(next)));
         next = vec![tx];
     }
+    // The entry runs in front of everything, the persistent queue too: what it
+    // removes is never kept, what it refuses is refused to the client.
+    let front = |targets: Vec<Target<S>>| match entry {
+        Some(entry) => vec![Target::Front(Arc::new(entry), targets)],
+        None => targets,
+    };
     let Some((dir, settings)) = &w.persist else {
-        return Ok(next.into_iter().map(Target::Queue).collect());
+        return Ok(front(next.into_iter().map(Target::Queue).collect()));
     };
     let name = p.id.to_string();
     let journal = Journal::<S>::open(dir.clone(), &name, *settings, Some(telemetry))
@@ -525,5 +560,5 @@ fn wire_pipeline<S: Route>(
         w.deadline.clone(),
     )));
     svc.journals.push(journal);
-    Ok(vec![Target::Durable(Box::new(sender))])
+    Ok(front(vec![Target::Durable(Box::new(sender))]))
 }

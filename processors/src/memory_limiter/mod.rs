@@ -1,7 +1,9 @@
-//! The `memory_limiter` processor: stops taking data while Sidekick holds too much, so
-//! the queue in front of it fills and receivers refuse new data retryably (gRPC
-//! `UNAVAILABLE`, HTTP 503) until there is room again. Nothing already accepted is
-//! dropped.
+//! The `memory_limiter` processor: stops taking data while Sidekick holds too much, and
+//! receivers refuse new data retryably (gRPC `UNAVAILABLE`, HTTP 503) until there is
+//! room again. Nothing already accepted is dropped. Leading its pipeline (where it
+//! belongs, as in the Collector) it is asked in the receiver's call, before the data is
+//! taken; further down it is a stage that stops reading its queue, which fills until
+//! the receivers refuse.
 //!
 //! It decides from what Sidekick holds, not from RSS alone: every queue, batch buffer
 //! and batch being sent counts its encoded bytes in one account, and memory in use is
@@ -26,8 +28,11 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sidekick_collector::component::{
-    forward, BoxFuture, BuildContext, BuildError, FieldError, Processor, ProcessorConfig, Sieve,
+    forward, Admission, BoxFuture, BuildContext, BuildError, FieldError, Processor,
+    ProcessorConfig, Sieve,
 };
 use sidekick_collector::config::{Duration, Signal as SignalKind};
 use sidekick_collector::payload::Signal;
@@ -136,7 +141,9 @@ impl ProcessorConfig for Config {
             check_interval: self.check_interval.get(),
             baseline: process_rss_bytes().unwrap_or(0),
             held: Arc::new(move || account.bytes() as u64),
-            rss: Arc::new(|| process_rss_bytes().unwrap_or(0)),
+            rss: read_at_most_every(self.check_interval.get(), || {
+                process_rss_bytes().unwrap_or(0)
+            }),
             pauses: ctx.telemetry.counter(
                 "sidekick_processor_memory_limiter_pauses",
                 "Times the memory limiter stopped taking data.",
@@ -146,6 +153,28 @@ impl ProcessorConfig for Config {
     }
 }
 
+/// `read`, called again only once `every` has passed since the last call: RSS costs a
+/// read of `/proc`, too much to pay on every request, and the Collector's limiter too
+/// looks at memory once per `check_interval`.
+fn read_at_most_every(
+    every: std::time::Duration,
+    read: impl Fn() -> u64 + Send + Sync + 'static,
+) -> Arc<dyn Fn() -> u64 + Send + Sync> {
+    let last = std::sync::Mutex::new(None::<(tokio::time::Instant, u64)>);
+    Arc::new(move || {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some((at, value)) if at.elapsed() < every => value,
+            _ => {
+                let value = read();
+                *last = Some((tokio::time::Instant::now(), value));
+                value
+            }
+        }
+    })
+}
+
+#[derive(Clone)]
 pub struct MemoryLimiter {
     soft: u64,
     hard: u64,
@@ -207,6 +236,18 @@ impl MemoryLimiter {
         let Some(over) = self.over(in_front()) else {
             return;
         };
+        self.paused(over);
+        loop {
+            tokio::time::sleep(self.check_interval).await;
+            if self.over(in_front()).is_none() {
+                self.resumed();
+                return;
+            }
+        }
+    }
+
+    /// Counts and logs the start of a pause.
+    fn paused(&self, over: Over) {
         self.pauses.add(1);
         match over {
             Over::Held { used } => warn!(
@@ -220,14 +261,38 @@ impl MemoryLimiter {
                 "process memory above the hard limit; refusing new data until queues drain"
             ),
         }
-        loop {
-            tokio::time::sleep(self.check_interval).await;
-            if self.over(in_front()).is_none() {
-                info!(
-                    held_mib = (self.held)() >> 20,
-                    "memory back under the limit; taking data again"
-                );
-                return;
+    }
+
+    fn resumed(&self) {
+        info!(
+            held_mib = (self.held)() >> 20,
+            "memory back under the limit; taking data again"
+        );
+    }
+}
+
+/// The limiter leading its pipeline, asked in the receivers' calls: while it is over,
+/// they refuse data retryably.
+struct Gate {
+    limiter: MemoryLimiter,
+    paused: AtomicBool,
+}
+
+impl Admission for Gate {
+    fn closed(&self) -> Option<std::time::Duration> {
+        // Nothing waits in front of an entry: all that is held counts.
+        match self.limiter.over(0) {
+            None => {
+                if self.paused.swap(false, Ordering::Relaxed) {
+                    self.limiter.resumed();
+                }
+                None
+            }
+            Some(over) => {
+                if !self.paused.swap(true, Ordering::Relaxed) {
+                    self.limiter.paused(over);
+                }
+                Some(self.limiter.check_interval)
             }
         }
     }
@@ -236,6 +301,13 @@ impl MemoryLimiter {
 impl<S: Signal> Processor<S> for MemoryLimiter {
     fn into_sieve(self: Box<Self>) -> Result<Box<dyn Sieve<S>>, Box<dyn Processor<S>>> {
         Err(self)
+    }
+
+    fn admission(&self) -> Option<Box<dyn Admission>> {
+        Some(Box::new(Gate {
+            limiter: self.clone(),
+            paused: AtomicBool::new(false),
+        }))
     }
 
     fn run(self: Box<Self>, mut input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
@@ -254,7 +326,7 @@ impl<S: Signal> Processor<S> for MemoryLimiter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
 
     use sidekick_collector::payload::TracesSignal;
     use sidekick_testkit::gen::traces;
@@ -331,5 +403,40 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         assert_eq!(h2.drain().iter().map(|b| b.len()).sum::<usize>(), 2);
         h2.close().await;
+    }
+
+    #[test]
+    fn leading_its_pipeline_it_closes_the_entry_while_over_and_counts_each_pause_once() {
+        let used = Arc::new(AtomicU64::new(50_000));
+        let u = Arc::clone(&used);
+        let limiter = MemoryLimiter::for_test(
+            10_000,
+            std::time::Duration::from_millis(100),
+            Arc::new(move || u.load(Ordering::SeqCst)),
+            Arc::new(|| 0),
+        );
+        let pauses = limiter.pauses.clone();
+        let gate = Processor::<TracesSignal>::admission(&limiter).unwrap();
+        assert_eq!(gate.closed(), Some(std::time::Duration::from_millis(100)));
+        assert!(gate.closed().is_some());
+        assert_eq!(pauses.get(), 1, "one pause, however often it is asked");
+        used.store(50, Ordering::SeqCst);
+        assert_eq!(gate.closed(), None);
+        used.store(50_000, Ordering::SeqCst);
+        assert!(gate.closed().is_some());
+        assert_eq!(pauses.get(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rss_is_read_at_most_once_per_check_interval() {
+        let reads = Arc::new(AtomicU64::new(0));
+        let r = Arc::clone(&reads);
+        let rss = read_at_most_every(std::time::Duration::from_secs(1), move || {
+            r.fetch_add(1, Ordering::SeqCst) + 7
+        });
+        assert_eq!((rss(), rss(), rss()), (7, 7, 7));
+        tokio::time::sleep(std::time::Duration::from_millis(1001)).await;
+        assert_eq!(rss(), 8);
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
     }
 }

@@ -22,7 +22,8 @@ pub enum ErrorMode {
     Ignore,
     /// As `ignore`, without the log line.
     Silent,
-    /// The whole batch is refused: dropped, counted and logged.
+    /// The whole batch is refused: to the client when the processor leads its pipeline
+    /// (its receiver answers with the error), otherwise dropped; counted and logged.
     Propagate,
 }
 
@@ -52,7 +53,12 @@ impl Errors {
     pub fn fail(&self, error: String) -> Result<(), String> {
         self.count.add(1);
         match self.mode {
-            ErrorMode::Propagate => Err(error),
+            ErrorMode::Propagate => {
+                if let Some(held_back) = self.log.check() {
+                    tracing::warn!(processor = %self.processor, %error, similar_errors_not_logged = held_back, "OTTL failed on an item; the batch is refused (error_mode: propagate)");
+                }
+                Err(error)
+            }
             ErrorMode::Silent => Ok(()),
             ErrorMode::Ignore => {
                 if let Some(held_back) = self.log.check() {

@@ -44,7 +44,7 @@ use sidekick_collector::component::{
 use sidekick_collector::config::Duration as ConfigDuration;
 use sidekick_collector::config::Signal as SignalKind;
 use sidekick_collector::payload::{Batch, LogsSignal};
-use sidekick_collector::pipe::{Output, Stop};
+use sidekick_collector::pipe::{Output, SendError, Stop};
 use sidekick_collector::telemetry::{Counter, Gauge, Telemetry};
 use tracing::{debug, info, warn};
 
@@ -280,6 +280,14 @@ impl FileLog {
         match output.send(batch).await {
             Ok(()) => {
                 self.counters.accepted.add(n);
+                true
+            }
+            // A processor refused these records (`error_mode: propagate`): they would
+            // fail the same way again, so they are counted as dropped and the file goes on.
+            Err(SendError::Refused(error)) => {
+                warn!(receiver = %self.name, dropped = n, %error, "a processor refused log records read from a file; dropped them");
+                self.counters.refused.add(n);
+                self.counters.telemetry.account().record_dropped(n);
                 true
             }
             Err(_) => {

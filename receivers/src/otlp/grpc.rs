@@ -60,6 +60,8 @@ async fn call<S: Signal>(entry: &Entry<S>, req: Request, max: usize) -> Result<(
         SendError::Closed => Status::unavailable("shutting down; retry later"),
         // No retry hint: clients do not retry RESOURCE_EXHAUSTED without one.
         e @ SendError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        // The data itself fails a processor: sending it again fails the same way.
+        e @ SendError::Refused(_) => Status::invalid_argument(e.to_string()),
     })
 }
 

@@ -196,6 +196,8 @@ where
         e @ SendError::TooLarge { .. } => {
             Failure::new(StatusCode::PAYLOAD_TOO_LARGE, 8, e.to_string())
         }
+        // The data itself fails a processor: sending it again fails the same way.
+        e @ SendError::Refused(_) => Failure::new(StatusCode::BAD_REQUEST, 3, e.to_string()),
     })
 }
 
