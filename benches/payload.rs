@@ -105,7 +105,6 @@ fn batching(c: &mut Criterion) {
 
 /// Pod enrichment of a full batch: resources rewritten, spans copied as bytes.
 fn enrichment(c: &mut Criterion) {
-    use sidekick_collector::component::Edit;
     use sidekick_collector::payload::TracesSignal;
     use sidekick_processors::k8s_attributes::{Config, PodAttributes};
 
@@ -136,7 +135,7 @@ fn enrichment(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("k8s_attributes", SPANS), |b| {
         b.iter(|| {
             let mut copy = batch.clone();
-            Edit::<TracesSignal>::edit(&mut pod, &mut copy);
+            pod.edit::<TracesSignal>(&mut copy);
             copy.len()
         })
     });
@@ -174,29 +173,29 @@ fn processing(c: &mut Criterion) {
         );
         let batch = Traces::from_encoded(bytes.clone()).unwrap();
         g.throughput(Throughput::Elements(spans as u64));
-        let mut f = filter::Filter::from_config(&filter_config, Signal::Traces).unwrap();
+        let f = filter::Filter::from_config(&filter_config, Signal::Traces).unwrap();
         g.bench_function(BenchmarkId::new("filter", spans), |b| {
             b.iter(|| {
                 let mut copy = batch.clone();
-                Sieve::<TracesSignal>::sift(&mut f, &mut copy).unwrap();
+                Sieve::<TracesSignal>::sift(&f, &mut copy).unwrap();
                 copy.len()
             })
         });
-        let mut t =
+        let t =
             transform::Transform::new(&transform_config, Signal::Traces, &telemetry, "t").unwrap();
         g.bench_function(BenchmarkId::new("transform_set", spans), |b| {
             b.iter(|| {
                 let mut copy = batch.clone();
-                Sieve::<TracesSignal>::sift(&mut t, &mut copy).unwrap();
+                Sieve::<TracesSignal>::sift(&t, &mut copy).unwrap();
                 copy.len()
             })
         });
-        let mut s =
+        let s =
             probabilistic_sampler::Sampler::new(&sampler_config, Signal::Traces, &telemetry, "s");
         g.bench_function(BenchmarkId::new("sample", spans), |b| {
             b.iter(|| {
                 let mut copy = batch.clone();
-                Sieve::<TracesSignal>::sift(&mut s, &mut copy).unwrap();
+                Sieve::<TracesSignal>::sift(&s, &mut copy).unwrap();
                 copy.len()
             })
         });

@@ -125,15 +125,15 @@ pub trait Admission: Send + Sync + 'static {
 
 /// A processor that edits each batch on its own (no state across batches, no timers):
 /// the per-batch shape of processor, run by [`MapProcessor`].
-pub trait Edit<S: crate::payload::Signal>: Send + 'static {
-    fn edit(&mut self, batch: &mut crate::payload::Batch<S>);
+pub trait Edit<S: crate::payload::Signal>: Send + Sync + 'static {
+    fn edit(&self, batch: &mut crate::payload::Batch<S>);
 }
 
 /// Runs an [`Edit`] on every batch between its input and output.
 pub struct MapProcessor<E>(pub E);
 
 impl<S: crate::payload::Signal, E: Edit<S>> Sieve<S> for MapProcessor<E> {
-    fn sift(&mut self, batch: &mut crate::payload::Batch<S>) -> Result<(), String> {
+    fn sift(&self, batch: &mut crate::payload::Batch<S>) -> Result<(), String> {
         self.0.edit(batch);
         Ok(())
     }
@@ -151,16 +151,17 @@ impl<S: crate::payload::Signal, E: Edit<S>> Processor<S> for MapProcessor<E> {
 
 /// A per-batch stage that may remove items (`filter`, a sampler) or refuse a batch whole
 /// (`error_mode: propagate`), run by [`SieveProcessor`].
-pub trait Sieve<S: crate::payload::Signal>: Send + 'static {
+/// It takes `&self`: at a pipeline's entry it runs in every receiver's call at once.
+pub trait Sieve<S: crate::payload::Signal>: Send + Sync + 'static {
     /// Edits the batch in place; an error means the batch cannot go on.
-    fn sift(&mut self, batch: &mut crate::payload::Batch<S>) -> Result<(), String>;
+    fn sift(&self, batch: &mut crate::payload::Batch<S>) -> Result<(), String>;
 }
 
 /// Runs a [`Sieve`] on every batch.
 pub struct SieveProcessor<E>(pub E);
 
 impl<S: crate::payload::Signal, E: Sieve<S>> Sieve<S> for SieveProcessor<E> {
-    fn sift(&mut self, batch: &mut crate::payload::Batch<S>) -> Result<(), String> {
+    fn sift(&self, batch: &mut crate::payload::Batch<S>) -> Result<(), String> {
         self.0.sift(batch)
     }
 }
@@ -182,10 +183,10 @@ pub struct Chain<S: crate::payload::Signal>(pub Vec<Box<dyn Sieve<S>>>);
 
 impl<S: crate::payload::Signal> Processor<S> for Chain<S> {
     fn run(self: Box<Self>, mut input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
-        let mut stages = self.0;
+        let stages = self.0;
         Box::pin(async move {
             'batches: while let Some((mut batch, hold)) = input.recv_held().await {
-                for stage in &mut stages {
+                for stage in &stages {
                     if let Err(error) = stage.sift(&mut batch) {
                         tracing::error!(dropped_items = hold.items(), %error, "a processor refused a batch (error_mode: propagate); dropped it");
                         drop(hold);
@@ -207,12 +208,11 @@ impl<S: crate::payload::Signal> Processor<S> for Chain<S> {
 }
 
 /// The processors that lead a pipeline and can run in the receiver's call: admissions,
-/// then a [`Chain`] of sieves. A batch the chain refuses is refused to the client; the
-/// chain runs under a lock, as it would in its own task, one batch at a time.
+/// then a [`Chain`] of sieves, run on every request in its receiver's task (several at
+/// once). A batch the chain refuses is refused to the client.
 pub struct Entry<S: crate::payload::Signal> {
     pub admissions: Vec<Box<dyn Admission>>,
-    /// `None` when only admissions lead the pipeline.
-    pub chain: Option<std::sync::Mutex<Chain<S>>>,
+    pub chain: Chain<S>,
 }
 
 impl<S: crate::payload::Signal> crate::pipe::Front<S> for Entry<S> {
@@ -221,13 +221,7 @@ impl<S: crate::payload::Signal> crate::pipe::Front<S> for Entry<S> {
     }
 
     fn sift(&self, batch: &mut crate::payload::Batch<S>) -> Result<(), String> {
-        let Some(chain) = &self.chain else {
-            return Ok(());
-        };
-        // A stage that panicked left nothing half done that a later batch could see
-        // (each sift works on its own batch), so a poisoned lock is taken over.
-        let mut chain = chain.lock().unwrap_or_else(|e| e.into_inner());
-        for stage in &mut chain.0 {
+        for stage in &self.chain.0 {
             stage.sift(batch)?;
             if batch.is_empty() {
                 break;

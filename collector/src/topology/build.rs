@@ -446,9 +446,8 @@ fn stages<'p, S: Route>(
 ) -> Result<Stages<'p, S>, BuildError> {
     let mut entry = Entry {
         admissions: Vec::new(),
-        chain: None,
+        chain: Chain(Vec::new()),
     };
-    let mut leading = Vec::new();
     let mut stages: Vec<Stage<'p, S>> = Vec::new();
     let mut chain: Option<(&ComponentId, Chain<S>)> = None;
     for (id, loaded) in &p.processors {
@@ -472,7 +471,7 @@ fn stages<'p, S: Route>(
             }
             processor = match processor.into_sieve() {
                 Ok(sieve) => {
-                    leading.push(sieve);
+                    entry.chain.0.push(sieve);
                     continue;
                 }
                 Err(p) => p,
@@ -495,10 +494,7 @@ fn stages<'p, S: Route>(
     if let Some((first, sieves)) = chain {
         stages.push((first, Box::new(sieves)));
     }
-    if !leading.is_empty() {
-        entry.chain = Some(std::sync::Mutex::new(Chain(leading)));
-    }
-    let entry = (!entry.admissions.is_empty() || entry.chain.is_some()).then_some(entry);
+    let entry = (!entry.admissions.is_empty() || !entry.chain.0.is_empty()).then_some(entry);
     Ok((entry, stages))
 }
 

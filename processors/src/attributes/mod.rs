@@ -58,7 +58,7 @@ pub struct ItemAttributes {
 }
 
 impl<S: Signal> Edit<S> for ItemAttributes {
-    fn edit(&mut self, batch: &mut Batch<S>) {
+    fn edit(&self, batch: &mut Batch<S>) {
         match batch.request_mut() {
             Ok(request) => S::item_attributes_mut(request, &mut |attrs| {
                 self.actions.iter().for_each(|a| a.apply(attrs));

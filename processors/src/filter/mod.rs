@@ -266,7 +266,7 @@ impl Filter {
 }
 
 impl<S: Signal> Sieve<S> for Filter {
-    fn sift(&mut self, batch: &mut Batch<S>) -> Result<(), String> {
+    fn sift(&self, batch: &mut Batch<S>) -> Result<(), String> {
         let before = batch.len();
         let mut refused = None;
         for (context, conds) in &self.stages {

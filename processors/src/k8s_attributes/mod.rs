@@ -161,7 +161,7 @@ impl ProcessorConfig for Config {
         }
         drop(reported);
         p.missing.clear();
-        Ok(Box::new(MapProcessor(p)))
+        Ok(Box::new(MapProcessor(LivePod(std::sync::Mutex::new(p)))))
     }
 }
 
@@ -364,8 +364,22 @@ impl PodAttributes {
     }
 }
 
-impl<S: Signal> Edit<S> for PodAttributes {
-    fn edit(&mut self, batch: &mut Batch<S>) {
+/// The Pod's attributes as a processor: shared by every receiver's call, so the files
+/// are read again (at most once per `reload_interval`) under a lock.
+pub struct LivePod(std::sync::Mutex<PodAttributes>);
+
+impl<S: Signal> Edit<S> for LivePod {
+    fn edit(&self, batch: &mut Batch<S>) {
+        // Each edit leaves the attributes whole, so a lock a panic poisoned is taken over.
+        let mut pod = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        pod.edit(batch);
+    }
+}
+
+impl PodAttributes {
+    /// Reads the files again if `reload_interval` has passed, then puts the attributes
+    /// on every resource of `batch`.
+    pub fn edit<S: Signal>(&mut self, batch: &mut Batch<S>) {
         let now = Instant::now();
         if now >= self.next_reload {
             self.next_reload = now + self.config.reload_interval.get();

@@ -143,7 +143,7 @@ fn labels_file_changes_are_picked_up() {
         &env(&[]),
     );
     let mut batch = sidekick_testkit::gen::traces(0, 1, 1);
-    Edit::<TracesSignal>::edit(&mut p, &mut batch);
+    p.edit::<TracesSignal>(&mut batch);
     let res = |b: &Batch<TracesSignal>| {
         b.to_request().unwrap().resource_spans[0]
             .resource
@@ -158,7 +158,7 @@ fn labels_file_changes_are_picked_up() {
     std::fs::write(&labels, "version=\"2\"\n").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(5));
     let mut next = sidekick_testkit::gen::traces(1, 1, 1);
-    Edit::<TracesSignal>::edit(&mut p, &mut next);
+    p.edit::<TracesSignal>(&mut next);
     assert_eq!(
         attr(&res(&next), "k8s.pod.label.version").as_deref(),
         Some("2")

@@ -459,7 +459,7 @@ fn span_priority(value: Value<'_>) -> Priority {
 }
 
 impl<S: Signal> Sieve<S> for Sampler {
-    fn sift(&mut self, batch: &mut Batch<S>) -> Result<(), String> {
+    fn sift(&self, batch: &mut Batch<S>) -> Result<(), String> {
         match S::KIND {
             SignalKind::Traces => for_each(batch, Context::Span, &mut |item| self.span(item)),
             SignalKind::Logs => for_each(batch, Context::Log, &mut |item| self.log(item)),

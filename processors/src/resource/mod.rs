@@ -50,7 +50,7 @@ pub struct ResourceAttributes {
 }
 
 impl<S: Signal> Edit<S> for ResourceAttributes {
-    fn edit(&mut self, batch: &mut Batch<S>) {
+    fn edit(&self, batch: &mut Batch<S>) {
         batch.resources_mut(|r| self.actions.iter().for_each(|a| a.apply(&mut r.attributes)));
     }
 }

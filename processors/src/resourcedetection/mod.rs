@@ -220,7 +220,7 @@ pub struct Detected {
 }
 
 impl<S: Signal> Edit<S> for Detected {
-    fn edit(&mut self, batch: &mut Batch<S>) {
+    fn edit(&self, batch: &mut Batch<S>) {
         if self.attributes.is_empty() {
             return;
         }

@@ -230,7 +230,7 @@ impl Transform {
 }
 
 impl<S: Signal> Sieve<S> for Transform {
-    fn sift(&mut self, batch: &mut Batch<S>) -> Result<(), String> {
+    fn sift(&self, batch: &mut Batch<S>) -> Result<(), String> {
         let mut refused = None;
         for (group, errors) in &self.groups {
             for_each(batch, group.context, &mut |item| {
