@@ -7,7 +7,7 @@
 //! Batches stay encoded: joining appends byte chunks and splitting rewrites at most one
 //! resource message, so no item is decoded here.
 
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep, Instant};
 
 use crate::component::forward;
 use crate::payload::{Batch, Signal};
@@ -81,30 +81,38 @@ impl Batcher {
         // The room the pending data took in the input queue: what the buffer holds is
         // bounded with what waits in front of it.
         let mut held = Hold::none();
-        let mut deadline: Option<Instant> = None;
+        // One timer for the pending batch, set when its first data arrives: a timer
+        // made anew for each request received would be registered and removed each time.
+        let timer = sleep(self.timeout);
+        tokio::pin!(timer);
+        let mut armed = false;
         loop {
             tokio::select! {
                 received = input.recv_held() => {
                     let Some((batch, hold)) = received else { break };
                     if pending.is_empty() {
-                        deadline = Some(Instant::now() + self.timeout);
+                        timer.as_mut().reset(Instant::now() + self.timeout);
+                        armed = true;
                     }
                     pending.append(batch);
                     held.merge(hold);
                     if self.size(&pending) >= self.send_size {
                         self.size_triggers.add(1);
                         self.flush(&mut pending, &mut held, &output, false).await;
-                        deadline = (!pending.is_empty()).then(|| Instant::now() + self.timeout);
+                        armed = !pending.is_empty();
+                        if armed {
+                            timer.as_mut().reset(Instant::now() + self.timeout);
+                        }
                     }
                     if self.timeout.is_zero() && !pending.is_empty() {
                         self.flush(&mut pending, &mut held, &output, true).await;
-                        deadline = None;
+                        armed = false;
                     }
                 }
-                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                () = &mut timer, if armed => {
                     self.timeout_triggers.add(1);
                     self.flush(&mut pending, &mut held, &output, true).await;
-                    deadline = None;
+                    armed = false;
                 }
             }
         }
