@@ -181,23 +181,31 @@ impl<S: crate::payload::Signal, E: Sieve<S>> Processor<S> for SieveProcessor<E> 
 /// one refuses is dropped through its hold, which counts its items as lost, and logged.
 pub struct Chain<S: crate::payload::Signal>(pub Vec<Box<dyn Sieve<S>>>);
 
+impl<S: crate::payload::Signal> Sieve<S> for Chain<S> {
+    /// Each stage in order, until one refuses the batch or leaves it empty.
+    fn sift(&self, batch: &mut crate::payload::Batch<S>) -> Result<(), String> {
+        for stage in &self.0 {
+            stage.sift(batch)?;
+            if batch.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<S: crate::payload::Signal> Processor<S> for Chain<S> {
     fn run(self: Box<Self>, mut input: Input<S>, output: Output<S>) -> BoxFuture<'static, ()> {
-        let stages = self.0;
         Box::pin(async move {
-            'batches: while let Some((mut batch, hold)) = input.recv_held().await {
-                for stage in &stages {
-                    if let Err(error) = stage.sift(&mut batch) {
+            while let Some((mut batch, hold)) = input.recv_held().await {
+                match Sieve::sift(&*self, &mut batch) {
+                    Err(error) => {
                         tracing::error!(dropped_items = hold.items(), %error, "a processor refused a batch (error_mode: propagate); dropped it");
                         drop(hold);
-                        continue 'batches;
                     }
-                    if batch.is_empty() {
-                        hold.release();
-                        continue 'batches;
-                    }
+                    Ok(()) if batch.is_empty() => hold.release(),
+                    Ok(()) => forward(&output, batch, hold).await,
                 }
-                forward(&output, batch, hold).await;
             }
         })
     }
@@ -221,13 +229,7 @@ impl<S: crate::payload::Signal> crate::pipe::Front<S> for Entry<S> {
     }
 
     fn sift(&self, batch: &mut crate::payload::Batch<S>) -> Result<(), String> {
-        for stage in &self.chain.0 {
-            stage.sift(batch)?;
-            if batch.is_empty() {
-                break;
-            }
-        }
-        Ok(())
+        Sieve::sift(&self.chain, batch)
     }
 }
 

@@ -356,8 +356,9 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn holds_data_while_over_the_limit_and_loses_none() {
+    /// A limiter with a 10,000-byte soft limit, checking every 100 ms, holding 50,000
+    /// bytes (the returned count: set it to change what is held) and no RSS.
+    fn over_its_soft_limit() -> (MemoryLimiter, Arc<AtomicU64>) {
         let used = Arc::new(AtomicU64::new(50_000));
         let u = Arc::clone(&used);
         let limiter = MemoryLimiter::for_test(
@@ -366,6 +367,12 @@ mod tests {
             Arc::new(move || u.load(Ordering::SeqCst)),
             Arc::new(|| 0),
         );
+        (limiter, used)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn holds_data_while_over_the_limit_and_loses_none() {
+        let (limiter, used) = over_its_soft_limit();
         let mut h = run_processor::<TracesSignal>(Box::new(limiter));
         h.send(traces(0, 1, 3)).await;
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -407,14 +414,7 @@ mod tests {
 
     #[test]
     fn leading_its_pipeline_it_closes_the_entry_while_over_and_counts_each_pause_once() {
-        let used = Arc::new(AtomicU64::new(50_000));
-        let u = Arc::clone(&used);
-        let limiter = MemoryLimiter::for_test(
-            10_000,
-            std::time::Duration::from_millis(100),
-            Arc::new(move || u.load(Ordering::SeqCst)),
-            Arc::new(|| 0),
-        );
+        let (limiter, used) = over_its_soft_limit();
         let pauses = limiter.pauses.clone();
         let gate = Processor::<TracesSignal>::admission(&limiter).unwrap();
         assert_eq!(gate.closed(), Some(std::time::Duration::from_millis(100)));
