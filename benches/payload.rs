@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use sidekick_collector::config::Signal;
 use sidekick_collector::payload::{validate, wire, Traces};
-use sidekick_testkit::gen::traces_request;
+use sidekick_testkit::gen::{http_traces_request, traces_request};
 
 /// 8192 spans in 16 resources: one full default-size batch. Each span (testkit's) has
 /// 16- and 8-byte ids, a name, kind, two timestamps, three attributes (two strings, one
@@ -48,6 +48,13 @@ fn otlp(c: &mut Criterion) {
             wire::TRACES.count(black_box(&bytes)).unwrap()
         })
     });
+    // What an SDK sends: 100 spans of ten attributes each in one request.
+    let sdk = Bytes::from(http_traces_request(0, 100).encode_to_vec());
+    g.throughput(Throughput::Elements(100));
+    g.bench_function(BenchmarkId::new("check_and_count_sdk", 100), |b| {
+        b.iter(|| Traces::from_encoded(black_box(sdk.clone())).unwrap().len())
+    });
+    g.throughput(Throughput::Elements(SPANS as u64));
     g.bench_function(BenchmarkId::new("decode", SPANS), |b| {
         b.iter(|| ExportTraceServiceRequest::decode(black_box(&bytes[..])).unwrap())
     });

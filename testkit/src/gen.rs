@@ -103,6 +103,60 @@ pub fn traces_request(
     }
 }
 
+fn int_kv(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A span as an instrumented HTTP server's SDK sends it: a child span with ten
+/// attributes of the HTTP semantic conventions, flags and an OK status, about 400 bytes
+/// encoded.
+pub fn http_span(n: u64) -> Span {
+    let mut s = span(n);
+    s.parent_span_id = (n + 2).to_be_bytes().to_vec();
+    s.name = "GET /api/v1/items/{id}".into();
+    s.flags = 0x101;
+    s.attributes = vec![
+        string_kv("http.request.method", "GET"),
+        string_kv("http.route", "/api/v1/items/{id}"),
+        string_kv("url.path", &format!("/api/v1/items/{n}")),
+        string_kv("url.scheme", "https"),
+        int_kv("http.response.status_code", 200),
+        string_kv("server.address", "items.shop.svc.cluster.local"),
+        int_kv("server.port", 8443),
+        string_kv("network.protocol.version", "1.1"),
+        string_kv(
+            "user_agent.original",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+        ),
+        string_kv(
+            "client.address",
+            &format!("10.1.{}.{}", n / 256 % 256, n % 256),
+        ),
+    ];
+    s
+}
+
+/// One request of `spans` [`http_span`]s from one service: the shape an SDK exports.
+pub fn http_traces_request(first: u64, spans: usize) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(0),
+            scope_spans: vec![ScopeSpans {
+                scope: scope(),
+                spans: (first..first + spans as u64).map(http_span).collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
 /// An encoded traces batch, as a receiver would make it.
 pub fn traces(first: u64, resources: usize, per_resource: usize) -> Traces {
     let bytes = traces_request(first, resources, per_resource).encode_to_vec();
