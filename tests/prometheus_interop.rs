@@ -137,6 +137,11 @@ impl Prometheus {
     /// Prometheus scraping every second with one `scrape_configs` entry, `job` (YAML
     /// indented as a list item).
     fn start_with_job(bin: &PathBuf, job: &str) -> Prometheus {
+        Self::start_with(bin, job, &[])
+    }
+
+    /// [`Prometheus::start_with_job`] with more command-line flags.
+    fn start_with(bin: &PathBuf, job: &str, flags: &[&str]) -> Prometheus {
         let port = free_port();
         let config = TempFile::new(
             "prometheus.yml",
@@ -148,6 +153,7 @@ impl Prometheus {
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -392,6 +398,108 @@ service:
     let (_, page) = http_get(exporter, "/metrics");
     assert!(page.contains("jobs_done_total"), "{page}");
     promtool_check(&promtool, &page);
+    assert!(sk.terminate().success());
+}
+
+/// An OTLP exponential histogram of known observations goes through Sidekick's
+/// remote-write into a Prometheus with native histograms: its count, sum and quantiles,
+/// as PromQL computes them, are those of the observations, within a bucket's width. The
+/// buckets here are computed from the observations as an SDK does, at scale 3, and a
+/// second copy at scale 10 checks that Sidekick's merging down to Prometheus's finest
+/// schema gives the same answers.
+#[test]
+fn exponential_histograms_reach_a_real_prometheus_as_native_histograms() {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        exponential_histogram_data_point::Buckets, ExponentialHistogram,
+        ExponentialHistogramDataPoint,
+    };
+    let Some(bin) = binary("prometheus") else {
+        return;
+    };
+    let prometheus = Prometheus::start_with(&bin, "", &["--enable-feature=native-histograms"]);
+    let mut sk = Sidekick::start(&format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+exporters:
+  prometheusremotewrite:
+    endpoint: http://{}/api/v1/write
+service:
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [prometheusremotewrite]
+",
+        prometheus.address
+    ));
+    // Request durations in seconds: 1 ms to about 2 s, skewed low.
+    let observations: Vec<f64> = (1..=500)
+        .map(|i| 0.001 * f64::powf(1.0155, i as f64))
+        .collect();
+    let sum: f64 = observations.iter().sum();
+    // Bucket `i` at scale `s` holds (2^(i/2^s), 2^((i+1)/2^s)].
+    let point = |scale: i32| {
+        let index = |v: f64| (v.log2() * f64::powi(2.0, scale)).ceil() as i32 - 1;
+        let low = index(observations[0]);
+        let high = index(observations[observations.len() - 1]);
+        let mut counts = vec![0u64; (high - low + 1) as usize];
+        for v in &observations {
+            counts[(index(*v) - low) as usize] += 1;
+        }
+        let t = now_nanos();
+        ExponentialHistogramDataPoint {
+            attributes: vec![kv("scale", &scale.to_string())],
+            time_unix_nano: t,
+            start_time_unix_nano: t - 60_000_000_000,
+            count: observations.len() as u64,
+            sum: Some(sum),
+            scale,
+            positive: Some(Buckets {
+                offset: low,
+                bucket_counts: counts,
+            }),
+            ..Default::default()
+        }
+    };
+    post_otlp(
+        sk.http.unwrap(),
+        &request(vec![Metric {
+            name: "request.duration".into(),
+            unit: "s".into(),
+            data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![point(3), point(10)],
+                aggregation_temporality: 2,
+            })),
+            ..Default::default()
+        }]),
+    );
+    for scale in ["3", "10"] {
+        let series = format!("request_duration_seconds{{job=\"interop\",scale=\"{scale}\"}}");
+        let count = prometheus.wait(&format!("histogram_count({series})"));
+        assert_eq!(count[0].1, observations.len() as f64, "scale {scale}");
+        let got_sum = prometheus.query(&format!("histogram_sum({series})"))[0].1;
+        assert!(
+            (got_sum - sum).abs() < 1e-6 * sum,
+            "scale {scale}: {got_sum} vs {sum}"
+        );
+        // Prometheus's finest schema is 8: its buckets are 2^(1/256) ≈ 0.27% wide; at
+        // scale 3, 2^(1/8) ≈ 9%.
+        let width = if scale == "3" {
+            2f64.powf(1.0 / 8.0)
+        } else {
+            2f64.powf(1.0 / 256.0)
+        };
+        for q in [0.5, 0.9, 0.99] {
+            let exact = observations[(q * observations.len() as f64).ceil() as usize - 1];
+            let got = prometheus.query(&format!("histogram_quantile({q}, {series})"))[0].1;
+            assert!(
+                got <= exact * width && got >= exact / width,
+                "scale {scale}, quantile {q}: Prometheus says {got}, the observations {exact}"
+            );
+        }
+    }
     assert!(sk.terminate().success());
 }
 

@@ -101,7 +101,7 @@ impl Encoder {
         self.push_with(
             s.name,
             |f| s.for_each_label(f),
-            s.value,
+            Value::of(s),
             s.timestamp_ms,
             s.exemplar,
             s.point,
@@ -113,7 +113,7 @@ impl Encoder {
         self.push_with(
             &s.name,
             |f| s.labels.iter().for_each(|(k, v)| f(k, v)),
-            s.value,
+            Value::Float(s.value),
             s.timestamp_ms,
             s.exemplar.as_ref(),
             None,
@@ -126,7 +126,7 @@ impl Encoder {
         &mut self,
         name: &str,
         labels: impl FnOnce(&mut dyn FnMut(&str, &str)),
-        value: f64,
+        value: Value<'_>,
         timestamp_ms: i64,
         exemplar: Option<&prom::Exemplar>,
         point: Option<usize>,
@@ -302,13 +302,20 @@ impl Writer {
     fn series(
         &mut self,
         labels: &[u8],
-        value: f64,
+        value: Value<'_>,
         timestamp_ms: i64,
         exemplar: Option<&proto::Exemplar>,
         packer: &mut Packer,
     ) {
-        let sample = sample_len(value, timestamp_ms);
-        let mut len = labels.len() + 1 + encoded_len_varint(sample as u64) + sample;
+        let sample = match value {
+            Value::Float(value) => sample_len(value, timestamp_ms),
+            Value::Histogram(_) => 0,
+        };
+        let mut len = labels.len()
+            + match value {
+                Value::Float(_) => 1 + encoded_len_varint(sample as u64) + sample,
+                Value::Histogram(h) => prost::encoding::message::encoded_len(4, h),
+            };
         if let Some(e) = exemplar {
             len += prost::encoding::message::encoded_len(3, e);
         }
@@ -323,15 +330,20 @@ impl Writer {
         self.buf.push(0x0a);
         encode_varint(len as u64, &mut self.buf);
         self.buf.extend_from_slice(labels);
-        self.buf.push(0x12);
-        encode_varint(sample as u64, &mut self.buf);
-        if value != 0.0 {
-            self.buf.push(0x09);
-            self.buf.extend_from_slice(&value.to_le_bytes());
-        }
-        if timestamp_ms != 0 {
-            self.buf.push(0x10);
-            encode_varint(timestamp_ms as u64, &mut self.buf);
+        match value {
+            Value::Float(value) => {
+                self.buf.push(0x12);
+                encode_varint(sample as u64, &mut self.buf);
+                if value != 0.0 {
+                    self.buf.push(0x09);
+                    self.buf.extend_from_slice(&value.to_le_bytes());
+                }
+                if timestamp_ms != 0 {
+                    self.buf.push(0x10);
+                    encode_varint(timestamp_ms as u64, &mut self.buf);
+                }
+            }
+            Value::Histogram(h) => prost::encoding::message::encode(4, h, &mut self.buf),
         }
         if let Some(e) = exemplar {
             prost::encoding::message::encode(3, e, &mut self.buf);
@@ -382,6 +394,23 @@ impl Writer {
             self.cut(packer);
         }
         lane.append(&mut self.done);
+    }
+}
+
+/// What one `TimeSeries` carries: a sample or a native histogram (which has its own
+/// timestamp).
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Float(f64),
+    Histogram(&'a proto::Histogram),
+}
+
+impl<'a> Value<'a> {
+    fn of(s: &Sample<'a>) -> Self {
+        match s.histogram {
+            Some(h) => Value::Histogram(h),
+            None => Value::Float(s.value),
+        }
     }
 }
 
@@ -532,6 +561,7 @@ mod tests {
                     timestamp: NOW,
                 }],
                 exemplars: vec![],
+                histograms: vec![],
             },
             proto::TimeSeries {
                 labels: req_total(),
@@ -540,6 +570,7 @@ mod tests {
                     timestamp: NOW - 10,
                 }],
                 exemplars: vec![],
+                histograms: vec![],
             },
             proto::TimeSeries {
                 labels: req_total(),
@@ -552,6 +583,7 @@ mod tests {
                     value: 2.0,
                     timestamp: NOW - 6,
                 }],
+                histograms: vec![],
             },
         ];
         assert_eq!(request.timeseries, expected);
@@ -614,6 +646,7 @@ mod tests {
                     value: i as f64,
                     timestamp: NOW,
                 }],
+                histograms: vec![],
                 exemplars: vec![],
             });
         }
@@ -649,6 +682,7 @@ mod tests {
                 value: 1.0,
                 timestamp: NOW,
             }],
+            histograms: vec![],
             exemplars: vec![],
         };
         // A padding that makes each series exactly 64 bytes on the wire, so that 1,024
@@ -777,5 +811,67 @@ mod tests {
         assert_eq!(names(&lane[0]), ["up", "mixed"]);
         assert_eq!(names(&lane[1]), ["epoch", "old", "mixed"]);
         assert!(all(&f).iter().all(|ts| ts.labels[0].value != "future"));
+    }
+
+    /// An exponential histogram goes out as a `TimeSeries` of one native histogram (no
+    /// samples), under the family's own name, readable by prost.
+    #[test]
+    fn an_exponential_histogram_is_written_as_a_native_histogram() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::{
+            exponential_histogram_data_point::Buckets, metric, ExponentialHistogram,
+            ExponentialHistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+        };
+        let point = ExponentialHistogramDataPoint {
+            time_unix_nano: NOW as u64 * 1_000_000,
+            count: 5,
+            sum: Some(2.5),
+            scale: 1,
+            zero_count: 1,
+            positive: Some(Buckets {
+                offset: -2,
+                bucket_counts: vec![3, 1],
+            }),
+            ..Default::default()
+        };
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "latency".into(),
+                        unit: "s".into(),
+                        data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                            data_points: vec![point.clone()],
+                            aggregation_temporality: 2,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut e = Encoder::new(1, 1 << 20, NOW);
+        let settings = prom::Settings {
+            native_histograms: true,
+            ..prom::Settings::default()
+        };
+        let t = prom::translate_with(
+            &request,
+            &settings,
+            &mut prom::Accumulator::default(),
+            NOW,
+            &mut |s| e.push(s),
+        );
+        assert_eq!(t.dropped_points(), 0);
+        let sent = all(&e.finish(Vec::new()));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].labels, vec![label("__name__", "latency_seconds")]);
+        assert!(sent[0].samples.is_empty());
+        assert_eq!(
+            sent[0].histograms,
+            vec![prom::native_histogram(&point, NOW).unwrap()]
+        );
+        assert_eq!(sent[0].histograms[0].positive_deltas, vec![3, -2]);
     }
 }

@@ -162,6 +162,8 @@ impl ExporterConfig for Config {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             target_info: true,
+            // The page is text: it has no native histograms.
+            native_histograms: false,
         };
         let store = Arc::new(Mutex::new(Store::new(
             self.metric_expiration.get(),

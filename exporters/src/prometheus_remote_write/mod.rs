@@ -349,6 +349,7 @@ impl ExporterConfig for Config {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             target_info: self.target_info.enabled,
+            native_histograms: true,
         };
         let exporter = Arc::new(RemoteWriteExporter {
             client,

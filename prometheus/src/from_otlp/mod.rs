@@ -12,7 +12,9 @@
 //! resource attributes on one `target_info` per job/instance;
 //! `otel_scope_name`/`otel_scope_version` labels; `NoRecordedValue` → the Prometheus stale
 //! NaN. Delta sums and histograms are accumulated into cumulative ones (see
-//! [`Accumulator`]); exponential histograms are not translated (counted as dropped).
+//! [`Accumulator`]). Exponential histograms become native histograms where the consumer
+//! takes them (remote-write: [`Settings::native_histograms`], see [`native_histogram`]);
+//! elsewhere, and with delta temporality, they are dropped and counted.
 
 mod names;
 mod points;
@@ -29,11 +31,14 @@ use sidekick_core::util::KeyMap;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Histogram, Metric, NumberDataPoint, Summary,
+    exponential_histogram_data_point, metric, number_data_point, AggregationTemporality,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Histogram, Metric, NumberDataPoint,
+    Summary,
 };
 use serde::Deserialize;
 
 pub use names::{label_name, label_value, metric_name, unit_word};
+pub use points::native_histogram;
 use points::*;
 
 pub use crate::text::escape_label_value;
@@ -68,6 +73,9 @@ pub struct Settings {
     pub extra_labels: Vec<(String, String)>,
     /// Emit `target_info` (default true).
     pub target_info: bool,
+    /// Exponential histograms as native histograms ([`Sample::histogram`]): for
+    /// remote-write. Without it they are dropped, counted with the reason.
+    pub native_histograms: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -137,6 +145,7 @@ impl Series {
             labels: &labels,
             extra: None,
             value: self.value,
+            histogram: None,
             timestamp_ms: self.timestamp_ms,
             exemplar: self.exemplar.as_ref(),
             point: None,
@@ -315,6 +324,9 @@ pub struct Sample<'s> {
     /// `le` or `quantile`, which goes where it sorts.
     extra: Option<(&'static str, &'s str)>,
     pub value: f64,
+    /// A native histogram, in place of `value` (only with
+    /// [`Settings::native_histograms`]).
+    pub histogram: Option<&'s crate::prompb::Histogram>,
     pub timestamp_ms: i64,
     pub exemplar: Option<&'s Exemplar>,
     /// Which OTLP data point of the request it comes from (a histogram point makes many
@@ -652,6 +664,7 @@ pub fn translate_detached(
                 labels: &labels,
                 extra: None,
                 value: 1.0,
+                histogram: None,
                 timestamp_ms: if latest_ms > 0 { latest_ms } else { now_ms },
                 exemplar: None,
                 point: None,

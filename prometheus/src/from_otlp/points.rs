@@ -69,12 +69,19 @@ pub(super) fn translate_metric(
         Some(metric::Data::Histogram(_)) => Kind::Histogram,
         Some(metric::Data::Summary(_)) => Kind::Summary,
         Some(metric::Data::ExponentialHistogram(h)) => {
-            t.dropped.push((
-                h.data_points.len(),
-                "exponential histograms are not translated",
-            ));
-            *next_point += h.data_points.len();
-            return 0;
+            let why = if !ctx.settings.native_histograms {
+                Some("exponential histograms are not translated to the text format")
+            } else if delta(h.aggregation_temporality) {
+                Some("exponential histograms of delta temporality are not translated")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                t.dropped.push((h.data_points.len(), why));
+                *next_point += h.data_points.len();
+                return 0;
+            }
+            Kind::Histogram
         }
         None => return 0,
     };
@@ -104,7 +111,12 @@ pub(super) fn translate_metric(
             histogram(h, delta(h.aggregation_temporality), ctx, acc, scratch, out)
         }
         Some(metric::Data::Summary(s)) => summary(s, ctx, out),
-        _ => {}
+        Some(metric::Data::ExponentialHistogram(h)) => {
+            for (points, why) in exponential(h, ctx, out) {
+                t.dropped.push((points, why));
+            }
+        }
+        None => {}
     }
     *next_point = out.point;
     out.latest
@@ -173,6 +185,7 @@ impl<'m> Of<'m> {
             labels,
             extra: None,
             value: 0.0,
+            histogram: None,
             timestamp_ms,
             exemplar: None,
             point,
@@ -299,6 +312,129 @@ pub(super) fn histogram(
             ..base
         });
     }
+}
+
+/// Exponential histograms: one native histogram a point, under the family's own name.
+/// Returns the points left out, by reason.
+pub(super) fn exponential(
+    h: &ExponentialHistogram,
+    ctx: &Ctx<'_>,
+    out: &mut Out<'_, '_>,
+) -> Vec<(usize, &'static str)> {
+    let mut dropped: Vec<(usize, &'static str)> = Vec::new();
+    let mut labels: Vec<Label<'_>> = Vec::new();
+    for p in &h.data_points {
+        let ts = out.time(p.time_unix_nano);
+        let point = out.next_point();
+        let native = match native_histogram(p, ts) {
+            Ok(native) => native,
+            Err(why) => {
+                match dropped.iter_mut().find(|(_, w)| *w == why) {
+                    Some((n, _)) => *n += 1,
+                    None => dropped.push((1, why)),
+                }
+                continue;
+            }
+        };
+        ctx.labels(&p.attributes, out.detached(point), &mut labels);
+        let ex = p.exemplars.last().map(exemplar);
+        (out.emit)(&Sample {
+            histogram: Some(&native),
+            exemplar: ex.as_ref(),
+            ..out.at.sample(&labels, ts, point)
+        });
+    }
+    dropped
+}
+
+/// The largest and smallest schemas Prometheus takes.
+const MAX_SCHEMA: i32 = 8;
+const MIN_SCHEMA: i32 = -4;
+
+/// An OTLP exponential histogram point as a Prometheus native histogram at `timestamp_ms`,
+/// or why it cannot be one.
+///
+/// The two share their bucket layout: at scale (schema) `s` a bucket's bounds grow by
+/// 2^(2^-s). OTLP's bucket `i` covers (base^i, base^(i+1)], Prometheus's (base^(i-1),
+/// base^i], so an index moves up by one. A scale above 8 is brought down to 8 by merging
+/// neighbouring buckets (each step down merges pairs, as a coarser scale's buckets are
+/// exactly pairs of the finer one's); one below -4 has no Prometheus equivalent. The
+/// buckets are written as one span per side from the first to the last non-empty
+/// bucket. Prometheus refuses (with the whole request) a histogram whose count is not the
+/// zero bucket's plus every bucket's, so such a point is refused here, alone. A point
+/// flagged as having no recorded value becomes the stale marker.
+pub fn native_histogram(
+    p: &ExponentialHistogramDataPoint,
+    timestamp_ms: i64,
+) -> Result<crate::prompb::Histogram, &'static str> {
+    use crate::prompb::Histogram as Native;
+    if p.scale < MIN_SCHEMA {
+        return Err("exponential histogram scale below -4, the coarsest Prometheus takes");
+    }
+    let shift = (p.scale - MAX_SCHEMA).max(0) as u32;
+    let side = |b: &Option<exponential_histogram_data_point::Buckets>| match b {
+        Some(b) => native_buckets(b.offset, &b.bucket_counts, shift),
+        None => Ok((Vec::new(), Vec::new(), 0)),
+    };
+    let (positive_spans, positive_deltas, positive) = side(&p.positive)?;
+    let (negative_spans, negative_deltas, negative) = side(&p.negative)?;
+    let stale = p.flags & 1 != 0;
+    let total = positive
+        .checked_add(negative)
+        .and_then(|n| n.checked_add(p.zero_count));
+    if !stale && total != Some(p.count) {
+        return Err("exponential histogram count is not the total of its buckets");
+    }
+    Ok(Native {
+        count_int: p.count,
+        sum: shown(p.flags, p.sum.unwrap_or(0.0)),
+        schema: p.scale.min(MAX_SCHEMA),
+        zero_threshold: p.zero_threshold,
+        zero_count_int: p.zero_count,
+        negative_spans,
+        negative_deltas,
+        positive_spans,
+        positive_deltas,
+        reset_hint: 0,
+        timestamp: timestamp_ms,
+    })
+}
+
+/// One side's dense OTLP buckets from `offset`, merged `2^shift` to one, as one
+/// Prometheus span of deltas (empty buckets at either end left out), with their total.
+fn native_buckets(
+    offset: i32,
+    counts: &[u64],
+    shift: u32,
+) -> Result<(Vec<crate::prompb::BucketSpan>, Vec<i64>, u64), &'static str> {
+    const OUT_OF_RANGE: &str = "exponential histogram bucket index out of range";
+    let Some(first) = counts.iter().position(|&c| c > 0) else {
+        return Ok((Vec::new(), Vec::new(), 0));
+    };
+    let last = counts.iter().rposition(|&c| c > 0).unwrap_or(first);
+    // Indexes in i64: an offset near i32's ends plus the bucket count can pass them.
+    let merged = |i: usize| (i64::from(offset) + i as i64) >> shift;
+    let start = merged(first);
+    let mut buckets: Vec<u64> = vec![0; (merged(last) - start + 1) as usize];
+    let mut total = 0u64;
+    for (i, &c) in counts.iter().enumerate().take(last + 1).skip(first) {
+        let slot = &mut buckets[(merged(i) - start) as usize];
+        *slot = slot.checked_add(c).ok_or(OUT_OF_RANGE)?;
+        total = total.checked_add(c).ok_or(OUT_OF_RANGE)?;
+    }
+    let span = crate::prompb::BucketSpan {
+        // Prometheus's index is OTLP's plus one.
+        offset: i32::try_from(start + 1).map_err(|_| OUT_OF_RANGE)?,
+        length: u32::try_from(buckets.len()).map_err(|_| OUT_OF_RANGE)?,
+    };
+    let mut previous = 0i64;
+    let mut deltas = Vec::with_capacity(buckets.len());
+    for c in buckets {
+        let c = i64::try_from(c).map_err(|_| OUT_OF_RANGE)?;
+        deltas.push(c - previous);
+        previous = c;
+    }
+    Ok((vec![span], deltas, total))
 }
 
 /// Summaries: a series a quantile, `_sum`, `_count`.

@@ -314,6 +314,7 @@ fn options_change_names_and_labels() {
             ("region".into(), "eu".into()),
         ],
         target_info: false,
+        native_histograms: false,
     };
     let t = run(&req, &s);
     assert_eq!(
@@ -570,4 +571,131 @@ fn target_info_shows_arrays_and_maps_as_json() {
         .labels
         .iter()
         .all(|(_, v)| !v.contains("ArrayValue") && !v.contains("KvlistValue")));
+}
+
+fn exponential_point(
+    scale: i32,
+    zero_count: u64,
+    positive: (i32, Vec<u64>),
+    negative: (i32, Vec<u64>),
+) -> ExponentialHistogramDataPoint {
+    use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+    let count = zero_count + positive.1.iter().sum::<u64>() + negative.1.iter().sum::<u64>();
+    ExponentialHistogramDataPoint {
+        time_unix_nano: T,
+        count,
+        sum: Some(12.5),
+        scale,
+        zero_count,
+        zero_threshold: 1e-9,
+        positive: Some(Buckets {
+            offset: positive.0,
+            bucket_counts: positive.1,
+        }),
+        negative: Some(Buckets {
+            offset: negative.0,
+            bucket_counts: negative.1,
+        }),
+        ..Default::default()
+    }
+}
+
+fn span(offset: i32, length: u32) -> crate::prompb::BucketSpan {
+    crate::prompb::BucketSpan { offset, length }
+}
+
+#[test]
+fn an_exponential_point_is_a_native_histogram_one_index_up() {
+    // OTLP bucket -1 at scale 2 covers (2^-0.25, 1]: Prometheus's bucket 0.
+    let p = exponential_point(2, 2, (-1, vec![0, 1, 0, 3, 0]), (4, vec![4]));
+    let h = native_histogram(&p, T_MS).unwrap();
+    assert_eq!((h.schema, h.count_int, h.sum), (2, 10, 12.5));
+    assert_eq!((h.zero_count_int, h.zero_threshold), (2, 1e-9));
+    // Empty buckets at either end are left out; the one inside stays as a zero.
+    assert_eq!(h.positive_spans, vec![span(1, 3)]);
+    assert_eq!(h.positive_deltas, vec![1, -1, 3]);
+    assert_eq!(h.negative_spans, vec![span(5, 1)]);
+    assert_eq!(h.negative_deltas, vec![4]);
+    assert_eq!(h.timestamp, T_MS);
+}
+
+#[test]
+fn a_scale_above_eight_merges_buckets_and_one_below_minus_four_is_refused() {
+    // Scale 10 → 8: four buckets make one. OTLP indexes 5..=9 → 1, 1, 1, 2, 2.
+    let p = exponential_point(10, 0, (5, vec![1, 1, 1, 1, 1]), (-3, vec![1, 1, 1]));
+    let h = native_histogram(&p, T_MS).unwrap();
+    assert_eq!(h.schema, 8);
+    assert_eq!(h.positive_spans, vec![span(2, 2)]);
+    assert_eq!(h.positive_deltas, vec![3, -1]);
+    // Negative indexes round down: -3, -2, -1 → -1, -1, -1.
+    assert_eq!(h.negative_spans, vec![span(0, 1)]);
+    assert_eq!(h.negative_deltas, vec![3]);
+    assert_eq!(h.count_int, 8);
+
+    let coarse = exponential_point(-5, 0, (0, vec![1]), (0, vec![]));
+    assert!(native_histogram(&coarse, T_MS).is_err());
+    let mut wrong = exponential_point(0, 0, (0, vec![1, 2]), (0, vec![]));
+    wrong.count = 4;
+    assert!(native_histogram(&wrong, T_MS).is_err());
+    // No recorded value: the stale marker, whatever the counts say.
+    wrong.flags = 1;
+    assert!(is_stale_nan(native_histogram(&wrong, T_MS).unwrap().sum));
+}
+
+#[test]
+fn exponential_histograms_translate_only_where_native_histograms_are_taken() {
+    let metric = |temporality: i32, points: Vec<ExponentialHistogramDataPoint>| Metric {
+        name: "http.server.request.duration".into(),
+        unit: "s".into(),
+        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: points,
+            aggregation_temporality: temporality,
+        })),
+        ..Default::default()
+    };
+    let good = exponential_point(3, 1, (0, vec![2, 3]), (0, vec![]));
+    let mut bad = good.clone();
+    bad.count += 1;
+    let req = request(
+        vec![
+            metric(2, vec![good.clone(), bad]),
+            metric(1, vec![good.clone()]),
+        ],
+        vec![],
+    );
+    let native = Settings {
+        native_histograms: true,
+        ..settings()
+    };
+    let mut seen = Vec::new();
+    let t = translate_with(&req, &native, &mut Accumulator::default(), T_MS, &mut |s| {
+        if let Some(h) = s.histogram {
+            let mut labels = Vec::new();
+            s.for_each_label(|k, v| labels.push(format!("{k}={v}")));
+            seen.push((s.name.to_string(), labels, h.clone(), s.point));
+        }
+    });
+    assert_eq!(seen.len(), 1);
+    let (name, labels, h, point) = &seen[0];
+    assert_eq!(name, "http_server_request_duration_seconds");
+    assert_eq!(
+        labels,
+        &["otel_scope_name=my.lib", "otel_scope_version=1.2"]
+    );
+    assert_eq!((h.count_int, h.zero_count_int), (6, 1));
+    assert_eq!(*point, Some(0));
+    let family = &t.families[0];
+    assert_eq!(
+        (family.kind, family.unit.as_str()),
+        (Kind::Histogram, "seconds")
+    );
+    // The inconsistent point and the delta one are counted, with their reasons.
+    assert_eq!(t.dropped_points(), 2);
+    assert!(t
+        .dropped
+        .iter()
+        .any(|(_, why)| why.contains("total of its buckets")));
+    assert!(t.dropped.iter().any(|(_, why)| why.contains("delta")));
+    // The text page's translation leaves them all out, counted.
+    assert_eq!(run(&req, &settings()).dropped_points(), 3);
 }
