@@ -240,60 +240,54 @@ fn serve(first: Plan, mut source: Source, registry: &Registry) -> anyhow::Result
             reload::watch(path.clone(), source.text.clone(), events.clone());
         }
         let stats = Arc::new(reload::Stats::default());
-        let mut plan = first;
+        let endpoint: Option<sidekick_collector::admin::Reload> =
+            source.reloads.endpoint.then(|| {
+                let events = events.clone();
+                Arc::new(move || {
+                    let _ = events.send(Event::Reload("POST /-/reload"));
+                }) as sidekick_collector::admin::Reload
+            });
+        let mut running = start(first, &mut source, registry, &stats, &endpoint, None)?;
         let mut dropped = 0;
-        // The config that ran before a reload, until the reloaded one is built.
-        let mut previous: Option<String> = None;
         loop {
+            let Some((plan, previous)) = next_event(&mut rx, &mut source, registry, &stats).await
+            else {
+                let outcome = running.stop().await;
+                return Ok::<_, sidekick_collector::component::BuildError>((
+                    dropped + outcome.dropped,
+                    outcome.kept,
+                ));
+            };
+            let hash = reload::hash(&source.text);
+            if !running.can_reload_in_place(&plan) {
+                // A storage directory is held by one generation at a time: the running
+                // one drains and stops first, then the new one starts on the same sockets.
+                tracing::info!(config = %source.name, hash = %hash, "config reloading: a persistent queue or storage is involved, so every component drains and stops, then the new config starts; listeners keep their sockets");
+                dropped += running.stop().await.dropped;
+                sidekick_transport::server::offer_kept_listeners();
+                running = start(plan, &mut source, registry, &stats, &endpoint, Some(previous))?;
+                continue;
+            }
             for w in &plan.warnings {
                 tracing::warn!(config = %source.name, "{w}");
             }
             let telemetry = Telemetry::new();
-            let hash = reload::hash(&source.text);
             stats.register(&telemetry, &hash);
-            let built = plan.build(telemetry);
-            let service = match (built, previous.take()) {
-                (Ok(service), None) => service,
-                (Ok(service), Some(_)) => {
+            match running.reload(plan, telemetry) {
+                Ok(done) => {
                     stats.succeeded();
-                    service
+                    tracing::info!(
+                        config = %source.name,
+                        hash = %hash,
+                        kept_receivers = ?done.kept,
+                        rebuilt_receivers = ?done.rebuilt,
+                        "config reloaded: the new pipelines run; receivers whose config is unchanged kept running, their connections with them; the old pipelines drain in the background"
+                    );
                 }
-                (Err(e), None) => return Err(e),
-                // It loaded but could not start (a port taken meanwhile, a file gone):
-                // the config that ran before starts again.
-                (Err(e), Some(text)) => {
+                Err(e) => {
                     stats.failed();
-                    // What the new components bound is offered back with the rest.
-                    sidekick_transport::server::offer_kept_listeners();
-                    tracing::error!(config = %source.name, error = %e, "config reload failed: the new config cannot start; starting the previous one again");
-                    plan = sidekick::plan(&text, &source.name, registry, &env_lookup)
-                        .map_err(sidekick_collector::component::BuildError::new)?;
-                    source.text = text;
-                    continue;
-                }
-            };
-            sidekick_transport::server::close_unclaimed_listeners();
-            let service = match source.reloads.endpoint {
-                true => {
-                    let events = events.clone();
-                    service.with_reload_endpoint(Arc::new(move || {
-                        let _ = events.send(Event::Reload("POST /-/reload"));
-                    }))
-                }
-                false => service,
-            };
-            tracing::info!(config = %source.name, hash = %hash, version = env!("CARGO_PKG_VERSION"), "starting");
-            let mut next = None;
-            let outcome = service
-                .run(next_event(&mut rx, &mut source, registry, &stats, &mut next))
-                .await;
-            dropped += outcome.dropped;
-            match next {
-                None => return Ok::<_, sidekick_collector::component::BuildError>((dropped, outcome.kept)),
-                Some((new, old_text)) => {
-                    sidekick_transport::server::offer_kept_listeners();
-                    plan = new;
-                    previous = Some(old_text);
+                    source.text = previous;
+                    tracing::error!(config = %source.name, error = %e, "config reload failed: the new config cannot start; the running config stays");
                 }
             }
         }
@@ -316,23 +310,70 @@ fn serve(first: Plan, mut source: Source, registry: &Registry) -> anyhow::Result
     })
 }
 
-/// Waits for what ends the running service: a stop signal (`next` stays `None`), or a
-/// reload whose config loaded and differs from the running one (`next` is its plan and
-/// the running config's text, and `source` holds the new text). A reload that fails or changes nothing is logged and
-/// counted, and the service keeps running.
+/// Builds and starts `plan`. When it cannot start and `previous` (the config text that
+/// ran before a reload) is given, that config starts again instead.
+fn start(
+    mut plan: Plan,
+    source: &mut Source,
+    registry: &Registry,
+    stats: &Arc<reload::Stats>,
+    endpoint: &Option<sidekick_collector::admin::Reload>,
+    mut previous: Option<String>,
+) -> Result<sidekick_collector::topology::Running, sidekick_collector::component::BuildError> {
+    loop {
+        for w in &plan.warnings {
+            tracing::warn!(config = %source.name, "{w}");
+        }
+        let telemetry = Telemetry::new();
+        let hash = reload::hash(&source.text);
+        stats.register(&telemetry, &hash);
+        let built = plan.build(telemetry);
+        let service = match (built, previous.take()) {
+            (Ok(service), None) => service,
+            (Ok(service), Some(_)) => {
+                stats.succeeded();
+                service
+            }
+            (Err(e), None) => return Err(e),
+            // It loaded but could not start (a port taken meanwhile, a file gone): the
+            // config that ran before starts again.
+            (Err(e), Some(old)) => {
+                stats.failed();
+                // What the new components bound is offered back with the rest.
+                sidekick_transport::server::offer_kept_listeners();
+                tracing::error!(config = %source.name, error = %e, "config reload failed: the new config cannot start; starting the previous one again");
+                plan = sidekick::plan(&old, &source.name, registry, &env_lookup)
+                    .map_err(sidekick_collector::component::BuildError::new)?;
+                source.text = old;
+                continue;
+            }
+        };
+        sidekick_transport::server::close_unclaimed_listeners();
+        let service = match endpoint {
+            Some(reload) => service.with_reload_endpoint(Arc::clone(reload)),
+            None => service,
+        };
+        tracing::info!(config = %source.name, hash = %hash, version = env!("CARGO_PKG_VERSION"), "starting");
+        return Ok(service.start());
+    }
+}
+
+/// Waits for what ends the running service (`None`: a stop signal) or reloads it: a
+/// config that loaded and differs from the running one, with the running config's text
+/// (`source` now holds the new text). A reload that fails to load or changes nothing is
+/// logged and counted, and the service keeps running.
 async fn next_event(
     rx: &mut mpsc::UnboundedReceiver<Event>,
     source: &mut Source,
     registry: &Registry,
     stats: &reload::Stats,
-    next: &mut Option<(Plan, String)>,
-) {
+) -> Option<(Plan, String)> {
     loop {
         let trigger = match rx.recv().await {
             Some(Event::Reload(trigger)) => trigger,
             Some(Event::Stop(name)) => {
                 tracing::info!(signal = name, "signal received, stopping");
-                return;
+                return None;
             }
             // No handler could be installed: only SIGKILL stops Sidekick then.
             None => std::future::pending().await,
@@ -353,15 +394,9 @@ async fn next_event(
         }
         match plan(&text, &source.name, registry, &env_lookup) {
             Ok(p) => {
-                tracing::info!(
-                    trigger,
-                    config = %source.name,
-                    hash = %reload::hash(&text),
-                    "config reloading: the running components drain and stop, then every component of the new config starts; listeners keep their sockets"
-                );
+                tracing::info!(trigger, config = %source.name, hash = %reload::hash(&text), "config reloading");
                 let running = std::mem::replace(&mut source.text, text);
-                *next = Some((p, running));
-                return;
+                return Some((p, running));
             }
             Err(report) => {
                 stats.failed();

@@ -175,7 +175,7 @@ fn sighup_reloads_a_changed_config_on_the_same_socket_without_loss() {
         rewrite(&sk, &config(port, &sink, generation, timeout));
         sk.send_signal("HUP");
         sk.wait_for_line("config reloading", i);
-        sk.wait_for_line("everything is ready", i + 1);
+        sk.wait_for_line("config reloaded", i);
         std::thread::sleep(Duration::from_millis(300));
     }
     stop.store(true, Ordering::Relaxed);
@@ -191,6 +191,16 @@ fn sighup_reloads_a_changed_config_on_the_same_socket_without_loss() {
         metric_value(&page, "sidekick_config_reloads_total{result=\"success\"}"),
         Some(2.0)
     );
+    // The receiver kept running, and its counters went on across both reloads: every
+    // span of the run is counted, none reset.
+    assert_eq!(
+        metric_value(
+            &page,
+            "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"http\"}"
+        ),
+        Some((requests * 10) as f64),
+        "{page}"
+    );
     let status = sk.terminate();
     assert!(status.success(), "exit {status}");
     let (names, generations) = received(&sink);
@@ -200,10 +210,18 @@ fn sighup_reloads_a_changed_config_on_the_same_socket_without_loss() {
     for g in ["one", "two", "three"] {
         assert!(generations.iter().any(|x| x == g), "no span of {g}");
     }
-    assert!(sk
+    let reloaded: Vec<String> = sk
         .lines()
-        .iter()
-        .any(|l| l.contains("listeners keep their sockets")));
+        .into_iter()
+        .filter(|l| l.contains("config reloaded"))
+        .collect();
+    assert_eq!(reloaded.len(), 2);
+    assert!(
+        reloaded
+            .iter()
+            .all(|l| l.contains(r#"kept_receivers":"[\"otlp\"]"#)),
+        "{reloaded:?}"
+    );
 }
 
 #[test]
@@ -263,8 +281,7 @@ fn a_watched_config_file_is_reloaded_when_it_changes() {
     std::fs::write(sk.config_path(), head).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     std::fs::write(sk.config_path(), &full).unwrap();
-    sk.wait_for_line("config reloading", 0);
-    sk.wait_for_line("everything is ready", 1);
+    sk.wait_for_line("config reloaded", 0);
     assert!(!sk
         .lines()
         .iter()
@@ -275,7 +292,7 @@ fn a_watched_config_file_is_reloaded_when_it_changes() {
 }
 
 #[test]
-fn a_config_that_loads_but_cannot_start_gives_way_to_the_previous_one() {
+fn a_config_that_loads_but_cannot_start_leaves_the_running_one() {
     setup();
     let rt = runtime();
     let sink = rt.block_on(OtlpSink::start());
@@ -291,9 +308,10 @@ fn a_config_that_loads_but_cannot_start_gives_way_to_the_previous_one() {
     let taken_port = taken.local_addr().unwrap().port();
     rewrite(&sk, &config(taken_port, &sink, "two", "20ms"));
     sk.send_signal("HUP");
-    sk.wait_for_line("starting the previous one again", 0);
-    sk.wait_for_line("everything is ready", 1);
+    sk.wait_for_line("the new config cannot start; the running config stays", 0);
     assert!(sk.running());
+    // Nothing of the running config was stopped for the attempt.
+    assert!(!sk.lines().iter().any(|l| l.contains("shutting down")));
     assert_eq!(post_spans(&rt, port, 2), 200);
     let page = sk.metrics();
     assert_eq!(
@@ -343,7 +361,7 @@ fn post_reload_on_the_admin_listener_when_enabled() {
         .lines()
         .iter()
         .any(|l| l.contains("config reloading") && l.contains("POST /-/reload")));
-    sk.wait_for_line("everything is ready", 1);
+    sk.wait_for_line("config reloaded", 0);
     assert!(sk.terminate().success());
 }
 
@@ -410,7 +428,11 @@ service:
     rewrite(&sk, &config(1));
     sk.send_signal("HUP");
     sk.wait_for_line("config reloading", 0);
-    sk.wait_for_line("everything is ready", 1);
+    sk.wait_for_line("config reloaded", 0);
+    assert!(sk
+        .lines()
+        .iter()
+        .any(|l| l.contains(r#"kept_receivers":"[\"prometheus\"]"#)));
     let before = temperatures();
     wait_for(before + 3);
     assert!(sk.terminate().success());
@@ -429,4 +451,68 @@ service:
         requests.len() >= 6 && requests.iter().all(|v| *v == 5.0),
         "{requests:?}"
     );
+}
+
+/// A config with a persistent queue holds its storage directory, which two configs
+/// cannot share: the reload drains and stops the running components first, then starts
+/// the new config on the same sockets (the queue's directory with it), and nothing is
+/// lost. A reload that adds a receiver to a running config rebuilds the pipelines and
+/// keeps the receiver that did not change.
+#[test]
+fn reloads_with_a_persistent_queue_restart_and_others_keep_unchanged_receivers() {
+    setup();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let port = free_port();
+    // A directory of its own, next to a file of the test's.
+    let marker = common::TempFile::new("queue-dir", "");
+    let dir = marker.0.parent().unwrap().join("queue");
+    std::fs::create_dir_all(&dir).unwrap();
+    let with_storage = |generation: &str| {
+        config(port, &sink, generation, "20ms")
+            .replacen(
+                "exporters:\n  otlp:\n    endpoint",
+                "extensions:\n  file_storage:\n    directory: DIR\nexporters:\n  otlp:\n    sending_queue:\n      storage: file_storage\n    endpoint",
+                1,
+            )
+            .replace("DIR", &dir.display().to_string())
+            .replacen("service:\n", "service:\n  extensions: [file_storage]\n", 1)
+    };
+    let mut sk = Sidekick::start_with_telemetry(&with_storage("one"), &telemetry(free_port()), &[]);
+    assert_eq!(post_spans(&rt, port, 2), 200);
+    rewrite(&sk, &with_storage("two"));
+    sk.send_signal("HUP");
+    sk.wait_for_line("a persistent queue or storage is involved", 0);
+    sk.wait_for_line("everything is ready", 1);
+    assert_eq!(post_spans(&rt, port, 3), 200);
+
+    // Without storage again, plus a second receiver: the first one is kept.
+    let second = free_port();
+    let two_receivers = config(port, &sink, "three", "20ms")
+        .replacen(
+            "processors:",
+            &format!("  otlp/2:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{second}\nprocessors:"),
+            1,
+        )
+        .replace("receivers: [otlp]", "receivers: [otlp, otlp/2]");
+    rewrite(&sk, &two_receivers);
+    sk.send_signal("HUP");
+    sk.wait_for_line("a persistent queue or storage is involved", 1);
+    sk.wait_for_line("everything is ready", 2);
+    let three_receivers = two_receivers.replace("value: three", "value: four");
+    rewrite(&sk, &three_receivers);
+    sk.send_signal("HUP");
+    sk.wait_for_line("config reloaded", 0);
+    assert!(sk.lines().iter().any(|l| l.contains("config reloaded")
+        && l.contains(r#"kept_receivers":"[\"otlp\", \"otlp/2\"]"#)));
+    assert_eq!(post_spans(&rt, second, 4), 200);
+    assert!(sk.terminate().success());
+    let (names, generations) = received(&sink);
+    assert_eq!(names.len(), 2 + 3 + 4);
+    for g in ["one", "two", "four"] {
+        assert!(
+            generations.iter().any(|x| x == g),
+            "no span of {g}: {generations:?}"
+        );
+    }
 }

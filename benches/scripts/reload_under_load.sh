@@ -5,6 +5,7 @@
 #
 #   benches/scripts/reload_under_load.sh PATH/TO/sidekick
 #
+# RELOADS=0 runs the same load without reloading, for the memory it takes by itself.
 # Needs otelbench (OB, default target/otelbench/release/otelbench) and free ports 14317,
 # 18888, 24317/24318 and 24417/24418. Works in a temporary directory.
 set -u
@@ -55,7 +56,7 @@ sleep 1
 rss0=$(awk '/VmRSS/{print $2}' /proc/$CP/status); anon0=$(awk '/RssAnon/{print $2}' /proc/$CP/status); echo "anon_before_kb=$anon0"
 $OB blast --proto grpc --target http://127.0.0.1:14317 --signal traces --rate 20000 --duration 24 --batch 100 --concurrency 4 --unique-ids > blast.txt 2>blast.err & BP=$!
 sleep 2
-for i in $(seq 1 20); do
+for i in $(seq 1 "${RELOADS:-20}"); do
   case $((i % 4)) in
     1) cfg 100ms g$i 0 ;;   # batch timeout changed
     2) cfg 100ms g$i-attr 0 ;;  # attribute changed

@@ -520,6 +520,8 @@ pub struct Output<S: Signal> {
     durables: Vec<Box<dyn Durable<S>>>,
     /// Pipelines entered through their front, each with what comes after it.
     fronted: Vec<(Arc<dyn Front<S>>, Output<S>)>,
+    /// A receiver's output: where it points now (the fields above are then empty).
+    switch: Option<Arc<Switch<S>>>,
 }
 
 impl<S: Signal> Clone for Output<S> {
@@ -528,7 +530,31 @@ impl<S: Signal> Clone for Output<S> {
             targets: self.targets.clone(),
             durables: self.durables.iter().map(|d| d.clone_box()).collect(),
             fronted: self.fronted.clone(),
+            switch: self.switch.clone(),
         }
+    }
+}
+
+/// A receiver's way into the pipelines, which a config reload repoints while the
+/// receiver runs on: each send goes to the pipelines that are current when it starts,
+/// and the pipelines left behind close once the sends still in them are done.
+pub struct Switch<S: Signal> {
+    current: std::sync::RwLock<Arc<Output<S>>>,
+}
+
+impl<S: Signal> Switch<S> {
+    fn current(&self) -> Arc<Output<S>> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sends go to `output` from now on.
+    pub fn repoint(&self, output: Output<S>) {
+        let previous = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(output),
+        );
+        // Dropped outside the lock: the last reference closes the old pipelines' queues.
+        drop(previous);
     }
 }
 
@@ -609,7 +635,18 @@ impl<S: Signal> Output<S> {
             targets,
             durables: Vec::new(),
             fronted: Vec::new(),
+            switch: None,
         }
+    }
+
+    /// `output` behind a [`Switch`] that can repoint it.
+    pub fn switched(output: Output<S>) -> (Self, Arc<Switch<S>>) {
+        let switch = Arc::new(Switch {
+            current: std::sync::RwLock::new(Arc::new(output)),
+        });
+        let mut out = Output::new(Vec::new());
+        out.switch = Some(Arc::clone(&switch));
+        (out, switch)
     }
 
     /// Queues, persistent queues and fronts.
@@ -626,6 +663,9 @@ impl<S: Signal> Output<S> {
     }
 
     pub fn is_empty(&self) -> bool {
+        if let Some(switch) = &self.switch {
+            return switch.current().is_empty();
+        }
         self.targets.is_empty() && self.durables.is_empty() && self.fronted.is_empty()
     }
 
@@ -643,12 +683,23 @@ impl<S: Signal> Output<S> {
     /// [`Output::send`] for items of persistent-queue entries: the next holds carry
     /// their tickets.
     pub async fn send_ticketed(&self, batch: Batch<S>, tickets: Tickets) -> Result<(), SendError> {
-        let parts = self.sifted(batch, None).await?;
+        let current;
+        let this = match &self.switch {
+            Some(switch) => {
+                current = switch.current();
+                &*current
+            }
+            None => self,
+        };
+        let parts = this.sifted(batch, None).await?;
         Self::deliver_parts(parts, None, tickets).await
     }
 
     /// The largest item every target can send on.
     pub fn item_limit(&self) -> Option<usize> {
+        if let Some(switch) = &self.switch {
+            return switch.current().item_limit();
+        }
         let queues = self.targets.iter().filter_map(Sender::item_limit);
         let durables = self.durables.iter().filter_map(|d| d.item_limit());
         let fronted = self
@@ -688,8 +739,16 @@ impl<S: Signal> Output<S> {
     /// nowhere, so the caller can refuse the data and the client can retry it. A
     /// pipeline's front runs first: what it refuses is refused here.
     pub async fn offer(&self, batch: Batch<S>, wait: Duration) -> Result<(), SendError> {
+        let current;
+        let this = match &self.switch {
+            Some(switch) => {
+                current = switch.current();
+                &*current
+            }
+            None => self,
+        };
         let deadline = tokio::time::Instant::now() + wait;
-        let parts = self.sifted(batch, Some(deadline)).await?;
+        let parts = this.sifted(batch, Some(deadline)).await?;
         for (out, b) in &parts {
             out.check_item_sizes(b)?;
         }

@@ -77,6 +77,10 @@ impl Storages {
         self.0.insert(id, storage);
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn get(&self, id: &str) -> Option<&Arc<Storage>> {
         self.0.get(id)
     }

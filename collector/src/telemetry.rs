@@ -154,6 +154,31 @@ impl Telemetry {
         }
     }
 
+    /// Takes over `old`'s counters, and the gauges whose labels `keep_gauge` accepts,
+    /// before the components of a reloaded config register theirs: one that registers
+    /// the same series continues it rather than starting again at 0, so a reload is no
+    /// counter reset to whoever scrapes Sidekick. Gauges are levels a component sets
+    /// for itself, so only those of components that keep running (receivers a reload
+    /// left as they were) come along; computed series are registered anew.
+    pub fn carry_over(&self, old: &Telemetry, keep_gauge: impl Fn(&[(String, String)]) -> bool) {
+        let families = old.inner.families.lock().unwrap_or_else(|p| p.into_inner());
+        for family in families.iter() {
+            for series in &family.series {
+                let source = match &series.source {
+                    Source::Count(c) => Source::Count(Arc::clone(c)),
+                    Source::Level(l) if keep_gauge(&series.pairs) => Source::Level(Arc::clone(l)),
+                    _ => continue,
+                };
+                let labels: Vec<(&str, &str)> = series
+                    .pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                self.register(&family.name, family.help, family.kind, &labels, source);
+            }
+        }
+    }
+
     /// A counter series; registering the same name and labels again returns the same one.
     pub fn counter(&self, name: &str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
         {
@@ -316,7 +341,9 @@ impl Telemetry {
     }
 
     fn register_process_metrics(&self) {
-        let started = Instant::now();
+        // The process's uptime: a config reload makes a new registry, not a new process.
+        static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let started = *STARTED.get_or_init(Instant::now);
         self.counter_fn(
             "otelcol_process_uptime",
             "Uptime of the process in seconds.",

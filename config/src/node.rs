@@ -67,6 +67,27 @@ impl Node {
         }
     }
 
+    /// Whether `other` holds the same values, wherever in the file either stands: what a
+    /// config reload compares to tell which components changed.
+    pub fn same_as(&self, other: &Node) -> bool {
+        match (&self.value, &other.value) {
+            (Value::Null, Value::Null) => true,
+            (Value::Scalar { text: a, plain: p }, Value::Scalar { text: b, plain: q }) => {
+                a == b && p == q
+            }
+            (Value::Seq(a), Value::Seq(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
+            }
+            (Value::Map(a), Value::Map(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((k, v), (l, w))| k.same_as(l) && v.same_as(w))
+            }
+            _ => false,
+        }
+    }
+
     /// The entry under `key` when this node is a map.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {

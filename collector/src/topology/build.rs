@@ -8,7 +8,7 @@ use sidekick_config::{ComponentId, Signal as SignalKind};
 use tracing::warn;
 
 use super::plan::{Plan, PlannedPipeline};
-use super::run::{Service, Task};
+use super::run::{BuiltReceiver, Service, Switches, Task};
 use crate::admin::Health;
 use crate::batching::{Batcher, Unit};
 use crate::component::{
@@ -76,6 +76,16 @@ impl Plan {
     /// Builds every component and wires the queues. Fails on the first component that
     /// cannot be built (port taken, unreadable file), before anything runs.
     pub fn build(self, telemetry: Telemetry) -> Result<Service, BuildError> {
+        self.build_keeping(telemetry, &[])
+    }
+
+    /// [`Plan::build`] for a config reload that keeps the running receivers `keep`: they
+    /// are not built again; the service holds the outputs to repoint them to instead.
+    pub(super) fn build_keeping(
+        self,
+        telemetry: Telemetry,
+        keep: &[ComponentId],
+    ) -> Result<Service, BuildError> {
         // `service.telemetry.resource`: Sidekick's own identity on every self-metric; a
         // key without a value is left out.
         let resource: Vec<(String, String)> = self
@@ -87,19 +97,19 @@ impl Plan {
         if !resource.is_empty() {
             telemetry.set_const_labels(resource);
         }
-        let (stop_receivers, _) = pipe::stop_pair();
         let (stop_admin, _) = pipe::stop_pair();
         let (deadline_trigger, deadline) = exporter::deadline_pair();
         let health = Health::default();
         let mut svc = Service {
             receivers: Vec::new(),
+            kept_outputs: Vec::new(),
+            extension_nodes: self.extension_nodes.clone(),
             processors: Vec::new(),
             exporters: Vec::new(),
             journals: Vec::new(),
             storages: Default::default(),
             extensions: Vec::new(),
             admin: None,
-            stop_receivers,
             stop_admin,
             deadline_trigger,
             health: health.clone(),
@@ -204,6 +214,16 @@ impl Plan {
         }
 
         for (i, r) in self.receivers.into_iter().enumerate() {
+            let mut outputs = Entries::default();
+            for (p, entry) in self.pipelines.iter().zip(&entries) {
+                if p.receivers.contains(&i) {
+                    outputs.extend(entry);
+                }
+            }
+            if keep.contains(&r.id) {
+                svc.kept_outputs.push((r.id, outputs.into_outputs()));
+                continue;
+            }
             let signals: Vec<SignalKind> = r.signals.iter().copied().collect();
             let ctx = BuildContext {
                 id: &r.id,
@@ -212,17 +232,26 @@ impl Plan {
                 authenticators: &authenticators,
                 storages: &storages,
             };
+            let listen = r
+                .loaded
+                .listen_addresses()
+                .into_iter()
+                .map(|l| l.address)
+                .collect();
             let receiver = r
                 .loaded
                 .build(&ctx)
                 .map_err(|err| BuildError::new(format!("receivers.{}: {err}", r.id)))?;
-            let mut outputs = Entries::default();
-            for (p, entry) in self.pipelines.iter().zip(&entries) {
-                if p.receivers.contains(&i) {
-                    outputs.extend(entry);
-                }
-            }
-            svc.receivers.push((receiver, outputs.into_outputs()));
+            let (outputs, switches) = Switches::wrap(outputs.into_outputs());
+            svc.receivers.push(BuiltReceiver {
+                id: r.id,
+                node: r.node,
+                signals: r.signals,
+                listen,
+                receiver,
+                outputs,
+                switches,
+            });
         }
 
         for x in self.extensions {

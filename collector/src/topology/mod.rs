@@ -19,7 +19,7 @@ pub mod plan;
 pub mod run;
 
 pub use plan::Plan;
-pub use run::{Outcome, Service};
+pub use run::{Outcome, Reloaded, Running, Service};
 
 #[cfg(test)]
 mod tests;

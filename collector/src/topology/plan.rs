@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sidekick_config::document::{ComponentEntry, Ref};
 use sidekick_config::error::unknown;
+use sidekick_config::Node;
 use sidekick_config::{
     ComponentId, ConfigError, Document, Errors, PipelineId, Signal as SignalKind,
     Telemetry as TelemetryConfig,
@@ -22,6 +23,8 @@ pub(super) struct PlannedReceiver {
     pub(super) id: ComponentId,
     pub(super) loaded: Box<dyn LoadedReceiver>,
     pub(super) signals: BTreeSet<SignalKind>,
+    /// Its config as written: a reload keeps a running receiver whose config is the same.
+    pub(super) node: Node,
 }
 
 pub(super) struct PlannedExporter {
@@ -51,6 +54,9 @@ pub struct Plan {
     pub(super) extensions: Vec<PlannedExtension>,
     pub telemetry: TelemetryConfig,
     pub shutdown_timeout: Duration,
+    /// The `extensions` section as written: receivers use what it builds (authenticators),
+    /// so a reload keeps running receivers only while it is the same.
+    pub(super) extension_nodes: Vec<(ComponentId, Node)>,
     /// Accepted but worth logging (unset environment variables, unused components).
     pub warnings: Vec<String>,
 }
@@ -153,6 +159,20 @@ fn check_refs(
 }
 
 impl Plan {
+    /// Whether this config holds a storage directory (a `file_storage` extension, a
+    /// persistent queue, a receiver keeping its state on disk): one process at a time
+    /// may hold it.
+    pub fn uses_storage(&self) -> bool {
+        self.extensions
+            .iter()
+            .any(|x| x.id.kind() == "file_storage")
+            || self.exporters.iter().any(|e| e.settings.persist.is_some())
+            || self
+                .receivers
+                .iter()
+                .any(|r| !r.loaded.storage_uses().is_empty())
+    }
+
     pub fn new(doc: &Document, registry: &Registry) -> Result<Plan, Errors> {
         let mut errors = doc.errors.clone();
         let mut warnings: Vec<String> = doc.warnings.iter().map(ToString::to_string).collect();
@@ -197,6 +217,11 @@ impl Plan {
             extensions: Vec::new(),
             telemetry: doc.telemetry.clone(),
             shutdown_timeout: doc.shutdown_timeout,
+            extension_nodes: doc
+                .extensions
+                .iter()
+                .map(|e| (e.id.clone(), e.node.clone()))
+                .collect(),
             warnings,
         };
         let mut receiver_index: BTreeMap<ComponentId, usize> = BTreeMap::new();
@@ -251,10 +276,17 @@ impl Plan {
             for id in r {
                 let i = *receiver_index.entry(id.clone()).or_insert_with(|| {
                     let (loaded, _, _) = receivers.remove(&id).expect("checked above");
+                    let node = doc
+                        .receivers
+                        .iter()
+                        .find(|e| e.id == id)
+                        .map(|e| e.node.clone())
+                        .expect("loaded from this entry");
                     plan.receivers.push(PlannedReceiver {
                         id: id.clone(),
                         loaded,
                         signals: BTreeSet::new(),
+                        node,
                     });
                     plan.receivers.len() - 1
                 });

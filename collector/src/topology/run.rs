@@ -1,27 +1,98 @@
-//! The third phase: the built service runs until the shutdown signal, then drains.
+//! The third phase: the built service runs until the shutdown signal, then drains. A
+//! config reload in between starts the new config's pipelines beside the running ones,
+//! repoints the receivers whose config did not change to them (their sockets and
+//! connections stay), and drains the old pipelines in the background.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sidekick_config::{ComponentId, Node, Signal as SignalKind};
 use sidekick_transport::server::ServerOptions;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
 use crate::admin::{self, Health};
-use crate::component::{Extension, Receiver, ReceiverOutputs};
+use crate::component::{BuildError, Extension, Receiver, ReceiverOutputs};
 use crate::exporter;
 use crate::journal;
-use crate::pipe::StopTrigger;
+use crate::payload::{LogsSignal, MetricsSignal, Signal, TracesSignal};
+use crate::pipe::{self, Output, StopTrigger, Switch};
 use crate::telemetry::Telemetry;
+
+use super::Plan;
 
 /// A running component: a processor's or an exporter's task.
 pub(super) type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A receiver's switches, per signal: where a reload repoints it.
+#[derive(Default)]
+pub(super) struct Switches {
+    traces: Option<Arc<Switch<TracesSignal>>>,
+    metrics: Option<Arc<Switch<MetricsSignal>>>,
+    logs: Option<Arc<Switch<LogsSignal>>>,
+}
+
+impl Switches {
+    /// `outputs` behind switches: what the receiver gets, and the switches.
+    pub(super) fn wrap(outputs: ReceiverOutputs) -> (ReceiverOutputs, Switches) {
+        fn one<S: Signal>(o: Option<Output<S>>) -> (Option<Output<S>>, Option<Arc<Switch<S>>>) {
+            match o.map(Output::switched) {
+                Some((out, switch)) => (Some(out), Some(switch)),
+                None => (None, None),
+            }
+        }
+        let (traces, t) = one(outputs.traces);
+        let (metrics, m) = one(outputs.metrics);
+        let (logs, l) = one(outputs.logs);
+        (
+            ReceiverOutputs {
+                traces,
+                metrics,
+                logs,
+            },
+            Switches {
+                traces: t,
+                metrics: m,
+                logs: l,
+            },
+        )
+    }
+
+    /// Sends go to `outputs` from now on (signal by signal; the receiver's signals are the
+    /// same, or it would not have been kept).
+    fn repoint(&self, outputs: ReceiverOutputs) {
+        fn one<S: Signal>(switch: &Option<Arc<Switch<S>>>, o: Option<Output<S>>) {
+            if let (Some(switch), Some(o)) = (switch, o) {
+                switch.repoint(o);
+            }
+        }
+        one(&self.traces, outputs.traces);
+        one(&self.metrics, outputs.metrics);
+        one(&self.logs, outputs.logs);
+    }
+}
+
+/// A receiver built and not yet running, with what a reload compares.
+pub(super) struct BuiltReceiver {
+    pub(super) id: ComponentId,
+    pub(super) node: Node,
+    pub(super) signals: BTreeSet<SignalKind>,
+    /// The addresses it listens on, as configured.
+    pub(super) listen: Vec<String>,
+    pub(super) receiver: Box<dyn Receiver>,
+    pub(super) outputs: ReceiverOutputs,
+    pub(super) switches: Switches,
+}
+
 /// A built topology, ready to run.
 pub struct Service {
-    pub(super) receivers: Vec<(Box<dyn Receiver>, ReceiverOutputs)>,
+    pub(super) receivers: Vec<BuiltReceiver>,
+    /// For a reload: the outputs of the running receivers it keeps.
+    pub(super) kept_outputs: Vec<(ComponentId, ReceiverOutputs)>,
+    pub(super) extension_nodes: Vec<(ComponentId, Node)>,
     pub(super) processors: Vec<Task>,
     pub(super) exporters: Vec<Task>,
     pub(super) journals: Vec<Arc<dyn journal::Close>>,
@@ -29,7 +100,6 @@ pub struct Service {
     pub(super) storages: crate::storage::Storages,
     pub(super) extensions: Vec<Box<dyn Extension>>,
     pub(super) admin: Option<(TcpListener, Option<Telemetry>, ServerOptions)>,
-    pub(super) stop_receivers: StopTrigger,
     pub(super) stop_admin: StopTrigger,
     pub(super) deadline_trigger: exporter::DeadlineTrigger,
     pub(super) health: Health,
@@ -40,7 +110,7 @@ pub struct Service {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Outcome {
     /// Items accepted but never delivered, over the whole run.
     pub dropped: u64,
@@ -61,15 +131,41 @@ impl Service {
 
     /// Runs until `shutdown` resolves, then drains within the shutdown timeout.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Outcome {
+        let running = self.start();
+        shutdown.await;
+        running.stop().await
+    }
+
+    /// Starts every component; receivers last, once everything behind them runs.
+    pub fn start(self) -> Running {
+        let (generation, receivers, _) = self.launch();
+        info!("everything is ready; begin running and processing data");
+        Running {
+            receivers,
+            generation,
+            retiring: JoinSet::new(),
+        }
+    }
+
+    /// Starts the pipelines, the admin listener and the extensions, then the receivers
+    /// built here; returns what runs and the outputs for receivers kept from before.
+    fn launch(
+        self,
+    ) -> (
+        Generation,
+        Vec<RunningReceiver>,
+        Vec<(ComponentId, ReceiverOutputs)>,
+    ) {
         let Service {
             receivers,
+            kept_outputs,
+            extension_nodes,
             processors,
             exporters,
             journals,
             storages,
             extensions,
             admin,
-            stop_receivers,
             stop_admin,
             deadline_trigger,
             health,
@@ -87,7 +183,7 @@ impl Service {
                 admin::Routes {
                     telemetry: metrics,
                     health: health.clone(),
-                    reload,
+                    reload: reload.clone(),
                 },
                 options,
                 stop_admin.stop(),
@@ -104,32 +200,91 @@ impl Service {
         processors.into_iter().for_each(|t| {
             processor_tasks.spawn(t);
         });
-        let mut receiver_tasks = JoinSet::new();
-        for (r, outputs) in receivers {
-            receiver_tasks.spawn(r.run(outputs, stop_receivers.stop()));
-        }
+        let running = receivers.into_iter().map(RunningReceiver::start).collect();
         health.set_ready(true);
-        info!("everything is ready; begin running and processing data");
+        let generation = Generation {
+            processors: processor_tasks,
+            exporters: exporter_tasks,
+            admin: admin_tasks,
+            journals,
+            storages,
+            stop_admin,
+            deadline_trigger,
+            health,
+            telemetry,
+            shutdown_timeout,
+            reload,
+            extension_nodes,
+        };
+        (generation, running, kept_outputs)
+    }
+}
 
-        shutdown.await;
-        info!(timeout = ?shutdown_timeout, "shutting down: stopping receivers, flushing batches, draining exporters");
-        health.set_ready(false);
-        stop_receivers.fire();
-        let deadline = tokio::time::Instant::now() + shutdown_timeout;
+/// A receiver running in its own task, with its own stop.
+struct RunningReceiver {
+    id: ComponentId,
+    node: Node,
+    signals: BTreeSet<SignalKind>,
+    listen: Vec<String>,
+    switches: Switches,
+    stop: StopTrigger,
+    task: JoinHandle<()>,
+}
+
+impl RunningReceiver {
+    fn start(r: BuiltReceiver) -> Self {
+        let (stop, _) = pipe::stop_pair();
+        let task = tokio::spawn(r.receiver.run(r.outputs, stop.stop()));
+        RunningReceiver {
+            id: r.id,
+            node: r.node,
+            signals: r.signals,
+            listen: r.listen,
+            switches: r.switches,
+            stop,
+            task,
+        }
+    }
+}
+
+/// One config's pipelines, admin listener and extensions, running.
+struct Generation {
+    processors: JoinSet<()>,
+    exporters: JoinSet<()>,
+    admin: JoinSet<()>,
+    journals: Vec<Arc<dyn journal::Close>>,
+    storages: crate::storage::Storages,
+    stop_admin: StopTrigger,
+    deadline_trigger: exporter::DeadlineTrigger,
+    health: Health,
+    telemetry: Telemetry,
+    shutdown_timeout: Duration,
+    reload: Option<admin::Reload>,
+    extension_nodes: Vec<(ComponentId, Node)>,
+}
+
+impl Generation {
+    /// Waits for `receivers` to stop, then for the pipelines to drain, within the
+    /// shutdown timeout; stops what is left and counts it.
+    async fn drain(mut self, receivers: Vec<JoinHandle<()>>) -> Outcome {
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let handles: Vec<_> = receivers.iter().map(JoinHandle::abort_handle).collect();
         {
             let drain = async {
-                while receiver_tasks.join_next().await.is_some() {}
-                while processor_tasks.join_next().await.is_some() {}
-                while exporter_tasks.join_next().await.is_some() {}
+                for r in receivers {
+                    let _ = r.await;
+                }
+                while self.processors.join_next().await.is_some() {}
+                while self.exporters.join_next().await.is_some() {}
             };
             tokio::pin!(drain);
             if tokio::time::timeout_at(deadline, &mut drain).await.is_err() {
-                if journals.is_empty() {
+                if self.journals.is_empty() {
                     warn!("shutdown deadline passed; dropping what is still queued");
                 } else {
                     warn!("shutdown deadline passed; dropping what is still queued in memory, keeping what is in persistent queues");
                 }
-                deadline_trigger.fire();
+                self.deadline_trigger.fire();
                 // Exporters now count what is left and return; receivers and processors
                 // finish as soon as their outputs stop blocking.
                 if tokio::time::timeout(Duration::from_secs(5), &mut drain)
@@ -142,32 +297,155 @@ impl Service {
         }
         // Whatever is still running is stopped now, so that every batch it held is
         // dropped here and counted (a hold dropped undelivered counts as lost).
-        receiver_tasks.shutdown().await;
-        processor_tasks.shutdown().await;
-        exporter_tasks.shutdown().await;
-        stop_admin.fire();
-        while admin_tasks.join_next().await.is_some() {}
-        let kept: u64 = journals.iter().map(|j| j.close()).sum();
-        drop(storages);
-        let account = telemetry.account();
+        handles.iter().for_each(|h| h.abort());
+        self.processors.shutdown().await;
+        self.exporters.shutdown().await;
+        self.stop_admin.fire();
+        while self.admin.join_next().await.is_some() {}
+        let kept: u64 = self.journals.iter().map(|j| j.close()).sum();
+        drop(self.storages);
+        Outcome {
+            dropped: self.telemetry.account().dropped(),
+            kept,
+        }
+    }
+}
+
+/// A service running: its receivers, the pipelines of the current config, and those of
+/// earlier configs still draining after a reload.
+pub struct Running {
+    receivers: Vec<RunningReceiver>,
+    generation: Generation,
+    retiring: JoinSet<Outcome>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Receivers that kept running, their sockets and connections with them.
+    pub kept: Vec<String>,
+    /// Receivers built anew (the pipelines, exporters and extensions always are).
+    pub rebuilt: Vec<String>,
+}
+
+impl Running {
+    /// Whether a reload to `plan` can run the new pipelines beside the old ones while
+    /// those drain: not when either config has a persistent queue, whose directory one
+    /// process at a time may hold.
+    pub fn can_reload_in_place(&self, plan: &Plan) -> bool {
+        self.generation.journals.is_empty()
+            && self.generation.storages.is_empty()
+            && !plan.uses_storage()
+    }
+
+    /// Builds `plan` and runs it in place of the running config. Receivers whose config,
+    /// signals and the extensions are unchanged keep running (with their sockets,
+    /// connections and state) and are repointed to the new pipelines; the other
+    /// receivers stop; the old pipelines drain in the background, as at shutdown. When
+    /// the new config cannot be built, nothing running is touched. Counters carry over
+    /// into `telemetry`, so the reload is no counter reset.
+    pub fn reload(&mut self, plan: Plan, telemetry: Telemetry) -> Result<Reloaded, BuildError> {
+        let same_extensions = same_nodes(&self.generation.extension_nodes, &plan.extension_nodes);
+        let keep: Vec<ComponentId> =
+            self.receivers
+                .iter()
+                .filter(|r| {
+                    same_extensions
+                        && plan.receivers.iter().any(|p| {
+                            p.id == r.id && p.signals == r.signals && p.node.same_as(&r.node)
+                        })
+                })
+                .map(|r| r.id.clone())
+                .collect();
+        let kept_names: Vec<String> = keep.iter().map(ToString::to_string).collect();
+        telemetry.carry_over(&self.generation.telemetry, |labels| {
+            labels
+                .iter()
+                .any(|(k, v)| k == "receiver" && kept_names.contains(v))
+        });
+        sidekick_transport::server::offer_kept_listeners();
+        let mut service = match plan.build_keeping(telemetry, &keep) {
+            Ok(service) => service,
+            Err(e) => {
+                sidekick_transport::server::restore_kept_listeners();
+                return Err(e);
+            }
+        };
+        let kept_addresses: Vec<String> = self
+            .receivers
+            .iter()
+            .filter(|r| keep.contains(&r.id))
+            .flat_map(|r| r.listen.iter().cloned())
+            .collect();
+        sidekick_transport::server::close_unclaimed_listeners_except(&kept_addresses);
+        service.reload = self.generation.reload.clone();
+        let rebuilt = service.receivers.iter().map(|r| r.id.to_string()).collect();
+        let (generation, started, kept_outputs) = service.launch();
+        for (id, outputs) in kept_outputs {
+            if let Some(r) = self.receivers.iter().find(|r| r.id == id) {
+                r.switches.repoint(outputs);
+            }
+        }
+        let (kept, stopped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.receivers)
+            .into_iter()
+            .partition(|r| keep.contains(&r.id));
+        stopped.iter().for_each(|r| r.stop.fire());
+        let old = std::mem::replace(&mut self.generation, generation);
+        // The new admin listener serves from now on.
+        old.stop_admin.fire();
+        old.health.set_ready(false);
+        self.retiring
+            .spawn(old.drain(stopped.into_iter().map(|r| r.task).collect()));
+        self.receivers = kept;
+        self.receivers.extend(started);
+        Ok(Reloaded {
+            kept: kept_names,
+            rebuilt,
+        })
+    }
+
+    /// Stops the receivers, then drains the pipelines within the shutdown timeout.
+    pub async fn stop(mut self) -> Outcome {
+        let timeout = self.generation.shutdown_timeout;
+        info!(
+            ?timeout,
+            "shutting down: stopping receivers, flushing batches, draining exporters"
+        );
+        self.generation.health.set_ready(false);
+        self.receivers.iter().for_each(|r| r.stop.fire());
+        let account = Arc::clone(self.generation.telemetry.account());
+        let tasks = self.receivers.into_iter().map(|r| r.task).collect();
+        let mut outcome = self.generation.drain(tasks).await;
+        while let Some(earlier) = self.retiring.join_next().await {
+            let earlier = earlier.unwrap_or_default();
+            outcome.dropped += earlier.dropped;
+            outcome.kept += earlier.kept;
+        }
         let lost = account.lost();
-        let dropped = telemetry.account().dropped();
-        if dropped > 0 {
+        if outcome.dropped > 0 {
             tracing::error!(
-                dropped_items = dropped,
+                dropped_items = outcome.dropped,
                 of_which_held_in_queues_or_buffers = lost,
                 still_held_items = account.items(),
-                kept_on_disk_items = kept,
+                kept_on_disk_items = outcome.kept,
                 "stopped; some accepted data was dropped"
             );
-        } else if kept > 0 {
+        } else if outcome.kept > 0 {
             info!(
-                kept_on_disk_items = kept,
+                kept_on_disk_items = outcome.kept,
                 "stopped; nothing was lost: undelivered data is kept in the persistent queue for the next start"
             );
         } else {
             info!("stopped; all accepted data was delivered");
         }
-        Outcome { dropped, kept }
+        outcome
     }
+}
+
+/// Whether two `extensions` sections are the same, entry by entry.
+fn same_nodes(a: &[(ComponentId, Node)], b: &[(ComponentId, Node)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((i, x), (j, y))| i == j && x.same_as(y))
 }

@@ -93,7 +93,7 @@ fn sift<S: sidekick_collector::payload::Signal>(
     yaml: &str,
     batch: &mut Batch<S>,
 ) -> Result<(), String> {
-    let mut f = Filter::from_config(&config(yaml), S::KIND).unwrap_or_else(|e| panic!("{e:?}"));
+    let f = Filter::from_config(&config(yaml), S::KIND).unwrap_or_else(|e| panic!("{e:?}"));
     f.sift(batch)
 }
 

@@ -64,7 +64,7 @@ fn config(yaml: &str) -> Config {
 
 fn sample<S: Signal>(yaml: &str, batch: &mut Batch<S>) -> Telemetry {
     let telemetry = Telemetry::new();
-    let mut s = Sampler::new(&config(yaml), S::KIND, &telemetry, "probabilistic_sampler");
+    let s = Sampler::new(&config(yaml), S::KIND, &telemetry, "probabilistic_sampler");
     s.sift(batch).unwrap();
     telemetry
 }

@@ -42,7 +42,7 @@ fn config(yaml: &str) -> Config {
 
 fn sift<S: Signal>(yaml: &str, batch: &mut Batch<S>) -> Result<(), String> {
     let telemetry = Telemetry::new();
-    let mut t = Transform::new(&config(yaml), S::KIND, &telemetry, "transform")
+    let t = Transform::new(&config(yaml), S::KIND, &telemetry, "transform")
         .unwrap_or_else(|e| panic!("{e:?}"));
     t.sift(batch)
 }

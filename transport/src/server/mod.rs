@@ -85,7 +85,10 @@ pub fn bind(address: &str, what: &str) -> Result<TcpListener, BuildError> {
     TcpListener::from_std(std_listener).map_err(|e| BuildError::new(format!("{what}: {e}")))
 }
 
-pub use kept::{close_unclaimed_listeners, keep_listeners_for_reloads, offer_kept_listeners};
+pub use kept::{
+    close_unclaimed_listeners, close_unclaimed_listeners_except, keep_listeners_for_reloads,
+    offer_kept_listeners, restore_kept_listeners,
+};
 
 /// Listening sockets kept open across a config reload, so that a listener whose address
 /// did not change never refuses a connection: while the old components stop and the new
@@ -135,8 +138,12 @@ mod kept {
         if !ON.load(Ordering::Relaxed) || any_port {
             return;
         }
+        let mut kept = lock();
+        if kept.current.iter().any(|(a, _)| a == address) {
+            return;
+        }
         if let Ok(copy) = listener.try_clone() {
-            lock().current.push((address.to_string(), copy));
+            kept.current.push((address.to_string(), copy));
         }
     }
 
@@ -150,7 +157,31 @@ mod kept {
 
     /// After they are built: the sockets no component took are closed.
     pub fn close_unclaimed_listeners() {
-        lock().offered.clear();
+        close_unclaimed_listeners_except(&[]);
+    }
+
+    /// [`close_unclaimed_listeners`], but the sockets of `addresses` stay kept: those of
+    /// components a reload left running.
+    pub fn close_unclaimed_listeners_except(addresses: &[String]) {
+        let mut kept = lock();
+        let offered = std::mem::take(&mut kept.offered);
+        for (address, listener) in offered {
+            if addresses.contains(&address) && !kept.current.iter().any(|(a, _)| *a == address) {
+                kept.current.push((address, listener));
+            }
+        }
+    }
+
+    /// When a reloaded config could not be built: the running components' sockets are
+    /// kept again, as before the attempt.
+    pub fn restore_kept_listeners() {
+        let mut kept = lock();
+        let offered = std::mem::take(&mut kept.offered);
+        for (address, listener) in offered {
+            if !kept.current.iter().any(|(a, _)| *a == address) {
+                kept.current.push((address, listener));
+            }
+        }
     }
 }
 
