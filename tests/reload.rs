@@ -50,6 +50,14 @@ service:
     )
 }
 
+/// A runtime, a sink, and a free port for the receiver.
+fn fixture() -> (tokio::runtime::Runtime, OtlpSink, u16) {
+    setup();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    (rt, sink, free_port())
+}
+
 /// reqwest's TLS needs a crypto provider installed in the process.
 fn setup() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -143,10 +151,7 @@ fn send_until(
 
 #[test]
 fn sighup_reloads_a_changed_config_on_the_same_socket_without_loss() {
-    setup();
-    let rt = runtime();
-    let sink = rt.block_on(OtlpSink::start());
-    let port = free_port();
+    let (_rt, sink, port) = fixture();
     let mut sk = Sidekick::start_with_telemetry(
         &config(port, &sink, "one", "50ms"),
         &telemetry(free_port()),
@@ -226,10 +231,7 @@ fn sighup_reloads_a_changed_config_on_the_same_socket_without_loss() {
 
 #[test]
 fn a_broken_or_unchanged_config_leaves_the_running_one() {
-    setup();
-    let rt = runtime();
-    let sink = rt.block_on(OtlpSink::start());
-    let port = free_port();
+    let (rt, sink, port) = fixture();
     let yaml = config(port, &sink, "one", "20ms");
     let mut sk = Sidekick::start_with_telemetry(&yaml, &telemetry(free_port()), &[]);
     // Unchanged: nothing is rebuilt.
@@ -264,10 +266,7 @@ fn a_broken_or_unchanged_config_leaves_the_running_one() {
 
 #[test]
 fn a_watched_config_file_is_reloaded_when_it_changes() {
-    setup();
-    let rt = runtime();
-    let sink = rt.block_on(OtlpSink::start());
-    let port = free_port();
+    let (rt, sink, port) = fixture();
     let admin = telemetry(free_port());
     let mut sk = Sidekick::start_with_args(
         &config(port, &sink, "one", "20ms"),
@@ -293,10 +292,7 @@ fn a_watched_config_file_is_reloaded_when_it_changes() {
 
 #[test]
 fn a_config_that_loads_but_cannot_start_leaves_the_running_one() {
-    setup();
-    let rt = runtime();
-    let sink = rt.block_on(OtlpSink::start());
-    let port = free_port();
+    let (rt, sink, port) = fixture();
     let mut sk = Sidekick::start_with_telemetry(
         &config(port, &sink, "one", "20ms"),
         &telemetry(free_port()),
@@ -329,10 +325,7 @@ fn a_config_that_loads_but_cannot_start_leaves_the_running_one() {
 
 #[test]
 fn post_reload_on_the_admin_listener_when_enabled() {
-    setup();
-    let rt = runtime();
-    let sink = rt.block_on(OtlpSink::start());
-    let port = free_port();
+    let (rt, sink, port) = fixture();
     let client = reqwest::Client::new();
     let post = |sk: &Sidekick| {
         rt.block_on(client.post(format!("http://{}/-/reload", sk.admin)).send())
@@ -460,10 +453,7 @@ service:
 /// keeps the receiver that did not change.
 #[test]
 fn reloads_with_a_persistent_queue_restart_and_others_keep_unchanged_receivers() {
-    setup();
-    let rt = runtime();
-    let sink = rt.block_on(OtlpSink::start());
-    let port = free_port();
+    let (rt, sink, port) = fixture();
     // A directory of its own, next to a file of the test's.
     let marker = common::TempFile::new("queue-dir", "");
     let dir = marker.0.parent().unwrap().join("queue");
@@ -515,4 +505,36 @@ fn reloads_with_a_persistent_queue_restart_and_others_keep_unchanged_receivers()
             "no span of {g}: {generations:?}"
         );
     }
+}
+
+/// An exporter a reload removes drains as at shutdown: what its backend (down here)
+/// never took by `service.shutdown_timeout` is dropped, counted and logged, and the exit
+/// status says so, while the new config delivers what it accepts.
+#[test]
+fn a_removed_exporter_drains_and_counts_what_it_could_not_deliver() {
+    let (rt, sink, port) = fixture();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let to = |endpoint: &str, generation: &str| {
+        config(port, &sink, generation, "20ms")
+            .replace(&sink.url(), endpoint)
+            .replacen("service:\n", "service:\n  shutdown_timeout: 1s\n", 1)
+    };
+    let mut sk = Sidekick::start_with_telemetry(&to(&dead, "one"), &telemetry(free_port()), &[]);
+    assert_eq!(post_spans(&rt, port, 5), 200);
+    rewrite(&sk, &to(&sink.url(), "two"));
+    sk.send_signal("HUP");
+    sk.wait_for_line("config reloaded", 0);
+    assert_eq!(post_spans(&rt, port, 3), 200);
+    sk.wait_for_line(
+        "could not deliver within the shutdown timeout was dropped",
+        0,
+    );
+    let line = sk
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("could not deliver"))
+        .unwrap();
+    assert!(line.contains(r#""dropped_items":5"#), "{line}");
+    assert_eq!(sk.terminate().code(), Some(3));
+    assert_eq!(received(&sink).1, ["two"]);
 }

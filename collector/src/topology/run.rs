@@ -118,6 +118,13 @@ pub struct Outcome {
     pub kept: u64,
 }
 
+impl Outcome {
+    fn add(&mut self, other: Outcome) {
+        self.dropped += other.dropped;
+        self.kept += other.kept;
+    }
+}
+
 impl Service {
     pub fn health(&self) -> Health {
         self.health.clone()
@@ -144,6 +151,7 @@ impl Service {
             receivers,
             generation,
             retiring: JoinSet::new(),
+            retired: Outcome::default(),
         }
     }
 
@@ -317,6 +325,8 @@ pub struct Running {
     receivers: Vec<RunningReceiver>,
     generation: Generation,
     retiring: JoinSet<Outcome>,
+    /// What the earlier configs' pipelines dropped or kept, once drained.
+    retired: Outcome,
 }
 
 /// What a reload changed.
@@ -390,12 +400,27 @@ impl Running {
             .into_iter()
             .partition(|r| keep.contains(&r.id));
         stopped.iter().for_each(|r| r.stop.fire());
+        // Earlier configs' pipelines that have drained by now are counted and let go.
+        while let Some(done) = self.retiring.try_join_next() {
+            self.retired.add(done.unwrap_or_default());
+        }
         let old = std::mem::replace(&mut self.generation, generation);
         // The new admin listener serves from now on.
         old.stop_admin.fire();
         old.health.set_ready(false);
-        self.retiring
-            .spawn(old.drain(stopped.into_iter().map(|r| r.task).collect()));
+        let receivers = stopped.into_iter().map(|r| r.task).collect();
+        self.retiring.spawn(async move {
+            let outcome = old.drain(receivers).await;
+            if outcome.dropped > 0 {
+                tracing::error!(
+                    dropped_items = outcome.dropped,
+                    "the previous config's pipelines drained; what they could not deliver within the shutdown timeout was dropped"
+                );
+            } else {
+                info!("the previous config's pipelines drained; everything they held was delivered");
+            }
+            outcome
+        });
         self.receivers = kept;
         self.receivers.extend(started);
         Ok(Reloaded {
@@ -416,10 +441,9 @@ impl Running {
         let account = Arc::clone(self.generation.telemetry.account());
         let tasks = self.receivers.into_iter().map(|r| r.task).collect();
         let mut outcome = self.generation.drain(tasks).await;
+        outcome.add(self.retired);
         while let Some(earlier) = self.retiring.join_next().await {
-            let earlier = earlier.unwrap_or_default();
-            outcome.dropped += earlier.dropped;
-            outcome.kept += earlier.kept;
+            outcome.add(earlier.unwrap_or_default());
         }
         let lost = account.lost();
         if outcome.dropped > 0 {
