@@ -281,7 +281,8 @@ fn serve(first: Plan, mut source: Source, registry: &Registry) -> anyhow::Result
                         hash = %hash,
                         kept_receivers = ?done.kept,
                         rebuilt_receivers = ?done.rebuilt,
-                        "config reloaded: the new pipelines run; receivers whose config is unchanged kept running, their connections with them; the old pipelines drain in the background"
+                        kept_exporters = ?done.kept_exporters,
+                        "config reloaded: the new pipelines run; receivers and exporters whose config is unchanged kept running, with their connections and queues; the old pipelines drain in the background"
                     );
                 }
                 Err(e) => {

@@ -538,3 +538,48 @@ fn a_removed_exporter_drains_and_counts_what_it_could_not_deliver() {
     assert_eq!(sk.terminate().code(), Some(3));
     assert_eq!(received(&sink).1, ["two"]);
 }
+
+/// An exporter whose config a reload leaves as it is keeps running with its queue: with
+/// the backend down across the reload, what it holds is not drained and dropped at the
+/// shutdown timeout (as a rebuilt exporter's would be) but delivered once the backend is
+/// back, and the exit status says nothing was lost.
+#[test]
+fn an_unchanged_exporter_keeps_its_queue_across_a_reload() {
+    use sidekick_testkit::sink::Failure;
+    let (rt, sink, port) = fixture();
+    let with_timeout = |generation: &str, timeout: &str| {
+        config(port, &sink, generation, timeout).replacen(
+            "service:\n",
+            "service:\n  shutdown_timeout: 1s\n",
+            1,
+        )
+    };
+    sink.fail_next(100_000, Failure::Grpc(tonic::Code::Unavailable));
+    let mut sk =
+        Sidekick::start_with_telemetry(&with_timeout("one", "20ms"), &telemetry(free_port()), &[]);
+    assert_eq!(post_spans(&rt, port, 5), 200);
+    rewrite(&sk, &with_timeout("one", "30ms"));
+    sk.send_signal("HUP");
+    sk.wait_for_line("config reloaded", 0);
+    assert!(sk
+        .lines()
+        .iter()
+        .any(|l| l.contains(r#"kept_exporters":"[\"otlp\"]"#)));
+    assert_eq!(post_spans(&rt, port, 3), 200);
+    // Past the old pipelines' shutdown timeout: a drained exporter would have dropped
+    // its queue by now.
+    std::thread::sleep(Duration::from_millis(2500));
+    sink.recover();
+    let started = Instant::now();
+    while received(&sink).0.len() < 8 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "delivered: {:?}",
+            received(&sink).0
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!sk.lines().iter().any(|l| l.contains("could not deliver")));
+    assert_eq!(sk.terminate().code(), Some(0));
+    assert_eq!(received(&sink).0.len(), 8);
+}

@@ -8,7 +8,7 @@ use sidekick_config::{ComponentId, Signal as SignalKind};
 use tracing::warn;
 
 use super::plan::{Plan, PlannedPipeline};
-use super::run::{BuiltReceiver, Service, Switches, Task};
+use super::run::{BuiltExporter, BuiltReceiver, Service, Switches, Task};
 use crate::admin::Health;
 use crate::batching::{Batcher, Unit};
 use crate::component::{
@@ -76,7 +76,7 @@ impl Plan {
     /// Builds every component and wires the queues. Fails on the first component that
     /// cannot be built (port taken, unreadable file), before anything runs.
     pub fn build(self, telemetry: Telemetry) -> Result<Service, BuildError> {
-        self.build_keeping(telemetry, &[])
+        self.build_keeping(telemetry, &Keep::default())
     }
 
     /// [`Plan::build`] for a config reload that keeps the running receivers `keep`: they
@@ -84,7 +84,7 @@ impl Plan {
     pub(super) fn build_keeping(
         self,
         telemetry: Telemetry,
-        keep: &[ComponentId],
+        keep: &Keep,
     ) -> Result<Service, BuildError> {
         // `service.telemetry.resource`: Sidekick's own identity on every self-metric; a
         // key without a value is left out.
@@ -140,6 +140,10 @@ impl Plan {
         // Exporters first: pipelines need their queues.
         let mut exporter_senders: Vec<Senders> = Vec::new();
         for e in self.exporters {
+            if let Some((_, senders)) = keep.exporters.iter().find(|(id, _)| *id == e.id) {
+                exporter_senders.push(senders.clone());
+                continue;
+            }
             let signals: Vec<SignalKind> = e.signals.iter().copied().collect();
             let ctx = BuildContext {
                 id: &e.id,
@@ -152,9 +156,14 @@ impl Plan {
                 .loaded
                 .build(&ctx)
                 .map_err(|err| BuildError::new(format!("exporters.{}: {err}", e.id)))?;
+            // One that serves a port or batches in front of its queue has parts that run
+            // with the rest of its config: a reload builds it anew.
+            let keepable = parts.server.is_none() && e.settings.queue.batch.is_none();
             if let Some(server) = parts.server.take() {
                 svc.extensions.push(server);
             }
+            let (trigger, deadline) = exporter::deadline_pair();
+            let mut tasks = Vec::new();
             let mut senders = Senders::default();
             let name = e.id.to_string();
             for s in &signals {
@@ -166,6 +175,7 @@ impl Plan {
                             &e.settings,
                             &name,
                             &deadline,
+                            &mut tasks,
                         )
                     }
                     SignalKind::Metrics => {
@@ -175,6 +185,7 @@ impl Plan {
                             &e.settings,
                             &name,
                             &deadline,
+                            &mut tasks,
                         )
                     }
                     SignalKind::Logs => {
@@ -184,10 +195,20 @@ impl Plan {
                             &e.settings,
                             &name,
                             &deadline,
+                            &mut tasks,
                         )
                     }
                 }
             }
+            svc.exporters.push(BuiltExporter {
+                id: e.id,
+                node: e.node,
+                signals: e.signals,
+                keepable,
+                senders: senders.clone(),
+                tasks,
+                deadline: trigger,
+            });
             exporter_senders.push(senders);
         }
 
@@ -220,7 +241,7 @@ impl Plan {
                     outputs.extend(entry);
                 }
             }
-            if keep.contains(&r.id) {
+            if keep.receivers.contains(&r.id) {
                 svc.kept_outputs.push((r.id, outputs.into_outputs()));
                 continue;
             }
@@ -293,9 +314,16 @@ impl Plan {
     }
 }
 
-/// The queues of one exporter, per signal.
+/// What a reload keeps running: receivers, and exporters with the queues to feed.
 #[derive(Default)]
-struct Senders {
+pub(super) struct Keep {
+    pub(super) receivers: Vec<ComponentId>,
+    pub(super) exporters: Vec<(ComponentId, Senders)>,
+}
+
+/// The queues of one exporter, per signal.
+#[derive(Default, Clone)]
+pub(super) struct Senders {
     traces: Vec<Sender<TracesSignal>>,
     metrics: Vec<Sender<MetricsSignal>>,
     logs: Vec<Sender<LogsSignal>>,
@@ -373,6 +401,7 @@ fn start_exporter<S: Route>(
     settings: &ExportSettings,
     name: &str,
     deadline: &Deadline,
+    tasks: &mut Vec<Task>,
 ) -> Vec<Sender<S>> {
     let Some(export) = S::export(parts) else {
         // The plan only routes signals the kind declares; a kind that declares a signal
@@ -412,7 +441,7 @@ fn start_exporter<S: Route>(
         name.to_string(),
         deadline.clone(),
     ));
-    svc.exporters.push(task);
+    tasks.push(task);
     let Some(batch) = &settings.queue.batch else {
         return vec![tx];
     };

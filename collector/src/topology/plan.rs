@@ -32,6 +32,8 @@ pub(super) struct PlannedExporter {
     pub(super) loaded: Box<dyn LoadedExporter>,
     pub(super) settings: ExportSettings,
     pub(super) signals: BTreeSet<SignalKind>,
+    /// Its config as written: a reload keeps a running exporter whose config is the same.
+    pub(super) node: Node,
 }
 
 pub(super) struct PlannedPipeline {
@@ -301,11 +303,18 @@ impl Plan {
                 let i = *exporter_index.entry(id.clone()).or_insert_with(|| {
                     let (loaded, _, _) = exporters.remove(&id).expect("checked above");
                     let settings = loaded.export_settings();
+                    let node = doc
+                        .exporters
+                        .iter()
+                        .find(|e| e.id == id)
+                        .map(|e| e.node.clone())
+                        .expect("loaded from this entry");
                     plan.exporters.push(PlannedExporter {
                         id: id.clone(),
                         loaded,
                         settings,
                         signals: BTreeSet::new(),
+                        node,
                     });
                     plan.exporters.len() - 1
                 });

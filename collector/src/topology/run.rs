@@ -22,6 +22,7 @@ use crate::payload::{LogsSignal, MetricsSignal, Signal, TracesSignal};
 use crate::pipe::{self, Output, StopTrigger, Switch};
 use crate::telemetry::Telemetry;
 
+use super::build::{Keep, Senders};
 use super::Plan;
 
 /// A running component: a processor's or an exporter's task.
@@ -87,6 +88,45 @@ pub(super) struct BuiltReceiver {
     pub(super) switches: Switches,
 }
 
+/// An exporter built and not yet running, with what a reload compares.
+pub(super) struct BuiltExporter {
+    pub(super) id: ComponentId,
+    pub(super) node: Node,
+    pub(super) signals: BTreeSet<SignalKind>,
+    /// Whether a reload may keep it running (nothing of it runs with the rest of its
+    /// config: no port served, no batcher in front of its queue).
+    pub(super) keepable: bool,
+    /// Its queues, for a reload that keeps it to feed.
+    pub(super) senders: Senders,
+    pub(super) tasks: Vec<Task>,
+    pub(super) deadline: exporter::DeadlineTrigger,
+}
+
+/// An exporter running, its queues open while a config feeds them.
+struct RunningExporter {
+    id: ComponentId,
+    node: Node,
+    signals: BTreeSet<SignalKind>,
+    keepable: bool,
+    senders: Senders,
+    tasks: Vec<JoinHandle<()>>,
+    deadline: exporter::DeadlineTrigger,
+}
+
+impl RunningExporter {
+    fn start(e: BuiltExporter) -> Self {
+        RunningExporter {
+            id: e.id,
+            node: e.node,
+            signals: e.signals,
+            keepable: e.keepable,
+            senders: e.senders,
+            tasks: e.tasks.into_iter().map(tokio::spawn).collect(),
+            deadline: e.deadline,
+        }
+    }
+}
+
 /// A built topology, ready to run.
 pub struct Service {
     pub(super) receivers: Vec<BuiltReceiver>,
@@ -94,7 +134,7 @@ pub struct Service {
     pub(super) kept_outputs: Vec<(ComponentId, ReceiverOutputs)>,
     pub(super) extension_nodes: Vec<(ComponentId, Node)>,
     pub(super) processors: Vec<Task>,
-    pub(super) exporters: Vec<Task>,
+    pub(super) exporters: Vec<BuiltExporter>,
     pub(super) journals: Vec<Arc<dyn journal::Close>>,
     /// Held for the whole run: each keeps its directory locked.
     pub(super) storages: crate::storage::Storages,
@@ -148,6 +188,7 @@ impl Service {
         let (generation, receivers, _) = self.launch();
         info!("everything is ready; begin running and processing data");
         Running {
+            accounts: vec![Arc::clone(generation.telemetry.account())],
             receivers,
             generation,
             retiring: JoinSet::new(),
@@ -200,10 +241,7 @@ impl Service {
         for x in extensions {
             admin_tasks.spawn(x.run(stop_admin.stop()));
         }
-        let mut exporter_tasks = JoinSet::new();
-        exporters.into_iter().for_each(|t| {
-            exporter_tasks.spawn(t);
-        });
+        let exporters = exporters.into_iter().map(RunningExporter::start).collect();
         let mut processor_tasks = JoinSet::new();
         processors.into_iter().for_each(|t| {
             processor_tasks.spawn(t);
@@ -212,7 +250,7 @@ impl Service {
         health.set_ready(true);
         let generation = Generation {
             processors: processor_tasks,
-            exporters: exporter_tasks,
+            exporters,
             admin: admin_tasks,
             journals,
             storages,
@@ -258,7 +296,7 @@ impl RunningReceiver {
 /// One config's pipelines, admin listener and extensions, running.
 struct Generation {
     processors: JoinSet<()>,
-    exporters: JoinSet<()>,
+    exporters: Vec<RunningExporter>,
     admin: JoinSet<()>,
     journals: Vec<Arc<dyn journal::Close>>,
     storages: crate::storage::Storages,
@@ -276,14 +314,28 @@ impl Generation {
     /// shutdown timeout; stops what is left and counts it.
     async fn drain(mut self, receivers: Vec<JoinHandle<()>>) -> Outcome {
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        let handles: Vec<_> = receivers.iter().map(JoinHandle::abort_handle).collect();
+        let mut deadlines = Vec::new();
+        let mut exporters: Vec<Option<JoinHandle<()>>> = Vec::new();
+        for e in std::mem::take(&mut self.exporters) {
+            // Its queues close once the pipelines feeding them are done.
+            exporters.extend(e.tasks.into_iter().map(Some));
+            deadlines.push(e.deadline);
+        }
+        let mut receivers: Vec<Option<JoinHandle<()>>> = receivers.into_iter().map(Some).collect();
+        /// Waits for each task in turn, marking the finished ones.
+        async fn join_all(tasks: &mut [Option<JoinHandle<()>>]) {
+            for slot in tasks.iter_mut() {
+                if let Some(task) = slot {
+                    let _ = task.await;
+                    *slot = None;
+                }
+            }
+        }
         {
             let drain = async {
-                for r in receivers {
-                    let _ = r.await;
-                }
+                join_all(&mut receivers).await;
                 while self.processors.join_next().await.is_some() {}
-                while self.exporters.join_next().await.is_some() {}
+                join_all(&mut exporters).await;
             };
             tokio::pin!(drain);
             if tokio::time::timeout_at(deadline, &mut drain).await.is_err() {
@@ -293,6 +345,7 @@ impl Generation {
                     warn!("shutdown deadline passed; dropping what is still queued in memory, keeping what is in persistent queues");
                 }
                 self.deadline_trigger.fire();
+                deadlines.iter().for_each(exporter::DeadlineTrigger::fire);
                 // Exporters now count what is left and return; receivers and processors
                 // finish as soon as their outputs stop blocking.
                 if tokio::time::timeout(Duration::from_secs(5), &mut drain)
@@ -305,9 +358,12 @@ impl Generation {
         }
         // Whatever is still running is stopped now, so that every batch it held is
         // dropped here and counted (a hold dropped undelivered counts as lost).
-        handles.iter().for_each(|h| h.abort());
+        for task in receivers.iter().chain(&exporters).flatten() {
+            task.abort();
+        }
+        join_all(&mut receivers).await;
+        join_all(&mut exporters).await;
         self.processors.shutdown().await;
-        self.exporters.shutdown().await;
         self.stop_admin.fire();
         while self.admin.join_next().await.is_some() {}
         let kept: u64 = self.journals.iter().map(|j| j.close()).sum();
@@ -327,6 +383,9 @@ pub struct Running {
     retiring: JoinSet<Outcome>,
     /// What the earlier configs' pipelines dropped or kept, once drained.
     retired: Outcome,
+    /// Every config's account of what it accepted: an exporter a reload kept counts in
+    /// the account of the config that built it, after that config's pipelines are gone.
+    accounts: Vec<Arc<crate::base::Account>>,
 }
 
 /// What a reload changed.
@@ -334,8 +393,10 @@ pub struct Running {
 pub struct Reloaded {
     /// Receivers that kept running, their sockets and connections with them.
     pub kept: Vec<String>,
-    /// Receivers built anew (the pipelines, exporters and extensions always are).
+    /// Receivers built anew (the pipelines and extensions always are).
     pub rebuilt: Vec<String>,
+    /// Exporters that kept running, their queues with them.
+    pub kept_exporters: Vec<String>,
 }
 
 impl Running {
@@ -367,12 +428,36 @@ impl Running {
                 })
                 .map(|r| r.id.clone())
                 .collect();
-        let kept_names: Vec<String> = keep.iter().map(ToString::to_string).collect();
-        telemetry.carry_over(&self.generation.telemetry, |labels| {
-            labels
+        // Exporters whose config and signals are the same keep running, their queues and
+        // what is in flight with them: the new pipelines feed the same queues.
+        let keep_exporters: Vec<(ComponentId, Senders)> =
+            self.generation
+                .exporters
                 .iter()
-                .any(|(k, v)| k == "receiver" && kept_names.contains(v))
+                .filter(|e| {
+                    same_extensions
+                        && e.keepable
+                        && plan.exporters.iter().any(|p| {
+                            p.id == e.id && p.signals == e.signals && p.node.same_as(&e.node)
+                        })
+                })
+                .map(|e| (e.id.clone(), e.senders.clone()))
+                .collect();
+        let kept_names: Vec<String> = keep.iter().map(ToString::to_string).collect();
+        let kept_exporters: Vec<String> = keep_exporters
+            .iter()
+            .map(|(id, _)| id.to_string())
+            .collect();
+        telemetry.carry_over(&self.generation.telemetry, |labels| {
+            labels.iter().any(|(k, v)| {
+                (k == "receiver" && kept_names.contains(v))
+                    || (k == "exporter" && kept_exporters.contains(v))
+            })
         });
+        let keep = Keep {
+            receivers: keep,
+            exporters: keep_exporters,
+        };
         sidekick_transport::server::offer_kept_listeners();
         let mut service = match plan.build_keeping(telemetry, &keep) {
             Ok(service) => service,
@@ -384,13 +469,20 @@ impl Running {
         let kept_addresses: Vec<String> = self
             .receivers
             .iter()
-            .filter(|r| keep.contains(&r.id))
+            .filter(|r| keep.receivers.contains(&r.id))
             .flat_map(|r| r.listen.iter().cloned())
             .collect();
         sidekick_transport::server::close_unclaimed_listeners_except(&kept_addresses);
         service.reload = self.generation.reload.clone();
         let rebuilt = service.receivers.iter().map(|r| r.id.to_string()).collect();
-        let (generation, started, kept_outputs) = service.launch();
+        let (mut generation, started, kept_outputs) = service.launch();
+        self.accounts
+            .push(Arc::clone(generation.telemetry.account()));
+        let (moved, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.generation.exporters)
+            .into_iter()
+            .partition(|e| keep.exporters.iter().any(|(id, _)| *id == e.id));
+        self.generation.exporters = staying;
+        generation.exporters.extend(moved);
         for (id, outputs) in kept_outputs {
             if let Some(r) = self.receivers.iter().find(|r| r.id == id) {
                 r.switches.repoint(outputs);
@@ -398,7 +490,7 @@ impl Running {
         }
         let (kept, stopped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.receivers)
             .into_iter()
-            .partition(|r| keep.contains(&r.id));
+            .partition(|r| keep.receivers.contains(&r.id));
         stopped.iter().for_each(|r| r.stop.fire());
         // Earlier configs' pipelines that have drained by now are counted and let go.
         while let Some(done) = self.retiring.try_join_next() {
@@ -426,6 +518,7 @@ impl Running {
         Ok(Reloaded {
             kept: kept_names,
             rebuilt,
+            kept_exporters,
         })
     }
 
@@ -445,6 +538,8 @@ impl Running {
         while let Some(earlier) = self.retiring.join_next().await {
             outcome.add(earlier.unwrap_or_default());
         }
+        // Everything has stopped: every config's account is final.
+        outcome.dropped = self.accounts.iter().map(|a| a.dropped()).sum();
         let lost = account.lost();
         if outcome.dropped > 0 {
             tracing::error!(
