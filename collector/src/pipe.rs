@@ -649,6 +649,11 @@ impl<S: Signal> Output<S> {
         (out, switch)
     }
 
+    /// Where a switched output points now; `None` for one that is not switched.
+    fn current(&self) -> Option<Arc<Output<S>>> {
+        self.switch.as_ref().map(|s| s.current())
+    }
+
     /// Queues, persistent queues and fronts.
     pub fn from_targets(targets: Vec<Target<S>>) -> Self {
         let mut out = Output::new(Vec::new());
@@ -663,8 +668,8 @@ impl<S: Signal> Output<S> {
     }
 
     pub fn is_empty(&self) -> bool {
-        if let Some(switch) = &self.switch {
-            return switch.current().is_empty();
+        if let Some(current) = self.current() {
+            return current.is_empty();
         }
         self.targets.is_empty() && self.durables.is_empty() && self.fronted.is_empty()
     }
@@ -683,22 +688,16 @@ impl<S: Signal> Output<S> {
     /// [`Output::send`] for items of persistent-queue entries: the next holds carry
     /// their tickets.
     pub async fn send_ticketed(&self, batch: Batch<S>, tickets: Tickets) -> Result<(), SendError> {
-        let current;
-        let this = match &self.switch {
-            Some(switch) => {
-                current = switch.current();
-                &*current
-            }
-            None => self,
-        };
+        let current = self.current();
+        let this = current.as_deref().unwrap_or(self);
         let parts = this.sifted(batch, None).await?;
         Self::deliver_parts(parts, None, tickets).await
     }
 
     /// The largest item every target can send on.
     pub fn item_limit(&self) -> Option<usize> {
-        if let Some(switch) = &self.switch {
-            return switch.current().item_limit();
+        if let Some(current) = self.current() {
+            return current.item_limit();
         }
         let queues = self.targets.iter().filter_map(Sender::item_limit);
         let durables = self.durables.iter().filter_map(|d| d.item_limit());
@@ -739,14 +738,8 @@ impl<S: Signal> Output<S> {
     /// nowhere, so the caller can refuse the data and the client can retry it. A
     /// pipeline's front runs first: what it refuses is refused here.
     pub async fn offer(&self, batch: Batch<S>, wait: Duration) -> Result<(), SendError> {
-        let current;
-        let this = match &self.switch {
-            Some(switch) => {
-                current = switch.current();
-                &*current
-            }
-            None => self,
-        };
+        let current = self.current();
+        let this = current.as_deref().unwrap_or(self);
         let deadline = tokio::time::Instant::now() + wait;
         let parts = this.sifted(batch, Some(deadline)).await?;
         for (out, b) in &parts {

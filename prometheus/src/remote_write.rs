@@ -489,6 +489,27 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
+    /// A request of one metric, `latency` in seconds, holding `data`.
+    fn latency(
+        data: opentelemetry_proto::tonic::metrics::v1::metric::Data,
+    ) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+        use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "latency".into(),
+                        unit: "s".into(),
+                        data: Some(data),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
     fn decode(body: &[u8]) -> proto::WriteRequest {
         let raw = snap::raw::Decoder::new().decompress_vec(body).unwrap();
         proto::WriteRequest::decode(raw.as_slice()).unwrap()
@@ -741,10 +762,7 @@ mod tests {
     /// the pipeline counts as dropped.
     #[test]
     fn a_point_from_the_future_counts_once_however_many_samples_it_makes() {
-        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-        use opentelemetry_proto::tonic::metrics::v1::{
-            metric, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
-        };
+        use opentelemetry_proto::tonic::metrics::v1::{metric, Histogram, HistogramDataPoint};
         let point = |t: i64| HistogramDataPoint {
             time_unix_nano: t as u64 * 1_000_000,
             count: 3,
@@ -753,23 +771,10 @@ mod tests {
             explicit_bounds: vec![0.1, 1.0],
             ..Default::default()
         };
-        let request = ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                scope_metrics: vec![ScopeMetrics {
-                    metrics: vec![Metric {
-                        name: "latency".into(),
-                        unit: "s".into(),
-                        data: Some(metric::Data::Histogram(Histogram {
-                            data_points: vec![point(NOW + APART_AHEAD_MS + 1), point(NOW)],
-                            aggregation_temporality: 2,
-                        })),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
+        let request = latency(metric::Data::Histogram(Histogram {
+            data_points: vec![point(NOW + APART_AHEAD_MS + 1), point(NOW)],
+            aggregation_temporality: 2,
+        }));
         let mut e = Encoder::new(2, 1 << 20, NOW);
         let mut acc = prom::Accumulator::default();
         prom::translate_with(
@@ -817,10 +822,9 @@ mod tests {
     /// samples), under the family's own name, readable by prost.
     #[test]
     fn an_exponential_histogram_is_written_as_a_native_histogram() {
-        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
         use opentelemetry_proto::tonic::metrics::v1::{
             exponential_histogram_data_point::Buckets, metric, ExponentialHistogram,
-            ExponentialHistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+            ExponentialHistogramDataPoint,
         };
         let point = ExponentialHistogramDataPoint {
             time_unix_nano: NOW as u64 * 1_000_000,
@@ -834,23 +838,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        let request = ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                scope_metrics: vec![ScopeMetrics {
-                    metrics: vec![Metric {
-                        name: "latency".into(),
-                        unit: "s".into(),
-                        data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-                            data_points: vec![point.clone()],
-                            aggregation_temporality: 2,
-                        })),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
+        let request = latency(metric::Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![point.clone()],
+            aggregation_temporality: 2,
+        }));
         let mut e = Encoder::new(1, 1 << 20, NOW);
         let settings = prom::Settings {
             native_histograms: true,

@@ -739,6 +739,18 @@ mod fast_path_tests {
         assert!(!plain_key_value(&bytes) && general(&bytes));
     }
 
+    /// Changes (0), cuts (1) or inserts (2) a byte at each place.
+    fn apply(buf: &mut Vec<u8>, edits: Vec<(prop::sample::Index, u8, u8)>) {
+        for (at, byte, op) in edits {
+            let i = at.index(buf.len().max(1));
+            match op {
+                0 if i < buf.len() => buf[i] = byte,
+                1 if i < buf.len() => buf.truncate(i),
+                _ => buf.insert(i.min(buf.len()), byte),
+            }
+        }
+    }
+
     fn general_span(buf: &[u8]) -> bool {
         Walk::new(true).message(&SPAN, buf, 0, 3).is_ok()
     }
@@ -878,14 +890,7 @@ mod fast_path_tests {
                 prop_assert!(general_span(&framed), "{framed:?}");
             }
             let mut buf = sdk_span().encode_to_vec();
-            for (at, byte, op) in edits {
-                let i = at.index(buf.len().max(1));
-                match op {
-                    0 if i < buf.len() => buf[i] = byte,
-                    1 if i < buf.len() => { buf.truncate(i); }
-                    _ => buf.insert(i.min(buf.len()), byte),
-                }
-            }
+            apply(&mut buf, edits);
             if plain_span(&buf) {
                 prop_assert!(general_span(&buf), "{buf:?}");
             }
@@ -918,14 +923,7 @@ mod fast_path_tests {
                 Some(Value::DoubleValue(1.0)),
             ];
             let mut buf = encoded(values[kind].clone());
-            for (at, byte, op) in edits {
-                let i = at.index(buf.len().max(1));
-                match op {
-                    0 if i < buf.len() => buf[i] = byte,
-                    1 if i < buf.len() => { buf.truncate(i); }
-                    _ => buf.insert(i.min(buf.len()), byte),
-                }
-            }
+            apply(&mut buf, edits);
             if plain_key_value(&buf) {
                 prop_assert!(general(&buf), "{buf:?}");
             }
