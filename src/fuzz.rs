@@ -20,6 +20,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("otlp_http_body", otlp_http_body),
     ("prometheus_text", prometheus_text),
     ("openmetrics", openmetrics),
+    ("prometheus_protobuf", prometheus_protobuf),
     ("downward_api", downward_api),
     ("config_yaml", config_yaml),
     ("export_responses", export_responses),
@@ -115,6 +116,17 @@ pub fn prometheus_text(data: &[u8]) {
 /// A scraped page served as OpenMetrics: parse, the format's rules, translate.
 pub fn openmetrics(data: &[u8]) {
     scrape(data, Format::OpenMetrics);
+}
+
+/// A scraped page in the protobuf exposition: decode, check native histograms,
+/// translate, twice and then an empty page (resets, staleness).
+pub fn prometheus_protobuf(data: &[u8]) {
+    let target = translate::Target::plain("app", "127.0.0.1:8080");
+    let mut tracker = Tracker::new(1_000);
+    for (time, page) in [(1_000, data), (6_000, data), (11_000, &[][..])] {
+        let _ =
+            translate::translate_protobuf(page, time, &target, &Options::default(), &mut tracker);
+    }
 }
 
 /// A downward-API file (`labels`, `annotations`).

@@ -11,7 +11,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use sidekick_testkit::gen::{logs_request, metrics_request, prometheus_page, traces_request};
+use sidekick_testkit::gen::{
+    logs_request, metrics_request, prometheus_page, protobuf_page, traces_request,
+};
 
 /// A small fast generator (xorshift); the seed is printed so a failing run can be
 /// repeated with `SIDEKICK_FUZZ_SEED`.
@@ -242,6 +244,14 @@ fn openmetrics() {
             // (regression test: receivers' timestamps_at_the_ends_of_time_...).
             b"# TYPE c counter\nc_total 4 1700000000\nc_total 5 19223372036854775807700000005\n# EOF\n".to_vec(),
         ],
+    );
+}
+
+#[test]
+fn prometheus_protobuf() {
+    smoke(
+        "prometheus_protobuf",
+        vec![protobuf_page(1), protobuf_page(5)],
     );
 }
 

@@ -789,3 +789,211 @@ fn self_metrics_registry_page_passes_promtool_with_constant_labels() {
         promtool_check(&promtool, &t.render());
     }
 }
+
+/// A target serving one protobuf page (whatever it is asked for), over plain HTTP.
+struct ProtobufTarget {
+    address: SocketAddr,
+    /// The `Accept` header of each scrape.
+    accepts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ProtobufTarget {
+    fn serve(page: Vec<u8>) -> ProtobufTarget {
+        use std::io::{BufRead, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&accepts);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut accept = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("accept:") {
+                        accept = v.trim().to_string();
+                    }
+                }
+                seen.lock().unwrap().push(accept);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    sidekick_prometheus::exposition::CONTENT_TYPE,
+                    page.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&page);
+            }
+        });
+        ProtobufTarget { address, accepts }
+    }
+}
+
+/// A page with native histograms, scraped twice: by Prometheus itself and by Sidekick
+/// (which remote-writes what it scraped into the same Prometheus). The two copies of each
+/// histogram have the same count, sum and buckets, bucket by bucket, as Prometheus's
+/// query API shows them; a classic counter on the same page arrives too.
+#[test]
+fn native_histograms_scraped_by_sidekick_equal_what_prometheus_scrapes_itself() {
+    use sidekick_prometheus::exposition::{
+        encode as encode_page, BucketSpan, Counter, Histogram as NativeHist, LabelPair,
+        Metric as PageMetric, MetricFamily, MetricType,
+    };
+    let Some(bin) = binary("prometheus") else {
+        return;
+    };
+    // Observations from 1 ms to about 2 s at schema 3, and a few negative ones and
+    // zeros, as a client library would count them.
+    let schema = 3;
+    let index = |v: f64| (v.abs().log2() * f64::powi(2.0, schema)).ceil() as i64;
+    let observations: Vec<f64> = (1..=400)
+        .map(|i| 0.001 * f64::powf(1.019, i as f64))
+        .chain([-0.5, -0.25, -0.3, 0.0, 0.0])
+        .collect();
+    let side = |positive: bool| {
+        let mut by_index = std::collections::BTreeMap::<i64, i64>::new();
+        for v in observations
+            .iter()
+            .filter(|v| **v != 0.0 && (**v > 0.0) == positive)
+        {
+            *by_index.entry(index(*v)).or_default() += 1;
+        }
+        // One span per run of consecutive indexes; deltas between bucket counts.
+        let (mut spans, mut deltas) = (Vec::<BucketSpan>::new(), Vec::new());
+        let (mut last_index, mut last_count) = (None::<i64>, 0i64);
+        for (&i, &c) in &by_index {
+            match last_index {
+                Some(l) if i == l + 1 => spans.last_mut().unwrap().length += 1,
+                Some(l) => spans.push(BucketSpan {
+                    offset: (i - l - 1) as i32,
+                    length: 1,
+                }),
+                None => spans.push(BucketSpan {
+                    offset: i as i32,
+                    length: 1,
+                }),
+            }
+            deltas.push(c - last_count);
+            (last_index, last_count) = (Some(i), c);
+        }
+        (spans, deltas)
+    };
+    let (positive_span, positive_delta) = side(true);
+    let (negative_span, negative_delta) = side(false);
+    let sum: f64 = observations.iter().sum();
+    let page = encode_page(&[
+        MetricFamily {
+            name: "app_latency_seconds".into(),
+            help: "Request latency.".into(),
+            r#type: MetricType::Histogram as i32,
+            metric: vec![PageMetric {
+                label: vec![LabelPair {
+                    name: "path".into(),
+                    value: "/checkout".into(),
+                }],
+                histogram: Some(NativeHist {
+                    sample_count: observations.len() as u64,
+                    sample_sum: sum,
+                    schema,
+                    zero_threshold: 1e-6,
+                    zero_count: 2,
+                    positive_span,
+                    positive_delta,
+                    negative_span,
+                    negative_delta,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            unit: String::new(),
+        },
+        MetricFamily {
+            name: "app_requests_total".into(),
+            help: "Requests.".into(),
+            r#type: MetricType::Counter as i32,
+            metric: vec![PageMetric {
+                counter: Some(Counter {
+                    value: 405.0,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            unit: String::new(),
+        },
+    ]);
+    let target = ProtobufTarget::serve(page);
+    let prometheus = Prometheus::start_with(
+        &bin,
+        &format!(
+            "  - job_name: direct\n    static_configs:\n      - targets: [\"{}\"]\n",
+            target.address
+        ),
+        &["--enable-feature=native-histograms"],
+    );
+    let mut sk = Sidekick::start(&format!(
+        "receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: via_sidekick
+          scrape_interval: 1s
+          scrape_native_histograms: true
+          static_configs:
+            - targets: [\"{}\"]
+exporters:
+  prometheusremotewrite:
+    endpoint: http://{}/api/v1/write
+service:
+  pipelines:
+    metrics:
+      receivers: [prometheus]
+      exporters: [prometheusremotewrite]
+",
+        target.address, prometheus.address
+    ));
+    let histogram = |job: &str| -> serde_json::Value {
+        let query = format!("app_latency_seconds{{job=\"{job}\",path=\"/checkout\"}}");
+        let started = Instant::now();
+        loop {
+            let (status, body) = http_get(
+                prometheus.address,
+                &format!("/api/v1/query?query={}", encode(&query)),
+            );
+            assert_eq!(status, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if let Some(h) = v["data"]["result"][0].get("histogram") {
+                return h[1].clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no native histogram for {query}: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let direct = histogram("direct");
+    let via = histogram("via_sidekick");
+    assert_eq!(direct["count"], via["count"]);
+    assert_eq!(direct["count"].as_str(), Some("405"));
+    let (a, b): (f64, f64) = (
+        direct["sum"].as_str().unwrap().parse().unwrap(),
+        via["sum"].as_str().unwrap().parse().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-9 * a.abs(), "{a} vs {b}");
+    let buckets = direct["buckets"].as_array().unwrap();
+    assert!(buckets.len() > 50, "{direct}");
+    assert_eq!(direct["buckets"], via["buckets"]);
+    let counter = prometheus.wait("app_requests_total{job=\"via_sidekick\"}");
+    assert_eq!(counter[0].1, 405.0);
+    let accepts = target.accepts.lock().unwrap().clone();
+    assert!(
+        accepts
+            .iter()
+            .any(|a| a.starts_with("application/vnd.google.protobuf")),
+        "{accepts:?}"
+    );
+    assert!(sk.terminate().success());
+}

@@ -4,6 +4,8 @@
 //! crate, so they never disagree on a name, an escape or a unit.
 //!
 //! Layout:
+//! - [`exposition`]: the protobuf exposition (`MetricFamily`), which carries native
+//!   histograms;
 //! - [`parse`]: the text format (0.0.4) and OpenMetrics 1.0 parser, borrowing from the page;
 //! - [`text`]: writing the text formats: escaping, values, `name{labels}`, family headers;
 //! - [`names`]: the one metric and label name sanitiser;
@@ -17,6 +19,7 @@
 //! - [`prompb`]: the remote-write 1.0 messages;
 //! - the stale NaN that marks a series gone ([`STALE_NAN`]).
 
+pub mod exposition;
 pub mod from_otlp;
 pub mod names;
 pub mod parse;

@@ -356,3 +356,119 @@ pub fn metrics_families(families: usize, series: usize) -> ExportMetricsServiceR
         }],
     }
 }
+
+/// A protobuf exposition page (`sidekick_prometheus::exposition`) of `series` native
+/// histograms at schema 3 (each with a zero bucket, two spans on the positive side, one
+/// on the negative, and an exemplar), plus a classic histogram, a summary and a counter
+/// with an exemplar and a created timestamp.
+pub fn protobuf_page(series: usize) -> Vec<u8> {
+    use sidekick_prometheus::exposition::*;
+    let label = |name: &str, value: &str| LabelPair {
+        name: name.into(),
+        value: value.into(),
+    };
+    let exemplar = |value: f64| Exemplar {
+        label: vec![label("trace_id", "0102030405060708090a0b0c0d0e0f10")],
+        value,
+        timestamp: Some(Timestamp::from_ms(1_700_000_000_000)),
+    };
+    let natives = (0..series)
+        .map(|i| Metric {
+            label: vec![label("path", &format!("/api/{i}")), label("method", "GET")],
+            histogram: Some(Histogram {
+                // The buckets' total: 1 zero, 13 positive, 1 negative.
+                sample_count: 15,
+                sample_sum: 3.25,
+                schema: 3,
+                zero_threshold: 1e-9,
+                zero_count: 1,
+                positive_span: vec![
+                    BucketSpan {
+                        offset: -20 + i as i32 % 7,
+                        length: 3,
+                    },
+                    BucketSpan {
+                        offset: 4,
+                        length: 2,
+                    },
+                ],
+                positive_delta: vec![1, 2, -1, 0, 3],
+                negative_span: vec![BucketSpan {
+                    offset: 2,
+                    length: 1,
+                }],
+                negative_delta: vec![1],
+                created_timestamp: Some(Timestamp::from_ms(1_699_999_000_000)),
+                exemplars: vec![exemplar(0.01)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    encode(&[
+        MetricFamily {
+            name: "http_request_duration_seconds".into(),
+            help: "Request latency.".into(),
+            r#type: MetricType::Histogram as i32,
+            metric: natives,
+            unit: String::new(),
+        },
+        MetricFamily {
+            name: "payload_bytes".into(),
+            help: "Payload sizes.".into(),
+            r#type: MetricType::Histogram as i32,
+            metric: vec![Metric {
+                histogram: Some(Histogram {
+                    sample_count: 5,
+                    sample_sum: 900.0,
+                    bucket: [(100.0, 2), (1000.0, 5)]
+                        .iter()
+                        .map(|&(upper_bound, cumulative_count)| Bucket {
+                            cumulative_count,
+                            upper_bound,
+                            exemplar: Some(exemplar(upper_bound / 2.0)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            unit: "bytes".into(),
+        },
+        MetricFamily {
+            name: "rpc_duration_seconds".into(),
+            help: String::new(),
+            r#type: MetricType::Summary as i32,
+            metric: vec![Metric {
+                summary: Some(Summary {
+                    sample_count: 3,
+                    sample_sum: 1.5,
+                    quantile: vec![Quantile {
+                        quantile: 0.99,
+                        value: 0.9,
+                    }],
+                    created_timestamp: None,
+                }),
+                timestamp_ms: 1_700_000_000_000,
+                ..Default::default()
+            }],
+            unit: String::new(),
+        },
+        MetricFamily {
+            name: "requests_total".into(),
+            help: "Requests.".into(),
+            r#type: MetricType::Counter as i32,
+            metric: vec![Metric {
+                label: vec![label("code", "200")],
+                counter: Some(Counter {
+                    value: 42.0,
+                    exemplar: Some(exemplar(1.0)),
+                    created_timestamp: Some(Timestamp::from_ms(1_699_999_000_000)),
+                }),
+                ..Default::default()
+            }],
+            unit: String::new(),
+        },
+    ])
+}

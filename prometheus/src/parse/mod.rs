@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use crate::exposition::{LabelPair, Native};
+
 /// Which text format a page is in (from the response's `Content-Type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -72,38 +74,74 @@ impl Kind {
     }
 }
 
-/// A sample's `{...}` text, already checked; iterate it for the labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Labels<'a>(&'a str);
+/// A sample's labels: the `{...}` text of a text page, already checked, or the label
+/// pairs of a protobuf page (with the `le` or `quantile` its sample adds); iterate them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Labels<'a> {
+    Text(&'a str),
+    Pairs {
+        pairs: &'a [LabelPair],
+        extra: Option<(&'static str, &'a str)>,
+    },
+}
 
-impl<'a> Labels<'a> {
-    pub fn iter(&self) -> LabelIter<'a> {
-        LabelIter { rest: self.0 }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.trim().is_empty()
+impl Default for Labels<'_> {
+    fn default() -> Self {
+        Labels::Text("")
     }
 }
 
-pub struct LabelIter<'a> {
-    rest: &'a str,
+impl<'a> Labels<'a> {
+    pub fn iter(&self) -> LabelIter<'a> {
+        match *self {
+            Labels::Text(rest) => LabelIter::Text { rest },
+            Labels::Pairs { pairs, extra } => LabelIter::Pairs {
+                pairs: pairs.iter(),
+                extra,
+            },
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Labels::Text(t) => t.trim().is_empty(),
+            Labels::Pairs { pairs, extra } => pairs.is_empty() && extra.is_none(),
+        }
+    }
+}
+
+pub enum LabelIter<'a> {
+    Text {
+        rest: &'a str,
+    },
+    Pairs {
+        pairs: std::slice::Iter<'a, LabelPair>,
+        extra: Option<(&'static str, &'a str)>,
+    },
 }
 
 impl<'a> Iterator for LabelIter<'a> {
     type Item = (&'a str, Cow<'a, str>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        // The text was validated by `scan_labels`, so shortcuts are safe here.
-        let rest = self.rest.trim_start_matches([' ', '\t', ',']);
-        if rest.is_empty() {
-            return None;
+        match self {
+            LabelIter::Text { rest } => {
+                // The text was validated by `scan_labels`, so shortcuts are safe here.
+                let r = rest.trim_start_matches([' ', '\t', ',']);
+                if r.is_empty() {
+                    return None;
+                }
+                let (name, after) = r.split_once('=')?;
+                let after = after.trim_start();
+                let (value, consumed) = scan_quoted(after).ok()?;
+                *rest = &after[consumed..];
+                Some((name.trim(), value))
+            }
+            LabelIter::Pairs { pairs, extra } => match pairs.next() {
+                Some(p) => Some((p.name.as_str(), Cow::Borrowed(p.value.as_str()))),
+                None => extra.take().map(|(k, v)| (k, Cow::Borrowed(v))),
+            },
         }
-        let (name, after) = rest.split_once('=')?;
-        let after = after.trim_start();
-        let (value, consumed) = scan_quoted(after).ok()?;
-        self.rest = &after[consumed..];
-        Some((name.trim(), value))
     }
 }
 
@@ -124,6 +162,8 @@ pub struct Sample<'a> {
     /// Milliseconds since the epoch, when the page gave one.
     pub timestamp_ms: Option<i64>,
     pub exemplar: Option<Exemplar<'a>>,
+    /// A protobuf page's native histogram (the sample's value is its count).
+    pub native: Option<&'a Native>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +182,19 @@ pub struct ParseError {
     pub message: &'static str,
     /// The offending line, cut to 120 characters.
     pub text: String,
+}
+
+/// A source of a page's entries: the text [`Parser`], or a protobuf page's families.
+pub trait Entries<'a>: Iterator<Item = Result<Entry<'a>, ParseError>> {
+    /// Where the last entry came from: its line, or for a protobuf page the position of
+    /// its family (1-based).
+    fn line(&self) -> usize;
+}
+
+impl<'a> Entries<'a> for Parser<'a> {
+    fn line(&self) -> usize {
+        self.line_no
+    }
 }
 
 /// Iterates the entries of a page. Stops at the first error.
@@ -409,7 +462,7 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample<'_>, &'static str> 
     let mut labels = Labels::default();
     if b.get(i) == Some(&b'{') {
         let (inner, used) = scan_labels(&line[i + 1..])?;
-        labels = Labels(inner);
+        labels = Labels::Text(inner);
         i += 1 + used;
     }
     let rest = &line[i..];
@@ -456,6 +509,7 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample<'_>, &'static str> 
         value,
         timestamp_ms,
         exemplar,
+        native: None,
     })
 }
 
@@ -476,7 +530,7 @@ fn parse_exemplar(s: &str) -> Result<Exemplar<'_>, &'static str> {
         return Err("unexpected text after the exemplar");
     }
     Ok(Exemplar {
-        labels: Labels(labels),
+        labels: Labels::Text(labels),
         value,
         timestamp,
     })

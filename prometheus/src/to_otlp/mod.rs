@@ -17,6 +17,7 @@
 
 pub mod openmetrics;
 mod page;
+pub mod proto;
 pub mod series;
 
 use crate::text::label_order;
@@ -31,16 +32,19 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    exemplar, metric, number_data_point, summary_data_point::ValueAtQuantile,
-    AggregationTemporality, Exemplar, Gauge, Histogram, HistogramDataPoint, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    exemplar, exponential_histogram_data_point, metric, number_data_point,
+    summary_data_point::ValueAtQuantile, AggregationTemporality, Exemplar, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use self::openmetrics::Role;
 use self::series::{Cursor, Known, Seen, Shape, Tracker, NO_RECORDED_VALUE};
-use crate::parse::{Entry, Format, Kind, ParseError, Parser, Sample};
+use crate::exposition::Native;
+use crate::parse::{Entries, Entry, Format, Kind, ParseError, Parser, Sample};
 use crate::relabel::{self, LabelSet, Rule};
+use proto::ProtoPage;
 
 /// The scope of metrics that carry no `otel_scope_name`: none (an empty name), so that
 /// the series come back out of the Prometheus exporters with exactly the labels the page
@@ -304,6 +308,7 @@ static NO_PARTS: Parts = Parts {
     count: None,
     quantiles: Vec::new(),
     exemplars: Vec::new(),
+    native: None,
 };
 
 /// The hash that identifies a series across scrapes: scope, metric and attributes.
@@ -341,9 +346,64 @@ pub fn translate(
     tracker: &mut Tracker,
 ) -> Result<Translated, PageError> {
     let text = text.into();
-    let mut page = read_page(&text, format, time_ms, target, opts, tracker.known())?;
+    let openmetrics = format == Format::OpenMetrics;
+    let parser = Parser::new(&text, format);
+    let page = read_page(
+        parser,
+        text.len(),
+        openmetrics,
+        time_ms,
+        target,
+        opts,
+        tracker.known(),
+    )?;
     // The points own what they took from the text: it goes before they become OTLP.
     drop(text);
+    Ok(finish(page, time_ms, target, tracker))
+}
+
+/// A protobuf page's translation, and the families it left out (name, why): a family
+/// whose native histogram is inconsistent goes alone, the rest of the page goes on.
+pub struct ProtoTranslated {
+    pub translated: Translated,
+    pub refused: Vec<(String, &'static str)>,
+}
+
+/// Translates one protobuf exposition page ([`crate::exposition`]) the way [`translate`]
+/// does a text page; native histograms become OTLP exponential histograms.
+pub fn translate_protobuf(
+    bytes: &[u8],
+    time_ms: i64,
+    target: &Target,
+    opts: &Options<'_>,
+    tracker: &mut Tracker,
+) -> Result<ProtoTranslated, PageError> {
+    let families = crate::exposition::decode(bytes).map_err(|e| {
+        PageError::Parse(ParseError {
+            line: e.family,
+            message: "invalid protobuf exposition",
+            text: e.to_string(),
+        })
+    })?;
+    let proto = ProtoPage::new(families);
+    let page = read_page(
+        proto.entries(),
+        proto.size_hint(),
+        false,
+        time_ms,
+        target,
+        opts,
+        tracker.known(),
+    )?;
+    let refused = proto.refused;
+    Ok(ProtoTranslated {
+        translated: finish(page, time_ms, target, tracker),
+        refused,
+    })
+}
+
+/// A page read: its points' start times and staleness from the tracker, as a request.
+fn finish(mut page: Page, time_ms: i64, target: &Target, tracker: &mut Tracker) -> Translated {
     let (scraped, post_relabel) = (page.scraped, page.post_relabel);
     let mut resource_attrs = target.resource_attributes();
     resource_attrs.append(&mut page.resource_extra);
@@ -359,7 +419,7 @@ pub fn translate(
     scopes.extend(stale_markers(scrape.gone(), time_ms));
     scrape.finish(time_ms);
     let (scope_metrics, detached) = flatten(scopes);
-    Ok(Translated {
+    Translated {
         detached,
         request: ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
@@ -374,7 +434,7 @@ pub fn translate(
         samples_scraped: scraped,
         samples_post_relabel: post_relabel,
         series_added,
-    })
+    }
 }
 
 /// Scopes with their metrics and, per data point in order, its detached attributes.
@@ -452,6 +512,10 @@ fn stale_markers<'s>(gone: impl Iterator<Item = &'s Seen>, time_ms: i64) -> Scop
                 value: f64::NAN,
                 created_ms: NOT_CREATED,
                 parts: match shape.kind {
+                    Kind::Histogram if shape.native => Some(Box::new(Parts {
+                        native: Some(Box::default()),
+                        ..Parts::default()
+                    })),
                     Kind::Histogram => Some(Box::new(Parts {
                         buckets: shape.parts.iter().map(|&le| (le, 0.0)).collect(),
                         count: Some(0.0),
@@ -505,7 +569,11 @@ fn mark_stale(m: &mut Metric, time_ns: u64) {
         Some(metric::Data::Summary(s)) => s.data_points.iter_mut().for_each(|p| {
             (p.time_unix_nano, p.flags) = (time_ns, NO_RECORDED_VALUE);
         }),
-        _ => {}
+        Some(metric::Data::ExponentialHistogram(h)) => h.data_points.iter_mut().for_each(|p| {
+            (p.time_unix_nano, p.flags) = (time_ns, NO_RECORDED_VALUE);
+            p.exemplars.clear();
+        }),
+        None => {}
     }
 }
 
@@ -570,6 +638,31 @@ fn build_metric(f: Family, keep: &mut Keep<'_>, detached: &mut Vec<Arc<Attrs>>) 
                     data_points: points,
                 })
             }
+        }
+        Kind::Histogram if f.points.first().is_some_and(Point::is_native) => {
+            let mut points = Vec::with_capacity(f.points.len());
+            for mut p in f.points {
+                let count = p
+                    .parts
+                    .as_ref()
+                    .and_then(|x| x.native.as_ref())
+                    .map(|n| n.count);
+                let Some(count) = count else { continue };
+                let start = keep(&p, &[], true, Some(count as f64));
+                let Some(parts) = p.parts.take() else {
+                    continue;
+                };
+                let Parts {
+                    native, exemplars, ..
+                } = *parts;
+                let Some(n) = native else { continue };
+                detached.push(p.attrs);
+                points.push(exponential_point(*n, exemplars, start, p.time_ms));
+            }
+            metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: points,
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            })
         }
         Kind::Histogram => {
             let mut points = Vec::with_capacity(f.points.len());
@@ -640,4 +733,33 @@ fn build_metric(f: Family, keep: &mut Keep<'_>, detached: &mut Vec<Arc<Attrs>>) 
     };
     m.data = Some(data);
     Some(m)
+}
+
+/// A native histogram's OTLP point.
+fn exponential_point(
+    n: Native,
+    exemplars: Vec<Exemplar>,
+    start_ms: i64,
+    time_ms: i64,
+) -> ExponentialHistogramDataPoint {
+    let side = |d: crate::exposition::Dense| exponential_histogram_data_point::Buckets {
+        offset: d.offset,
+        bucket_counts: d.counts,
+    };
+    ExponentialHistogramDataPoint {
+        attributes: Vec::new(),
+        start_time_unix_nano: ms_to_ns(start_ms),
+        time_unix_nano: ms_to_ns(time_ms),
+        count: n.count,
+        sum: (!n.sum.is_nan()).then_some(n.sum),
+        scale: n.scale,
+        zero_count: n.zero_count,
+        positive: Some(side(n.positive)),
+        negative: Some(side(n.negative)),
+        flags: 0,
+        exemplars,
+        min: None,
+        max: None,
+        zero_threshold: n.zero_threshold,
+    }
 }

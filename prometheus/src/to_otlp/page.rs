@@ -114,6 +114,8 @@ pub(super) struct Parts {
     pub(super) count: Option<f64>,
     pub(super) quantiles: Vec<(f64, f64)>,
     pub(super) exemplars: Vec<Exemplar>,
+    /// A protobuf page's native histogram.
+    pub(super) native: Option<Box<Native>>,
 }
 
 pub(super) struct Family {
@@ -126,8 +128,7 @@ pub(super) struct Family {
     pub(super) index: KeyMap<usize>,
 }
 
-pub(super) fn exemplar_from(sample: &Sample<'_>, time_ms: i64) -> Option<Exemplar> {
-    let e = sample.exemplar.as_ref()?;
+pub(super) fn exemplar_from(e: &crate::parse::Exemplar<'_>, time_ms: i64) -> Exemplar {
     let mut out = Exemplar {
         time_unix_nano: e
             .timestamp
@@ -143,7 +144,7 @@ pub(super) fn exemplar_from(sample: &Sample<'_>, time_ms: i64) -> Option<Exempla
             _ => out.filtered_attributes.push(string_kv(k, &v)),
         }
     }
-    Some(out)
+    out
 }
 
 pub(super) fn hex(s: &str) -> Option<Vec<u8>> {
@@ -187,7 +188,7 @@ impl Page {
                 (scope, Vec::new())
             })
             .collect();
-        for f in self.families {
+        for f in self.families.into_iter().flat_map(split_native) {
             let scope = f.scope;
             let (metrics, detached) = &mut scopes[scope];
             let family = Arc::new(Shape {
@@ -198,23 +199,27 @@ impl Page {
                 help: f.help.clone(),
                 parts: Vec::new(),
                 sum: false,
+                native: false,
             });
             // The family's shape, with the bounds or quantiles of its first series with
             // any; a series whose differ gets a shape of its own.
             let mut common: Option<Arc<Shape>> = None;
             let mut keep = |p: &Point, parts: &[(f64, f64)], sum: bool, value: Option<f64>| {
+                let native = p.is_native();
                 let fits = |s: &Shape| {
                     s.sum == sum
+                        && s.native == native
                         && s.parts.len() == parts.len()
                         && s.parts.iter().zip(parts).all(|(a, (b, _))| a == b)
                 };
                 let shape = match &common {
-                    _ if parts.is_empty() && !sum => Arc::clone(&family),
+                    _ if parts.is_empty() && !sum && !native => Arc::clone(&family),
                     Some(c) if fits(c) => Arc::clone(c),
                     _ => {
                         let own = Arc::new(Shape {
                             parts: parts.iter().map(|(at, _)| *at).collect(),
                             sum,
+                            native,
                             ..Shape::clone(&family)
                         });
                         common.get_or_insert_with(|| Arc::clone(&own));
@@ -237,17 +242,41 @@ impl Page {
     }
 }
 
+/// A histogram family with native and classic points as two families, natives first:
+/// an OTLP metric has one kind of point.
+fn split_native(mut f: Family) -> Vec<Family> {
+    let natives = f.points.iter().filter(|p| p.is_native()).count();
+    if f.kind != Kind::Histogram || natives == 0 || natives == f.points.len() {
+        return vec![f];
+    }
+    let (native, classic) = f.points.drain(..).partition(Point::is_native);
+    let other = Family {
+        name: f.name.clone(),
+        kind: f.kind,
+        help: f.help.clone(),
+        unit: f.unit.clone(),
+        scope: f.scope,
+        points: classic,
+        index: KeyMap::default(),
+    };
+    f.points = native;
+    vec![f, other]
+}
+
 /// Takes note of a series' point as it is built and gives its start time: (the point,
 /// its histogram buckets or summary quantiles as (bound or quantile, value), sorted,
 /// whether it has a `_sum`, and the value a reset shows in, `None` when the point has no
 /// start time of its own).
 pub(super) type Keep<'a> = dyn FnMut(&Point, &[(f64, f64)], bool, Option<f64>) -> i64 + 'a;
 
-/// Parses, relabels and checks a page and gathers its samples into points.
+/// Relabels and checks a page's entries (from the text parser or a protobuf page) and
+/// gathers its samples into points. `size_hint` is about the page's size in text bytes.
 /// `known` holds the attributes of series seen before, to share rather than build again.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn read_page<'a>(
-    text: &'a str,
-    format: Format,
+    mut parser: impl Entries<'a>,
+    size_hint: usize,
+    openmetrics: bool,
     time_ms: i64,
     target: &'a Target,
     opts: &Options<'_>,
@@ -267,16 +296,14 @@ pub(super) fn read_page<'a>(
     // Per series of the previous scrape, its point on this page once made: (family, point).
     let mut made: Vec<(u32, u32)> = vec![(u32::MAX, 0); known.len()];
     // Sized for the page (about 80 bytes a sample) so it is not rehashed as it fills.
-    let mut seen = Shown::with_capacity((text.len() / 80).min(1 << 20));
+    let mut seen = Shown::with_capacity((size_hint / 80).min(1 << 20));
     // The last sample name's family: a family's samples come together.
     let mut last_family: Option<(&str, FamilyOf<'_, '_>)> = None;
     let mut resource_extra: Vec<KeyValue> = Vec::new();
     let mut scraped = 0;
     let mut post_relabel = 0;
     let mut labels: LabelSet<'_> = Vec::new();
-    let openmetrics = format == Format::OpenMetrics;
     let mut checker = openmetrics::Checker::default();
-    let mut parser = Parser::new(text, format);
     let violation = |line, rule, name: &str| PageError::OpenMetrics {
         line,
         rule,
@@ -460,8 +487,17 @@ pub(super) fn read_page<'a>(
         };
         let p = &mut fam.points[pi];
         p.add(kind, role, le, quantile, sample.value);
-        if let Some(e) = exemplar_from(&sample, time_ms) {
-            p.parts().exemplars.push(e);
+        if let Some(e) = &sample.exemplar {
+            p.parts().exemplars.push(exemplar_from(e, time_ms));
+        }
+        if let Some(n) = sample.native {
+            let parts = p.parts();
+            let exemplars = n
+                .exemplars
+                .iter()
+                .map(|e| exemplar_from(&proto::exemplar(e), time_ms));
+            parts.exemplars.extend(exemplars);
+            parts.native = Some(Box::new(n.clone()));
         }
     }
     drop(seen);
@@ -654,6 +690,11 @@ pub(super) fn attr_pairs<'l>(
 pub(super) const NOT_CREATED: i64 = i64::MIN;
 
 impl Point {
+    /// Whether it is a native histogram's point.
+    pub(super) fn is_native(&self) -> bool {
+        self.parts.as_ref().is_some_and(|x| x.native.is_some())
+    }
+
     /// When the series was created, from its `_created` line.
     pub(super) fn created(&self) -> Option<i64> {
         (self.created_ms != NOT_CREATED).then_some(self.created_ms)

@@ -143,6 +143,8 @@ pub struct Shape {
     pub parts: Vec<f64>,
     /// Whether its histogram points had a `_sum` (its marker then ends that series too).
     pub sum: bool,
+    /// Whether its histogram points were native (exponential) ones.
+    pub native: bool,
 }
 
 /// A series of the previous scrape (two pointers: the map of them stays small).
@@ -468,6 +470,7 @@ mod tests {
                 help: String::new(),
                 parts: Vec::new(),
                 sum: false,
+                native: false,
             }),
         }
     }

@@ -128,6 +128,9 @@ impl Config {
                     format!("scrape_timeout ({timeout:?}) must not exceed scrape_interval ({interval:?})"),
                 ));
             }
+            if let Some(Err(e)) = sc.scrape_protocols.as_deref().map(check_protocols) {
+                out.push(FieldError::new(at("scrape_protocols"), e));
+            }
             if let Some(limit) = &sc.body_size_limit {
                 if let Err(e) = parse_size(limit) {
                     out.push(FieldError::new(at("body_size_limit"), e));
@@ -376,7 +379,14 @@ pub struct ScrapeConfig {
     pub(super) proxy_url: Option<IgnoredAny>,
     pub(super) follow_redirects: Option<IgnoredAny>,
     pub(super) enable_http2: Option<IgnoredAny>,
-    pub(super) scrape_protocols: Option<IgnoredAny>,
+    /// The formats asked for, most wanted first, as Prometheus names them
+    /// (`PrometheusProto`, `OpenMetricsText1.0.0`, `OpenMetricsText0.0.1`,
+    /// `PrometheusText0.0.4`, `PrometheusText1.0.0`). Default: OpenMetrics, then text;
+    /// with `scrape_native_histograms`, the protobuf format first.
+    pub scrape_protocols: Option<Vec<String>>,
+    /// Ask for the protobuf format first (unless `scrape_protocols` says otherwise), the
+    /// one that carries native histograms; they become OTLP exponential histograms.
+    pub scrape_native_histograms: bool,
     pub(super) target_limit: Option<IgnoredAny>,
     pub(super) track_timestamps_staleness: Option<IgnoredAny>,
     pub(super) native_histogram_bucket_limit: Option<IgnoredAny>,
@@ -423,6 +433,7 @@ impl Default for ScrapeConfig {
             follow_redirects: None,
             enable_http2: None,
             scrape_protocols: None,
+            scrape_native_histograms: false,
             target_limit: None,
             track_timestamps_staleness: None,
             native_histogram_bucket_limit: None,
@@ -437,7 +448,7 @@ impl Default for ScrapeConfig {
 impl ScrapeConfig {
     /// The supported-in-Prometheus keys present here that Sidekick does not support.
     fn unsupported(&self) -> Vec<&'static str> {
-        let keys: [(&'static str, bool); 20] = [
+        let keys: [(&'static str, bool); 19] = [
             (
                 "kubernetes_sd_configs",
                 self.kubernetes_sd_configs.is_some(),
@@ -453,7 +464,6 @@ impl ScrapeConfig {
             ("proxy_url", self.proxy_url.is_some()),
             ("follow_redirects", self.follow_redirects.is_some()),
             ("enable_http2", self.enable_http2.is_some()),
-            ("scrape_protocols", self.scrape_protocols.is_some()),
             ("target_limit", self.target_limit.is_some()),
             (
                 "track_timestamps_staleness",
@@ -479,6 +489,76 @@ impl ScrapeConfig {
             .map(|(k, _)| *k)
             .collect()
     }
+}
+
+/// The scrape protocols Prometheus knows, with the media type each asks for.
+pub const SCRAPE_PROTOCOLS: [(&str, &str); 5] = [
+    (
+        "PrometheusProto",
+        sidekick_prometheus::exposition::CONTENT_TYPE,
+    ),
+    (
+        "OpenMetricsText1.0.0",
+        "application/openmetrics-text;version=1.0.0",
+    ),
+    (
+        "OpenMetricsText0.0.1",
+        "application/openmetrics-text;version=0.0.1",
+    ),
+    ("PrometheusText0.0.4", "text/plain;version=0.0.4"),
+    ("PrometheusText1.0.0", "text/plain;version=1.0.0"),
+];
+
+/// The `Accept` header of a scrape config: its protocols in order, each less wanted than
+/// the one before, then anything.
+pub(super) fn accept_header(sc: &ScrapeConfig) -> String {
+    const TEXT: [&str; 3] = [
+        "OpenMetricsText1.0.0",
+        "OpenMetricsText0.0.1",
+        "PrometheusText0.0.4",
+    ];
+    let protocols: Vec<&str> = match &sc.scrape_protocols {
+        Some(p) => p.iter().map(String::as_str).collect(),
+        None if sc.scrape_native_histograms => {
+            std::iter::once("PrometheusProto").chain(TEXT).collect()
+        }
+        None => TEXT.to_vec(),
+    };
+    let mut out = String::new();
+    for (i, p) in protocols.iter().enumerate() {
+        let Some((_, media)) = SCRAPE_PROTOCOLS.iter().find(|(name, _)| name == p) else {
+            continue;
+        };
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(media);
+        if i > 0 {
+            out.push_str(&format!(";q=0.{}", 9usize.saturating_sub(i).max(2)));
+        }
+    }
+    out.push_str(",*/*;q=0.1");
+    out
+}
+
+/// What is wrong with `scrape_protocols`, if anything.
+fn check_protocols(protocols: &[String]) -> Result<(), String> {
+    if protocols.is_empty() {
+        return Err("scrape_protocols is empty; leave it out for the default".into());
+    }
+    for (i, p) in protocols.iter().enumerate() {
+        if !SCRAPE_PROTOCOLS.iter().any(|(name, _)| name == p) {
+            let names: Vec<&str> = SCRAPE_PROTOCOLS.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "unknown scrape protocol \"{p}\"; write one of {}",
+                names.join(", ")
+            ));
+        }
+        if protocols[..i].contains(p) {
+            return Err(format!("scrape protocol \"{p}\" is listed twice"));
+        }
+    }
+    Ok(())
 }
 
 /// `10MB`, `512KiB`, `1GB`, … (base 2, as Prometheus reads them); 0 means no limit.

@@ -24,15 +24,12 @@ use sidekick_collector::util::{error_chain, now_ms};
 use sidekick_transport::client::Credentials;
 use tracing::{info, warn};
 
-use super::config::{body_limit, timing};
+use super::config::{accept_header, body_limit, timing};
 use super::series::{SeriesBudget, Tracker};
 use super::translate::{self, string_kv, Options, Target};
 use super::{Global, ScrapeConfig};
 use sidekick_prometheus::parse::Format;
 use sidekick_prometheus::relabel::{self, LabelSet, Rule};
-
-/// What Prometheus asks for: OpenMetrics first, then the text format.
-const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 /// How often a failing target's error is logged again.
 const LOG_EVERY: Duration = Duration::from_secs(300);
@@ -71,6 +68,10 @@ pub struct ScrapeTarget {
     client: reqwest::Client,
     /// `Authorization` sent with each scrape.
     auth: Option<http::HeaderValue>,
+    /// The formats asked for ([`accept_header`]).
+    accept: http::HeaderValue,
+    /// When a family the page's protobuf left out was last logged.
+    refusal_logged: std::sync::Mutex<Option<Instant>>,
     interval: Duration,
     timeout: Duration,
     body_limit: usize,
@@ -101,6 +102,8 @@ pub fn targets_for(
     let relabel_rules = compile(&sc.relabel_configs)?;
     let metric_relabel = Arc::new(compile(&sc.metric_relabel_configs)?);
     let body_limit = body_limit(sc).map_err(BuildError::new)?;
+    let accept = http::HeaderValue::from_str(&accept_header(sc))
+        .map_err(|e| BuildError::new(format!("scrape_protocols: {e}")))?;
     let no_secret = Secret(String::new());
     let credentials = if let Some(b) = &sc.basic_auth {
         Some(Credentials::Basic(b))
@@ -236,6 +239,8 @@ pub fn targets_for(
                 url,
                 client: client.clone(),
                 auth: auth.clone(),
+                accept: accept.clone(),
+                refusal_logged: std::sync::Mutex::new(None),
                 interval,
                 timeout,
                 body_limit,
@@ -361,11 +366,12 @@ impl ScrapeError {
 }
 
 impl ScrapeTarget {
-    pub(super) async fn fetch(&self) -> Result<(String, Format), ScrapeError> {
+    /// The page's bytes and its `Content-Type`.
+    pub(super) async fn fetch(&self) -> Result<(Vec<u8>, String), ScrapeError> {
         let mut req = self
             .client
             .get(&self.url)
-            .header(header::ACCEPT, ACCEPT)
+            .header(header::ACCEPT, self.accept.clone())
             .header(header::ACCEPT_ENCODING, "gzip")
             .header(
                 "X-Prometheus-Scrape-Timeout-Seconds",
@@ -429,8 +435,58 @@ impl ScrapeTarget {
             body
         };
         drop(resp);
-        let text = String::from_utf8(body.buf).map_err(|_| ScrapeError::NotUtf8)?;
-        Ok((text, Format::from_content_type(&content_type)))
+        Ok((body.buf, content_type))
+    }
+
+    /// A fetched page as OTLP: the protobuf exposition when the target answered with it,
+    /// text otherwise. A protobuf family the page got wrong is left out, counted and
+    /// logged; the rest of the page goes on.
+    fn translate(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+        time_ms: i64,
+        tracker: &mut Tracker,
+        counters: &Counters,
+    ) -> Result<translate::Translated, ScrapeError> {
+        if !sidekick_prometheus::exposition::is_protobuf(content_type) {
+            let text = String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)?;
+            let format = Format::from_content_type(content_type);
+            return Ok(translate::translate(
+                text,
+                format,
+                time_ms,
+                &self.target,
+                &self.options(),
+                tracker,
+            )?);
+        }
+        let out =
+            translate::translate_protobuf(&body, time_ms, &self.target, &self.options(), tracker)?;
+        if let Some((family, why)) = out.refused.first() {
+            counters
+                .telemetry
+                .counter(
+                    "sidekick_scrape_refused_families",
+                    "Metric families left out of a scraped page, by reason.",
+                    &[
+                        ("receiver", &counters.receiver),
+                        ("job", &self.target.job),
+                        ("instance", &self.target.instance),
+                        ("reason", "invalid_series"),
+                    ],
+                )
+                .add(out.refused.len() as u64);
+            let mut logged = self
+                .refusal_logged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if logged.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                *logged = Some(Instant::now());
+                warn!(scrape_target = %self.url, families = out.refused.len(), first = %family, reason = why, "metric families of the page left out; the rest was taken");
+            }
+        }
+        Ok(out.translated)
     }
 
     /// Where in the interval this target scrapes: a fixed offset from its URL.
@@ -511,15 +567,9 @@ impl ScrapeTarget {
         let result = match tokio::time::timeout(self.timeout, self.fetch()).await {
             Err(_) => Err(ScrapeError::Timeout(self.timeout)),
             Ok(Err(e)) => Err(e),
-            Ok(Ok((text, format))) => translate::translate(
-                text,
-                format,
-                time_ms,
-                &self.target,
-                &self.options(),
-                tracker,
-            )
-            .map_err(ScrapeError::from),
+            Ok(Ok((body, content_type))) => {
+                self.translate(body, &content_type, time_ms, tracker, counters)
+            }
         };
         let duration = started.elapsed().as_secs_f64();
         let (mut request, mut detached, up, scraped, post, added) = match result {

@@ -1358,6 +1358,72 @@ mod over_http {
         assert_eq!(scope_of("scrape_duration_seconds").as_deref(), Some(""));
     }
 
+    /// A protobuf page whose one family is inconsistent: the target is up, the other
+    /// families arrive (the native histogram as an exponential one), and the family left
+    /// out is counted under `invalid_series`.
+    #[tokio::test]
+    async fn a_protobuf_page_with_a_bad_family_scrapes_the_rest() {
+        use sidekick_prometheus::exposition::{self, BucketSpan, MetricFamily};
+        let mut families: Vec<MetricFamily> =
+            exposition::decode(&sidekick_testkit::gen::protobuf_page(3)).unwrap();
+        let mut bad = families[0].clone();
+        bad.name = "broken_seconds".into();
+        let h = bad.metric[0].histogram.as_mut().unwrap();
+        h.positive_span = vec![BucketSpan {
+            offset: 0,
+            length: 9,
+        }];
+        families.push(bad);
+        let page = exposition::encode(&families);
+        let (addr, _) = serve(Answer {
+            headers: format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                exposition::CONTENT_TYPE,
+                page.len()
+            ),
+            total: page.len(),
+            body: page,
+        })
+        .await;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let telemetry = Telemetry::new();
+        let sc = scrape_config(&addr, |sc| sc.scrape_native_histograms = true);
+        let targets =
+            scrape::targets_for(&Global::default(), &sc, "prometheus", &telemetry).unwrap();
+        let counters = scrape::Counters::new(&telemetry, "prometheus");
+        let batch = targets[0]
+            .scrape_once(
+                &mut Tracker::new(100),
+                &mut None,
+                &Gauge::default(),
+                &counters,
+            )
+            .await;
+        let request = batch.to_request().unwrap();
+        assert_eq!(value(&number_points(find(&request, "up"))[0]), 1.0);
+        let Some(Data::ExponentialHistogram(h)) =
+            &find(&request, "http_request_duration_seconds").data
+        else {
+            panic!("no exponential histogram")
+        };
+        assert_eq!(h.data_points.len(), 3);
+        find(&request, "requests_total");
+        assert!(metrics(&request).iter().all(|m| m.name != "broken_seconds"));
+        let refused = telemetry
+            .counter(
+                "sidekick_scrape_refused_families",
+                "",
+                &[
+                    ("receiver", "prometheus"),
+                    ("job", "app"),
+                    ("instance", addr.as_str()),
+                    ("reason", "invalid_series"),
+                ],
+            )
+            .get();
+        assert_eq!(refused, 1);
+    }
+
     #[tokio::test]
     async fn a_page_within_limits_scrapes() {
         let page = b"# TYPE g gauge\ng{i=\"1\"} 1\n".to_vec();
@@ -1724,4 +1790,43 @@ fn a_series_with_several_points_goes_stale_once() {
         .collect();
     assert_eq!(markers.len(), 1, "{markers:?}");
     assert_eq!(markers[0].flags & NO_RECORDED_VALUE, NO_RECORDED_VALUE);
+}
+
+#[test]
+fn scrape_protocols_set_what_a_scrape_asks_for() {
+    use super::config::accept_header;
+    let sc = |extra: &str| {
+        let c = load(&format!(
+            "config:\n  scrape_configs:\n    - job_name: a\n{extra}      static_configs:\n        - targets: [\"localhost:8080\"]\n"
+        ))?;
+        Ok::<_, String>(accept_header(&c.config.scrape_configs[0]))
+    };
+    // By default: OpenMetrics, then text; no protobuf.
+    let plain = sc("").unwrap();
+    assert!(
+        plain.starts_with("application/openmetrics-text;version=1.0.0,"),
+        "{plain}"
+    );
+    assert!(!plain.contains("protobuf"), "{plain}");
+    // Native histograms: the protobuf format first.
+    let native = sc("      scrape_native_histograms: true\n").unwrap();
+    assert!(
+        native.starts_with(
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,"
+        ),
+        "{native}"
+    );
+    // An explicit list, in its order, each less wanted than the one before.
+    let listed = sc("      scrape_protocols: [PrometheusText0.0.4, PrometheusProto]\n").unwrap();
+    assert_eq!(
+        listed,
+        "text/plain;version=0.0.4,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.8,*/*;q=0.1"
+    );
+    let err = sc("      scrape_protocols: [PrometheusProto, OpenMetricsText2]\n").unwrap_err();
+    assert!(
+        err.starts_with("config.scrape_configs[0].scrape_protocols: unknown scrape protocol \"OpenMetricsText2\"; write one of PrometheusProto,"),
+        "{err}"
+    );
+    let err = sc("      scrape_protocols: [PrometheusProto, PrometheusProto]\n").unwrap_err();
+    assert!(err.contains("listed twice"), "{err}");
 }
