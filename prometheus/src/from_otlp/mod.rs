@@ -32,8 +32,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point, metric, number_data_point, AggregationTemporality,
-    ExponentialHistogram, ExponentialHistogramDataPoint, Histogram, Metric, NumberDataPoint,
-    Summary,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, Summary,
 };
 use serde::Deserialize;
 

@@ -69,9 +69,7 @@ pub(super) fn translate_metric(
         Some(metric::Data::Histogram(_)) => Kind::Histogram,
         Some(metric::Data::Summary(_)) => Kind::Summary,
         Some(metric::Data::ExponentialHistogram(h)) => {
-            let why = if !ctx.settings.native_histograms {
-                Some("exponential histograms are not translated to the text format")
-            } else if delta(h.aggregation_temporality) {
+            let why = if delta(h.aggregation_temporality) {
                 Some("exponential histograms of delta temporality are not translated")
             } else {
                 None
@@ -111,10 +109,17 @@ pub(super) fn translate_metric(
             histogram(h, delta(h.aggregation_temporality), ctx, acc, scratch, out)
         }
         Some(metric::Data::Summary(s)) => summary(s, ctx, out),
-        Some(metric::Data::ExponentialHistogram(h)) => {
+        Some(metric::Data::ExponentialHistogram(h)) if ctx.settings.native_histograms => {
             for (points, why) in exponential(h, ctx, out) {
                 t.dropped.push((points, why));
             }
+        }
+        Some(metric::Data::ExponentialHistogram(h)) => {
+            let classic = Histogram {
+                data_points: h.data_points.iter().map(classic_of).collect(),
+                aggregation_temporality: h.aggregation_temporality,
+            };
+            histogram(&classic, false, ctx, acc, scratch, out)
         }
         None => {}
     }
@@ -345,6 +350,70 @@ pub(super) fn exponential(
         });
     }
     dropped
+}
+
+/// The finest scale of the classic buckets an exponential histogram is shown with
+/// ([`classic_of`]): powers of two.
+const CLASSIC_SCALE: i32 = 0;
+
+/// An exponential histogram point as a classic one, for the text formats (which have no
+/// native histograms): its buckets merged to powers of two (scale 0, or the point's own
+/// scale when coarser), so every classic bound is one of the point's own bucket bounds
+/// and no count is split or guessed. The bounds run from the lowest non-empty bucket to
+/// the highest: negative buckets, the zero bucket (up to `zero_threshold`), positive
+/// buckets, then `+Inf` with whatever the count has beyond the buckets.
+pub fn classic_of(p: &ExponentialHistogramDataPoint) -> HistogramDataPoint {
+    let scale = p.scale.min(CLASSIC_SCALE);
+    let shift = (p.scale - scale) as u32;
+    // 2^(2^-scale): a power of two for scales of 0 and below, so every bound is exact.
+    let base_log2 = f64::powi(2.0, -scale);
+    let bound = |k: i64| (k as f64 * base_log2).exp2();
+    let merged = |b: &Option<exponential_histogram_data_point::Buckets>| -> Vec<(i64, u64)> {
+        let mut out: Vec<(i64, u64)> = Vec::new();
+        let Some(b) = b else { return out };
+        for (i, &c) in b.bucket_counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let k = (i64::from(b.offset) + i as i64) >> shift;
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 += c,
+                _ => out.push((k, c)),
+            }
+        }
+        out
+    };
+    let (positive, negative) = (merged(&p.positive), merged(&p.negative));
+    let mut bounds = Vec::with_capacity(positive.len() + negative.len() + 1);
+    let mut counts = Vec::with_capacity(bounds.capacity() + 1);
+    // Negative bucket `k` holds [-base^(k+1), -base^k): most negative first.
+    for &(k, c) in negative.iter().rev() {
+        bounds.push(-bound(k));
+        counts.push(c);
+    }
+    if p.zero_count > 0 || !negative.is_empty() {
+        bounds.push(p.zero_threshold);
+        counts.push(p.zero_count);
+    }
+    for &(k, c) in &positive {
+        bounds.push(bound(k + 1));
+        counts.push(c);
+    }
+    let total: u64 = counts.iter().sum();
+    counts.push(p.count.saturating_sub(total));
+    HistogramDataPoint {
+        attributes: p.attributes.clone(),
+        start_time_unix_nano: p.start_time_unix_nano,
+        time_unix_nano: p.time_unix_nano,
+        count: p.count.max(total),
+        sum: p.sum,
+        bucket_counts: counts,
+        explicit_bounds: bounds,
+        exemplars: p.exemplars.clone(),
+        flags: p.flags,
+        min: p.min,
+        max: p.max,
+    }
 }
 
 /// The largest and smallest schemas Prometheus takes.

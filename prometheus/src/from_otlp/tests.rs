@@ -261,8 +261,9 @@ fn summaries_staleness_and_exponential() {
             Metric {
                 name: "exp".into(),
                 data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                    // Delta: not translated, counted.
                     data_points: vec![ExponentialHistogramDataPoint::default(); 2],
-                    aggregation_temporality: 2,
+                    aggregation_temporality: 1,
                 })),
                 ..Default::default()
             },
@@ -696,6 +697,61 @@ fn exponential_histograms_translate_only_where_native_histograms_are_taken() {
         .iter()
         .any(|(_, why)| why.contains("total of its buckets")));
     assert!(t.dropped.iter().any(|(_, why)| why.contains("delta")));
-    // The text page's translation leaves them all out, counted.
-    assert_eq!(run(&req, &settings()).dropped_points(), 3);
+    // The text page's translation shows the cumulative ones as classic histograms and
+    // leaves out the delta one, counted.
+    assert_eq!(run(&req, &settings()).dropped_points(), 1);
+}
+
+#[test]
+fn the_text_formats_show_an_exponential_histogram_as_classic_buckets_at_powers_of_two() {
+    // Scale 1: bucket k covers (2^(k/2), 2^((k+1)/2)]. Positive buckets 0..=3 hold
+    // 1, 2, 3, 4 observations: merged to scale 0 they are (1, 2] = 3 and (2, 4] = 7.
+    // One negative bucket, -1 at scale 1, is [-1, -2^-0.5): at scale 0, [-1, -0.5).
+    let mut p = exponential_point(1, 2, (0, vec![1, 2, 3, 4]), (-1, vec![5]));
+    p.count += 1;
+    let c = classic_of(&p);
+    assert_eq!(c.explicit_bounds, vec![-0.5, 1e-9, 2.0, 4.0]);
+    assert_eq!(c.bucket_counts, vec![5, 2, 3, 7, 1]);
+    assert_eq!((c.count, c.sum), (18, Some(12.5)));
+    // A point coarser than powers of two keeps its own bounds: scale -1, bucket 1 is
+    // (4, 16].
+    let coarse = exponential_point(-1, 0, (1, vec![6]), (0, vec![]));
+    let c = classic_of(&coarse);
+    assert_eq!(
+        (c.explicit_bounds, c.bucket_counts),
+        (vec![16.0], vec![6, 0])
+    );
+
+    let req = request(
+        vec![Metric {
+            name: "rpc.duration".into(),
+            unit: "s".into(),
+            data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![exponential_point(
+                    3,
+                    0,
+                    (-8, vec![1, 0, 0, 0, 0, 0, 0, 0, 1]),
+                    (0, vec![]),
+                )],
+                aggregation_temporality: 2,
+            })),
+            ..Default::default()
+        }],
+        vec![],
+    );
+    let t = run(&req, &settings());
+    let base = "otel_scope_name=\"my.lib\",otel_scope_version=\"1.2\"";
+    // OTLP buckets -8 and 0 at scale 3: (0.5, 0.545] and (1, 1.09]; at scale 0, (0.5, 1]
+    // and (1, 2].
+    assert_eq!(
+        lines(&t),
+        vec![
+            format!("rpc_duration_seconds_bucket{{le=\"+Inf\",{base}}} 2"),
+            format!("rpc_duration_seconds_bucket{{le=\"1\",{base}}} 1"),
+            format!("rpc_duration_seconds_bucket{{le=\"2\",{base}}} 2"),
+            format!("rpc_duration_seconds_count{{{base}}} 2"),
+            format!("rpc_duration_seconds_sum{{{base}}} 12.5"),
+        ]
+    );
+    assert_eq!(t.dropped_points(), 0);
 }
