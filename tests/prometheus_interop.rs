@@ -997,3 +997,54 @@ service:
     );
     assert!(sk.terminate().success());
 }
+
+/// `protobuf_message: io.prometheus.write.v2.Request` against a Prometheus that only
+/// speaks remote-write 1.0 (Debian's 2.42 reads a 2.0 request as an empty 1.0 one and
+/// answers 204 without the written-counts headers): Sidekick takes that as a refusal,
+/// sends the request again as 1.0, says so once, and the samples are in Prometheus.
+#[test]
+fn remote_write_2_falls_back_to_1_for_a_prometheus_without_it() {
+    let Some(bin) = binary("prometheus") else {
+        return;
+    };
+    let prometheus = Prometheus::start_with(&bin, "", &[]);
+    let mut sk = Sidekick::start(&format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+exporters:
+  prometheusremotewrite:
+    endpoint: http://{}/api/v1/write
+    protobuf_message: io.prometheus.write.v2.Request
+service:
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [prometheusremotewrite]
+",
+        prometheus.address
+    ));
+    for (i, value) in [3.0, 4.0].into_iter().enumerate() {
+        let metric = gauge(
+            "rw2.depth",
+            "",
+            value,
+            vec![kv("round", &i.to_string())],
+            0,
+            now_nanos(),
+        );
+        post_otlp(sk.http.unwrap(), &request(vec![metric]));
+        let got = prometheus.wait(&format!("rw2_depth{{job=\"interop\",round=\"{i}\"}}"));
+        assert_eq!(got[0].1, value);
+    }
+    sk.wait_for_line("sending 1.0 from now on", 0);
+    let switches = sk
+        .lines()
+        .iter()
+        .filter(|l| l.contains("sending 1.0 from now on"))
+        .count();
+    assert_eq!(switches, 1);
+    assert!(sk.terminate().success());
+}

@@ -53,13 +53,22 @@ pub fn build_exporter<C: sidekick_collector::component::ExporterConfig>(
     config: C,
 ) -> Result<sidekick_collector::component::ExporterParts, sidekick_collector::component::BuildError>
 {
+    build_exporter_with(id, config, &sidekick_collector::telemetry::Telemetry::new())
+}
+
+/// [`build_exporter`] registering its metrics in `telemetry`.
+pub fn build_exporter_with<C: sidekick_collector::component::ExporterConfig>(
+    id: &str,
+    config: C,
+    telemetry: &sidekick_collector::telemetry::Telemetry,
+) -> Result<sidekick_collector::component::ExporterParts, sidekick_collector::component::BuildError>
+{
     let problems = sidekick_collector::component::check_exporter(&config);
     assert!(problems.is_empty(), "{id}: {problems:?}");
     let id: sidekick_collector::config::ComponentId = id.parse().expect("component id");
-    let telemetry = sidekick_collector::telemetry::Telemetry::new();
     let ctx = sidekick_collector::component::BuildContext {
         id: &id,
-        telemetry: &telemetry,
+        telemetry,
         signals: &sidekick_collector::config::Signal::ALL,
         authenticators: &sidekick_collector::auth::NO_AUTHENTICATORS,
         storages: &sidekick_collector::storage::NO_STORAGES,

@@ -1,5 +1,6 @@
-//! A fake Prometheus remote-write receiver: decodes snappy `WriteRequest`s, records every
-//! series and request header, and fails on demand.
+//! A fake Prometheus remote-write receiver: decodes snappy 1.0 `WriteRequest`s and 2.0
+//! `Request`s (by `Content-Type`, answering 2.0 with the written-counts headers), records
+//! every series and request header, and fails on demand (or turns 2.0 down with 415).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use prost::Message;
 use sidekick_collector::pipe::{stop_pair, StopTrigger};
-use sidekick_prometheus::prompb::WriteRequest;
+use sidekick_prometheus::prompb::{v2, WriteRequest};
 use tokio::sync::Notify;
 
 /// One received series: labels in the order sent, and its samples.
@@ -44,6 +45,11 @@ struct State {
     changed: Notify,
     /// Count samples only, keep nothing (for long benchmarks).
     counting: bool,
+    /// Answer 2.0 requests with 415 Unsupported Media Type.
+    refuse_v2: std::sync::atomic::AtomicBool,
+    /// Take 2.0 requests for 1.0 ones, as an old receiver that reads no `Content-Type`
+    /// does (an empty request, answered 204 without written-counts headers).
+    misread_v2: std::sync::atomic::AtomicBool,
     samples: AtomicU64,
 }
 
@@ -65,6 +71,17 @@ impl RemoteWriteSink {
             ..State::default()
         })
         .await
+    }
+
+    /// Answer remote-write 2.0 requests with 415, as a 1.0-only receiver does.
+    pub fn refuse_v2(&self) {
+        self.state.refuse_v2.store(true, Ordering::Relaxed);
+    }
+
+    /// Read remote-write 2.0 requests as 1.0 ones, as a 1.0 receiver that ignores
+    /// `Content-Type` does.
+    pub fn misread_v2(&self) {
+        self.state.misread_v2.store(true, Ordering::Relaxed);
     }
 
     /// Samples received since start (counted in both modes).
@@ -163,19 +180,66 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             retry,
         );
     }
+    let is_v2 = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == v2::CONTENT_TYPE.as_bytes())
+        && !state.misread_v2.load(Ordering::Relaxed);
+    if is_v2 && state.refuse_v2.load(Ordering::Relaxed) {
+        return reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, None);
+    }
     let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
         return reply(StatusCode::BAD_REQUEST, None);
     };
     let Ok(raw) = snap::raw::Decoder::new().decompress_vec(&body) else {
         return reply(StatusCode::BAD_REQUEST, None);
     };
-    let Ok(wr) = WriteRequest::decode(&raw[..]) else {
-        return reply(StatusCode::BAD_REQUEST, None);
+    let wr = if is_v2 {
+        let Ok(request) = v2::Request::decode(&raw[..]) else {
+            return reply(StatusCode::BAD_REQUEST, None);
+        };
+        let mut wr = request.to_v1();
+        // 2.0 metadata is per series: kept as (type, series name, help, unit).
+        wr.metadata = request
+            .timeseries
+            .iter()
+            .filter_map(|ts| {
+                let m = ts.metadata.as_ref()?;
+                let labels = request.labels(&ts.labels_refs);
+                let name = labels.into_iter().find(|(k, _)| k == "__name__")?.1;
+                Some(sidekick_prometheus::prompb::MetricMetadata {
+                    r#type: m.r#type,
+                    metric_family_name: name,
+                    help: request.symbol(m.help_ref).to_string(),
+                    unit: request.symbol(m.unit_ref).to_string(),
+                })
+            })
+            .collect();
+        wr
+    } else {
+        let Ok(wr) = WriteRequest::decode(&raw[..]) else {
+            return reply(StatusCode::BAD_REQUEST, None);
+        };
+        wr
+    };
+    let histograms: usize = wr.timeseries.iter().map(|ts| ts.histograms.len()).sum();
+    let exemplars: usize = wr.timeseries.iter().map(|ts| ts.exemplars.len()).sum();
+    let written = |mut r: Response<Full<Bytes>>, samples: usize| {
+        if is_v2 {
+            for (header, n) in [
+                ("x-prometheus-remote-write-samples-written", samples),
+                ("x-prometheus-remote-write-histograms-written", histograms),
+                ("x-prometheus-remote-write-exemplars-written", exemplars),
+            ] {
+                r.headers_mut().insert(header, n.into());
+            }
+        }
+        r
     };
     let samples: usize = wr.timeseries.iter().map(|ts| ts.samples.len()).sum();
     state.samples.fetch_add(samples as u64, Ordering::Relaxed);
     if state.counting {
-        return reply(StatusCode::NO_CONTENT, None);
+        return written(reply(StatusCode::NO_CONTENT, None), samples);
     }
     state
         .series
@@ -196,5 +260,5 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             .into_iter()
             .map(|m| (m.r#type, m.metric_family_name, m.help, m.unit)),
     );
-    reply(StatusCode::NO_CONTENT, None)
+    written(reply(StatusCode::NO_CONTENT, None), samples)
 }

@@ -88,6 +88,8 @@ pub struct Prepared {
 pub struct PreparedRequest {
     pub body: bytes::Bytes,
     pub items: usize,
+    /// Which of the exporter's encodings `body` is in, where it has several (0 else).
+    pub encoding: u8,
 }
 
 /// The backend took the batch. It may still have rejected some items (OTLP partial

@@ -361,6 +361,7 @@ impl Export<TracesSignal> for TwoLanes {
         let request = |body: &'static str, items| PreparedRequest {
             body: Bytes::from_static(body.as_bytes()),
             items,
+            encoding: 0,
         };
         let n = batch.len();
         Some(Ok(Prepared {

@@ -1,6 +1,10 @@
 //! The `prometheusremotewrite` exporter: metrics to anything that speaks Prometheus
-//! remote-write 1.0 (Prometheus with `--web.enable-remote-write-receiver`, Mimir, Thanos,
-//! VictoriaMetrics, …).
+//! remote-write (Prometheus with `--web.enable-remote-write-receiver`, Mimir, Thanos,
+//! VictoriaMetrics, …): 1.0 by default, 2.0 with
+//! `protobuf_message: io.prometheus.write.v2.Request`. A receiver that answers 2.0 with
+//! 415 (it does not take it), or with a 2xx but none of 2.0's written-counts headers (a
+//! 1.0 receiver that read the request as an empty 1.0 one, as the spec warns), gets 1.0
+//! from then on: the request is sent again as 1.0 at once, and the switch is logged once.
 //!
 //! ```yaml
 //! exporters:
@@ -20,6 +24,7 @@
 //! accumulated into cumulative series rather than dropped.
 
 pub use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +45,7 @@ use sidekick_collector::telemetry::{Counter, LogBurst};
 use tracing::warn;
 
 use crate::collector_options;
-use crate::prom::{self, Accumulator, Kind, ResourceToTelemetry, Settings, TranslationStrategy};
+use crate::prom::{self, Accumulator, ResourceToTelemetry, Settings, TranslationStrategy};
 use sidekick_prometheus::prompb as proto;
 use sidekick_transport::client::{header_map, http_client, BasicAuth, Credentials, RequestHeaders};
 
@@ -76,7 +81,8 @@ pub struct Config {
     pub remote_write_queue: RemoteWriteQueue,
     /// Deprecated Collector switch; `false` means `UnderscoreEscapingWithoutSuffixes`.
     pub add_metric_suffixes: Option<bool>,
-    /// `prometheus.WriteRequest` (remote-write 1.0, the only one Sidekick writes).
+    /// `prometheus.WriteRequest` (remote-write 1.0, the default) or
+    /// `io.prometheus.write.v2.Request` (2.0).
     pub protobuf_message: Option<String>,
     pub write_buffer_size: Option<usize>,
     pub max_batch_request_parallelism: Option<usize>,
@@ -232,16 +238,8 @@ impl ExporterConfig for Config {
                 "must be at least 1",
             ));
         }
-        match self.protobuf_message.as_deref() {
-            None | Some("prometheus.WriteRequest") => {}
-            Some("io.prometheus.write.v2.Request") => out.push(FieldError::new(
-                "protobuf_message",
-                "remote-write 2.0 is not supported yet: write prometheus.WriteRequest (1.0), which every remote-write receiver accepts",
-            )),
-            Some(other) => out.push(FieldError::new(
-                "protobuf_message",
-                format!("unknown message \"{other}\": write prometheus.WriteRequest"),
-            )),
+        if let Err(e) = self.protocol() {
+            out.push(FieldError::new("protobuf_message", e));
         }
         if self.max_batch_request_parallelism.is_some() {
             out.push(FieldError::no_effect(
@@ -313,6 +311,15 @@ impl ExporterConfig for Config {
     }
 
     fn build(self, ctx: &BuildContext) -> Result<ExporterParts, BuildError> {
+        let protocol = self.protocol().map_err(BuildError::new)?;
+        let id = ctx.id.to_string();
+        let written = |kind: &str| {
+            ctx.telemetry.counter(
+                "sidekick_exporter_remote_write_written",
+                "What a remote-write 2.0 receiver reported writing (its X-Prometheus-Remote-Write-*-Written headers), by kind.",
+                &[("exporter", id.as_str()), ("kind", kind)],
+            )
+        };
         let auth = collector_options::authenticator(ctx, &self.client.auth)?;
         let credentials = match (
             &self.basic_auth,
@@ -366,6 +373,8 @@ impl ExporterConfig for Config {
                 &[("exporter", &ctx.id.to_string())],
             ),
             apart_log: LogBurst::new(Duration::from_secs(60)),
+            v2: AtomicBool::new(protocol == Protocol::V2),
+            written: [written("samples"), written("histograms"), written("exemplars")],
         });
         Ok(ExporterParts {
             metrics: Some(exporter),
@@ -386,22 +395,40 @@ pub struct RemoteWriteExporter {
     /// Samples sent apart for their old timestamps.
     apart: Counter,
     apart_log: LogBurst,
+    /// Writing remote-write 2.0: configured, and not yet refused with 415.
+    v2: AtomicBool,
+    /// Samples, histograms and exemplars a 2.0 receiver reported written.
+    written: [Counter; 3],
 }
 
-fn metadata_type(kind: Kind) -> i32 {
-    match kind {
-        Kind::Counter => 1,
-        Kind::Gauge => 2,
-        Kind::Histogram => 3,
-        Kind::Summary => 5,
+impl Config {
+    /// The message `protobuf_message` names.
+    fn protocol(&self) -> Result<Protocol, String> {
+        match self.protobuf_message.as_deref() {
+            None | Some("prometheus.WriteRequest") => Ok(Protocol::V1),
+            Some("io.prometheus.write.v2.Request") => Ok(Protocol::V2),
+            Some(other) => Err(format!(
+                "unknown message \"{other}\": write prometheus.WriteRequest (remote-write 1.0) or io.prometheus.write.v2.Request (2.0)"
+            )),
+        }
     }
 }
+
+/// [`PreparedRequest::encoding`] of a 2.0 body.
+const V2: u8 = 2;
+
+/// The written-counts headers of a remote-write 2.0 answer.
+const WRITTEN: [&str; 3] = [
+    "x-prometheus-remote-write-samples-written",
+    "x-prometheus-remote-write-histograms-written",
+    "x-prometheus-remote-write-exemplars-written",
+];
 
 fn metadata(families: &[prom::Family]) -> Vec<proto::MetricMetadata> {
     families
         .iter()
         .map(|f| proto::MetricMetadata {
-            r#type: metadata_type(f.kind),
+            r#type: encode::metadata_type(f.kind),
             metric_family_name: f.name.clone(),
             help: f.help.clone(),
             unit: f.unit.clone(),
@@ -410,20 +437,74 @@ fn metadata(families: &[prom::Family]) -> Vec<proto::MetricMetadata> {
 }
 
 impl RemoteWriteExporter {
-    async fn post(&self, body: &Bytes) -> Result<Delivered, ExportError> {
+    /// Sends one prepared request; a 2.0 body that the receiver refuses with 415 is sent
+    /// again at once as 1.0, and so is every 2.0 body after it.
+    async fn send(&self, request: &PreparedRequest) -> Result<Delivered, ExportError> {
+        if request.encoding != V2 {
+            return self
+                .post(&request.body, Protocol::V1)
+                .await
+                .map_err(|(_, e)| e);
+        }
+        if self.v2.load(Ordering::Relaxed) {
+            match self.post(&request.body, Protocol::V2).await {
+                Err((415, e)) => {
+                    if self.v2.swap(false, Ordering::Relaxed) {
+                        warn!(endpoint = %self.endpoint, answer = %e, "the receiver does not take remote-write 2.0 (HTTP 415); sending 1.0 from now on");
+                    }
+                }
+                other => return other.map_err(|(_, e)| e),
+            }
+        }
+        let v1 = encode::v2_as_v1(&request.body).map_err(|e| ExportError::Permanent {
+            message: format!("a remote-write 2.0 request could not be rewritten as 1.0: {e}"),
+        })?;
+        self.post(&v1, Protocol::V1).await.map_err(|(_, e)| e)
+    }
+
+    /// One POST; a failure comes with the answer's status (0: no answer).
+    async fn post(
+        &self,
+        body: &Bytes,
+        protocol: Protocol,
+    ) -> Result<Delivered, (u16, ExportError)> {
         let resp = self
             .client
             .post(&self.endpoint)
             .headers(self.headers.current())
             .header(http::header::CONTENT_ENCODING, "snappy")
-            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .header(http::header::CONTENT_TYPE, protocol.content_type())
+            .header("X-Prometheus-Remote-Write-Version", protocol.version())
             .body(body.clone())
             .send()
             .await
-            .map_err(|e| ExportError::retryable(format!("POST {}: {e}", self.endpoint)))?;
+            .map_err(|e| {
+                (
+                    0,
+                    ExportError::retryable(format!("POST {}: {e}", self.endpoint)),
+                )
+            })?;
         let status = resp.status();
         if status.is_success() {
+            if protocol == Protocol::V2 {
+                let mut any = false;
+                for (header, counter) in WRITTEN.iter().zip(&self.written) {
+                    let n = resp.headers().get(*header).and_then(|v| v.to_str().ok());
+                    if let Some(n) = n.and_then(|v| v.trim().parse::<u64>().ok()) {
+                        counter.add(n);
+                        any = true;
+                    }
+                }
+                // The spec: a 2xx to 2.0 without any written-counts header comes from a
+                // 1.0 receiver that read the request as an empty 1.0 one; take it as 415.
+                if !any {
+                    let message = format!(
+                        "POST {}: HTTP {status} without X-Prometheus-Remote-Write-*-Written headers: a remote-write 1.0 receiver, which wrote nothing",
+                        self.endpoint
+                    );
+                    return Err((415, ExportError::Permanent { message }));
+                }
+            }
             return Ok(Delivered::default());
         }
         let retry_after = resp
@@ -438,21 +519,28 @@ impl RemoteWriteExporter {
             text.trim().chars().take(300).collect::<String>()
         );
         // The remote-write spec: 5xx and 429 are retried, other 4xx are not.
-        if status.is_server_error() || status.as_u16() == 429 {
-            Err(ExportError::Retryable {
+        let error = if status.is_server_error() || status.as_u16() == 429 {
+            ExportError::Retryable {
                 message,
                 retry_after,
-            })
+            }
         } else {
-            Err(ExportError::Permanent { message })
-        }
+            ExportError::Permanent { message }
+        };
+        Err((status.as_u16(), error))
     }
 
     /// Translates a batch into sharded requests; points are shared out over requests in
     /// proportion to the series they carry (a histogram point is many series).
     fn prepare_batch(&self, batch: &Metrics) -> Result<Prepared, ExportError> {
         let now = sidekick_collector::util::now_ms();
-        let mut encoder = Encoder::for_points(self.shards, self.max_bytes, now, batch.len());
+        let protocol = if self.v2.load(Ordering::Relaxed) {
+            Protocol::V2
+        } else {
+            Protocol::V1
+        };
+        let mut encoder = Encoder::for_points(self.shards, self.max_bytes, now, batch.len())
+            .with_protocol(protocol);
         let translation =
             prom::translate_batch_with(batch, &self.settings, &self.accumulator, &mut |s| {
                 encoder.push(s)
@@ -503,6 +591,7 @@ impl RemoteWriteExporter {
                         PreparedRequest {
                             body: r.body,
                             items,
+                            encoding: if protocol == Protocol::V2 { V2 } else { 0 },
                         }
                     })
                     .collect()
@@ -529,13 +618,13 @@ impl Export<MetricsSignal> for RemoteWriteExporter {
         &'a self,
         request: &'a PreparedRequest,
     ) -> BoxFuture<'a, Result<Delivered, ExportError>> {
-        Box::pin(self.post(&request.body))
+        Box::pin(self.send(request))
     }
 }
 
 use sidekick_prometheus::remote_write as encode;
 
-pub use encode::{Encoder, Finished, Request};
+pub use encode::{Encoder, Finished, Protocol, Request};
 
 #[cfg(test)]
 mod tests;

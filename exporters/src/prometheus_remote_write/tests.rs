@@ -5,8 +5,8 @@ use sidekick_collector::payload::Metrics;
 use sidekick_collector::pipe::{channel, Output, SendError};
 use sidekick_collector::telemetry::{Gauge, Telemetry};
 use sidekick_testkit::gen::metrics;
-use sidekick_testkit::harness::build_exporter;
-use sidekick_testkit::remote_write::RemoteWriteSink;
+use sidekick_testkit::harness::{build_exporter, build_exporter_with};
+use sidekick_testkit::remote_write::{ReceivedSeries, RemoteWriteSink};
 
 use super::*;
 
@@ -68,6 +68,104 @@ async fn sends_what_the_protocol_requires() {
     );
 }
 
+fn v2(sink: &RemoteWriteSink) -> Config {
+    Config {
+        protobuf_message: Some("io.prometheus.write.v2.Request".into()),
+        ..config(sink)
+    }
+}
+
+/// Sorted, for comparing what two runs delivered.
+fn delivered(sink: &RemoteWriteSink) -> Vec<ReceivedSeries> {
+    let mut series = sink.series();
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    series
+}
+
+/// `protobuf_message: io.prometheus.write.v2.Request` sends 2.0 with its headers; the
+/// receiver gets the same series as from 1.0, with each series' metadata, and what it
+/// reports written is counted.
+#[tokio::test]
+async fn remote_write_2_delivers_what_1_does() {
+    let one = RemoteWriteSink::start().await;
+    through_helper(config(&one), vec![metrics(0, 2, 3)]).await;
+    let two = RemoteWriteSink::start().await;
+    let telemetry = Telemetry::new();
+    let m = through_helper_with(v2(&two), vec![metrics(0, 2, 3)], &telemetry).await;
+    assert_eq!((m.sent.get(), m.send_failed.get()), (6, 0));
+    let h = &two.headers()[0];
+    assert_eq!(
+        h["content-type"],
+        "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+    );
+    assert_eq!(h["x-prometheus-remote-write-version"], "2.0.0");
+    assert_eq!(h["content-encoding"], "snappy");
+    assert_eq!(delivered(&one), delivered(&two));
+    assert!(two
+        .metadata()
+        .contains(&(2, "metric_0_ratio".into(), String::new(), "ratio".into())));
+    let written = telemetry
+        .counter(
+            "sidekick_exporter_remote_write_written",
+            "",
+            &[("exporter", "prometheusremotewrite"), ("kind", "samples")],
+        )
+        .get();
+    // Six points and one target_info per resource.
+    assert_eq!(written, 8);
+}
+
+/// A receiver that answers 2.0 with 415 gets the same request again as 1.0 at once,
+/// and 1.0 from then on: nothing is lost, and only the first request is refused.
+#[tokio::test]
+async fn a_receiver_without_remote_write_2_gets_1_from_its_first_refusal_on() {
+    let sink = RemoteWriteSink::start().await;
+    sink.refuse_v2();
+    let config = Config {
+        remote_write_queue: RemoteWriteQueue {
+            num_consumers: 1,
+            ..RemoteWriteQueue::default()
+        },
+        ..v2(&sink)
+    };
+    let m = through_helper(config, vec![metrics(0, 1, 3), metrics(1, 1, 3)]).await;
+    assert_eq!((m.sent.get(), m.send_failed.get()), (6, 0));
+    let types: Vec<String> = sink
+        .headers()
+        .iter()
+        .map(|h| h["content-type"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            "application/x-protobuf",
+            "application/x-protobuf"
+        ]
+    );
+    // Three points and a target_info, twice.
+    assert_eq!(sink.series().len(), 8);
+}
+
+/// A 1.0 receiver that reads 2.0 requests as empty 1.0 ones answers 204 without the
+/// written-counts headers: taken as a refusal, the request goes again as 1.0.
+#[tokio::test]
+async fn a_receiver_that_misreads_remote_write_2_gets_1() {
+    let sink = RemoteWriteSink::start().await;
+    sink.misread_v2();
+    let config = Config {
+        remote_write_queue: RemoteWriteQueue {
+            num_consumers: 1,
+            ..RemoteWriteQueue::default()
+        },
+        ..v2(&sink)
+    };
+    let m = through_helper(config, vec![metrics(0, 1, 3)]).await;
+    assert_eq!((m.sent.get(), m.send_failed.get()), (3, 0));
+    assert_eq!(sink.series().len(), 4);
+    assert_eq!(sink.requests(), 2);
+}
+
 #[tokio::test]
 async fn splits_requests_at_max_batch_size_bytes() {
     let sink = RemoteWriteSink::start().await;
@@ -88,12 +186,23 @@ async fn splits_requests_at_max_batch_size_bytes() {
 /// Runs batches through the exporter helper, as the runtime does (retries live there);
 /// returns its counters.
 async fn through_helper(config: Config, batches: Vec<Metrics>) -> ExporterMetrics {
+    through_helper_with(config, batches, &Telemetry::new()).await
+}
+
+/// [`through_helper`] with the exporter's own metrics in `telemetry`.
+async fn through_helper_with(
+    config: Config,
+    batches: Vec<Metrics>,
+    telemetry: &Telemetry,
+) -> ExporterMetrics {
     let settings = config.export_settings();
-    let e = exporter(config);
-    let telemetry = Telemetry::new();
+    let e = build_exporter_with("prometheusremotewrite", config, telemetry)
+        .unwrap()
+        .metrics
+        .unwrap();
     let (tx, rx) = channel::<MetricsSignal>(64, Gauge::default());
     let (_trigger, deadline) = deadline_pair();
-    let metrics = ExporterMetrics::new::<MetricsSignal>(&telemetry, "prw");
+    let metrics = ExporterMetrics::new::<MetricsSignal>(telemetry, "prw");
     let task = tokio::spawn(run_queue(
         e,
         rx,

@@ -147,6 +147,7 @@ impl Series {
             value: self.value,
             histogram: None,
             timestamp_ms: self.timestamp_ms,
+            start_ms: 0,
             exemplar: self.exemplar.as_ref(),
             point: None,
         })
@@ -328,6 +329,9 @@ pub struct Sample<'s> {
     /// [`Settings::native_histograms`]).
     pub histogram: Option<&'s crate::prompb::Histogram>,
     pub timestamp_ms: i64,
+    /// When a cumulative series (counter, histogram, summary) started, in milliseconds;
+    /// 0 when unknown or not cumulative (remote-write 2.0's created timestamp).
+    pub start_ms: i64,
     pub exemplar: Option<&'s Exemplar>,
     /// Which OTLP data point of the request it comes from (a histogram point makes many
     /// samples), numbered from 0; `None` for `target_info`, which comes from no point.
@@ -666,6 +670,7 @@ pub fn translate_detached(
                 value: 1.0,
                 histogram: None,
                 timestamp_ms: if latest_ms > 0 { latest_ms } else { now_ms },
+                start_ms: 0,
                 exemplar: None,
                 point: None,
             });

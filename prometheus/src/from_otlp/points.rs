@@ -192,6 +192,7 @@ impl<'m> Of<'m> {
             value: 0.0,
             histogram: None,
             timestamp_ms,
+            start_ms: 0,
             exemplar: None,
             point,
         }
@@ -232,9 +233,15 @@ pub(super) fn numbers(
         }
         ctx.labels(&p.attributes, detached, &mut labels);
         let ex = p.exemplars.last().map(exemplar);
+        let cumulative = out.at.def.kind == Kind::Counter && !delta;
         let sample = Sample {
             value: shown(p.flags, value),
             exemplar: ex.as_ref(),
+            start_ms: if cumulative {
+                ms(p.start_time_unix_nano)
+            } else {
+                0
+            },
             ..out.at.sample(&labels, ts, point)
         };
         (out.emit)(&sample);
@@ -278,6 +285,7 @@ pub(super) fn histogram(
         ctx.labels(&p.attributes, detached, &mut labels);
         let base = Sample {
             name: &bucket,
+            start_ms: if delta { 0 } else { ms(p.start_time_unix_nano) },
             ..out.at.sample(&labels, ts, point)
         };
         let mut cumulative = 0u64;
@@ -346,6 +354,7 @@ pub(super) fn exponential(
         (out.emit)(&Sample {
             histogram: Some(&native),
             exemplar: ex.as_ref(),
+            start_ms: ms(p.start_time_unix_nano),
             ..out.at.sample(&labels, ts, point)
         });
     }
@@ -516,7 +525,10 @@ pub(super) fn summary(s: &Summary, ctx: &Ctx<'_>, out: &mut Out<'_, '_>) {
         let point = out.next_point();
         let v = |x: f64| shown(p.flags, x);
         ctx.labels(&p.attributes, out.detached(point), &mut labels);
-        let base = out.at.sample(&labels, ts, point);
+        let base = Sample {
+            start_ms: ms(p.start_time_unix_nano),
+            ..out.at.sample(&labels, ts, point)
+        };
         for q in &p.quantile_values {
             let text = format_bound(q.quantile);
             (out.emit)(&Sample {
