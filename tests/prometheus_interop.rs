@@ -790,15 +790,26 @@ fn self_metrics_registry_page_passes_promtool_with_constant_labels() {
     }
 }
 
-/// A target serving one protobuf page (whatever it is asked for), over plain HTTP.
-struct ProtobufTarget {
+/// A target serving pages over plain HTTP: each path its own page and `Content-Type`
+/// (whatever the scraper asks for).
+struct PageTarget {
     address: SocketAddr,
     /// The `Accept` header of each scrape.
     accepts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-impl ProtobufTarget {
-    fn serve(page: Vec<u8>) -> ProtobufTarget {
+impl PageTarget {
+    /// One protobuf page, on every path.
+    fn protobuf(page: Vec<u8>) -> PageTarget {
+        Self::serve(vec![(
+            String::new(),
+            sidekick_prometheus::exposition::CONTENT_TYPE,
+            page,
+        )])
+    }
+
+    /// `pages` as (path, `Content-Type`, body); a path not among them gets the first.
+    fn serve(pages: Vec<(String, &'static str, Vec<u8>)>) -> PageTarget {
         use std::io::{BufRead, BufReader};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
@@ -809,26 +820,33 @@ impl ProtobufTarget {
                 let Ok(mut stream) = stream else { return };
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut accept = String::new();
+                let mut path = String::new();
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
+                    }
+                    if let Some(p) = line.strip_prefix("GET ") {
+                        path = p.split(' ').next().unwrap_or("").to_string();
                     }
                     if let Some(v) = line.to_ascii_lowercase().strip_prefix("accept:") {
                         accept = v.trim().to_string();
                     }
                 }
                 seen.lock().unwrap().push(accept);
+                let (_, content_type, page) = pages
+                    .iter()
+                    .find(|(p, _, _)| *p == path)
+                    .unwrap_or(&pages[0]);
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    sidekick_prometheus::exposition::CONTENT_TYPE,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     page.len()
                 );
                 let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&page);
+                let _ = stream.write_all(page);
             }
         });
-        ProtobufTarget { address, accepts }
+        PageTarget { address, accepts }
     }
 }
 
@@ -924,7 +942,7 @@ fn native_histograms_scraped_by_sidekick_equal_what_prometheus_scrapes_itself() 
             unit: String::new(),
         },
     ]);
-    let target = ProtobufTarget::serve(page);
+    let target = PageTarget::protobuf(page);
     let prometheus = Prometheus::start_with(
         &bin,
         &format!(
@@ -1047,4 +1065,100 @@ service:
         .count();
     assert_eq!(switches, 1);
     assert!(sk.terminate().success());
+}
+
+/// OpenMetrics pages with lines on the edge of the format, scraped by the real Prometheus
+/// and by Sidekick (whose `up` reaches the same Prometheus by remote-write): what
+/// Prometheus refuses, Sidekick refuses. Sidekick also checks OpenMetrics' rules on
+/// values (a negative counter here), which Prometheus's parser leaves to others; that
+/// case is marked, and every other page is up for both or down for both.
+#[test]
+fn sidekick_refuses_the_openmetrics_pages_prometheus_refuses() {
+    let Some(bin) = binary("prometheus") else {
+        return;
+    };
+    let lines = [
+        "c_total 1 # {a=\"b\"} 0.5 +Inf",
+        "c_total 1 # {a=\"b\"} 0.5 NaN",
+        "c_total 1 # {a=\"b\"}0.5",
+        "c_total 1 # {a=\"b\"} 0.5 ",
+        "c_total 1 # {a=\"b\"}  0.5",
+        "c_total  1",
+        "c_total 1 ",
+        "c_total 1\t{T}",
+        // Only Sidekick refuses this one (OpenMetrics: a counter is never negative).
+        "c_total -1",
+        "c_total 1 # {a=\"b\"} 0.5 {T}.5",
+        "c_total 1 {T} # {a=\"b\"} 0.5",
+        "c_total 1 {T}.000001\nc_total 2 {T}.000002",
+    ];
+    let pages = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            // Timestamps of now: Prometheus refuses to store old ones.
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let l = l.replace("{T}", &now.to_string());
+            let page = format!("# TYPE c counter\n{l}\n# EOF\n");
+            (
+                format!("/c{i}"),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                page.into_bytes(),
+            )
+        })
+        .collect();
+    let target = PageTarget::serve(pages);
+    let jobs = |prefix: &str, indent: &str| -> String {
+        (0..lines.len())
+            .map(|i| {
+                format!(
+                    "{indent}- job_name: {prefix}{i}\n{indent}  metrics_path: /c{i}\n{indent}  static_configs:\n{indent}    - targets: [\"{}\"]\n",
+                    target.address
+                )
+            })
+            .collect()
+    };
+    let prometheus = Prometheus::start_with(&bin, &jobs("prom_", "  "), &[]);
+    let mut sk = Sidekick::start(&format!(
+        "receivers:
+  prometheus:
+    config:
+      global:
+        scrape_interval: 1s
+        scrape_timeout: 1s
+      scrape_configs:
+{}exporters:
+  prometheusremotewrite:
+    endpoint: http://{}/api/v1/write
+service:
+  pipelines:
+    metrics:
+      receivers: [prometheus]
+      exporters: [prometheusremotewrite]
+",
+        jobs("sk_", "        "),
+        prometheus.address
+    ));
+    let up = |job: &str| prometheus.wait(&format!("up{{job=\"{job}\"}}"))[0].1;
+    for (i, line) in lines.iter().enumerate() {
+        let (theirs, ours) = (up(&format!("prom_{i}")), up(&format!("sk_{i}")));
+        let expected = if *line == "c_total -1" {
+            (1.0, 0.0)
+        } else {
+            (theirs, theirs)
+        };
+        assert_eq!(
+            (theirs, ours),
+            expected,
+            "{line:?}: Prometheus up {theirs}, Sidekick up {ours}"
+        );
+    }
+    // Both kinds are among them.
+    assert_eq!(up("prom_0"), 0.0);
+    assert_eq!(up("prom_9"), 1.0);
+    let status = sk.terminate();
+    assert!(status.success(), "{status:?}\n{}", sk.lines().join("\n"));
 }

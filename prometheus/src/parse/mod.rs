@@ -478,6 +478,11 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample<'_>, &'static str> 
         Some((m, e)) => (m, Some(e)),
         None => (rest, None),
     };
+    // OpenMetrics separates with exactly one space and allows nothing after the last
+    // field; the Prometheus text format is lenient about whitespace.
+    if format == Format::OpenMetrics && !single_spaced(main) {
+        return Err("fields must be separated by exactly one space, with none at the end");
+    }
     let mut parts = main.split_ascii_whitespace();
     let value = parts
         .next()
@@ -513,17 +518,35 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample<'_>, &'static str> 
     })
 }
 
+/// Whether `s` is one or more fields each after exactly one space (` 1`, ` 1 2`).
+fn single_spaced(s: &str) -> bool {
+    s.strip_prefix(' ')
+        .is_some_and(|rest| rest.split(' ').all(|f| !f.is_empty() && !f.contains('\t')))
+}
+
 fn parse_exemplar(s: &str) -> Result<Exemplar<'_>, &'static str> {
-    let s = s.trim_start();
     let inner = s.strip_prefix('{').ok_or("exemplar without labels")?;
     let (labels, used) = scan_labels(inner)?;
+    if inner[used..].trim().is_empty() {
+        return Err("invalid exemplar value");
+    }
+    if !single_spaced(&inner[used..]) {
+        return Err(
+            "an exemplar's fields must be separated by exactly one space, with none at the end",
+        );
+    }
     let mut parts = inner[used..].split_ascii_whitespace();
     let value = parts
         .next()
         .and_then(parse_value)
         .ok_or("invalid exemplar value")?;
     let timestamp = match parts.next() {
-        Some(t) => Some(t.parse::<f64>().map_err(|_| "invalid exemplar timestamp")?),
+        Some(t) => Some(
+            t.parse::<f64>()
+                .ok()
+                .filter(|t| t.is_finite())
+                .ok_or("invalid exemplar timestamp")?,
+        ),
         None => None,
     };
     if parts.next().is_some() {

@@ -249,6 +249,9 @@ pub struct Translated {
     pub samples_scraped: usize,
     pub samples_post_relabel: usize,
     pub series_added: usize,
+    /// Samples left out for repeating a timestamp their series already had on the page
+    /// (OpenMetrics; the first sample stays, as in Prometheus).
+    pub duplicate_timestamps: usize,
 }
 
 impl Translated {
@@ -404,7 +407,7 @@ pub fn translate_protobuf(
 
 /// A page read: its points' start times and staleness from the tracker, as a request.
 fn finish(mut page: Page, time_ms: i64, target: &Target, tracker: &mut Tracker) -> Translated {
-    let (scraped, post_relabel) = (page.scraped, page.post_relabel);
+    let (scraped, post_relabel, duplicates) = (page.scraped, page.post_relabel, page.duplicates);
     let mut resource_attrs = target.resource_attributes();
     resource_attrs.append(&mut page.resource_extra);
     let mut scrape = tracker.scrape(page.points());
@@ -434,6 +437,7 @@ fn finish(mut page: Page, time_ms: i64, target: &Target, tracker: &mut Tracker) 
         samples_scraped: scraped,
         samples_post_relabel: post_relabel,
         series_added,
+        duplicate_timestamps: duplicates,
     }
 }
 

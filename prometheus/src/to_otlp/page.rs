@@ -166,6 +166,8 @@ pub(super) struct Page {
     pub(super) resource_extra: Vec<KeyValue>,
     pub(super) scraped: usize,
     pub(super) post_relabel: usize,
+    /// Samples left out for a timestamp their series already had on the page.
+    pub(super) duplicates: usize,
 }
 
 impl Page {
@@ -302,6 +304,7 @@ pub(super) fn read_page<'a>(
     let mut resource_extra: Vec<KeyValue> = Vec::new();
     let mut scraped = 0;
     let mut post_relabel = 0;
+    let mut duplicates = 0;
     let mut labels: LabelSet<'_> = Vec::new();
     let mut checker = openmetrics::Checker::default();
     let violation = |line, rule, name: &str| PageError::OpenMetrics {
@@ -485,6 +488,13 @@ pub(super) fn read_page<'a>(
                 }
             }
         };
+        // A second value at the same millisecond (OpenMetrics): the first stays, as in
+        // Prometheus, which refuses to store the second; it is counted.
+        let single = !matches!(kind, Kind::Histogram | Kind::GaugeHistogram | Kind::Summary);
+        if apart && single && role == Role::Value && !fam.points[pi].value.is_nan() {
+            duplicates += 1;
+            continue;
+        }
         let p = &mut fam.points[pi];
         p.add(kind, role, le, quantile, sample.value);
         if let Some(e) = &sample.exemplar {
@@ -515,6 +525,7 @@ pub(super) fn read_page<'a>(
         resource_extra,
         scraped,
         post_relabel,
+        duplicates,
     })
 }
 
@@ -591,7 +602,9 @@ pub(super) fn family_slot<'a>(
 }
 
 /// The series a page has shown so far (a sample's name and labels, hashed), to refuse a
-/// second sample of one. OpenMetrics allows one again with a later explicit timestamp:
+/// second sample of one. OpenMetrics allows one again with an explicit timestamp no
+/// earlier than the last (equal ones too: timestamps apart by less than a millisecond
+/// are equal here):
 /// those series keep their last timestamp, apart, so the others cost 8 bytes each.
 pub(super) struct Shown {
     pub(super) plain: KeySet,
@@ -619,7 +632,7 @@ impl Shown {
                     e.insert(t);
                     true
                 }
-                std::collections::hash_map::Entry::Occupied(mut e) if t > *e.get() => {
+                std::collections::hash_map::Entry::Occupied(mut e) if t >= *e.get() => {
                     e.insert(t);
                     true
                 }

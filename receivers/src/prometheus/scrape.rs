@@ -70,7 +70,8 @@ pub struct ScrapeTarget {
     auth: Option<http::HeaderValue>,
     /// The formats asked for ([`accept_header`]).
     accept: http::HeaderValue,
-    /// When a family the page's protobuf left out was last logged.
+    /// When a family the page's protobuf left out, or a sample left out for a timestamp
+    /// its series already had, was last logged.
     refusal_logged: std::sync::Mutex<Option<Instant>>,
     interval: Duration,
     timeout: Duration,
@@ -452,41 +453,68 @@ impl ScrapeTarget {
         if !sidekick_prometheus::exposition::is_protobuf(content_type) {
             let text = String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)?;
             let format = Format::from_content_type(content_type);
-            return Ok(translate::translate(
+            let out = translate::translate(
                 text,
                 format,
                 time_ms,
                 &self.target,
                 &self.options(),
                 tracker,
-            )?);
+            )?;
+            if out.duplicate_timestamps > 0 {
+                self.count_left_out(
+                    counters,
+                    "sidekick_scrape_duplicate_timestamp_samples",
+                    "Samples left out of a scraped page for repeating a timestamp their series already had (the first is kept, as in Prometheus).",
+                    out.duplicate_timestamps,
+                );
+                if self.log_refusal() {
+                    warn!(scrape_target = %self.url, samples = out.duplicate_timestamps, "samples repeating a timestamp their series already had on the page were left out; the first of each was kept");
+                }
+            }
+            return Ok(out);
         }
         let out =
             translate::translate_protobuf(&body, time_ms, &self.target, &self.options(), tracker)?;
         if let Some((family, why)) = out.refused.first() {
-            counters
-                .telemetry
-                .counter(
-                    "sidekick_scrape_refused_families",
-                    "Metric families left out of a scraped page, by reason.",
-                    &[
-                        ("receiver", &counters.receiver),
-                        ("job", &self.target.job),
-                        ("instance", &self.target.instance),
-                        ("reason", "invalid_series"),
-                    ],
-                )
-                .add(out.refused.len() as u64);
-            let mut logged = self
-                .refusal_logged
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if logged.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
-                *logged = Some(Instant::now());
+            self.count_left_out(
+                counters,
+                "sidekick_scrape_refused_families",
+                "Metric families left out of a scraped page, by reason.",
+                out.refused.len(),
+            );
+            if self.log_refusal() {
                 warn!(scrape_target = %self.url, families = out.refused.len(), first = %family, reason = why, "metric families of the page left out; the rest was taken");
             }
         }
         Ok(out.translated)
+    }
+
+    /// Counts what a page left out, under `reason="invalid_series"`.
+    fn count_left_out(&self, counters: &Counters, name: &str, help: &'static str, n: usize) {
+        let labels = [
+            ("receiver", counters.receiver.as_str()),
+            ("job", self.target.job.as_str()),
+            ("instance", self.target.instance.as_str()),
+            ("reason", "invalid_series"),
+        ];
+        counters
+            .telemetry
+            .counter(name, help, &labels)
+            .add(n as u64);
+    }
+
+    /// Whether to log what a page left out now: at most every [`LOG_EVERY`] a target.
+    fn log_refusal(&self) -> bool {
+        let mut logged = self
+            .refusal_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let due = logged.is_none_or(|at| at.elapsed() >= LOG_EVERY);
+        if due {
+            *logged = Some(Instant::now());
+        }
+        due
     }
 
     /// Where in the interval this target scrapes: a fixed offset from its URL.

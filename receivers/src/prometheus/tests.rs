@@ -1424,6 +1424,56 @@ mod over_http {
         assert_eq!(refused, 1);
     }
 
+    /// An OpenMetrics page repeating a series' timestamp is taken; the repeat is left
+    /// out and counted.
+    #[tokio::test]
+    async fn a_repeated_timestamp_is_counted_and_the_page_taken() {
+        let page = b"# TYPE g gauge\ng 1 1700000000\ng 2 1700000000\n# EOF\n".to_vec();
+        let (addr, _) = serve(Answer {
+            headers: format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                page.len()
+            ),
+            total: page.len(),
+            body: page,
+        })
+        .await;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let telemetry = Telemetry::new();
+        let targets = scrape::targets_for(
+            &Global::default(),
+            &scrape_config(&addr, |_| {}),
+            "prometheus",
+            &telemetry,
+        )
+        .unwrap();
+        let counters = scrape::Counters::new(&telemetry, "prometheus");
+        let batch = targets[0]
+            .scrape_once(
+                &mut Tracker::new(10),
+                &mut None,
+                &Gauge::default(),
+                &counters,
+            )
+            .await;
+        let request = batch.to_request().unwrap();
+        assert_eq!(value(&number_points(find(&request, "up"))[0]), 1.0);
+        assert_eq!(number_points(find(&request, "g")).len(), 1);
+        let counted = telemetry
+            .counter(
+                "sidekick_scrape_duplicate_timestamp_samples",
+                "",
+                &[
+                    ("receiver", "prometheus"),
+                    ("job", "app"),
+                    ("instance", addr.as_str()),
+                    ("reason", "invalid_series"),
+                ],
+            )
+            .get();
+        assert_eq!(counted, 1);
+    }
+
     #[tokio::test]
     async fn a_page_within_limits_scrapes() {
         let page = b"# TYPE g gauge\ng{i=\"1\"} 1\n".to_vec();
@@ -1690,10 +1740,21 @@ fn openmetrics_samples_of_one_series_with_their_own_timestamps_are_points_apart(
     };
     let counts: Vec<u64> = h.data_points.iter().map(|p| p.count).collect();
     assert_eq!(counts, [1, 3]);
-    // Still refused: the same timestamp twice, going back in time, no timestamps, or
-    // one sample with a timestamp and one without, either way round.
+    // Timestamps equal to the millisecond (here apart by a microsecond) are allowed: the
+    // page is taken, the first sample of the millisecond stays (Prometheus stores no
+    // second one), and the others are counted.
+    let same =
+        "# TYPE g gauge\ng 1 1700000000.000001\ng 2 1700000000.000002\ng 3 1700000001\n# EOF\n";
+    let out = run(same, Format::OpenMetrics, T0, &mut Tracker::new(100));
+    let got: Vec<(u64, f64)> = number_points(find(&out.request, "g"))
+        .iter()
+        .map(|p| (p.time_unix_nano / 1_000_000, value(p)))
+        .collect();
+    assert_eq!(got, [(1_700_000_000_000, 1.0), (1_700_000_001_000, 3.0)]);
+    assert_eq!((out.samples_scraped, out.duplicate_timestamps), (3, 1));
+    // Still refused: going back in time, no timestamps, or one sample with a timestamp
+    // and one without, either way round.
     for bad in [
-        "a 1 1700000000\na 2 1700000000\n# EOF\n",
         "a 1 1700000005\na 2 1700000000\n# EOF\n",
         "a 1\na 2\n# EOF\n",
         "a 1\na 2 1700000000\n# EOF\n",
@@ -1724,6 +1785,67 @@ fn openmetrics_samples_of_one_series_with_their_own_timestamps_are_points_apart(
         &mut tracker,
     );
     assert!(matches!(err, Err(PageError::Duplicate { .. })), "{err:?}");
+}
+
+/// Lines the real Prometheus refuses in an OpenMetrics page (its scrape goes down), and
+/// Sidekick with it, naming the line: an exemplar timestamp that is not a finite number,
+/// an exemplar's value glued to its labels, and a space too many anywhere on a sample
+/// line. The Prometheus text format stays lenient about spaces.
+#[test]
+fn openmetrics_lines_prometheus_refuses_are_refused() {
+    for (line, why) in [
+        (
+            "c_total 1 # {a=\"b\"} 0.5 +Inf",
+            "invalid exemplar timestamp",
+        ),
+        (
+            "c_total 1 # {a=\"b\"} 0.5 NaN",
+            "invalid exemplar timestamp",
+        ),
+        (
+            "c_total 1 # {a=\"b\"} 0.5 -Inf",
+            "invalid exemplar timestamp",
+        ),
+        ("c_total 1 # {a=\"b\"}0.5", "exactly one space"),
+        ("c_total 1 # {a=\"b\"} 0.5 ", "exactly one space"),
+        ("c_total 1 # {a=\"b\"} 0.5 1700000000 ", "exactly one space"),
+        ("c_total 1 # {a=\"b\"}  0.5", "exactly one space"),
+        ("c_total  1", "exactly one space"),
+        ("c_total 1 ", "exactly one space"),
+        ("c_total 1 1700000000 ", "exactly one space"),
+        ("c_total 1\t1700000000", "exactly one space"),
+    ] {
+        let page = format!("# TYPE c counter\n{line}\n# EOF\n");
+        let err = translate(
+            page.as_str(),
+            Format::OpenMetrics,
+            T0,
+            &target(),
+            &opts(),
+            &mut Tracker::new(100),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{line:?} must be refused"));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("line 2: ") && text.contains(why),
+            "{line:?}: {text}"
+        );
+    }
+    // Where the rules allow it: an exemplar with and without its timestamp.
+    for line in [
+        "c_total 1 # {a=\"b\"} 0.5 1700000000.5",
+        "c_total 1 1700000000 # {a=\"b\"} 0.5",
+    ] {
+        let page = format!("# TYPE c counter\n{line}\n# EOF\n");
+        run(&page, Format::OpenMetrics, T0, &mut Tracker::new(100));
+    }
+    run(
+        "c_total  1 \n",
+        Format::Prometheus,
+        T0,
+        &mut Tracker::new(100),
+    );
 }
 
 #[test]
