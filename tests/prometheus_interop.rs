@@ -1162,3 +1162,114 @@ service:
     let status = sk.terminate();
     assert!(status.success(), "{status:?}\n{}", sk.lines().join("\n"));
 }
+
+/// The `prometheus` exporter fed an OTLP exponential histogram, scraped by two real
+/// Prometheus servers: one with native histograms on (it asks for the protobuf format,
+/// and gets the histogram as a native one: PromQL's count, sum and quantiles are the
+/// observations'), one without (it asks for text and gets a classic histogram at powers
+/// of two whose `+Inf` bucket holds every observation). A counter on the same page
+/// reaches both.
+#[test]
+fn the_prometheus_exporter_serves_native_histograms_to_a_prometheus_that_asks() {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        exponential_histogram_data_point::Buckets, ExponentialHistogram,
+        ExponentialHistogramDataPoint,
+    };
+    let Some(bin) = binary("prometheus") else {
+        return;
+    };
+    let exporter: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let job =
+        format!("  - job_name: app\n    static_configs:\n      - targets: [\"{exporter}\"]\n");
+    let native = Prometheus::start_with(&bin, &job, &["--enable-feature=native-histograms"]);
+    let classic = Prometheus::start_with(&bin, &job, &[]);
+    let mut sk = Sidekick::start(&format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+exporters:
+  prometheus:
+    endpoint: {exporter}
+service:
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [prometheus]
+"
+    ));
+    // 300 observations from 1 ms to about 1.6 s, counted at scale 4.
+    let observations: Vec<f64> = (1..=300)
+        .map(|i| 0.001 * f64::powf(1.025, i as f64))
+        .collect();
+    let scale = 4;
+    let index = |v: f64| (v.log2() * f64::powi(2.0, scale)).ceil() as i32 - 1;
+    let low = index(observations[0]);
+    let mut counts = vec![0u64; (index(observations[299]) - low + 1) as usize];
+    for v in &observations {
+        counts[(index(*v) - low) as usize] += 1;
+    }
+    let sum: f64 = observations.iter().sum();
+    let t = now_nanos();
+    let histogram = Metric {
+        name: "rpc.duration".into(),
+        unit: "s".into(),
+        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![ExponentialHistogramDataPoint {
+                time_unix_nano: t,
+                start_time_unix_nano: t - 60_000_000_000,
+                count: 300,
+                sum: Some(sum),
+                scale,
+                positive: Some(Buckets {
+                    offset: low,
+                    bucket_counts: counts,
+                }),
+                ..Default::default()
+            }],
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    };
+    let counter = Metric {
+        name: "jobs.done".into(),
+        data: Some(Data::Sum(Sum {
+            data_points: vec![NumberDataPoint {
+                time_unix_nano: t,
+                start_time_unix_nano: t - 60_000_000_000,
+                value: Some(number_data_point::Value::AsInt(42)),
+                ..Default::default()
+            }],
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    };
+    post_otlp(sk.http.unwrap(), &request(vec![histogram, counter]));
+
+    let series = "rpc_duration_seconds{job=\"app\"}";
+    let count = native.wait(&format!("histogram_count({series})"));
+    assert_eq!(count[0].1, 300.0);
+    let got_sum = native.query(&format!("histogram_sum({series})"))[0].1;
+    assert!((got_sum - sum).abs() < 1e-9 * sum, "{got_sum} vs {sum}");
+    let width = 2f64.powf(1.0 / 16.0);
+    for q in [0.5, 0.9] {
+        let exact = observations[(q * 300.0f64).ceil() as usize - 1];
+        let got = native.query(&format!("histogram_quantile({q}, {series})"))[0].1;
+        assert!(
+            got <= exact * width && got >= exact / width,
+            "quantile {q}: Prometheus says {got}, the observations {exact}"
+        );
+    }
+    assert_eq!(native.wait("jobs_done_total{job=\"app\"}")[0].1, 42.0);
+
+    let inf = classic.wait("rpc_duration_seconds_bucket{job=\"app\",le=\"+Inf\"}");
+    assert_eq!(inf[0].1, 300.0);
+    // Powers of two: the bucket ending at 1 s holds what is at most 1 s.
+    let le1 = classic.query("rpc_duration_seconds_bucket{job=\"app\",le=\"1\"}");
+    let at_most_1 = observations.iter().filter(|v| **v <= 1.0).count() as f64;
+    assert_eq!(le1[0].1, at_most_1);
+    assert_eq!(classic.wait("jobs_done_total{job=\"app\"}")[0].1, 42.0);
+    assert!(sk.terminate().success());
+}

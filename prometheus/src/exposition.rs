@@ -393,6 +393,15 @@ pub fn native(h: &Histogram) -> Result<Native, &'static str> {
     })
 }
 
+/// (OTLP index, count) of each bucket integer spans and deltas name, in index order, or
+/// why they do not add up.
+pub fn integer_buckets(
+    spans: &[BucketSpan],
+    deltas: &[i64],
+) -> Result<Vec<(i64, u64)>, &'static str> {
+    sparse(spans, deltas, &[], false)
+}
+
 /// (OTLP index, count) of each bucket the spans name, in index order.
 fn sparse(
     spans: &[BucketSpan],

@@ -162,8 +162,9 @@ impl ExporterConfig for Config {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             target_info: true,
-            // The page is text: it has no native histograms.
-            native_histograms: false,
+            // Kept as native histograms: the protobuf page has them, the text pages show
+            // them as classic ones.
+            native_histograms: true,
         };
         let store = Arc::new(Mutex::new(Store::new(
             self.metric_expiration.get(),
@@ -271,6 +272,12 @@ impl Extension for ScrapeServer {
             // Only the copy-out holds the lock; the page is written after it, a piece
             // at a time as the connection takes it.
             let snapshot = store.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+            if protobuf_first(accept) {
+                let content_type = sidekick_prometheus::exposition::CONTENT_TYPE;
+                let mut r = response(StatusCode::OK, content_type, "");
+                *r.body_mut() = axum::body::Body::from(snapshot.protobuf(extra));
+                return r;
+            }
             let mut r = response(StatusCode::OK, format.content_type(), "");
             *r.body_mut() = axum::body::Body::new(PageBody(snapshot.pages(format, extra)));
             r
@@ -286,6 +293,33 @@ impl Extension for ScrapeServer {
             });
         Box::pin(async move { serve_with(listener, router, &options, stop.fired()).await })
     }
+}
+
+/// Whether `accept` prefers the protobuf exposition to the text formats: it names it,
+/// and first or with the highest `q` among what it names.
+fn protobuf_first(accept: &str) -> bool {
+    let mut best: Option<(f64, bool)> = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        let mut q = 1.0;
+        let mut proto = "";
+        for p in parts {
+            if let Some(v) = p.strip_prefix("q=") {
+                q = v.parse().unwrap_or(0.0);
+            } else if let Some(v) = p.strip_prefix("proto=") {
+                proto = v;
+            }
+        }
+        let is_protobuf = media == "application/vnd.google.protobuf"
+            && proto == "io.prometheus.client.MetricFamily";
+        let known = is_protobuf || media == "text/plain" || media == "application/openmetrics-text";
+        // Ties go to the earlier item.
+        if known && q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, is_protobuf));
+        }
+    }
+    best.is_some_and(|(_, p)| p)
 }
 
 /// A page as a response body, written a piece at a time.

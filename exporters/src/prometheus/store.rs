@@ -1,5 +1,7 @@
 //! The latest sample of every series that reached the `prometheus` exporter, and its
-//! rendering as a Prometheus text or OpenMetrics page.
+//! rendering as a Prometheus text or OpenMetrics page, or in the protobuf exposition
+//! ([`Snapshot::protobuf`]). Native histograms are kept as such: the protobuf page
+//! carries them, the text pages show them as classic histograms.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,6 +14,8 @@ use sidekick_collector::util::{FastMap, KeyMap};
 use sidekick_prometheus::text::{escape_label_value, push_family_header, push_series, push_value};
 
 use crate::prom::{self, is_stale_nan, Family, Kind, Sample, Settings, Translation};
+use sidekick_prometheus::exposition;
+use sidekick_prometheus::prompb::Histogram;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -42,8 +46,10 @@ struct Entry {
     /// When it was last updated: milliseconds since the store was made.
     updated_ms: u64,
     /// ` # {labels} value timestamp`, for OpenMetrics (a thin pointer: most series have
-    /// none, and the entry stays 56 bytes).
+    /// none).
     exemplar: Option<Arc<String>>,
+    /// A native histogram (an exponential one from OTLP), in place of `value`.
+    native: Option<Arc<Histogram>>,
 }
 
 struct FamilyEntry {
@@ -150,9 +156,15 @@ impl FamilyEntry {
     }
 }
 
-/// One series' rendered name (without the family's) and labels, value, timestamp and
-/// exemplar.
-type SnapshotSeries = (Arc<str>, f64, i64, Option<Arc<String>>);
+/// One series as a render needs it.
+struct SnapshotSeries {
+    /// Its rendered name (without the family's) and labels.
+    text: Arc<str>,
+    value: f64,
+    timestamp_ms: i64,
+    exemplar: Option<Arc<String>>,
+    native: Option<Arc<Histogram>>,
+}
 
 /// What a render needs, copied out under the lock (reference-counted text, no
 /// formatting), so rendering itself does not hold up ingestion.
@@ -261,7 +273,7 @@ impl Store {
         let entry = &mut self.families[at];
         let key = s.key();
         let found = entry.find(key);
-        if is_stale_nan(s.value) {
+        if is_stale_nan(s.value) || s.histogram.is_some_and(|h| is_stale_nan(h.sum)) {
             if let Some(at) = found {
                 entry.remove(at);
             }
@@ -278,6 +290,7 @@ impl Store {
                     timestamp_ms: s.timestamp_ms,
                     updated_ms: now,
                     exemplar: None,
+                    native: None,
                 }));
                 let at = entry.slots.len() - 1;
                 entry.index.insert(key, at as u32);
@@ -294,6 +307,7 @@ impl Store {
             e.value = s.value;
             e.timestamp_ms = s.timestamp_ms;
             e.updated_ms = now;
+            e.native = s.histogram.map(|h| Arc::new(h.clone()));
             if exemplar.is_some() {
                 e.exemplar = exemplar;
             }
@@ -364,13 +378,12 @@ impl Store {
                 .map(|f| {
                     let series = f
                         .in_order()
-                        .map(|e| {
-                            (
-                                Arc::clone(&e.text),
-                                e.value,
-                                e.timestamp_ms,
-                                e.exemplar.clone(),
-                            )
+                        .map(|e| SnapshotSeries {
+                            text: Arc::clone(&e.text),
+                            value: e.value,
+                            timestamp_ms: e.timestamp_ms,
+                            exemplar: e.exemplar.clone(),
+                            native: e.native.clone(),
                         })
                         .collect();
                     (Arc::clone(&f.family), series)
@@ -480,27 +493,66 @@ impl Pages {
         Some(out)
     }
 
-    /// One stored series' line.
+    /// One stored series' line (a native histogram's classic lines).
     fn line(&self, out: &mut String, family: usize, s: &SnapshotSeries) {
-        let (text, value, timestamp_ms, exemplar) = s;
         let family = &self.snapshot.families[family].0;
+        if let Some(h) = &s.native {
+            return self.classic_lines(out, &family.name, s, h);
+        }
         out.push_str(&family.name);
-        out.push_str(text);
+        out.push_str(&s.text);
+        self.value(out, s.value, s.timestamp_ms);
+        if self.om {
+            let exemplar_ok = family.kind == Kind::Counter || s.text.starts_with("_bucket{");
+            if let Some(x) = s.exemplar.as_ref().filter(|_| exemplar_ok) {
+                out.push_str(x);
+            }
+        }
+        out.push('\n');
+    }
+
+    /// ` value[ timestamp]`, without the line's end.
+    fn value(&self, out: &mut String, value: f64, timestamp_ms: i64) {
         out.push(' ');
-        push_value(out, *value);
+        push_value(out, value);
         if self.snapshot.send_timestamps {
             if self.om {
-                let _ = write!(out, " {}", *timestamp_ms as f64 / 1000.0);
+                let _ = write!(out, " {}", timestamp_ms as f64 / 1000.0);
             } else {
                 let _ = write!(out, " {timestamp_ms}");
             }
         }
-        if self.om {
-            let exemplar_ok = family.kind == Kind::Counter || text.starts_with("_bucket{");
-            if let Some(x) = exemplar.as_ref().filter(|_| exemplar_ok) {
-                out.push_str(x);
+    }
+
+    /// A native histogram as the text formats show one: classic buckets at powers of two
+    /// ([`prom::classic_of_native`]), `_sum` and `_count`.
+    fn classic_lines(&self, out: &mut String, name: &str, s: &SnapshotSeries, h: &Histogram) {
+        let (bounds, counts) = prom::classic_of_native(h);
+        // `{a="1"}` → `{a="1",le="…"}`; no labels → `{le="…"}`.
+        let open = s
+            .text
+            .strip_suffix('}')
+            .map(|t| format!("{t},"))
+            .unwrap_or_else(|| "{".into());
+        let mut cumulative = 0u64;
+        let last = bounds.len();
+        for (i, c) in counts.iter().enumerate() {
+            cumulative += c;
+            let _ = write!(out, "{name}_bucket{open}le=\"");
+            match bounds.get(i) {
+                Some(b) => push_value(out, *b),
+                None => out.push_str("+Inf"),
             }
+            out.push_str("\"}");
+            self.value(out, cumulative as f64, s.timestamp_ms);
+            out.push('\n');
+            debug_assert!(i <= last);
         }
+        let _ = write!(out, "{name}_sum{}", s.text);
+        self.value(out, h.sum, s.timestamp_ms);
+        out.push('\n');
+        let _ = write!(out, "{name}_count{}", s.text);
+        self.value(out, cumulative as f64, s.timestamp_ms);
         out.push('\n');
     }
 }
@@ -511,6 +563,190 @@ impl Iterator for Pages {
     /// Pieces of about 64 KiB.
     fn next(&mut self) -> Option<String> {
         self.next_chunk(64 << 10).filter(|c| !c.is_empty())
+    }
+}
+
+impl Snapshot {
+    /// The page in the protobuf exposition, with `extra` after the stored families: what
+    /// a scraper asking for `application/vnd.google.protobuf` gets. A family's series
+    /// come back together as the format has them: a classic histogram's buckets, sum and
+    /// count as one histogram, a summary's quantiles as one summary; native histograms
+    /// as they are.
+    pub fn protobuf(self, extra: Translation) -> Vec<u8> {
+        let mut families: Vec<exposition::MetricFamily> = Vec::new();
+        for (family, series) in &self.families {
+            let mut out = family_message(family);
+            // A histogram's or summary's series by label set (its `le` or `quantile`
+            // apart): one metric each.
+            let grouped = matches!(family.kind, Kind::Histogram | Kind::Summary);
+            let mut index: std::collections::HashMap<Vec<exposition::LabelPair>, usize> =
+                Default::default();
+            for s in series {
+                let (suffix, inner) = match s.text.find('{') {
+                    Some(at) => (&s.text[..at], &s.text[at + 1..s.text.len() - 1]),
+                    None => (&*s.text, ""),
+                };
+                let mut labels: Vec<exposition::LabelPair> = Vec::new();
+                let mut le = None;
+                let mut quantile = None;
+                for (k, v) in sidekick_prometheus::parse::Labels::Text(inner).iter() {
+                    match k {
+                        "le" if suffix == "_bucket" => {
+                            le = sidekick_prometheus::parse::parse_value(&v)
+                        }
+                        "quantile" if family.kind == Kind::Summary => {
+                            quantile = sidekick_prometheus::parse::parse_value(&v)
+                        }
+                        _ => labels.push(exposition::LabelPair {
+                            name: k.to_string(),
+                            value: v.into_owned(),
+                        }),
+                    }
+                }
+                let timestamp_ms = if self.send_timestamps {
+                    s.timestamp_ms
+                } else {
+                    0
+                };
+                let known = grouped.then(|| index.get(&labels).copied()).flatten();
+                let at = match known {
+                    Some(at) => at,
+                    None => {
+                        if grouped {
+                            index.insert(labels.clone(), out.metric.len());
+                        }
+                        out.metric.push(exposition::Metric {
+                            label: labels,
+                            timestamp_ms,
+                            ..Default::default()
+                        });
+                        out.metric.len() - 1
+                    }
+                };
+                fill(&mut out.metric[at], family.kind, suffix, le, quantile, s);
+            }
+            families.push(out);
+        }
+        let stored: Vec<String> = families.iter().map(|f| f.name.clone()).collect();
+        let mut by_family: BTreeMap<usize, exposition::MetricFamily> = BTreeMap::new();
+        for s in &extra.series {
+            let family = &extra.families[s.family];
+            if stored.contains(&family.name) {
+                continue;
+            }
+            let out = by_family
+                .entry(s.family)
+                .or_insert_with(|| family_message(family));
+            let mut metric = exposition::Metric {
+                label: s
+                    .labels
+                    .iter()
+                    .map(|(name, value)| exposition::LabelPair {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let value = exposition::Value { value: s.value };
+            match family.kind {
+                Kind::Counter => {
+                    metric.counter = Some(exposition::Counter {
+                        value: s.value,
+                        ..Default::default()
+                    })
+                }
+                _ => metric.gauge = Some(value),
+            }
+            out.metric.push(metric);
+        }
+        families.extend(by_family.into_values());
+        exposition::encode(&families)
+    }
+}
+
+/// A family's message without its metrics.
+fn family_message(f: &Family) -> exposition::MetricFamily {
+    exposition::MetricFamily {
+        name: f.name.clone(),
+        help: f.help.clone(),
+        r#type: match f.kind {
+            Kind::Counter => exposition::MetricType::Counter,
+            Kind::Gauge => exposition::MetricType::Gauge,
+            Kind::Histogram => exposition::MetricType::Histogram,
+            Kind::Summary => exposition::MetricType::Summary,
+        } as i32,
+        metric: Vec::new(),
+        unit: String::new(),
+    }
+}
+
+/// Puts one stored series into its protobuf metric: the value, or its part of a
+/// histogram or summary.
+fn fill(
+    m: &mut exposition::Metric,
+    kind: Kind,
+    suffix: &str,
+    le: Option<f64>,
+    quantile: Option<f64>,
+    s: &SnapshotSeries,
+) {
+    match kind {
+        Kind::Counter => {
+            m.counter = Some(exposition::Counter {
+                value: s.value,
+                ..Default::default()
+            })
+        }
+        Kind::Gauge => m.gauge = Some(exposition::Value { value: s.value }),
+        Kind::Histogram => {
+            let h = m.histogram.get_or_insert_with(Default::default);
+            if let Some(n) = &s.native {
+                h.sample_count = n.count_int;
+                h.sample_sum = n.sum;
+                h.schema = n.schema;
+                h.zero_threshold = n.zero_threshold;
+                h.zero_count = n.zero_count_int;
+                h.negative_span = n.negative_spans.clone();
+                h.negative_delta = n.negative_deltas.clone();
+                h.positive_span = n.positive_spans.clone();
+                h.positive_delta = n.positive_deltas.clone();
+                // The format's mark of a native histogram with no bucket yet.
+                if h.positive_span.is_empty() && h.negative_span.is_empty() {
+                    h.positive_span.push(exposition::BucketSpan {
+                        offset: 0,
+                        length: 0,
+                    });
+                }
+                return;
+            }
+            match (suffix, le) {
+                ("_bucket", Some(le)) if le != f64::INFINITY => {
+                    h.bucket.push(exposition::Bucket {
+                        cumulative_count: s.value.max(0.0) as u64,
+                        upper_bound: le,
+                        ..Default::default()
+                    });
+                    h.bucket
+                        .sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
+                }
+                ("_sum", _) => h.sample_sum = s.value,
+                ("_count", _) => h.sample_count = s.value.max(0.0) as u64,
+                _ => {}
+            }
+        }
+        Kind::Summary => {
+            let q = m.summary.get_or_insert_with(Default::default);
+            match (suffix, quantile) {
+                ("", Some(quantile)) => q.quantile.push(exposition::Quantile {
+                    quantile,
+                    value: s.value,
+                }),
+                ("_sum", _) => q.sample_sum = s.value,
+                ("_count", _) => q.sample_count = s.value.max(0.0) as u64,
+                _ => {}
+            }
+        }
     }
 }
 

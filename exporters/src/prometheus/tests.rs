@@ -557,3 +557,156 @@ fn credentials_in_clear_text_from_the_network_are_warned_about() {
         "{tls:?}"
     );
 }
+
+/// [`request`] and an exponential histogram `rpc.duration` (seconds) of 17 observations
+/// at scale 1: positive buckets 0..=3 with 1, 2, 3, 4, negative bucket -1 with 5, and 2
+/// in the zero bucket.
+fn with_exponential() -> ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        exponential_histogram_data_point::Buckets, ExponentialHistogram,
+        ExponentialHistogramDataPoint,
+    };
+    let mut req = request(0);
+    req.resource_metrics[0].scope_metrics[0]
+        .metrics
+        .push(Metric {
+            name: "rpc.duration".into(),
+            unit: "s".into(),
+            data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![ExponentialHistogramDataPoint {
+                    attributes: vec![kv("path", "/a")],
+                    time_unix_nano: T,
+                    count: 17,
+                    sum: Some(12.5),
+                    scale: 1,
+                    zero_count: 2,
+                    zero_threshold: 0.001,
+                    positive: Some(Buckets {
+                        offset: 0,
+                        bucket_counts: vec![1, 2, 3, 4],
+                    }),
+                    negative: Some(Buckets {
+                        offset: -1,
+                        bucket_counts: vec![5],
+                    }),
+                    ..Default::default()
+                }],
+                aggregation_temporality: 2,
+            })),
+            ..Default::default()
+        });
+    req
+}
+
+/// A store fed as the exporter feeds it (native histograms kept).
+fn ingested(req: &ExportMetricsServiceRequest) -> Store {
+    let mut store = Store::new(Duration::from_secs(300), false);
+    let settings = Settings {
+        target_info: true,
+        native_histograms: true,
+        ..Settings::default()
+    };
+    store.begin_batch();
+    let now = std::time::Instant::now();
+    prom::translate_with(req, &settings, &mut Accumulator::default(), 0, &mut |s| {
+        store.ingest(s, now)
+    });
+    store
+}
+
+/// An exponential histogram is a native histogram in the protobuf page, bucket for
+/// bucket, and a classic one at powers of two on the text page; the other families are
+/// the same in both.
+#[test]
+fn exponential_histograms_are_native_in_protobuf_and_classic_in_text() {
+    let mut store = ingested(&with_exponential());
+    let text = store.render(Format::Text, Translation::default());
+    // Scale 1 merged to 0: negative bucket -1 is [-1, -0.5); positive 0, 1 are (1, 2],
+    // 2, 3 are (2, 4]; the zero bucket ends at 0.001.
+    let classic = "# HELP rpc_duration_seconds rpc_duration_seconds\n\
+         # TYPE rpc_duration_seconds histogram\n\
+         rpc_duration_seconds_bucket{job=\"checkout\",path=\"/a\",le=\"-0.5\"} 5\n\
+         rpc_duration_seconds_bucket{job=\"checkout\",path=\"/a\",le=\"0.001\"} 7\n\
+         rpc_duration_seconds_bucket{job=\"checkout\",path=\"/a\",le=\"2\"} 10\n\
+         rpc_duration_seconds_bucket{job=\"checkout\",path=\"/a\",le=\"4\"} 17\n\
+         rpc_duration_seconds_bucket{job=\"checkout\",path=\"/a\",le=\"+Inf\"} 17\n\
+         rpc_duration_seconds_sum{job=\"checkout\",path=\"/a\"} 12.5\n\
+         rpc_duration_seconds_count{job=\"checkout\",path=\"/a\"} 17\n";
+    assert!(text.contains(classic), "{text}");
+
+    let page = store.snapshot().protobuf(Translation::default());
+    let families = sidekick_prometheus::exposition::decode(&page).unwrap();
+    let family = |name: &str| {
+        families
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {families:#?}"))
+    };
+    let h = family("rpc_duration_seconds").metric[0]
+        .histogram
+        .clone()
+        .unwrap();
+    assert!(h.is_native());
+    let native = sidekick_prometheus::exposition::native(&h).unwrap();
+    assert_eq!((native.scale, native.count, native.zero_count), (1, 17, 2));
+    assert_eq!(
+        (native.positive.offset, native.positive.counts),
+        (0, vec![1, 2, 3, 4])
+    );
+    assert_eq!(
+        (native.negative.offset, native.negative.counts),
+        (-1, vec![5])
+    );
+    let labels: Vec<(&str, &str)> = family("rpc_duration_seconds").metric[0]
+        .label
+        .iter()
+        .map(|l| (l.name.as_str(), l.value.as_str()))
+        .collect();
+    assert_eq!(labels, [("job", "checkout"), ("path", "/a")]);
+    // The classic histogram: its bucket, sum and count series as one histogram.
+    let latency = &family("latency_seconds").metric;
+    assert_eq!(latency.len(), 1);
+    let classic = latency[0].histogram.clone().unwrap();
+    assert!(!classic.is_native());
+    assert_eq!((classic.sample_count, classic.sample_sum), (3, 1.5));
+    let bounds: Vec<(f64, u64)> = classic
+        .bucket
+        .iter()
+        .map(|b| (b.upper_bound, b.cumulative_count))
+        .collect();
+    assert_eq!(bounds, [(0.5, 1)]);
+    let counter = &family("http_requests_total").metric[0];
+    assert_eq!(counter.counter.as_ref().unwrap().value, 5.0);
+    assert_eq!(counter.label[1].value, "/a\"b\\c");
+    assert!(family("temperature_celsius").metric[0]
+        .gauge
+        .as_ref()
+        .unwrap()
+        .value
+        .is_nan());
+}
+
+#[test]
+fn the_protobuf_page_goes_to_scrapers_that_prefer_it() {
+    let proto = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
+    for (accept, wanted) in [
+        (
+            format!("{proto};q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"),
+            true,
+        ),
+        (format!("{proto},text/plain;version=0.0.4;q=0.5"), true),
+        (format!("text/plain;version=0.0.4,{proto};q=0.8"), false),
+        (
+            format!("application/openmetrics-text;version=1.0.0,{proto}"),
+            false,
+        ),
+        (
+            "application/vnd.google.protobuf;proto=other.Message".to_string(),
+            false,
+        ),
+        ("text/plain".to_string(), false),
+        (String::new(), false),
+    ] {
+        assert_eq!(protobuf_first(&accept), wanted, "{accept}");
+    }
+}

@@ -12,9 +12,9 @@
 //! resource attributes on one `target_info` per job/instance;
 //! `otel_scope_name`/`otel_scope_version` labels; `NoRecordedValue` → the Prometheus stale
 //! NaN. Delta sums and histograms are accumulated into cumulative ones (see
-//! [`Accumulator`]). Exponential histograms become native histograms where the consumer
-//! takes them (remote-write: [`Settings::native_histograms`], see [`native_histogram`]);
-//! elsewhere, and with delta temporality, they are dropped and counted.
+//! [`Accumulator`]). Exponential histograms become native histograms
+//! ([`Settings::native_histograms`], see [`native_histogram`]) or classic ones at powers of
+//! two ([`classic_of`]); with delta temporality they are dropped and counted.
 
 mod names;
 mod points;
@@ -38,8 +38,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use serde::Deserialize;
 
 pub use names::{label_name, label_value, metric_name, unit_word};
-pub use points::native_histogram;
 use points::*;
+pub use points::{classic_buckets, classic_of, classic_of_native, native_histogram};
 
 pub use crate::text::escape_label_value;
 pub use crate::{is_stale_nan, stale_nan, STALE_NAN};
@@ -73,8 +73,9 @@ pub struct Settings {
     pub extra_labels: Vec<(String, String)>,
     /// Emit `target_info` (default true).
     pub target_info: bool,
-    /// Exponential histograms as native histograms ([`Sample::histogram`]): for
-    /// remote-write. Without it they are dropped, counted with the reason.
+    /// Exponential histograms as native histograms ([`Sample::histogram`]), as both
+    /// exporters take them. Without it they are classic histograms at powers of two
+    /// ([`classic_of`]).
     pub native_histograms: bool,
 }
 

@@ -366,50 +366,28 @@ pub(super) fn exponential(
 const CLASSIC_SCALE: i32 = 0;
 
 /// An exponential histogram point as a classic one, for the text formats (which have no
-/// native histograms): its buckets merged to powers of two (scale 0, or the point's own
-/// scale when coarser), so every classic bound is one of the point's own bucket bounds
-/// and no count is split or guessed. The bounds run from the lowest non-empty bucket to
-/// the highest: negative buckets, the zero bucket (up to `zero_threshold`), positive
-/// buckets, then `+Inf` with whatever the count has beyond the buckets.
+/// native histograms): [`classic_buckets`] of its buckets.
 pub fn classic_of(p: &ExponentialHistogramDataPoint) -> HistogramDataPoint {
-    let scale = p.scale.min(CLASSIC_SCALE);
-    let shift = (p.scale - scale) as u32;
-    // 2^(2^-scale): a power of two for scales of 0 and below, so every bound is exact.
-    let base_log2 = f64::powi(2.0, -scale);
-    let bound = |k: i64| (k as f64 * base_log2).exp2();
-    let merged = |b: &Option<exponential_histogram_data_point::Buckets>| -> Vec<(i64, u64)> {
-        let mut out: Vec<(i64, u64)> = Vec::new();
-        let Some(b) = b else { return out };
-        for (i, &c) in b.bucket_counts.iter().enumerate() {
-            if c == 0 {
-                continue;
-            }
-            let k = (i64::from(b.offset) + i as i64) >> shift;
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 += c,
-                _ => out.push((k, c)),
-            }
-        }
-        out
+    let sparse = |b: &Option<exponential_histogram_data_point::Buckets>| -> Vec<(i64, u64)> {
+        b.iter()
+            .flat_map(|b| {
+                let offset = i64::from(b.offset);
+                b.bucket_counts
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, &c)| (offset + i as i64, c))
+            })
+            .collect()
     };
-    let (positive, negative) = (merged(&p.positive), merged(&p.negative));
-    let mut bounds = Vec::with_capacity(positive.len() + negative.len() + 1);
-    let mut counts = Vec::with_capacity(bounds.capacity() + 1);
-    // Negative bucket `k` holds [-base^(k+1), -base^k): most negative first.
-    for &(k, c) in negative.iter().rev() {
-        bounds.push(-bound(k));
-        counts.push(c);
-    }
-    if p.zero_count > 0 || !negative.is_empty() {
-        bounds.push(p.zero_threshold);
-        counts.push(p.zero_count);
-    }
-    for &(k, c) in &positive {
-        bounds.push(bound(k + 1));
-        counts.push(c);
-    }
+    let (bounds, counts) = classic_buckets(
+        p.scale,
+        p.zero_threshold,
+        p.zero_count,
+        p.count,
+        &sparse(&p.positive),
+        &sparse(&p.negative),
+    );
     let total: u64 = counts.iter().sum();
-    counts.push(p.count.saturating_sub(total));
     HistogramDataPoint {
         attributes: p.attributes.clone(),
         start_time_unix_nano: p.start_time_unix_nano,
@@ -423,6 +401,74 @@ pub fn classic_of(p: &ExponentialHistogramDataPoint) -> HistogramDataPoint {
         min: p.min,
         max: p.max,
     }
+}
+
+/// A Prometheus native histogram's classic buckets ([`classic_buckets`]): bounds, and
+/// each bucket's own count, `+Inf`'s last. Spans and deltas that do not add up give
+/// what they do name (a histogram Sidekick wrote itself always adds up).
+pub fn classic_of_native(h: &crate::prompb::Histogram) -> (Vec<f64>, Vec<u64>) {
+    let sparse = |spans: &[crate::prompb::BucketSpan], deltas: &[i64]| {
+        crate::exposition::integer_buckets(spans, deltas).unwrap_or_default()
+    };
+    classic_buckets(
+        h.schema,
+        h.zero_threshold,
+        h.zero_count_int,
+        h.count_int,
+        &sparse(&h.positive_spans, &h.positive_deltas),
+        &sparse(&h.negative_spans, &h.negative_deltas),
+    )
+}
+
+/// Exponential buckets at `scale`, given as (OTLP index, count) in index order, as
+/// classic ones: merged to powers of two (scale 0, or `scale` when coarser), so every
+/// classic bound is one of the histogram's own bucket bounds and no count is split or
+/// guessed. The bounds run from the lowest non-empty bucket to the highest: negative
+/// buckets, the zero bucket (up to `zero_threshold`), positive buckets; the counts have
+/// one more, `+Inf`'s, with whatever `count` has beyond the buckets.
+pub fn classic_buckets(
+    scale: i32,
+    zero_threshold: f64,
+    zero_count: u64,
+    count: u64,
+    positive: &[(i64, u64)],
+    negative: &[(i64, u64)],
+) -> (Vec<f64>, Vec<u64>) {
+    let classic = scale.min(CLASSIC_SCALE);
+    let shift = (scale - classic) as u32;
+    // 2^(2^-scale): a power of two for scales of 0 and below, so every bound is exact.
+    let base_log2 = f64::powi(2.0, -classic);
+    let bound = |k: i64| (k as f64 * base_log2).exp2();
+    let merged = |side: &[(i64, u64)]| -> Vec<(i64, u64)> {
+        let mut out: Vec<(i64, u64)> = Vec::new();
+        for &(i, c) in side.iter().filter(|(_, c)| *c > 0) {
+            let k = i >> shift;
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 += c,
+                _ => out.push((k, c)),
+            }
+        }
+        out
+    };
+    let (positive, negative) = (merged(positive), merged(negative));
+    let mut bounds = Vec::with_capacity(positive.len() + negative.len() + 1);
+    let mut counts = Vec::with_capacity(bounds.capacity() + 1);
+    // Negative bucket `k` holds [-base^(k+1), -base^k): most negative first.
+    for &(k, c) in negative.iter().rev() {
+        bounds.push(-bound(k));
+        counts.push(c);
+    }
+    if zero_count > 0 || !negative.is_empty() {
+        bounds.push(zero_threshold);
+        counts.push(zero_count);
+    }
+    for &(k, c) in &positive {
+        bounds.push(bound(k + 1));
+        counts.push(c);
+    }
+    let total: u64 = counts.iter().sum();
+    counts.push(count.saturating_sub(total));
+    (bounds, counts)
 }
 
 /// The largest and smallest schemas Prometheus takes.
