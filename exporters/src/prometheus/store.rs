@@ -45,12 +45,29 @@ struct Entry {
     timestamp_ms: i64,
     /// When it was last updated: milliseconds since the store was made.
     updated_ms: u64,
-    /// ` # {labels} value timestamp`, for OpenMetrics (a thin pointer: most series have
-    /// none).
-    exemplar: Option<Arc<String>>,
-    /// A native histogram (an exponential one from OTLP), in place of `value`.
-    native: Option<Arc<Histogram>>,
+    /// An exemplar or a native histogram, which most series have neither of (a thin
+    /// pointer: the entry stays 56 bytes).
+    extra: Option<Arc<Extra>>,
 }
+
+/// What a few series carry besides their value.
+enum Extra {
+    /// ` # {labels} value timestamp`, for OpenMetrics.
+    Exemplar(String),
+    /// A native histogram (an exponential one from OTLP), in place of the value.
+    Native(Histogram),
+}
+
+impl Extra {
+    fn native(extra: &Option<Arc<Extra>>) -> Option<&Histogram> {
+        match extra.as_deref() {
+            Some(Extra::Native(h)) => Some(h),
+            _ => None,
+        }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 56);
 
 struct FamilyEntry {
     family: Arc<Family>,
@@ -162,8 +179,7 @@ struct SnapshotSeries {
     text: Arc<str>,
     value: f64,
     timestamp_ms: i64,
-    exemplar: Option<Arc<String>>,
-    native: Option<Arc<Histogram>>,
+    extra: Option<Arc<Extra>>,
 }
 
 /// What a render needs, copied out under the lock (reference-counted text, no
@@ -279,7 +295,13 @@ impl Store {
             }
             return;
         }
-        let exemplar = s.exemplar.and_then(exemplar_text).map(Arc::new);
+        let extra = match s.histogram {
+            Some(h) => Some(Arc::new(Extra::Native(h.clone()))),
+            None => s
+                .exemplar
+                .and_then(exemplar_text)
+                .map(|x| Arc::new(Extra::Exemplar(x))),
+        };
         let at = match found {
             Some(at) => at,
             None => {
@@ -289,8 +311,7 @@ impl Store {
                     value: s.value,
                     timestamp_ms: s.timestamp_ms,
                     updated_ms: now,
-                    exemplar: None,
-                    native: None,
+                    extra: None,
                 }));
                 let at = entry.slots.len() - 1;
                 entry.index.insert(key, at as u32);
@@ -307,9 +328,8 @@ impl Store {
             e.value = s.value;
             e.timestamp_ms = s.timestamp_ms;
             e.updated_ms = now;
-            e.native = s.histogram.map(|h| Arc::new(h.clone()));
-            if exemplar.is_some() {
-                e.exemplar = exemplar;
+            if extra.is_some() {
+                e.extra = extra;
             }
         }
     }
@@ -382,8 +402,7 @@ impl Store {
                             text: Arc::clone(&e.text),
                             value: e.value,
                             timestamp_ms: e.timestamp_ms,
-                            exemplar: e.exemplar.clone(),
-                            native: e.native.clone(),
+                            extra: e.extra.clone(),
                         })
                         .collect();
                     (Arc::clone(&f.family), series)
@@ -496,7 +515,7 @@ impl Pages {
     /// One stored series' line (a native histogram's classic lines).
     fn line(&self, out: &mut String, family: usize, s: &SnapshotSeries) {
         let family = &self.snapshot.families[family].0;
-        if let Some(h) = &s.native {
+        if let Some(h) = Extra::native(&s.extra) {
             return self.classic_lines(out, &family.name, s, h);
         }
         out.push_str(&family.name);
@@ -504,7 +523,7 @@ impl Pages {
         self.value(out, s.value, s.timestamp_ms);
         if self.om {
             let exemplar_ok = family.kind == Kind::Counter || s.text.starts_with("_bucket{");
-            if let Some(x) = s.exemplar.as_ref().filter(|_| exemplar_ok) {
+            if let Some(Extra::Exemplar(x)) = s.extra.as_deref().filter(|_| exemplar_ok) {
                 out.push_str(x);
             }
         }
@@ -701,7 +720,7 @@ fn fill(
         Kind::Gauge => m.gauge = Some(exposition::Value { value: s.value }),
         Kind::Histogram => {
             let h = m.histogram.get_or_insert_with(Default::default);
-            if let Some(n) = &s.native {
+            if let Some(n) = Extra::native(&s.extra) {
                 h.sample_count = n.count_int;
                 h.sample_sum = n.sum;
                 h.schema = n.schema;
