@@ -172,12 +172,14 @@ impl ProtoPage {
             let mut created = None;
             match kind {
                 Kind::Counter => {
-                    let c = m.counter.clone().unwrap_or_default();
+                    let c = m.counter.as_ref();
                     self.steps.push(Step::Sample(SampleStep {
-                        exemplar: c.exemplar.is_some().then_some(Example::Counter),
-                        ..sample(OWN_NAME, c.value)
+                        exemplar: c
+                            .is_some_and(|c| c.exemplar.is_some())
+                            .then_some(Example::Counter),
+                        ..sample(OWN_NAME, c.map_or(0.0, |c| c.value))
                     }));
-                    created = c.created_timestamp;
+                    created = c.and_then(|c| c.created_timestamp);
                 }
                 Kind::Gauge => {
                     let v = m.gauge.as_ref().map_or(0.0, |g| g.value);
@@ -188,7 +190,8 @@ impl ProtoPage {
                     self.steps.push(Step::Sample(sample(OWN_NAME, v)));
                 }
                 Kind::Summary => {
-                    let s = m.summary.clone().unwrap_or_default();
+                    let none = exposition::Summary::default();
+                    let s = m.summary.as_ref().unwrap_or(&none);
                     for q in &s.quantile {
                         let at = self.number(q.quantile);
                         self.steps.push(Step::Sample(SampleStep {
@@ -203,7 +206,8 @@ impl ProtoPage {
                     created = s.created_timestamp;
                 }
                 Kind::Histogram | Kind::GaugeHistogram => {
-                    let h = m.histogram.clone().unwrap_or_default();
+                    let none = exposition::Histogram::default();
+                    let h = m.histogram.as_ref().unwrap_or(&none);
                     created = h.created_timestamp;
                     if h.is_native() {
                         let Some(n) = natives.next() else { continue };
