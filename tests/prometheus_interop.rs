@@ -12,17 +12,19 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{http_get, Sidekick, TempFile};
+use common::{http_get, runtime, Sidekick, TempFile};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use sidekick_testkit::free_port;
 use sidekick_testkit::promtool::{binary, check_metrics as promtool_check};
+use sidekick_testkit::target::{ScrapeTarget, OPENMETRICS};
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -95,6 +97,97 @@ fn post_protobuf(addr: SocketAddr, path: &str, body: &[u8]) {
     let mut out = String::new();
     std::io::Read::read_to_string(&mut s, &mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+/// Sidekick taking OTLP/HTTP metrics to `exporters` (their YAML under `exporters:`),
+/// named in the pipeline as `names`.
+fn sidekick_from_otlp(exporters: &str, names: &str) -> Sidekick {
+    Sidekick::start(&format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+exporters:
+{exporters}service:
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [{names}]
+"
+    ))
+}
+
+/// An exponential histogram point of `observations` counted at `scale` as an SDK counts
+/// them (bucket `i` holds (2^(i/2^scale), 2^((i+1)/2^scale)]), started a minute ago.
+fn exponential_point(
+    observations: &[f64],
+    scale: i32,
+    attributes: Vec<KeyValue>,
+) -> ExponentialHistogramDataPoint {
+    let index = |v: f64| (v.log2() * f64::powi(2.0, scale)).ceil() as i32 - 1;
+    let low = index(observations[0]);
+    let high = index(observations[observations.len() - 1]);
+    let mut counts = vec![0u64; (high - low + 1) as usize];
+    for v in observations {
+        counts[(index(*v) - low) as usize] += 1;
+    }
+    let t = now_nanos();
+    ExponentialHistogramDataPoint {
+        attributes,
+        time_unix_nano: t,
+        start_time_unix_nano: t - 60_000_000_000,
+        count: observations.len() as u64,
+        sum: Some(observations.iter().sum()),
+        scale,
+        positive: Some(Buckets {
+            offset: low,
+            bucket_counts: counts,
+        }),
+        ..Default::default()
+    }
+}
+
+/// A cumulative exponential histogram in seconds.
+fn exponential_metric(name: &str, points: Vec<ExponentialHistogramDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        unit: "s".into(),
+        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: points,
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    }
+}
+
+/// PromQL's count and sum of the native histogram `series` are those of `observations`
+/// (the sum within `sum_tolerance`, relative), and each of `quantiles` is the
+/// observations' within a bucket's `width`.
+fn assert_native_histogram(
+    prometheus: &Prometheus,
+    series: &str,
+    observations: &[f64],
+    width: f64,
+    quantiles: &[f64],
+    sum_tolerance: f64,
+) {
+    let count = prometheus.wait(&format!("histogram_count({series})"));
+    assert_eq!(count[0].1, observations.len() as f64, "{series}");
+    let sum: f64 = observations.iter().sum();
+    let got_sum = prometheus.query(&format!("histogram_sum({series})"))[0].1;
+    assert!(
+        (got_sum - sum).abs() < sum_tolerance * sum,
+        "{series}: {got_sum} vs {sum}"
+    );
+    for q in quantiles {
+        let exact = observations[(q * observations.len() as f64).ceil() as usize - 1];
+        let got = prometheus.query(&format!("histogram_quantile({q}, {series})"))[0].1;
+        assert!(
+            got <= exact * width && got >= exact / width,
+            "{series}, quantile {q}: Prometheus says {got}, the observations {exact}"
+        );
+    }
 }
 
 fn encode(q: &str) -> String {
@@ -409,96 +502,42 @@ service:
 /// schema gives the same answers.
 #[test]
 fn exponential_histograms_reach_a_real_prometheus_as_native_histograms() {
-    use opentelemetry_proto::tonic::metrics::v1::{
-        exponential_histogram_data_point::Buckets, ExponentialHistogram,
-        ExponentialHistogramDataPoint,
-    };
     let Some(bin) = binary("prometheus") else {
         return;
     };
     let prometheus = Prometheus::start_with(&bin, "", &["--enable-feature=native-histograms"]);
-    let mut sk = Sidekick::start(&format!(
-        "receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:0
-exporters:
-  prometheusremotewrite:
-    endpoint: http://{}/api/v1/write
-service:
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      exporters: [prometheusremotewrite]
-",
-        prometheus.address
-    ));
+    let mut sk = sidekick_from_otlp(
+        &format!(
+            "  prometheusremotewrite:\n    endpoint: http://{}/api/v1/write\n",
+            prometheus.address
+        ),
+        "prometheusremotewrite",
+    );
     // Request durations in seconds: 1 ms to about 2 s, skewed low.
     let observations: Vec<f64> = (1..=500)
         .map(|i| 0.001 * f64::powf(1.0155, i as f64))
         .collect();
-    let sum: f64 = observations.iter().sum();
-    // Bucket `i` at scale `s` holds (2^(i/2^s), 2^((i+1)/2^s)].
-    let point = |scale: i32| {
-        let index = |v: f64| (v.log2() * f64::powi(2.0, scale)).ceil() as i32 - 1;
-        let low = index(observations[0]);
-        let high = index(observations[observations.len() - 1]);
-        let mut counts = vec![0u64; (high - low + 1) as usize];
-        for v in &observations {
-            counts[(index(*v) - low) as usize] += 1;
-        }
-        let t = now_nanos();
-        ExponentialHistogramDataPoint {
-            attributes: vec![kv("scale", &scale.to_string())],
-            time_unix_nano: t,
-            start_time_unix_nano: t - 60_000_000_000,
-            count: observations.len() as u64,
-            sum: Some(sum),
-            scale,
-            positive: Some(Buckets {
-                offset: low,
-                bucket_counts: counts,
-            }),
-            ..Default::default()
-        }
-    };
+    let point =
+        |scale: i32| exponential_point(&observations, scale, vec![kv("scale", &scale.to_string())]);
     post_otlp(
         sk.http.unwrap(),
-        &request(vec![Metric {
-            name: "request.duration".into(),
-            unit: "s".into(),
-            data: Some(Data::ExponentialHistogram(ExponentialHistogram {
-                data_points: vec![point(3), point(10)],
-                aggregation_temporality: 2,
-            })),
-            ..Default::default()
-        }]),
+        &request(vec![exponential_metric(
+            "request.duration",
+            vec![point(3), point(10)],
+        )]),
     );
-    for scale in ["3", "10"] {
+    // Prometheus's finest schema is 8: its buckets are 2^(1/256) ≈ 0.27% wide; at scale
+    // 3, 2^(1/8) ≈ 9%.
+    for (scale, width) in [("3", 2f64.powf(1.0 / 8.0)), ("10", 2f64.powf(1.0 / 256.0))] {
         let series = format!("request_duration_seconds{{job=\"interop\",scale=\"{scale}\"}}");
-        let count = prometheus.wait(&format!("histogram_count({series})"));
-        assert_eq!(count[0].1, observations.len() as f64, "scale {scale}");
-        let got_sum = prometheus.query(&format!("histogram_sum({series})"))[0].1;
-        assert!(
-            (got_sum - sum).abs() < 1e-6 * sum,
-            "scale {scale}: {got_sum} vs {sum}"
+        assert_native_histogram(
+            &prometheus,
+            &series,
+            &observations,
+            width,
+            &[0.5, 0.9, 0.99],
+            1e-6,
         );
-        // Prometheus's finest schema is 8: its buckets are 2^(1/256) ≈ 0.27% wide; at
-        // scale 3, 2^(1/8) ≈ 9%.
-        let width = if scale == "3" {
-            2f64.powf(1.0 / 8.0)
-        } else {
-            2f64.powf(1.0 / 256.0)
-        };
-        for q in [0.5, 0.9, 0.99] {
-            let exact = observations[(q * observations.len() as f64).ceil() as usize - 1];
-            let got = prometheus.query(&format!("histogram_quantile({q}, {series})"))[0].1;
-            assert!(
-                got <= exact * width && got >= exact / width,
-                "scale {scale}, quantile {q}: Prometheus says {got}, the observations {exact}"
-            );
-        }
     }
     assert!(sk.terminate().success());
 }
@@ -790,66 +829,6 @@ fn self_metrics_registry_page_passes_promtool_with_constant_labels() {
     }
 }
 
-/// A target serving pages over plain HTTP: each path its own page and `Content-Type`
-/// (whatever the scraper asks for).
-struct PageTarget {
-    address: SocketAddr,
-    /// The `Accept` header of each scrape.
-    accepts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl PageTarget {
-    /// One protobuf page, on every path.
-    fn protobuf(page: Vec<u8>) -> PageTarget {
-        Self::serve(vec![(
-            String::new(),
-            sidekick_prometheus::exposition::CONTENT_TYPE,
-            page,
-        )])
-    }
-
-    /// `pages` as (path, `Content-Type`, body); a path not among them gets the first.
-    fn serve(pages: Vec<(String, &'static str, Vec<u8>)>) -> PageTarget {
-        use std::io::{BufRead, BufReader};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let accepts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = std::sync::Arc::clone(&accepts);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut accept = String::new();
-                let mut path = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(p) = line.strip_prefix("GET ") {
-                        path = p.split(' ').next().unwrap_or("").to_string();
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("accept:") {
-                        accept = v.trim().to_string();
-                    }
-                }
-                seen.lock().unwrap().push(accept);
-                let (_, content_type, page) = pages
-                    .iter()
-                    .find(|(p, _, _)| *p == path)
-                    .unwrap_or(&pages[0]);
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    page.len()
-                );
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(page);
-            }
-        });
-        PageTarget { address, accepts }
-    }
-}
-
 /// A page with native histograms, scraped twice: by Prometheus itself and by Sidekick
 /// (which remote-writes what it scraped into the same Prometheus). The two copies of each
 /// histogram have the same count, sum and buckets, bucket by bucket, as Prometheus's
@@ -942,7 +921,9 @@ fn native_histograms_scraped_by_sidekick_equal_what_prometheus_scrapes_itself() 
             unit: String::new(),
         },
     ]);
-    let target = PageTarget::protobuf(page);
+    let rt = runtime();
+    let target = rt.block_on(ScrapeTarget::start());
+    target.set_bytes(sidekick_prometheus::exposition::CONTENT_TYPE, page);
     let prometheus = Prometheus::start_with(
         &bin,
         &format!(
@@ -1006,7 +987,7 @@ service:
     assert_eq!(direct["buckets"], via["buckets"]);
     let counter = prometheus.wait("app_requests_total{job=\"via_sidekick\"}");
     assert_eq!(counter[0].1, 405.0);
-    let accepts = target.accepts.lock().unwrap().clone();
+    let accepts = target.accepts();
     assert!(
         accepts
             .iter()
@@ -1026,24 +1007,13 @@ fn remote_write_2_falls_back_to_1_for_a_prometheus_without_it() {
         return;
     };
     let prometheus = Prometheus::start_with(&bin, "", &[]);
-    let mut sk = Sidekick::start(&format!(
-        "receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:0
-exporters:
-  prometheusremotewrite:
-    endpoint: http://{}/api/v1/write
-    protobuf_message: io.prometheus.write.v2.Request
-service:
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      exporters: [prometheusremotewrite]
-",
-        prometheus.address
-    ));
+    let mut sk = sidekick_from_otlp(
+        &format!(
+            "  prometheusremotewrite:\n    endpoint: http://{}/api/v1/write\n    protobuf_message: io.prometheus.write.v2.Request\n",
+            prometheus.address
+        ),
+        "prometheusremotewrite",
+    );
     for (i, value) in [3.0, 4.0].into_iter().enumerate() {
         let metric = gauge(
             "rw2.depth",
@@ -1092,31 +1062,29 @@ fn sidekick_refuses_the_openmetrics_pages_prometheus_refuses() {
         "c_total 1 {T} # {a=\"b\"} 0.5",
         "c_total 1 {T}.000001\nc_total 2 {T}.000002",
     ];
-    let pages = lines
+    // One target a page, with timestamps of now: Prometheus refuses to store old ones.
+    let rt = runtime();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let targets: Vec<ScrapeTarget> = lines
         .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            // Timestamps of now: Prometheus refuses to store old ones.
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
+        .map(|l| {
+            let target = rt.block_on(ScrapeTarget::start());
             let l = l.replace("{T}", &now.to_string());
-            let page = format!("# TYPE c counter\n{l}\n# EOF\n");
-            (
-                format!("/c{i}"),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                page.into_bytes(),
-            )
+            target.set_page(OPENMETRICS, &format!("# TYPE c counter\n{l}\n# EOF\n"));
+            target
         })
         .collect();
-    let target = PageTarget::serve(pages);
     let jobs = |prefix: &str, indent: &str| -> String {
-        (0..lines.len())
-            .map(|i| {
+        targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
                 format!(
-                    "{indent}- job_name: {prefix}{i}\n{indent}  metrics_path: /c{i}\n{indent}  static_configs:\n{indent}    - targets: [\"{}\"]\n",
-                    target.address
+                    "{indent}- job_name: {prefix}{i}\n{indent}  static_configs:\n{indent}    - targets: [\"{}\"]\n",
+                    t.address
                 )
             })
             .collect()
@@ -1171,10 +1139,6 @@ service:
 /// reaches both.
 #[test]
 fn the_prometheus_exporter_serves_native_histograms_to_a_prometheus_that_asks() {
-    use opentelemetry_proto::tonic::metrics::v1::{
-        exponential_histogram_data_point::Buckets, ExponentialHistogram,
-        ExponentialHistogramDataPoint,
-    };
     let Some(bin) = binary("prometheus") else {
         return;
     };
@@ -1183,55 +1147,17 @@ fn the_prometheus_exporter_serves_native_histograms_to_a_prometheus_that_asks() 
         format!("  - job_name: app\n    static_configs:\n      - targets: [\"{exporter}\"]\n");
     let native = Prometheus::start_with(&bin, &job, &["--enable-feature=native-histograms"]);
     let classic = Prometheus::start_with(&bin, &job, &[]);
-    let mut sk = Sidekick::start(&format!(
-        "receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:0
-exporters:
-  prometheus:
-    endpoint: {exporter}
-service:
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      exporters: [prometheus]
-"
-    ));
+    let mut sk = sidekick_from_otlp(
+        &format!("  prometheus:\n    endpoint: {exporter}\n"),
+        "prometheus",
+    );
     // 300 observations from 1 ms to about 1.6 s, counted at scale 4.
     let observations: Vec<f64> = (1..=300)
         .map(|i| 0.001 * f64::powf(1.025, i as f64))
         .collect();
-    let scale = 4;
-    let index = |v: f64| (v.log2() * f64::powi(2.0, scale)).ceil() as i32 - 1;
-    let low = index(observations[0]);
-    let mut counts = vec![0u64; (index(observations[299]) - low + 1) as usize];
-    for v in &observations {
-        counts[(index(*v) - low) as usize] += 1;
-    }
-    let sum: f64 = observations.iter().sum();
-    let t = now_nanos();
-    let histogram = Metric {
-        name: "rpc.duration".into(),
-        unit: "s".into(),
-        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
-            data_points: vec![ExponentialHistogramDataPoint {
-                time_unix_nano: t,
-                start_time_unix_nano: t - 60_000_000_000,
-                count: 300,
-                sum: Some(sum),
-                scale,
-                positive: Some(Buckets {
-                    offset: low,
-                    bucket_counts: counts,
-                }),
-                ..Default::default()
-            }],
-            aggregation_temporality: 2,
-        })),
-        ..Default::default()
-    };
+    let point = exponential_point(&observations, 4, Vec::new());
+    let t = point.time_unix_nano;
+    let histogram = exponential_metric("rpc.duration", vec![point]);
     let counter = Metric {
         name: "jobs.done".into(),
         data: Some(Data::Sum(Sum {
@@ -1248,20 +1174,14 @@ service:
     };
     post_otlp(sk.http.unwrap(), &request(vec![histogram, counter]));
 
-    let series = "rpc_duration_seconds{job=\"app\"}";
-    let count = native.wait(&format!("histogram_count({series})"));
-    assert_eq!(count[0].1, 300.0);
-    let got_sum = native.query(&format!("histogram_sum({series})"))[0].1;
-    assert!((got_sum - sum).abs() < 1e-9 * sum, "{got_sum} vs {sum}");
-    let width = 2f64.powf(1.0 / 16.0);
-    for q in [0.5, 0.9] {
-        let exact = observations[(q * 300.0f64).ceil() as usize - 1];
-        let got = native.query(&format!("histogram_quantile({q}, {series})"))[0].1;
-        assert!(
-            got <= exact * width && got >= exact / width,
-            "quantile {q}: Prometheus says {got}, the observations {exact}"
-        );
-    }
+    assert_native_histogram(
+        &native,
+        "rpc_duration_seconds{job=\"app\"}",
+        &observations,
+        2f64.powf(1.0 / 16.0),
+        &[0.5, 0.9],
+        1e-9,
+    );
     assert_eq!(native.wait("jobs_done_total{job=\"app\"}")[0].1, 42.0);
 
     let inf = classic.wait("rpc_duration_seconds_bucket{job=\"app\",le=\"+Inf\"}");

@@ -1,5 +1,6 @@
-//! A fake scrape target: serves whatever page the test sets at `/metrics`, in the
-//! Prometheus text format or OpenMetrics, and counts the scrapes.
+//! A fake scrape target: serves whatever page the test sets, on any path, in the format
+//! it names (text, OpenMetrics or the protobuf exposition), counts the scrapes and keeps
+//! each scrape's `Accept` header.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use sidekick_collector::pipe::{stop_pair, StopTrigger};
 struct Page {
     status: u16,
     content_type: String,
-    body: String,
+    body: Bytes,
     delay: Duration,
 }
 
@@ -25,6 +26,7 @@ pub struct ScrapeTarget {
     pub address: SocketAddr,
     page: Arc<Mutex<Page>>,
     scrapes: Arc<AtomicUsize>,
+    accepts: Arc<Mutex<Vec<String>>>,
     _stop: StopTrigger,
 }
 
@@ -40,27 +42,34 @@ impl ScrapeTarget {
         let page = Arc::new(Mutex::new(Page {
             status: 200,
             content_type: PROMETHEUS_TEXT.into(),
-            body: String::new(),
+            body: Bytes::new(),
             delay: Duration::ZERO,
         }));
         let scrapes = Arc::new(AtomicUsize::new(0));
+        let accepts = Arc::new(Mutex::new(Vec::new()));
         let (trigger, stop) = stop_pair();
-        let (p, n) = (Arc::clone(&page), Arc::clone(&scrapes));
+        let (p, n, a) = (
+            Arc::clone(&page),
+            Arc::clone(&scrapes),
+            Arc::clone(&accepts),
+        );
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let page = p.lock().unwrap().clone();
             let n = Arc::clone(&n);
+            let accept = req.headers().get(http::header::ACCEPT);
+            let accept = accept.and_then(|v| v.to_str().ok()).unwrap_or("");
+            a.lock().unwrap().push(accept.to_string());
             async move {
                 if !page.delay.is_zero() {
                     tokio::time::sleep(page.delay).await;
                 }
                 n.fetch_add(1, Ordering::SeqCst);
-                let mut r = Response::new(Full::new(Bytes::from(page.body)));
+                let mut r = Response::new(Full::new(page.body));
                 *r.status_mut() = StatusCode::from_u16(page.status).unwrap_or(StatusCode::OK);
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     page.content_type.parse().unwrap(),
                 );
-                let _ = req;
                 Ok::<_, Infallible>(r)
             }
         });
@@ -73,16 +82,27 @@ impl ScrapeTarget {
             address,
             page,
             scrapes,
+            accepts,
             _stop: trigger,
         }
     }
 
     /// Serves `body` with `content_type` from now on.
     pub fn set_page(&self, content_type: &str, body: &str) {
+        self.set_bytes(content_type, body.as_bytes().to_vec());
+    }
+
+    /// Serves `body` (a protobuf page, say) with `content_type` from now on.
+    pub fn set_bytes(&self, content_type: &str, body: Vec<u8>) {
         let mut p = self.page.lock().unwrap();
         p.status = 200;
         p.content_type = content_type.into();
         p.body = body.into();
+    }
+
+    /// The `Accept` header of each scrape so far.
+    pub fn accepts(&self) -> Vec<String> {
+        self.accepts.lock().unwrap().clone()
     }
 
     /// Answers with `status` (and an HTML body) from now on.
@@ -90,7 +110,7 @@ impl ScrapeTarget {
         let mut p = self.page.lock().unwrap();
         p.status = status;
         p.content_type = "text/html".into();
-        p.body = "<html><body>Internal Server Error</body></html>".into();
+        p.body = Bytes::from_static(b"<html><body>Internal Server Error</body></html>");
     }
 
     /// Waits this long before answering, from now on.

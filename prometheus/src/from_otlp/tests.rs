@@ -601,6 +601,24 @@ fn exponential_point(
     }
 }
 
+/// An exponential histogram metric of `temporality` (1 delta, 2 cumulative).
+fn exponential_metric(
+    name: &str,
+    unit: &str,
+    temporality: i32,
+    points: Vec<ExponentialHistogramDataPoint>,
+) -> Metric {
+    Metric {
+        name: name.into(),
+        unit: unit.into(),
+        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: points,
+            aggregation_temporality: temporality,
+        })),
+        ..Default::default()
+    }
+}
+
 fn span(offset: i32, length: u32) -> crate::prompb::BucketSpan {
     crate::prompb::BucketSpan { offset, length }
 }
@@ -645,14 +663,8 @@ fn a_scale_above_eight_merges_buckets_and_one_below_minus_four_is_refused() {
 
 #[test]
 fn exponential_histograms_translate_only_where_native_histograms_are_taken() {
-    let metric = |temporality: i32, points: Vec<ExponentialHistogramDataPoint>| Metric {
-        name: "http.server.request.duration".into(),
-        unit: "s".into(),
-        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
-            data_points: points,
-            aggregation_temporality: temporality,
-        })),
-        ..Default::default()
+    let metric = |temporality: i32, points: Vec<ExponentialHistogramDataPoint>| {
+        exponential_metric("http.server.request.duration", "s", temporality, points)
     };
     let good = exponential_point(3, 1, (0, vec![2, 3]), (0, vec![]));
     let mut bad = good.clone();
@@ -723,20 +735,17 @@ fn the_text_formats_show_an_exponential_histogram_as_classic_buckets_at_powers_o
     );
 
     let req = request(
-        vec![Metric {
-            name: "rpc.duration".into(),
-            unit: "s".into(),
-            data: Some(Data::ExponentialHistogram(ExponentialHistogram {
-                data_points: vec![exponential_point(
-                    3,
-                    0,
-                    (-8, vec![1, 0, 0, 0, 0, 0, 0, 0, 1]),
-                    (0, vec![]),
-                )],
-                aggregation_temporality: 2,
-            })),
-            ..Default::default()
-        }],
+        vec![exponential_metric(
+            "rpc.duration",
+            "s",
+            2,
+            vec![exponential_point(
+                3,
+                0,
+                (-8, vec![1, 0, 0, 0, 0, 0, 0, 0, 1]),
+                (0, vec![]),
+            )],
+        )],
         vec![],
     );
     let t = run(&req, &settings());

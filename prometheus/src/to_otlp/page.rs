@@ -190,7 +190,11 @@ impl Page {
                 (scope, Vec::new())
             })
             .collect();
-        for f in self.families.into_iter().flat_map(split_native) {
+        let split = self.families.into_iter().flat_map(|f| {
+            let (f, natives) = split_native(f);
+            std::iter::once(f).chain(natives)
+        });
+        for f in split {
             let scope = f.scope;
             let (metrics, detached) = &mut scopes[scope];
             let family = Arc::new(Shape {
@@ -244,12 +248,15 @@ impl Page {
     }
 }
 
-/// A histogram family with native and classic points as two families, natives first:
-/// an OTLP metric has one kind of point.
-fn split_native(mut f: Family) -> Vec<Family> {
+/// A histogram family with native and classic points as two families, natives first
+/// (an OTLP metric has one kind of point); any other family as it is.
+fn split_native(mut f: Family) -> (Family, Option<Family>) {
+    if f.kind != Kind::Histogram {
+        return (f, None);
+    }
     let natives = f.points.iter().filter(|p| p.is_native()).count();
-    if f.kind != Kind::Histogram || natives == 0 || natives == f.points.len() {
-        return vec![f];
+    if natives == 0 || natives == f.points.len() {
+        return (f, None);
     }
     let (native, classic) = f.points.drain(..).partition(Point::is_native);
     let other = Family {
@@ -262,7 +269,7 @@ fn split_native(mut f: Family) -> Vec<Family> {
         index: KeyMap::default(),
     };
     f.points = native;
-    vec![f, other]
+    (f, Some(other))
 }
 
 /// Takes note of a series' point as it is built and gives its start time: (the point,

@@ -1321,6 +1321,51 @@ mod over_http {
         }
     }
 
+    /// One scrape of `page`, served as `content_type`, by a target of a scrape config
+    /// `set` adjusts: the batch as a request, the telemetry its counters went to, and the
+    /// target's address.
+    async fn scrape_page(
+        content_type: &str,
+        page: Vec<u8>,
+        set: impl FnOnce(&mut ScrapeConfig),
+    ) -> (ExportMetricsServiceRequest, Telemetry, String) {
+        let (addr, _) = serve(Answer {
+            headers: format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                page.len()
+            ),
+            total: page.len(),
+            body: page,
+        })
+        .await;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let telemetry = Telemetry::new();
+        let sc = scrape_config(&addr, set);
+        let targets =
+            scrape::targets_for(&Global::default(), &sc, "prometheus", &telemetry).unwrap();
+        let counters = scrape::Counters::new(&telemetry, "prometheus");
+        let batch = targets[0]
+            .scrape_once(
+                &mut Tracker::new(100),
+                &mut None,
+                &Gauge::default(),
+                &counters,
+            )
+            .await;
+        (batch.to_request().unwrap(), telemetry, addr)
+    }
+
+    /// What counter `name` counted as left out of `addr`'s page.
+    fn left_out(telemetry: &Telemetry, name: &str, addr: &str) -> u64 {
+        let labels = [
+            ("receiver", "prometheus"),
+            ("job", "app"),
+            ("instance", addr),
+            ("reason", "invalid_series"),
+        ];
+        telemetry.counter(name, "", &labels).get()
+    }
+
     /// `up` and `scrape_*` carry no scope, even when every series of the page has one.
     #[tokio::test]
     async fn up_stays_unscoped_beside_scoped_series() {
@@ -1375,31 +1420,10 @@ mod over_http {
         }];
         families.push(bad);
         let page = exposition::encode(&families);
-        let (addr, _) = serve(Answer {
-            headers: format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                exposition::CONTENT_TYPE,
-                page.len()
-            ),
-            total: page.len(),
-            body: page,
+        let (request, telemetry, addr) = scrape_page(exposition::CONTENT_TYPE, page, |sc| {
+            sc.scrape_native_histograms = true
         })
         .await;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let telemetry = Telemetry::new();
-        let sc = scrape_config(&addr, |sc| sc.scrape_native_histograms = true);
-        let targets =
-            scrape::targets_for(&Global::default(), &sc, "prometheus", &telemetry).unwrap();
-        let counters = scrape::Counters::new(&telemetry, "prometheus");
-        let batch = targets[0]
-            .scrape_once(
-                &mut Tracker::new(100),
-                &mut None,
-                &Gauge::default(),
-                &counters,
-            )
-            .await;
-        let request = batch.to_request().unwrap();
         assert_eq!(value(&number_points(find(&request, "up"))[0]), 1.0);
         let Some(Data::ExponentialHistogram(h)) =
             &find(&request, "http_request_duration_seconds").data
@@ -1409,18 +1433,7 @@ mod over_http {
         assert_eq!(h.data_points.len(), 3);
         find(&request, "requests_total");
         assert!(metrics(&request).iter().all(|m| m.name != "broken_seconds"));
-        let refused = telemetry
-            .counter(
-                "sidekick_scrape_refused_families",
-                "",
-                &[
-                    ("receiver", "prometheus"),
-                    ("job", "app"),
-                    ("instance", addr.as_str()),
-                    ("reason", "invalid_series"),
-                ],
-            )
-            .get();
+        let refused = left_out(&telemetry, "sidekick_scrape_refused_families", &addr);
         assert_eq!(refused, 1);
     }
 
@@ -1429,48 +1442,15 @@ mod over_http {
     #[tokio::test]
     async fn a_repeated_timestamp_is_counted_and_the_page_taken() {
         let page = b"# TYPE g gauge\ng 1 1700000000\ng 2 1700000000\n# EOF\n".to_vec();
-        let (addr, _) = serve(Answer {
-            headers: format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                page.len()
-            ),
-            total: page.len(),
-            body: page,
-        })
-        .await;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let telemetry = Telemetry::new();
-        let targets = scrape::targets_for(
-            &Global::default(),
-            &scrape_config(&addr, |_| {}),
-            "prometheus",
-            &telemetry,
-        )
-        .unwrap();
-        let counters = scrape::Counters::new(&telemetry, "prometheus");
-        let batch = targets[0]
-            .scrape_once(
-                &mut Tracker::new(10),
-                &mut None,
-                &Gauge::default(),
-                &counters,
-            )
-            .await;
-        let request = batch.to_request().unwrap();
+        let (request, telemetry, addr) =
+            scrape_page("application/openmetrics-text; version=1.0.0", page, |_| {}).await;
         assert_eq!(value(&number_points(find(&request, "up"))[0]), 1.0);
         assert_eq!(number_points(find(&request, "g")).len(), 1);
-        let counted = telemetry
-            .counter(
-                "sidekick_scrape_duplicate_timestamp_samples",
-                "",
-                &[
-                    ("receiver", "prometheus"),
-                    ("job", "app"),
-                    ("instance", addr.as_str()),
-                    ("reason", "invalid_series"),
-                ],
-            )
-            .get();
+        let counted = left_out(
+            &telemetry,
+            "sidekick_scrape_duplicate_timestamp_samples",
+            &addr,
+        );
         assert_eq!(counted, 1);
     }
 
