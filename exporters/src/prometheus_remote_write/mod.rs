@@ -450,7 +450,7 @@ impl RemoteWriteExporter {
             match self.post(&request.body, Protocol::V2).await {
                 Err((415, e)) => {
                     if self.v2.swap(false, Ordering::Relaxed) {
-                        warn!(endpoint = %self.endpoint, answer = %e, "the receiver does not take remote-write 2.0 (HTTP 415); sending 1.0 from now on");
+                        warn!(endpoint = %self.endpoint, answer = %e, "the receiver does not take remote-write 2.0 (HTTP 415, or a success without 2.0's written counts); sending 1.0 from now on");
                     }
                 }
                 other => return other.map_err(|(_, e)| e),
