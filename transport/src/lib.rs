@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod client;
+mod coalesce;
 pub mod downward;
 pub mod grpc;
 pub mod server;

@@ -263,6 +263,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const H2_SETTINGS: u8 = 0x4;
 const H2_HEADERS: u8 = 0x1;
 const H2_GOAWAY: u8 = 0x7;
+const H2_DATA: u8 = 0x0;
 
 fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
@@ -337,6 +338,57 @@ async fn idle_http2_connection_after_a_request_is_closed() {
         "no GOAWAY after the response: {frames:?}"
     );
     assert_eq!(server.stats.idle_closed(), 1);
+}
+
+#[tokio::test]
+async fn http2_clients_may_send_a_message_in_one_large_frame() {
+    let server = Server::start(relaxed()).await;
+    let mut s = h2_connect(&server).await;
+    // The server's SETTINGS frame comes first: its MAX_FRAME_SIZE (0x5) is 1 MiB.
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[3], H2_SETTINGS);
+    let mut settings = vec![0u8; usize::from(head[1]) << 8 | usize::from(head[2])];
+    s.read_exact(&mut settings).await.unwrap();
+    let max_frame = settings
+        .chunks_exact(6)
+        .find(|e| e[..2] == [0, 5])
+        .map(|e| u32::from_be_bytes([e[2], e[3], e[4], e[5]]));
+    assert_eq!(
+        max_frame,
+        Some(sidekick_transport::server::H2_MAX_FRAME_SIZE)
+    );
+    // A 200,000-byte body in one DATA frame, over HTTP/2's 16 KiB default, is served.
+    s.write_all(&h2_frame(H2_SETTINGS, 0x1, 0, &[]))
+        .await
+        .unwrap();
+    // POST /echo: :method POST, :scheme http, literal :path, literal :authority.
+    let mut block = vec![0x83, 0x86, 0x44, 5];
+    block.extend_from_slice(b"/echo");
+    block.extend_from_slice(&[0x41, 9]);
+    block.extend_from_slice(b"localhost");
+    s.write_all(&h2_frame(H2_HEADERS, 0x4, 1, &block))
+        .await
+        .unwrap();
+    let body = vec![b'x'; 200_000];
+    s.write_all(&h2_frame(H2_DATA, 0x1, 1, &body))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let answered = tokio::time::timeout(PATIENCE, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the answer: {:?}", h2_frames(&got));
+            got.extend_from_slice(&buf[..n]);
+            if got.windows(6).any(|w| w == b"200000") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "no answer: {:?}", h2_frames(&got));
+    assert!(!h2_frames(&got).iter().any(|f| f.0 == H2_GOAWAY));
 }
 
 #[tokio::test]
