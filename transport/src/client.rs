@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde::Deserialize;
@@ -18,7 +19,6 @@ use sidekick_config::{BuildError, FieldError, Secret};
 
 use crate::coalesce::Coalesce;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
 /// Sent as `User-Agent` by every exporter.
@@ -284,7 +284,7 @@ pub fn grpc_channel(
         Ok(keepalive.apply(e))
     };
     let Some(mut tls) = tls else {
-        return Ok(endpoint(uri.to_string())?.connect_with_connector_lazy(Connector { tls: None }));
+        return Ok(endpoint(uri.to_string())?.connect_with_connector_lazy(Connector::new(None)));
     };
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let server_name = match server_name.filter(|s| !s.is_empty()) {
@@ -305,18 +305,25 @@ pub fn grpc_channel(
     };
     Ok(endpoint(plain)?
         .origin(origin)
-        .connect_with_connector_lazy(Connector {
-            tls: Some(Tls {
-                config: Arc::new(tls),
-                server_name,
-            }),
-        }))
+        .connect_with_connector_lazy(Connector::new(Some(Tls {
+            config: Arc::new(tls),
+            server_name,
+        }))))
 }
 
 /// Opens TCP, then TLS with our rustls config when there is one, for tonic.
 #[derive(Clone)]
 struct Connector {
+    http: HttpConnector,
     tls: Option<Tls>,
+}
+
+impl Connector {
+    fn new(tls: Option<Tls>) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        Connector { http, tls }
+    }
 }
 
 #[derive(Clone)]
@@ -345,6 +352,7 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
+        let mut http = self.http.clone();
         Box::pin(async move {
             let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
             let host = uri
@@ -353,10 +361,14 @@ impl tower_service::Service<Uri> for Connector {
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string();
-            let default_port = if tls.is_some() { 443 } else { 80 };
-            let port = uri.port_u16().unwrap_or(default_port);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
+            // hyper-util's connector tries each address of the name, IPv6 and IPv4
+            // side by side (happy eyeballs).
+            let target = tcp_target(&uri, tls.is_some()).map_err(invalid)?;
+            let tcp = http
+                .call(target)
+                .await
+                .map_err(std::io::Error::other)?
+                .into_inner();
             let Some(Tls {
                 config,
                 server_name,
@@ -377,9 +389,30 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
+/// Where to open TCP for `uri`. A TLS endpoint reaches the connector as `http://` (see
+/// [`grpc_channel`]), so without a port of its own it gets TLS's 443, not HTTP's 80.
+fn tcp_target(uri: &Uri, tls: bool) -> Result<Uri, String> {
+    match (uri.port_u16(), tls, uri.host()) {
+        (None, true, Some(host)) => format!("http://{host}:443")
+            .parse()
+            .map_err(|e| format!("{uri}: {e}")),
+        _ => Ok(uri.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_endpoint_without_a_port_is_reached_on_443() {
+        let target = |uri: &str, tls: bool| tcp_target(&uri.parse().unwrap(), tls).unwrap();
+        assert_eq!(target("http://backend", true), "http://backend:443/");
+        assert_eq!(target("http://[::1]", true), "http://[::1]:443/");
+        assert_eq!(target("http://backend:4317", true), "http://backend:4317/");
+        // Plain HTTP keeps its own default, 80, which the connector applies.
+        assert_eq!(target("http://backend", false), "http://backend/");
+    }
 
     #[test]
     fn basic_auth_is_base64_of_user_and_password() {

@@ -60,9 +60,11 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
         Poll::Ready(Ok(()))
     }
 
-    /// Makes room for `len` more bytes; `false`: write them straight through instead.
+    /// Makes room for `len` more bytes; `false`: write them straight through instead. A
+    /// drain the socket cut short is finished first, so the buffer never grows past what
+    /// it holds plus what is already written.
     fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
-        if self.held() + len > LIMIT {
+        if self.written > 0 || self.held() + len > LIMIT {
             ready!(self.poll_drain(cx))?;
         }
         Poll::Ready(Ok(len < LIMIT))
@@ -80,7 +82,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
             return Pin::new(&mut this.inner).poll_write(cx, data);
         }
         this.buf.extend_from_slice(data);
-        this.fresh = true;
+        this.fresh |= !data.is_empty();
         Poll::Ready(Ok(data.len()))
     }
 
@@ -97,7 +99,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         for b in bufs {
             this.buf.extend_from_slice(b);
         }
-        this.fresh = true;
+        this.fresh |= len > 0;
         Poll::Ready(Ok(len))
     }
 
@@ -205,6 +207,70 @@ mod tests {
                 .copied()
                 .chain([9_179])
                 .collect::<Vec<_>>()
+        );
+    }
+
+    /// Takes at most `room` bytes, then is full (Pending) until `room` is raised.
+    struct Full {
+        got: Vec<u8>,
+        room: usize,
+    }
+
+    impl AsyncWrite for Full {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = data.len().min(self.room);
+            if n == 0 {
+                return Poll::Pending;
+            }
+            self.room -= n;
+            self.got.extend_from_slice(&data[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_drain_the_socket_cut_short_is_finished_before_more_is_taken() {
+        let mut out = Coalesce::new(Full {
+            got: Vec::new(),
+            room: 1_000,
+        });
+        let frame = vec![1u8; 16_000];
+        let write = |out: &mut Coalesce<Full>| {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            Pin::new(out).poll_write(&mut cx, &frame)
+        };
+        assert!(matches!(write(&mut out), Poll::Ready(Ok(16_000))));
+        // A flush after nothing new: the drain starts, the socket takes 1,000 bytes.
+        let flush = |out: &mut Coalesce<Full>| {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            Pin::new(out).poll_flush(&mut cx)
+        };
+        assert!(flush(&mut out).is_pending(), "yields once after a write");
+        assert!(flush(&mut out).is_pending(), "the socket is full");
+        assert_eq!(out.written, 1_000);
+        // While the socket stays full, nothing more is taken.
+        for _ in 0..10 {
+            assert!(write(&mut out).is_pending());
+        }
+        assert_eq!(out.buf.len(), 16_000);
+        // Once it has room, the rest goes out first, then the new write is taken.
+        out.inner.room = usize::MAX;
+        assert!(matches!(write(&mut out), Poll::Ready(Ok(16_000))));
+        assert_eq!(
+            (out.inner.got.len(), out.buf.len(), out.written),
+            (16_000, 16_000, 0)
         );
     }
 

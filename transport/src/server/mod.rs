@@ -59,10 +59,10 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2 header block limit advertised to clients (hyper's default, stated here).
 const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 /// The largest HTTP/2 frame a client may send, advertised in SETTINGS (HTTP/2's default
-/// is 16 KiB). At 1 MiB, the size of a stream's flow-control window, most clients send a
-/// unary gRPC message in one DATA frame, which the OTLP receiver then takes as it is
-/// instead of gathering frames into a copy; and the connection reads it with fewer
-/// system calls. It bounds nothing the window does not already bound.
+/// is 16 KiB). At 1 MiB, the size of a stream's flow-control window, a client that
+/// honours it sends a unary gRPC message in one DATA frame, which the connection reads
+/// with fewer system calls and the OTLP receiver copies out in one piece. It bounds
+/// nothing the window does not already bound.
 pub const H2_MAX_FRAME_SIZE: u32 = 1024 * 1024;
 /// Streams a client may open and reset before they are accepted (h2's default, stated
 /// here: the bound against "rapid reset" floods).
