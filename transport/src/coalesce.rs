@@ -61,8 +61,8 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
     }
 
     /// Makes room for `len` more bytes; `false`: write them straight through instead. A
-    /// drain the socket cut short is finished first, so the buffer never grows past what
-    /// it holds plus what is already written.
+    /// drain the socket cut short is finished first, so the buffer, written part
+    /// included, never holds more than [`LIMIT`] bytes.
     fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
         if self.written > 0 || self.held() + len > LIMIT {
             ready!(self.poll_drain(cx))?;
