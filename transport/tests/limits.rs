@@ -246,6 +246,50 @@ async fn idle_http1_keep_alive_connection_is_closed() {
 }
 
 #[tokio::test]
+async fn the_idle_clock_starts_at_the_last_request() {
+    let server = Server::start(ServerOptions {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..relaxed()
+    })
+    .await;
+    let mut s = server.connect().await;
+    // Requests for twice the idle timeout, each well within it of the one before.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(600) {
+        assert_eq!(send_get(&mut s).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(send_get(&mut s).await.0, 200);
+    let idle_from = Instant::now();
+    assert!(wait_closed(&mut s).await.is_empty());
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(250),
+        "closed {:?} after the last request",
+        idle_from.elapsed()
+    );
+    assert_eq!(server.stats.idle_closed(), 1);
+}
+
+#[tokio::test]
+async fn slow_headers_after_a_served_request_are_cut() {
+    // The idle timeout, far away, is what the connection waits for after the first
+    // request; the second request's header clock must still cut it in time.
+    let server = Server::start(ServerOptions {
+        header_read_timeout: Some(Duration::from_millis(300)),
+        ..relaxed()
+    })
+    .await;
+    let mut s = server.connect().await;
+    assert_eq!(send_get(&mut s).await.0, 200);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: te").await.unwrap();
+    let cut_from = Instant::now();
+    assert!(wait_closed(&mut s).await.is_empty());
+    assert!(cut_from.elapsed() >= Duration::from_millis(250));
+    assert_eq!(server.stats.header_timeouts(), 1);
+    assert_eq!(server.stats.idle_closed(), 0);
+}
+
+#[tokio::test]
 async fn silent_connection_is_closed_after_the_idle_timeout() {
     let server = Server::start(ServerOptions {
         idle_timeout: Some(Duration::from_millis(200)),

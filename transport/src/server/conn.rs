@@ -42,8 +42,16 @@ pub(super) struct Watch {
     pub(super) headers_since: AtomicU64,
     /// The connection speaks HTTP/2 (its preface arrived).
     http2: AtomicBool,
-    /// Tells the driver that a deadline may have come closer.
+    /// When the driver's timer fires, in `stamp`s; `u64::MAX` while it has none or is
+    /// looking at the deadlines. A deadline that starts later than this needs no wake-up:
+    /// the timer fires first, finds nothing expired and is set again. So a busy
+    /// connection wakes its driver about once per timeout, not once per request.
+    timer_at: AtomicU64,
+    /// Tells the driver that a deadline came closer than its timer.
     pub(super) wake: Notify,
+    /// `idle_timeout` and `header_read_timeout` in nanoseconds (`None`: off).
+    idle: Option<u64>,
+    header_read: Option<u64>,
 }
 
 pub(super) enum Expired {
@@ -52,14 +60,18 @@ pub(super) enum Expired {
 }
 
 impl Watch {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(limits: &Limits) -> Self {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Watch {
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(1),
             headers_since: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            timer_at: AtomicU64::new(u64::MAX),
             wake: Notify::new(),
+            idle: limits.idle.map(nanos),
+            header_read: limits.header_read.map(nanos),
         }
     }
 
@@ -79,8 +91,9 @@ impl Watch {
 
     fn request_ended(&self) {
         if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle_since.store(self.stamp(), Ordering::SeqCst);
-            self.wake.notify_one();
+            let now = self.stamp();
+            self.idle_since.store(now, Ordering::SeqCst);
+            self.deadline_set(now, self.idle);
         }
     }
 
@@ -89,13 +102,38 @@ impl Watch {
         if self.http2.load(Ordering::Relaxed) || self.in_flight.load(Ordering::SeqCst) > 0 {
             return;
         }
+        let now = self.stamp();
         if self
             .headers_since
-            .compare_exchange(0, self.stamp(), Ordering::SeqCst, Ordering::SeqCst)
+            .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
+            self.deadline_set(now, self.header_read);
+        }
+    }
+
+    /// A deadline `after` `since` now applies: the driver is woken if its timer would
+    /// fire too late for it.
+    fn deadline_set(&self, since: u64, after: Option<u64>) {
+        let Some(after) = after else { return };
+        if since.saturating_add(after) < self.timer_at.load(Ordering::SeqCst) {
             self.wake.notify_one();
         }
+    }
+
+    /// The driver is about to read the deadlines: until it says when its timer fires,
+    /// every new deadline wakes it.
+    pub(super) fn timer_unknown(&self) {
+        self.timer_at.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// The driver's timer fires at `at` (`None`: it has none).
+    pub(super) fn timer_set(&self, at: Option<Instant>) {
+        let at = at.map_or(u64::MAX, |at| {
+            let since = at.saturating_duration_since(self.epoch).as_nanos();
+            u64::try_from(since).unwrap_or(u64::MAX - 1) + 1
+        });
+        self.timer_at.store(at, Ordering::SeqCst);
     }
 
     fn is_http2(&self) {

@@ -606,7 +606,7 @@ async fn run<S, RB, B>(
                     }
                 }
             };
-            let watch = Arc::new(Watch::new());
+            let watch = Arc::new(Watch::new(&limits));
             let io = TokioIo::new(TrackedIo {
                 io,
                 watch: watch.clone(),
@@ -631,7 +631,9 @@ async fn run<S, RB, B>(
 }
 
 /// Runs one connection: until it ends, or is closed for a timeout, or for stop after
-/// [`GRACE`].
+/// [`GRACE`]. One timer serves all its deadlines; it is set again only when a deadline
+/// comes closer than it (see [`Watch::timer_unknown`]), so requests that start and end
+/// do not wake this task or touch the timer.
 async fn drive<C>(conn: C, watch: &Watch, limits: &Limits, mut stop: watch::Receiver<bool>)
 where
     C: Future<Output = Result<(), BoxError>> + GracefulShutdown,
@@ -640,13 +642,23 @@ where
     let mut stopping = false;
     // Set once the connection was asked to close: then it is dropped at this instant.
     let mut close_at: Option<Instant> = None;
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    // When the timer fires; `None`: it is not waited for.
+    let mut armed: Option<Instant> = None;
     loop {
-        let check = if close_at.is_none() {
-            watch.next_check(limits)
-        } else {
-            None
-        };
-        let far = || Instant::now() + Duration::from_secs(86_400);
+        if close_at.is_none() {
+            watch.timer_unknown();
+            // A timer set for earlier is kept: it fires, finds nothing expired and is
+            // set again for what is due then.
+            if let Some(check) = watch.next_check(limits) {
+                if armed.is_none_or(|armed| check < armed) {
+                    timer.as_mut().reset(check);
+                    armed = Some(check);
+                }
+            }
+            watch.timer_set(armed);
+        }
         tokio::select! {
             biased;
             ended = conn.as_mut() => {
@@ -659,14 +671,18 @@ where
                 stopping = true;
                 if close_at.is_none() {
                     conn.as_mut().graceful_shutdown();
-                    close_at = Some(Instant::now() + GRACE);
+                    let at = Instant::now() + GRACE;
+                    close_at = Some(at);
+                    timer.as_mut().reset(at);
+                    armed = Some(at);
                 }
             }
-            _ = tokio::time::sleep_until(close_at.unwrap_or_else(far)), if close_at.is_some() => {
-                debug!("closing a connection that did not finish in time");
-                return;
-            }
-            _ = tokio::time::sleep_until(check.unwrap_or_else(far)), if check.is_some() => {
+            _ = timer.as_mut(), if armed.is_some() => {
+                armed = None;
+                if close_at.is_some() {
+                    debug!("closing a connection that did not finish in time");
+                    return;
+                }
                 match watch.expired(limits, Instant::now()) {
                     Some(Expired::Headers) => {
                         limits.stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -679,12 +695,15 @@ where
                         conn.as_mut().graceful_shutdown();
                         // Nothing is in flight; the grace only covers a request that
                         // raced the GOAWAY, and a peer that does not answer it.
-                        close_at = Some(Instant::now() + idle.min(GRACE));
+                        let at = Instant::now() + idle.min(GRACE);
+                        close_at = Some(at);
+                        timer.as_mut().reset(at);
+                        armed = Some(at);
                     }
                     None => {}
                 }
             }
-            _ = watch.wake.notified() => {}
+            _ = watch.wake.notified(), if close_at.is_none() => {}
         }
     }
 }
