@@ -109,6 +109,25 @@ fn read_config(file: &Option<String>) -> anyhow::Result<(String, String)> {
     }
 }
 
+/// The variable that sets how many threads serve the async work.
+const WORKER_THREADS: &str = "SIDEKICK_WORKER_THREADS";
+
+/// Threads for the async work (receiving, batching, sending): one unless
+/// `SIDEKICK_WORKER_THREADS` asks for more. One thread serves far more than one app
+/// sends, at less CPU per span than two (no thread is woken only to find the work taken;
+/// BENCHMARKS.md), and keeps Sidekick within a core of the Pod's CPU however busy the
+/// app gets. The OTLP exporters compress large batches, and persistent queues sync to
+/// disk, on tokio's blocking pool instead.
+fn worker_threads(value: Option<&str>) -> anyhow::Result<usize> {
+    let Some(value) = value else { return Ok(1) };
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => anyhow::bail!(
+            "{WORKER_THREADS}=\"{value}\" is not a thread count: write a whole number from 1 to 1024, e.g. {WORKER_THREADS}=2"
+        ),
+    }
+}
+
 fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -225,6 +244,7 @@ fn serve(first: Plan, mut source: Source, registry: &Registry) -> anyhow::Result
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads(env_lookup(WORKER_THREADS).as_deref())?)
         .enable_all()
         .thread_name("sidekick")
         .build()

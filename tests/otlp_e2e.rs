@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{attr, http_get, metric_value, runtime, Sidekick};
+use common::{attr, http_get, metric_value, runtime, Sidekick, TEST_TELEMETRY};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
@@ -676,4 +676,60 @@ fn an_exporter_batches_in_front_of_its_queue() {
     );
     assert_eq!(sizes[0], 50, "{sizes:?}");
     assert!(sk.terminate().success());
+}
+
+/// The names of the process's threads that serve its async work: tokio's workers and
+/// the main thread (both named `sidekick`); the blocking pool's threads too, once any.
+fn runtime_threads(sk: &Sidekick) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", sk.pid())).unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|name| name.trim() == "sidekick")
+        .count()
+}
+
+/// Sidekick serves on one worker thread unless `SIDEKICK_WORKER_THREADS` asks for more,
+/// and a batch large enough to be gzipped off that thread arrives whole.
+#[test]
+fn one_worker_thread_unless_told_and_large_batches_compressed_off_it() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = runtime();
+    let sink = rt.block_on(OtlpSink::start());
+    let config = batching_pipeline(&sink).replace("compression: none", "compression: gzip");
+
+    let mut three = Sidekick::start_with_env(&config, &[("SIDEKICK_WORKER_THREADS", "3")]);
+    assert_eq!(runtime_threads(&three), 1 + 3);
+    assert!(three.terminate().success());
+
+    let mut sk = Sidekick::start(&config);
+    assert_eq!(runtime_threads(&sk), 1 + 1);
+    let client = reqwest::Client::new();
+    // About 500 KB of spans in one batch: far over what is compressed in place.
+    for i in 0..5u64 {
+        let request = traces_request(i * 1000, 1, 1000);
+        assert_eq!(
+            rt.block_on(post_request(&client, sk.http.unwrap(), &request)),
+            200
+        );
+    }
+    assert!(rt.block_on(sink.wait_until(Duration::from_secs(10), |s| s.span_count() == 5000)));
+    let received: usize = sink.traces().iter().map(|r| r.encoded_len()).sum();
+    assert!(received > 256 << 10, "{received} bytes");
+    assert!(sk.terminate().success());
+
+    let file = common::TempFile::new("sidekick.yaml", &format!("{config}{TEST_TELEMETRY}"));
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_sidekick"))
+        .arg("--config")
+        .arg(&file.0)
+        .env("SIDEKICK_WORKER_THREADS", "many")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains(
+            "SIDEKICK_WORKER_THREADS=\"many\" is not a thread count: write a whole number from 1 to 1024"
+        ),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

@@ -225,7 +225,8 @@ impl OtlpHttpExporter {
     async fn send<S: Signal>(&self, batch: &Batch<S>) -> Result<Delivered, ExportError> {
         let body = self
             .compression
-            .apply(&batch.encoded_chunks())
+            .apply_for_send(batch.encoded_chunks())
+            .await
             .map_err(|e| ExportError::permanent(format!("cannot compress: {e}")))?;
         let mut request = self
             .client
