@@ -11,6 +11,19 @@ use tokio::sync::watch;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Runs `work`, synchronous and long (milliseconds: parsing a large scraped page), without
+/// holding up the tasks that share its worker thread: on the multi-threaded runtime the
+/// worker hands them to another thread meanwhile (`block_in_place`); elsewhere (a
+/// single-threaded test runtime, no runtime) `work` simply runs.
+pub fn off_worker<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 /// Tells a component to stop taking new data. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Stop(watch::Receiver<bool>);
@@ -183,5 +196,49 @@ impl Drop for TicketInner {
                 j.retire(self.seq, self.items, self.bytes);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn long_work_off_the_worker_lets_the_other_tasks_run() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let started = Arc::new(AtomicBool::new(false));
+            let long = tokio::spawn({
+                let started = started.clone();
+                async move {
+                    // Synchronous work that ends once another task on the one worker
+                    // thread has run, or after 5 s.
+                    off_worker(move || {
+                        started.store(true, Ordering::SeqCst);
+                        rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok()
+                    })
+                }
+            });
+            tokio::spawn(async move {
+                while !started.load(Ordering::SeqCst) {
+                    tokio::task::yield_now().await;
+                }
+                let _ = tx.send(());
+            });
+            assert!(long.await.unwrap(), "the other task did not run meanwhile");
+        });
+    }
+
+    #[tokio::test]
+    async fn on_a_single_threaded_runtime_the_work_runs_in_place() {
+        let started = Instant::now();
+        assert_eq!(off_worker(|| 6 * 7), 42);
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

@@ -15,6 +15,7 @@ use http::header;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint, ScopeMetrics,
 };
+use sidekick_collector::base::off_worker;
 use sidekick_collector::component::BuildError;
 use sidekick_collector::config::Secret;
 use sidekick_collector::payload::{Attrs, Metrics, MetricsSignal};
@@ -33,6 +34,12 @@ use sidekick_prometheus::relabel::{self, LabelSet, Rule};
 
 /// How often a failing target's error is logged again.
 const LOG_EVERY: Duration = Duration::from_secs(300);
+/// Pages larger than this are translated off the worker thread (see [`off_worker`]): a
+/// 100,000-series page takes tens of milliseconds, which the OTLP requests served on
+/// that thread would otherwise wait.
+const OFF_WORKER: usize = 256 * 1024;
+/// Scrapes of more points than this are encoded off the worker thread, likewise.
+const OFF_WORKER_POINTS: usize = 4096;
 
 /// Receiver-wide counters.
 pub struct Counters {
@@ -557,6 +564,14 @@ impl ScrapeTarget {
                 .scrape_once(&mut tracker, &mut failing_since_log, &tracked, &counters)
                 .await;
             let n = batch.len() as u64;
+            if batch.len() > OFF_WORKER_POINTS {
+                // Encoded here, off the worker thread, rather than where the pipeline
+                // first needs the bytes.
+                off_worker(|| {
+                    batch.size();
+                    batch.encoded_chunks();
+                });
+            }
             let wait = self.interval / 2;
             match output.offer(batch, wait).await {
                 Ok(()) => counters.accepted.add(n),
@@ -595,6 +610,9 @@ impl ScrapeTarget {
         let result = match tokio::time::timeout(self.timeout, self.fetch()).await {
             Err(_) => Err(ScrapeError::Timeout(self.timeout)),
             Ok(Err(e)) => Err(e),
+            Ok(Ok((body, content_type))) if body.len() > OFF_WORKER => {
+                off_worker(|| self.translate(body, &content_type, time_ms, tracker, counters))
+            }
             Ok(Ok((body, content_type))) => {
                 self.translate(body, &content_type, time_ms, tracker, counters)
             }
