@@ -602,7 +602,8 @@ fn one_rejected_span_costs_only_itself() {
 }
 
 /// A backend with a small message size limit refuses the batch as too large; it is
-/// split until every request fits, and everything arrives.
+/// split until every request fits, and everything arrives. The batch, over 1 MiB, is
+/// split off the worker thread at first.
 #[test]
 fn a_backend_size_limit_is_met_by_splitting() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -611,14 +612,17 @@ fn a_backend_size_limit_is_met_by_splitting() {
     sink.limit_request_size(16 << 10);
     let mut sk = Sidekick::start(&batching_pipeline(&sink));
     let client = reqwest::Client::new();
+    let mut sent = 0;
     for i in 0..10u64 {
-        let request = traces_request(i * 1000, 1, 100);
+        let request = traces_request(i * 10_000, 1, 1000);
+        sent += request.encoded_len();
         assert_eq!(
             rt.block_on(post_request(&client, sk.http.unwrap(), &request)),
             200
         );
     }
-    assert!(rt.block_on(sink.wait_until(Duration::from_secs(10), |s| s.span_count() == 1000)));
+    assert!(sent > 1 << 20, "{sent} bytes");
+    assert!(rt.block_on(sink.wait_until(Duration::from_secs(20), |s| s.span_count() == 10_000)));
     assert!(sink.rejected() >= 1);
     let page = sk.metrics();
     assert_eq!(

@@ -29,8 +29,8 @@ use sidekick_config::Duration as ConfigDuration;
 use tokio::sync::Semaphore;
 use tracing::{error, warn};
 
-use crate::base::BoxFuture;
 pub use crate::base::{deadline_pair, Deadline, DeadlineTrigger};
+use crate::base::{off_worker, BoxFuture};
 use crate::payload::{Batch, Signal};
 use crate::pipe::{Input, Limit, Sizer};
 use crate::telemetry::{Counter, LogBurst, Telemetry};
@@ -209,6 +209,8 @@ impl Drop for Probe {
 
 /// A failing backend is logged at most this often per exporter and kind of line.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Batches larger than this are split off the worker thread (see [`deliver`]).
+const OFF_WORKER: usize = 1 << 20;
 
 impl ExporterMetrics {
     pub fn new<S: Signal>(telemetry: &Telemetry, exporter: &str) -> Self {
@@ -370,7 +372,14 @@ async fn deliver<S: Signal>(
         };
         let Some(message) = rejected else { continue };
         if batch.len() > 1 {
-            let second = batch.split_off(batch.len() / 2);
+            let half = batch.len() / 2;
+            // Splitting reads the batch's bytes: milliseconds for a large scrape, off the
+            // worker thread.
+            let second = if batch.size() > OFF_WORKER {
+                off_worker(|| batch.split_off(half))
+            } else {
+                batch.split_off(half)
+            };
             // Last in, first out: the first half goes next, keeping the order.
             work.push(second);
             work.push(batch);
