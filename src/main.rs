@@ -116,9 +116,9 @@ const WORKER_THREADS: &str = "SIDEKICK_WORKER_THREADS";
 /// `SIDEKICK_WORKER_THREADS` asks for more. One thread serves far more than one app
 /// sends, at less CPU per span than two (no thread is woken only to find the work taken;
 /// BENCHMARKS.md), and keeps Sidekick within a core of the Pod's CPU however busy the
-/// app gets. The OTLP exporters compress large batches, and persistent queues sync to
-/// disk, on tokio's blocking pool instead; large scraped pages are parsed off it
-/// (`off_worker`).
+/// app gets. Long work (compressing, parsing, encoding or splitting large batches) hands
+/// its other tasks to another thread meanwhile (`off_worker`); persistent queues sync to
+/// disk on tokio's blocking pool.
 fn worker_threads(value: Option<&str>) -> anyhow::Result<usize> {
     let Some(value) = value else { return Ok(1) };
     match value.trim().parse::<usize>() {

@@ -5,9 +5,10 @@ use std::io::Write;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use sidekick_collector::base::off_worker;
 
-/// Batches up to this size are compressed where they are sent: well under a millisecond
-/// of work, less than handing them to another thread would cost.
+/// Batches up to this size are compressed in place: well under a millisecond of work,
+/// less than handing the worker's other tasks to another thread would cost.
 pub const OFF_RUNTIME: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,16 +45,14 @@ impl Compression {
     }
 
     /// [`apply`](Self::apply) for an exporter's request: a batch larger than
-    /// [`OFF_RUNTIME`] is compressed on the blocking pool, so the thread that serves
-    /// the receivers' requests is not held by it (gzip takes milliseconds per MiB).
-    pub async fn apply_for_send(self, chunks: Vec<Bytes>) -> std::io::Result<Bytes> {
+    /// [`OFF_RUNTIME`] is compressed off the worker thread ([`off_worker`]), so the
+    /// receivers' requests it serves are not held by it (gzip takes milliseconds per MiB).
+    pub fn apply_for_send(self, chunks: &[Bytes]) -> std::io::Result<Bytes> {
         let size: usize = chunks.iter().map(Bytes::len).sum();
         if self == Compression::None || size <= OFF_RUNTIME {
-            return self.apply(&chunks);
+            return self.apply(chunks);
         }
-        tokio::task::spawn_blocking(move || self.apply(&chunks))
-            .await
-            .map_err(std::io::Error::other)?
+        off_worker(|| self.apply(chunks))
     }
 
     /// Compresses the concatenation of `chunks`; without compression, joins them (no
@@ -107,31 +106,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_large_batch_compressed_on_the_blocking_pool_round_trips() {
+    async fn a_large_batch_compressed_off_the_worker_round_trips() {
         // Two chunks, together over the in-place limit.
         let text: Vec<u8> = (0..OFF_RUNTIME as u32 + 5000)
             .flat_map(|i| i.to_le_bytes())
             .collect();
         let (a, b) = text.split_at(text.len() / 3);
         let chunks = vec![Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)];
-        let gz = Compression::Gzip
-            .apply_for_send(chunks.clone())
-            .await
-            .unwrap();
+        let gz = Compression::Gzip.apply_for_send(&chunks).unwrap();
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, text);
-        let z = Compression::Zstd
-            .apply_for_send(chunks.clone())
-            .await
-            .unwrap();
+        let z = Compression::Zstd.apply_for_send(&chunks).unwrap();
         assert_eq!(zstd::decode_all(&z[..]).unwrap(), text);
-        let joined = Compression::None.apply_for_send(chunks).await.unwrap();
+        let joined = Compression::None.apply_for_send(&chunks).unwrap();
         assert_eq!(joined, text);
         let small = vec![Bytes::from_static(b"hello")];
-        let gz = Compression::Gzip.apply_for_send(small).await.unwrap();
+        let gz = Compression::Gzip.apply_for_send(&small).unwrap();
         let mut out = String::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_string(&mut out)

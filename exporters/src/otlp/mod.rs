@@ -208,7 +208,7 @@ impl OtlpGrpcExporter {
                 encoding: None,
             },
             Some(encoding) => Message {
-                chunks: vec![self.compression.apply_for_send(chunks).await.map_err(|e| {
+                chunks: vec![self.compression.apply_for_send(&chunks).map_err(|e| {
                     ExportError::Permanent {
                         message: format!("cannot compress the request: {e}"),
                     }

@@ -225,8 +225,7 @@ impl OtlpHttpExporter {
     async fn send<S: Signal>(&self, batch: &Batch<S>) -> Result<Delivered, ExportError> {
         let body = self
             .compression
-            .apply_for_send(batch.encoded_chunks())
-            .await
+            .apply_for_send(&batch.encoded_chunks())
             .map_err(|e| ExportError::permanent(format!("cannot compress: {e}")))?;
         let mut request = self
             .client

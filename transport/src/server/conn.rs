@@ -77,7 +77,13 @@ impl Watch {
 
     /// Now as nanoseconds since the connection opened, plus one (0 means "none").
     fn stamp(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
+        self.stamp_at(Instant::now())
+    }
+
+    /// `at` as a stamp.
+    fn stamp_at(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(since).unwrap_or(u64::MAX - 1) + 1
     }
 
     fn instant(&self, stamp: u64) -> Instant {
@@ -129,10 +135,7 @@ impl Watch {
 
     /// The driver's timer fires at `at` (`None`: it has none).
     pub(super) fn timer_set(&self, at: Option<Instant>) {
-        let at = at.map_or(u64::MAX, |at| {
-            let since = at.saturating_duration_since(self.epoch).as_nanos();
-            u64::try_from(since).unwrap_or(u64::MAX - 1) + 1
-        });
+        let at = at.map_or(u64::MAX, |at| self.stamp_at(at));
         self.timer_at.store(at, Ordering::SeqCst);
     }
 
